@@ -1,0 +1,21 @@
+"""Imports every model module so that ``Base.metadata`` is complete (Alembic, tests)."""
+
+from mes.db.base import Base
+from mes.durables import models as durables_models
+from mes.equipment import models as equipment_models
+from mes.fabs import models as fabs_models
+from mes.lots import models as lots_models
+from mes.recipes import models as recipes_models
+from mes.routes import models as routes_models
+
+__all__ = [
+    "Base",
+    "durables_models",
+    "equipment_models",
+    "fabs_models",
+    "lots_models",
+    "recipes_models",
+    "routes_models",
+]
+
+metadata = Base.metadata

@@ -1,0 +1,86 @@
+"""Engine and session factory for one database, with the SQLite settings an MES needs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import event
+from sqlalchemy.engine import URL, Connection, make_url
+from sqlalchemy.ext.asyncio import (
+    AsyncConnection,
+    AsyncEngine,
+    async_sessionmaker,
+    create_async_engine,
+)
+
+from mes.config import Settings
+
+# Execution option set on the writing engine: SQLite then opens transactions with
+# BEGIN IMMEDIATE, taking the write lock up front instead of failing at the first write
+# ("database is locked" on lock upgrade cannot be retried by busy_timeout).
+WRITE_OPTION = "mes_write"
+
+
+def is_sqlite(url: str | URL) -> bool:
+    return make_url(url).get_backend_name() == "sqlite"
+
+
+def ensure_sqlite_directory(url: str | URL) -> None:
+    database = make_url(url).database
+    if database and database != ":memory:":
+        Path(database).parent.mkdir(parents=True, exist_ok=True)
+
+
+def _install_sqlite_behaviour(engine: AsyncEngine, busy_timeout_ms: int) -> None:
+    @event.listens_for(engine.sync_engine, "connect")
+    def _on_connect(dbapi_connection: Any, _record: Any) -> None:
+        # Take transaction control away from the sqlite3 module (which skips BEGIN before
+        # SELECT and SAVEPOINT) and issue BEGIN ourselves below.
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA synchronous=NORMAL")
+        cursor.execute(f"PRAGMA busy_timeout={int(busy_timeout_ms)}")
+        cursor.close()
+
+    @event.listens_for(engine.sync_engine, "begin")
+    def _on_begin(conn: Connection) -> None:
+        if conn.get_execution_options().get(WRITE_OPTION):
+            conn.exec_driver_sql("BEGIN IMMEDIATE")
+        else:
+            conn.exec_driver_sql("BEGIN")
+
+
+def create_engine(settings: Settings) -> AsyncEngine:
+    url = settings.database_url
+    kwargs: dict[str, Any] = {"echo": settings.database_echo}
+    if is_sqlite(url):
+        ensure_sqlite_directory(url)
+    else:
+        kwargs.update(pool_size=settings.database_pool_size, pool_pre_ping=True)
+    engine = create_async_engine(url, **kwargs)
+    if is_sqlite(url):
+        _install_sqlite_behaviour(engine, settings.sqlite_busy_timeout_ms)
+    return engine
+
+
+class Database:
+    """The engine of one database plus session factories for reading and for writing."""
+
+    def __init__(self, engine: AsyncEngine, *, bind: AsyncConnection | None = None) -> None:
+        self.engine = engine
+        target: AsyncEngine | AsyncConnection = bind if bind is not None else engine
+        write_target = target.execution_options(**{WRITE_OPTION: True}) if bind is None else target
+        # A session bound to an outer connection (tests) joins its transaction via SAVEPOINTs.
+        join = {"join_transaction_mode": "create_savepoint"} if bind is not None else {}
+        self.read_sessions = async_sessionmaker(target, expire_on_commit=False, **join)  # type: ignore[arg-type]
+        self.write_sessions = async_sessionmaker(write_target, expire_on_commit=False, **join)  # type: ignore[arg-type]
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> Database:
+        return cls(create_engine(settings))
+
+    async def dispose(self) -> None:
+        await self.engine.dispose()

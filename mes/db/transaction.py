@@ -1,0 +1,45 @@
+"""One business operation = one transaction.
+
+HTTP requests get their session from the dependencies below; CLI commands, OPC UA events and
+dispatch cycles use ``unit_of_work``. Services only flush: the commit happens here, and for
+HTTP it finishes before the response is sent (dependency scope "function"), so a client never
+sees a success for a change that then fails to commit.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Annotated
+
+from fastapi import Depends, Request
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from mes.db.engine import Database
+
+
+def database(request: Request) -> Database:
+    db: Database = request.app.state.db
+    return db
+
+
+@asynccontextmanager
+async def unit_of_work(db: Database, *, write: bool = True) -> AsyncIterator[AsyncSession]:
+    """A session inside one transaction: committed on success, rolled back on any error."""
+    factory = db.write_sessions if write else db.read_sessions
+    async with factory() as session, session.begin():
+        yield session
+
+
+async def _write_session(request: Request) -> AsyncIterator[AsyncSession]:
+    async with unit_of_work(database(request), write=True) as session:
+        yield session
+
+
+async def _read_session(request: Request) -> AsyncIterator[AsyncSession]:
+    async with unit_of_work(database(request), write=False) as session:
+        yield session
+
+
+WriteSession = Annotated[AsyncSession, Depends(_write_session, scope="function")]
+ReadSession = Annotated[AsyncSession, Depends(_read_session, scope="function")]

@@ -1,0 +1,160 @@
+from __future__ import annotations
+
+import enum
+from datetime import datetime
+from typing import Any, ClassVar
+
+from sqlalchemy import (
+    CheckConstraint,
+    ForeignKey,
+    ForeignKeyConstraint,
+    Index,
+    Integer,
+    String,
+    Text,
+    UniqueConstraint,
+)
+from sqlalchemy.orm import Mapped, mapped_column, relationship
+
+from mes.db.base import Base, BigIntPK, TimestampMixin
+from mes.db.types import enum_type
+from mes.equipment.states import E10State
+from mes.fabs.models import Area, Fab, ToolGroup
+
+
+class LoadPortTransferState(enum.StrEnum):
+    """SEMI E87 load-port transfer state."""
+
+    OUT_OF_SERVICE = "OutOfService"
+    TRANSFER_BLOCKED = "TransferBlocked"
+    READY_TO_LOAD = "ReadyToLoad"
+    READY_TO_UNLOAD = "ReadyToUnload"
+
+
+class StateChangeSource(enum.StrEnum):
+    API = "api"  # an operator or technician
+    TOOL = "tool"  # reported by the tool over OPC UA
+    SYSTEM = "system"  # derived by the MES (track-in, PM start, missing signal)
+
+
+class Equipment(TimestampMixin, Base):
+    """A process tool of one fab, with its current E10 state."""
+
+    __tablename__ = "equipment"
+    __table_args__ = (
+        UniqueConstraint("id", "fab_id"),
+        # The area must be in the tool's own fab.
+        ForeignKeyConstraint(["area_id", "fab_id"], ["area.id", "area.fab_id"]),
+        CheckConstraint("max_lots >= 1", name="max_lots_positive"),
+    )
+
+    id: Mapped[int] = mapped_column(BigIntPK, primary_key=True)
+    code: Mapped[str] = mapped_column(String(32), unique=True)
+    name: Mapped[str] = mapped_column(String(128))
+    fab_id: Mapped[int] = mapped_column(ForeignKey("fab.id"), index=True)
+    area_id: Mapped[int] = mapped_column(index=True)
+    tool_group_id: Mapped[int] = mapped_column(ForeignKey("tool_group.id"), index=True)
+    vendor: Mapped[str | None] = mapped_column(String(64))
+    model: Mapped[str | None] = mapped_column(String(64))
+    opcua_endpoint: Mapped[str | None] = mapped_column(String(255))
+    # Lots the tool may hold at once: 1 for most tools, the batch size in lots for furnaces.
+    max_lots: Mapped[int] = mapped_column(Integer, default=1)
+    e10_state: Mapped[E10State] = mapped_column(
+        enum_type(E10State, "e10_state"), default=E10State.SBY
+    )
+    e10_substate: Mapped[str] = mapped_column(String(48), default="SBY.NO_PRODUCT")
+    state_since: Mapped[datetime]
+    version: Mapped[int] = mapped_column(Integer, default=1)
+
+    fab: Mapped[Fab] = relationship()
+    area: Mapped[Area] = relationship(
+        foreign_keys=[area_id], primaryjoin=lambda: Area.id == Equipment.area_id
+    )
+    tool_group: Mapped[ToolGroup] = relationship()
+    chambers: Mapped[list[Chamber]] = relationship(
+        back_populates="equipment", order_by="Chamber.name", cascade="all, delete-orphan"
+    )
+    load_ports: Mapped[list[LoadPort]] = relationship(
+        back_populates="equipment", order_by="LoadPort.port_number", cascade="all, delete-orphan"
+    )
+
+    __mapper_args__: ClassVar[dict[str, Any]] = {"version_id_col": version}
+
+
+class Chamber(TimestampMixin, Base):
+    """A process module of a cluster tool; it has its own E10 state."""
+
+    __tablename__ = "chamber"
+    __table_args__ = (
+        UniqueConstraint("equipment_id", "name"),
+        ForeignKeyConstraint(
+            ["equipment_id", "fab_id"], ["equipment.id", "equipment.fab_id"], ondelete="CASCADE"
+        ),
+    )
+
+    id: Mapped[int] = mapped_column(BigIntPK, primary_key=True)
+    equipment_id: Mapped[int] = mapped_column(index=True)
+    fab_id: Mapped[int] = mapped_column(ForeignKey("fab.id"))
+    name: Mapped[str] = mapped_column(String(16))
+    e10_state: Mapped[E10State] = mapped_column(
+        enum_type(E10State, "e10_state"), default=E10State.SBY
+    )
+    e10_substate: Mapped[str] = mapped_column(String(48), default="SBY.NO_PRODUCT")
+
+    equipment: Mapped[Equipment] = relationship(
+        back_populates="chambers",
+        foreign_keys=[equipment_id],
+        primaryjoin=lambda: Equipment.id == Chamber.equipment_id,
+    )
+
+
+class LoadPort(TimestampMixin, Base):
+    __tablename__ = "load_port"
+    __table_args__ = (
+        UniqueConstraint("equipment_id", "port_number"),
+        ForeignKeyConstraint(
+            ["equipment_id", "fab_id"], ["equipment.id", "equipment.fab_id"], ondelete="CASCADE"
+        ),
+        CheckConstraint("port_number BETWEEN 1 AND 16", name="port_number_range"),
+    )
+
+    id: Mapped[int] = mapped_column(BigIntPK, primary_key=True)
+    equipment_id: Mapped[int] = mapped_column(index=True)
+    fab_id: Mapped[int] = mapped_column(ForeignKey("fab.id"))
+    port_number: Mapped[int] = mapped_column(Integer)
+    transfer_state: Mapped[LoadPortTransferState] = mapped_column(
+        enum_type(LoadPortTransferState, "load_port_transfer_state"),
+        default=LoadPortTransferState.READY_TO_LOAD,
+    )
+
+    equipment: Mapped[Equipment] = relationship(
+        back_populates="load_ports",
+        foreign_keys=[equipment_id],
+        primaryjoin=lambda: Equipment.id == LoadPort.equipment_id,
+    )
+
+
+class EquipmentStateEvent(Base):
+    """Append-only E10 history of a tool or one of its chambers."""
+
+    __tablename__ = "equipment_state_event"
+    __table_args__ = (
+        ForeignKeyConstraint(["equipment_id", "fab_id"], ["equipment.id", "equipment.fab_id"]),
+        Index("ix_equipment_state_event_equipment_time", "equipment_id", "occurred_at"),
+    )
+
+    id: Mapped[int] = mapped_column(BigIntPK, primary_key=True)
+    fab_id: Mapped[int] = mapped_column(ForeignKey("fab.id"))
+    equipment_id: Mapped[int] = mapped_column()
+    chamber_id: Mapped[int | None] = mapped_column(ForeignKey("chamber.id"))
+    from_state: Mapped[E10State | None] = mapped_column(enum_type(E10State, "from_state"))
+    to_state: Mapped[E10State] = mapped_column(enum_type(E10State, "to_state"))
+    substate: Mapped[str] = mapped_column(String(48))
+    # When the change took effect on the floor; recorded_at is when the MES learned of it.
+    occurred_at: Mapped[datetime]
+    recorded_at: Mapped[datetime]
+    source: Mapped[StateChangeSource] = mapped_column(
+        enum_type(StateChangeSource, "state_change_source")
+    )
+    actor: Mapped[str] = mapped_column(String(64))
+    reason: Mapped[str | None] = mapped_column(Text)

@@ -1,0 +1,1 @@
+"""Fabs (sites), their areas, and the tool groups (capabilities) that tools provide."""

@@ -1,0 +1,44 @@
+"""Liveness and readiness probes (outside /api/v1, no authentication)."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse
+from sqlalchemy import text
+
+from mes.db.engine import Database
+from mes.db.migrate import current_revision, head_revision
+
+router = APIRouter(tags=["health"])
+
+
+@router.get("/healthz")
+async def healthz() -> dict[str, str]:
+    """The process is up."""
+    return {"status": "ok"}
+
+
+@router.get("/readyz")
+async def readyz(request: Request) -> JSONResponse:
+    """The database answers and its schema is at the migration head this build expects."""
+    db: Database = request.app.state.db
+    try:
+        async with db.read_sessions() as session:
+            await session.execute(text("SELECT 1"))
+        revision = await current_revision(db.engine)
+    except Exception as exc:  # readiness reports any failure instead of raising it
+        return JSONResponse(
+            {"status": "unavailable", "database": "unreachable", "detail": type(exc).__name__},
+            status_code=503,
+        )
+    expected = head_revision()
+    ready = revision == expected
+    return JSONResponse(
+        {
+            "status": "ok" if ready else "unavailable",
+            "database": "ok",
+            "schema_revision": revision,
+            "expected_revision": expected,
+        },
+        status_code=200 if ready else 503,
+    )

@@ -1,0 +1,1 @@
+"""Recipes (versioned process programs) and their qualification on tools."""

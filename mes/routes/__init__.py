@@ -1,0 +1,1 @@
+"""Products and their versioned routes (the ordered steps a lot runs through)."""
