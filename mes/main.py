@@ -11,6 +11,7 @@ from mes import __version__
 from mes.clock import Clock, SystemClock
 from mes.config import Settings
 from mes.db.engine import Database
+from mes.durables.router import router as durables_router
 from mes.equipment.router import router as equipment_router
 from mes.errors import install_error_handlers
 from mes.fabs.router import router as fabs_router
@@ -50,7 +51,14 @@ def create_app(
     app.state.clock = clock or SystemClock()
 
     api = APIRouter(prefix=API_PREFIX)
-    for router in (fabs_router, equipment_router, routes_router, recipes_router, lots_router):
+    for router in (
+        fabs_router,
+        equipment_router,
+        routes_router,
+        recipes_router,
+        lots_router,
+        durables_router,
+    ):
         api.include_router(router)
     app.include_router(api)
     app.include_router(health_router)

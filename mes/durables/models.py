@@ -4,10 +4,11 @@ import enum
 from datetime import datetime
 
 from sqlalchemy import CheckConstraint, ForeignKey, Integer, String
-from sqlalchemy.orm import Mapped, mapped_column
+from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from mes.db.base import Base, BigIntPK, TimestampMixin
 from mes.db.types import enum_type
+from mes.fabs.models import Fab
 
 
 class CarrierState(enum.StrEnum):
@@ -35,3 +36,5 @@ class Carrier(TimestampMixin, Base):
     )
     uses_since_clean: Mapped[int] = mapped_column(Integer, default=0)
     last_cleaned_at: Mapped[datetime | None]
+
+    fab: Mapped[Fab] = relationship()

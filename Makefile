@@ -1,0 +1,60 @@
+# The single entry point. Every target bootstraps .venv itself, so a fresh machine needs only
+# Python 3.11 and make.
+PYTHON ?= $(shell command -v python3.11 2>/dev/null || command -v python3)
+VENV := .venv
+BIN := $(VENV)/bin
+PIP := $(BIN)/python -m pip --disable-pip-version-check -q
+
+.PHONY: run test test-sqlite test-postgres lint typecheck bench clean venv
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(PIP) install --upgrade pip
+
+# Reinstall when the dependency list changes.
+$(VENV)/.installed-run: pyproject.toml | $(BIN)/python
+	$(PIP) install -e .
+	touch $@
+
+$(VENV)/.installed-dev: pyproject.toml | $(BIN)/python
+	$(PIP) install -e '.[dev]'
+	touch $@ $(VENV)/.installed-run
+
+venv: $(VENV)/.installed-dev
+
+## run: migrate the embedded SQLite database, load the example fab if empty, serve on :8000
+run: $(VENV)/.installed-run
+	$(BIN)/mes db upgrade
+	$(BIN)/mes seed example --if-empty
+	$(BIN)/mes serve --host 127.0.0.1 --port 8000
+
+## test: ruff, then the suite on SQLite, then again on PostgreSQL if MES_TEST_DATABASE_URL is set
+test: $(VENV)/.installed-dev
+	$(BIN)/ruff check .
+	$(MAKE) --no-print-directory test-sqlite
+	@if [ -n "$$MES_TEST_DATABASE_URL" ]; then \
+		$(MAKE) --no-print-directory test-postgres; \
+	else \
+		echo "MES_TEST_DATABASE_URL is not set: PostgreSQL run skipped"; \
+	fi
+
+test-sqlite: $(VENV)/.installed-dev
+	@echo "=== test suite on SQLite ==="
+	env -u MES_TEST_DATABASE_URL $(BIN)/pytest $(PYTEST_ARGS)
+
+test-postgres: $(VENV)/.installed-dev
+	@echo "=== test suite on PostgreSQL ($$MES_TEST_DATABASE_URL) ==="
+	$(BIN)/pytest $(PYTEST_ARGS)
+
+lint: $(VENV)/.installed-dev
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+typecheck: $(VENV)/.installed-dev
+	$(BIN)/mypy mes
+
+bench: $(VENV)/.installed-dev
+	@for b in bench/bench_*.py; do echo "=== $$b ==="; $(BIN)/python $$b || exit 1; done
+
+clean:
+	rm -rf $(VENV) var .pytest_cache .ruff_cache .mypy_cache

@@ -1,0 +1,145 @@
+"""Load the example fab (``example_fab.json``) through the same services the API uses, so
+the example is validated exactly like data an engineer would enter."""
+
+from __future__ import annotations
+
+import json
+from importlib import resources
+from typing import Literal
+
+from pydantic import BaseModel, Field
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from mes.clock import Clock
+from mes.durables import service as durables_service
+from mes.durables.schemas import CarrierCreate
+from mes.equipment import service as equipment_service
+from mes.equipment.models import Equipment
+from mes.equipment.schemas import EquipmentCreate
+from mes.fabs import service as fabs_service
+from mes.fabs.models import Fab
+from mes.fabs.schemas import AreaCreate, FabCreate, ToolGroupCreate
+from mes.recipes import service as recipes_service
+from mes.recipes.schemas import QualificationCreate, RecipeCreate
+from mes.routes import service as routes_service
+from mes.routes.schemas import ProductCreate, RouteCreate
+
+EXAMPLE_FORMAT = "fab-mes-example/1"
+SEED_ACTOR = "seed"
+
+
+class FabSeed(FabCreate):
+    areas: list[AreaCreate]
+
+
+class RecipeSeed(RecipeCreate):
+    approve: bool = True
+    # "all": every tool of the recipe's tool group in every fab.
+    qualify: Literal["all"] | list[str] = "all"
+
+
+class RouteSeed(RouteCreate):
+    activate: bool = True
+
+
+class CarrierBatch(BaseModel):
+    fab: str
+    prefix: str = Field(max_length=24)
+    count: int = Field(ge=0, le=9999)
+
+
+class ExampleData(BaseModel):
+    format: Literal["fab-mes-example/1"]
+    fabs: list[FabSeed]
+    tool_groups: list[ToolGroupCreate]
+    tools: list[EquipmentCreate]
+    products: list[ProductCreate]
+    recipes: list[RecipeSeed]
+    routes: list[RouteSeed]
+    carriers: list[CarrierBatch]
+
+
+def read_example() -> ExampleData:
+    """The example shipped inside the package."""
+    text = resources.files("mes.seed").joinpath("example_fab.json").read_text("utf-8")
+    return ExampleData.model_validate(json.loads(text))
+
+
+async def database_is_empty(session: AsyncSession) -> bool:
+    return await session.scalar(select(Fab.id).limit(1)) is None
+
+
+async def load(session: AsyncSession, data: ExampleData, *, clock: Clock) -> dict[str, int]:
+    """Create everything in ``data``; returns how many of each kind were created."""
+    for fab in data.fabs:
+        await fabs_service.create_fab(session, FabCreate.model_validate(fab.model_dump()))
+        for area in fab.areas:
+            await fabs_service.create_area(session, fab.code, area)
+    for group in data.tool_groups:
+        await fabs_service.create_tool_group(session, group)
+    for tool in data.tools:
+        await equipment_service.create_equipment(session, tool, actor=SEED_ACTOR, clock=clock)
+    for product in data.products:
+        await routes_service.create_product(session, product)
+
+    qualifications = 0
+    for recipe in data.recipes:
+        await recipes_service.create_recipe(
+            session, RecipeCreate.model_validate(recipe.model_dump()), actor=SEED_ACTOR
+        )
+        if recipe.approve:
+            await recipes_service.approve_version(
+                session, recipe.name, 1, actor=SEED_ACTOR, clock=clock
+            )
+        if recipe.qualify == "all":
+            group = await fabs_service.get_tool_group(session, recipe.tool_group)
+            tools = list(
+                await session.scalars(
+                    select(Equipment.code)
+                    .where(Equipment.tool_group_id == group.id)
+                    .order_by(Equipment.code)
+                )
+            )
+        else:
+            tools = recipe.qualify
+        for tool_code in tools:
+            await recipes_service.qualify(
+                session,
+                recipe.name,
+                1,
+                QualificationCreate(tool=tool_code),
+                actor=SEED_ACTOR,
+                clock=clock,
+            )
+            qualifications += 1
+
+    for route in data.routes:
+        await routes_service.create_route(
+            session, RouteCreate.model_validate(route.model_dump()), actor=SEED_ACTOR
+        )
+        if route.activate:
+            await routes_service.activate_version(
+                session, route.code, 1, actor=SEED_ACTOR, clock=clock
+            )
+
+    carriers = 0
+    for batch in data.carriers:
+        for n in range(1, batch.count + 1):
+            await durables_service.create_carrier(
+                session, CarrierCreate(code=f"{batch.prefix}{n:04d}", fab=batch.fab)
+            )
+            carriers += 1
+
+    return {
+        "fabs": len(data.fabs),
+        "areas": sum(len(f.areas) for f in data.fabs),
+        "tool_groups": len(data.tool_groups),
+        "tools": len(data.tools),
+        "products": len(data.products),
+        "recipes": len(data.recipes),
+        "qualifications": qualifications,
+        "routes": len(data.routes),
+        "steps": sum(len(r.steps) for r in data.routes),
+        "carriers": carriers,
+    }
