@@ -36,7 +36,7 @@ class EquipmentCreate(BaseModel):
 class EquipmentUpdate(BaseModel):
     """Master-data changes. ``version`` is the one the caller read (optimistic locking)."""
 
-    version: int = Field(ge=1)
+    version: int = Field(ge=1, le=2**31 - 1)
     name: Name | None = None
     vendor: str | None = Field(default=None, max_length=64)
     model: str | None = Field(default=None, max_length=64)
@@ -45,7 +45,7 @@ class EquipmentUpdate(BaseModel):
 
 
 class StateChange(BaseModel):
-    version: int = Field(ge=1)
+    version: int = Field(ge=1, le=2**31 - 1)
     state: E10State
     substate: str | None = Field(default=None, max_length=48)
     chamber: ChamberName | None = None

@@ -1,0 +1,87 @@
+"""The README's main job, end to end: `mes db upgrade`, `mes seed example`, `mes serve`, then
+real HTTP over a socket."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import httpx
+
+from tests.databases import create_database, drop_database
+
+MES = [sys.executable, "-m", "mes.cli"]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def _run(args: list[str], env: dict[str, str]) -> str:
+    done = subprocess.run(MES + args, env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    return done.stdout
+
+
+async def test_migrate_seed_and_serve_over_http(tmp_path: Path) -> None:
+    url = await create_database(tmp_path, "cli")
+    env = {**os.environ, "MES_DATABASE_URL": url}
+    try:
+        assert "database at revision" in await asyncio.to_thread(_run, ["db", "upgrade"], env)
+        seeded = await asyncio.to_thread(_run, ["seed", "example", "--if-empty"], env)
+        assert '"tools": 30' in seeded
+        again = await asyncio.to_thread(_run, ["seed", "example", "--if-empty"], env)
+        assert "not loaded" in again
+
+        port = _free_port()
+        server = subprocess.Popen(
+            [*MES, "serve", "--host", "127.0.0.1", "--port", str(port)],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        try:
+            async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as http:
+                for _ in range(100):
+                    try:
+                        if (await http.get("/healthz")).status_code == 200:
+                            break
+                    except httpx.TransportError:
+                        pass
+                    await asyncio.sleep(0.1)
+                assert (await http.get("/readyz")).json()["status"] == "ok"
+                assert (await http.get("/docs")).status_code == 200
+                tools = (await http.get("/api/v1/equipment", params={"limit": 100})).json()
+                assert tools["total"] == 30
+                route = (await http.get("/api/v1/routes/R-LOGIC28/versions/1")).json()
+                assert route["status"] == "active" and len(route["steps"]) == 38
+                missing = await http.get("/api/v1/lots/NOPE")
+                assert missing.status_code == 404
+                assert missing.headers["content-type"] == "application/problem+json"
+        finally:
+            server.terminate()
+            server.wait(timeout=10)
+    finally:
+        await drop_database(url)
+
+
+async def test_seed_refuses_a_database_with_data_without_if_empty(tmp_path: Path) -> None:
+    url = await create_database(tmp_path, "cli2")
+    env = {**os.environ, "MES_DATABASE_URL": url}
+    try:
+        await asyncio.to_thread(_run, ["db", "upgrade"], env)
+        await asyncio.to_thread(_run, ["seed", "example"], env)
+        done = await asyncio.to_thread(
+            subprocess.run, [*MES, "seed", "example"], env=env, capture_output=True, text=True
+        )
+        assert done.returncode != 0
+        assert "already holds data" in done.stderr
+    finally:
+        await drop_database(url)
