@@ -84,7 +84,9 @@ def clock() -> FixedClock:
 
 
 @pytest.fixture
-async def client(settings: Settings, db: Database, clock: FixedClock) -> AsyncIterator[httpx.AsyncClient]:
+async def client(
+    settings: Settings, db: Database, clock: FixedClock
+) -> AsyncIterator[httpx.AsyncClient]:
     app = create_app(settings, database=db, clock=clock)
     transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
     async with httpx.AsyncClient(transport=transport, base_url="http://mes.test") as client:

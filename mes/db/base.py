@@ -28,7 +28,10 @@ CURRENT_TIMESTAMP = text("CURRENT_TIMESTAMP")
 
 class Base(DeclarativeBase):
     metadata = MetaData(naming_convention=NAMING_CONVENTION)
-    type_annotation_map: ClassVar[dict[Any, Any]] = {datetime: UTCDateTime(), dict[str, Any]: JsonDocument}
+    type_annotation_map: ClassVar[dict[Any, Any]] = {
+        datetime: UTCDateTime(),
+        dict[str, Any]: JsonDocument,
+    }
 
 
 def _utcnow() -> datetime:

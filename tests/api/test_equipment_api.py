@@ -31,7 +31,7 @@ async def test_filters_by_fab_area_group_and_state(client):
 async def test_cluster_and_batch_tools_carry_their_structure(client):
     etch = (await client.get("/api/v1/equipment/F1-ETPO01")).json()
     assert [c["name"] for c in etch["chambers"]] == ["PM1", "PM2", "PM3", "PM4"]
-    assert etch["e10_state"] == "SBY" and etch["e10_substate"] == "SBY.NO_PRODUCT"
+    assert (etch["e10_state"], etch["e10_substate"]) == ("SBY", "SBY.NO_PRODUCT")
     furnace = (await client.get("/api/v1/equipment/F2-FUOX01")).json()
     assert furnace["max_lots"] == 6
     assert [p["port_number"] for p in furnace["load_ports"]] == [1, 2, 3, 4]
@@ -105,7 +105,7 @@ async def test_state_change_is_recorded_with_history(client, clock):
         "UDT",
         "UDT.REPAIR",
     )
-    assert latest["reason"] == "stage error" and latest["actor"] == "tech1"
+    assert (latest["reason"], latest["actor"]) == ("stage error", "tech1")
     down = (await client.get("/api/v1/equipment", params={"state": "UDT"})).json()
     assert [t["code"] for t in down["items"]] == ["F2-LI9301"]
 

@@ -41,8 +41,13 @@ async def test_migrate_seed_and_serve_over_http(tmp_path: Path) -> None:
         assert "not loaded" in again
 
         port = _free_port()
-        server = subprocess.Popen(
-            [*MES, "serve", "--host", "127.0.0.1", "--port", str(port)],
+        server = await asyncio.create_subprocess_exec(
+            *MES,
+            "serve",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
             env=env,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
@@ -61,13 +66,14 @@ async def test_migrate_seed_and_serve_over_http(tmp_path: Path) -> None:
                 tools = (await http.get("/api/v1/equipment", params={"limit": 100})).json()
                 assert tools["total"] == 30
                 route = (await http.get("/api/v1/routes/R-LOGIC28/versions/1")).json()
-                assert route["status"] == "active" and len(route["steps"]) == 38
+                assert route["status"] == "active"
+                assert len(route["steps"]) == 38
                 missing = await http.get("/api/v1/lots/NOPE")
                 assert missing.status_code == 404
                 assert missing.headers["content-type"] == "application/problem+json"
         finally:
             server.terminate()
-            server.wait(timeout=10)
+            await asyncio.wait_for(server.wait(), timeout=10)
     finally:
         await drop_database(url)
 

@@ -54,5 +54,7 @@ def test_migration_files_follow_the_naming_scheme() -> None:
     for name in files:
         # YYYY-MM-DD-HHMM_slug.py keeps them in creation order in a directory listing.
         stamp, _, slug = name.partition("_")
-        assert len(stamp) == 15 and stamp[4] == stamp[7] == stamp[10] == "-", name
-        assert slug.endswith(".py") and slug[:-3].replace("_", "").isalnum(), name
+        assert len(stamp) == 15, name
+        assert stamp[4] == stamp[7] == stamp[10] == "-", name
+        assert slug.endswith(".py"), name
+        assert slug[:-3].replace("_", "").isalnum(), name
