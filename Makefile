@@ -31,6 +31,7 @@ run: $(VENV)/.installed-run
 ## test: ruff, then the suite on SQLite, then again on PostgreSQL if MES_TEST_DATABASE_URL is set
 test: $(VENV)/.installed-dev
 	$(BIN)/ruff check .
+	$(BIN)/mypy mes
 	$(MAKE) --no-print-directory test-sqlite
 	@if [ -n "$$MES_TEST_DATABASE_URL" ]; then \
 		$(MAKE) --no-print-directory test-postgres; \

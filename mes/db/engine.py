@@ -10,6 +10,7 @@ from sqlalchemy.engine import URL, Connection, make_url
 from sqlalchemy.ext.asyncio import (
     AsyncConnection,
     AsyncEngine,
+    AsyncSession,
     async_sessionmaker,
     create_async_engine,
 )
@@ -71,12 +72,19 @@ class Database:
 
     def __init__(self, engine: AsyncEngine, *, bind: AsyncConnection | None = None) -> None:
         self.engine = engine
-        target: AsyncEngine | AsyncConnection = bind if bind is not None else engine
-        write_target = target.execution_options(**{WRITE_OPTION: True}) if bind is None else target
-        # A session bound to an outer connection (tests) joins its transaction via SAVEPOINTs.
-        join = {"join_transaction_mode": "create_savepoint"} if bind is not None else {}
-        self.read_sessions = async_sessionmaker(target, expire_on_commit=False, **join)  # type: ignore[arg-type]
-        self.write_sessions = async_sessionmaker(write_target, expire_on_commit=False, **join)  # type: ignore[arg-type]
+        self.read_sessions: async_sessionmaker[AsyncSession]
+        self.write_sessions: async_sessionmaker[AsyncSession]
+        if bind is None:
+            self.read_sessions = async_sessionmaker(engine, expire_on_commit=False)
+            self.write_sessions = async_sessionmaker(
+                engine.execution_options(**{WRITE_OPTION: True}), expire_on_commit=False
+            )
+        else:
+            # Bound to an outer connection (tests): sessions join its transaction through
+            # SAVEPOINTs, so whatever they "commit" is rolled back with it.
+            self.read_sessions = self.write_sessions = async_sessionmaker(
+                bind, expire_on_commit=False, join_transaction_mode="create_savepoint"
+            )
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Database:

@@ -22,7 +22,7 @@ class CarrierFilter:
     state: CarrierState | None = None
 
 
-def carrier_query(flt: CarrierFilter) -> Select[tuple[Carrier]]:
+def carrier_query(flt: CarrierFilter) -> Select[Carrier]:
     stmt = select(Carrier).options(selectinload(Carrier.fab)).order_by(Carrier.code)
     if flt.fab is not None:
         stmt = stmt.join(Fab, Fab.id == Carrier.fab_id).where(Fab.code == flt.fab)

@@ -2,7 +2,6 @@ from __future__ import annotations
 
 import enum
 from datetime import datetime
-from typing import Any, ClassVar
 
 from sqlalchemy import (
     CheckConstraint,
@@ -78,7 +77,8 @@ class Equipment(TimestampMixin, Base):
         back_populates="equipment", order_by="LoadPort.port_number", cascade="all, delete-orphan"
     )
 
-    __mapper_args__: ClassVar[dict[str, Any]] = {"version_id_col": version}
+    # SQLAlchemy types this as an instance attribute, hence no ClassVar.
+    __mapper_args__ = {"version_id_col": version}  # noqa: RUF012
 
 
 class Chamber(TimestampMixin, Base):

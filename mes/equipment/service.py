@@ -43,7 +43,7 @@ class EquipmentFilter:
     state: states.E10State | None = None
 
 
-def equipment_query(flt: EquipmentFilter) -> Select[tuple[Equipment]]:
+def equipment_query(flt: EquipmentFilter) -> Select[Equipment]:
     stmt = select(Equipment).options(*LOAD_OPTIONS).order_by(Equipment.code)
     if flt.fab is not None:
         stmt = stmt.join(Fab, Fab.id == Equipment.fab_id).where(Fab.code == flt.fab)

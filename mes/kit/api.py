@@ -52,7 +52,11 @@ class ReadModel(BaseModel):
 
 
 async def fetch_page(
-    session: AsyncSession, stmt: Select[Any], page: PageParams, *, scalars: bool = True
+    session: AsyncSession,
+    stmt: Select[*tuple[Any, ...]],
+    page: PageParams,
+    *,
+    scalars: bool = True,
 ) -> tuple[list[Any], int]:
     """Run ``stmt`` for one page and count all rows it matches.
 

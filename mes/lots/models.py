@@ -1,7 +1,7 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, ClassVar
+from typing import Any
 
 from sqlalchemy import (
     CheckConstraint,
@@ -71,7 +71,8 @@ class Lot(TimestampMixin, Base):
         primaryjoin="Lot.id == Wafer.lot_id",
     )
 
-    __mapper_args__: ClassVar[dict[str, Any]] = {"version_id_col": version}
+    # SQLAlchemy types this as an instance attribute, hence no ClassVar.
+    __mapper_args__ = {"version_id_col": version}  # noqa: RUF012
 
 
 class Wafer(TimestampMixin, Base):

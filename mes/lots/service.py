@@ -35,7 +35,7 @@ LOT_OPTIONS = (
 )
 
 
-def lot_query(flt: LotFilter) -> Select[tuple[Lot]]:
+def lot_query(flt: LotFilter) -> Select[Lot]:
     stmt = select(Lot).options(*LOT_OPTIONS).order_by(Lot.code)
     if flt.fab is not None:
         stmt = stmt.join(Fab, Fab.id == Lot.fab_id).where(Fab.code == flt.fab)

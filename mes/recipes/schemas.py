@@ -3,7 +3,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated
 
-from pydantic import AwareDatetime, BaseModel, Field, model_validator
+from pydantic import AwareDatetime, BaseModel, Field, FiniteFloat, model_validator
 
 from mes.kit.api import CodeStr
 from mes.recipes.models import RecipeVersionStatus
@@ -15,10 +15,11 @@ class Parameter(BaseModel):
     """One recipe parameter; numeric values are checked against their limits."""
 
     name: str = Field(min_length=1, max_length=64)
-    value: float | int | str | bool
+    # Finite numbers only: NaN and infinities have no JSON form, so no canonical body either.
+    value: FiniteFloat | int | str | bool
     unit: str | None = Field(default=None, max_length=16)
-    min: float | None = None
-    max: float | None = None
+    min: FiniteFloat | None = None
+    max: FiniteFloat | None = None
 
     @model_validator(mode="after")
     def _within_limits(self) -> Parameter:

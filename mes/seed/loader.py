@@ -93,11 +93,11 @@ async def load(session: AsyncSession, data: ExampleData, *, clock: Clock) -> dic
                 session, recipe.name, 1, actor=SEED_ACTOR, clock=clock
             )
         if recipe.qualify == "all":
-            group = await fabs_service.get_tool_group(session, recipe.tool_group)
+            recipe_group = await fabs_service.get_tool_group(session, recipe.tool_group)
             tools = list(
                 await session.scalars(
                     select(Equipment.code)
-                    .where(Equipment.tool_group_id == group.id)
+                    .where(Equipment.tool_group_id == recipe_group.id)
                     .order_by(Equipment.code)
                 )
             )

@@ -14,5 +14,6 @@ def assert_problem(response: httpx.Response, status: int, code: str) -> dict[str
     assert body["code"] == code, body
     assert body["status"] == status
     assert body["type"].endswith(code)
-    assert body["title"] and body["detail"]
+    assert body["title"]
+    assert body["detail"]
     return body
