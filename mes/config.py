@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import Field
+from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DEFAULT_SQLITE_PATH = Path("var") / "mes.db"
@@ -28,4 +28,12 @@ class Settings(BaseSettings):
     host: str = "127.0.0.1"
     port: int = Field(default=8000, ge=1, le=65535)
     log_level: str = "info"
-    api_max_page_size: int = Field(default=500, ge=1, le=10_000)
+    # Signing key of access tokens. Set it (same value on every replica) in production; when
+    # unset, each process makes a random one and tokens do not survive a restart.
+    jwt_secret: SecretStr | None = None
+    access_token_ttl_s: int = Field(default=900, ge=60, le=24 * 3600)
+    # An e-signature without the password again is accepted within this time of a login.
+    esign_max_age_s: int = Field(default=300, ge=0, le=3600)
+    login_max_failures: int = Field(default=5, ge=1, le=100)
+    login_lockout_s: int = Field(default=900, ge=1, le=24 * 3600)
+    audit_seal_interval_s: float = Field(default=1.0, gt=0, le=3600)

@@ -30,11 +30,19 @@ class MesError(Exception):
     code: str = "mes.error"
     title: str = "Request refused"
 
-    def __init__(self, detail: str, *, code: str | None = None, **extra: Any) -> None:
+    def __init__(
+        self,
+        detail: str,
+        *,
+        code: str | None = None,
+        headers: dict[str, str] | None = None,
+        **extra: Any,
+    ) -> None:
         super().__init__(detail)
         self.detail = detail
         if code is not None:
             self.code = code
+        self.headers = headers or {}
         self.extra = extra
 
 
@@ -63,8 +71,40 @@ class InvalidInput(MesError):
     title = "Invalid input"
 
 
+class Unauthenticated(MesError):
+    """No valid credentials: the caller must (re-)authenticate."""
+
+    status = 401
+    code = "auth.unauthenticated"
+    title = "Authentication required"
+
+    def __init__(self, detail: str, *, code: str | None = None, **extra: Any) -> None:
+        super().__init__(detail, code=code, headers={"WWW-Authenticate": "Bearer"}, **extra)
+
+
+class Forbidden(MesError):
+    """Authenticated, but the caller's roles do not allow the operation."""
+
+    status = 403
+    code = "auth.forbidden"
+    title = "Not allowed"
+
+
+class TooManyAttempts(MesError):
+    status = 429
+    code = "auth.locked"
+    title = "Too many failed attempts"
+
+
 def problem_response(
-    *, status: int, code: str, title: str, detail: str, instance: str, **extra: Any
+    *,
+    status: int,
+    code: str,
+    title: str,
+    detail: str,
+    instance: str,
+    headers: dict[str, str] | None = None,
+    **extra: Any,
 ) -> JSONResponse:
     body: dict[str, Any] = {
         "type": PROBLEM_TYPE_BASE + code,
@@ -75,7 +115,7 @@ def problem_response(
         "instance": instance,
     }
     body.update(extra)
-    return JSONResponse(body, status_code=status, media_type=PROBLEM_JSON)
+    return JSONResponse(body, status_code=status, media_type=PROBLEM_JSON, headers=headers)
 
 
 def _json_safe_validation_errors(exc: RequestValidationError) -> list[dict[str, Any]]:
@@ -103,6 +143,7 @@ def install_error_handlers(app: FastAPI) -> None:
             title=exc.title,
             detail=exc.detail,
             instance=request.url.path,
+            headers=exc.headers,
             **exc.extra,
         )
 

@@ -1,5 +1,7 @@
 """Imports every model module so that ``Base.metadata`` is complete (Alembic, tests)."""
 
+from mes.audit import models as audit_models
+from mes.auth import models as auth_models
 from mes.db.base import Base
 from mes.durables import models as durables_models
 from mes.equipment import models as equipment_models
@@ -10,6 +12,8 @@ from mes.routes import models as routes_models
 
 __all__ = [
     "Base",
+    "audit_models",
+    "auth_models",
     "durables_models",
     "equipment_models",
     "fabs_models",

@@ -15,6 +15,7 @@ from typing import Annotated
 from fastapi import Depends, Request
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from mes.audit.context import REQUEST_STATE_KEY
 from mes.db.engine import Database
 
 
@@ -33,6 +34,8 @@ async def unit_of_work(db: Database, *, write: bool = True) -> AsyncIterator[Asy
 
 async def _write_session(request: Request) -> AsyncIterator[AsyncSession]:
     async with unit_of_work(database(request), write=True) as session:
+        # The route guard leaves the audit context (who, which operation) on request.state.
+        session.info[REQUEST_STATE_KEY] = request.state
         yield session
 
 

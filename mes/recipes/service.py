@@ -192,6 +192,8 @@ async def qualifications(
         .join(Equipment, Equipment.id == RecipeQualification.equipment_id)
         .outerjoin(Chamber, Chamber.id == RecipeQualification.chamber_id)
         .where(RecipeQualification.recipe_version_id == version.id)
-        .order_by(Equipment.code, Chamber.name)
+        # NULLS FIRST: the tool-wide qualification before its chambers on every backend
+        # (SQLite sorts NULL first by default, PostgreSQL last).
+        .order_by(Equipment.code, Chamber.name.nulls_first())
     )
     return [(q, tool, chamber) for q, tool, chamber in rows.all()]

@@ -1,0 +1,1 @@
+"""Accounts, roles, authentication (OAuth2 password flow, API tokens) and e-signatures."""

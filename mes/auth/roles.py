@@ -1,0 +1,99 @@
+"""Roles and what each operation requires.
+
+One table, read by the route guards, the README and the role-matrix test, so that the rule an
+operator reads is the rule the service enforces. Roles do not inherit from one another: an
+administrator manages accounts but does not approve recipes unless also given the engineer role
+(separation of duties, as GMP-style audits expect).
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+
+class Role(enum.StrEnum):
+    OPERATOR = "operator"
+    ENGINEER = "engineer"
+    SUPERVISOR = "supervisor"
+    ADMIN = "admin"
+    # Service accounts (machines, not people): they authenticate with API tokens only.
+    EQUIPMENT = "equipment"
+    DISPATCHER = "dispatcher"
+
+
+HUMAN_ROLES = frozenset({Role.OPERATOR, Role.ENGINEER, Role.SUPERVISOR, Role.ADMIN})
+SERVICE_ROLES = frozenset({Role.EQUIPMENT, Role.DISPATCHER})
+
+
+@dataclass(frozen=True)
+class Permission:
+    name: str
+    roles: frozenset[Role]
+    description: str
+    # Sensitive operations need an e-signature: password again (or a fresh login) and a reason.
+    signature: bool = False
+
+
+def _p(
+    name: str, roles: Iterable[Role], description: str, *, signature: bool = False
+) -> Permission:
+    return Permission(name, frozenset(roles), description, signature)
+
+
+OP, E, S, A = Role.OPERATOR, Role.ENGINEER, Role.SUPERVISOR, Role.ADMIN
+
+FAB_WRITE = _p("fab.write", [A], "create and change fabs and areas")
+TOOL_GROUP_WRITE = _p("tool_group.write", [E, A], "define and rename tool groups")
+EQUIPMENT_WRITE = _p("equipment.write", [E, A], "install tools, change their master data")
+EQUIPMENT_STATE = _p(
+    "equipment.state", [OP, E, S, Role.EQUIPMENT], "put a tool or chamber into an E10 state"
+)
+PRODUCT_WRITE = _p("product.write", [E], "define and change products")
+ROUTE_WRITE = _p("route.write", [E], "create routes and edit draft versions")
+ROUTE_ACTIVATE = _p("route.activate", [E], "activate a route version", signature=True)
+RECIPE_WRITE = _p("recipe.write", [E], "create recipes and edit draft versions")
+RECIPE_APPROVE = _p(
+    "recipe.approve", [E], "approve a recipe version (not its author's)", signature=True
+)
+RECIPE_QUALIFY = _p("recipe.qualify", [E], "qualify a recipe version on a tool")
+CARRIER_WRITE = _p("carrier.write", [S, A], "register carriers")
+USER_ADMIN = _p("user.admin", [A], "create users, change roles, enable/disable", signature=True)
+USER_CERTIFY = _p("user.certify", [S, A], "certify operators for tool groups", signature=True)
+TOKEN_ADMIN = _p("token.admin", [A], "issue and revoke API tokens for service accounts")
+AUDIT_READ = _p("audit.read", [S, A], "read the audit trail")
+ACCOUNT_SELF = _p("account.self", HUMAN_ROLES, "change one's own password")
+
+ALL_PERMISSIONS: tuple[Permission, ...] = (
+    FAB_WRITE,
+    TOOL_GROUP_WRITE,
+    EQUIPMENT_WRITE,
+    EQUIPMENT_STATE,
+    PRODUCT_WRITE,
+    ROUTE_WRITE,
+    ROUTE_ACTIVATE,
+    RECIPE_WRITE,
+    RECIPE_APPROVE,
+    RECIPE_QUALIFY,
+    CARRIER_WRITE,
+    USER_ADMIN,
+    USER_CERTIFY,
+    TOKEN_ADMIN,
+    AUDIT_READ,
+    ACCOUNT_SELF,
+)
+
+
+def acting_role(held: Iterable[Role], permission: Permission) -> Role | None:
+    """The role under which a holder of ``held`` may perform ``permission`` (None: refused).
+
+    Deterministic (first in the Role enum's order), so the audit trail names a stable role.
+    """
+    granted = set(held) & permission.roles
+    return next((r for r in Role if r in granted), None)
+
+
+def matrix() -> list[tuple[Permission, dict[Role, bool]]]:
+    """Permission x role, for documentation."""
+    return [(p, {r: r in p.roles for r in Role}) for p in ALL_PERMISSIONS]
