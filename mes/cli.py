@@ -3,25 +3,46 @@
 from __future__ import annotations
 
 import asyncio
+import getpass
 import json
 import logging
 from typing import Annotated
 
 import typer
 import uvicorn
+from pydantic import SecretStr, ValidationError
 
+from mes.audit import service as audit_service
+from mes.audit.context import AuditContext, bind
+from mes.auth import service as auth_service
+from mes.auth.roles import Role
+from mes.auth.schemas import ESignature, UserCreate
 from mes.clock import SystemClock
 from mes.config import Settings
 from mes.db import migrate
 from mes.db.engine import Database
 from mes.db.transaction import unit_of_work
+from mes.errors import MesError
 from mes.seed import loader
 
 app = typer.Typer(help="Fab MES service and administration.", no_args_is_help=True)
 db_app = typer.Typer(help="Database schema.", no_args_is_help=True)
 seed_app = typer.Typer(help="Example data.", no_args_is_help=True)
+users_app = typer.Typer(help="Accounts.", no_args_is_help=True)
+audit_app = typer.Typer(help="The audit trail.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
 app.add_typer(seed_app, name="seed")
+app.add_typer(users_app, name="users")
+app.add_typer(audit_app, name="audit")
+
+
+def _cli_context(operation: str) -> AuditContext:
+    return AuditContext(
+        actor=f"cli:{getpass.getuser()}"[:64],
+        role="system",
+        operation=operation,
+        at=SystemClock().now(),
+    )
 
 
 @app.command()
@@ -101,6 +122,91 @@ def seed_example(
         typer.echo("database already holds data; example not loaded")
     else:
         typer.echo("loaded example fab: " + json.dumps(counts))
+
+
+async def _create_admin(settings: Settings, data: UserCreate) -> None:
+    database = Database.from_settings(settings)
+    try:
+        async with unit_of_work(database) as session:
+            bind(session, _cli_context("users.create_admin"))
+            await auth_service.create_user(session, data, clock=SystemClock())
+    finally:
+        await database.dispose()
+
+
+@users_app.command("create-admin")
+def create_admin(
+    username: Annotated[str, typer.Option(prompt=True, help="login name")],
+    display_name: Annotated[str, typer.Option(prompt=True, help="full name")],
+    password: Annotated[
+        str,
+        typer.Option(
+            prompt=True,
+            hide_input=True,
+            confirmation_prompt=True,
+            envvar="MES_ADMIN_PASSWORD",
+            help="asked for if not given; or set MES_ADMIN_PASSWORD",
+        ),
+    ],
+) -> None:
+    """Create an administrator account (bootstrap, without an existing admin)."""
+    try:
+        data = UserCreate(
+            username=username,
+            display_name=display_name,
+            roles=[Role.ADMIN],
+            password=SecretStr(password),
+            signature=ESignature(reason="bootstrap administrator from the command line"),
+        )
+        asyncio.run(_create_admin(Settings(), data))
+    except (ValidationError, MesError) as exc:
+        typer.echo(f"refused: {exc}", err=True)
+        raise typer.Exit(2) from exc
+    typer.echo(f"administrator {username} created")
+
+
+async def _seal(settings: Settings) -> int:
+    database = Database.from_settings(settings)
+    total = 0
+    try:
+        while True:
+            async with unit_of_work(database) as session:
+                sealed = await audit_service.seal(session, clock=SystemClock())
+            total += sealed
+            if sealed < audit_service.SEAL_BATCH:
+                return total
+    finally:
+        await database.dispose()
+
+
+@audit_app.command("seal")
+def audit_seal() -> None:
+    """Link committed audit records into the hash chain now (the service does it continuously)."""
+    typer.echo(f"sealed {asyncio.run(_seal(Settings()))} audit records")
+
+
+async def _verify(settings: Settings) -> audit_service.VerificationReport:
+    database = Database.from_settings(settings)
+    try:
+        async with unit_of_work(database, write=False) as session:
+            return await audit_service.verify(session)
+    finally:
+        await database.dispose()
+
+
+@audit_app.command("verify")
+def audit_verify() -> None:
+    """Check the audit hash chain; names every edited, deleted or forged record (exit 1)."""
+    report = asyncio.run(_verify(Settings()))
+    typer.echo(
+        f"checked {report.checked} sealed records; {report.unsealed} not sealed yet; "
+        f"head chain_seq={report.head_seq} hash={report.head_hash}"
+    )
+    for problem in report.problems:
+        typer.echo(f"TAMPERED: {problem.message}")
+    if not report.ok:
+        raise typer.Exit(1)
+    typer.echo("audit chain intact")
 
 
 if __name__ == "__main__":

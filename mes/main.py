@@ -2,25 +2,50 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-from fastapi import APIRouter, FastAPI
+from fastapi import APIRouter, Depends, FastAPI
 
 from mes import __version__
+from mes.audit import service as audit_service
+from mes.audit.router import router as audit_router
+from mes.auth.dependencies import authenticated
+from mes.auth.router import login_router
+from mes.auth.router import router as auth_router
 from mes.clock import Clock, SystemClock
 from mes.config import Settings
 from mes.db.engine import Database
+from mes.db.transaction import unit_of_work
 from mes.durables.router import router as durables_router
 from mes.equipment.router import router as equipment_router
 from mes.errors import install_error_handlers
 from mes.fabs.router import router as fabs_router
 from mes.health import router as health_router
+from mes.kit.request_id import RequestIdMiddleware
 from mes.lots.router import router as lots_router
 from mes.recipes.router import router as recipes_router
 from mes.routes.router import router as routes_router
 
 API_PREFIX = "/api/v1"
+log = logging.getLogger(__name__)
+
+
+async def seal_audit_forever(db: Database, clock: Clock, interval_s: float) -> None:
+    """Link new audit records into the hash chain, shortly after they commit."""
+    while True:
+        try:
+            while True:
+                async with unit_of_work(db) as session:
+                    sealed = await audit_service.seal(session, clock=clock)
+                if sealed < audit_service.SEAL_BATCH:
+                    break
+        except Exception:  # keep sealing after a transient database error
+            log.exception("audit sealing failed; retrying")
+        await asyncio.sleep(interval_s)
 
 
 def create_app(
@@ -28,17 +53,35 @@ def create_app(
     *,
     database: Database | None = None,
     clock: Clock | None = None,
+    background: bool | None = None,
 ) -> FastAPI:
-    """Build the service. Tests pass their own database (bound to a rolled-back transaction)."""
+    """Build the service.
+
+    Tests pass their own database (bound to a rolled-back transaction); background work (the
+    audit sealer) then stays off unless asked for.
+    """
     settings = settings or Settings()
     owns_database = database is None
     db = database or Database.from_settings(settings)
+    clock = clock or SystemClock()
+    run_background = owns_database if background is None else background
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
-        yield
-        if owns_database:
-            await db.dispose()
+        sealer = (
+            asyncio.create_task(seal_audit_forever(db, clock, settings.audit_seal_interval_s))
+            if run_background
+            else None
+        )
+        try:
+            yield
+        finally:
+            if sealer is not None:
+                sealer.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await sealer
+            if owns_database:
+                await db.dispose()
 
     app = FastAPI(
         title="Fab MES",
@@ -48,9 +91,9 @@ def create_app(
     )
     app.state.settings = settings
     app.state.db = db
-    app.state.clock = clock or SystemClock()
+    app.state.clock = clock
 
-    api = APIRouter(prefix=API_PREFIX)
+    api = APIRouter(prefix=API_PREFIX, dependencies=[Depends(authenticated)])
     for router in (
         fabs_router,
         equipment_router,
@@ -58,9 +101,13 @@ def create_app(
         recipes_router,
         lots_router,
         durables_router,
+        auth_router,
+        audit_router,
     ):
         api.include_router(router)
+    app.include_router(login_router, prefix=API_PREFIX)
     app.include_router(api)
     app.include_router(health_router)
+    app.add_middleware(RequestIdMiddleware)
     install_error_handlers(app)
     return app

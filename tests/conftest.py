@@ -8,14 +8,21 @@ sessions joining it through SAVEPOINTs, so tests see the example data and leave 
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from datetime import UTC, datetime
+from collections.abc import AsyncIterator, Callable
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
+from pydantic import SecretStr
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession
 
+from mes.audit.context import AuditContext, bind
+from mes.auth.models import AccountKind, User, UserRole
+from mes.auth.passwords import hash_password
+from mes.auth.roles import HUMAN_ROLES, Role
+from mes.auth.tokens import issue_access_token
 from mes.clock import FixedClock
 from mes.config import Settings
 from mes.db import migrate
@@ -26,6 +33,44 @@ from mes.seed import loader
 from tests.databases import BACKEND, create_database, drop_database
 
 START = datetime(2026, 1, 5, 6, 0, tzinfo=UTC)
+NOW = START.replace(hour=8)  # the `clock` fixture's time
+JWT_SECRET = "test-signing-key-not-for-production-0123456789"
+TESTER = "tester"
+TESTER_PASSWORD = "correct horse battery staple"
+# One account per role, for the role-matrix tests (service roles have no password).
+ROLE_USERS = {role: f"t-{role.value}" for role in Role}
+ROLE_PASSWORD = "role-account-password"
+
+
+def access_token(username: str, *, auth_time: datetime = NOW) -> str:
+    """A valid access token (one day long, so tests may move the clock)."""
+    return issue_access_token(
+        username, secret=JWT_SECRET, now=auth_time, ttl=timedelta(days=1), auth_time=auth_time
+    )
+
+
+def bearer(username: str, **kwargs: Any) -> dict[str, str]:
+    return {"Authorization": f"Bearer {access_token(username, **kwargs)}"}
+
+
+async def _create_test_accounts(session: AsyncSession) -> None:
+    bind(session, AuditContext(actor="test", role="system", operation="test.accounts", at=START))
+    accounts = [(TESTER, sorted(HUMAN_ROLES), TESTER_PASSWORD)]
+    accounts += [
+        (name, [role], ROLE_PASSWORD if role in HUMAN_ROLES else None)
+        for role, name in ROLE_USERS.items()
+    ]
+    for username, roles, password in accounts:
+        session.add(
+            User(
+                username=username,
+                display_name=username,
+                kind=AccountKind.HUMAN if password else AccountKind.SERVICE,
+                roles=[UserRole(role=r) for r in roles],
+                password_hash=hash_password(password) if password else None,
+            )
+        )
+    await session.flush()
 
 
 def pytest_report_header(config: pytest.Config) -> str:
@@ -46,7 +91,7 @@ async def database_url(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterato
 
 @pytest.fixture(scope="session")
 def settings(database_url: str) -> Settings:
-    return Settings(database_url=database_url)
+    return Settings(database_url=database_url, jwt_secret=SecretStr(JWT_SECRET))
 
 
 @pytest.fixture(scope="session")
@@ -55,6 +100,8 @@ async def engine(settings: Settings) -> AsyncIterator[AsyncEngine]:
     await migrate.upgrade(engine)
     async with unit_of_work(Database(engine)) as session:
         await loader.load(session, loader.read_example(), clock=FixedClock(START))
+    async with unit_of_work(Database(engine)) as session:
+        await _create_test_accounts(session)
     yield engine
     await engine.dispose()
 
@@ -74,20 +121,45 @@ def db(engine: AsyncEngine, connection: AsyncConnection) -> Database:
 
 @pytest.fixture
 async def session(db: Database) -> AsyncIterator[AsyncSession]:
+    """A session in the test's transaction, for arranging data the API cannot create yet."""
     async with db.write_sessions() as session:
+        bind(session, AuditContext(actor="test", role="system", operation="test.setup", at=NOW))
         yield session
 
 
 @pytest.fixture
 def clock() -> FixedClock:
-    return FixedClock(START.replace(hour=8))
+    return FixedClock(NOW)
 
 
 @pytest.fixture
 async def client(
     settings: Settings, db: Database, clock: FixedClock
 ) -> AsyncIterator[httpx.AsyncClient]:
+    """HTTP client signed in as ``tester`` (every human role; e-signatures fresh for 5 min)."""
     app = create_app(settings, database=db, clock=clock)
     transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
-    async with httpx.AsyncClient(transport=transport, base_url="http://mes.test") as client:
+    async with httpx.AsyncClient(
+        transport=transport, base_url="http://mes.test", headers=bearer(TESTER)
+    ) as client:
         yield client
+
+
+@pytest.fixture
+def anonymous(client: httpx.AsyncClient) -> httpx.AsyncClient:
+    """The same app without credentials (a fresh client sharing the transport)."""
+    return httpx.AsyncClient(transport=client._transport, base_url="http://mes.test")
+
+
+@pytest.fixture
+def client_as(client: httpx.AsyncClient) -> Callable[[str], httpx.AsyncClient]:
+    """``client_as("t-operator")``: the same app, signed in as another account."""
+
+    def make(username: str, **kwargs: Any) -> httpx.AsyncClient:
+        return httpx.AsyncClient(
+            transport=client._transport,
+            base_url="http://mes.test",
+            headers=bearer(username, **kwargs),
+        )
+
+    return make

@@ -4,8 +4,11 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Query, status
+from fastapi import APIRouter, Depends, Query, status
 
+from mes.auth import roles
+from mes.auth.dependencies import RoleGuard
+from mes.auth.service import Principal
 from mes.db.transaction import ReadSession, WriteSession
 from mes.durables import service
 from mes.durables.models import Carrier, CarrierState
@@ -13,6 +16,8 @@ from mes.durables.schemas import CarrierCreate, CarrierRead
 from mes.kit.api import CodePath, CodeStr, Page, PageQuery, fetch_page
 
 router = APIRouter(prefix="/carriers", tags=["durables"])
+
+CarrierWriter = Annotated[Principal, Depends(RoleGuard(roles.CARRIER_WRITE))]
 
 
 def carrier_read(carrier: Carrier) -> CarrierRead:
@@ -40,7 +45,9 @@ async def list_carriers(
 
 
 @router.post("", response_model=CarrierRead, status_code=status.HTTP_201_CREATED)
-async def create_carrier(body: CarrierCreate, session: WriteSession) -> CarrierRead:
+async def create_carrier(
+    body: CarrierCreate, _by: CarrierWriter, session: WriteSession
+) -> CarrierRead:
     """Register a carrier."""
     return carrier_read(await service.create_carrier(session, body))
 

@@ -138,6 +138,8 @@ class EquipmentStateEvent(Base):
     """Append-only E10 history of a tool or one of its chambers."""
 
     __tablename__ = "equipment_state_event"
+    # A history record in its own right; the tool row change it accompanies is audited.
+    __audit_exclude__ = True
     __table_args__ = (
         ForeignKeyConstraint(["equipment_id", "fab_id"], ["equipment.id", "equipment.fab_id"]),
         Index("ix_equipment_state_event_equipment_time", "equipment_id", "occurred_at"),

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Query, status
+from fastapi import APIRouter, Depends, Query, status
 from pydantic import AwareDatetime
 
+from mes.auth import roles
+from mes.auth.dependencies import RoleGuard
+from mes.auth.service import Principal
 from mes.db.transaction import ReadSession, WriteSession
 from mes.equipment import service
 from mes.equipment.models import Equipment, EquipmentStateEvent
@@ -20,9 +23,12 @@ from mes.equipment.schemas import (
     StateEventRead,
 )
 from mes.equipment.states import E10State
-from mes.kit.api import ActorDep, ClockDep, CodePath, CodeStr, Page, PageQuery, fetch_page
+from mes.kit.api import ClockDep, CodePath, CodeStr, Page, PageQuery, fetch_page
 
 router = APIRouter(prefix="/equipment", tags=["equipment"])
+
+EquipmentWriter = Annotated[Principal, Depends(RoleGuard(roles.EQUIPMENT_WRITE))]
+StateReporter = Annotated[Principal, Depends(RoleGuard(roles.EQUIPMENT_STATE))]
 
 
 def to_read(tool: Equipment) -> EquipmentRead:
@@ -82,10 +88,10 @@ async def list_equipment(
 
 @router.post("", response_model=EquipmentRead, status_code=status.HTTP_201_CREATED)
 async def create_equipment(
-    body: EquipmentCreate, session: WriteSession, actor: ActorDep, clock: ClockDep
+    body: EquipmentCreate, by: EquipmentWriter, session: WriteSession, clock: ClockDep
 ) -> EquipmentRead:
     """Install a tool."""
-    return to_read(await service.create_equipment(session, body, actor=actor, clock=clock))
+    return to_read(await service.create_equipment(session, body, actor=by.username, clock=clock))
 
 
 @router.get("/{tool}", response_model=EquipmentRead)
@@ -96,7 +102,7 @@ async def get_equipment(tool: CodePath, session: ReadSession) -> EquipmentRead:
 
 @router.patch("/{tool}", response_model=EquipmentRead)
 async def update_equipment(
-    tool: CodePath, body: EquipmentUpdate, session: WriteSession
+    tool: CodePath, body: EquipmentUpdate, _by: EquipmentWriter, session: WriteSession
 ) -> EquipmentRead:
     """Change a tool's master data; send the version you read."""
     return to_read(await service.update_equipment(session, tool, body))
@@ -104,10 +110,10 @@ async def update_equipment(
 
 @router.post("/{tool}/state", response_model=EquipmentRead)
 async def change_state(
-    tool: CodePath, body: StateChange, session: WriteSession, actor: ActorDep, clock: ClockDep
+    tool: CodePath, body: StateChange, by: StateReporter, session: WriteSession, clock: ClockDep
 ) -> EquipmentRead:
     """Put a tool or one of its chambers into an E10 state; send the version you read."""
-    return to_read(await service.change_state(session, tool, body, actor=actor, clock=clock))
+    return to_read(await service.change_state(session, tool, body, actor=by.username, clock=clock))
 
 
 @router.get("/{tool}/state-history", response_model=Page[StateEventRead])

@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, status
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, status
 from sqlalchemy import select
 
+from mes.auth import roles
+from mes.auth.dependencies import RoleGuard
+from mes.auth.service import Principal
 from mes.db.transaction import ReadSession, WriteSession
 from mes.fabs import service
 from mes.fabs.models import Area, Fab, ProcessingKind, ToolGroup
@@ -23,6 +28,9 @@ from mes.kit.api import CodePath, Page, PageQuery, fetch_page
 
 router = APIRouter(tags=["fabs"])
 
+FabWriter = Annotated[Principal, Depends(RoleGuard(roles.FAB_WRITE))]
+ToolGroupWriter = Annotated[Principal, Depends(RoleGuard(roles.TOOL_GROUP_WRITE))]
+
 
 def _area_read(area: Area, fab: Fab) -> AreaRead:
     return AreaRead(fab=fab.code, code=area.code, name=area.name)
@@ -36,7 +44,7 @@ async def list_fabs(session: ReadSession, page: PageQuery) -> Page[FabRead]:
 
 
 @router.post("/fabs", response_model=FabRead, status_code=status.HTTP_201_CREATED)
-async def create_fab(body: FabCreate, session: WriteSession) -> FabRead:
+async def create_fab(body: FabCreate, _by: FabWriter, session: WriteSession) -> FabRead:
     """Register a fab."""
     return FabRead.model_validate(await service.create_fab(session, body))
 
@@ -48,7 +56,9 @@ async def get_fab(fab: CodePath, session: ReadSession) -> FabRead:
 
 
 @router.patch("/fabs/{fab}", response_model=FabRead)
-async def update_fab(fab: CodePath, body: FabUpdate, session: WriteSession) -> FabRead:
+async def update_fab(
+    fab: CodePath, body: FabUpdate, _by: FabWriter, session: WriteSession
+) -> FabRead:
     """Rename a fab or change its time zone."""
     return FabRead.model_validate(await service.update_fab(session, fab, body))
 
@@ -63,7 +73,9 @@ async def list_areas(fab: CodePath, session: ReadSession, page: PageQuery) -> Pa
 
 
 @router.post("/fabs/{fab}/areas", response_model=AreaRead, status_code=status.HTTP_201_CREATED)
-async def create_area(fab: CodePath, body: AreaCreate, session: WriteSession) -> AreaRead:
+async def create_area(
+    fab: CodePath, body: AreaCreate, _by: FabWriter, session: WriteSession
+) -> AreaRead:
     """Add an area to a fab."""
     area = await service.create_area(session, fab, body)
     return _area_read(area, await service.get_fab(session, fab))
@@ -78,7 +90,7 @@ async def get_area(fab: CodePath, area: CodePath, session: ReadSession) -> AreaR
 
 @router.patch("/fabs/{fab}/areas/{area}", response_model=AreaRead)
 async def update_area(
-    fab: CodePath, area: CodePath, body: AreaUpdate, session: WriteSession
+    fab: CodePath, area: CodePath, body: AreaUpdate, _by: FabWriter, session: WriteSession
 ) -> AreaRead:
     """Rename an area."""
     updated = await service.update_area(session, fab, area, body)
@@ -100,7 +112,9 @@ async def list_tool_groups(
 
 
 @router.post("/tool-groups", response_model=ToolGroupRead, status_code=status.HTTP_201_CREATED)
-async def create_tool_group(body: ToolGroupCreate, session: WriteSession) -> ToolGroupRead:
+async def create_tool_group(
+    body: ToolGroupCreate, _by: ToolGroupWriter, session: WriteSession
+) -> ToolGroupRead:
     """Define a tool group."""
     return ToolGroupRead.model_validate(await service.create_tool_group(session, body))
 
@@ -113,7 +127,7 @@ async def get_tool_group(group: CodePath, session: ReadSession) -> ToolGroupRead
 
 @router.patch("/tool-groups/{group}", response_model=ToolGroupRead)
 async def update_tool_group(
-    group: CodePath, body: ToolGroupUpdate, session: WriteSession
+    group: CodePath, body: ToolGroupUpdate, _by: ToolGroupWriter, session: WriteSession
 ) -> ToolGroupRead:
     """Rename a tool group."""
     return ToolGroupRead.model_validate(await service.update_tool_group(session, group, body))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Generic, TypeVar
 
-from fastapi import Depends, Header, Path, Query, Request
+from fastapi import Depends, Path, Query, Request
 from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import Select, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -75,13 +75,3 @@ def request_clock(request: Request) -> Clock:
 
 
 ClockDep = Annotated[Clock, Depends(request_clock)]
-
-
-def request_actor(
-    x_actor: Annotated[str | None, Header(max_length=64, pattern=r"^[\w.@\-]+$")] = None,
-) -> str:
-    """Who is acting. Until authentication lands (issue 3) the caller names itself."""
-    return x_actor or "anonymous"
-
-
-ActorDep = Annotated[str, Depends(request_actor)]

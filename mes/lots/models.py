@@ -104,6 +104,8 @@ class LotEvent(Base):
     """Append-only history of every lot transition; corrections are new events, never edits."""
 
     __tablename__ = "lot_event"
+    # A history record in its own right; the lot row change it accompanies is audited.
+    __audit_exclude__ = True
     __table_args__ = (Index("ix_lot_event_lot_time", "lot_id", "occurred_at"),)
 
     id: Mapped[int] = mapped_column(BigIntPK, primary_key=True)

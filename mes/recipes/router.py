@@ -4,13 +4,18 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Path, Query, status
+from fastapi import APIRouter, Depends, Path, Query, Request, status
+from pydantic import BaseModel
 from sqlalchemy import select
 from sqlalchemy.orm import selectinload
 
+from mes.auth import roles
+from mes.auth.dependencies import RoleGuard, sign
+from mes.auth.schemas import ESignature
+from mes.auth.service import Principal
 from mes.db.transaction import ReadSession, WriteSession
 from mes.fabs.models import ToolGroup
-from mes.kit.api import ActorDep, ClockDep, CodeStr, Page, PageQuery, VersionPath, fetch_page
+from mes.kit.api import ClockDep, CodeStr, Page, PageQuery, VersionPath, fetch_page
 from mes.recipes import service
 from mes.recipes.models import Recipe, RecipeQualification, RecipeVersion
 from mes.recipes.schemas import (
@@ -26,6 +31,15 @@ from mes.recipes.schemas import (
 )
 
 router = APIRouter(prefix="/recipes", tags=["recipes"])
+
+RecipeWriter = Annotated[Principal, Depends(RoleGuard(roles.RECIPE_WRITE))]
+RecipeApprover = Annotated[Principal, Depends(RoleGuard(roles.RECIPE_APPROVE))]
+RecipeQualifier = Annotated[Principal, Depends(RoleGuard(roles.RECIPE_QUALIFY))]
+
+
+class Approval(BaseModel):
+    signature: ESignature
+
 
 RecipePath = Annotated[str, Path(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9][\w.\-]*$")]
 
@@ -94,9 +108,9 @@ async def list_recipes(
 
 
 @router.post("", response_model=RecipeRead, status_code=status.HTTP_201_CREATED)
-async def create_recipe(body: RecipeCreate, session: WriteSession, actor: ActorDep) -> RecipeRead:
+async def create_recipe(body: RecipeCreate, by: RecipeWriter, session: WriteSession) -> RecipeRead:
     """Create a recipe; its body becomes version 1, a draft."""
-    return recipe_read(await service.create_recipe(session, body, actor=actor))
+    return recipe_read(await service.create_recipe(session, body, actor=by.username))
 
 
 @router.get("/{recipe}", response_model=RecipeRead)
@@ -107,7 +121,7 @@ async def get_recipe(recipe: RecipePath, session: ReadSession) -> RecipeRead:
 
 @router.patch("/{recipe}", response_model=RecipeRead)
 async def update_recipe(
-    recipe: RecipePath, body: RecipeUpdate, session: WriteSession
+    recipe: RecipePath, body: RecipeUpdate, _by: RecipeWriter, session: WriteSession
 ) -> RecipeRead:
     """Change a recipe's description."""
     return recipe_read(await service.update_recipe(session, recipe, body))
@@ -117,10 +131,10 @@ async def update_recipe(
     "/{recipe}/versions", response_model=RecipeVersionRead, status_code=status.HTTP_201_CREATED
 )
 async def add_version(
-    recipe: RecipePath, body: RecipeVersionCreate, session: WriteSession, actor: ActorDep
+    recipe: RecipePath, body: RecipeVersionCreate, by: RecipeWriter, session: WriteSession
 ) -> RecipeVersionRead:
     """Start a new draft version."""
-    version = await service.add_version(session, recipe, body, actor=actor)
+    version = await service.add_version(session, recipe, body, actor=by.username)
     return version_read(await service.get_recipe(session, recipe), version)
 
 
@@ -135,11 +149,33 @@ async def get_version(
 
 @router.put("/{recipe}/versions/{version}/body", response_model=RecipeVersionRead)
 async def update_draft(
-    recipe: RecipePath, version: VersionPath, body: RecipeBody, session: WriteSession
+    recipe: RecipePath,
+    version: VersionPath,
+    body: RecipeBody,
+    _by: RecipeWriter,
+    session: WriteSession,
 ) -> RecipeVersionRead:
     """Replace the parameters of a draft version."""
     updated = await service.update_draft(session, recipe, version, body)
     return version_read(await service.get_recipe(session, recipe), updated)
+
+
+@router.post("/{recipe}/versions/{version}/approve", response_model=RecipeVersionRead)
+async def approve_version(
+    request: Request,
+    recipe: RecipePath,
+    version: VersionPath,
+    body: Approval,
+    by: RecipeApprover,
+    session: WriteSession,
+    clock: ClockDep,
+) -> RecipeVersionRead:
+    """Approve a draft (e-signature; four eyes: not by its author). It is immutable after."""
+    await sign(request, session, by, body.signature)
+    approved = await service.approve_version(
+        session, recipe, version, actor=by.username, clock=clock
+    )
+    return version_read(await service.get_recipe(session, recipe), approved)
 
 
 @router.get("/{recipe}/versions/{version}/qualifications", response_model=list[QualificationRead])
@@ -160,12 +196,12 @@ async def qualify(
     recipe: RecipePath,
     version: VersionPath,
     body: QualificationCreate,
+    by: RecipeQualifier,
     session: WriteSession,
-    actor: ActorDep,
     clock: ClockDep,
 ) -> QualificationRead:
     """Qualify a version on a tool (or one chamber)."""
     q, tool, chamber = await service.qualify(
-        session, recipe, version, body, actor=actor, clock=clock
+        session, recipe, version, body, actor=by.username, clock=clock
     )
     return _qualification_read(recipe, version, q, tool.code, chamber)

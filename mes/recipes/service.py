@@ -115,10 +115,15 @@ async def update_draft(
 async def approve_version(
     session: AsyncSession, name: str, number: int, *, actor: str, clock: Clock
 ) -> RecipeVersion:
-    """Approve a draft. The API for it, with four eyes and e-signature, is issue 5's."""
+    """Approve a draft; its author may not approve it (four eyes)."""
     recipe = await get_recipe(session, name, for_update=True)
     version = find_version(recipe, number)
     _require_draft(recipe, version)
+    if version.created_by == actor:
+        raise Conflict(
+            "a recipe version needs a second engineer's approval, not its author's",
+            code="recipe.four_eyes",
+        )
     version.status = RecipeVersionStatus.APPROVED
     version.approved_by = actor
     version.approved_at = clock.now()

@@ -4,12 +4,16 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Query, status
+from fastapi import APIRouter, Depends, Query, Request, status
+from pydantic import BaseModel
 from sqlalchemy import select
 
+from mes.auth import roles
+from mes.auth.dependencies import RoleGuard, sign
+from mes.auth.schemas import ESignature
+from mes.auth.service import Principal
 from mes.db.transaction import ReadSession, WriteSession
 from mes.kit.api import (
-    ActorDep,
     ClockDep,
     CodePath,
     CodeStr,
@@ -35,6 +39,14 @@ from mes.routes.schemas import (
 )
 
 router = APIRouter(tags=["routes"])
+
+ProductWriter = Annotated[Principal, Depends(RoleGuard(roles.PRODUCT_WRITE))]
+RouteWriter = Annotated[Principal, Depends(RoleGuard(roles.ROUTE_WRITE))]
+RouteActivator = Annotated[Principal, Depends(RoleGuard(roles.ROUTE_ACTIVATE))]
+
+
+class Activation(BaseModel):
+    signature: ESignature
 
 
 def step_read(step: Step) -> StepRead:
@@ -100,7 +112,9 @@ async def list_products(session: ReadSession, page: PageQuery) -> Page[ProductRe
 
 
 @router.post("/products", response_model=ProductRead, status_code=status.HTTP_201_CREATED)
-async def create_product(body: ProductCreate, session: WriteSession) -> ProductRead:
+async def create_product(
+    body: ProductCreate, _by: ProductWriter, session: WriteSession
+) -> ProductRead:
     """Define a product."""
     return ProductRead.model_validate(await service.create_product(session, body))
 
@@ -113,7 +127,7 @@ async def get_product(product: CodePath, session: ReadSession) -> ProductRead:
 
 @router.patch("/products/{product}", response_model=ProductRead)
 async def update_product(
-    product: CodePath, body: ProductUpdate, session: WriteSession
+    product: CodePath, body: ProductUpdate, _by: ProductWriter, session: WriteSession
 ) -> ProductRead:
     """Rename or describe a product."""
     return ProductRead.model_validate(await service.update_product(session, product, body))
@@ -134,9 +148,9 @@ async def list_routes(
 
 
 @router.post("/routes", response_model=RouteRead, status_code=status.HTTP_201_CREATED)
-async def create_route(body: RouteCreate, session: WriteSession, actor: ActorDep) -> RouteRead:
+async def create_route(body: RouteCreate, by: RouteWriter, session: WriteSession) -> RouteRead:
     """Create a route; its steps become version 1, a draft."""
-    return route_read(await service.create_route(session, body, actor=actor))
+    return route_read(await service.create_route(session, body, actor=by.username))
 
 
 @router.get("/routes/{route}", response_model=RouteRead)
@@ -146,7 +160,9 @@ async def get_route(route: CodePath, session: ReadSession) -> RouteRead:
 
 
 @router.patch("/routes/{route}", response_model=RouteRead)
-async def update_route(route: CodePath, body: RouteUpdate, session: WriteSession) -> RouteRead:
+async def update_route(
+    route: CodePath, body: RouteUpdate, _by: RouteWriter, session: WriteSession
+) -> RouteRead:
     """Rename a route."""
     return route_read(await service.update_route(session, route, body))
 
@@ -157,10 +173,10 @@ async def update_route(route: CodePath, body: RouteUpdate, session: WriteSession
     status_code=status.HTTP_201_CREATED,
 )
 async def add_version(
-    route: CodePath, body: RouteVersionCreate, session: WriteSession, actor: ActorDep
+    route: CodePath, body: RouteVersionCreate, by: RouteWriter, session: WriteSession
 ) -> RouteVersionRead:
     """Start a new draft version of a route."""
-    version = await service.add_version(session, route, body, actor=actor)
+    version = await service.add_version(session, route, body, actor=by.username)
     return version_read(await service.get_route(session, route), version)
 
 
@@ -175,7 +191,11 @@ async def get_version(
 
 @router.put("/routes/{route}/versions/{version}/steps", response_model=RouteVersionRead)
 async def replace_steps(
-    route: CodePath, version: VersionPath, body: StepsReplace, session: WriteSession
+    route: CodePath,
+    version: VersionPath,
+    body: StepsReplace,
+    _by: RouteWriter,
+    session: WriteSession,
 ) -> RouteVersionRead:
     """Replace the steps of a draft version."""
     draft = await service.replace_steps(session, route, version, body.steps)
@@ -184,8 +204,17 @@ async def replace_steps(
 
 @router.post("/routes/{route}/versions/{version}/activate", response_model=RouteVersionRead)
 async def activate_version(
-    route: CodePath, version: VersionPath, session: WriteSession, actor: ActorDep, clock: ClockDep
+    request: Request,
+    route: CodePath,
+    version: VersionPath,
+    body: Activation,
+    by: RouteActivator,
+    session: WriteSession,
+    clock: ClockDep,
 ) -> RouteVersionRead:
-    """Make a draft the active version (new lots take it; running lots keep theirs)."""
-    activated = await service.activate_version(session, route, version, actor=actor, clock=clock)
+    """Make a draft the active version (e-signature); new lots take it, running lots keep theirs."""
+    await sign(request, session, by, body.signature)
+    activated = await service.activate_version(
+        session, route, version, actor=by.username, clock=clock
+    )
     return version_read(await service.get_route(session, route), activated)

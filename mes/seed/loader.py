@@ -11,6 +11,10 @@ from pydantic import BaseModel, Field
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from mes.audit.context import AuditContext, bind
+from mes.auth.models import AccountKind, Certification, User, UserRole
+from mes.auth.passwords import hash_password
+from mes.auth.roles import Role
 from mes.clock import Clock
 from mes.durables import service as durables_service
 from mes.durables.schemas import CarrierCreate
@@ -27,6 +31,7 @@ from mes.routes.schemas import ProductCreate, RouteCreate
 
 EXAMPLE_FORMAT = "fab-mes-example/1"
 SEED_ACTOR = "seed"
+SEED_APPROVER = "seed.approver"  # four eyes hold for the example data too
 
 
 class FabSeed(FabCreate):
@@ -41,6 +46,15 @@ class RecipeSeed(RecipeCreate):
 
 class RouteSeed(RouteCreate):
     activate: bool = True
+
+
+class DemoUser(BaseModel):
+    username: str
+    display_name: str
+    roles: list[Role]
+    kind: AccountKind = AccountKind.HUMAN
+    password: str | None = None
+    certified_for: list[str] = Field(default_factory=list)
 
 
 class CarrierBatch(BaseModel):
@@ -58,6 +72,7 @@ class ExampleData(BaseModel):
     recipes: list[RecipeSeed]
     routes: list[RouteSeed]
     carriers: list[CarrierBatch]
+    users: list[DemoUser] = Field(default_factory=list)
 
 
 def read_example() -> ExampleData:
@@ -72,6 +87,10 @@ async def database_is_empty(session: AsyncSession) -> bool:
 
 async def load(session: AsyncSession, data: ExampleData, *, clock: Clock) -> dict[str, int]:
     """Create everything in ``data``; returns how many of each kind were created."""
+    context = AuditContext(
+        actor=SEED_ACTOR, role="system", operation="seed.example", at=clock.now()
+    )
+    bind(session, context)
     for fab in data.fabs:
         await fabs_service.create_fab(session, FabCreate.model_validate(fab.model_dump()))
         for area in fab.areas:
@@ -90,7 +109,7 @@ async def load(session: AsyncSession, data: ExampleData, *, clock: Clock) -> dic
         )
         if recipe.approve:
             await recipes_service.approve_version(
-                session, recipe.name, 1, actor=SEED_ACTOR, clock=clock
+                session, recipe.name, 1, actor=SEED_APPROVER, clock=clock
             )
         if recipe.qualify == "all":
             recipe_group = await fabs_service.get_tool_group(session, recipe.tool_group)
@@ -131,6 +150,28 @@ async def load(session: AsyncSession, data: ExampleData, *, clock: Clock) -> dic
             )
             carriers += 1
 
+    for demo in data.users:
+        certifications = [
+            Certification(
+                tool_group=await fabs_service.get_tool_group(session, group_code),
+                certified_at=clock.now(),
+                certified_by=SEED_ACTOR,
+            )
+            for group_code in demo.certified_for
+        ]
+        session.add(
+            User(
+                username=demo.username,
+                display_name=demo.display_name,
+                kind=demo.kind,
+                roles=[UserRole(role=r) for r in demo.roles],
+                password_hash=hash_password(demo.password) if demo.password else None,
+                password_changed_at=clock.now() if demo.password else None,
+                certifications=certifications,
+            )
+        )
+    await session.flush()
+
     return {
         "fabs": len(data.fabs),
         "areas": sum(len(f.areas) for f in data.fabs),
@@ -142,4 +183,5 @@ async def load(session: AsyncSession, data: ExampleData, *, clock: Clock) -> dic
         "routes": len(data.routes),
         "steps": sum(len(r.steps) for r in data.routes),
         "carriers": carriers,
+        "users": len(data.users),
     }

@@ -2,20 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 import pytest
 
-PROBLEM = "application/problem+json"
-
-
-def assert_problem(response: Any, status: int, code: str) -> dict[str, Any]:
-    assert response.status_code == status, response.text
-    assert response.headers["content-type"].startswith(PROBLEM)
-    body = response.json()
-    assert body["code"] == code
-    assert body["status"] == status
-    return body
+from tests.api.problems import assert_problem
 
 
 @pytest.mark.parametrize(("fab", "count"), [("F1", 40), ("F2", 30)])

@@ -39,7 +39,7 @@ async def test_cluster_and_batch_tools_carry_their_structure(client):
 
 
 async def test_install_tool_records_first_state(client, clock):
-    created = await client.post("/api/v1/equipment", json=NEW_TOOL, headers={"X-Actor": "jdoe"})
+    created = await client.post("/api/v1/equipment", json=NEW_TOOL)
     assert created.status_code == 201, created.text
     tool = created.json()
     assert tool["version"] == 1
@@ -48,7 +48,7 @@ async def test_install_tool_records_first_state(client, clock):
     assert history["total"] == 1
     assert history["items"][0]["to_state"] == "SBY"
     assert history["items"][0]["from_state"] is None
-    assert history["items"][0]["actor"] == "jdoe"
+    assert history["items"][0]["actor"] == "tester"
 
 
 async def test_install_refuses_bad_references(client):
@@ -93,7 +93,6 @@ async def test_state_change_is_recorded_with_history(client, clock):
             "substate": "UDT.REPAIR",
             "reason": "stage error",
         },
-        headers={"X-Actor": "tech1"},
     )
     assert changed.status_code == 200, changed.text
     assert changed.json()["e10_state"] == "UDT"
@@ -105,7 +104,7 @@ async def test_state_change_is_recorded_with_history(client, clock):
         "UDT",
         "UDT.REPAIR",
     )
-    assert (latest["reason"], latest["actor"]) == ("stage error", "tech1")
+    assert (latest["reason"], latest["actor"]) == ("stage error", "tester")
     down = (await client.get("/api/v1/equipment", params={"state": "UDT"})).json()
     assert [t["code"] for t in down["items"]] == ["F2-LI9301"]
 

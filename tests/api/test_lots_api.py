@@ -21,19 +21,10 @@ from mes.fabs.models import Fab
 from mes.lots.models import Lot, LotEvent, Wafer
 from mes.lots.states import LotState, PriorityClass
 from mes.routes.models import Product, Route, RouteVersion, Step
+from tests.api.problems import assert_problem
 
-PROBLEM = "application/problem+json"
 T0 = datetime(2026, 1, 5, 6, 0, tzinfo=UTC)
 CET = timezone(timedelta(hours=1))
-
-
-def assert_problem(response: Any, status: int, code: str) -> dict[str, Any]:
-    assert response.status_code == status, response.text
-    assert response.headers["content-type"].startswith(PROBLEM)
-    body = response.json()
-    assert body["code"] == code
-    assert body["status"] == status
-    return body
 
 
 @dataclass

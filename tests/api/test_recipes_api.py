@@ -8,19 +8,10 @@ from datetime import timedelta
 from typing import Any
 
 from mes.recipes import service as recipes_service
+from tests.api.problems import assert_problem
 
-PROBLEM = "application/problem+json"
 SEEDED_AT = "2026-01-05T06:00:00Z"  # the clock the example fab was loaded with
 NOW = "2026-01-05T08:00:00Z"  # the `clock` fixture
-
-
-def assert_problem(response: Any, status: int, code: str) -> dict[str, Any]:
-    assert response.status_code == status, response.text
-    assert response.headers["content-type"].startswith(PROBLEM)
-    body = response.json()
-    assert body["code"] == code
-    assert body["status"] == status
-    return body
 
 
 def sha256_of_canonical(body: dict[str, Any]) -> str:
@@ -52,7 +43,7 @@ async def create_recipe(
     client: Any, name: str = "ETOX_TEST", body: dict[str, Any] | None = None, **extra: Any
 ) -> Any:
     payload = {"name": name, "tool_group": "ETCH_OXIDE", "body": body or BODY, **extra}
-    return await client.post("/api/v1/recipes", json=payload, headers={"X-Actor": "pe.dora"})
+    return await client.post("/api/v1/recipes", json=payload)
 
 
 # --- listing ---------------------------------------------------------------------------------
@@ -67,7 +58,7 @@ async def test_seeded_recipes_are_approved_version_1(client):
         assert len(recipe["versions"]) == 1
         version = recipe["versions"][0]
         assert (version["version"], version["status"]) == (1, "approved")
-        assert (version["approved_by"], version["approved_at"]) == ("seed", SEEDED_AT)
+        assert (version["approved_by"], version["approved_at"]) == ("seed.approver", SEEDED_AT)
         assert len(version["checksum"]) == 64
 
 
@@ -102,7 +93,7 @@ async def test_create_recipe_makes_version_1_a_draft_with_its_checksum(client):
     assert (recipe["name"], recipe["tool_group"]) == ("ETOX_TEST", "ETCH_OXIDE")
     assert recipe["description"] == "contact etch, test"
     [summary] = recipe["versions"]
-    assert (summary["version"], summary["status"], summary["created_by"]) == (1, "draft", "pe.dora")
+    assert (summary["version"], summary["status"], summary["created_by"]) == (1, "draft", "tester")
     assert (summary["approved_by"], summary["approved_at"]) == (None, None)
     assert summary["checksum"] == sha256_of_canonical(STORED_BODY)
 
@@ -250,15 +241,13 @@ async def test_updating_a_draft_with_an_invalid_body_is_refused(client):
 
 async def test_adding_a_version_increments_the_number(client):
     for expected in (2, 3):
-        response = await client.post(
-            "/api/v1/recipes/LI93_GATE/versions", json={"body": BODY}, headers={"X-Actor": "eve"}
-        )
+        response = await client.post("/api/v1/recipes/LI93_GATE/versions", json={"body": BODY})
         assert response.status_code == 201, response.text
         version = response.json()
         assert (version["version"], version["status"], version["created_by"]) == (
             expected,
             "draft",
-            "eve",
+            "tester",
         )
         assert version["checksum"] == sha256_of_canonical(STORED_BODY)
     recipe = (await client.get("/api/v1/recipes/LI93_GATE")).json()
@@ -327,7 +316,7 @@ async def test_qualify_a_draft_then_twice_is_refused(client):
     url = "/api/v1/recipes/ETOX_TEST/versions/1/qualifications"
     assert (await client.get(url)).json() == []
 
-    response = await client.post(url, json={"tool": "F2-ETOX01"}, headers={"X-Actor": "pe.gus"})
+    response = await client.post(url, json={"tool": "F2-ETOX01"})
     assert response.status_code == 201, response.text
     assert response.json() == {
         "recipe": "ETOX_TEST",
@@ -336,7 +325,7 @@ async def test_qualify_a_draft_then_twice_is_refused(client):
         "chamber": None,
         "qualified_at": NOW,
         "expires_at": None,
-        "qualified_by": "pe.gus",
+        "qualified_by": "tester",
     }
     assert_problem(
         await client.post(url, json={"tool": "F2-ETOX01"}), 409, "recipe.already_qualified"

@@ -6,18 +6,12 @@ from typing import Any
 
 import pytest
 
-PROBLEM = "application/problem+json"
+from tests.api.problems import assert_problem
+
 SEEDED_AT = "2026-01-05T06:00:00Z"  # the clock the example fab was loaded with
 NOW = "2026-01-05T08:00:00Z"  # the `clock` fixture
-
-
-def assert_problem(response: Any, status: int, code: str) -> dict[str, Any]:
-    assert response.status_code == status, response.text
-    assert response.headers["content-type"].startswith(PROBLEM)
-    body = response.json()
-    assert body["code"] == code
-    assert body["status"] == status
-    return body
+# An e-signature within minutes of the client's login: a reason is enough.
+SIGNED = {"signature": {"reason": "release the new flow"}}
 
 
 def step(
@@ -47,7 +41,7 @@ SOUND_STEPS = [
 async def create_route(client: Any, code: str = "R-NEW", **overrides: Any) -> dict[str, Any]:
     body = {"code": code, "name": "New flow", "product": "MONITOR", "steps": SOUND_STEPS}
     body.update(overrides)
-    response = await client.post("/api/v1/routes", json=body, headers={"X-Actor": "pe.anna"})
+    response = await client.post("/api/v1/routes", json=body)
     assert response.status_code == 201, response.text
     return response.json()
 
@@ -252,7 +246,7 @@ async def test_create_route_makes_version_1_a_draft(client):
     assert len(route["versions"]) == 1
     summary = route["versions"][0]
     assert (summary["version"], summary["status"], summary["step_count"]) == (1, "draft", 3)
-    assert summary["created_by"] == "pe.anna"
+    assert summary["created_by"] == "tester"
     assert (summary["activated_at"], summary["activated_by"]) == (None, None)
 
     version = (await client.get("/api/v1/routes/R-NEW/versions/1")).json()
@@ -264,11 +258,12 @@ async def test_create_route_makes_version_1_a_draft(client):
     assert (s30["rework_to_sequence"], s30["sampling_rate"]) == (20, 0.25)
 
 
-async def test_create_route_without_actor_header_is_anonymous(client):
+async def test_route_author_is_the_signed_in_engineer(client_as):
     body = {"code": "R-ANON", "name": "n", "product": "MONITOR", "steps": SOUND_STEPS}
-    response = await client.post("/api/v1/routes", json=body)
+    async with client_as("t-engineer") as engineer:
+        response = await engineer.post("/api/v1/routes", json=body)
     assert response.status_code == 201
-    assert response.json()["versions"][0]["created_by"] == "anonymous"
+    assert response.json()["versions"][0]["created_by"] == "t-engineer"
 
 
 async def test_create_duplicate_route_is_refused(client):
@@ -384,7 +379,6 @@ async def test_adding_versions_increments_the_number(client):
         response = await client.post(
             "/api/v1/routes/R-TESTWF/versions",
             json={"steps": SOUND_STEPS, "notes": f"v{expected}"},
-            headers={"X-Actor": "pe.bob"},
         )
         assert response.status_code == 201, response.text
         version = response.json()
@@ -393,7 +387,7 @@ async def test_adding_versions_increments_the_number(client):
             expected,
             "draft",
         )
-        assert version["created_by"] == "pe.bob"
+        assert version["created_by"] == "tester"
         assert version["notes"] == f"v{expected}"
         assert [s["sequence"] for s in version["steps"]] == [10, 20, 30]
 
@@ -476,13 +470,11 @@ async def test_activating_a_new_version_retires_the_previous_one(client):
     added = await client.post("/api/v1/routes/R-TESTWF/versions", json={"steps": SOUND_STEPS})
     assert added.status_code == 201
 
-    response = await client.post(
-        "/api/v1/routes/R-TESTWF/versions/2/activate", headers={"X-Actor": "pe.carol"}
-    )
+    response = await client.post("/api/v1/routes/R-TESTWF/versions/2/activate", json=SIGNED)
     assert response.status_code == 200, response.text
     activated = response.json()
     assert (activated["version"], activated["status"]) == (2, "active")
-    assert activated["activated_by"] == "pe.carol"
+    assert activated["activated_by"] == "tester"
     assert activated["activated_at"] == NOW
 
     route = (await client.get("/api/v1/routes/R-TESTWF")).json()
@@ -498,7 +490,7 @@ async def test_activating_a_new_version_retires_the_previous_one(client):
 
 async def test_activating_the_first_draft_of_a_new_route(client):
     await create_route(client)
-    response = await client.post("/api/v1/routes/R-NEW/versions/1/activate")
+    response = await client.post("/api/v1/routes/R-NEW/versions/1/activate", json=SIGNED)
     assert response.status_code == 200, response.text
     route = (await client.get("/api/v1/routes/R-NEW")).json()
     assert route["active_version"] == 1
@@ -507,10 +499,14 @@ async def test_activating_the_first_draft_of_a_new_route(client):
 
 async def test_only_drafts_can_be_activated(client):
     await client.post("/api/v1/routes/R-TESTWF/versions", json={"steps": SOUND_STEPS})
-    assert (await client.post("/api/v1/routes/R-TESTWF/versions/2/activate")).status_code == 200
+    assert (
+        await client.post("/api/v1/routes/R-TESTWF/versions/2/activate", json=SIGNED)
+    ).status_code == 200
     # Version 1 is now obsolete, version 2 active: neither can be activated (again).
     for version in (1, 2):
-        response = await client.post(f"/api/v1/routes/R-TESTWF/versions/{version}/activate")
+        response = await client.post(
+            f"/api/v1/routes/R-TESTWF/versions/{version}/activate", json=SIGNED
+        )
         assert_problem(response, 409, "route.version_not_draft")
     route = (await client.get("/api/v1/routes/R-TESTWF")).json()
     assert route["active_version"] == 2
@@ -520,7 +516,7 @@ async def test_activation_needs_every_recipe_to_exist(client):
     steps = [step(10), step(20, "FURN_OX", "NO_SUCH_RECIPE")]
     await client.post("/api/v1/routes/R-TESTWF/versions", json={"steps": steps})
     problem = assert_problem(
-        await client.post("/api/v1/routes/R-TESTWF/versions/2/activate"),
+        await client.post("/api/v1/routes/R-TESTWF/versions/2/activate", json=SIGNED),
         409,
         "route.not_activatable",
     )
@@ -539,7 +535,7 @@ async def test_activation_needs_the_recipe_of_the_steps_tool_group(client):
     # DCVD_SIN is approved, but for DEP_CVD, not for the wet bench.
     await create_route(client, steps=[step(10, "WET_CLEAN", "DCVD_SIN")])
     problem = assert_problem(
-        await client.post("/api/v1/routes/R-NEW/versions/1/activate"),
+        await client.post("/api/v1/routes/R-NEW/versions/1/activate", json=SIGNED),
         409,
         "route.not_activatable",
     )
@@ -555,7 +551,7 @@ async def test_activation_needs_an_approved_recipe_version(client):
     assert (await client.post("/api/v1/recipes", json=recipe)).status_code == 201
     await create_route(client, steps=[step(10, "WET_CLEAN", "WETC_DRAFTONLY")])
     problem = assert_problem(
-        await client.post("/api/v1/routes/R-NEW/versions/1/activate"),
+        await client.post("/api/v1/routes/R-NEW/versions/1/activate", json=SIGNED),
         409,
         "route.not_activatable",
     )
@@ -567,12 +563,14 @@ async def test_activation_needs_an_approved_recipe_version(client):
 
 async def test_activating_an_unknown_version_is_404(client):
     assert_problem(
-        await client.post("/api/v1/routes/R-TESTWF/versions/5/activate"),
+        await client.post("/api/v1/routes/R-TESTWF/versions/5/activate", json=SIGNED),
         404,
         "route.version_not_found",
     )
     assert_problem(
-        await client.post("/api/v1/routes/R-NOPE/versions/1/activate"), 404, "route.not_found"
+        await client.post("/api/v1/routes/R-NOPE/versions/1/activate", json=SIGNED),
+        404,
+        "route.not_found",
     )
 
 

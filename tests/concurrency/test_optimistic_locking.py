@@ -16,11 +16,14 @@ from sqlalchemy import delete, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlalchemy.orm.exc import StaleDataError
 
+from mes.audit.context import AuditContext, bind
+from mes.clock import FixedClock
 from mes.config import Settings
 from mes.db.engine import Database
 from mes.db.transaction import unit_of_work
 from mes.equipment.models import Equipment, EquipmentStateEvent
 from mes.main import create_app
+from tests.conftest import NOW, TESTER, bearer
 
 TOOL = "F1-RACE01"
 WRITERS = 8
@@ -31,6 +34,7 @@ async def committed_db(engine: AsyncEngine) -> AsyncIterator[Database]:
     db = Database(engine)
     yield db
     async with unit_of_work(db) as session:
+        bind(session, AuditContext(actor="test", role="system", operation="test.cleanup", at=NOW))
         tool_id = await session.scalar(select(Equipment.id).where(Equipment.code == TOOL))
         if tool_id is not None:
             await session.execute(
@@ -43,9 +47,11 @@ async def committed_db(engine: AsyncEngine) -> AsyncIterator[Database]:
 async def live_client(
     settings: Settings, committed_db: Database
 ) -> AsyncIterator[httpx.AsyncClient]:
-    app = create_app(settings, database=committed_db)
+    app = create_app(settings, database=committed_db, clock=FixedClock(NOW))
     transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
-    async with httpx.AsyncClient(transport=transport, base_url="http://mes.test") as client:
+    async with httpx.AsyncClient(
+        transport=transport, base_url="http://mes.test", headers=bearer(TESTER)
+    ) as client:
         created = await client.post(
             "/api/v1/equipment",
             json={
@@ -66,7 +72,6 @@ async def test_concurrent_state_changes_on_one_version_apply_once(live_client):
         return await live_client.post(
             f"/api/v1/equipment/{TOOL}/state",
             json={"version": 1, "state": "ENG", "substate": f"ENG.TRIAL_{n}"},
-            headers={"X-Actor": f"op{n}"},
         )
 
     responses = await asyncio.gather(*(change(n) for n in range(WRITERS)))
@@ -103,6 +108,8 @@ async def test_orm_version_guard_catches_a_writer_that_skipped_the_lock(backend,
     if backend != "postgresql":
         pytest.skip("SQLite serialises writers with BEGIN IMMEDIATE; two open writers deadlock")
     async with committed_db.write_sessions() as first, committed_db.write_sessions() as second:
+        for writer in (first, second):
+            bind(writer, AuditContext(actor="test", role="system", operation="test.race", at=NOW))
         stmt = select(Equipment).where(Equipment.code == TOOL)
         a = (await first.scalars(stmt)).one()
         b = (await second.scalars(stmt)).one()

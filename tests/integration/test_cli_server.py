@@ -63,6 +63,13 @@ async def test_migrate_seed_and_serve_over_http(tmp_path: Path) -> None:
                     await asyncio.sleep(0.1)
                 assert (await http.get("/readyz")).json()["status"] == "ok"
                 assert (await http.get("/docs")).status_code == 200
+                assert (await http.get("/api/v1/equipment")).status_code == 401
+                login = await http.post(
+                    "/api/v1/auth/token",
+                    data={"username": "engineer", "password": "change-me-engineer"},
+                )
+                assert login.status_code == 200, login.text
+                http.headers["Authorization"] = f"Bearer {login.json()['access_token']}"
                 tools = (await http.get("/api/v1/equipment", params={"limit": 100})).json()
                 assert tools["total"] == 30
                 route = (await http.get("/api/v1/routes/R-LOGIC28/versions/1")).json()
