@@ -4,13 +4,13 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Query
+from fastapi import APIRouter, Query
 from pydantic import AwareDatetime
 
 from mes.audit import service
 from mes.audit.schemas import AuditEventRead
 from mes.auth import roles
-from mes.auth.dependencies import RoleGuard
+from mes.auth.dependencies import requires
 from mes.db.transaction import ReadSession
 from mes.fabs import service as fabs_service
 from mes.kit.api import CodeStr, Page, PageQuery, fetch_page
@@ -23,7 +23,7 @@ Text = Annotated[str | None, Query(max_length=96)]
 @router.get(
     "/audit",
     response_model=Page[AuditEventRead],
-    dependencies=[Depends(RoleGuard(roles.AUDIT_READ))],
+    dependencies=[requires(roles.AUDIT_READ)],
 )
 async def list_audit(
     session: ReadSession,

@@ -9,15 +9,16 @@ from __future__ import annotations
 
 import secrets
 from datetime import timedelta
-from typing import Annotated
+from typing import Annotated, Any
 
-from fastapi import Depends, Request
+from fastapi import Depends, Request, Security
 from fastapi.routing import APIRoute
+from fastapi.security import OAuth2PasswordBearer
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from mes.audit.context import AuditContext
 from mes.auth import service
-from mes.auth.roles import Permission, acting_role
+from mes.auth.roles import ALL_PERMISSIONS, Permission, acting_role
 from mes.auth.schemas import ESignature
 from mes.auth.service import Principal
 from mes.clock import Clock
@@ -36,23 +37,29 @@ def jwt_secret(settings: Settings) -> str:
 _PROCESS_SECRET = secrets.token_urlsafe(48)
 
 
-def _bearer(request: Request) -> str:
-    header = request.headers.get("authorization", "")
-    scheme, _, token = header.partition(" ")
-    if scheme.lower() != "bearer" or not token.strip():
-        raise Unauthenticated("send 'Authorization: Bearer <token>'", code="auth.unauthenticated")
-    token = token.strip()
-    if len(token) > 4096:
-        raise Unauthenticated("token too long", code="auth.invalid_token")
-    return token
+# Declares the scheme in OpenAPI (the /docs "Authorize" button logs in through it); the token
+# is checked below, so that a missing one is a problem+json 401 like every other error.
+bearer_scheme = OAuth2PasswordBearer(
+    tokenUrl="/api/v1/auth/token",
+    # Documentation of what each operation requires; roles, not token scopes, decide.
+    scopes={
+        p.name: f"{p.description} (roles: {', '.join(sorted(p.roles))})" for p in ALL_PERMISSIONS
+    },
+    auto_error=False,
+)
 
 
-async def authenticated(request: Request) -> Principal:
+async def authenticated(
+    request: Request, token: Annotated[str | None, Depends(bearer_scheme)]
+) -> Principal:
     """The caller behind the request's bearer token (401 otherwise)."""
     cached = getattr(request.state, "principal", None)
     if isinstance(cached, Principal):
         return cached
-    token = _bearer(request)
+    if not token:
+        raise Unauthenticated("send 'Authorization: Bearer <token>'", code="auth.unauthenticated")
+    if len(token) > 4096:
+        raise Unauthenticated("token too long", code="auth.invalid_token")
     app_state = request.app.state
     async with unit_of_work(database(request), write=False) as session:
         principal = await service.principal_for_token(
@@ -60,6 +67,14 @@ async def authenticated(request: Request) -> Principal:
         )
     request.state.principal = principal
     return principal
+
+
+def requires(permission: Permission) -> Any:
+    """A route parameter's dependency: the caller must hold a role of ``permission``.
+
+    Declared as an OAuth2 scope, so each operation's permission is in the OpenAPI document.
+    """
+    return Security(RoleGuard(permission), scopes=[permission.name])
 
 
 def operation_name(request: Request) -> str:

@@ -11,7 +11,7 @@ from sqlalchemy import select
 
 from mes.audit.context import AuditContext, bind
 from mes.auth import roles, service
-from mes.auth.dependencies import RoleGuard, authenticated, jwt_secret, sign
+from mes.auth.dependencies import authenticated, jwt_secret, requires, sign
 from mes.auth.models import ApiToken, User
 from mes.auth.schemas import (
     ApiTokenCreate,
@@ -38,10 +38,10 @@ login_router = APIRouter(tags=["auth"])
 router = APIRouter(tags=["auth"])
 
 UsernamePath = Annotated[str, Path(min_length=2, max_length=64, pattern=r"^[a-z0-9][a-z0-9._\-]*$")]
-UserAdmin = Annotated[Principal, Depends(RoleGuard(roles.USER_ADMIN))]
-Certifier = Annotated[Principal, Depends(RoleGuard(roles.USER_CERTIFY))]
-TokenAdmin = Annotated[Principal, Depends(RoleGuard(roles.TOKEN_ADMIN))]
-Self = Annotated[Principal, Depends(RoleGuard(roles.ACCOUNT_SELF))]
+UserAdmin = Annotated[Principal, requires(roles.USER_ADMIN)]
+Certifier = Annotated[Principal, requires(roles.USER_CERTIFY)]
+TokenAdmin = Annotated[Principal, requires(roles.TOKEN_ADMIN)]
+Self = Annotated[Principal, requires(roles.ACCOUNT_SELF)]
 
 
 def user_read(user: User) -> UserRead:

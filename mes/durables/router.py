@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Query, status
+from fastapi import APIRouter, Query, status
 
 from mes.auth import roles
-from mes.auth.dependencies import RoleGuard
+from mes.auth.dependencies import requires
 from mes.auth.service import Principal
 from mes.db.transaction import ReadSession, WriteSession
 from mes.durables import service
@@ -17,7 +17,7 @@ from mes.kit.api import CodePath, CodeStr, Page, PageQuery, fetch_page
 
 router = APIRouter(prefix="/carriers", tags=["durables"])
 
-CarrierWriter = Annotated[Principal, Depends(RoleGuard(roles.CARRIER_WRITE))]
+CarrierWriter = Annotated[Principal, requires(roles.CARRIER_WRITE)]
 
 
 def carrier_read(carrier: Carrier) -> CarrierRead:

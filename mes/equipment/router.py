@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Query, status
+from fastapi import APIRouter, Query, status
 from pydantic import AwareDatetime
 
 from mes.auth import roles
-from mes.auth.dependencies import RoleGuard
+from mes.auth.dependencies import requires
 from mes.auth.service import Principal
 from mes.db.transaction import ReadSession, WriteSession
 from mes.equipment import service
@@ -27,8 +27,8 @@ from mes.kit.api import ClockDep, CodePath, CodeStr, Page, PageQuery, fetch_page
 
 router = APIRouter(prefix="/equipment", tags=["equipment"])
 
-EquipmentWriter = Annotated[Principal, Depends(RoleGuard(roles.EQUIPMENT_WRITE))]
-StateReporter = Annotated[Principal, Depends(RoleGuard(roles.EQUIPMENT_STATE))]
+EquipmentWriter = Annotated[Principal, requires(roles.EQUIPMENT_WRITE)]
+StateReporter = Annotated[Principal, requires(roles.EQUIPMENT_STATE)]
 
 
 def to_read(tool: Equipment) -> EquipmentRead:

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, status
+from fastapi import APIRouter, status
 from sqlalchemy import select
 
 from mes.auth import roles
-from mes.auth.dependencies import RoleGuard
+from mes.auth.dependencies import requires
 from mes.auth.service import Principal
 from mes.db.transaction import ReadSession, WriteSession
 from mes.fabs import service
@@ -28,8 +28,8 @@ from mes.kit.api import CodePath, Page, PageQuery, fetch_page
 
 router = APIRouter(tags=["fabs"])
 
-FabWriter = Annotated[Principal, Depends(RoleGuard(roles.FAB_WRITE))]
-ToolGroupWriter = Annotated[Principal, Depends(RoleGuard(roles.TOOL_GROUP_WRITE))]
+FabWriter = Annotated[Principal, requires(roles.FAB_WRITE)]
+ToolGroupWriter = Annotated[Principal, requires(roles.TOOL_GROUP_WRITE)]
 
 
 def _area_read(area: Area, fab: Fab) -> AreaRead:

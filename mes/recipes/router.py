@@ -4,13 +4,13 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Path, Query, Request, status
+from fastapi import APIRouter, Path, Query, Request, status
 from pydantic import BaseModel
 from sqlalchemy import select
 from sqlalchemy.orm import selectinload
 
 from mes.auth import roles
-from mes.auth.dependencies import RoleGuard, sign
+from mes.auth.dependencies import requires, sign
 from mes.auth.schemas import ESignature
 from mes.auth.service import Principal
 from mes.db.transaction import ReadSession, WriteSession
@@ -32,9 +32,9 @@ from mes.recipes.schemas import (
 
 router = APIRouter(prefix="/recipes", tags=["recipes"])
 
-RecipeWriter = Annotated[Principal, Depends(RoleGuard(roles.RECIPE_WRITE))]
-RecipeApprover = Annotated[Principal, Depends(RoleGuard(roles.RECIPE_APPROVE))]
-RecipeQualifier = Annotated[Principal, Depends(RoleGuard(roles.RECIPE_QUALIFY))]
+RecipeWriter = Annotated[Principal, requires(roles.RECIPE_WRITE)]
+RecipeApprover = Annotated[Principal, requires(roles.RECIPE_APPROVE)]
+RecipeQualifier = Annotated[Principal, requires(roles.RECIPE_QUALIFY)]
 
 
 class Approval(BaseModel):

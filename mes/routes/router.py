@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Query, Request, status
+from fastapi import APIRouter, Query, Request, status
 from pydantic import BaseModel
 from sqlalchemy import select
 
 from mes.auth import roles
-from mes.auth.dependencies import RoleGuard, sign
+from mes.auth.dependencies import requires, sign
 from mes.auth.schemas import ESignature
 from mes.auth.service import Principal
 from mes.db.transaction import ReadSession, WriteSession
@@ -40,9 +40,9 @@ from mes.routes.schemas import (
 
 router = APIRouter(tags=["routes"])
 
-ProductWriter = Annotated[Principal, Depends(RoleGuard(roles.PRODUCT_WRITE))]
-RouteWriter = Annotated[Principal, Depends(RoleGuard(roles.ROUTE_WRITE))]
-RouteActivator = Annotated[Principal, Depends(RoleGuard(roles.ROUTE_ACTIVATE))]
+ProductWriter = Annotated[Principal, requires(roles.PRODUCT_WRITE)]
+RouteWriter = Annotated[Principal, requires(roles.ROUTE_WRITE)]
+RouteActivator = Annotated[Principal, requires(roles.ROUTE_ACTIVATE)]
 
 
 class Activation(BaseModel):
