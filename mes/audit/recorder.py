@@ -73,6 +73,14 @@ def _changes(obj: object, mapper: Mapper[Any]) -> tuple[dict[str, Any], dict[str
         hide = attr.key in redact
         before[attr.key] = REDACTED if hide and old is not None else old
         after[attr.key] = REDACTED if hide and new is not None else new
+    version_column = mapper.version_id_col
+    if after and version_column is not None:
+        # The mapper bumps the version counter outside attribute history: record it here, so
+        # the trail says which version a change produced.
+        key = mapper.get_property_by_column(version_column).key
+        current = state.dict.get(key)
+        if isinstance(current, int):
+            before[key], after[key] = current - 1, current
     return to_jsonable(before), to_jsonable(after)
 
 
