@@ -15,7 +15,7 @@ from pydantic import SecretStr, ValidationError
 from mes.audit import service as audit_service
 from mes.audit.context import AuditContext, bind
 from mes.auth import service as auth_service
-from mes.auth.roles import Role
+from mes.auth.roles import Role, markdown_matrix
 from mes.auth.schemas import ESignature, UserCreate
 from mes.clock import SystemClock
 from mes.config import Settings
@@ -177,6 +177,12 @@ async def _seal(settings: Settings) -> int:
                 return total
     finally:
         await database.dispose()
+
+
+@users_app.command("roles")
+def show_roles() -> None:
+    """Print which role may perform which operation (Markdown)."""
+    typer.echo(markdown_matrix())
 
 
 @audit_app.command("seal")

@@ -52,3 +52,11 @@ def test_services_never_commit(path: Path) -> None:
 def test_nothing_imports_the_equipment_simulators() -> None:
     for path in MES.rglob("*.py"):
         assert not any(m.startswith("equipment_sims") for m in _imports(path)), path
+
+
+def test_readme_role_table_is_the_enforced_one() -> None:
+    from mes.auth.roles import markdown_matrix
+
+    readme = (MES.parent / "README.md").read_text("utf-8")
+    documented = readme.split("<!-- roles:begin -->")[1].split("<!-- roles:end -->")[0].strip()
+    assert documented == markdown_matrix()

@@ -94,6 +94,14 @@ def acting_role(held: Iterable[Role], permission: Permission) -> Role | None:
     return next((r for r in Role if r in granted), None)
 
 
-def matrix() -> list[tuple[Permission, dict[Role, bool]]]:
-    """Permission x role, for documentation."""
-    return [(p, {r: r in p.roles for r in Role}) for p in ALL_PERMISSIONS]
+def markdown_matrix() -> str:
+    """The permission x role table as Markdown (the README holds a copy; a test compares)."""
+    header = "| operation | e-signature | " + " | ".join(r.value for r in Role) + " |"
+    rule = "|---|---|" + "---|" * len(Role)
+    rows = [
+        f"| `{p.name}`: {p.description} | {'yes' if p.signature else ''} | "
+        + " | ".join("✔" if r in p.roles else "" for r in Role)
+        + " |"
+        for p in ALL_PERMISSIONS
+    ]
+    return "\n".join([header, rule, *rows])
