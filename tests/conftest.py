@@ -15,6 +15,7 @@ from typing import Any
 
 import httpx
 import pytest
+from fastapi import FastAPI
 from pydantic import SecretStr
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession
 
@@ -132,12 +133,20 @@ def clock() -> FixedClock:
     return FixedClock(NOW)
 
 
+@pytest.fixture(scope="session")
+def shared_app(settings: Settings, engine: AsyncEngine) -> FastAPI:
+    return create_app(settings, database=Database(engine), background=False)
+
+
 @pytest.fixture
 async def client(
-    settings: Settings, db: Database, clock: FixedClock
+    shared_app: FastAPI, db: Database, clock: FixedClock
 ) -> AsyncIterator[httpx.AsyncClient]:
     """HTTP client signed in as ``tester`` (every human role; e-signatures fresh for 5 min)."""
-    app = create_app(settings, database=db, clock=clock)
+    app = shared_app
+    # Building the app costs ~0.1 s; tests run one at a time, so they share one and swap in
+    # their own database session binding and clock.
+    app.state.db, app.state.clock = db, clock
     transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
     async with httpx.AsyncClient(
         transport=transport, base_url="http://mes.test", headers=bearer(TESTER)

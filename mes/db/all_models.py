@@ -6,6 +6,7 @@ from mes.db.base import Base
 from mes.durables import models as durables_models
 from mes.equipment import models as equipment_models
 from mes.fabs import models as fabs_models
+from mes.kit import idempotency as idempotency_models
 from mes.lots import models as lots_models
 from mes.recipes import models as recipes_models
 from mes.routes import models as routes_models
@@ -17,6 +18,7 @@ __all__ = [
     "durables_models",
     "equipment_models",
     "fabs_models",
+    "idempotency_models",
     "lots_models",
     "recipes_models",
     "routes_models",

@@ -26,10 +26,23 @@ def database(request: Request) -> Database:
 
 @asynccontextmanager
 async def unit_of_work(db: Database, *, write: bool = True) -> AsyncIterator[AsyncSession]:
-    """A session inside one transaction: committed on success, rolled back on any error."""
+    """A session inside one transaction: committed on success, rolled back on any error.
+
+    An error that says ``keep_changes`` (a refusal that must leave a trace, such as the hold put
+    on a lot whose Q-time expired) is raised after the commit instead.
+    """
     factory = db.write_sessions if write else db.read_sessions
-    async with factory() as session, session.begin():
-        yield session
+    async with factory() as session:
+        await session.begin()
+        try:
+            yield session
+        except BaseException as exc:
+            if getattr(exc, "keep_changes", False):
+                await session.commit()
+            else:
+                await session.rollback()
+            raise
+        await session.commit()
 
 
 async def _write_session(request: Request) -> AsyncIterator[AsyncSession]:

@@ -40,3 +40,26 @@ MAX_WAFERS_PER_LOT = 25
 
 def is_final(state: LotState) -> bool:
     return state in FINAL_STATES
+
+
+class HoldState(enum.StrEnum):
+    ACTIVE = "active"
+    RELEASED = "released"
+
+
+class FutureActionKind(enum.StrEnum):
+    HOLD_ON_ARRIVAL = "hold_on_arrival"  # when the lot arrives at the step
+    HOLD_AFTER_TRACK_OUT = "hold_after_track_out"  # when the lot leaves the step
+
+
+class QTimeStatus(enum.StrEnum):
+    OPEN = "open"
+    MET = "met"
+    EXPIRED = "expired"
+    # The closing step was skipped (sampling or a jump): the window no longer applies.
+    VOID = "void"
+
+
+class GenealogyRelation(enum.StrEnum):
+    SPLIT = "split"
+    MERGE = "merge"

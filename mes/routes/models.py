@@ -111,6 +111,7 @@ class Step(Base):
             "qtime_to_sequence IS NULL OR qtime_to_sequence > sequence", name="qtime_forward"
         ),
         CheckConstraint("qtime_max_s IS NULL OR qtime_max_s > 0", name="qtime_positive"),
+        CheckConstraint("rework_limit >= 0", name="rework_limit_nonnegative"),
         CheckConstraint(
             "rework_to_sequence IS NULL OR rework_to_sequence <= sequence",
             name="rework_backward",
@@ -139,6 +140,8 @@ class Step(Base):
     qtime_to_sequence: Mapped[int | None] = mapped_column(Integer)
     qtime_max_s: Mapped[int | None] = mapped_column(Integer)
     rework_to_sequence: Mapped[int | None] = mapped_column(Integer)
+    # Reworks allowed from this step before the lot goes on hold instead.
+    rework_limit: Mapped[int] = mapped_column(Integer, default=2, server_default="2")
     # Fraction of lots that run the step; the others skip it.
     sampling_rate: Mapped[float] = mapped_column(Float, default=1.0)
 

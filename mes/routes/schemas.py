@@ -39,6 +39,7 @@ class StepIn(BaseModel):
     qtime_to_sequence: int | None = Field(default=None, ge=1, le=100_000)
     qtime_max_s: int | None = Field(default=None, ge=1, le=30 * 24 * 3600)
     rework_to_sequence: int | None = Field(default=None, ge=1, le=100_000)
+    rework_limit: int = Field(default=2, ge=0, le=100)
     sampling_rate: float = Field(default=1.0, ge=0.0, le=1.0)
 
 
@@ -54,6 +55,7 @@ class StepRead(BaseModel):
     qtime_to_sequence: int | None
     qtime_max_s: int | None
     rework_to_sequence: int | None
+    rework_limit: int
     sampling_rate: float
 
 

@@ -128,6 +128,7 @@ async def _build_steps(session: AsyncSession, steps: Sequence[StepIn]) -> list[S
             qtime_to_sequence=s.qtime_to_sequence,
             qtime_max_s=s.qtime_max_s,
             rework_to_sequence=s.rework_to_sequence,
+            rework_limit=s.rework_limit,
             sampling_rate=s.sampling_rate,
         )
         for s in sorted(steps, key=lambda s: s.sequence)

@@ -101,6 +101,13 @@ def make_lot(
         "started_at": T0,
         **extra,
     }
+    values.setdefault("step_entered_at", values["started_at"])
+    # The database ties these to the state: a running lot is on a tool, a travelling one has a
+    # destination.
+    if state == LotState.RUNNING:
+        values.setdefault("equipment_id", refs.tools["F1-WETC01"])
+    if state == LotState.IN_TRANSIT:
+        values.setdefault("destination_fab_id", refs.fabs["F2" if fab == "F1" else "F1"])
     return Lot(
         code=code,
         fab_id=refs.fabs[fab],
@@ -579,3 +586,27 @@ async def test_a_sound_lot_is_accepted_by_the_same_checks(session, refs):
         LotState.SCRAPPED
     )
     assert lot.version == 1
+
+
+async def test_running_lot_without_a_tool_is_refused(session, refs):
+    await assert_refused(
+        session,
+        "ck_lot_running_iff_on_tool",
+        make_lot(refs, "BAD-0001", state=LotState.RUNNING, equipment_id=None),
+    )
+
+
+async def test_waiting_lot_on_a_tool_is_refused(session, refs):
+    await assert_refused(
+        session,
+        "ck_lot_running_iff_on_tool",
+        make_lot(refs, "BAD-0001", equipment_id=refs.tools["F1-WETC01"]),
+    )
+
+
+async def test_lot_in_transit_needs_its_destination(session, refs):
+    await assert_refused(
+        session,
+        "ck_lot_in_transit_iff_destination",
+        make_lot(refs, "BAD-0001", state=LotState.IN_TRANSIT, destination_fab_id=None),
+    )

@@ -1,0 +1,120 @@
+"""Idempotent mutations: a retried request with the same ``Idempotency-Key`` gets the first
+answer back and changes nothing.
+
+The key is claimed inside the operation's own transaction before anything else happens. A
+concurrent duplicate waits on the claim (PostgreSQL's unique index; SQLite's single writer) and
+then replays the stored answer; if the first attempt failed and rolled back, its claim vanished
+with it and the retry runs for real.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Awaitable, Callable
+from datetime import datetime
+from typing import Annotated, Any, TypeVar
+
+from fastapi import Header, Request
+from fastapi.encoders import jsonable_encoder
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel
+from sqlalchemy import Integer, String, UniqueConstraint, select, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import Mapped, mapped_column
+
+from mes.db.base import Base, BigIntPK
+from mes.errors import InvalidInput
+
+KeyHeader = Annotated[
+    str | None,
+    Header(
+        alias="Idempotency-Key",
+        min_length=8,
+        max_length=128,
+        pattern=r"^[A-Za-z0-9._:\-]+$",
+        description="retries with the same key apply the change once and return the first answer",
+    ),
+]
+
+R = TypeVar("R", bound=BaseModel)
+
+
+class IdempotencyRecord(Base):
+    """The answer given to one (caller, key)."""
+
+    __tablename__ = "idempotency_record"
+    __table_args__ = (UniqueConstraint("actor", "key"),)
+    # Bookkeeping of the transport, not a business change.
+    __audit_exclude__ = True
+
+    id: Mapped[int] = mapped_column(BigIntPK, primary_key=True)
+    actor: Mapped[str] = mapped_column(String(64))
+    key: Mapped[str] = mapped_column(String(128))
+    fingerprint: Mapped[str] = mapped_column(String(64))
+    status_code: Mapped[int | None] = mapped_column(Integer)
+    response: Mapped[dict[str, Any] | None]
+    created_at: Mapped[datetime]
+
+
+async def _fingerprint(request: Request) -> str:
+    body = await request.body()
+    digest = hashlib.sha256()
+    digest.update(request.method.encode())
+    digest.update(request.url.path.encode())
+    digest.update(body)
+    return digest.hexdigest()
+
+
+async def idempotent(
+    request: Request,
+    session: AsyncSession,
+    key: str | None,
+    actor: str,
+    now: datetime,
+    operation: Callable[[], Awaitable[R]],
+    *,
+    status_code: int = 200,
+) -> R | JSONResponse:
+    """Run ``operation`` once per (actor, key); replay its stored answer to retries."""
+    if key is None:
+        return await operation()
+    fingerprint = await _fingerprint(request)
+    values = {"actor": actor, "key": key, "fingerprint": fingerprint, "created_at": now}
+    dialect = session.get_bind().dialect.name
+    insert = pg_insert if dialect == "postgresql" else sqlite_insert
+    claimed = await session.scalar(
+        insert(IdempotencyRecord)
+        .values(**values)
+        .on_conflict_do_nothing(index_elements=["actor", "key"])
+        .returning(IdempotencyRecord.id)
+    )
+    if claimed is None:
+        stored = (
+            await session.scalars(
+                select(IdempotencyRecord).where(
+                    IdempotencyRecord.actor == actor, IdempotencyRecord.key == key
+                )
+            )
+        ).one()
+        if stored.fingerprint != fingerprint:
+            raise InvalidInput(
+                "this Idempotency-Key was used for a different request",
+                code="idempotency.key_reused",
+            )
+        return JSONResponse(
+            stored.response,
+            status_code=stored.status_code or status_code,
+            headers={"Idempotent-Replayed": "true"},
+        )
+    result = await operation()
+    await session.execute(
+        update(IdempotencyRecord)
+        .where(IdempotencyRecord.id == claimed)
+        .values(status_code=status_code, response=jsonable_encoder(result))
+    )
+    return result
+
+
+__all__ = ["IdempotencyRecord", "KeyHeader", "idempotent"]
