@@ -160,6 +160,7 @@ async def test_seeded_route_version_has_its_steps_in_sequence_order(client):
         "qtime_to_sequence": None,
         "qtime_max_s": None,
         "rework_to_sequence": None,
+        "rework_limit": 2,
         "sampling_rate": 1.0,
     }
     assert (by_seq[20]["tool_group"], by_seq[20]["batch_min"], by_seq[20]["batch_max"]) == (
