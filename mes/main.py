@@ -26,6 +26,7 @@ from mes.errors import install_error_handlers
 from mes.fabs.router import router as fabs_router
 from mes.health import router as health_router
 from mes.kit.request_id import RequestIdMiddleware
+from mes.lots.router import hold_codes_router
 from mes.lots.router import router as lots_router
 from mes.recipes.router import router as recipes_router
 from mes.routes.router import router as routes_router
@@ -100,6 +101,7 @@ def create_app(
         routes_router,
         recipes_router,
         lots_router,
+        hold_codes_router,
         durables_router,
         auth_router,
         audit_router,

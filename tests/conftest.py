@@ -17,10 +17,11 @@ import httpx
 import pytest
 from fastapi import FastAPI
 from pydantic import SecretStr
+from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession
 
 from mes.audit.context import AuditContext, bind
-from mes.auth.models import AccountKind, User, UserRole
+from mes.auth.models import AccountKind, Certification, User, UserRole
 from mes.auth.passwords import hash_password
 from mes.auth.roles import HUMAN_ROLES, Role
 from mes.auth.tokens import issue_access_token
@@ -29,6 +30,7 @@ from mes.config import Settings
 from mes.db import migrate
 from mes.db.engine import Database, create_engine
 from mes.db.transaction import unit_of_work
+from mes.fabs.models import ToolGroup
 from mes.main import create_app
 from mes.seed import loader
 from tests.databases import BACKEND, create_database, drop_database
@@ -61,6 +63,7 @@ async def _create_test_accounts(session: AsyncSession) -> None:
         (name, [role], ROLE_PASSWORD if role in HUMAN_ROLES else None)
         for role, name in ROLE_USERS.items()
     ]
+    groups = list(await session.scalars(select(ToolGroup)))
     for username, roles, password in accounts:
         session.add(
             User(
@@ -69,6 +72,13 @@ async def _create_test_accounts(session: AsyncSession) -> None:
                 kind=AccountKind.HUMAN if password else AccountKind.SERVICE,
                 roles=[UserRole(role=r) for r in roles],
                 password_hash=hash_password(password) if password else None,
+                # The all-roles tester may run every tool; the role accounts are uncertified.
+                certifications=[
+                    Certification(tool_group=g, certified_at=START, certified_by="test")
+                    for g in groups
+                ]
+                if username == TESTER
+                else [],
             )
         )
     await session.flush()

@@ -63,6 +63,20 @@ USER_ADMIN = _p("user.admin", [A], "create users, change roles, enable/disable",
 USER_CERTIFY = _p("user.certify", [S, A], "certify operators for tool groups", signature=True)
 TOKEN_ADMIN = _p("token.admin", [A], "issue and revoke API tokens for service accounts")
 AUDIT_READ = _p("audit.read", [S, A], "read the audit trail")
+LOT_START = _p("lot.start", [E, S], "start (release) lots")
+LOT_MOVE = _p("lot.move", [OP, E, S, Role.EQUIPMENT], "track lots in and out of tools")
+LOT_HOLD = _p("lot.hold", [OP, E, S, Role.EQUIPMENT], "hold lots, mass holds, future holds")
+LOT_RELEASE = _p(
+    "lot.release", [OP, E, S], "release holds (the hold code names the role)", signature=True
+)
+LOT_SPLIT = _p("lot.split", [OP, E, S], "split and merge lots")
+LOT_SCRAP = _p("lot.scrap", [OP, E, S], "scrap wafers", signature=True)
+LOT_BONUS = _p("lot.bonus", [E, S], "add wafers to a lot")
+LOT_JUMP = _p("lot.jump", [E], "move a lot to another step (skip / jump)", signature=True)
+LOT_PRIORITY = _p("lot.priority", [E, S], "change priority class and due date")
+LOT_TERMINATE = _p("lot.terminate", [E, S], "terminate a lot", signature=True)
+LOT_TRANSFER = _p("lot.transfer", [OP, S], "ship lots to another fab and receive them")
+HOLD_CODE_ADMIN = _p("hold_code.admin", [S, A], "define hold codes and their release role")
 ACCOUNT_SELF = _p("account.self", HUMAN_ROLES, "change one's own password")
 
 ALL_PERMISSIONS: tuple[Permission, ...] = (
@@ -82,6 +96,18 @@ ALL_PERMISSIONS: tuple[Permission, ...] = (
     TOKEN_ADMIN,
     AUDIT_READ,
     ACCOUNT_SELF,
+    LOT_START,
+    LOT_MOVE,
+    LOT_HOLD,
+    LOT_RELEASE,
+    LOT_SPLIT,
+    LOT_SCRAP,
+    LOT_BONUS,
+    LOT_JUMP,
+    LOT_PRIORITY,
+    LOT_TERMINATE,
+    LOT_TRANSFER,
+    HOLD_CODE_ADMIN,
 )
 
 

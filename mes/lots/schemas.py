@@ -1,11 +1,20 @@
 from __future__ import annotations
 
+import enum
 from datetime import datetime
-from typing import Any
+from typing import Annotated, Any
 
-from pydantic import BaseModel
+from pydantic import AwareDatetime, BaseModel, Field, FiniteFloat
 
-from mes.lots.states import LotState, PriorityClass, WaferState
+from mes.auth.roles import Role
+from mes.auth.schemas import ESignature
+from mes.lots.states import (
+    FutureActionKind,
+    GenealogyRelation,
+    LotState,
+    PriorityClass,
+    WaferState,
+)
 
 
 class WaferRead(BaseModel):
@@ -40,6 +49,7 @@ class LotRead(BaseModel):
 
 class LotDetail(LotRead):
     wafers: list[WaferRead]
+    holds: list[HoldRead]
 
 
 class LotEventRead(BaseModel):
@@ -52,3 +62,208 @@ class LotEventRead(BaseModel):
     reason: str | None
     before: dict[str, Any] | None
     after: dict[str, Any] | None
+
+
+# --- commands ------------------------------------------------------------------------------
+
+Version = Annotated[int | None, Field(default=None, ge=1, le=2**31 - 1)]
+Reason = Annotated[str, Field(min_length=1, max_length=2000)]
+Code = Annotated[str, Field(min_length=1, max_length=32, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$")]
+
+
+class LotStart(BaseModel):
+    product: Code
+    fab: Code
+    route: Code | None = Field(default=None, description="default: the product's only route")
+    code: Code | None = Field(default=None, description="default: the next L<yy>-<nnnn>")
+    wafer_count: int = Field(default=25, ge=1, le=25)
+    priority_class: PriorityClass = PriorityClass.NORMAL
+    due_at: AwareDatetime | None = None
+    carrier: Code | None = None
+
+
+class BulkStart(BaseModel):
+    product: Code
+    fab: Code
+    route: Code | None = None
+    count: int = Field(ge=1, le=200)
+    wafer_count: int = Field(default=25, ge=1, le=25)
+    priority_class: PriorityClass = PriorityClass.NORMAL
+    due_at: AwareDatetime | None = None
+
+
+class TrackIn(BaseModel):
+    tool: Code
+    version: Version = None
+    # The step the operator believes the lot is at; refused if the lot is elsewhere.
+    step_sequence: int | None = Field(default=None, ge=1, le=100_000)
+
+
+class Measurement(BaseModel):
+    name: str = Field(min_length=1, max_length=64)
+    values: list[FiniteFloat] = Field(min_length=1, max_length=1000)
+    unit: str | None = Field(default=None, max_length=16)
+
+
+class TrackOutcome(enum.StrEnum):
+    PASS = "pass"
+    REWORK = "rework"
+
+
+class TrackOut(BaseModel):
+    version: Version = None
+    wafers_processed: int | None = Field(default=None, ge=0, le=25)
+    outcome: TrackOutcome = TrackOutcome.PASS
+    measurements: list[Measurement] = Field(default_factory=list, max_length=100)
+
+
+class HoldRequest(BaseModel):
+    hold_code: Code
+    reason: Reason
+    version: Version = None
+
+
+class ReleaseRequest(BaseModel):
+    # Release these holds (ids from the lot detail); default: every hold of ``hold_code``.
+    hold_ids: list[int] | None = Field(default=None, max_length=50)
+    hold_code: Code | None = None
+    signature: ESignature
+    version: Version = None
+
+
+class MassHold(BaseModel):
+    hold_code: Code
+    reason: Reason
+    fab: Code | None = None
+    product: Code | None = None
+    tool: Code | None = None
+    route: Code | None = None
+    step_sequence: int | None = Field(default=None, ge=1, le=100_000)
+
+
+class FutureActionCreate(BaseModel):
+    step_sequence: int = Field(ge=1, le=100_000)
+    kind: FutureActionKind = FutureActionKind.HOLD_ON_ARRIVAL
+    hold_code: Code
+    reason: Reason
+
+
+class SplitRequest(BaseModel):
+    wafers: list[Annotated[str, Field(min_length=1, max_length=32)]] = Field(
+        min_length=1, max_length=24, description="scribe ids of the wafers that move"
+    )
+    carrier: Code | None = None
+    version: Version = None
+
+
+class MergeRequest(BaseModel):
+    source: Code = Field(description="the lot whose wafers move into this one")
+    version: Version = None
+
+
+class ScrapRequest(BaseModel):
+    wafers: list[Annotated[str, Field(min_length=1, max_length=32)]] = Field(
+        min_length=1, max_length=25
+    )
+    reason_code: Code
+    comment: str | None = Field(default=None, max_length=2000)
+    signature: ESignature
+    version: Version = None
+
+
+class BonusRequest(BaseModel):
+    count: int = Field(ge=1, le=24)
+    reason_code: Code
+    comment: str | None = Field(default=None, max_length=2000)
+    version: Version = None
+
+
+class JumpRequest(BaseModel):
+    to_sequence: int = Field(ge=1, le=100_000)
+    signature: ESignature
+    version: Version = None
+
+
+class PriorityChange(BaseModel):
+    priority_class: PriorityClass
+    reason: Reason
+    due_at: AwareDatetime | None = None
+    version: Version = None
+
+
+class TerminateRequest(BaseModel):
+    signature: ESignature
+    version: Version = None
+
+
+class ShipRequest(BaseModel):
+    to_fab: Code
+    version: Version = None
+
+
+class ReceiveRequest(BaseModel):
+    version: Version = None
+
+
+# --- answers -------------------------------------------------------------------------------
+
+
+class HoldRead(BaseModel):
+    id: int
+    lot: str
+    fab: str
+    hold_code: str
+    release_role: str
+    reason: str
+    placed_by: str
+    placed_at: datetime
+    age_s: int
+
+
+class RecipeToRun(BaseModel):
+    name: str
+    version: int
+    checksum: str
+    body: dict[str, Any]
+
+
+class TrackInResult(BaseModel):
+    lot: LotRead
+    tool: str
+    recipe: RecipeToRun
+
+
+class FutureActionRead(BaseModel):
+    id: int
+    step_sequence: int
+    kind: FutureActionKind
+    hold_code: str
+    reason: str
+    created_by: str
+    created_at: datetime
+
+
+class GenealogyLink(BaseModel):
+    parent: str
+    child: str
+    relation: GenealogyRelation
+    wafer_count: int
+    occurred_at: datetime
+
+
+class GenealogyRead(BaseModel):
+    lot: str
+    ancestors: list[GenealogyLink]
+    descendants: list[GenealogyLink]
+
+
+class HoldCodeRead(BaseModel):
+    code: str
+    description: str
+    release_role: str
+
+
+class HoldCodeCreate(BaseModel):
+    code: Code
+    description: str = Field(min_length=1, max_length=255)
+    release_role: Role
