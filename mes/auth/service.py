@@ -8,7 +8,7 @@ from datetime import datetime, timedelta
 
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
-from sqlalchemy.orm import selectinload
+from sqlalchemy.orm import joinedload, selectinload
 from sqlalchemy.orm.attributes import flag_modified
 
 from mes.audit.context import AuditContext
@@ -122,12 +122,16 @@ async def principal_for_token(
     if api_token is not None:
         public_id, secret_part = api_token
         row = (
-            await session.scalars(
-                select(ApiToken)
-                .where(ApiToken.public_id == public_id)
-                .options(selectinload(ApiToken.user).selectinload(User.roles))
+            (
+                await session.scalars(
+                    select(ApiToken)
+                    .where(ApiToken.public_id == public_id)
+                    .options(joinedload(ApiToken.user).joinedload(User.roles))
+                )
             )
-        ).one_or_none()
+            .unique()
+            .one_or_none()
+        )
         if (
             row is None
             or not tokens.secret_matches(secret_part, row.secret_digest)
@@ -143,7 +147,16 @@ async def principal_for_token(
         claims = tokens.decode_access_token(token, secret=secret, now=now)
     except tokens.InvalidToken as exc:
         raise Unauthenticated(str(exc), code="auth.invalid_token") from exc
-    user = await find_user(session, claims.username)
+    # Every request comes here: one query, roles joined, nothing else loaded.
+    user = (
+        (
+            await session.scalars(
+                select(User).where(User.username == claims.username).options(joinedload(User.roles))
+            )
+        )
+        .unique()
+        .one_or_none()
+    )
     if user is None or not user.is_active:
         raise Unauthenticated("the token's account is disabled", code="auth.invalid_token")
     # Tokens issued before a password change are void.

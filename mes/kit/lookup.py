@@ -27,7 +27,7 @@ async def get_by_key(
     stmt = select(model).where(key_column == value).options(*options)
     if for_update:
         stmt = stmt.with_for_update()
-    found = (await session.scalars(stmt)).one_or_none()
+    found = (await session.scalars(stmt)).unique().one_or_none()
     if found is None:
         raise NotFound(f"{what} {value!r} does not exist", code=code)
     return found

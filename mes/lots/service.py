@@ -16,7 +16,7 @@ from typing import Any
 
 from sqlalchemy import Select, func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
-from sqlalchemy.orm import aliased, selectinload
+from sqlalchemy.orm import aliased, joinedload, selectinload
 
 from mes.auth.models import AccountKind, Certification
 from mes.auth.service import Principal
@@ -58,13 +58,14 @@ from mes.routes.models import Product, Route, RouteVersion, RouteVersionStatus, 
 # Transit between fabs takes time: a Q-time window closer than this refuses the shipment.
 TRANSIT_TIME = timedelta(hours=4)
 
+# Everything a lot answer shows, in one query: these are all many-to-one joins.
 LOT_OPTIONS = (
-    selectinload(Lot.fab),
-    selectinload(Lot.product),
-    selectinload(Lot.route_version).selectinload(RouteVersion.route),
-    selectinload(Lot.current_step).selectinload(Step.tool_group),
-    selectinload(Lot.carrier),
-    selectinload(Lot.parent),
+    joinedload(Lot.fab),
+    joinedload(Lot.product),
+    joinedload(Lot.route_version).joinedload(RouteVersion.route),
+    joinedload(Lot.current_step).joinedload(Step.tool_group),
+    joinedload(Lot.carrier),
+    joinedload(Lot.parent),
 )
 
 
@@ -243,38 +244,26 @@ async def genealogy(session: AsyncSession, code: str) -> s.GenealogyRead:
 
 # --- building blocks -----------------------------------------------------------------------
 
-_steps_cache: dict[int, tuple[rules.StepView, ...]] = {}
-
 
 async def route_steps(session: AsyncSession, route_version_id: int) -> tuple[rules.StepView, ...]:
-    """Steps of a route version. Versions that carry lots never change, so they are cached."""
-    cached = _steps_cache.get(route_version_id)
-    if cached is not None:
-        return cached
-    rows = await session.scalars(
-        select(Step).where(Step.route_version_id == route_version_id).order_by(Step.sequence)
-    )
-    views = tuple(
-        rules.StepView(
-            id=st.id,
-            sequence=st.sequence,
-            tool_group_id=st.tool_group_id,
-            recipe_name=st.recipe_name,
-            sampling_rate=st.sampling_rate,
-            rework_to_sequence=st.rework_to_sequence,
-            rework_limit=st.rework_limit,
-            qtime_to_sequence=st.qtime_to_sequence,
-            qtime_max_s=st.qtime_max_s,
-            batch_max=st.batch_max,
+    """The steps of a route version, as plain views (columns only: no ORM objects to build)."""
+    rows = await session.execute(
+        select(
+            Step.id,
+            Step.sequence,
+            Step.tool_group_id,
+            Step.recipe_name,
+            Step.sampling_rate,
+            Step.rework_to_sequence,
+            Step.rework_limit,
+            Step.qtime_to_sequence,
+            Step.qtime_max_s,
+            Step.batch_max,
         )
-        for st in rows
+        .where(Step.route_version_id == route_version_id)
+        .order_by(Step.sequence)
     )
-    version_status = await session.scalar(
-        select(RouteVersion.status).where(RouteVersion.id == route_version_id)
-    )
-    if version_status != RouteVersionStatus.DRAFT:
-        _steps_cache[route_version_id] = views
-    return views
+    return tuple(rules.StepView(**row) for row in rows.mappings().all())
 
 
 def _step(steps: Sequence[rules.StepView], step_id: int | None) -> rules.StepView:
@@ -291,7 +280,9 @@ def _by_sequence(steps: Sequence[rules.StepView], sequence: int) -> rules.StepVi
     return found
 
 
-async def _lock_lot(session: AsyncSession, code: str, version: int | None) -> Lot:
+async def _lock_lot(
+    session: AsyncSession, code: str, version: int | None, *, wafers: bool = False
+) -> Lot:
     lot = await get_by_key(
         session,
         Lot,
@@ -299,7 +290,7 @@ async def _lock_lot(session: AsyncSession, code: str, version: int | None) -> Lo
         code,
         code="lot.not_found",
         what="lot",
-        options=(selectinload(Lot.wafers),),
+        options=(selectinload(Lot.wafers),) if wafers else (),
         for_update=True,
     )
     if version is not None and version != lot.version:
@@ -384,8 +375,10 @@ class _Change:
         await self.session.flush()
 
 
-async def _begin(session: AsyncSession, code: str, version: int | None) -> tuple[Lot, _Change]:
-    lot = await _lock_lot(session, code, version)
+async def _begin(
+    session: AsyncSession, code: str, version: int | None, *, wafers: bool = False
+) -> tuple[Lot, _Change]:
+    lot = await _lock_lot(session, code, version, wafers=wafers)
     return lot, _Change(session, lot, await _hold_count(session, lot.id))
 
 
@@ -563,7 +556,7 @@ async def _lock_tool(session: AsyncSession, code: str) -> Equipment:
         code,
         code="tool.not_found",
         what="tool",
-        options=(selectinload(Equipment.chambers), selectinload(Equipment.tool_group)),
+        options=(selectinload(Equipment.chambers),),
         for_update=True,
     )
 
@@ -1069,7 +1062,7 @@ async def split(
 ) -> tuple[Lot, Lot]:
     """Move chosen wafers into a new child lot (same step, state, holds)."""
     now = clock.now()
-    parent, change = await _begin(session, code, data.version)
+    parent, change = await _begin(session, code, data.version, wafers=True)
     wafers = _pick_wafers(parent, data.wafers)
     rules.check_split(_view(parent, change.holds), len(wafers), parent.wafer_count)
     children = await session.scalar(
@@ -1143,7 +1136,7 @@ async def merge(
     first_code, second_code = sorted([code, data.source])
     # Lock both lots in a fixed order so two opposite merges cannot deadlock.
     locked = {
-        c: await _lock_lot(session, c, data.version if c == code else None)
+        c: await _lock_lot(session, c, data.version if c == code else None, wafers=True)
         for c in (first_code, second_code)
     }
     target, source = locked[code], locked[data.source]
@@ -1200,7 +1193,7 @@ async def scrap(
     """Scrap wafers with a reason code; a lot left without wafers is Scrapped."""
     now = clock.now()
     rules.check_reason(data.reason_code, rules.SCRAP_CODES, "scrap")
-    lot, change = await _begin(session, code, data.version)
+    lot, change = await _begin(session, code, data.version, wafers=True)
     rules.require_active(_view(lot, change.holds))
     wafers = _pick_wafers(lot, data.wafers)
     for wafer in wafers:
@@ -1226,7 +1219,7 @@ async def bonus(
     """Add wafers to a lot (found, recounted, monitor) with a reason code."""
     now = clock.now()
     rules.check_reason(data.reason_code, rules.BONUS_CODES, "bonus")
-    lot, change = await _begin(session, code, data.version)
+    lot, change = await _begin(session, code, data.version, wafers=True)
     rules.require_active(_view(lot, change.holds))
     if lot.wafer_count + data.count > 25:
         raise RuleViolation("lot.too_many_wafers", "a lot holds at most 25 wafers")
@@ -1368,7 +1361,7 @@ async def receive(
 ) -> Lot:
     """Receive a travelling lot in its destination fab."""
     now = clock.now()
-    lot, change = await _begin(session, code, data.version)
+    lot, change = await _begin(session, code, data.version, wafers=True)
     if lot.state != LotState.IN_TRANSIT or lot.destination_fab_id is None:
         raise RuleViolation("lot.not_in_transit", f"lot {code} is not travelling")
     transfer = (
