@@ -64,9 +64,24 @@ def lot_code(year: int, number: int) -> str:
     return f"L{year % 100:02d}-{number:04d}"
 
 
+# Lot.code is VARCHAR(32) and every API path names a lot in at most 32 characters.
+MAX_LOT_CODE_LENGTH = 32
+
+
 def child_code(parent: str, ordinal: int) -> str:
-    """Business id of a split child: ``L26-0001.01``."""
-    return f"{parent}.{ordinal:02d}"
+    """Business id of a split child: ``L26-0001.01``.
+
+    Each generation adds three characters, so a deep enough chain of splits runs out of room:
+    refused as a rule, rather than failing in the database (or creating an unaddressable lot).
+    """
+    code = f"{parent}.{ordinal:02d}"
+    if len(code) > MAX_LOT_CODE_LENGTH:
+        raise RuleViolation(
+            "lot.code_too_long",
+            f"a split child of {parent} would be named {code}, longer than "
+            f"{MAX_LOT_CODE_LENGTH} characters; split an ancestor lot instead",
+        )
+    return code
 
 
 def scribe_id(code: str, slot: int) -> str:

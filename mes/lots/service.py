@@ -731,45 +731,44 @@ async def track_in(
     return lot, tool, recipe
 
 
+async def _open_actions(session: AsyncSession, lot_id: int) -> list[FutureAction]:
+    return list(
+        await session.scalars(
+            select(FutureAction)
+            .options(selectinload(FutureAction.hold_code))
+            .where(FutureAction.lot_id == lot_id, FutureAction.done_at.is_(None))
+        )
+    )
+
+
+ARRIVAL = FutureActionKind.HOLD_ON_ARRIVAL
+AFTER_TRACK_OUT = FutureActionKind.HOLD_AFTER_TRACK_OUT
+
+
+def _fire(
+    session: AsyncSession,
+    lot: Lot,
+    actions: Sequence[FutureAction],
+    *,
+    kind: FutureActionKind,
+    step_id: int,
+    at: datetime,
+) -> None:
+    """Place the holds of the armed actions of ``kind`` at ``step_id``."""
+    for action in actions:
+        if action.kind == kind and action.step_id == step_id and action.done_at is None:
+            _place_hold(
+                session, lot, action.hold_code, action.reason, actor=action.created_by, at=at
+            )
+            action.done_at = at
+
+
 async def _arrive(
     session: AsyncSession, lot: Lot, step: rules.StepView, *, actor: str, at: datetime
 ) -> None:
     """Fire the hold-on-arrival actions armed for ``step``."""
-    actions = list(
-        await session.scalars(
-            select(FutureAction)
-            .options(selectinload(FutureAction.hold_code))
-            .where(
-                FutureAction.lot_id == lot.id,
-                FutureAction.step_id == step.id,
-                FutureAction.kind == FutureActionKind.HOLD_ON_ARRIVAL,
-                FutureAction.done_at.is_(None),
-            )
-        )
-    )
-    for action in actions:
-        _place_hold(session, lot, action.hold_code, action.reason, actor=action.created_by, at=at)
-        action.done_at = at
-
-
-async def _fire_after_track_out(
-    session: AsyncSession, lot: Lot, step: rules.StepView, at: datetime
-) -> None:
-    actions = list(
-        await session.scalars(
-            select(FutureAction)
-            .options(selectinload(FutureAction.hold_code))
-            .where(
-                FutureAction.lot_id == lot.id,
-                FutureAction.step_id == step.id,
-                FutureAction.kind == FutureActionKind.HOLD_AFTER_TRACK_OUT,
-                FutureAction.done_at.is_(None),
-            )
-        )
-    )
-    for action in actions:
-        _place_hold(session, lot, action.hold_code, action.reason, actor=action.created_by, at=at)
-        action.done_at = at
+    actions = await _open_actions(session, lot.id)
+    _fire(session, lot, actions, kind=FutureActionKind.HOLD_ON_ARRIVAL, step_id=step.id, at=at)
 
 
 async def _void_windows(
@@ -801,70 +800,79 @@ async def track_out(
     rules.check_wafers_processed(processed, lot.wafer_count)
     tool = await session.get(Equipment, lot.equipment_id, with_for_update=True)
     assert tool is not None  # the FK guarantees it
+
+    # Read and decide everything first: a query after a change would flush it early, and one
+    # UPDATE of the lot (one audit record) per move is what we want.
+    actions = await _open_actions(session, lot.id)
+    # This lot is one of them; the tool stays productive if it runs others too.
+    tool_stays_busy = len(await _lots_on_tool(session, tool.id)) > 1
     details: dict[str, Any] = {
         "outcome": data.outcome.value,
         "wafers_processed": processed,
         "measurements": [m.model_dump() for m in data.measurements],
     }
-    lot.equipment_id = None
-    lot.tracked_in_at = None
-    lot.state = LotState.WAITING
+    rework_counter: ReworkCount | None = None
+    decision: rules.ReworkDecision | None = None
+    limit_code: HoldCode | None = None
+    following: rules.StepView | None = None
+    skipped: list[rules.StepView] = []
     if data.outcome == s.TrackOutcome.REWORK:
-        counter = (
+        rework_counter = (
             await session.scalars(
                 select(ReworkCount).where(
                     ReworkCount.lot_id == lot.id, ReworkCount.step_id == step.id
                 )
             )
         ).one_or_none()
-        decision = rules.rework(step, counter.count if counter else 0)
-        if counter is None:
-            counter = ReworkCount(lot_id=lot.id, step_id=step.id, count=decision.count)
-            session.add(counter)
-        else:
-            counter.count = decision.count
+        decision = rules.rework(step, rework_counter.count if rework_counter else 0)
         details["rework_count"] = decision.count
         if decision.target_sequence is None:
-            _place_hold(
-                session,
-                lot,
-                await get_hold_code(session, "REWORK_LIMIT"),
-                f"rework limit {step.rework_limit} of step {step.sequence} reached",
-                actor="system",
-                at=now,
-            )
+            limit_code = await get_hold_code(session, "REWORK_LIMIT")
+    else:
+        following, skipped = rules.next_step(steps, step.sequence, lot.code)
+        details["skipped"] = [sk.sequence for sk in skipped]
+        await _void_windows(session, lot, [sk.id for sk in skipped], now)
+
+    lot.equipment_id = None
+    lot.tracked_in_at = None
+    lot.state = LotState.WAITING
+    if decision is not None:
+        if rework_counter is None:
+            session.add(ReworkCount(lot_id=lot.id, step_id=step.id, count=decision.count))
+        else:
+            rework_counter.count = decision.count
+        if decision.target_sequence is None:
+            assert limit_code is not None
+            reason = f"rework limit {step.rework_limit} of step {step.sequence} reached"
+            _place_hold(session, lot, limit_code, reason, actor="system", at=now)
         else:
             target = _by_sequence(steps, decision.target_sequence)
-            lot.current_step_id = target.id
-            lot.step_entered_at = now
-            await _arrive(session, lot, target, actor=principal.username, at=now)
+            lot.current_step_id, lot.step_entered_at = target.id, now
+            _fire(session, lot, actions, kind=ARRIVAL, step_id=target.id, at=now)
     else:
         if step.qtime_to_sequence is not None and step.qtime_max_s is not None:
+            closing = _by_sequence(steps, step.qtime_to_sequence)
             session.add(
                 QTimeWindow(
                     lot_id=lot.id,
                     fab_id=lot.fab_id,
                     from_step_id=step.id,
-                    to_step_id=_by_sequence(steps, step.qtime_to_sequence).id,
+                    to_step_id=closing.id,
                     opened_at=now,
                     deadline_at=now + timedelta(seconds=step.qtime_max_s),
-                    status=QTimeStatus.OPEN,
+                    # Sampling skips its closing step for this lot: the window never applies.
+                    status=QTimeStatus.VOID if closing in skipped else QTimeStatus.OPEN,
+                    closed_at=now if closing in skipped else None,
                 )
             )
-            await session.flush()
-        following, skipped = rules.next_step(steps, step.sequence, lot.code)
-        details["skipped"] = [sk.sequence for sk in skipped]
-        await _void_windows(session, lot, [sk.id for sk in skipped], now)
-        await _fire_after_track_out(session, lot, step, now)
+        _fire(session, lot, actions, kind=AFTER_TRACK_OUT, step_id=step.id, at=now)
         if following is None:
             _finish(lot, LotState.COMPLETED, now)
             _release_carrier(lot)
         else:
-            lot.current_step_id = following.id
-            lot.step_entered_at = now
-            await _arrive(session, lot, following, actor=principal.username, at=now)
-    await session.flush()
-    if not await _lots_on_tool(session, tool.id) and tool.e10_state == E10State.PRD:
+            lot.current_step_id, lot.step_entered_at = following.id, now
+            _fire(session, lot, actions, kind=ARRIVAL, step_id=following.id, at=now)
+    if not tool_stays_busy and tool.e10_state == E10State.PRD:
         _tool_state(session, tool, E10State.SBY, actor=principal.username, at=now)
     await change.record(
         "TRACK_OUT",
