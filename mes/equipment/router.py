@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Query, status
+from fastapi import APIRouter, Query, Request, status
+from fastapi.responses import JSONResponse
 from pydantic import AwareDatetime
 
 from mes.auth import roles
@@ -24,6 +25,7 @@ from mes.equipment.schemas import (
 )
 from mes.equipment.states import E10State
 from mes.kit.api import ClockDep, CodePath, CodeStr, Page, PageQuery, fetch_page
+from mes.kit.idempotency import KeyHeader, idempotent
 
 router = APIRouter(prefix="/equipment", tags=["equipment"])
 
@@ -110,10 +112,25 @@ async def update_equipment(
 
 @router.post("/{tool}/state", response_model=EquipmentRead)
 async def change_state(
-    tool: CodePath, body: StateChange, by: StateReporter, session: WriteSession, clock: ClockDep
-) -> EquipmentRead:
-    """Put a tool or one of its chambers into an E10 state; send the version you read."""
-    return to_read(await service.change_state(session, tool, body, actor=by.username, clock=clock))
+    request: Request,
+    tool: CodePath,
+    body: StateChange,
+    by: StateReporter,
+    session: WriteSession,
+    clock: ClockDep,
+    key: KeyHeader = None,
+) -> EquipmentRead | JSONResponse:
+    """Put a tool or one of its chambers into an E10 state; send the version you read.
+
+    Tool adapters retry: with an ``Idempotency-Key`` a retry answers the first result.
+    """
+
+    async def op() -> EquipmentRead:
+        return to_read(
+            await service.change_state(session, tool, body, actor=by.username, clock=clock)
+        )
+
+    return await idempotent(request, session, key, by.username, clock.now(), op)
 
 
 @router.get("/{tool}/state-history", response_model=Page[StateEventRead])

@@ -176,3 +176,16 @@ async def test_state_history_since_filter_needs_aware_time(client, clock):
     )
     later = (clock.now() + timedelta(days=1)).isoformat()
     assert (await client.get(url, params={"since": later})).json()["total"] == 0
+
+
+async def test_state_change_retry_with_idempotency_key_applies_once(client):
+    tool = (await client.get("/api/v1/equipment/F2-METK01")).json()
+    body = {"version": tool["version"], "state": "ENG", "reason": "adapter retry"}
+    headers = {"Idempotency-Key": "opcua-F2-METK01-000042"}
+    first = await client.post("/api/v1/equipment/F2-METK01/state", json=body, headers=headers)
+    retry = await client.post("/api/v1/equipment/F2-METK01/state", json=body, headers=headers)
+    assert first.status_code == retry.status_code == 200
+    assert retry.json() == first.json()
+    assert retry.headers["idempotent-replayed"] == "true"
+    history = (await client.get("/api/v1/equipment/F2-METK01/state-history")).json()
+    assert [e["to_state"] for e in history["items"]] == ["ENG", "SBY"]
