@@ -54,8 +54,12 @@ lint: $(VENV)/.installed-dev
 typecheck: $(VENV)/.installed-dev
 	$(BIN)/mypy mes
 
+## bench: lot moves through the whole service on PostgreSQL (MES_BENCH_DATABASE_URL; the
+## benchmark creates and drops its own database beside it), after any bench/bench_*.py
 bench: $(VENV)/.installed-dev
-	@for b in bench/bench_*.py; do echo "=== $$b ==="; $(BIN)/python $$b || exit 1; done
+	@for b in bench/bench_*.py; do [ -e "$$b" ] || continue; echo "=== $$b ==="; $(BIN)/python $$b || exit 1; done
+	@echo "=== bench/lot_moves.py ==="
+	$(BIN)/python bench/lot_moves.py --database-url $${MES_BENCH_DATABASE_URL:-postgresql+asyncpg://postgres@127.0.0.1:5432/test}
 
 clean:
 	rm -rf $(VENV) var .pytest_cache .ruff_cache .mypy_cache

@@ -10,7 +10,8 @@ by starting a later one. The dispatcher and the fab simulator use the same funct
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable, Mapping, Sequence
+import itertools
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -86,6 +87,25 @@ def child_code(parent: str, ordinal: int) -> str:
 
 def scribe_id(code: str, slot: int) -> str:
     return f"{code}-W{slot:02d}"
+
+
+# Wafer.scribe_id is VARCHAR(32); a started lot's wafers are scribed ``<code>-W01`` …
+MAX_SCRIBE_ID_LENGTH = 32
+MAX_STARTED_LOT_CODE_LENGTH = MAX_SCRIBE_ID_LENGTH - len(scribe_id("", 1))
+
+
+def bonus_scribe_ids(code: str, slot: int) -> Iterator[str]:
+    """Candidate scribe ids, best first, for a wafer added to lot ``code`` in ``slot``.
+
+    The slot's usual id, then that id with a ``B<n>`` suffix: the id is taken when the slot's
+    earlier wafer left with a split child, or an earlier bonus wafer did. The caller takes the
+    first one no wafer has. Each fits a scribe id; a long (split child's) code gives up its
+    leading characters, keeping the part that tells the candidates apart.
+    """
+    base = scribe_id(code, slot)
+    for n in itertools.count():
+        candidate = base if n == 0 else f"{base}B{n}"
+        yield candidate[-MAX_SCRIBE_ID_LENGTH:]
 
 
 # --- state ---------------------------------------------------------------------------------

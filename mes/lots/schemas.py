@@ -8,6 +8,7 @@ from pydantic import AwareDatetime, BaseModel, Field, FiniteFloat
 
 from mes.auth.roles import Role
 from mes.auth.schemas import ESignature
+from mes.lots.rules import MAX_STARTED_LOT_CODE_LENGTH
 from mes.lots.states import (
     FutureActionKind,
     GenealogyRelation,
@@ -75,7 +76,12 @@ class LotStart(BaseModel):
     product: Code
     fab: Code
     route: Code | None = Field(default=None, description="default: the product's only route")
-    code: Code | None = Field(default=None, description="default: the next L<yy>-<nnnn>")
+    # Short enough for the wafers' scribe ids (<code>-W01 …).
+    code: Code | None = Field(
+        default=None,
+        max_length=MAX_STARTED_LOT_CODE_LENGTH,
+        description="default: the next L<yy>-<nnnn>",
+    )
     wafer_count: int = Field(default=25, ge=1, le=25)
     priority_class: PriorityClass = PriorityClass.NORMAL
     due_at: AwareDatetime | None = None

@@ -798,7 +798,7 @@ async def track_out(
     step = _step(steps, lot.current_step_id)
     processed = lot.wafer_count if data.wafers_processed is None else data.wafers_processed
     rules.check_wafers_processed(processed, lot.wafer_count)
-    tool = await session.get(Equipment, lot.equipment_id, with_for_update=True)
+    tool = await session.get(Equipment, lot.equipment_id, with_for_update={"key_share": True})
     assert tool is not None  # the FK guarantees it
 
     # Read and decide everything first: a query after a change would flush it early, and one
@@ -978,7 +978,7 @@ async def mass_hold(
     held = []
     now = clock.now()
     for lot_id in ids:
-        lot = await session.get(Lot, lot_id, with_for_update=True)
+        lot = await session.get(Lot, lot_id, with_for_update={"key_share": True})
         assert lot is not None
         change = _Change(session, lot, await _hold_count(session, lot.id))
         _place_hold(session, lot, code, data.reason, actor=actor, at=now)
@@ -1203,13 +1203,26 @@ async def scrap(
     rules.check_reason(data.reason_code, rules.SCRAP_CODES, "scrap")
     lot, change = await _begin(session, code, data.version, wafers=True)
     rules.require_active(_view(lot, change.holds))
+    if lot.state == LotState.IN_TRANSIT:
+        # Scrapping its last wafer would end a lot that is still travelling; wafers broken on
+        # the way are scrapped once the lot has been received.
+        raise RuleViolation("lot.in_transit", f"lot {code} is travelling to another fab")
     wafers = _pick_wafers(lot, data.wafers)
+    # A running lot that loses its last wafer leaves its tool, which idles unless it runs others.
+    tool: Equipment | None = None
+    tool_stays_busy = False
+    if lot.equipment_id is not None and len(wafers) == lot.wafer_count:
+        tool = await session.get(Equipment, lot.equipment_id, with_for_update={"key_share": True})
+        assert tool is not None  # the FK guarantees it
+        tool_stays_busy = len(await _lots_on_tool(session, tool.id)) > 1
     for wafer in wafers:
         wafer.state = WaferState.SCRAPPED
     lot.wafer_count -= len(wafers)
     if lot.wafer_count == 0:
         _finish(lot, LotState.SCRAPPED, now)
         _release_carrier(lot)
+        if tool is not None and not tool_stays_busy and tool.e10_state == E10State.PRD:
+            _tool_state(session, tool, E10State.SBY, actor=actor, at=now)
     await session.flush()
     await change.record(
         "SCRAP",
@@ -1232,16 +1245,18 @@ async def bonus(
     if lot.wafer_count + data.count > 25:
         raise RuleViolation("lot.too_many_wafers", "a lot holds at most 25 wafers")
     slots = rules.free_slots({w.slot for w in lot.wafers}, data.count)
-    existing = {w.scribe_id for w in lot.wafers}
+    taken = {w.scribe_id for w in lot.wafers}
     added = []
     for slot in slots:
-        scribe = rules.scribe_id(lot.code, slot)
-        if scribe in existing or await session.scalar(
-            select(Wafer.id).where(Wafer.scribe_id == scribe)
-        ):
-            scribe = f"{scribe}B{now.strftime('%y%m%d%H%M%S')}"
-        lot.wafers.append(Wafer(scribe_id=scribe, fab_id=lot.fab_id, slot=slot))
+        for scribe in rules.bonus_scribe_ids(lot.code, slot):
+            if scribe not in taken and (
+                await session.scalar(select(Wafer.id).where(Wafer.scribe_id == scribe)) is None
+            ):
+                break
+        taken.add(scribe)
         added.append(scribe)
+    for slot, scribe in zip(slots, added, strict=True):
+        lot.wafers.append(Wafer(scribe_id=scribe, fab_id=lot.fab_id, slot=slot))
     lot.wafer_count += data.count
     await session.flush()
     await change.record(
