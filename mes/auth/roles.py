@@ -53,11 +53,25 @@ EQUIPMENT_STATE = _p(
 PRODUCT_WRITE = _p("product.write", [E], "define and change products")
 ROUTE_WRITE = _p("route.write", [E], "create routes and edit draft versions")
 ROUTE_ACTIVATE = _p("route.activate", [E], "activate a route version", signature=True)
-RECIPE_WRITE = _p("recipe.write", [E], "create recipes and edit draft versions")
+RECIPE_WRITE = _p(
+    "recipe.write",
+    [E],
+    "create recipes, edit draft versions, context rules and parameter schemas",
+)
 RECIPE_APPROVE = _p(
     "recipe.approve", [E], "approve a recipe version (not its author's)", signature=True
 )
 RECIPE_QUALIFY = _p("recipe.qualify", [E], "qualify a recipe version on a tool")
+RECIPE_DISQUALIFY = _p(
+    "recipe.disqualify", [E, S], "withdraw a tool's qualification (stops track-in at once)"
+)
+RECIPE_OBSOLETE = _p("recipe.obsolete", [E], "retire an approved recipe version", signature=True)
+PROCESS_IMPORT = _p(
+    "process.import",
+    [E],
+    "import routes, recipes, context rules and qualifications (copy-exact)",
+    signature=True,
+)
 CARRIER_WRITE = _p("carrier.write", [S, A], "register carriers")
 USER_ADMIN = _p("user.admin", [A], "create users, change roles, enable/disable", signature=True)
 USER_CERTIFY = _p("user.certify", [S, A], "certify operators for tool groups", signature=True)
@@ -90,6 +104,9 @@ ALL_PERMISSIONS: tuple[Permission, ...] = (
     RECIPE_WRITE,
     RECIPE_APPROVE,
     RECIPE_QUALIFY,
+    RECIPE_DISQUALIFY,
+    RECIPE_OBSOLETE,
+    PROCESS_IMPORT,
     CARRIER_WRITE,
     USER_ADMIN,
     USER_CERTIFY,

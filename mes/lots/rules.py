@@ -26,7 +26,9 @@ class StepView:
     id: int
     sequence: int
     tool_group_id: int
-    recipe_name: str
+    operation: str
+    # The logical recipe; context resolution turns it into the recipe to run.
+    recipe_name: str | None
     sampling_rate: float = 1.0
     rework_to_sequence: int | None = None
     rework_limit: int = 2
@@ -151,7 +153,7 @@ def check_track_in(
     step: StepView,
     tool: ToolView,
     *,
-    lots_on_tool: Sequence[tuple[int, str]],
+    lots_on_tool: Sequence[tuple[int, str | None]],
     expected_step_sequence: int | None = None,
 ) -> None:
     """Refuse a track-in that breaks a rule; ``lots_on_tool`` are (step id, recipe) running."""

@@ -10,7 +10,7 @@ several lots in id order, so concurrent transactions cannot deadlock.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -52,7 +52,10 @@ from mes.lots.states import (
     QTimeStatus,
     WaferState,
 )
-from mes.recipes.models import Recipe, RecipeQualification, RecipeVersion, RecipeVersionStatus
+from mes.recipes import service as recipes_service
+from mes.recipes.models import RecipeVersion
+from mes.routes import rules as route_rules
+from mes.routes import service as routes_service
 from mes.routes.models import Product, Route, RouteVersion, RouteVersionStatus, Step
 
 # Transit between fabs takes time: a Q-time window closer than this refuses the shipment.
@@ -252,6 +255,7 @@ async def route_steps(session: AsyncSession, route_version_id: int) -> tuple[rul
             Step.id,
             Step.sequence,
             Step.tool_group_id,
+            Step.operation,
             Step.recipe_name,
             Step.sampling_rate,
             Step.rework_to_sequence,
@@ -426,27 +430,56 @@ def _finish(lot: Lot, state: LotState, at: datetime) -> None:
 
 
 async def _active_route_version(
-    session: AsyncSession, product: Product, route_code: str | None
+    session: AsyncSession, product: Product, route_code: str | None, now: datetime
 ) -> RouteVersion:
+    """The route version in force now for new lots of the product (see routes.rules)."""
     stmt = (
-        select(RouteVersion)
+        select(
+            RouteVersion.id,
+            Route.code,
+            RouteVersion.version,
+            RouteVersion.status,
+            RouteVersion.effective_at,
+        )
         .join(Route, Route.id == RouteVersion.route_id)
-        .where(Route.product_id == product.id, RouteVersion.status == RouteVersionStatus.ACTIVE)
+        .where(
+            Route.product_id == product.id,
+            RouteVersion.status.in_((RouteVersionStatus.ACTIVE, RouteVersionStatus.PENDING)),
+        )
     )
     if route_code is not None:
         stmt = stmt.where(Route.code == route_code)
-    versions = list(await session.scalars(stmt))
-    if not versions:
+    by_route: dict[str, list[route_rules.VersionView]] = {}
+    ids: dict[tuple[str, int], int] = {}
+    for version_id, code, number, status, effective_at in (await session.execute(stmt)).all():
+        by_route.setdefault(code, []).append(
+            route_rules.VersionView(number, route_rules.VersionStatus(status.value), effective_at)
+        )
+        ids[(code, number)] = version_id
+    in_force = {
+        code: chosen
+        for code, versions in by_route.items()
+        if (chosen := route_rules.version_in_force(versions, now)) is not None
+    }
+    if not in_force:
         raise Conflict(
             f"product {product.code} has no active route version"
             + (f" on route {route_code}" if route_code else ""),
             code="lot.no_active_route",
         )
-    if len(versions) > 1:
+    if len(in_force) > 1:
         raise InvalidInput(
             f"product {product.code} has several routes; name one", code="lot.route_ambiguous"
         )
-    return versions[0]
+    [(code, chosen)] = in_force.items()
+    if chosen.status == route_rules.VersionStatus.PENDING:
+        # Its effective time has come: record it (rare; takes the route's row lock).
+        await routes_service.promote_due(
+            session, await routes_service.get_route(session, code, for_update=True), now
+        )
+    found = await session.get(RouteVersion, ids[(code, chosen.version)])
+    assert found is not None
+    return found
 
 
 async def _next_codes(session: AsyncSession, year: int, count: int) -> list[str]:
@@ -481,7 +514,7 @@ async def start_lots(
         session, Product, Product.code, product_code, code="product.not_found", what="product"
     )
     fab = await _fab(session, fab_code)
-    version = await _active_route_version(session, product, route_code)
+    version = await _active_route_version(session, product, route_code, now)
     steps = await route_steps(session, version.id)
     first, _skipped = rules.next_step(steps, 0, code or "")
     if first is None:
@@ -578,7 +611,7 @@ def _tool_view(tool: Equipment) -> rules.ToolView:
     )
 
 
-async def _lots_on_tool(session: AsyncSession, tool_id: int) -> list[tuple[int, str]]:
+async def _lots_on_tool(session: AsyncSession, tool_id: int) -> list[tuple[int, str | None]]:
     rows = await session.execute(
         select(Step.id, Step.recipe_name)
         .join(Lot, Lot.current_step_id == Step.id)
@@ -588,40 +621,27 @@ async def _lots_on_tool(session: AsyncSession, tool_id: int) -> list[tuple[int, 
 
 
 async def _recipe_to_run(
-    session: AsyncSession, step: rules.StepView, tool: Equipment, now: datetime
+    session: AsyncSession, lot: Lot, step: rules.StepView, tool: Equipment, now: datetime
 ) -> RecipeVersion:
-    """The newest approved version of the step's recipe that is qualified on the tool."""
-    approved = (
-        select(RecipeVersion)
-        .join(Recipe, Recipe.id == RecipeVersion.recipe_id)
-        .where(
-            Recipe.name == step.recipe_name,
-            RecipeVersion.status == RecipeVersionStatus.APPROVED,
-        )
+    """The recipe version the step runs on this tool: context resolution of the step's logical
+    recipe, then the newest approved version with a standing qualification on the tool. The
+    qualification is share-locked so that a disqualification cannot slip in beside us."""
+    if step.recipe_name is None:  # only drafts lack recipes; lots run activated versions
+        raise RuleViolation("recipe.not_approved", f"step {step.sequence} names no recipe")
+    found = await recipes_service.resolve_on_tool(
+        session,
+        logical_recipe=step.recipe_name,
+        product_id=lot.product_id,
+        operation=step.operation,
+        tool=tool,
+        chamber=None,
+        now=now,
+        lock=True,
     )
-    qualified = approved.join(
-        RecipeQualification, RecipeQualification.recipe_version_id == RecipeVersion.id
-    ).where(
-        RecipeQualification.equipment_id == tool.id,
-        or_(RecipeQualification.expires_at.is_(None), RecipeQualification.expires_at > now),
-    )
-    found = (
-        await session.scalars(
-            qualified.options(selectinload(RecipeVersion.recipe))
-            .order_by(RecipeVersion.version.desc())
-            .limit(1)
-        )
-    ).first()
-    if found is not None:
-        return found
-    if (await session.scalars(approved.limit(1))).first() is None:
-        raise RuleViolation(
-            "recipe.not_approved", f"recipe {step.recipe_name} has no approved version"
-        )
-    raise RuleViolation(
-        "tool.not_qualified",
-        f"no approved version of {step.recipe_name} is qualified on tool {tool.code}",
-    )
+    if found.refusal is not None:
+        raise found.refusal
+    assert found.version is not None
+    return found.version
 
 
 async def _check_certified(
@@ -712,7 +732,7 @@ async def track_in(
             f"the Q-time window of lot {code} to step {step.sequence} expired; the lot is on hold",
             keep_changes=True,
         )
-    recipe = await _recipe_to_run(session, step, tool, now)
+    recipe = await _recipe_to_run(session, lot, step, tool, now)
     await _check_certified(session, principal, step.tool_group_id, now)
     for window in windows:
         window.status, window.closed_at = QTimeStatus.MET, now
@@ -1426,3 +1446,77 @@ async def lots_by_codes(session: AsyncSession, codes: Sequence[str]) -> list[Lot
 async def reload_lot(session: AsyncSession, code: str) -> Lot:
     (lot,) = await lots_by_codes(session, [code])
     return lot
+
+
+# --- what would run -------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RecipeQuestion:
+    """A lot at its step, asked what it would run on a tool (GET /recipes/resolve)."""
+
+    lot: Lot
+    route: str
+    route_version: int
+    step: rules.StepView
+    tool: Equipment
+    product: str
+    tool_group: str
+    outcome: recipes_service.RunnableRecipe | None
+    refusal: RuleViolation | None
+
+
+async def explain_recipe(
+    session: AsyncSession, code: str, tool_code: str, chamber: str | None, *, now: datetime
+) -> RecipeQuestion:
+    """Resolve the recipe a lot would run on a tool now, without tracking it in."""
+    lot = await get_lot(session, code)
+    if lot.current_step_id is None:
+        raise RuleViolation("lot.no_step", f"lot {code} is not at a step ({lot.state.value})")
+    step = _step(await route_steps(session, lot.route_version_id), lot.current_step_id)
+    tool = await get_by_key(
+        session,
+        Equipment,
+        Equipment.code,
+        tool_code,
+        code="tool.not_found",
+        what="tool",
+        options=(selectinload(Equipment.chambers), selectinload(Equipment.tool_group)),
+    )
+    if chamber is not None and all(c.name != chamber for c in tool.chambers):
+        raise NotFound(
+            f"tool {tool.code} has no chamber {chamber!r}", code="tool.chamber_not_found"
+        )
+    question = RecipeQuestion(
+        lot=lot,
+        route=lot.route_version.route.code,
+        route_version=lot.route_version.version,
+        step=step,
+        tool=tool,
+        product=lot.product.code,
+        tool_group=tool.tool_group.code,
+        outcome=None,
+        refusal=None,
+    )
+    if tool.tool_group_id != step.tool_group_id:
+        return replace(
+            question,
+            refusal=RuleViolation(
+                "tool.wrong_group", f"tool {tool.code} is not in the tool group of the lot's step"
+            ),
+        )
+    if step.recipe_name is None:
+        return replace(
+            question,
+            refusal=RuleViolation("recipe.not_approved", f"step {step.sequence} names no recipe"),
+        )
+    outcome = await recipes_service.resolve_on_tool(
+        session,
+        logical_recipe=step.recipe_name,
+        product_id=lot.product_id,
+        operation=step.operation,
+        tool=tool,
+        chamber=chamber,
+        now=now,
+    )
+    return replace(question, outcome=outcome, refusal=outcome.refusal)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Annotated
 
 from fastapi import APIRouter, Path, Query, Request, status
@@ -14,20 +15,40 @@ from mes.auth.dependencies import requires, sign
 from mes.auth.schemas import ESignature
 from mes.auth.service import Principal
 from mes.db.transaction import ReadSession, WriteSession
+from mes.fabs import service as fabs_service
 from mes.fabs.models import ToolGroup
-from mes.kit.api import ClockDep, CodeStr, Page, PageQuery, VersionPath, fetch_page
-from mes.recipes import service
-from mes.recipes.models import Recipe, RecipeQualification, RecipeVersion
+from mes.kit.api import ClockDep, CodePath, CodeStr, Page, PageQuery, VersionPath, fetch_page
+from mes.lots import service as lots_service
+from mes.recipes import rules, service
+from mes.recipes.models import (
+    Recipe,
+    RecipeContextRule,
+    RecipeParameterSpec,
+    RecipeQualification,
+    RecipeVersion,
+)
 from mes.recipes.schemas import (
+    ContextRuleCreate,
+    ContextRuleRead,
+    Disqualification,
+    ParameterChangeRead,
+    ParameterSchema,
+    ParameterSchemaRead,
+    ParameterSpecIn,
     QualificationCreate,
     QualificationRead,
     RecipeBody,
     RecipeCreate,
+    RecipeDiff,
     RecipeRead,
     RecipeUpdate,
     RecipeVersionCreate,
     RecipeVersionRead,
     RecipeVersionSummary,
+    Refusal,
+    Resolution,
+    ResolutionContext,
+    ResolvedStep,
 )
 
 router = APIRouter(prefix="/recipes", tags=["recipes"])
@@ -35,6 +56,8 @@ router = APIRouter(prefix="/recipes", tags=["recipes"])
 RecipeWriter = Annotated[Principal, requires(roles.RECIPE_WRITE)]
 RecipeApprover = Annotated[Principal, requires(roles.RECIPE_APPROVE)]
 RecipeQualifier = Annotated[Principal, requires(roles.RECIPE_QUALIFY)]
+RecipeDisqualifier = Annotated[Principal, requires(roles.RECIPE_DISQUALIFY)]
+RecipeRetirer = Annotated[Principal, requires(roles.RECIPE_OBSOLETE)]
 
 
 class Approval(BaseModel):
@@ -52,6 +75,8 @@ def _summary(version: RecipeVersion) -> RecipeVersionSummary:
         created_by=version.created_by,
         approved_by=version.approved_by,
         approved_at=version.approved_at,
+        obsoleted_by=version.obsoleted_by,
+        obsoleted_at=version.obsoleted_at,
     )
 
 
@@ -74,7 +99,7 @@ def version_read(recipe: Recipe, version: RecipeVersion) -> RecipeVersionRead:
 
 
 def _qualification_read(
-    recipe: str, version: int, q: RecipeQualification, tool: str, chamber: str | None
+    recipe: str, version: int, q: RecipeQualification, tool: str, chamber: str | None, now: datetime
 ) -> QualificationRead:
     return QualificationRead(
         recipe=recipe,
@@ -84,6 +109,185 @@ def _qualification_read(
         qualified_at=q.qualified_at,
         expires_at=q.expires_at,
         qualified_by=q.qualified_by,
+        disqualified_at=q.disqualified_at,
+        disqualified_by=q.disqualified_by,
+        disqualify_reason=q.disqualify_reason,
+        standing=q.disqualified_at is None and (q.expires_at is None or q.expires_at > now),
+    )
+
+
+def _rule_read(rule: rules.ContextRule, row: RecipeContextRule) -> ContextRuleRead:
+    return ContextRuleRead(
+        id=rule.id,
+        logical_recipe=rule.logical_recipe,
+        recipe=rule.recipe,
+        product=rule.product,
+        step=rule.step,
+        tool_group=rule.tool_group,
+        tool=rule.tool,
+        chamber=rule.chamber,
+        specificity=list(rule.named()),
+        created_by=row.created_by,
+        note=row.note,
+    )
+
+
+# Fixed paths first: /recipes/{recipe} would otherwise take "resolve" for a recipe name.
+
+
+@router.get("/resolve", response_model=Resolution)
+async def resolve(
+    session: ReadSession,
+    clock: ClockDep,
+    lot: Annotated[CodeStr, Query(description="the lot, at its current step")],
+    tool: Annotated[CodeStr, Query()],
+    chamber: Annotated[str | None, Query(min_length=1, max_length=16)] = None,
+) -> Resolution:
+    """What a lot would run on a tool now, and why: the context, every context rule that
+    matched (most specific first, by the precedence listed), the winner, the recipe version
+    chosen and the qualification that allows it, or the refusal track-in would give."""
+    now = clock.now()
+    q = await lots_service.explain_recipe(session, lot, tool, chamber, now=now)
+    outcome = q.outcome
+    resolution = outcome.resolution if outcome else None
+    rules_by_id = {
+        r.id: row
+        for r, row in await service.context_rules(
+            session, logical_recipes=[q.step.recipe_name or ""]
+        )
+    }
+    version = outcome.version if outcome else None
+    qualification = outcome.qualification if outcome else None
+    chamber_name = None
+    if qualification is not None and qualification.chamber_id is not None:
+        chamber_name = next(
+            (c.name for c in q.tool.chambers if c.id == qualification.chamber_id), None
+        )
+    return Resolution(
+        lot=q.lot.code,
+        step=ResolvedStep(
+            route=q.route,
+            route_version=q.route_version,
+            sequence=q.step.sequence,
+            operation=q.step.operation,
+        ),
+        logical_recipe=q.step.recipe_name,
+        context=ResolutionContext(
+            product=q.product,
+            step=q.step.operation,
+            tool_group=q.tool_group,
+            tool=q.tool.code,
+            chamber=chamber,
+        ),
+        precedence=list(rules.PRECEDENCE),
+        rule=_rule_read(resolution.rule, rules_by_id[resolution.rule.id])
+        if resolution and resolution.rule
+        else None,
+        matched_rules=[_rule_read(r, rules_by_id[r.id]) for r in resolution.matched]
+        if resolution
+        else [],
+        recipe=resolution.recipe if resolution else None,
+        version=version.version if version else None,
+        checksum=version.checksum if version else None,
+        qualification=_qualification_read(
+            version.recipe.name, version.version, qualification, q.tool.code, chamber_name, now
+        )
+        if version and qualification
+        else None,
+        runnable=q.refusal is None,
+        refusal=Refusal(code=q.refusal.code, detail=q.refusal.detail) if q.refusal else None,
+    )
+
+
+@router.get("/context-rules", response_model=list[ContextRuleRead])
+async def list_context_rules(
+    session: ReadSession,
+    logical_recipe: Annotated[str | None, Query(min_length=1, max_length=64)] = None,
+) -> list[ContextRuleRead]:
+    """Context rules, optionally for one logical recipe name."""
+    found = await service.context_rules(
+        session, logical_recipes=None if logical_recipe is None else [logical_recipe]
+    )
+    return [_rule_read(r, row) for r, row in found]
+
+
+@router.post("/context-rules", response_model=ContextRuleRead, status_code=status.HTTP_201_CREATED)
+async def create_context_rule(
+    body: ContextRuleCreate, by: RecipeWriter, session: WriteSession
+) -> ContextRuleRead:
+    """Say which recipe a logical recipe means in a context (product, step, tool group, tool,
+    chamber); the most specific matching rule wins."""
+    rule, row = await service.create_context_rule(session, body, actor=by.username)
+    return _rule_read(rule, row)
+
+
+@router.delete("/context-rules/{rule_id}", status_code=status.HTTP_204_NO_CONTENT)
+async def delete_context_rule(
+    rule_id: Annotated[int, Path(ge=1, le=2**62)], _by: RecipeWriter, session: WriteSession
+) -> None:
+    """Remove a context rule."""
+    await service.delete_context_rule(session, rule_id)
+
+
+@router.get("/qualifications", response_model=list[QualificationRead])
+async def qualification_matrix(
+    session: ReadSession,
+    clock: ClockDep,
+    tool: Annotated[CodeStr | None, Query()] = None,
+    recipe: Annotated[str | None, Query(min_length=1, max_length=64)] = None,
+    tool_group: Annotated[CodeStr | None, Query()] = None,
+    fab: Annotated[CodeStr | None, Query()] = None,
+    include_history: Annotated[
+        bool, Query(description="also expired and withdrawn qualifications")
+    ] = False,
+) -> list[QualificationRead]:
+    """The qualification matrix: which tools and chambers may run which recipe versions."""
+    now = clock.now()
+    rows = await service.qualification_matrix(
+        session,
+        now=now,
+        tool=tool,
+        recipe=recipe,
+        tool_group=tool_group,
+        fab=fab,
+        include_history=include_history,
+    )
+    return [_qualification_read(r, v, q, t, c, now) for q, r, v, t, c in rows]
+
+
+@router.get("/parameter-schemas/{tool_group}", response_model=ParameterSchemaRead)
+async def get_parameter_schema(tool_group: CodePath, session: ReadSession) -> ParameterSchemaRead:
+    """The parameters recipes of a tool group may set (empty: recipes are not checked)."""
+    group = await fabs_service.get_tool_group(session, tool_group)
+    specs = await service.parameter_specs(session, group.id)
+    return _schema_read(group.code, specs)
+
+
+@router.put("/parameter-schemas/{tool_group}", response_model=ParameterSchemaRead)
+async def replace_parameter_schema(
+    tool_group: CodePath, body: ParameterSchema, _by: RecipeWriter, session: WriteSession
+) -> ParameterSchemaRead:
+    """Set the parameter schema of a tool group; new drafts and approvals are checked against
+    it, approved versions stay as they are."""
+    group, specs = await service.replace_parameter_schema(session, tool_group, body)
+    return _schema_read(group.code, specs)
+
+
+def _schema_read(group: str, specs: list[RecipeParameterSpec]) -> ParameterSchemaRead:
+    return ParameterSchemaRead(
+        tool_group=group,
+        parameters=[
+            ParameterSpecIn(
+                name=p.name,
+                kind=p.kind,
+                unit=p.unit,
+                lower=p.lower,
+                upper=p.upper,
+                required=p.required,
+                description=p.description,
+            )
+            for p in specs
+        ],
     )
 
 
@@ -180,11 +384,12 @@ async def approve_version(
 
 @router.get("/{recipe}/versions/{version}/qualifications", response_model=list[QualificationRead])
 async def list_qualifications(
-    recipe: RecipePath, version: VersionPath, session: ReadSession
+    recipe: RecipePath, version: VersionPath, session: ReadSession, clock: ClockDep
 ) -> list[QualificationRead]:
-    """The tools and chambers a version is qualified on."""
+    """The tools and chambers a version is qualified on, withdrawn ones included."""
     rows = await service.qualifications(session, recipe, version)
-    return [_qualification_read(recipe, version, q, t, c) for q, t, c in rows]
+    now = clock.now()
+    return [_qualification_read(recipe, version, q, t, c, now) for q, t, c in rows]
 
 
 @router.post(
@@ -204,4 +409,72 @@ async def qualify(
     q, tool, chamber = await service.qualify(
         session, recipe, version, body, actor=by.username, clock=clock
     )
-    return _qualification_read(recipe, version, q, tool.code, chamber)
+    return _qualification_read(recipe, version, q, tool.code, chamber, clock.now())
+
+
+@router.post(
+    "/{recipe}/versions/{version}/qualifications/{tool}/disqualify",
+    response_model=QualificationRead,
+)
+async def disqualify(
+    recipe: RecipePath,
+    version: VersionPath,
+    tool: CodePath,
+    body: Disqualification,
+    by: RecipeDisqualifier,
+    session: WriteSession,
+    clock: ClockDep,
+) -> QualificationRead:
+    """Withdraw a qualification (of the tool, or of one chamber) with a reason. Track-in and
+    dispatch of lots needing it stop at once; the row stays as history."""
+    q, found, chamber = await service.disqualify(
+        session, recipe, version, tool, body, actor=by.username, clock=clock
+    )
+    return _qualification_read(recipe, version, q, found.code, chamber, clock.now())
+
+
+@router.post("/{recipe}/versions/{version}/obsolete", response_model=RecipeVersionRead)
+async def obsolete_version(
+    request: Request,
+    recipe: RecipePath,
+    version: VersionPath,
+    body: Approval,
+    by: RecipeRetirer,
+    session: WriteSession,
+    clock: ClockDep,
+) -> RecipeVersionRead:
+    """Retire an approved version (e-signature): it is no longer resolved for any lot."""
+    await sign(request, session, by, body.signature)
+    retired = await service.obsolete_version(
+        session, recipe, version, actor=by.username, clock=clock
+    )
+    return version_read(await service.get_recipe(session, recipe), retired)
+
+
+@router.get("/{recipe}/versions/{before}/diff/{after}", response_model=RecipeDiff)
+async def diff_versions(
+    recipe: RecipePath,
+    before: VersionPath,
+    after: Annotated[int, Path(ge=1, le=1_000_000)],
+    session: ReadSession,
+) -> RecipeDiff:
+    """Parameter-level differences between two versions of a recipe."""
+    a, b, changes = await service.diff_versions(session, recipe, before, after)
+    return RecipeDiff(
+        recipe=recipe,
+        before=before,
+        after=after,
+        before_checksum=a.checksum,
+        after_checksum=b.checksum,
+        identical=a.checksum == b.checksum,
+        changes=[
+            ParameterChangeRead(
+                kind=c.kind,
+                name=c.name,
+                fields=list(c.fields),
+                before=dict(c.before) if c.before is not None else None,
+                after=dict(c.after) if c.after is not None else None,
+            )
+            for c in changes
+        ],
+    )

@@ -1,12 +1,13 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated
+from typing import Annotated, Any
 
 from pydantic import AwareDatetime, BaseModel, Field, FiniteFloat, model_validator
 
 from mes.kit.api import CodeStr
 from mes.recipes.models import RecipeVersionStatus
+from mes.recipes.rules import Kind
 
 RecipeName = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9][\w.\-]*$")]
 
@@ -67,6 +68,8 @@ class RecipeVersionSummary(BaseModel):
     created_by: str
     approved_by: str | None
     approved_at: datetime | None
+    obsoleted_by: str | None = None
+    obsoleted_at: datetime | None = None
 
 
 class RecipeRead(BaseModel):
@@ -96,3 +99,139 @@ class QualificationRead(BaseModel):
     qualified_at: datetime
     expires_at: datetime | None
     qualified_by: str
+    disqualified_at: datetime | None = None
+    disqualified_by: str | None = None
+    disqualify_reason: str | None = None
+    standing: bool = True
+
+
+class Disqualification(BaseModel):
+    chamber: str | None = Field(default=None, min_length=1, max_length=16)
+    reason: str = Field(min_length=3, max_length=2000)
+
+
+class ParameterSpecIn(BaseModel):
+    name: str = Field(min_length=1, max_length=64)
+    kind: Kind
+    unit: str | None = Field(default=None, max_length=16)
+    lower: FiniteFloat | None = None
+    upper: FiniteFloat | None = None
+    required: bool = False
+    description: str | None = Field(default=None, max_length=255)
+
+    @model_validator(mode="after")
+    def _limits(self) -> ParameterSpecIn:
+        if self.kind != Kind.NUMBER and (self.lower is not None or self.upper is not None):
+            raise ValueError(f"parameter {self.name}: only numbers have limits")
+        if self.lower is not None and self.upper is not None and self.lower > self.upper:
+            raise ValueError(f"parameter {self.name}: lower limit above upper")
+        return self
+
+
+class ParameterSchema(BaseModel):
+    """The parameters recipes of a tool group may set. Empty: recipes are not checked."""
+
+    parameters: list[ParameterSpecIn] = Field(default_factory=list, max_length=500)
+
+    @model_validator(mode="after")
+    def _unique_names(self) -> ParameterSchema:
+        names = [p.name for p in self.parameters]
+        if len(set(names)) != len(names):
+            raise ValueError("parameter names must be unique")
+        return self
+
+
+class ParameterSchemaRead(ParameterSchema):
+    tool_group: str
+
+
+class ParameterChangeRead(BaseModel):
+    kind: str
+    name: str
+    fields: list[str]
+    before: dict[str, Any] | None
+    after: dict[str, Any] | None
+
+
+class RecipeDiff(BaseModel):
+    recipe: str
+    before: int
+    after: int
+    before_checksum: str
+    after_checksum: str
+    identical: bool
+    changes: list[ParameterChangeRead]
+
+
+class ContextRuleCreate(BaseModel):
+    """Where ``logical_recipe`` (a step's recipe name) means ``recipe``. Unnamed dimensions
+    match anything; a chamber needs its tool."""
+
+    logical_recipe: RecipeName
+    recipe: RecipeName
+    product: CodeStr | None = None
+    step: str | None = Field(default=None, min_length=1, max_length=64)
+    tool_group: CodeStr | None = None
+    tool: CodeStr | None = None
+    chamber: str | None = Field(default=None, min_length=1, max_length=16)
+    note: str | None = Field(default=None, max_length=2000)
+
+    @model_validator(mode="after")
+    def _chamber_needs_tool(self) -> ContextRuleCreate:
+        if self.chamber is not None and self.tool is None:
+            raise ValueError("a chamber rule must name its tool")
+        return self
+
+
+class ContextRuleRead(BaseModel):
+    id: int
+    logical_recipe: str
+    recipe: str
+    product: str | None
+    step: str | None
+    tool_group: str | None
+    tool: str | None
+    chamber: str | None
+    specificity: list[str] = Field(description="the context dimensions the rule names")
+    created_by: str
+    note: str | None
+
+
+class ResolutionContext(BaseModel):
+    product: str
+    step: str
+    tool_group: str
+    tool: str
+    chamber: str | None
+
+
+class Refusal(BaseModel):
+    code: str
+    detail: str
+
+
+class ResolvedStep(BaseModel):
+    route: str
+    route_version: int
+    sequence: int
+    operation: str
+
+
+class Resolution(BaseModel):
+    """What would run for a lot on a tool, and why."""
+
+    lot: str
+    step: ResolvedStep
+    logical_recipe: str | None
+    context: ResolutionContext
+    precedence: list[str]
+    rule: ContextRuleRead | None = Field(
+        description="the winning context rule; null when the logical name itself is the recipe"
+    )
+    matched_rules: list[ContextRuleRead]
+    recipe: str | None
+    version: int | None
+    checksum: str | None
+    qualification: QualificationRead | None
+    runnable: bool
+    refusal: Refusal | None

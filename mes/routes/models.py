@@ -23,6 +23,8 @@ from mes.fabs.models import ToolGroup
 
 class RouteVersionStatus(enum.StrEnum):
     DRAFT = "draft"
+    # Signed for activation at a future effective time; becomes active when that time comes.
+    PENDING = "pending"
     ACTIVE = "active"
     OBSOLETE = "obsolete"
 
@@ -63,7 +65,10 @@ class RouteVersion(TimestampMixin, Base):
     __table_args__ = (
         UniqueConstraint("route_id", "version"),
         CheckConstraint("version >= 1", name="version_positive"),
-        CheckConstraint("status = 'draft' OR activated_at IS NOT NULL", name="activated_has_time"),
+        CheckConstraint(
+            "status = 'draft' OR (activated_at IS NOT NULL AND effective_at IS NOT NULL)",
+            name="activated_has_time",
+        ),
         # At most one active version per route, enforced by the database.
         Index(
             "uq_route_version_one_active",
@@ -81,8 +86,10 @@ class RouteVersion(TimestampMixin, Base):
         enum_type(RouteVersionStatus, "route_version_status"), default=RouteVersionStatus.DRAFT
     )
     created_by: Mapped[str] = mapped_column(String(64))
+    # activated_at: when the engineer signed; effective_at: from when new lots take it.
     activated_at: Mapped[datetime | None]
     activated_by: Mapped[str | None] = mapped_column(String(64))
+    effective_at: Mapped[datetime | None]
     notes: Mapped[str | None] = mapped_column(Text)
 
     route: Mapped[Route] = relationship(back_populates="versions")
@@ -130,8 +137,9 @@ class Step(Base):
     operation: Mapped[str] = mapped_column(String(64))
     description: Mapped[str | None] = mapped_column(String(255))
     tool_group_id: Mapped[int] = mapped_column(ForeignKey("tool_group.id"), index=True)
-    # Logical recipe name; the version to run is resolved by context at track-in.
-    recipe_name: Mapped[str] = mapped_column(String(64))
+    # Logical recipe name; the recipe and version to run are resolved by context at track-in.
+    # A draft may leave it empty; activation refuses a step without one.
+    recipe_name: Mapped[str | None] = mapped_column(String(64))
     process_time_s: Mapped[int] = mapped_column(Integer)
     # Batch size in lots, for batch tools only.
     batch_min: Mapped[int | None] = mapped_column(Integer)

@@ -2,16 +2,17 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Annotated
 
-from fastapi import APIRouter, Query, Request, status
-from pydantic import BaseModel
+from fastapi import APIRouter, Path, Query, Request, status
 from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from mes.auth import roles
 from mes.auth.dependencies import requires, sign
-from mes.auth.schemas import ESignature
 from mes.auth.service import Principal
+from mes.clock import Clock
 from mes.db.transaction import ReadSession, WriteSession
 from mes.kit.api import (
     ClockDep,
@@ -25,17 +26,25 @@ from mes.kit.api import (
 from mes.routes import service
 from mes.routes.models import Product, Route, RouteVersion, Step
 from mes.routes.schemas import (
+    Activation,
+    FieldChangeRead,
     ProductCreate,
     ProductRead,
     ProductUpdate,
+    Renumbering,
     RouteCreate,
+    RouteDiff,
+    RouteProblemRead,
     RouteRead,
     RouteUpdate,
     RouteVersionCreate,
     RouteVersionRead,
     RouteVersionSummary,
+    StepDifferenceRead,
+    StepIn,
     StepRead,
     StepsReplace,
+    Validation,
 )
 
 router = APIRouter(tags=["routes"])
@@ -43,10 +52,7 @@ router = APIRouter(tags=["routes"])
 ProductWriter = Annotated[Principal, requires(roles.PRODUCT_WRITE)]
 RouteWriter = Annotated[Principal, requires(roles.ROUTE_WRITE)]
 RouteActivator = Annotated[Principal, requires(roles.ROUTE_ACTIVATE)]
-
-
-class Activation(BaseModel):
-    signature: ESignature
+SequencePath = Annotated[int, Path(ge=1, le=100_000)]
 
 
 def step_read(step: Step) -> StepRead:
@@ -67,7 +73,8 @@ def step_read(step: Step) -> StepRead:
     )
 
 
-def version_read(route: Route, version: RouteVersion) -> RouteVersionRead:
+def version_read(route: Route, version: RouteVersion, now: datetime) -> RouteVersionRead:
+    current = service.in_force(route, now)
     return RouteVersionRead(
         route=route.code,
         version=version.version,
@@ -76,13 +83,15 @@ def version_read(route: Route, version: RouteVersion) -> RouteVersionRead:
         created_at=version.created_at,
         activated_at=version.activated_at,
         activated_by=version.activated_by,
+        effective_at=version.effective_at,
+        in_force=current is version,
         notes=version.notes,
         steps=[step_read(s) for s in version.steps],
     )
 
 
-def route_read(route: Route) -> RouteRead:
-    active = service.active_version(route)
+def route_read(route: Route, now: datetime) -> RouteRead:
+    active = service.in_force(route, now)
     return RouteRead(
         code=route.code,
         name=route.name,
@@ -92,11 +101,13 @@ def route_read(route: Route) -> RouteRead:
             RouteVersionSummary(
                 version=v.version,
                 status=v.status,
+                in_force=v is active,
                 step_count=len(v.steps),
                 created_by=v.created_by,
                 created_at=v.created_at,
                 activated_at=v.activated_at,
                 activated_by=v.activated_by,
+                effective_at=v.effective_at,
             )
             for v in route.versions
         ],
@@ -138,6 +149,7 @@ async def update_product(
 async def list_routes(
     session: ReadSession,
     page: PageQuery,
+    clock: ClockDep,
     product: Annotated[CodeStr | None, Query()] = None,
 ) -> Page[RouteRead]:
     """Routes with their version summaries, optionally of one product."""
@@ -145,27 +157,36 @@ async def list_routes(
     if product is not None:
         stmt = stmt.join(Product, Product.id == Route.product_id).where(Product.code == product)
     rows, total = await fetch_page(session, stmt, page)
-    return Page(items=[route_read(r) for r in rows], total=total, **page.model_dump())
+    now = clock.now()
+    return Page(items=[route_read(r, now) for r in rows], total=total, **page.model_dump())
 
 
 @router.post("/routes", response_model=RouteRead, status_code=status.HTTP_201_CREATED)
-async def create_route(body: RouteCreate, by: RouteWriter, session: WriteSession) -> RouteRead:
+async def create_route(
+    body: RouteCreate, by: RouteWriter, session: WriteSession, clock: ClockDep
+) -> RouteRead:
     """Create a route; its steps become version 1, a draft."""
-    return route_read(await service.create_route(session, body, actor=by.username))
+    return route_read(await service.create_route(session, body, actor=by.username), clock.now())
 
 
 @router.get("/routes/{route}", response_model=RouteRead)
-async def get_route(route: CodePath, session: ReadSession) -> RouteRead:
+async def get_route(route: CodePath, session: ReadSession, clock: ClockDep) -> RouteRead:
     """One route with its version summaries."""
-    return route_read(await service.get_route(session, route))
+    return route_read(await service.get_route(session, route), clock.now())
 
 
 @router.patch("/routes/{route}", response_model=RouteRead)
 async def update_route(
-    route: CodePath, body: RouteUpdate, _by: RouteWriter, session: WriteSession
+    route: CodePath, body: RouteUpdate, _by: RouteWriter, session: WriteSession, clock: ClockDep
 ) -> RouteRead:
     """Rename a route."""
-    return route_read(await service.update_route(session, route, body))
+    return route_read(await service.update_route(session, route, body), clock.now())
+
+
+async def _version_read(
+    session: AsyncSession, route: str, version: RouteVersion, clock: Clock
+) -> RouteVersionRead:
+    return version_read(await service.get_route(session, route), version, clock.now())
 
 
 @router.post(
@@ -174,20 +195,24 @@ async def update_route(
     status_code=status.HTTP_201_CREATED,
 )
 async def add_version(
-    route: CodePath, body: RouteVersionCreate, by: RouteWriter, session: WriteSession
+    route: CodePath,
+    body: RouteVersionCreate,
+    by: RouteWriter,
+    session: WriteSession,
+    clock: ClockDep,
 ) -> RouteVersionRead:
-    """Start a new draft version of a route."""
+    """Start a new draft version of a route, from steps or as a copy of another version."""
     version = await service.add_version(session, route, body, actor=by.username)
-    return version_read(await service.get_route(session, route), version)
+    return await _version_read(session, route, version, clock)
 
 
 @router.get("/routes/{route}/versions/{version}", response_model=RouteVersionRead)
 async def get_version(
-    route: CodePath, version: VersionPath, session: ReadSession
+    route: CodePath, version: VersionPath, session: ReadSession, clock: ClockDep
 ) -> RouteVersionRead:
     """One version of a route with its steps."""
     found = await service.get_route(session, route)
-    return version_read(found, service.find_version(found, version))
+    return version_read(found, service.find_version(found, version), clock.now())
 
 
 @router.put("/routes/{route}/versions/{version}/steps", response_model=RouteVersionRead)
@@ -197,10 +222,119 @@ async def replace_steps(
     body: StepsReplace,
     _by: RouteWriter,
     session: WriteSession,
+    clock: ClockDep,
 ) -> RouteVersionRead:
-    """Replace the steps of a draft version."""
+    """Replace all steps of a draft version."""
     draft = await service.replace_steps(session, route, version, body.steps)
-    return version_read(await service.get_route(session, route), draft)
+    return await _version_read(session, route, draft, clock)
+
+
+@router.post(
+    "/routes/{route}/versions/{version}/steps",
+    response_model=RouteVersionRead,
+    status_code=status.HTTP_201_CREATED,
+)
+async def add_step(
+    route: CodePath,
+    version: VersionPath,
+    body: StepIn,
+    _by: RouteWriter,
+    session: WriteSession,
+    clock: ClockDep,
+) -> RouteVersionRead:
+    """Insert a step into a draft at a free sequence number."""
+    draft = await service.add_step(session, route, version, body)
+    return await _version_read(session, route, draft, clock)
+
+
+@router.put("/routes/{route}/versions/{version}/steps/{sequence}", response_model=RouteVersionRead)
+async def update_step(
+    route: CodePath,
+    version: VersionPath,
+    sequence: SequencePath,
+    body: StepIn,
+    _by: RouteWriter,
+    session: WriteSession,
+    clock: ClockDep,
+) -> RouteVersionRead:
+    """Change one step of a draft."""
+    draft = await service.update_step(session, route, version, sequence, body)
+    return await _version_read(session, route, draft, clock)
+
+
+@router.delete(
+    "/routes/{route}/versions/{version}/steps/{sequence}", response_model=RouteVersionRead
+)
+async def remove_step(
+    route: CodePath,
+    version: VersionPath,
+    sequence: SequencePath,
+    _by: RouteWriter,
+    session: WriteSession,
+    clock: ClockDep,
+) -> RouteVersionRead:
+    """Remove a step from a draft (refused while another step refers to it)."""
+    draft = await service.remove_step(session, route, version, sequence)
+    return await _version_read(session, route, draft, clock)
+
+
+@router.post("/routes/{route}/versions/{version}/renumber", response_model=RouteVersionRead)
+async def renumber(
+    route: CodePath,
+    version: VersionPath,
+    body: Renumbering,
+    _by: RouteWriter,
+    session: WriteSession,
+    clock: ClockDep,
+) -> RouteVersionRead:
+    """Reorder and renumber a draft's steps; Q-time and rework references follow their steps."""
+    draft = await service.renumber(session, route, version, body)
+    return await _version_read(session, route, draft, clock)
+
+
+@router.get("/routes/{route}/versions/{version}/validation", response_model=Validation)
+async def validate_version(
+    route: CodePath, version: VersionPath, session: ReadSession, clock: ClockDep
+) -> Validation:
+    """Everything that would stop this version's activation now."""
+    problems = await service.validate_version(session, route, version, now=clock.now())
+    return Validation(
+        route=route,
+        version=version,
+        activatable=not problems,
+        problems=[RouteProblemRead(sequence=p.sequence, msg=p.message) for p in problems],
+    )
+
+
+@router.get("/routes/{route}/versions/{before}/diff/{after}", response_model=RouteDiff)
+async def diff_versions(
+    route: CodePath,
+    before: VersionPath,
+    after: Annotated[int, Path(ge=1, le=1_000_000)],
+    session: ReadSession,
+) -> RouteDiff:
+    """What changed from one version to another: steps added, removed, changed or moved
+    (matched by operation name, so renumbering is a change of sequence, not a new step)."""
+    _, differences = await service.diff_versions(session, route, before, after)
+    return RouteDiff(
+        route=route,
+        before=before,
+        after=after,
+        identical=not differences,
+        differences=[
+            StepDifferenceRead(
+                kind=d.kind,
+                operation=d.operation,
+                before_sequence=d.before_sequence,
+                after_sequence=d.after_sequence,
+                changes=[
+                    FieldChangeRead(field=c.field, before=c.before, after=c.after)
+                    for c in d.changes
+                ],
+            )
+            for d in differences
+        ],
+    )
 
 
 @router.post("/routes/{route}/versions/{version}/activate", response_model=RouteVersionRead)
@@ -213,9 +347,10 @@ async def activate_version(
     session: WriteSession,
     clock: ClockDep,
 ) -> RouteVersionRead:
-    """Make a draft the active version (e-signature); new lots take it, running lots keep theirs."""
+    """Sign a draft into force (e-signature), now or from ``effective_at``. New lots take the
+    version in force; lots already started keep theirs."""
     await sign(request, session, by, body.signature)
     activated = await service.activate_version(
-        session, route, version, actor=by.username, clock=clock
+        session, route, version, actor=by.username, clock=clock, effective_at=body.effective_at
     )
-    return version_read(await service.get_route(session, route), activated)
+    return await _version_read(session, route, activated, clock)

@@ -1,9 +1,11 @@
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Any
 
-from pydantic import BaseModel, Field
+from pydantic import AwareDatetime, BaseModel, Field, model_validator
 
+from mes.auth.schemas import ESignature
 from mes.kit.api import CodeStr, Name, ReadModel
 from mes.routes.models import RouteVersionStatus
 
@@ -32,7 +34,8 @@ class StepIn(BaseModel):
     operation: str = Field(min_length=1, max_length=64)
     description: str | None = Field(default=None, max_length=255)
     tool_group: CodeStr
-    recipe: str = Field(min_length=1, max_length=64)
+    # The logical recipe; a draft may leave it empty, activation requires it.
+    recipe: str | None = Field(default=None, min_length=1, max_length=64)
     process_time_s: int = Field(ge=0, le=30 * 24 * 3600)
     batch_min: int | None = Field(default=None, ge=1, le=50)
     batch_max: int | None = Field(default=None, ge=1, le=50)
@@ -48,7 +51,7 @@ class StepRead(BaseModel):
     operation: str
     description: str | None
     tool_group: str
-    recipe: str
+    recipe: str | None
     process_time_s: int
     batch_min: int | None
     batch_max: int | None
@@ -60,14 +63,25 @@ class StepRead(BaseModel):
 
 
 class RouteVersionCreate(BaseModel):
-    steps: list[StepIn] = Field(min_length=1, max_length=MAX_STEPS)
+    """A new draft: either its steps, or the version to copy them from."""
+
+    steps: list[StepIn] | None = Field(default=None, min_length=1, max_length=MAX_STEPS)
+    copy_from: int | None = Field(default=None, ge=1, le=1_000_000)
     notes: str | None = Field(default=None, max_length=2000)
 
+    @model_validator(mode="after")
+    def _one_source(self) -> RouteVersionCreate:
+        if (self.steps is None) == (self.copy_from is None):
+            raise ValueError("give either steps or copy_from")
+        return self
 
-class RouteCreate(RouteVersionCreate):
+
+class RouteCreate(BaseModel):
     code: CodeStr
     name: Name
     product: CodeStr
+    steps: list[StepIn] = Field(min_length=1, max_length=MAX_STEPS)
+    notes: str | None = Field(default=None, max_length=2000)
 
 
 class RouteUpdate(BaseModel):
@@ -78,21 +92,73 @@ class StepsReplace(BaseModel):
     steps: list[StepIn] = Field(min_length=1, max_length=MAX_STEPS)
 
 
+class Renumbering(BaseModel):
+    """New order of a draft's steps (all of them, by current sequence; default: as they are),
+    numbered ``start``, ``start + increment``, …"""
+
+    order: list[int] | None = Field(default=None, max_length=MAX_STEPS)
+    start: int = Field(default=10, ge=1, le=100_000)
+    increment: int = Field(default=10, ge=1, le=1000)
+
+
+class Activation(BaseModel):
+    signature: ESignature
+    effective_at: AwareDatetime | None = Field(
+        default=None, description="when new lots start taking this version; default now"
+    )
+
+
+class RouteProblemRead(BaseModel):
+    sequence: int | None
+    msg: str
+
+
+class Validation(BaseModel):
+    route: str
+    version: int
+    activatable: bool
+    problems: list[RouteProblemRead]
+
+
+class FieldChangeRead(BaseModel):
+    field: str
+    before: Any
+    after: Any
+
+
+class StepDifferenceRead(BaseModel):
+    kind: str = Field(description="added, removed, changed or moved")
+    operation: str
+    before_sequence: int | None
+    after_sequence: int | None
+    changes: list[FieldChangeRead]
+
+
+class RouteDiff(BaseModel):
+    route: str
+    before: int
+    after: int
+    identical: bool
+    differences: list[StepDifferenceRead]
+
+
 class RouteVersionSummary(BaseModel):
     version: int
     status: RouteVersionStatus
+    in_force: bool
     step_count: int
     created_by: str
     created_at: datetime
     activated_at: datetime | None
     activated_by: str | None
+    effective_at: datetime | None
 
 
 class RouteRead(BaseModel):
     code: str
     name: str
     product: str
-    active_version: int | None
+    active_version: int | None = Field(description="the version new lots take now")
     versions: list[RouteVersionSummary]
 
 
@@ -104,5 +170,7 @@ class RouteVersionRead(BaseModel):
     created_at: datetime
     activated_at: datetime | None
     activated_by: str | None
+    effective_at: datetime | None
+    in_force: bool
     notes: str | None
     steps: list[StepRead]

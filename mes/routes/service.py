@@ -3,26 +3,33 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from datetime import datetime
 
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import selectinload
 
 from mes.clock import Clock
+from mes.equipment.models import Equipment
 from mes.errors import Conflict, InvalidInput, NotFound
 from mes.fabs.models import ToolGroup
 from mes.kit.lookup import get_by_key
-from mes.recipes.models import Recipe, RecipeVersion, RecipeVersionStatus
+from mes.recipes import service as recipes_service
+from mes.recipes.models import Recipe, RecipeQualification, RecipeVersion, RecipeVersionStatus
 from mes.routes import rules
 from mes.routes.models import Product, Route, RouteVersion, RouteVersionStatus, Step
 from mes.routes.schemas import (
     ProductCreate,
     ProductUpdate,
+    Renumbering,
     RouteCreate,
     RouteUpdate,
     RouteVersionCreate,
     StepIn,
 )
+
+# Activation may name a time slightly in the past (clocks of clients differ), never more.
+EFFECTIVE_TIME_TOLERANCE_S = 300
 
 ROUTE_OPTIONS = (
     selectinload(Route.product),
@@ -79,28 +86,36 @@ def find_version(route: Route, version: int) -> RouteVersion:
     raise NotFound(f"route {route.code!r} has no version {version}", code="route.version_not_found")
 
 
-def active_version(route: Route) -> RouteVersion | None:
-    return next((v for v in route.versions if v.status == RouteVersionStatus.ACTIVE), None)
+def _shape(step: StepIn | Step) -> rules.StepShape:
+    if isinstance(step, StepIn):
+        tool_group, recipe = step.tool_group, step.recipe
+    else:
+        tool_group, recipe = step.tool_group.code, step.recipe_name
+    return rules.StepShape(
+        sequence=step.sequence,
+        tool_group=tool_group,
+        recipe=recipe,
+        qtime_to_sequence=step.qtime_to_sequence,
+        qtime_max_s=step.qtime_max_s,
+        rework_to_sequence=step.rework_to_sequence,
+        batch_min=step.batch_min,
+        batch_max=step.batch_max,
+        sampling_rate=step.sampling_rate,
+    )
+
+
+def _refuse(problems: Sequence[rules.RouteProblem], detail: str, code: str) -> None:
+    if problems:
+        raise InvalidInput(
+            detail,
+            code=code,
+            errors=[{"sequence": p.sequence, "msg": p.message} for p in problems],
+        )
 
 
 async def _build_steps(session: AsyncSession, steps: Sequence[StepIn]) -> list[Step]:
     """Turn step requests into rows, refusing unknown tool groups and unsound structure."""
-    problems = rules.route_problems(
-        [
-            rules.StepShape(
-                sequence=s.sequence,
-                tool_group=s.tool_group,
-                recipe=s.recipe,
-                qtime_to_sequence=s.qtime_to_sequence,
-                qtime_max_s=s.qtime_max_s,
-                rework_to_sequence=s.rework_to_sequence,
-                batch_min=s.batch_min,
-                batch_max=s.batch_max,
-                sampling_rate=s.sampling_rate,
-            )
-            for s in steps
-        ]
-    )
+    problems = rules.route_problems([_shape(s) for s in steps])
     codes = {s.tool_group for s in steps}
     groups = {
         g.code: g
@@ -109,12 +124,7 @@ async def _build_steps(session: AsyncSession, steps: Sequence[StepIn]) -> list[S
     for s in steps:
         if s.tool_group not in groups:
             problems.append(rules.RouteProblem(s.sequence, f"unknown tool group {s.tool_group!r}"))
-    if problems:
-        raise InvalidInput(
-            "the route's steps are not consistent",
-            code="route.invalid_steps",
-            errors=[{"sequence": p.sequence, "msg": p.message} for p in problems],
-        )
+    _refuse(problems, "the route's steps are not consistent", "route.invalid_steps")
     return [
         Step(
             sequence=s.sequence,
@@ -133,6 +143,25 @@ async def _build_steps(session: AsyncSession, steps: Sequence[StepIn]) -> list[S
         )
         for s in sorted(steps, key=lambda s: s.sequence)
     ]
+
+
+def step_in(step: Step) -> StepIn:
+    """A stored step in the form it was entered (for copies, edits and exports)."""
+    return StepIn(
+        sequence=step.sequence,
+        operation=step.operation,
+        description=step.description,
+        tool_group=step.tool_group.code,
+        recipe=step.recipe_name,
+        process_time_s=step.process_time_s,
+        batch_min=step.batch_min,
+        batch_max=step.batch_max,
+        qtime_to_sequence=step.qtime_to_sequence,
+        qtime_max_s=step.qtime_max_s,
+        rework_to_sequence=step.rework_to_sequence,
+        rework_limit=step.rework_limit,
+        sampling_rate=step.sampling_rate,
+    )
 
 
 async def create_route(session: AsyncSession, data: RouteCreate, *, actor: str) -> Route:
@@ -165,8 +194,12 @@ async def update_route(session: AsyncSession, code: str, data: RouteUpdate) -> R
 async def add_version(
     session: AsyncSession, code: str, data: RouteVersionCreate, *, actor: str
 ) -> RouteVersion:
-    """Start a new draft version of a route."""
+    """Start a new draft version of a route, from given steps or as a copy of a version."""
     route = await get_route(session, code, for_update=True)
+    if data.copy_from is not None:
+        steps = [step_in(s) for s in find_version(route, data.copy_from).steps]
+    else:
+        steps = list(data.steps or [])
     number = (
         await session.scalar(
             select(func.max(RouteVersion.version)).where(RouteVersion.route_id == route.id)
@@ -177,17 +210,15 @@ async def add_version(
         version=number,
         created_by=actor,
         notes=data.notes,
-        steps=await _build_steps(session, data.steps),
+        steps=await _build_steps(session, steps),
     )
     route.versions.append(version)
     await session.flush()
     return version
 
 
-async def replace_steps(
-    session: AsyncSession, code: str, version: int, steps: Sequence[StepIn]
-) -> RouteVersion:
-    """Replace all steps of a draft version."""
+async def _draft(session: AsyncSession, code: str, version: int) -> RouteVersion:
+    """A draft version, locked through its route (edits of one route are serialized)."""
     route = await get_route(session, code, for_update=True)
     draft = find_version(route, version)
     if draft.status != RouteVersionStatus.DRAFT:
@@ -195,6 +226,12 @@ async def replace_steps(
             f"route {code!r} version {version} is {draft.status.value}; only drafts change",
             code="route.version_not_draft",
         )
+    return draft
+
+
+async def _rewrite_steps(
+    session: AsyncSession, draft: RouteVersion, steps: Sequence[StepIn]
+) -> RouteVersion:
     new_steps = await _build_steps(session, steps)
     draft.steps.clear()
     # Delete the old rows before inserting the new ones: (version, sequence) is unique.
@@ -204,40 +241,236 @@ async def replace_steps(
     return draft
 
 
-async def _recipe_problems(session: AsyncSession, version: RouteVersion) -> list[str]:
-    """Steps whose recipe is missing, belongs to another tool group, or has no approved version."""
-    names = {s.recipe_name for s in version.steps}
-    approved = {
-        name: group_id
-        for name, group_id in (
+async def replace_steps(
+    session: AsyncSession, code: str, version: int, steps: Sequence[StepIn]
+) -> RouteVersion:
+    """Replace all steps of a draft version."""
+    draft = await _draft(session, code, version)
+    return await _rewrite_steps(session, draft, steps)
+
+
+async def add_step(session: AsyncSession, code: str, version: int, step: StepIn) -> RouteVersion:
+    """Insert one step into a draft at its sequence number (which must be free)."""
+    draft = await _draft(session, code, version)
+    if any(s.sequence == step.sequence for s in draft.steps):
+        raise Conflict(
+            f"version {version} already has a step {step.sequence}; renumber first",
+            code="route.step_exists",
+        )
+    return await _rewrite_steps(session, draft, [*(step_in(s) for s in draft.steps), step])
+
+
+def _find_step(draft: RouteVersion, sequence: int) -> Step:
+    found = next((s for s in draft.steps if s.sequence == sequence), None)
+    if found is None:
+        raise NotFound(
+            f"version {draft.version} has no step {sequence}", code="route.step_not_found"
+        )
+    return found
+
+
+async def update_step(
+    session: AsyncSession, code: str, version: int, sequence: int, step: StepIn
+) -> RouteVersion:
+    """Change one step of a draft (its sequence stays; use renumber to move it)."""
+    draft = await _draft(session, code, version)
+    _find_step(draft, sequence)
+    if step.sequence != sequence:
+        raise InvalidInput(
+            "a step keeps its sequence number when edited; renumber the version to move it",
+            code="route.sequence_changed",
+        )
+    steps = [step if s.sequence == sequence else step_in(s) for s in draft.steps]
+    return await _rewrite_steps(session, draft, steps)
+
+
+async def remove_step(
+    session: AsyncSession, code: str, version: int, sequence: int
+) -> RouteVersion:
+    """Remove a step from a draft, unless another step refers to it."""
+    draft = await _draft(session, code, version)
+    _find_step(draft, sequence)
+    if len(draft.steps) == 1:
+        raise Conflict("a route keeps at least one step", code="route.last_step")
+    referring = rules.references_to([_shape(s) for s in draft.steps], sequence)
+    if referring:
+        raise Conflict(
+            f"step {sequence} is referred to by other steps",
+            code="route.step_referenced",
+            errors=[{"sequence": p.sequence, "msg": p.message} for p in referring],
+        )
+    return await _rewrite_steps(
+        session, draft, [step_in(s) for s in draft.steps if s.sequence != sequence]
+    )
+
+
+async def renumber(
+    session: AsyncSession, code: str, version: int, data: Renumbering
+) -> RouteVersion:
+    """Put a draft's steps in a new order and renumber them; references follow their steps."""
+    draft = await _draft(session, code, version)
+    current = [s.sequence for s in draft.steps]
+    order = data.order if data.order is not None else current
+    try:
+        mapping = rules.renumbering(current, order, start=data.start, increment=data.increment)
+    except rules.RenumberError as exc:
+        raise InvalidInput(str(exc), code="route.invalid_order") from exc
+    steps = []
+    for stored in draft.steps:
+        moved = rules.renumbered(_shape(stored), mapping)
+        steps.append(
+            step_in(stored).model_copy(
+                update={
+                    "sequence": moved.sequence,
+                    "qtime_to_sequence": moved.qtime_to_sequence,
+                    "rework_to_sequence": moved.rework_to_sequence,
+                }
+            )
+        )
+    return await _rewrite_steps(session, draft, steps)
+
+
+async def _recipe_problems(
+    session: AsyncSession, route: Route, version: RouteVersion, now: datetime
+) -> list[rules.RouteProblem]:
+    """Steps that no tool could run: the step's recipe (or any recipe a context rule sends it
+    to) must have an approved version with a standing qualification on a tool of the step's
+    group, in some fab."""
+    named = [s for s in version.steps if s.recipe_name]
+    logical = {s.recipe_name for s in named if s.recipe_name}
+    context_rules = [
+        r for r, _ in await recipes_service.context_rules(session, logical_recipes=logical)
+    ]
+    product = route.product.code
+    candidates: dict[int, set[str]] = {}
+    for step in named:
+        assert step.recipe_name is not None
+        group = step.tool_group.code
+        candidates[step.sequence] = {step.recipe_name} | {
+            r.recipe
+            for r in context_rules
+            if r.logical_recipe == step.recipe_name
+            and r.recipe_tool_group == group
+            and r.product in (None, product)
+            and r.step in (None, step.operation)
+            and r.tool_group in (None, group)
+        }
+    every = set().union(*candidates.values()) if candidates else set()
+    approved: set[tuple[str, int]] = set(
+        (
             await session.execute(
                 select(Recipe.name, Recipe.tool_group_id)
                 .join(RecipeVersion, RecipeVersion.recipe_id == Recipe.id)
-                .where(Recipe.name.in_(names), RecipeVersion.status == RecipeVersionStatus.APPROVED)
+                .where(Recipe.name.in_(every), RecipeVersion.status == RecipeVersionStatus.APPROVED)
             )
         ).all()
-    }
-    problems = []
-    for step in version.steps:
-        group_id = approved.get(step.recipe_name)
-        if group_id is None:
-            problems.append(
-                f"step {step.sequence}: recipe {step.recipe_name!r} has no approved version"
+    )
+    qualified: set[tuple[str, int]] = set(
+        (
+            await session.execute(
+                select(Recipe.name, Equipment.tool_group_id)
+                .join(RecipeVersion, RecipeVersion.recipe_id == Recipe.id)
+                .join(
+                    RecipeQualification, RecipeQualification.recipe_version_id == RecipeVersion.id
+                )
+                .join(Equipment, Equipment.id == RecipeQualification.equipment_id)
+                .where(
+                    Recipe.name.in_(every),
+                    RecipeVersion.status == RecipeVersionStatus.APPROVED,
+                    recipes_service.standing(now),
+                )
+                .distinct()
             )
-        elif group_id != step.tool_group_id:
+        ).all()
+    )
+    problems = []
+    for step in named:
+        names = sorted(candidates[step.sequence])
+        group_id = step.tool_group_id
+        if not any(n == name for n in names for name, _ in approved):
             problems.append(
-                f"step {step.sequence}: recipe {step.recipe_name!r} is for another tool group"
+                rules.RouteProblem(
+                    step.sequence, f"recipe {step.recipe_name!r} has no approved version"
+                )
+            )
+        elif not any((n, group_id) in approved for n in names):
+            problems.append(
+                rules.RouteProblem(
+                    step.sequence,
+                    f"recipe {step.recipe_name!r} is for another tool group than "
+                    f"{step.tool_group.code}",
+                )
+            )
+        elif not any((n, group_id) in qualified for n in names):
+            problems.append(
+                rules.RouteProblem(
+                    step.sequence,
+                    f"no tool of {step.tool_group.code} in any fab is qualified for "
+                    f"{' or '.join(names)}",
+                )
             )
     return problems
 
 
-async def activate_version(
-    session: AsyncSession, code: str, version: int, *, actor: str, clock: Clock
-) -> RouteVersion:
-    """Make a draft the route's active version; the previous active one becomes obsolete.
+async def validate_version(
+    session: AsyncSession, code: str, version: int, *, now: datetime
+) -> list[rules.RouteProblem]:
+    """Everything that would stop a version's activation now (empty: it can be activated)."""
+    route = await get_route(session, code)
+    candidate = find_version(route, version)
+    return await _version_problems(session, route, candidate, now)
 
-    Lots already started keep their version; only new lots take the active one.
+
+async def _version_problems(
+    session: AsyncSession, route: Route, version: RouteVersion, now: datetime
+) -> list[rules.RouteProblem]:
+    problems = rules.route_problems([_shape(s) for s in version.steps], for_activation=True)
+    return problems + await _recipe_problems(session, route, version, now)
+
+
+def in_force(route: Route, now: datetime) -> RouteVersion | None:
+    """The version new lots of this route take at ``now``."""
+    chosen = rules.version_in_force(
+        [
+            rules.VersionView(v.version, rules.VersionStatus(v.status.value), v.effective_at)
+            for v in route.versions
+        ],
+        now,
+    )
+    return None if chosen is None else find_version(route, chosen.version)
+
+
+async def promote_due(session: AsyncSession, route: Route, now: datetime) -> RouteVersion | None:
+    """Store what ``in_force`` says: a pending version whose time has come becomes active and
+    the one it replaces obsolete. Callers hold the route's row lock."""
+    current = in_force(route, now)
+    if current is None or current.status != RouteVersionStatus.PENDING:
+        return current
+    for other in route.versions:
+        if other.status == RouteVersionStatus.ACTIVE:
+            other.status = RouteVersionStatus.OBSOLETE
+    # The partial unique index allows one active version: retire the old one first.
+    await session.flush()
+    current.status = RouteVersionStatus.ACTIVE
+    await session.flush()
+    return current
+
+
+async def activate_version(
+    session: AsyncSession,
+    code: str,
+    version: int,
+    *,
+    actor: str,
+    clock: Clock,
+    effective_at: datetime | None = None,
+) -> RouteVersion:
+    """Sign a draft into force, now or from ``effective_at``; the version it replaces becomes
+    obsolete when it takes effect.
+
+    Lots already started keep their version; only new lots take the one in force.
     """
+    now = clock.now()
     route = await get_route(session, code, for_update=True)
     draft = find_version(route, version)
     if draft.status != RouteVersionStatus.DRAFT:
@@ -245,21 +478,41 @@ async def activate_version(
             f"route {code!r} version {version} is {draft.status.value}, not a draft",
             code="route.version_not_draft",
         )
-    problems = await _recipe_problems(session, draft)
-    if problems:
+    if effective_at is not None:
+        try:
+            rules.check_effective_time(effective_at, now, max_past_s=EFFECTIVE_TIME_TOLERANCE_S)
+        except ValueError as exc:
+            raise InvalidInput(str(exc), code="route.effective_time_past") from exc
+    # A time just past means now: taking effect "earlier" would reorder it behind the version
+    # in force and re-date lots that already started.
+    effective = max(effective_at or now, now)
+    await promote_due(session, route, now)
+    if any(v.status == RouteVersionStatus.PENDING for v in route.versions):
         raise Conflict(
-            "the version cannot be activated",
-            code="route.not_activatable",
-            errors=[{"msg": p} for p in problems],
+            f"route {code!r} already has a version waiting to take effect",
+            code="route.activation_pending",
         )
-    now = clock.now()
-    current = active_version(route)
-    if current is not None:
-        current.status = RouteVersionStatus.OBSOLETE
-        # The partial unique index allows one active version: retire the old one first.
-        await session.flush()
-    draft.status = RouteVersionStatus.ACTIVE
+    problems = await _version_problems(session, route, draft, now)
+    _refuse(problems, f"route {code!r} version {version} cannot be activated", "route.invalid")
     draft.activated_at = now
     draft.activated_by = actor
+    draft.effective_at = effective
+    if effective > now:
+        draft.status = RouteVersionStatus.PENDING
+        await session.flush()
+        return draft
+    draft.status = RouteVersionStatus.PENDING
     await session.flush()
+    await promote_due(session, route, now)
     return draft
+
+
+async def diff_versions(
+    session: AsyncSession, code: str, before: int, after: int
+) -> tuple[Route, list[rules.StepDifference]]:
+    """What changed in a route from one version to another."""
+    route = await get_route(session, code)
+    a, b = find_version(route, before), find_version(route, after)
+    return route, rules.diff_steps(
+        [step_in(s).model_dump() for s in a.steps], [step_in(s).model_dump() for s in b.steps]
+    )

@@ -305,6 +305,10 @@ async def test_seeded_qualifications_cover_every_tool_of_the_group(client):
             "qualified_at": SEEDED_AT,
             "expires_at": None,
             "qualified_by": "seed",
+            "disqualified_at": None,
+            "disqualified_by": None,
+            "disqualify_reason": None,
+            "standing": True,
         }
 
     rows = (await client.get("/api/v1/recipes/IMMC_WELL/versions/1/qualifications")).json()
@@ -326,6 +330,10 @@ async def test_qualify_a_draft_then_twice_is_refused(client):
         "qualified_at": NOW,
         "expires_at": None,
         "qualified_by": "tester",
+        "disqualified_at": None,
+        "disqualified_by": None,
+        "disqualify_reason": None,
+        "standing": True,
     }
     assert_problem(
         await client.post(url, json={"tool": "F2-ETOX01"}), 409, "recipe.already_qualified"

@@ -129,11 +129,13 @@ async def test_seeded_route_summary(client):
         {
             "version": 1,
             "status": "active",
+            "in_force": True,
             "step_count": 38,
             "created_by": "seed",
             "created_at": route["versions"][0]["created_at"],
             "activated_at": SEEDED_AT,
             "activated_by": "seed",
+            "effective_at": SEEDED_AT,
         }
     ]
 
@@ -518,11 +520,11 @@ async def test_activation_needs_every_recipe_to_exist(client):
     await client.post("/api/v1/routes/R-TESTWF/versions", json={"steps": steps})
     problem = assert_problem(
         await client.post("/api/v1/routes/R-TESTWF/versions/2/activate", json=SIGNED),
-        409,
-        "route.not_activatable",
+        422,
+        "route.invalid",
     )
     assert problem["errors"] == [
-        {"msg": "step 20: recipe 'NO_SUCH_RECIPE' has no approved version"}
+        {"sequence": 20, "msg": "recipe 'NO_SUCH_RECIPE' has no approved version"}
     ]
     route = (await client.get("/api/v1/routes/R-TESTWF")).json()
     assert route["active_version"] == 1
@@ -537,10 +539,12 @@ async def test_activation_needs_the_recipe_of_the_steps_tool_group(client):
     await create_route(client, steps=[step(10, "WET_CLEAN", "DCVD_SIN")])
     problem = assert_problem(
         await client.post("/api/v1/routes/R-NEW/versions/1/activate", json=SIGNED),
-        409,
-        "route.not_activatable",
+        422,
+        "route.invalid",
     )
-    assert problem["errors"] == [{"msg": "step 10: recipe 'DCVD_SIN' is for another tool group"}]
+    assert problem["errors"] == [
+        {"sequence": 10, "msg": "recipe 'DCVD_SIN' is for another tool group than WET_CLEAN"}
+    ]
 
 
 async def test_activation_needs_an_approved_recipe_version(client):
@@ -553,11 +557,11 @@ async def test_activation_needs_an_approved_recipe_version(client):
     await create_route(client, steps=[step(10, "WET_CLEAN", "WETC_DRAFTONLY")])
     problem = assert_problem(
         await client.post("/api/v1/routes/R-NEW/versions/1/activate", json=SIGNED),
-        409,
-        "route.not_activatable",
+        422,
+        "route.invalid",
     )
     assert problem["errors"] == [
-        {"msg": "step 10: recipe 'WETC_DRAFTONLY' has no approved version"}
+        {"sequence": 10, "msg": "recipe 'WETC_DRAFTONLY' has no approved version"}
     ]
     assert (await client.get("/api/v1/routes/R-NEW")).json()["active_version"] is None
 

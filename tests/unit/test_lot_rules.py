@@ -24,8 +24,10 @@ def lot(state=LotState.WAITING, holds=0, **kw) -> rules.LotView:
     return rules.LotView(**values)
 
 
-STEP = rules.StepView(id=1, sequence=10, tool_group_id=7, recipe_name="R1")
-BATCH_STEP = rules.StepView(id=2, sequence=20, tool_group_id=8, recipe_name="FURN", batch_max=4)
+STEP = rules.StepView(id=1, sequence=10, tool_group_id=7, operation="ETCH", recipe_name="R1")
+BATCH_STEP = rules.StepView(
+    id=2, sequence=20, tool_group_id=8, operation="OX", recipe_name="FURN", batch_max=4
+)
 TOOL = rules.ToolView(
     id=3, code="T1", tool_group_id=7, fab_id=1, e10_state=E10State.SBY, max_lots=1
 )
@@ -74,7 +76,7 @@ def test_cluster_tool_with_every_chamber_down_is_unavailable():
 
 
 def test_wrong_group_and_wrong_step_and_busy_tool():
-    other = rules.StepView(id=9, sequence=30, tool_group_id=99, recipe_name="X")
+    other = rules.StepView(id=9, sequence=30, tool_group_id=99, operation="X", recipe_name="X")
     assert code_of(lambda: rules.check_track_in(lot(), other, TOOL, lots_on_tool=[])) == (
         "tool.wrong_group"
     )
@@ -132,7 +134,9 @@ def test_sampling_rate_is_met_over_many_lots():
 
 def test_next_step_skips_sampled_out_steps():
     steps = [
-        rules.StepView(id=i, sequence=i * 10, tool_group_id=1, recipe_name="R", sampling_rate=r)
+        rules.StepView(
+            id=i, sequence=i * 10, tool_group_id=1, operation="OP", recipe_name="R", sampling_rate=r
+        )
         for i, r in [(1, 1.0), (2, 0.0), (3, 0.0), (4, 1.0)]
     ]
     following, skipped = rules.next_step(steps, 10, "L26-0001")
@@ -144,7 +148,13 @@ def test_next_step_skips_sampled_out_steps():
 
 def test_rework_counts_up_to_the_limit_then_holds():
     step = rules.StepView(
-        id=5, sequence=50, tool_group_id=1, recipe_name="R", rework_to_sequence=40, rework_limit=2
+        id=5,
+        sequence=50,
+        tool_group_id=1,
+        operation="OP",
+        recipe_name="R",
+        rework_to_sequence=40,
+        rework_limit=2,
     )
     assert rules.rework(step, 0) == rules.ReworkDecision(40, 1)
     assert rules.rework(step, 1) == rules.ReworkDecision(40, 2)
