@@ -23,6 +23,7 @@ from mes.db.transaction import unit_of_work
 from mes.durables.router import router as durables_router
 from mes.equipment.router import router as equipment_router
 from mes.errors import install_error_handlers
+from mes.exchange.router import router as exchange_router
 from mes.fabs.router import router as fabs_router
 from mes.health import router as health_router
 from mes.kit.request_id import RequestIdMiddleware
@@ -105,6 +106,7 @@ def create_app(
         durables_router,
         auth_router,
         audit_router,
+        exchange_router,
     ):
         api.include_router(router)
     app.include_router(login_router, prefix=API_PREFIX)

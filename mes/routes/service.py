@@ -86,7 +86,8 @@ def find_version(route: Route, version: int) -> RouteVersion:
     raise NotFound(f"route {route.code!r} has no version {version}", code="route.version_not_found")
 
 
-def _shape(step: StepIn | Step) -> rules.StepShape:
+def shape(step: StepIn | Step) -> rules.StepShape:
+    """The structural view of a step that the route rules check."""
     if isinstance(step, StepIn):
         tool_group, recipe = step.tool_group, step.recipe
     else:
@@ -115,7 +116,7 @@ def _refuse(problems: Sequence[rules.RouteProblem], detail: str, code: str) -> N
 
 async def _build_steps(session: AsyncSession, steps: Sequence[StepIn]) -> list[Step]:
     """Turn step requests into rows, refusing unknown tool groups and unsound structure."""
-    problems = rules.route_problems([_shape(s) for s in steps])
+    problems = rules.route_problems([shape(s) for s in steps])
     codes = {s.tool_group for s in steps}
     groups = {
         g.code: g
@@ -292,7 +293,7 @@ async def remove_step(
     _find_step(draft, sequence)
     if len(draft.steps) == 1:
         raise Conflict("a route keeps at least one step", code="route.last_step")
-    referring = rules.references_to([_shape(s) for s in draft.steps], sequence)
+    referring = rules.references_to([shape(s) for s in draft.steps], sequence)
     if referring:
         raise Conflict(
             f"step {sequence} is referred to by other steps",
@@ -317,7 +318,7 @@ async def renumber(
         raise InvalidInput(str(exc), code="route.invalid_order") from exc
     steps = []
     for stored in draft.steps:
-        moved = rules.renumbered(_shape(stored), mapping)
+        moved = rules.renumbered(shape(stored), mapping)
         steps.append(
             step_in(stored).model_copy(
                 update={
@@ -424,7 +425,7 @@ async def validate_version(
 async def _version_problems(
     session: AsyncSession, route: Route, version: RouteVersion, now: datetime
 ) -> list[rules.RouteProblem]:
-    problems = rules.route_problems([_shape(s) for s in version.steps], for_activation=True)
+    problems = rules.route_problems([shape(s) for s in version.steps], for_activation=True)
     return problems + await _recipe_problems(session, route, version, now)
 
 
