@@ -130,9 +130,7 @@ async def test_round_trip_into_an_empty_database_reproduces_the_definitions(clie
     assert again["recipe_versions"]["unchanged"] == summary["recipe_versions"]["created"]
 
 
-async def test_import_validates_everything_and_applies_nothing_on_a_bad_document(
-    client, empty_fab
-):
+async def test_import_validates_everything_and_applies_nothing_on_a_bad_document(client, empty_fab):
     source = await _export(client)
     other, database = empty_fab
     damaged = copy.deepcopy(source)
@@ -147,9 +145,7 @@ async def test_import_validates_everything_and_applies_nothing_on_a_bad_document
     assert await _counts(database) == (0, 0, 0, 0)
 
 
-async def test_a_version_that_differs_here_is_a_conflict_and_nothing_is_applied(
-    client, empty_fab
-):
+async def test_a_version_that_differs_here_is_a_conflict_and_nothing_is_applied(client, empty_fab):
     source = await _export(client)
     other, database = empty_fab
     assert (await _import(other, source)).status_code == 200
