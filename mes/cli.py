@@ -215,5 +215,74 @@ def audit_verify() -> None:
     typer.echo("audit chain intact")
 
 
+process_app = typer.Typer(help="Process definitions as JSON (mes-process/1).", no_args_is_help=True)
+app.add_typer(process_app, name="process")
+
+
+async def _export(settings: Settings, products: list[str] | None, qualifications: bool) -> str:
+    from mes.exchange import service as exchange_service
+
+    database = Database.from_settings(settings)
+    try:
+        async with unit_of_work(database, write=False) as session:
+            document = await exchange_service.export(
+                session,
+                products=products,
+                include_qualifications=qualifications,
+                now=SystemClock().now(),
+                actor=_cli_context("process.export").actor,
+            )
+    finally:
+        await database.dispose()
+    return document.model_dump_json(indent=2) + "\n"
+
+
+@process_app.command("export")
+def process_export(
+    out: Annotated[
+        typer.FileTextWrite, typer.Option("--out", "-o", help="file to write (default stdout)")
+    ] = "-",  # type: ignore[assignment]  # typer opens "-" as stdout
+    product: Annotated[
+        list[str] | None, typer.Option(help="only this product (repeatable)")
+    ] = None,
+    qualifications: Annotated[bool, typer.Option(help="include the qualification history")] = True,
+) -> None:
+    """Write routes, recipes, context rules, schemas and qualifications as one JSON document."""
+    out.write(asyncio.run(_export(Settings(), product, qualifications)))
+
+
+async def _import(settings: Settings, text: str, dry_run: bool) -> str:
+    from mes.exchange import service as exchange_service
+    from mes.exchange.schemas import ProcessDocument
+
+    document = ProcessDocument.model_validate_json(text)
+    database = Database.from_settings(settings)
+    try:
+        async with unit_of_work(database) as session:
+            bind(session, _cli_context("process.import"))
+            summary = await exchange_service.import_document(session, document, dry_run=dry_run)
+    finally:
+        await database.dispose()
+    return summary.model_dump_json()
+
+
+@process_app.command("import")
+def process_import(
+    source: Annotated[typer.FileText, typer.Argument(help="the JSON document ('-': stdin)")],
+    dry_run: Annotated[bool, typer.Option(help="report what would change, apply nothing")] = False,
+) -> None:
+    """Apply a process document all-or-nothing (as the operating-system user, audited)."""
+    try:
+        typer.echo(asyncio.run(_import(Settings(), source.read(), dry_run)))
+    except ValidationError as exc:
+        typer.echo(f"refused: the document is malformed: {exc}", err=True)
+        raise typer.Exit(2) from exc
+    except MesError as exc:
+        typer.echo(f"refused ({exc.code}): {exc.detail}", err=True)
+        for error in exc.extra.get("errors", []):
+            typer.echo(f"  - {error}", err=True)
+        raise typer.Exit(2) from exc
+
+
 if __name__ == "__main__":
     app()

@@ -4,6 +4,7 @@ real HTTP over a socket."""
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import socket
 import subprocess
@@ -96,5 +97,41 @@ async def test_seed_refuses_a_database_with_data_without_if_empty(tmp_path: Path
         )
         assert done.returncode != 0
         assert "already holds data" in done.stderr
+    finally:
+        await drop_database(url)
+
+
+async def test_process_export_and_import_from_the_command_line(tmp_path: Path) -> None:
+    url = await create_database(tmp_path, "cli3")
+    env = {**os.environ, "MES_DATABASE_URL": url}
+    exported = tmp_path / "process.json"
+    try:
+        await asyncio.to_thread(_run, ["db", "upgrade"], env)
+        await asyncio.to_thread(_run, ["seed", "example"], env)
+        await asyncio.to_thread(
+            _run, ["process", "export", "--product", "LOGIC28", "-o", str(exported)], env
+        )
+        document = json.loads(exported.read_text("utf-8"))
+        assert [p["code"] for p in document["products"]] == ["LOGIC28"]
+        # What is there already is unchanged, so importing it back creates nothing.
+        summary = json.loads(
+            await asyncio.to_thread(_run, ["process", "import", str(exported)], env)
+        )
+        assert summary["route_versions"] == {"created": 0, "unchanged": 1}
+        assert all(kind["created"] == 0 for key, kind in summary.items() if key != "dry_run")
+
+        document["recipes"][0]["versions"][0]["checksum"] = "0" * 64
+        damaged = tmp_path / "damaged.json"
+        damaged.write_text(json.dumps(document), "utf-8")
+        done = await asyncio.to_thread(
+            subprocess.run,
+            [*MES, "process", "import", str(damaged)],
+            env=env,
+            capture_output=True,
+            text=True,
+        )
+        assert done.returncode == 2
+        assert "import.invalid" in done.stderr
+        assert "checksum does not match" in done.stderr
     finally:
         await drop_database(url)
