@@ -661,16 +661,17 @@ class _Importer:
 async def import_document(
     session: AsyncSession, doc: ProcessDocument, *, dry_run: bool
 ) -> ImportSummary:
-    """Apply a process document all-or-nothing; with ``dry_run``, report and apply nothing."""
+    """Apply a process document all-or-nothing; with ``dry_run``, report and apply nothing.
+
+    A refusal raises, and the caller's unit of work rolls everything back; a dry run does the
+    whole import inside a savepoint that it then rolls back.
+    """
+    if not dry_run:
+        return await _Importer(session, doc).run()
     savepoint = await session.begin_nested()
     try:
         summary = await _Importer(session, doc).run()
-    except BaseException:
+    finally:
         await savepoint.rollback()
-        raise
-    if dry_run:
-        await savepoint.rollback()
-    else:
-        await savepoint.commit()
-    summary.dry_run = dry_run
+    summary.dry_run = True
     return summary
