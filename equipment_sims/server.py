@@ -185,6 +185,13 @@ class SimServer:
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
         self._ticker = self._restarter = None
+        # asyncua's clock task sleeps a second between updates and stop() waits it out.
+        time_task = self.server.iserver.time_task
+        if time_task is not None:
+            time_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await time_task
+            self.server.iserver.time_task = None
         if self.connected:
             await self.server.stop()
         else:
