@@ -153,7 +153,6 @@ class SimServer:
         self._alarm_nodes: dict[str, tuple[Node, EventGenerator]] = {}
         self._alarm_by_node: dict[ua.NodeId, str] = {}
         self._silent_until: float | None = None  # real monotonic time; inf = until told
-        self._held_events: list[Any] = []
         self._last_pv = -1.0
         self.connected = False
         self._background: set[asyncio.Task[None]] = set()
@@ -471,8 +470,7 @@ class SimServer:
             await self._publish(process_values=False)
 
     async def _publish(self, *, process_values: bool) -> None:
-        events = self._held_events + self.tool.drain_events()
-        self._held_events = []
+        events = self.tool.drain_events()  # while silent they wait in the tool
         await self._publish_state()
         for event in events:
             await self._publish_event(event)
@@ -507,7 +505,11 @@ class SimServer:
             ("OperationMode/CurrentState", tool.operation_mode.value, _S),
             ("JobOrderList", json.dumps(jobs), _S),
             ("WorkMaster", sorted(tool.recipes), _S),
-            ("JobOrderResponseList", json.dumps([j.response() for j in tool.jobs.values()]), _S),
+            (
+                "JobOrderResponseList",
+                "[" + ",".join(self._response_json(j.response()) for j in tool.jobs.values()) + "]",
+                _S,
+            ),
             ("Recipes/RecipeList", sorted(tool.recipes), _S),
             ("Recipes/SelectedRecipe", tool.selected_recipe, _S),
             ("Recipes/Checksums", json.dumps(checksums, sort_keys=True), _S),
@@ -535,6 +537,15 @@ class SimServer:
         dv = ua.DataValue(ua.Variant(value, vtype), SourceTimestamp=at, ServerTimestamp=at)
         await self.server.write_attribute_value(self._nodes[path].nodeid, dv)
 
+    def _response_json(self, response: dict[str, Any]) -> str:
+        """A job response with its simulated-second times as ISO 8601 timestamps."""
+        times = {
+            key: self.clock.datetime(response[key]).isoformat()
+            for key in ("StartTime", "EndTime")
+            if response.get(key) is not None
+        }
+        return json.dumps(response | times)
+
     def _next_seq(self) -> int:
         self._seq += 1
         return self._seq
@@ -546,7 +557,7 @@ class SimServer:
                 "JobOrderID": event.job_order_id,
                 "JobState": event.state.value,
                 "JobSubstate": event.substate.value,
-                "JobResponse": json.dumps(event.response),
+                "JobResponse": self._response_json(event.response),
                 m.EVENT_SEQUENCE: self._next_seq(),
             }
             self._job_history.append({"at": at, "fields": fields})
@@ -663,7 +674,7 @@ class SimServer:
         result = await self._command(lambda: self.tool.job_response(strings[0]))
         if isinstance(result, ua.StatusCode):
             return result
-        return [ua.Variant(json.dumps(result), _S), ua.Variant(result["JobState"], _S)]
+        return [ua.Variant(self._response_json(result), _S), ua.Variant(result["JobState"], _S)]
 
     async def _ok_or_status(
         self, args: tuple[ua.Variant, ...], n: int, fn: Callable[..., Any]

@@ -225,12 +225,16 @@ class Tool:
         return recipe.checksum
 
     def slot_map(self) -> list[str]:
+        """Per slot of the lot in process: "" (empty) or the wafer's E90 processing state."""
         slots = [""] * self.spec.slots
         job = self.current_job
-        if job is not None and len(job.lots) == 1:
-            for w in job.wafers:
-                if 1 <= w.slot <= self.spec.slots:
-                    slots[w.slot - 1] = w.state.value
+        if job is None:
+            return slots
+        wafer = self.current_wafer()
+        lot_id = wafer.lot_id if wafer else job.wafers[0].lot_id
+        for w in job.wafers:
+            if w.lot_id == lot_id:
+                slots[w.slot - 1] = w.state.value
         return slots
 
     def current_wafer(self) -> Wafer | None:

@@ -395,3 +395,19 @@ def test_fab_file_errors() -> None:
         parse_fab({"tools": [{"code": "X", "tool_group": "NOPE"}]})
     with pytest.raises(FabFileError, match="needs chambers"):
         parse_fab({"tools": [{"code": "X", "processing_kind": "cluster"}]})
+
+
+def test_sims_import_nothing_from_mes_but_the_tool_contract() -> None:
+    import ast
+
+    for path in (REPO / "equipment_sims").rglob("*.py"):
+        tree = ast.parse(path.read_text("utf-8"))
+        for node in ast.walk(tree):
+            names = []
+            if isinstance(node, ast.Import):
+                names = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+                names = [node.module]
+            for name in names:
+                if name == "mes" or name.startswith("mes."):
+                    assert name in ("mes.opcua", "mes.opcua.model"), f"{path}: {name}"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from datetime import datetime
 
 import pytest
 from asyncua import Client, ua
@@ -107,6 +108,9 @@ async def test_job_runs_to_completed_with_per_wafer_events(
     assert (ended.JobState, ended.JobSubstate) == ("Ended", "Completed")
     response = json.loads(ended.JobResponse)
     assert response["WafersProcessed"] == 4
+    started = datetime.fromisoformat(response["StartTime"])
+    duration = datetime.fromisoformat(response["EndTime"]) - started
+    assert duration.total_seconds() == pytest.approx(4 * 73)
     assert [e.JobState for e in tc.job_events("J1")] == ["AllowedToStart", "Running", "Ended"]
     progress = [(e.SubstrateID, e.Slot, e.SubstrateState) for e in tc.substrate_events()]
     expected = []
@@ -144,6 +148,9 @@ async def test_abort_mid_run(make_sim: SimFactory, connect: ClientFactory) -> No
         "a first processed wafer",
     )
     assert await tc.read(m.BUILDING_BLOCKS, m.ITEM_STATE, m.CURRENT_STATE) == "Executing"
+    slot_map = await tc.read(m.COUNTERS, m.SLOT_MAP)
+    assert slot_map[0] == "Processed"
+    assert slot_map[24] == "NeedsProcessing"
     await tc.job("Abort", "J1", "")
     aborted = await tc.wait_job("J1", "Aborted")
     wafers = json.loads(aborted.JobResponse)["Wafers"]
