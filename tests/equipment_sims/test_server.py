@@ -168,7 +168,7 @@ async def test_tool_aborts_a_job_by_itself(make_sim: SimFactory, connect: Client
     tc = await connect(sim)
     await tc.download("R1", LITHO_BODY)
     await tc.call(m.CONTROL, m.GO_ONLINE_REMOTE)
-    await tc.job("StoreAndStart", job_order("J1", "R1", ("L1", [1, 2, 3])), "")
+    await tc.job("StoreAndStart", job_order("J1", "R1", ("L1", list(range(1, 26)))), "")
     await sim.set_control_state("OnlineLocal")  # the fault works whatever the control state
     await sim.abort_job()
     assert (await tc.wait_job("J1", "Aborted")).JobSubstate == "Aborted"
@@ -177,7 +177,7 @@ async def test_tool_aborts_a_job_by_itself(make_sim: SimFactory, connect: Client
 async def test_cluster_keeps_running_on_the_remaining_chambers(
     make_sim: SimFactory, connect: ClientFactory
 ) -> None:
-    sim = await make_sim(etch(chambers=("PM1", "PM2", "PM3")), speed=1500)
+    sim = await make_sim(etch(chambers=("PM1", "PM2", "PM3")), speed=100)  # ~1 s per round
     tc = await connect(sim)
     await tc.download("R1", ETCH_BODY)
     await tc.job("StoreAndStart", job_order("J1", "R1", ("L1", list(range(1, 10)))), "")
@@ -192,6 +192,7 @@ async def test_cluster_keeps_running_on_the_remaining_chambers(
     # The wafer in PM2 is aborted; events arrive in order, so later ones came after the outage.
     await wait_until(lambda: bool(aborted()), "the wafer in PM2 aborted")
     seen = aborted()[0]
+    sim.clock.speed = 5000
     ended = await tc.wait_job("J1", "Ended")
     assert ended.JobSubstate == "Completed"
     later = [e for e in tc.substrate_events()[seen:] if e.SubstrateState == "InProcess"]
@@ -243,10 +244,10 @@ async def test_metrology_measurements_are_seeded(
 
 
 async def test_alarms_with_acknowledge(make_sim: SimFactory, connect: ClientFactory) -> None:
-    sim = await make_sim(litho(), speed=300)
+    sim = await make_sim(litho(), speed=300)  # 25 wafers: 6 s, so the alarm comes mid-job
     tc = await connect(sim)
     await tc.download("R1", LITHO_BODY)
-    await tc.job("StoreAndStart", job_order("J1", "R1", ("L1", [1, 2])), "")
+    await tc.job("StoreAndStart", job_order("J1", "R1", ("L1", list(range(1, 26)))), "")
     await sim.raise_alarm("STAGE_INTERLOCK", "Wafer stage interlock", severity=800, breaking=True)
     held = await tc.wait_job("J1", "Interrupted")
     assert held.JobSubstate == "Held"
@@ -278,6 +279,7 @@ async def test_alarms_with_acknowledge(make_sim: SimFactory, connect: ClientFact
     assert getattr(cleared, "ActiveState/Id") is False
     assert cleared.Retain is False
     await tc.job("Resume", "J1", "")
+    sim.clock.speed = 100_000
     assert (await tc.wait_job("J1", "Ended")).JobSubstate == "Completed"
 
 
