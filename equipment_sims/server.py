@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import inspect
 import json
 import logging
 import os
@@ -736,9 +737,9 @@ class SimServer:
             kwargs = json.loads(arguments or "{}")
             if not isinstance(kwargs, dict):
                 raise TypeError("arguments must be a JSON object")
+            self.check_fault(fault, **kwargs)
             # Run it after the reply, so a drop does not cut off its own answer.
             asyncio.get_running_loop().call_later(0.05, self._spawn, self.inject(fault, **kwargs))
-            self.check_fault(fault, **kwargs)
         except (TypeError, ValueError, KeyError) as exc:
             log.info("%s: bad fault %s %s: %s", self.spec.tool_id, fault, arguments, exc)
             return ua.StatusCode(ua.StatusCodes.BadInvalidArgument)
@@ -773,8 +774,10 @@ class SimServer:
     )
 
     def check_fault(self, fault: str, **kwargs: Any) -> None:
+        """Raise KeyError for an unknown fault, TypeError for arguments it does not take."""
         if fault not in self.FAULTS:
             raise KeyError(f"unknown fault {fault!r}")
+        inspect.signature(getattr(self, fault)).bind(**kwargs)
 
     async def inject(self, fault: str, **kwargs: Any) -> None:
         """Trigger a fault by name (what ``InjectFault`` and the CLI call)."""

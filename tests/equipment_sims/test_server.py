@@ -163,6 +163,29 @@ async def test_abort_mid_run(make_sim: SimFactory, connect: ClientFactory) -> No
     assert refused.value.code == ua.StatusCodes.BadInvalidState
 
 
+async def test_pause_resume_and_stop(make_sim: SimFactory, connect: ClientFactory) -> None:
+    sim = await make_sim(litho(), speed=300)  # 25 wafers: 6 s
+    tc = await connect(sim)
+    await tc.download("R1", LITHO_BODY)
+    await tc.job("StoreAndStart", job_order("J1", "R1", ("L1", list(range(1, 26)))), "")
+    await tc.job("Pause", "J1", "")
+    paused = await tc.wait_job("J1", "Interrupted")
+    assert paused.JobSubstate == "Paused"
+    await tc.job("Resume", "J1", "")
+    await wait_until(lambda: len(tc.job_events("J1")) == 4, "running again")
+    assert tc.job_events("J1")[-1].JobState == "Running"
+    await tc.job("Stop", "J1", "")
+    stopped = await tc.wait_job("J1", "Ended")
+    assert stopped.JobSubstate == "Stopped"
+    states = [w["State"] for w in json.loads(stopped.JobResponse)["Wafers"]]
+    assert states.count("Processed") >= 1
+    assert "Skipped" in states
+    assert set(states) == {"Processed", "Skipped"}  # the wafer in process was finished
+    with pytest.raises(ua.UaStatusCodeError) as refused:
+        await tc.job("Cancel", "J1", "")
+    assert refused.value.code == ua.StatusCodes.BadInvalidState
+
+
 async def test_tool_aborts_a_job_by_itself(make_sim: SimFactory, connect: ClientFactory) -> None:
     sim = await make_sim(litho(), speed=600)
     tc = await connect(sim)
@@ -183,6 +206,10 @@ async def test_cluster_keeps_running_on_the_remaining_chambers(
     await tc.job("StoreAndStart", job_order("J1", "R1", ("L1", list(range(1, 10)))), "")
     await wait_until(lambda: len(tc.substrate_events()) >= 3, "three wafers in process")
     assert {e.Chamber for e in tc.substrate_events()[:3]} == {"PM1", "PM2", "PM3"}
+    for fault, args in (("no_such_fault", {}), ("chamber_down", {"room": "PM2"})):
+        with pytest.raises(ua.UaStatusCodeError) as bad:
+            await tc.call(m.SIMULATION, m.INJECT_FAULT, fault, json.dumps(args))
+        assert bad.value.code == ua.StatusCodes.BadInvalidArgument
     await tc.call(m.SIMULATION, m.INJECT_FAULT, "chamber_down", json.dumps({"chamber": "PM2"}))
 
     def aborted() -> list[int]:
