@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 PIP := $(BIN)/python -m pip --disable-pip-version-check -q
 
-.PHONY: run test test-sqlite test-postgres lint typecheck bench clean venv
+.PHONY: run sims test test-sqlite test-postgres lint typecheck bench clean venv
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -28,10 +28,14 @@ run: $(VENV)/.installed-run
 	$(BIN)/mes seed example --if-empty
 	$(BIN)/mes serve --host 127.0.0.1 --port 8000
 
+## sims: serve the seeded fab's tools as simulated OPC UA servers (ports 4841-4870), speed 60
+sims: $(VENV)/.installed-run
+	$(BIN)/mes-sims --fab mes/seed/example_fab.json --speed $${SPEED:-60}
+
 ## test: ruff, then the suite on SQLite, then again on PostgreSQL if MES_TEST_DATABASE_URL is set
 test: $(VENV)/.installed-dev
 	$(BIN)/ruff check .
-	$(BIN)/mypy mes
+	$(BIN)/mypy mes equipment_sims
 	$(MAKE) --no-print-directory test-sqlite
 	@if [ -n "$$MES_TEST_DATABASE_URL" ]; then \
 		$(MAKE) --no-print-directory test-postgres; \
@@ -52,7 +56,7 @@ lint: $(VENV)/.installed-dev
 	$(BIN)/ruff format --check .
 
 typecheck: $(VENV)/.installed-dev
-	$(BIN)/mypy mes
+	$(BIN)/mypy mes equipment_sims
 
 ## bench: lot moves through the whole service on PostgreSQL (MES_BENCH_DATABASE_URL; the
 ## benchmark creates and drops its own database beside it), after any bench/bench_*.py

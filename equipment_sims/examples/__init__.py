@@ -1,0 +1,1 @@
+"""Example fab descriptions for the simulators."""

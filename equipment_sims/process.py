@@ -1,0 +1,72 @@
+"""Process values with noise, and metrology measurements with noise and drift.
+
+Randomness comes from ``random.Random`` objects seeded from the fab seed and the tool id, so a
+run with the same seed measures the same values in the same order.
+"""
+
+from __future__ import annotations
+
+import random
+
+from mes.opcua.model import PROCESS_VALUES
+
+from .recipes import AMBIENT_PA, Recipe
+
+IDLE_VALUES: dict[str, float] = {
+    "ChamberTemperature": 22.0,
+    "ChamberPressure": AMBIENT_PA,
+    "RfForwardPower": 0.0,
+    "GasFlow_1": 0.0,
+    "GasFlow_2": 0.0,
+}
+# Relative noise of a process value around its setpoint (1 sigma).
+RELATIVE_NOISE = 0.004
+
+# Metrology defaults by tool group suffix: (nominal value, sigma per site).
+_METROLOGY = {"CD": (45.0, 0.6), "THK": (100.0, 0.8), "OVL": (0.0, 1.2)}
+
+
+def seeded_rng(seed: int, tool_id: str, stream: str) -> random.Random:
+    # String seeds go through SHA-512, so this does not depend on PYTHONHASHSEED.
+    return random.Random(f"{seed}/{tool_id}/{stream}")
+
+
+def noisy_values(setpoints: dict[str, float], rng: random.Random) -> dict[str, float]:
+    """Every published process value: setpoint (or idle value) plus a little noise."""
+    values: dict[str, float] = {}
+    for name in PROCESS_VALUES:
+        target = setpoints.get(name, IDLE_VALUES[name])
+        values[name] = target + rng.gauss(0.0, abs(target) * RELATIVE_NOISE) if target else 0.0
+    return values
+
+
+class MeasurementModel:
+    """Site measurements of one metrology tool: nominal + drift * wafers so far + noise."""
+
+    def __init__(
+        self,
+        tool_group: str,
+        rng: random.Random,
+        *,
+        sigma: float | None = None,
+        drift_per_wafer: float = 0.0,
+    ) -> None:
+        suffix = tool_group.split("_")[-1].upper()
+        nominal, default_sigma = _METROLOGY.get(suffix, (100.0, 1.0))
+        self.nominal = nominal
+        self.sigma = default_sigma if sigma is None else sigma
+        self.drift_per_wafer = drift_per_wafer
+        self.wafers_measured = 0
+        self._rng = rng
+
+    def target(self, recipe: Recipe) -> float:
+        for name, value in recipe.parameters.items():
+            if name.startswith("target") and isinstance(value, float):
+                return value
+        return self.nominal
+
+    def measure(self, recipe: Recipe) -> list[float]:
+        sites = max(1, int(recipe.number("sites", 9.0)))
+        centre = self.target(recipe) + self.drift_per_wafer * self.wafers_measured
+        self.wafers_measured += 1
+        return [round(centre + self._rng.gauss(0.0, self.sigma), 4) for _ in range(sites)]

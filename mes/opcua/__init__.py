@@ -1,0 +1,1 @@
+"""OPC UA side of the MES: the published tool contract (``model``) and, later, the adapter."""

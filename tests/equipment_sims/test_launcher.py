@@ -1,0 +1,83 @@
+"""A whole fab of simulators from a fab description, in-process and through the CLI."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import signal
+import sys
+from pathlib import Path
+
+from asyncua import Client
+
+from equipment_sims.fab import load_fab
+from equipment_sims.launcher import SimFab
+from mes.opcua import model as m
+
+from .conftest import LITHO_BODY, TIMEOUT, ToolClient, free_port, job_order
+
+EXAMPLE = Path(__file__).resolve().parents[2] / "equipment_sims" / "examples" / "fab.json"
+
+
+async def test_sim_fab_serves_every_tool_on_consecutive_ports(shelf_dir: Path) -> None:
+    specs = load_fab(EXAMPLE, base_port=free_port())
+    async with SimFab(specs, speed=3000, seed=3, shelf_dir=shelf_dir) as fab:
+        assert [s.port for s in fab.servers.values()] == [specs[0].port + i for i in range(6)]
+        assert len({id(s.clock) for s in fab.servers.values()}) == 1  # one clock for the fab
+        for server in fab.servers.values():
+            async with Client(server.endpoint, timeout=TIMEOUT) as client:
+                tc = ToolClient(client, server.spec.tool_id)
+                await tc.setup()
+                kind = await tc.read(m.IDENTIFICATION, (m.NS_DI, "DeviceClass"))
+                assert kind.endswith(server.spec.kind.value)
+        litho = fab["LITHO01"]
+        async with Client(litho.endpoint, timeout=TIMEOUT) as client:
+            tc = ToolClient(client, "LITHO01")
+            await tc.setup()
+            await tc.download("R1", LITHO_BODY)
+            await tc.job("StoreAndStart", job_order("J1", "R1", ("L1", [1, 2])), "")
+            assert (await tc.wait_job("J1", "Ended")).JobSubstate == "Completed"
+
+
+async def test_cli_serves_the_fab_and_injects_faults(shelf_dir: Path) -> None:
+    port = free_port()
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "equipment_sims",
+        "--fab",
+        str(EXAMPLE),
+        "--only",
+        "ETCH01",
+        "--base-port",
+        str(port),
+        "--shelf-dir",
+        str(shelf_dir),
+        stdout=asyncio.subprocess.PIPE,
+    )
+    try:
+        assert proc.stdout is not None
+        banner = await asyncio.wait_for(proc.stdout.readline(), TIMEOUT)
+        endpoint = f"opc.tcp://127.0.0.1:{port}/ETCH01"
+        assert endpoint in banner.decode()
+        fault = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "equipment_sims",
+            "fault",
+            endpoint,
+            "chamber_down",
+            json.dumps({"chamber": "PM3"}),
+        )
+        assert await asyncio.wait_for(fault.wait(), TIMEOUT) == 0
+        async with Client(endpoint, timeout=TIMEOUT) as client:
+            tc = ToolClient(client, "ETCH01")
+            await tc.setup()
+            for _ in range(200):
+                if await tc.read(m.CHAMBERS, "PM3", m.CHAMBER_STATE) == "Down":
+                    break
+                await asyncio.sleep(0.05)
+            assert await tc.read(m.CHAMBERS, "PM3", m.CHAMBER_STATE) == "Down"
+    finally:
+        proc.send_signal(signal.SIGINT)
+        assert await asyncio.wait_for(proc.wait(), TIMEOUT) == 0
