@@ -9,7 +9,8 @@ from sqlalchemy.orm import Mapped, mapped_column, relationship
 from mes.db.base import Base, BigIntPK, TimestampMixin
 from mes.db.types import enum_type
 from mes.durables.rules import DurableKind, DurableLocation, DurableState
-from mes.fabs.models import Fab
+from mes.equipment.models import Equipment
+from mes.fabs.models import Fab, ToolGroup
 
 
 class CarrierState(enum.StrEnum):
@@ -58,6 +59,8 @@ class Durable(TimestampMixin, Base):
     id: Mapped[int] = mapped_column(BigIntPK, primary_key=True)
     code: Mapped[str] = mapped_column(String(32), unique=True)
     kind: Mapped[DurableKind] = mapped_column(enum_type(DurableKind, "durable_kind"))
+    # The design a recipe names (mask layer, probe card type); several copies may share it.
+    design: Mapped[str] = mapped_column(String(64), index=True)
     fab_id: Mapped[int] = mapped_column(ForeignKey("fab.id"), index=True)
     # The tool group it fits (a reticle fits one scanner type).
     tool_group_id: Mapped[int | None] = mapped_column(ForeignKey("tool_group.id"))
@@ -73,3 +76,5 @@ class Durable(TimestampMixin, Base):
     location_since: Mapped[datetime]
 
     fab: Mapped[Fab] = relationship()
+    equipment: Mapped[Equipment | None] = relationship()
+    tool_group: Mapped[ToolGroup | None] = relationship()

@@ -3,7 +3,8 @@
 SEMI E10/E90 leave support tools to the MES. A reticle or probe card sits in one location
 (the library, a tool, or cleaning), counts its uses against a limit, and is available, on
 hold or retired. A litho step needs its recipe's reticle at the tool, available and under its
-limit; a use is one wafer exposed (probe cards: one wafer probed), counted at track-in, so the
+limit (the recipe names a design; any copy of it at the tool will do); a use is one wafer
+exposed (probe cards: one wafer probed), counted at track-in, so the
 check and the count happen in one transaction on the locked tool and a limit can never be
 overrun by two lots at once.
 """
@@ -63,6 +64,33 @@ def check_use(durable: DurableView, tool_id: int, tool_code: str, units: int) ->
             f"{what} {durable.code} has {durable.usage_count} of {durable.usage_limit} uses; "
             f"{units} more would pass its limit",
         )
+
+
+def choose(
+    design: str, copies: list[DurableView], tool_id: int, tool_code: str, units: int
+) -> DurableView:
+    """The copy of ``design`` to use on the tool for ``units`` wafers, or the refusal that
+    says best why none can be used (not at the tool, not available, over its limit)."""
+    at_tool = [
+        d for d in copies if d.location == DurableLocation.TOOL and d.equipment_id == tool_id
+    ]
+    if not at_tool:
+        where = ", ".join(f"{d.code} ({d.location.value})" for d in copies) or "none registered"
+        raise RuleViolation(
+            "reticle.not_at_tool",
+            f"no copy of {design} is at tool {tool_code}; copies: {where}",
+            design=design,
+        )
+    refusal: RuleViolation | None = None
+    for candidate in sorted(at_tool, key=lambda d: d.code):
+        try:
+            check_use(candidate, tool_id, tool_code, units)
+        except RuleViolation as exc:
+            refusal = refusal or exc
+            continue
+        return candidate
+    assert refusal is not None
+    raise refusal
 
 
 def check_move(durable: DurableView, to: DurableLocation, tool_id: int | None) -> None:

@@ -112,6 +112,7 @@ def upgrade() -> None:
             ),
             nullable=False,
         ),
+        sa.Column("design", sa.String(length=64), nullable=False),
         sa.Column("fab_id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False),
         sa.Column(
             "tool_group_id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=True
@@ -179,6 +180,7 @@ def upgrade() -> None:
         sa.UniqueConstraint("code", name=op.f("uq_durable_code")),
     )
     with op.batch_alter_table("durable", schema=None) as batch_op:
+        batch_op.create_index(batch_op.f("ix_durable_design"), ["design"], unique=False)
         batch_op.create_index(batch_op.f("ix_durable_equipment_id"), ["equipment_id"], unique=False)
         batch_op.create_index(batch_op.f("ix_durable_fab_id"), ["fab_id"], unique=False)
 
@@ -372,6 +374,7 @@ def downgrade() -> None:
     with op.batch_alter_table("durable", schema=None) as batch_op:
         batch_op.drop_index(batch_op.f("ix_durable_fab_id"))
         batch_op.drop_index(batch_op.f("ix_durable_equipment_id"))
+        batch_op.drop_index(batch_op.f("ix_durable_design"))
 
     op.drop_table("durable")
     op.drop_table("equipment_substate")
