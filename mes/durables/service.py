@@ -180,7 +180,7 @@ async def move_durable(
         if durable.tool_group_id is not None and tool.tool_group_id != durable.tool_group_id:
             raise RuleViolation("durable.wrong_group", f"{code} does not fit tool {tool.code}")
     durable.location = data.to
-    durable.equipment_id = None if tool is None else tool.id
+    durable.equipment = tool
     durable.location_since = clock.now()
     await session.flush()
     return await get_durable(session, code)

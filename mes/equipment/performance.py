@@ -53,8 +53,9 @@ async def runs(
         .where(
             LotEvent.event_type == "TRACK_OUT",
             LotEvent.equipment_id.in_(tool_ids),
-            LotEvent.occurred_at >= start,
-            LotEvent.occurred_at < end,
+            # A run belongs to the window it ends in; one ending at ``end`` ran inside it.
+            LotEvent.occurred_at > start,
+            LotEvent.occurred_at <= end,
         )
     )
     found = []

@@ -719,7 +719,7 @@ async def start_pm(
         )
     now = clock.now()
     record = PmRecord(
-        pm_plan_id=plan.id,
+        pm_plan=plan,
         fab_id=tool.fab_id,
         equipment_id=tool.id,
         started_at=now,
