@@ -43,6 +43,7 @@ from mes.fabs.models import Area, Fab, ToolGroup
 from mes.kit.api import PageParams, fetch_page
 from mes.kit.lookup import get_by_key
 from mes.kit.rule import RuleViolation
+from mes.lots.models import Lot
 
 LOAD_OPTIONS = (
     selectinload(Equipment.chambers),
@@ -356,7 +357,7 @@ async def report_signal(
             session,
             tool,
             states.E10State.UDT,
-            "UDT.ALARM",
+            states.ALARM,
             actor=actor,
             at=now,
             recorded_at=now,
@@ -501,12 +502,10 @@ async def qualify_time(
             "only past time can be re-qualified; change the state for the present",
             code="tool.future_time",
         )
-    state = states.state_of(data.substate) if _well_formed(data.substate) else None
-    if state is None:
-        raise InvalidInput(
-            f"substate {data.substate!r} is not of the form <E10 state>.<REASON>",
-            code="tool.invalid_substate",
-        )
+    try:
+        state = states.state_of(data.substate)
+    except states.InvalidSubstate as exc:
+        raise InvalidInput(str(exc), code="tool.invalid_substate") from exc
     substate = await _validated_substate(session, state, data.substate)
     installed = await session.scalar(
         select(func.min(EquipmentStateEvent.occurred_at)).where(
@@ -532,14 +531,6 @@ async def qualify_time(
     session.add(fix)
     await session.flush()
     return fix
-
-
-def _well_formed(substate: str) -> bool:
-    try:
-        states.state_of(substate)
-    except states.InvalidSubstate:
-        return False
-    return True
 
 
 async def corrections(session: AsyncSession, code: str) -> list[EquipmentStateCorrection]:
@@ -694,8 +685,6 @@ async def pm_states(
 
 
 async def _lots_on(session: AsyncSession, tool_id: int) -> int:
-    from mes.lots.models import Lot  # the lot domain depends on this one, not the reverse
-
     return int(
         await session.scalar(select(func.count(Lot.id)).where(Lot.equipment_id == tool_id)) or 0
     )

@@ -47,6 +47,7 @@ _SUBSTATE_RE = re.compile(r"^(PRD|SBY|ENG|SDT|UDT|NST)\.[A-Z0-9_]{1,40}$")
 # Substates the MES itself records; they must exist in the substate table.
 NO_SIGNAL = "UDT.NO_SIGNAL"  # the tool sent nothing for too long while it should be up
 PM_SUBSTATE = "SDT.PM"
+ALARM = "UDT.ALARM"  # a breaking alarm reported by the tool
 ALL_CHAMBERS_DOWN = {
     E10State.SDT: "SDT.ALL_CHAMBERS_DOWN",
     E10State.UDT: "UDT.ALL_CHAMBERS_DOWN",
