@@ -504,10 +504,7 @@ async def activate_version(
     draft.activated_at = now
     draft.activated_by = actor
     draft.effective_at = effective
-    if effective > now:
-        draft.status = RouteVersionStatus.PENDING
-        await session.flush()
-        return draft
+    # Pending until its time; if that is now, promote_due makes it the active version at once.
     draft.status = RouteVersionStatus.PENDING
     await session.flush()
     await promote_due(session, route, now)
