@@ -51,7 +51,11 @@ OPERATOR = "t1-operator"
 TOOLS = {
     "T1-WET01": ToolSpec("T1-WET01", ProcessingKind.WET_BENCH, "wet", tool_group="T_WET"),
     "T1-DEP01": ToolSpec(
-        "T1-DEP01", ProcessingKind.CLUSTER, "deposition", tool_group="T_DEP", chambers=("PM1", "PM2")
+        "T1-DEP01",
+        ProcessingKind.CLUSTER,
+        "deposition",
+        tool_group="T_DEP",
+        chambers=("PM1", "PM2"),
     ),
     "T1-MET01": ToolSpec("T1-MET01", ProcessingKind.SINGLE_WAFER, "metrology", tool_group="T_MET"),
     "T1-ETCH01": ToolSpec(
@@ -112,9 +116,7 @@ def _seed() -> loader.ExampleData:
                 for code, spec in TOOLS.items()
             ],
             "products": [{"code": "TPROD", "name": "test product"}],
-            "recipes": [
-                {"name": r, "tool_group": g, "body": BODIES[r]} for _, _, g, r, _ in ROUTE
-            ],
+            "recipes": [{"name": r, "tool_group": g, "body": BODIES[r]} for _, _, g, r, _ in ROUTE],
             "routes": [
                 {
                     "code": "R-T",
@@ -189,7 +191,11 @@ class Fab:
 
     async def start_sim(self, code: str, *, speed: float = 600.0) -> SimServer:
         sim = SimServer(
-            TOOLS[code], clock=SimClock(speed), port=self.ports[code], seed=7, shelf_dir=self.shelf_dir
+            TOOLS[code],
+            clock=SimClock(speed),
+            port=self.ports[code],
+            seed=7,
+            shelf_dir=self.shelf_dir,
         )
         await sim.start()
         self.sims[code] = sim
@@ -239,7 +245,7 @@ class Fab:
             await db.dispose()
 
     async def stop_adapters(self) -> None:
-        for registry, task, db in self.registries:
+        for _registry, task, db in self.registries:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
@@ -275,7 +281,9 @@ class Fab:
         assert r.status_code == 200, r.text
         return dict(r.json())
 
-    async def wait_job(self, job_order_id: str, *statuses: str, within: float = TIMEOUT) -> dict[str, Any]:
+    async def wait_job(
+        self, job_order_id: str, *statuses: str, within: float = TIMEOUT
+    ) -> dict[str, Any]:
         job: dict[str, Any] = {}
 
         async def check() -> bool:

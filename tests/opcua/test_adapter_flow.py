@@ -16,9 +16,7 @@ async def test_a_lot_runs_its_whole_route_through_the_adapter(fab: Fab) -> None:
         await fab.start_sim(code)
     fab.start_adapter()
     for code in TOOLS:
-        await wait_for(
-            lambda code=code: _connected(fab, code), f"{code} connected", within=20
-        )
+        await wait_for(lambda code=code: _connected(fab, code), f"{code} connected", within=20)
     lot = await fab.start_lot(wafers=5)
     for sequence, _op, _group, _recipe, tool in ROUTE:
         job = await fab.request_job(lot, tool)
@@ -33,12 +31,14 @@ async def test_a_lot_runs_its_whole_route_through_the_adapter(fab: Fab) -> None:
     assert detail["state"] == "Completed"
     history = await fab.history(lot)
     kinds = [e["event_type"] for e in history]
-    assert kinds.count("TRACK_IN") == 4 and kinds.count("TRACK_OUT") == 4
+    assert kinds.count("TRACK_IN") == 4
+    assert kinds.count("TRACK_OUT") == 4
     outs = [e for e in history if e["event_type"] == "TRACK_OUT"]
     assert all(e["actor"].startswith("opcua:") for e in outs)
     # The metrology step's measurements are recorded against the lot.
     measured = [e for e in outs if e["after"].get("measurements")]
-    assert measured and len(measured[0]["after"]["measurements"]) == 5
+    assert measured
+    assert len(measured[0]["after"]["measurements"]) == 5
     async with unit_of_work(fab.db, write=False) as session:
         wafers = await session.scalar(select(func.count()).select_from(JobWaferResult))
         pvs = await session.scalar(select(func.count()).select_from(ProcessValueSummary))
