@@ -30,10 +30,12 @@ db_app = typer.Typer(help="Database schema.", no_args_is_help=True)
 seed_app = typer.Typer(help="Example data.", no_args_is_help=True)
 users_app = typer.Typer(help="Accounts.", no_args_is_help=True)
 audit_app = typer.Typer(help="The audit trail.", no_args_is_help=True)
+adapters_app = typer.Typer(help="OPC UA equipment adapters.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
 app.add_typer(seed_app, name="seed")
 app.add_typer(users_app, name="users")
 app.add_typer(audit_app, name="audit")
+app.add_typer(adapters_app, name="adapters")
 
 
 def _cli_context(operation: str) -> AuditContext:
@@ -286,3 +288,33 @@ def process_import(
 
 if __name__ == "__main__":
     app()
+
+
+async def _run_adapters(settings: Settings, fab: str | None, shard: str, owner: str | None) -> None:
+    from mes.opcua.runtime import build_registry
+
+    database = Database.from_settings(settings)
+    try:
+        registry = build_registry(
+            database, SystemClock(), settings, fab=fab, shard=shard, owner=owner
+        )
+        typer.echo(f"adapter {registry.owner}: fab {fab or 'all'}, shard {shard}")
+        await registry.run()
+    finally:
+        await database.dispose()
+
+
+@adapters_app.command("run")
+def adapters_run(
+    fab: Annotated[str | None, typer.Option(help="serve this fab's tools (default: all)")] = None,
+    shard: Annotated[str, typer.Option(help="i/n: serve the tools of shard i of n")] = "0/1",
+    owner: Annotated[str | None, typer.Option(help="lease owner name (default: host:pid)")] = None,
+) -> None:
+    """Run OPC UA adapters for a fab's tools until interrupted (each tool leased to one adapter;
+    a dead adapter's tools are taken over by another within the lease TTL)."""
+    settings = Settings()
+    logging.basicConfig(level=settings.log_level.upper())
+    try:
+        asyncio.run(_run_adapters(settings, fab, shard, owner))
+    except KeyboardInterrupt:
+        typer.echo("adapters stopped")

@@ -40,3 +40,25 @@ class Settings(BaseSettings):
     # A tool with an OPC UA endpoint that should be up and has sent nothing for this long goes
     # to UDT.NO_SIGNAL (0: the watchdog is off, e.g. while no adapter runs).
     signal_timeout_s: float = Field(default=0, ge=0, le=7 * 24 * 3600)
+    # OPC UA adapters. Off by default (tests, and deployments that run ``mes adapters run`` as
+    # their own processes); on, the service runs one registry for ``adapter_fab`` (all fabs when
+    # unset) in its lifespan.
+    adapters_enabled: bool = False
+    adapter_fab: str | None = None
+    adapter_shard: str = Field(default="0/1", pattern=r"^\d+/\d+$")
+    adapter_lease_ttl_s: float = Field(default=15.0, gt=0.5, le=3600)
+    adapter_poll_s: float = Field(default=0.5, gt=0, le=60)
+    adapter_stale_s: float = Field(default=10.0, gt=0, le=3600)
+    adapter_reconnect_min_s: float = Field(default=0.5, gt=0, le=600)
+    adapter_reconnect_max_s: float = Field(default=30.0, gt=0, le=3600)
+    adapter_timeout_s: float = Field(default=10.0, gt=0, le=600)
+    # A job the tool aborted sends its lot back to its step on hold EQUIPMENT (else just back).
+    adapter_aborted_hold: bool = True
+    # JSON list of alarm rules (mes.opcua.mapping.AlarmRule fields); empty: the default table.
+    alarm_rules: str | None = None
+    # OPC UA client security: "None" today; "Basic256Sha256" (mode Sign or SignAndEncrypt)
+    # with a client certificate and key once the tools serve it.
+    opcua_security_policy: str = Field(default="None", pattern=r"^(None|Basic256Sha256)$")
+    opcua_security_mode: str = Field(default="SignAndEncrypt", pattern=r"^(Sign|SignAndEncrypt)$")
+    opcua_certificate: str | None = None
+    opcua_private_key: str | None = None

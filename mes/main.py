@@ -30,9 +30,12 @@ from mes.errors import install_error_handlers
 from mes.exchange.router import router as exchange_router
 from mes.fabs.router import router as fabs_router
 from mes.health import router as health_router
+from mes.jobs.router import lot_jobs_router
+from mes.jobs.router import router as jobs_router
 from mes.kit.request_id import RequestIdMiddleware
 from mes.lots.router import hold_codes_router
 from mes.lots.router import router as lots_router
+from mes.opcua.router import router as connection_router
 from mes.recipes.router import router as recipes_router
 from mes.routes.router import router as routes_router
 
@@ -107,10 +110,16 @@ def create_app(
             if run_background and settings.signal_timeout_s > 0
             else None
         )
+        adapters = None
+        if run_background and settings.adapters_enabled:
+            from mes.opcua.runtime import build_registry
+
+            registry = build_registry(db, clock, settings)
+            adapters = asyncio.create_task(registry.run(), name="opcua-adapters")
         try:
             yield
         finally:
-            for task in (sealer, watchdog):
+            for task in (adapters, sealer, watchdog):
                 if task is not None:
                     task.cancel()
                     with contextlib.suppress(asyncio.CancelledError):
@@ -144,6 +153,9 @@ def create_app(
         auth_router,
         audit_router,
         exchange_router,
+        lot_jobs_router,
+        jobs_router,
+        connection_router,
     ):
         api.include_router(router)
     app.include_router(login_router, prefix=API_PREFIX)

@@ -6,8 +6,10 @@ from mes.db.base import Base
 from mes.durables import models as durables_models
 from mes.equipment import models as equipment_models
 from mes.fabs import models as fabs_models
+from mes.jobs import models as jobs_models
 from mes.kit import idempotency as idempotency_models
 from mes.lots import models as lots_models
+from mes.opcua import models as opcua_models
 from mes.recipes import models as recipes_models
 from mes.routes import models as routes_models
 
@@ -19,7 +21,9 @@ __all__ = [
     "equipment_models",
     "fabs_models",
     "idempotency_models",
+    "jobs_models",
     "lots_models",
+    "opcua_models",
     "recipes_models",
     "routes_models",
 ]

@@ -260,3 +260,27 @@ class PmRecord(Base):
     notes: Mapped[str | None] = mapped_column(Text)
 
     pm_plan: Mapped[PmPlan] = relationship()
+
+
+class EquipmentAlarm(Base):
+    """One occurrence of an alarm a tool reported: raised, perhaps acknowledged, cleared.
+
+    ``alarm_code`` is the tool's alarm id; at most one occurrence per tool and code is open
+    (``cleared_at`` NULL), so a replayed alarm event (ConditionRefresh) finds it and adds nothing.
+    """
+
+    __tablename__ = "equipment_alarm"
+    __table_args__ = (Index("ix_equipment_alarm_tool_code", "equipment_id", "alarm_code"),)
+
+    id: Mapped[int] = mapped_column(BigIntPK, primary_key=True)
+    fab_id: Mapped[int] = mapped_column(ForeignKey("fab.id"))
+    equipment_id: Mapped[int] = mapped_column(ForeignKey("equipment.id"))
+    alarm_code: Mapped[str] = mapped_column(String(64))
+    text: Mapped[str] = mapped_column(Text)
+    severity: Mapped[int] = mapped_column(Integer)
+    breaking: Mapped[bool] = mapped_column(Boolean)
+    raised_at: Mapped[datetime]
+    acknowledged: Mapped[bool] = mapped_column(Boolean, default=False)
+    cleared_at: Mapped[datetime | None]
+    # What the MES did about it (from the alarm action table): "udt", "hold", "abort".
+    actions: Mapped[str] = mapped_column(String(64), default="")

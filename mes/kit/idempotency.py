@@ -117,4 +117,23 @@ async def idempotent(
     return result
 
 
-__all__ = ["IdempotencyRecord", "KeyHeader", "idempotent"]
+async def claim_key(
+    session: AsyncSession, actor: str, key: str, now: datetime, *, fingerprint: str = ""
+) -> bool:
+    """Claim (actor, key) inside the caller's transaction; False if it was claimed before.
+
+    For callers that are not HTTP requests (OPC UA events): a duplicate is dropped, not
+    answered. The claim commits or rolls back with the work it guards.
+    """
+    dialect = session.get_bind().dialect.name
+    insert = pg_insert if dialect == "postgresql" else sqlite_insert
+    claimed = await session.scalar(
+        insert(IdempotencyRecord)
+        .values(actor=actor, key=key, fingerprint=fingerprint, created_at=now)
+        .on_conflict_do_nothing(index_elements=["actor", "key"])
+        .returning(IdempotencyRecord.id)
+    )
+    return claimed is not None
+
+
+__all__ = ["IdempotencyRecord", "KeyHeader", "claim_key", "idempotent"]

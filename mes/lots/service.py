@@ -911,6 +911,46 @@ async def track_out(
     return lot
 
 
+async def abort_run(
+    session: AsyncSession,
+    code: str,
+    *,
+    event_type: str,
+    reason: str,
+    hold: bool,
+    actor: str,
+    clock: Clock,
+    details: dict[str, Any] | None = None,
+) -> Lot:
+    """Take a running lot off its tool without moving it on: back to Waiting at the same step
+    (its job was aborted, lost or refused by the tool), optionally on hold ``EQUIPMENT``."""
+    now = clock.now()
+    lot, change = await _begin(session, code, None)
+    if lot.state != LotState.RUNNING or lot.equipment_id is None:
+        raise RuleViolation("lot.not_running", f"lot {code} is not on a tool")
+    tool = await session.get(Equipment, lot.equipment_id, with_for_update={"key_share": True})
+    assert tool is not None  # the FK guarantees it
+    hold_code = await get_hold_code(session, "EQUIPMENT") if hold else None
+    tool_stays_busy = len(await _lots_on_tool(session, tool.id)) > 1
+    lot.equipment_id = None
+    lot.tracked_in_at = None
+    lot.state = LotState.WAITING
+    if hold_code is not None:
+        _place_hold(session, lot, hold_code, reason, actor=actor, at=now)
+    if not tool_stays_busy and tool.e10_state == E10State.PRD:
+        _tool_state(session, tool, E10State.SBY, actor=actor, at=now)
+    await session.flush()
+    await change.record(
+        event_type,
+        actor=actor,
+        at=now,
+        reason=reason,
+        equipment_id=tool.id,
+        details=details,
+    )
+    return lot
+
+
 # --- holds ---------------------------------------------------------------------------------
 
 

@@ -1,0 +1,69 @@
+"""Jobs on tools: start a lot's job through the tool's adapter, follow it, abort/pause/resume."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Path, Request
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel
+
+from mes.auth import roles
+from mes.auth.dependencies import requires
+from mes.auth.service import Principal
+from mes.db.transaction import ReadSession, WriteSession
+from mes.jobs import schemas as s
+from mes.jobs import service
+from mes.kit.api import ClockDep, CodePath
+from mes.kit.idempotency import KeyHeader, idempotent
+
+lot_jobs_router = APIRouter(prefix="/lots", tags=["jobs"])
+router = APIRouter(prefix="/jobs", tags=["jobs"])
+
+Mover = Annotated[Principal, requires(roles.LOT_MOVE)]
+JobPath = Annotated[
+    str, Path(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$")
+]
+
+
+@lot_jobs_router.post("/{lot}/jobs", response_model=s.JobRead, status_code=201)
+async def request_job(
+    request: Request,
+    lot: CodePath,
+    body: s.JobRequest,
+    by: Mover,
+    session: WriteSession,
+    clock: ClockDep,
+    key: KeyHeader = None,
+) -> JSONResponse | BaseModel:
+    """Track the lot in on the tool and queue its job order (state ``requested``) in the same
+    transaction; the adapter owning the tool then downloads and selects the recipe and starts
+    the job, and tracks the lot out when the tool reports the job ended."""
+
+    async def op() -> s.JobRead:
+        job = await service.request_job(session, lot, body, principal=by, clock=clock)
+        return service.job_read(await service.get_job(session, job.job_order_id))
+
+    return await idempotent(request, session, key, by.username, clock.now(), op, status_code=201)
+
+
+@lot_jobs_router.get("/{lot}/jobs", response_model=list[s.JobRead])
+async def lot_jobs(lot: CodePath, session: ReadSession) -> list[s.JobRead]:
+    """Every job order of the lot, oldest first."""
+    return [service.job_read(j) for j in await service.jobs_of_lot(session, lot)]
+
+
+@router.get("/{job_order_id}", response_model=s.JobRead)
+async def get_job(job_order_id: JobPath, session: ReadSession) -> s.JobRead:
+    """One job order: where it is, what the tool last said, the last error."""
+    return service.job_read(await service.get_job(session, job_order_id))
+
+
+@router.post("/{job_order_id}/commands", response_model=s.JobRead)
+async def command_job(
+    job_order_id: JobPath, body: s.JobCommandRequest, by: Mover, session: WriteSession
+) -> s.JobRead:
+    """Ask the tool's adapter to abort, pause or resume the job (a job not yet sent is
+    withdrawn at once on abort)."""
+    job = await service.request_command(session, job_order_id, body.command, actor=by.username)
+    return service.job_read(job)

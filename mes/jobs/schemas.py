@@ -1,0 +1,39 @@
+from __future__ import annotations
+
+from datetime import datetime
+
+from pydantic import BaseModel, Field
+
+from mes.jobs.states import JobCommand, JobStatus
+from mes.lots.schemas import Code, Version
+
+
+class JobRequest(BaseModel):
+    """Track the lot in on ``tool`` and have the tool's adapter start the job there."""
+
+    tool: Code
+    version: Version = None
+    step_sequence: int | None = Field(default=None, ge=1, le=100_000)
+
+
+class JobCommandRequest(BaseModel):
+    command: JobCommand
+
+
+class JobRead(BaseModel):
+    job_order_id: str
+    lot: str
+    tool: str
+    recipe: str
+    recipe_version: int
+    attempt: int
+    status: JobStatus
+    command: JobCommand | None
+    requested_by: str
+    requested_at: datetime
+    sent_at: datetime | None
+    started_at: datetime | None
+    ended_at: datetime | None
+    wafers_processed: int | None
+    tool_state: str | None
+    last_error: str | None

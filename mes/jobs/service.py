@@ -1,0 +1,354 @@
+"""Equipment jobs: request (with the track-in), then what the tool reports drives the lot.
+
+The adapter (``mes.opcua``) calls these inside its own ``unit_of_work`` per tool event; each
+function takes the job row already locked by the caller and changes it together with the lot
+(track-out, back to its step, hold) in that one transaction. Repeats are harmless: a job that
+is already where an event would move it is left alone.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+
+from sqlalchemy import func, select
+from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import selectinload
+
+from mes.auth.service import Principal
+from mes.clock import Clock
+from mes.jobs import schemas as s
+from mes.jobs import states
+from mes.jobs.models import EquipmentJob, JobWaferResult, ProcessValueSummary
+from mes.jobs.states import JobCommand, JobStatus
+from mes.kit.lookup import get_by_key
+from mes.kit.rule import RuleViolation
+from mes.lots import service as lots_service
+from mes.lots.models import Lot
+from mes.lots.schemas import Measurement, TrackIn, TrackOut
+from mes.lots.states import LotState
+from mes.opcua.mapping import JobResult, ProcessValueBuffer, WaferReport
+from mes.recipes.models import RecipeVersion
+from mes.routes.models import Step
+
+JOB_OPTIONS = (
+    selectinload(EquipmentJob.equipment),
+    selectinload(EquipmentJob.lot),
+    selectinload(EquipmentJob.recipe_version).selectinload(RecipeVersion.recipe),
+)
+
+
+async def get_job(
+    session: AsyncSession, job_order_id: str, *, for_update: bool = False
+) -> EquipmentJob:
+    return await get_by_key(
+        session,
+        EquipmentJob,
+        EquipmentJob.job_order_id,
+        job_order_id,
+        code="job.not_found",
+        what="job",
+        options=JOB_OPTIONS,
+        for_update=for_update,
+    )
+
+
+async def find_job(
+    session: AsyncSession, job_order_id: str, *, for_update: bool = True
+) -> EquipmentJob | None:
+    stmt = (
+        select(EquipmentJob).options(*JOB_OPTIONS).where(EquipmentJob.job_order_id == job_order_id)
+    )
+    if for_update:
+        stmt = stmt.with_for_update(key_share=True)
+    return (await session.scalars(stmt)).one_or_none()
+
+
+async def jobs_of_lot(session: AsyncSession, code: str) -> list[EquipmentJob]:
+    lot = await lots_service.get_lot(session, code)
+    return list(
+        await session.scalars(
+            select(EquipmentJob)
+            .options(*JOB_OPTIONS)
+            .where(EquipmentJob.lot_id == lot.id)
+            .order_by(EquipmentJob.id)
+        )
+    )
+
+
+async def open_jobs_of_tool(session: AsyncSession, equipment_id: int) -> list[EquipmentJob]:
+    """Jobs of a tool the MES has not finished with (requested, on the tool, or with a command)."""
+    return list(
+        await session.scalars(
+            select(EquipmentJob)
+            .options(*JOB_OPTIONS)
+            .where(
+                EquipmentJob.equipment_id == equipment_id,
+                EquipmentJob.status.not_in(sorted(states.FINAL)),
+            )
+            .order_by(EquipmentJob.id)
+        )
+    )
+
+
+async def request_job(
+    session: AsyncSession, code: str, data: s.JobRequest, *, principal: Principal, clock: Clock
+) -> EquipmentJob:
+    """Track the lot in and queue its job order for the tool's adapter (one transaction)."""
+    lot, tool, recipe = await lots_service.track_in(
+        session,
+        code,
+        TrackIn(tool=data.tool, version=data.version, step_sequence=data.step_sequence),
+        principal=principal,
+        clock=clock,
+    )
+    if not tool.opcua_endpoint:
+        raise RuleViolation(
+            "job.tool_not_connected",
+            f"tool {tool.code} has no OPC UA endpoint: track the lot in and out by hand",
+        )
+    assert lot.current_step_id is not None
+    sequence = await session.scalar(select(Step.sequence).where(Step.id == lot.current_step_id))
+    previous = await session.scalar(
+        select(func.count())
+        .select_from(EquipmentJob)
+        .where(EquipmentJob.lot_id == lot.id, EquipmentJob.step_id == lot.current_step_id)
+    )
+    attempt = int(previous or 0) + 1
+    job = EquipmentJob(
+        job_order_id=states.job_order_id(lot.code, int(sequence or 0), attempt),
+        fab_id=tool.fab_id,
+        equipment_id=tool.id,
+        lot_id=lot.id,
+        step_id=lot.current_step_id,
+        recipe_version_id=recipe.id,
+        attempt=attempt,
+        status=JobStatus.REQUESTED,
+        requested_by=principal.username,
+        requested_at=clock.now(),
+    )
+    session.add(job)
+    await session.flush()
+    return job
+
+
+async def request_command(
+    session: AsyncSession, job_order_id: str, command: JobCommand, *, actor: str
+) -> EquipmentJob:
+    """Ask the owning adapter to abort, pause or resume a job on its tool."""
+    job = await get_job(session, job_order_id, for_update=True)
+    if not states.command_allowed(job.status, command):
+        raise RuleViolation(
+            "job.command_not_allowed", f"job {job_order_id} is {job.status.value}: cannot {command}"
+        )
+    if job.status is JobStatus.REQUESTED and command is JobCommand.ABORT:
+        # Not sent yet: withdraw it here; the adapter never sees it.
+        job.status = JobStatus.ABORTED
+        job.last_error = f"withdrawn by {actor} before it was sent"
+        await session.flush()
+        return job
+    job.command = command
+    await session.flush()
+    return job
+
+
+# --- what the tool reports --------------------------------------------------------------------
+
+
+def _move(job: EquipmentJob, target: JobStatus) -> bool:
+    if job.status is target or not states.can_move(job.status, target):
+        return False
+    job.status = target
+    return True
+
+
+def mark_sent(job: EquipmentJob, *, by: str, at: datetime) -> bool:
+    """The outbox step: the adapter's intent to send, committed before the call to the tool."""
+    if job.status is not JobStatus.REQUESTED:
+        return False
+    job.status, job.sent_at, job.sent_by = JobStatus.SENT, at, by
+    return True
+
+
+def confirm_running(job: EquipmentJob, *, at: datetime, tool_state: str) -> bool:
+    """The tool runs the job: the track-in is confirmed."""
+    job.tool_state = tool_state
+    if not _move(job, JobStatus.RUNNING):
+        return False
+    job.started_at = job.started_at or at
+    return True
+
+
+def paused(job: EquipmentJob, *, tool_state: str) -> bool:
+    job.tool_state = tool_state
+    return _move(job, JobStatus.PAUSED)
+
+
+async def record_wafers(
+    session: AsyncSession, job: EquipmentJob, wafers: Sequence[WaferReport], at: datetime
+) -> None:
+    """Keep what the tool reported per wafer (end state, chamber, measurements)."""
+    if not wafers:
+        return
+    known = {
+        r.substrate_id: r
+        for r in await session.scalars(
+            select(JobWaferResult).where(JobWaferResult.job_id == job.id)
+        )
+    }
+    for w in wafers:
+        row = known.get(w.substrate_id)
+        measured = {"sites": list(w.measurements)} if w.measurements else None
+        if row is None:
+            row = JobWaferResult(
+                job_id=job.id,
+                fab_id=job.fab_id,
+                substrate_id=w.substrate_id,
+                slot=w.slot,
+                state=w.state,
+                chamber=w.chamber or None,
+                measurements=measured,
+                recorded_at=at,
+            )
+            session.add(row)
+            known[w.substrate_id] = row
+        else:
+            row.state, row.recorded_at = w.state, at
+            row.chamber = w.chamber or row.chamber
+            row.measurements = measured or row.measurements
+    await session.flush()
+
+
+async def store_process_values(
+    session: AsyncSession, job: EquipmentJob, buffer: ProcessValueBuffer
+) -> None:
+    existing = {
+        (r.substrate_id, r.name)
+        for r in await session.scalars(
+            select(ProcessValueSummary).where(ProcessValueSummary.job_id == job.id)
+        )
+    }
+    for (substrate, name), st in sorted(buffer.stats.items()):
+        if (substrate, name) in existing or not st.samples:
+            continue
+        assert st.first_at is not None
+        assert st.last_at is not None
+        session.add(
+            ProcessValueSummary(
+                job_id=job.id,
+                fab_id=job.fab_id,
+                substrate_id=substrate[:64],
+                name=name[:64],
+                samples=st.samples,
+                mean=st.mean,
+                minimum=st.minimum,
+                maximum=st.maximum,
+                first_at=st.first_at,
+                last_at=st.last_at,
+            )
+        )
+    await session.flush()
+
+
+def _lot_on_tool(job: EquipmentJob, lot: Lot) -> bool:
+    return lot.state == LotState.RUNNING and lot.equipment_id == job.equipment_id
+
+
+async def complete(
+    session: AsyncSession,
+    job: EquipmentJob,
+    result: JobResult,
+    *,
+    principal: Principal,
+    clock: Clock,
+) -> bool:
+    """The tool ended the job: track the lot out with the wafers processed and the measurements
+    (metrology results are recorded against the lot in its TRACK_OUT event)."""
+    now = clock.now()
+    if not _move(job, JobStatus.COMPLETED):
+        return False
+    job.tool_state = f"{result.state}/{result.substate}"
+    job.ended_at, job.wafers_processed, job.command = now, result.wafers_processed, None
+    await record_wafers(session, job, result.wafers, now)
+    lot = await session.get(Lot, job.lot_id, populate_existing=True)
+    assert lot is not None
+    if not _lot_on_tool(job, lot):
+        job.last_error = f"lot {lot.code} was no longer on the tool ({lot.state}): not tracked out"
+        await session.flush()
+        return True
+    measurements = [
+        Measurement(name=w.substrate_id[:64] or f"slot {w.slot}", values=list(w.measurements))
+        for w in result.wafers
+        if w.measurements
+    ][:100]
+    await lots_service.track_out(
+        session,
+        lot.code,
+        TrackOut(
+            wafers_processed=min(result.wafers_processed, lot.wafer_count),
+            measurements=measurements,
+        ),
+        principal=principal,
+        clock=clock,
+    )
+    return True
+
+
+async def end_without_run(
+    session: AsyncSession,
+    job: EquipmentJob,
+    target: JobStatus,
+    reason: str,
+    *,
+    hold: bool,
+    event_type: str,
+    principal: Principal,
+    clock: Clock,
+    result: JobResult | None = None,
+) -> bool:
+    """The job aborted, was cancelled, refused or lost: the lot goes back to its step
+    (on hold ``EQUIPMENT`` when ``hold``), and the lot history says why."""
+    now = clock.now()
+    if not _move(job, target):
+        return False
+    job.ended_at, job.last_error, job.command = now, reason, None
+    if result is not None:
+        job.tool_state = f"{result.state}/{result.substate}"
+        job.wafers_processed = result.wafers_processed
+        await record_wafers(session, job, result.wafers, now)
+    lot = await session.get(Lot, job.lot_id, populate_existing=True)
+    assert lot is not None
+    if _lot_on_tool(job, lot):
+        await lots_service.abort_run(
+            session,
+            lot.code,
+            event_type=event_type,
+            reason=f"job {job.job_order_id}: {reason}",
+            hold=hold,
+            actor=principal.username,
+            clock=clock,
+            details={"job_order_id": job.job_order_id},
+        )
+    await session.flush()
+    return True
+
+
+def job_read(job: EquipmentJob) -> s.JobRead:
+    return s.JobRead(
+        job_order_id=job.job_order_id,
+        lot=job.lot.code,
+        tool=job.equipment.code,
+        recipe=job.recipe_version.recipe.name,
+        recipe_version=job.recipe_version.version,
+        attempt=job.attempt,
+        status=job.status,
+        command=job.command,
+        requested_by=job.requested_by,
+        requested_at=job.requested_at,
+        sent_at=job.sent_at,
+        started_at=job.started_at,
+        ended_at=job.ended_at,
+        wafers_processed=job.wafers_processed,
+        tool_state=job.tool_state,
+        last_error=job.last_error,
+    )

@@ -1,0 +1,407 @@
+"""The adapter of one tool: connect, subscribe, resynchronise, apply events, send jobs.
+
+Life of a session (repeated with backoff until the adapter is stopped):
+
+1. connect and browse; subscribe to job, substrate and alarm events and to the watched
+   variables *before* reading anything, so nothing that happens meanwhile is missed;
+2. resynchronise before doing anything else: read the state variables (E10 from the item
+   state), call ConditionRefresh (alarms come back as events), and reconcile every job the MES
+   has on the tool by asking the tool for it by job order id;
+3. then apply events in arrival order, one transaction each, and carry out the outbox (send
+   requested jobs, operator commands) that the registry hands over.
+
+A staleness watchdog probes the server when nothing has arrived for a while: no answer →
+the session is dropped and rebuilt; an answer but still no notifications after
+``stale_s`` → the connection is published as ``stale``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from asyncua import ua
+from sqlalchemy import select
+from sqlalchemy.orm import selectinload
+
+from mes.clock import Clock
+from mes.db.engine import Database
+from mes.db.transaction import unit_of_work
+from mes.jobs.models import EquipmentJob
+from mes.jobs.states import JobCommand
+from mes.lots.models import Lot, Wafer
+from mes.lots.states import WaferState
+from mes.opcua import mapping
+from mes.opcua import service as opcua_service
+from mes.opcua.client import Security, ToolRefused, ToolSession
+from mes.opcua.model import ControlState
+from mes.opcua.models import ConnectionState
+from mes.opcua.service import ToolRef
+
+log = logging.getLogger(__name__)
+
+CONNECTION_ERRORS = (OSError, ConnectionError, TimeoutError, asyncio.TimeoutError, ua.UaError)
+
+
+@dataclass(frozen=True)
+class AdapterSettings:
+    owner: str
+    stale_s: float = 10.0
+    reconnect_min_s: float = 0.5
+    reconnect_max_s: float = 30.0
+    timeout_s: float = 10.0
+    publishing_ms: int = 200
+    aborted_hold: bool = True
+    alarm_rules: tuple[mapping.AlarmRule, ...] = mapping.DEFAULT_ALARM_RULES
+    security: Security = field(default_factory=Security)
+    process_values: bool = True
+
+
+@dataclass(frozen=True)
+class _JobToSend:
+    job_order_id: str
+    recipe_id: str
+    body: dict[str, Any]
+    checksum: str
+    document: str
+
+
+class ToolAdapter:
+    def __init__(
+        self, db: Database, tool: ToolRef, settings: AdapterSettings, clock: Clock
+    ) -> None:
+        self.db = db
+        self.tool = tool
+        self.settings = settings
+        self.clock = clock
+        self.state = ConnectionState.DISCONNECTED
+        self.last_event_at: datetime | None = None
+        self.last_error: str | None = None
+        self.applied = 0
+        self.latencies: list[float] = []  # event receipt → commit, seconds (for the bench)
+        self.work: asyncio.Queue[str] = asyncio.Queue()  # job order ids with outbox work
+        self._events: asyncio.Queue[mapping.ToolEvent] = asyncio.Queue()
+        self._values: dict[str, Any] = {}
+        self._pv: dict[str, mapping.ProcessValueBuffer] = {}
+        self._session: ToolSession | None = None
+        self._pending_work: set[str] = set()
+
+    # --- life cycle -----------------------------------------------------------------------
+    async def run(self) -> None:
+        backoff = self.settings.reconnect_min_s
+        while True:
+            try:
+                await self._run_session()
+                backoff = self.settings.reconnect_min_s
+            except (asyncio.CancelledError, LeaseLost):
+                await self._publish_quietly()
+                raise
+            except Exception as exc:
+                self.last_error = f"{type(exc).__name__}: {exc}"[:2000]
+                log.info("%s: session ended: %s", self.tool.code, self.last_error)
+                await self._publish(ConnectionState.DISCONNECTED, self.last_error)
+            await asyncio.sleep(backoff * (0.8 + 0.4 * random.random()))
+            backoff = min(backoff * 2, self.settings.reconnect_max_s)
+
+    async def _publish_quietly(self) -> None:
+        with contextlib.suppress(Exception):
+            await asyncio.shield(self._publish(ConnectionState.DISCONNECTED))
+
+    def submit(self, job_order_id: str) -> None:
+        """The registry found outbox work for this tool (a requested job or a command)."""
+        if job_order_id not in self._pending_work:
+            self._pending_work.add(job_order_id)
+            self.work.put_nowait(job_order_id)
+
+    async def _publish(self, state: ConnectionState, error: str | None = None) -> None:
+        if state is self.state and error is None:
+            return
+        self.state = state
+        try:
+            async with unit_of_work(self.db) as session:
+                await opcua_service.publish_connection(
+                    session, self.tool.id, self.settings.owner, state, self.clock.now(), error
+                )
+        except Exception:
+            log.exception("%s: could not publish connection state", self.tool.code)
+
+    async def _run_session(self) -> None:
+        await self._publish(ConnectionState.CONNECTING)
+        self._events = asyncio.Queue()
+        session = ToolSession(
+            self.tool.endpoint,
+            self.tool.code,
+            self._events,
+            timeout=self.settings.timeout_s,
+            security=self.settings.security,
+            publishing_ms=self.settings.publishing_ms,
+            process_values=self.settings.process_values,
+        )
+        self._session = session
+        try:
+            await asyncio.wait_for(session.connect(), self.settings.timeout_s)
+            await session.subscribe()
+            await self._resync(session)
+            await self._publish(ConnectionState.CONNECTED)
+            await self._loop(session)
+        finally:
+            self._session = None
+            await session.close()
+
+    # --- resynchronisation ----------------------------------------------------------------
+    async def _resync(self, session: ToolSession) -> None:
+        self._values = await session.snapshot()
+        await self._apply(
+            mapping.ValueChange("ItemState", self._values.get("ItemState"), self.clock.now())
+        )
+        await session.condition_refresh()
+        async with unit_of_work(self.db, write=False) as db_session:
+            open_jobs = await opcua_service.open_job_ids(db_session, self.tool.id)
+        for job_order_id, _status in open_jobs:
+            found = await session.job_response(job_order_id)
+            async with unit_of_work(self.db) as db_session:
+                opcua_service.bind_adapter(
+                    db_session, self.tool, "opcua.reconcile", self.clock.now()
+                )
+                if not await opcua_service.owns(
+                    db_session, self.tool.id, self.settings.owner, self.clock.now()
+                ):
+                    raise LeaseLost(self.tool.code)
+                outcome = await opcua_service.reconcile_job(
+                    db_session,
+                    self.tool,
+                    job_order_id,
+                    found,
+                    clock=self.clock,
+                    aborted_hold=self.settings.aborted_hold,
+                )
+            log.info("%s: reconciled %s: %s", self.tool.code, job_order_id, outcome)
+        # Anything requested meanwhile (or before a restart) is outbox work again.
+        async with unit_of_work(self.db, write=False) as db_session:
+            for job in await opcua_service.work_for_tool(db_session, self.tool.id):
+                self.submit(job.job_order_id)
+
+    # --- main loop ------------------------------------------------------------------------
+    async def _loop(self, session: ToolSession) -> None:
+        loop = asyncio.get_running_loop()
+        probe_every = max(min(self.settings.stale_s / 3, 2.0), 0.2)
+        while True:
+            if session.failed is not None:
+                raise session.failed
+            drained = 0
+            while not self._events.empty() and drained < 500:
+                await self._apply(self._events.get_nowait())
+                drained += 1
+            while not self.work.empty():
+                job_order_id = self.work.get_nowait()
+                self._pending_work.discard(job_order_id)
+                await self._do_work(session, job_order_id)
+            if drained:
+                continue
+            quiet = loop.time() - session.last_message_at
+            if quiet > probe_every:
+                await session.probe(self.settings.timeout_s)  # raises if the server is gone
+                state = (
+                    ConnectionState.STALE
+                    if quiet > self.settings.stale_s
+                    else ConnectionState.CONNECTED
+                )
+                await self._publish(state)
+            elif self.state is ConnectionState.STALE:
+                await self._publish(ConnectionState.CONNECTED)
+            # Wait for the next event or piece of work, whichever comes first.
+            getter = asyncio.ensure_future(self._events.get())
+            worker = asyncio.ensure_future(self.work.get())
+            done, pending = await asyncio.wait(
+                {getter, worker}, timeout=probe_every, return_when=asyncio.FIRST_COMPLETED
+            )
+            for task in pending:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+            if getter in done:
+                await self._apply(getter.result())
+            if worker in done:
+                job_order_id = worker.result()
+                self._pending_work.discard(job_order_id)
+                await self._do_work(session, job_order_id)
+
+    # --- applying events --------------------------------------------------------------------
+    async def _apply(self, event: mapping.ToolEvent) -> None:
+        received = asyncio.get_running_loop().time()
+        if isinstance(event, mapping.ValueChange) and not self._on_value(event):
+            return
+        self.last_event_at = self.clock.now()
+        async with unit_of_work(self.db) as session:
+            now = self.clock.now()
+            opcua_service.bind_adapter(session, self.tool, "opcua.tool_event", now)
+            if not await opcua_service.owns(session, self.tool.id, self.settings.owner, now):
+                raise LeaseLost(self.tool.code)
+            if isinstance(event, mapping.JobEvent):
+                pv = self._pv.get(event.job_order_id)
+                outcome = await opcua_service.apply_job_event(
+                    session,
+                    self.tool,
+                    event,
+                    clock=self.clock,
+                    aborted_hold=self.settings.aborted_hold,
+                    pv=pv,
+                )
+            elif isinstance(event, mapping.SubstrateEvent):
+                outcome = await opcua_service.apply_substrate_event(
+                    session, self.tool, event, clock=self.clock
+                )
+            elif isinstance(event, mapping.AlarmEvent):
+                outcome = await opcua_service.apply_alarm(
+                    session, self.tool, event, rules=self.settings.alarm_rules, clock=self.clock
+                )
+            else:
+                outcome = await opcua_service.apply_item_state(
+                    session, self.tool, str(event.value), clock=self.clock
+                )
+        if isinstance(event, mapping.JobEvent) and event.state in ("Ended", "Aborted"):
+            self._pv.pop(event.job_order_id, None)
+        if isinstance(event, mapping.AlarmEvent) and "abort" in outcome:
+            await self._queue_open_commands()
+        self.applied += 1
+        self.latencies.append(asyncio.get_running_loop().time() - received)
+        if len(self.latencies) > 100_000:
+            del self.latencies[:50_000]
+        log.debug("%s: %s -> %s", self.tool.code, type(event).__name__, outcome)
+
+    def _on_value(self, change: mapping.ValueChange) -> bool:
+        """Keep a value; True if it needs a transaction (only the item state does).
+
+        Process values are summarised in memory per job and wafer and written when the job
+        ends, in the transaction of its end event: one write per job, not one per sample.
+        """
+        self._values[change.name] = change.value
+        if change.name == "ItemState":
+            return True
+        if change.name in mapping_process_values():
+            job = self._values.get("CurrentJobOrderId") or ""
+            if job and isinstance(change.value, int | float):
+                buffer = self._pv.setdefault(job, mapping.ProcessValueBuffer())
+                buffer.add(
+                    str(self._values.get("CurrentSubstrateId") or ""),
+                    change.name,
+                    float(change.value),
+                    self.clock.now(),
+                )
+            self.applied += 1
+        return False
+
+    async def _queue_open_commands(self) -> None:
+        async with unit_of_work(self.db, write=False) as session:
+            for job in await opcua_service.work_for_tool(session, self.tool.id):
+                self.submit(job.job_order_id)
+
+    # --- outbox -----------------------------------------------------------------------------
+    async def _do_work(self, session: ToolSession, job_order_id: str) -> None:
+        async with unit_of_work(self.db, write=False) as db_session:
+            job = (
+                await db_session.scalars(
+                    select(EquipmentJob).where(EquipmentJob.job_order_id == job_order_id)
+                )
+            ).one_or_none()
+            if job is None:
+                return
+            status, command = job.status.value, job.command
+        if status == "requested":
+            await self._send(session, job_order_id)
+        elif command is not None:
+            await self._command(session, job_order_id, command)
+
+    async def _send(self, session: ToolSession, job_order_id: str) -> None:
+        # 1. The intent, committed before anything reaches the tool.
+        async with unit_of_work(self.db) as db_session:
+            now = self.clock.now()
+            opcua_service.bind_adapter(db_session, self.tool, "opcua.send_job", now)
+            job = await opcua_service.claim_send(
+                db_session, self.tool, job_order_id, self.settings.owner, now
+            )
+            if job is None:
+                return
+            order = await _job_to_send(db_session, job)
+        # 2. The calls. A Bad status is a definite refusal (the job fails, the lot goes back);
+        # a lost connection leaves the job ``sent`` for reconciliation to settle.
+        try:
+            control = await session.read("ControlState")
+            if control != ControlState.ONLINE_REMOTE:
+                raise ToolRefused(f"tool.not_remote: the tool is {control}, not OnlineRemote")
+            held = await session.recipe_checksums()
+            if order.recipe_id not in held:
+                await session.download_recipe(order.recipe_id, order.body, order.checksum)
+            reported = await session.recipe_checksum(order.recipe_id)
+            if reported.lower() != order.checksum.lower():
+                raise ToolRefused(
+                    f"recipe.checksum_mismatch: tool reports {reported} for {order.recipe_id}, "
+                    f"the approved version has {order.checksum}; job not started"
+                )
+            await session.select_recipe(order.recipe_id)
+            await session.store_and_start(order.document, f"MES job {job_order_id}")
+        except ToolRefused as exc:
+            log.warning("%s: job %s refused: %s", self.tool.code, job_order_id, exc)
+            async with unit_of_work(self.db) as db_session:
+                opcua_service.bind_adapter(
+                    db_session, self.tool, "opcua.job_refused", self.clock.now()
+                )
+                await opcua_service.fail_job(
+                    db_session, self.tool, job_order_id, str(exc), clock=self.clock
+                )
+
+    async def _command(self, session: ToolSession, job_order_id: str, command: JobCommand) -> None:
+        method = {JobCommand.ABORT: "Abort", JobCommand.PAUSE: "Pause", JobCommand.RESUME: "Resume"}
+        error = None
+        try:
+            await session.job_command(method[command], job_order_id, "MES request")
+        except ToolRefused as exc:
+            error = f"{command.value} refused: {exc}"
+        async with unit_of_work(self.db) as db_session:
+            opcua_service.bind_adapter(db_session, self.tool, "opcua.job_command", self.clock.now())
+            await opcua_service.clear_command(db_session, job_order_id, error)
+
+
+class LeaseLost(Exception):
+    """The adapter no longer holds the tool's lease: stop acting on the tool."""
+
+
+def mapping_process_values() -> frozenset[str]:
+    from mes.opcua.model import PROCESS_VALUES
+
+    return frozenset(PROCESS_VALUES)
+
+
+async def _job_to_send(session: Any, job: EquipmentJob) -> _JobToSend:
+    lot = (
+        await session.scalars(
+            select(Lot)
+            .options(selectinload(Lot.wafers), selectinload(Lot.carrier))
+            .where(Lot.id == job.lot_id)
+        )
+    ).one()
+    version = job.recipe_version
+    recipe_id = mapping.tool_recipe_id(version.recipe.name, version.version)
+    wafers = sorted((w.slot, w.scribe_id) for w in lot.wafers if _active_wafer(w))
+    return _JobToSend(
+        job_order_id=job.job_order_id,
+        recipe_id=recipe_id,
+        body=dict(version.body),
+        checksum=version.checksum,
+        document=mapping.job_order_document(
+            job.job_order_id,
+            recipe_id,
+            lot.code,
+            lot.carrier.code if lot.carrier is not None else None,
+            wafers,
+        ),
+    )
+
+
+def _active_wafer(wafer: Wafer) -> bool:
+    return wafer.state == WaferState.ACTIVE

@@ -1,0 +1,331 @@
+"""Pure mapping between what a tool says over OPC UA and what the MES does about it.
+
+Models: OPC 40001-1 MachineryItemState and SEMI E30 control state onto SEMI E10 equipment
+states; ISA-95 job order states (OPC 10031-4) with their E40 outcome onto the MES's job life
+cycle (``mes.jobs.states``); tool alarms onto actions by a configurable table. No I/O here (a
+test forbids sqlalchemy, fastapi and asyncua imports), so every rule is unit-tested alone.
+"""
+
+from __future__ import annotations
+
+import enum
+import fnmatch
+import json
+import zlib
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from mes.equipment.states import DEFAULT_SUBSTATE, E10State
+from mes.opcua.model import JobState, JobSubstate, MachineryItemState
+
+# --- E10 -------------------------------------------------------------------------------------
+
+ALARM_SUBSTATE = "UDT.ALARM"
+# Down states the tool itself caused (or the MES put on it for the tool's silence): the tool's
+# own report that it is fine again ends them. Everything else people set (PM, engineering,
+# non-scheduled time, repairs) stays until people change it.
+TOOL_CAUSED = frozenset({ALARM_SUBSTATE, "UDT.NO_SIGNAL"})
+
+
+@dataclass(frozen=True)
+class E10Target:
+    state: E10State
+    substate: str
+    reason: str
+
+
+def e10_transition(
+    item_state: str, current_state: E10State, current_substate: str
+) -> E10Target | None:
+    """The E10 change the tool's MachineryItemState calls for, or None.
+
+    OutOfService → UDT.ALARM (from any up state). Executing and NotExecuting end a down state
+    the tool caused (UDT.ALARM, UDT.NO_SIGNAL): Executing → PRD, NotExecuting → SBY. SBY↔PRD
+    otherwise follows track-in and track-out, not the tool: a tool is PRD from the track-in on,
+    before it starts executing, and between wafers it may briefly report NotExecuting.
+    NotAvailable (no information) changes nothing.
+    """
+    try:
+        state = MachineryItemState(item_state)
+    except ValueError:
+        return None
+    if state is MachineryItemState.OUT_OF_SERVICE:
+        if current_state in (E10State.PRD, E10State.SBY, E10State.ENG) or (
+            current_substate == "UDT.NO_SIGNAL"
+        ):
+            return E10Target(E10State.UDT, ALARM_SUBSTATE, "tool reports OutOfService")
+        return None
+    if current_substate not in TOOL_CAUSED:
+        return None
+    if state is MachineryItemState.EXECUTING:
+        return E10Target(E10State.PRD, DEFAULT_SUBSTATE[E10State.PRD], "tool executing again")
+    if state is MachineryItemState.NOT_EXECUTING:
+        return E10Target(E10State.SBY, DEFAULT_SUBSTATE[E10State.SBY], "tool available again")
+    return None
+
+
+# --- jobs ------------------------------------------------------------------------------------
+
+
+class JobAction(enum.StrEnum):
+    NONE = "none"  # stored, waiting: nothing for the MES to do
+    CONFIRM = "confirm"  # Running: the track-in is confirmed
+    PAUSED = "paused"  # Interrupted (Pause or a breaking alarm)
+    COMPLETE = "complete"  # Ended Completed/Stopped: track the lot out with the wafers done
+    CANCELLED = "cancelled"  # Ended Cancelled before it started: the lot goes back, untouched
+    ABORT = "abort"  # Aborted: wafers in process were aborted; lot back to its step (hold)
+
+
+def job_action(state: str, substate: str) -> JobAction:
+    """What a job status event (ISA-95 JobState + E40 outcome) asks of the MES."""
+    if state == JobState.RUNNING:
+        return JobAction.CONFIRM
+    if state == JobState.INTERRUPTED:
+        return JobAction.PAUSED
+    if state == JobState.ABORTED:
+        return JobAction.ABORT
+    if state == JobState.ENDED:
+        if substate == JobSubstate.CANCELLED:
+            return JobAction.CANCELLED
+        return JobAction.COMPLETE
+    return JobAction.NONE
+
+
+def event_key(tool: str, job_order_id: str, state: str, sequence: int | str) -> str:
+    """Idempotency key of a tool event, from the tool's own ids: a duplicated or replayed event
+    carries the same job, state and Sequence, so it maps to the same key and is applied once."""
+    return f"{tool}:{job_order_id}:{state}:{sequence}"[:128]
+
+
+@dataclass(frozen=True)
+class WaferReport:
+    substrate_id: str
+    slot: int
+    state: str
+    chamber: str
+    measurements: tuple[float, ...]
+
+
+@dataclass(frozen=True)
+class JobResult:
+    state: str
+    substate: str
+    wafers_processed: int
+    wafers: tuple[WaferReport, ...]
+
+
+def parse_job_response(text: str) -> JobResult:
+    """A JobResponse JSON (as the tool sends it in events and RequestJobResponseByJobOrderID)."""
+    data: Any = json.loads(text or "{}")
+    if not isinstance(data, dict):
+        raise ValueError("job response is not a JSON object")
+    wafers = tuple(
+        WaferReport(
+            substrate_id=str(w.get("SubstrateID", "")),
+            slot=int(w.get("Slot", 0)),
+            state=str(w.get("State", "")),
+            chamber=str(w.get("Chamber", "")),
+            measurements=tuple(float(v) for v in w.get("Measurements") or ()),
+        )
+        for w in data.get("Wafers") or ()
+        if isinstance(w, dict)
+    )
+    return JobResult(
+        state=str(data.get("JobState", "")),
+        substate=str(data.get("JobSubstate", "")),
+        wafers_processed=int(data.get("WafersProcessed", 0)),
+        wafers=wafers,
+    )
+
+
+def tool_recipe_id(recipe_name: str, version: int) -> str:
+    """The recipe id a version is downloaded under: name and version, so a tool can hold
+    several versions and the MES can tell which one it selects."""
+    return f"{recipe_name}@{version}"
+
+
+def job_order_document(
+    job_order_id: str,
+    recipe_id: str,
+    lot_code: str,
+    carrier: str | None,
+    wafers: Sequence[tuple[int, str]],
+) -> str:
+    """The JobOrder JSON of StoreAndStart (``model`` documents the shape): slots and scribe
+    ids of the lot's wafers."""
+    return json.dumps(
+        {
+            "JobOrderID": job_order_id,
+            "WorkMasterID": recipe_id,
+            "Lots": [
+                {
+                    "LotID": lot_code,
+                    "CarrierID": carrier or "",
+                    "Slots": [slot for slot, _ in wafers],
+                    "SubstrateIDs": [scribe for _, scribe in wafers],
+                }
+            ],
+        },
+        separators=(",", ":"),
+    )
+
+
+# --- alarms ----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class AlarmRule:
+    """What to do when an alarm whose code matches ``pattern`` (fnmatch) is raised.
+
+    ``breaking`` restricts the rule to breaking (True) or non-breaking (False) alarms; None
+    matches both. ``min_severity`` likewise. The first matching rule wins.
+    """
+
+    pattern: str = "*"
+    breaking: bool | None = None
+    min_severity: int = 0
+    udt: bool = False  # put the tool into UDT.ALARM
+    abort_job: bool = False  # abort the running job on the tool (its lot goes back to its step)
+    hold_lot: bool = False  # hold the lot on the tool (code EQUIPMENT)
+
+
+# Default: a breaking alarm takes the tool down and aborts the job, whose lot goes back to its
+# step on hold (the wafers in process were aborted); other alarms are only recorded.
+DEFAULT_ALARM_RULES: tuple[AlarmRule, ...] = (
+    AlarmRule(pattern="*", breaking=True, udt=True, abort_job=True, hold_lot=True),
+)
+
+
+def parse_alarm_rules(text: str | None) -> tuple[AlarmRule, ...]:
+    """Rules from a JSON list of objects with AlarmRule's fields (``MES_ALARM_RULES``)."""
+    if not text:
+        return DEFAULT_ALARM_RULES
+    data = json.loads(text)
+    if not isinstance(data, list):
+        raise ValueError("alarm rules must be a JSON list")
+    fields = set(AlarmRule.__dataclass_fields__)
+    rules = []
+    for item in data:
+        if not isinstance(item, dict) or not set(item) <= fields:
+            raise ValueError(f"bad alarm rule {item!r}: fields are {sorted(fields)}")
+        rules.append(AlarmRule(**item))
+    return tuple(rules)
+
+
+def alarm_rule(
+    code: str, *, breaking: bool, severity: int, rules: Sequence[AlarmRule]
+) -> AlarmRule | None:
+    for rule in rules:
+        if rule.breaking is not None and rule.breaking != breaking:
+            continue
+        if severity < rule.min_severity or not fnmatch.fnmatchcase(code, rule.pattern):
+            continue
+        return rule
+    return None
+
+
+# --- process values --------------------------------------------------------------------------
+
+
+@dataclass
+class ValueStats:
+    samples: int = 0
+    total: float = 0.0
+    minimum: float = float("inf")
+    maximum: float = float("-inf")
+    first_at: datetime | None = None
+    last_at: datetime | None = None
+
+    def add(self, value: float, at: datetime) -> None:
+        self.samples += 1
+        self.total += value
+        self.minimum = min(self.minimum, value)
+        self.maximum = max(self.maximum, value)
+        self.first_at = self.first_at or at
+        self.last_at = at
+
+    @property
+    def mean(self) -> float:
+        return self.total / self.samples if self.samples else 0.0
+
+
+@dataclass
+class ProcessValueBuffer:
+    """Process values of one job, summarised per wafer (the substrate the tool reported in
+    process when the sample came) and over the whole job (substrate "").
+
+    On cluster tools several wafers are in process at once and the tool reports one current
+    substrate: the per-wafer split is then approximate; the job-level summary is exact.
+    """
+
+    stats: dict[tuple[str, str], ValueStats] = field(default_factory=dict)
+
+    def add(self, substrate_id: str, name: str, value: float, at: datetime) -> None:
+        for key in {(substrate_id, name), ("", name)}:
+            self.stats.setdefault(key, ValueStats()).add(value, at)
+
+
+# --- sharding --------------------------------------------------------------------------------
+
+
+def parse_shard(text: str) -> tuple[int, int]:
+    """``"0/2"`` → (0, 2): this adapter takes the tools whose shard is 0 of 2."""
+    index, _, count = text.partition("/")
+    i, n = int(index), int(count or "1")
+    if n < 1 or not 0 <= i < n:
+        raise ValueError(f"shard {text!r} is not i/n with 0 <= i < n")
+    return i, n
+
+
+def shard_of(tool_code: str, shards: int) -> int:
+    """A stable shard for a tool (CRC-32 of its code: the same in every process and release)."""
+    return zlib.crc32(tool_code.encode()) % shards
+
+
+# --- what a tool sends (plain data, filled in by the client) ---------------------------------
+
+
+@dataclass(frozen=True)
+class JobEvent:
+    job_order_id: str
+    state: str
+    substate: str
+    response: str
+    sequence: int
+    at: datetime
+
+
+@dataclass(frozen=True)
+class SubstrateEvent:
+    job_order_id: str
+    lot_id: str
+    substrate_id: str
+    slot: int
+    chamber: str
+    state: str
+    measurements: tuple[float, ...]
+    sequence: int
+    at: datetime
+
+
+@dataclass(frozen=True)
+class AlarmEvent:
+    code: str
+    text: str
+    severity: int
+    breaking: bool
+    active: bool
+    acked: bool
+    at: datetime
+
+
+@dataclass(frozen=True)
+class ValueChange:
+    name: str  # browse name of the variable (CurrentState of the item state is "ItemState")
+    value: Any
+    at: datetime
+
+
+ToolEvent = JobEvent | SubstrateEvent | AlarmEvent | ValueChange

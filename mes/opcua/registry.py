@@ -1,0 +1,155 @@
+"""The tools one adapter process serves: leases, take-over, and the outbox poll.
+
+Every ``lease_ttl_s / 3`` the registry lists the tools of its fab and shard, renews the leases
+it holds, takes free or expired ones (a dead adapter's tools come over within one TTL) and
+stops the adapters of tools whose lease it lost. Every ``poll_s`` one query finds outbox work
+(requested jobs, operator commands) for all its tools and hands it to their adapters.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import socket
+import uuid
+from datetime import timedelta
+
+from sqlalchemy import select
+
+from mes.clock import Clock
+from mes.db.engine import Database
+from mes.db.transaction import unit_of_work
+from mes.jobs.models import EquipmentJob
+from mes.jobs.states import JobStatus
+from mes.opcua import service as opcua_service
+from mes.opcua.adapter import AdapterSettings, ToolAdapter
+from mes.opcua.service import ToolRef
+
+log = logging.getLogger(__name__)
+
+
+def default_owner() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
+
+
+class AdapterRegistry:
+    def __init__(
+        self,
+        db: Database,
+        clock: Clock,
+        settings: AdapterSettings,
+        *,
+        fab: str | None = None,
+        shard: tuple[int, int] = (0, 1),
+        lease_ttl_s: float = 15.0,
+        poll_s: float = 0.5,
+    ) -> None:
+        self.db = db
+        self.clock = clock
+        self.settings = settings
+        self.fab = fab
+        self.shard = shard
+        self.ttl = timedelta(seconds=lease_ttl_s)
+        self.poll_s = poll_s
+        self.adapters: dict[int, ToolAdapter] = {}
+        self.tasks: dict[int, asyncio.Task[None]] = {}
+        self._stopping = False
+
+    @property
+    def owner(self) -> str:
+        return self.settings.owner
+
+    async def run(self) -> None:
+        """Serve until cancelled; releases the leases on the way out."""
+        loop = asyncio.get_running_loop()
+        next_lease = 0.0
+        try:
+            while True:
+                if loop.time() >= next_lease:
+                    try:
+                        await self.refresh()
+                    except Exception:
+                        log.exception("lease refresh failed; retrying")
+                    next_lease = loop.time() + self.ttl.total_seconds() / 3
+                try:
+                    await self.poll_outbox()
+                except Exception:
+                    log.exception("outbox poll failed; retrying")
+                self._reap()
+                await asyncio.sleep(self.poll_s)
+        finally:
+            await self.stop()
+
+    async def refresh(self) -> None:
+        now = self.clock.now()
+        async with unit_of_work(self.db) as session:
+            last = {i: a.last_event_at for i, a in self.adapters.items() if a.last_event_at}
+            held = await opcua_service.renew(
+                session, self.owner, self.adapters, now, self.ttl, last
+            )
+            tools = await opcua_service.tools_to_serve(session, fab=self.fab, shard=self.shard)
+        for lost in set(self.adapters) - held:
+            log.warning(
+                "lease of tool %s lost: stopping its adapter", self.adapters[lost].tool.code
+            )
+            await self._stop_adapter(lost)
+        for tool in tools:
+            if tool.id in self.adapters:
+                continue
+            async with unit_of_work(self.db) as session:
+                taken = await opcua_service.acquire(session, tool.id, self.owner, now, self.ttl)
+            if taken:
+                self._start_adapter(tool)
+
+    def _start_adapter(self, tool: ToolRef) -> None:
+        adapter = ToolAdapter(self.db, tool, self.settings, self.clock)
+        self.adapters[tool.id] = adapter
+        self.tasks[tool.id] = asyncio.create_task(adapter.run(), name=f"adapter-{tool.code}")
+        log.info("%s: serving tool %s at %s", self.owner, tool.code, tool.endpoint)
+
+    async def _stop_adapter(self, equipment_id: int) -> None:
+        task = self.tasks.pop(equipment_id, None)
+        self.adapters.pop(equipment_id, None)
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+
+    def _reap(self) -> None:
+        """An adapter task that ended (lease lost mid-event) gives the tool up until the next
+        refresh takes it again if the lease is still ours."""
+        for equipment_id, task in list(self.tasks.items()):
+            if task.done():
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    task.result()
+                self.tasks.pop(equipment_id, None)
+                self.adapters.pop(equipment_id, None)
+
+    async def poll_outbox(self) -> None:
+        if not self.adapters:
+            return
+        async with unit_of_work(self.db, write=False) as session:
+            rows = (
+                await session.execute(
+                    select(EquipmentJob.equipment_id, EquipmentJob.job_order_id).where(
+                        EquipmentJob.equipment_id.in_(list(self.adapters)),
+                        (EquipmentJob.status == JobStatus.REQUESTED)
+                        | EquipmentJob.command.is_not(None),
+                    )
+                )
+            ).all()
+        for equipment_id, job_order_id in rows:
+            adapter = self.adapters.get(equipment_id)
+            if adapter is not None:
+                adapter.submit(job_order_id)
+
+    async def stop(self) -> None:
+        ids = list(self.adapters)
+        for equipment_id in ids:
+            await self._stop_adapter(equipment_id)
+        if ids:
+            with contextlib.suppress(Exception):
+                async with unit_of_work(self.db) as session:
+                    await opcua_service.release(session, self.owner, ids, self.clock.now())

@@ -1,0 +1,55 @@
+"""A lot runs a whole route on simulated tools, tracked in and out by the adapter alone."""
+
+from __future__ import annotations
+
+from sqlalchemy import func, select
+
+from mes.db.transaction import unit_of_work
+from mes.jobs.models import JobWaferResult, ProcessValueSummary
+from mes.lots.models import LotEvent
+
+from .conftest import ROUTE, TOOLS, Fab, wait_for
+
+
+async def test_a_lot_runs_its_whole_route_through_the_adapter(fab: Fab) -> None:
+    for code in TOOLS:
+        await fab.start_sim(code)
+    fab.start_adapter()
+    for code in TOOLS:
+        await wait_for(lambda code=code: _connected(fab, code), f"{code} connected", within=20)
+    lot = await fab.start_lot(wafers=5)
+    for sequence, _op, _group, _recipe, tool in ROUTE:
+        job = await fab.request_job(lot, tool)
+        assert job["status"] == "requested"
+        assert job["job_order_id"] == f"{lot}-{sequence}-1"
+        done = await fab.wait_job(job["job_order_id"], "completed", "failed", "aborted")
+        assert done["status"] == "completed", done
+        assert done["wafers_processed"] == 5
+        sim_jobs = fab.sims[tool].tool.jobs
+        assert list(sim_jobs) == [job["job_order_id"]]  # sent once
+    detail = await fab.lot(lot)
+    assert detail["state"] == "Completed"
+    history = await fab.history(lot)
+    kinds = [e["event_type"] for e in history]
+    assert kinds.count("TRACK_IN") == 4
+    assert kinds.count("TRACK_OUT") == 4
+    outs = [e for e in history if e["event_type"] == "TRACK_OUT"]
+    assert all(e["actor"].startswith("opcua:") for e in outs)
+    # The metrology step's measurements are recorded against the lot.
+    measured = [e for e in outs if e["after"].get("measurements")]
+    assert measured
+    assert len(measured[0]["after"]["measurements"]) == 5
+    async with unit_of_work(fab.db, write=False) as session:
+        wafers = await session.scalar(select(func.count()).select_from(JobWaferResult))
+        pvs = await session.scalar(select(func.count()).select_from(ProcessValueSummary))
+        events = await session.scalar(select(func.count()).select_from(LotEvent))
+    assert wafers == 20
+    assert (pvs or 0) > 0
+    assert events
+    connection = await fab.connection("T1-DEP01")
+    assert connection["state"] in ("connected", "stale")
+    assert connection["owner"] == "adapter-a"
+
+
+async def _connected(fab: Fab, code: str) -> bool:
+    return (await fab.connection(code))["state"] == "connected"
