@@ -171,6 +171,7 @@ class SimServer:
         self._recoveries: list[tuple[float, str, Callable[[], Awaitable[None]]]] = []
         self._fault_task: asyncio.Task[None] | None = None
         self._restarting = False
+        self.restarts = 0
         self._server_stopped = False
         self.shelf_dir = shelf_dir
         self.tick_s = tick_s
@@ -1027,6 +1028,7 @@ class SimServer:
             self._silent_until = None
             self._load_state()
             await self._start_server()
+            self.restarts += 1
         finally:
             self._restarting = False
 
