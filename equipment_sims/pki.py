@@ -20,6 +20,7 @@ import logging
 import os
 import shutil
 import socket
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from pathlib import Path
@@ -27,6 +28,7 @@ from pathlib import Path
 from asyncua import ua
 from asyncua.common.utils import ServiceError
 from asyncua.crypto import cert_gen
+from asyncua.crypto.security_policies import SecurityPolicyNone
 from asyncua.crypto.truststore import TrustStore
 from asyncua.crypto.validator import CertificateValidator, CertificateValidatorOptions
 from cryptography import x509
@@ -97,24 +99,41 @@ class Pki:
         shutil.copyfile(certificate, target)
         return target
 
-    def validator(self) -> TrustListValidator:
-        return TrustListValidator(self)
+    def validator(
+        self, channel_policy: Callable[[], str | None] = lambda: None
+    ) -> TrustListValidator:
+        return TrustListValidator(self, channel_policy)
+
+    def has_trusted(self) -> bool:
+        return self.trusted.is_dir() and any(
+            p.suffix.lower() in (".der", ".pem") for p in self.trusted.iterdir()
+        )
 
 
 class TrustListValidator:
     """asyncua's certificate-validation hook: full checks plus the trust list, read afresh
-    for every session; a refused certificate is kept in ``rejected/``."""
+    for every session; a refused certificate is kept in ``rejected/``.
 
-    def __init__(self, pki: Pki) -> None:
+    ``channel_policy`` tells the security policy URI of the secure channel the session is
+    created on, when known: on a SecurityPolicy None channel the client certificate is ignored
+    (OPC UA Part 4, CreateSession), as some clients (node-opcua, UaExpert) always send one.
+    """
+
+    def __init__(self, pki: Pki, channel_policy: Callable[[], str | None]) -> None:
         self.pki = pki
+        self.channel_policy = channel_policy
 
     async def __call__(self, cert: x509.Certificate, app: ua.ApplicationDescription) -> None:
-        store = TrustStore([self.pki.trusted], [])
-        await store.load()
+        if self.channel_policy() == SecurityPolicyNone.URI:
+            return
         options = (
             CertificateValidatorOptions.TRUSTED_VALIDATION | CertificateValidatorOptions.PEER_CLIENT
         )
         try:
+            if not self.pki.has_trusted():  # TrustStore cannot be empty
+                raise ServiceError(ua.StatusCodes.BadCertificateUntrusted)
+            store = TrustStore([self.pki.trusted], [])
+            await store.load()
             await CertificateValidator(options, store).validate(cert, app)
         except ServiceError:
             der = cert.public_bytes(serialization.Encoding.DER)

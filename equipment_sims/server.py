@@ -227,7 +227,7 @@ class SimServer:
             )
             await server.load_certificate(str(cert))
             await server.load_private_key(str(key))
-            server.set_certificate_validator(self.pki.validator())
+            server.set_certificate_validator(self.pki.validator(self._channel_policy))
         server.set_security_policy(self.security.policies())
         await self._build()
         self.tool.advance(self.clock.now())
@@ -251,6 +251,17 @@ class SimServer:
         if self._scratch_state is not None:
             shutil.rmtree(self._scratch_state.parent, ignore_errors=True)
             self._scratch_state = None
+
+    def _channel_policy(self) -> str | None:
+        """The security policy URI of the connection whose request is being served (asyncua
+        serves each connection's requests in a task of its own), or None if unknown."""
+        bserver = self.server.bserver
+        task = asyncio.current_task()
+        for protocol in bserver.clients if bserver is not None else []:
+            if getattr(protocol, "_task", None) is task and protocol.processor is not None:
+                uri: str = protocol.processor._connection.security_policy.URI
+                return uri
+        return None
 
     async def _stop_server(self) -> None:
         if self._server_stopped:
