@@ -16,8 +16,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
 
 from equipment_sims.clock import SimClock
+from equipment_sims.pki import Pki, make_certificate
 from equipment_sims.server import SimServer
 from equipment_sims.spec import ToolSpec
 from mes.opcua import model as m
@@ -96,8 +99,26 @@ def plan(endpoint: str, scratch: Path) -> dict[str, Any]:
     }
 
 
+def node_client_certificate(folder: Path, pki: Pki) -> dict[str, str]:
+    """A client certificate for node-opcua (PEM files), put on the tools' trust list."""
+    uri = "urn:fab-mes:interop:node-opcua-secure"
+    key, der = make_certificate(uri, "node-opcua probe", "127.0.0.1", server=False)
+    cert = x509.load_der_x509_certificate(der)
+    (folder / "node-client.pem").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    (folder / "node-client.key").write_bytes(key)
+    pki.trust(folder / "node-client.pem")
+    return {
+        "mode": "SignAndEncrypt",
+        "policy": "Basic256Sha256",
+        "applicationUri": uri,
+        "certificateFile": str(folder / "node-client.pem"),
+        "privateKeyFile": str(folder / "node-client.key"),
+    }
+
+
+@pytest.mark.parametrize("secure", [False, True], ids=["None", "Basic256Sha256"])
 async def test_node_opcua_client_runs_a_job_on_a_simulated_tool(
-    shelf_dir: Path, pki_dir: Path, tmp_path: Path
+    shelf_dir: Path, pki_dir: Path, tmp_path: Path, secure: bool
 ) -> None:
     spec = ToolSpec(TOOL, ProcessingKind.SINGLE_WAFER, "litho", tool_group="LITHO_193")
     sim = SimServer(
@@ -108,8 +129,11 @@ async def test_node_opcua_client_runs_a_job_on_a_simulated_tool(
         pki_dir=pki_dir,  # None and Basic256Sha256 offered; node-opcua uses None
         control_state=ControlState.ONLINE_LOCAL,
     )
+    steps = plan(sim.endpoint, tmp_path)
+    if secure:
+        steps["security"] = node_client_certificate(tmp_path, Pki(pki_dir))
     plan_file = tmp_path / "plan.json"
-    plan_file.write_text(json.dumps(plan(sim.endpoint, tmp_path)))
+    plan_file.write_text(json.dumps(steps))
     assert NODE is not None
     async with sim:
         proc = await asyncio.create_subprocess_exec(
@@ -131,6 +155,8 @@ async def test_node_opcua_client_runs_a_job_on_a_simulated_tool(
     result = json.loads(lines[-1].removeprefix("PROBE-RESULT "))
     assert "error" not in result, result.get("error")
     assert proc.returncode == 0
+    assert result["channel"]["mode"] == ("SignAndEncrypt" if secure else "None")
+    assert result["channel"]["policy"].endswith("#Basic256Sha256" if secure else "#None")
 
     assert {"Identification", "MachineryBuildingBlocks", "Recipes", "Control"} <= set(
         result["children"]

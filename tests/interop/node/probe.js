@@ -5,7 +5,8 @@
 //
 // The plan (written by tests/interop/test_node_opcua.py from mes/opcua/model.py) names the
 // endpoint, the browse paths, the method calls and the event fields, so this script knows no
-// browse name of its own. It connects (SecurityPolicy None), browses the machine, reads the
+// browse name of its own. It connects (SecurityPolicy None, or Basic256Sha256 with the plan's
+// client certificate when the plan has `security`), browses the machine, reads the
 // plan's variables, subscribes to events of the Server object, makes the calls in order and
 // waits for the job status event the plan asks for. It prints one line
 // `PROBE-RESULT {json}` and exits 0, or prints `PROBE-RESULT {"error": ...}` and exits 1.
@@ -51,19 +52,26 @@ async function main() {
         rootFolder: path.join(plan.scratch, "pki"),
         automaticallyAcceptUnknownCertificate: true,
     });
+    const security = plan.security || { mode: "None", policy: "None" };
     const client = OPCUAClient.create({
         applicationName: "fab-mes interop probe",
-        applicationUri: "urn:fab-mes:interop:node-opcua",
+        applicationUri: security.applicationUri || "urn:fab-mes:interop:node-opcua",
         clientCertificateManager: certificateManager,
-        securityMode: MessageSecurityMode.None,
-        securityPolicy: SecurityPolicy.None,
+        certificateFile: security.certificateFile,
+        privateKeyFile: security.privateKeyFile,
+        securityMode: MessageSecurityMode[security.mode],
+        securityPolicy: SecurityPolicy[security.policy],
         endpointMustExist: false,
         connectionStrategy: { maxRetry: 3, initialDelay: 200, maxDelay: 1000 },
         requestedSessionTimeout: 60000,
     });
-    const result = { calls: {}, reads: {}, events: [] };
+    const result = { calls: {}, reads: {}, events: [], security };
     await client.connect(plan.endpoint);
     const session = await client.createSession();
+    result.channel = {
+        mode: MessageSecurityMode[session.endpoint.securityMode],
+        policy: session.endpoint.securityPolicyUri,
+    };
     try {
         const namespaces = await session.readNamespaceArray();
         const ns = (uri) => {
