@@ -166,7 +166,9 @@ class SimServer:
         self._restore = restore
         self._saved_revision = -1
         self.reply_delay = 0.0  # real seconds every method reply waits (fault: slow_replies)
-        self.faults = FaultSchedule(fault_rate, seed=seed, tool_id=spec.tool_id, kinds=fault_kinds)
+        self.faults = FaultSchedule(
+            fault_rate, seed=seed, tool_id=spec.tool_id, kinds=fault_kinds, start=clock.now()
+        )
         self.fault_log: list[tuple[float, str]] = []  # random faults so far (sim time, kind)
         self._recoveries: list[tuple[float, str, Callable[[], Awaitable[None]]]] = []
         self._fault_task: asyncio.Task[None] | None = None
