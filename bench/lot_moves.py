@@ -127,6 +127,7 @@ async def prepare(url: str, clients: int) -> Fixture:
         templates = {
             g: next(t for t in data.tools if t.fab == FAB and t.tool_group == g) for g in groups
         }
+        by_template = {t.code for t in templates.values()}
         for n in range(clients):
             for template in templates.values():
                 data.tools.append(
@@ -135,6 +136,18 @@ async def prepare(url: str, clients: int) -> Fixture:
                             "code": bench_tool(n, template.code),
                             "name": f"bench client {n}: {template.name}"[:128],
                             "opcua_endpoint": None,
+                        }
+                    )
+                )
+            # Litho recipes need their reticle at the tool: give each private tool its copies
+            # (without a use limit, so a long run never exhausts them).
+            for durable in [d for d in data.durables if d.at_tool in by_template]:
+                data.durables.append(
+                    durable.model_copy(
+                        update={
+                            "code": f"{durable.code}-C{n}"[:32],
+                            "at_tool": bench_tool(n, durable.at_tool),
+                            "usage_limit": None,
                         }
                     )
                 )

@@ -37,3 +37,6 @@ class Settings(BaseSettings):
     login_max_failures: int = Field(default=5, ge=1, le=100)
     login_lockout_s: int = Field(default=900, ge=1, le=24 * 3600)
     audit_seal_interval_s: float = Field(default=1.0, gt=0, le=3600)
+    # A tool with an OPC UA endpoint that should be up and has sent nothing for this long goes
+    # to UDT.NO_SIGNAL (0: the watchdog is off, e.g. while no adapter runs).
+    signal_timeout_s: float = Field(default=0, ge=0, le=7 * 24 * 3600)

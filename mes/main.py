@@ -12,6 +12,7 @@ from fastapi import APIRouter, Depends, FastAPI
 
 from mes import __version__
 from mes.audit import service as audit_service
+from mes.audit.context import AuditContext, bind
 from mes.audit.router import router as audit_router
 from mes.auth.dependencies import authenticated
 from mes.auth.router import login_router
@@ -20,7 +21,10 @@ from mes.clock import Clock, SystemClock
 from mes.config import Settings
 from mes.db.engine import Database
 from mes.db.transaction import unit_of_work
-from mes.durables.router import router as durables_router
+from mes.durables.router import durables_router
+from mes.durables.router import router as carriers_router
+from mes.equipment import service as equipment_service
+from mes.equipment.router import metrics_router, pm_router, substates_router
 from mes.equipment.router import router as equipment_router
 from mes.errors import install_error_handlers
 from mes.exchange.router import router as exchange_router
@@ -50,6 +54,29 @@ async def seal_audit_forever(db: Database, clock: Clock, interval_s: float) -> N
         await asyncio.sleep(interval_s)
 
 
+async def watch_signals_forever(db: Database, clock: Clock, timeout_s: float) -> None:
+    """Put silent tools into UDT.NO_SIGNAL, checking a few times per timeout."""
+    interval = min(max(timeout_s / 4, 1.0), 60.0)
+    while True:
+        try:
+            async with unit_of_work(db) as session:
+                bind(
+                    session,
+                    AuditContext(
+                        actor="system",
+                        role="system",
+                        operation="equipment.detect_silent_tools",
+                        at=clock.now(),
+                    ),
+                )
+                silenced = await equipment_service.detect_silent_tools(session, clock, timeout_s)
+            if silenced:
+                log.warning("no signal from %s: put into UDT.NO_SIGNAL", ", ".join(silenced))
+        except Exception:  # keep watching after a transient database error
+            log.exception("signal watchdog failed; retrying")
+        await asyncio.sleep(interval)
+
+
 def create_app(
     settings: Settings | None = None,
     *,
@@ -75,13 +102,19 @@ def create_app(
             if run_background
             else None
         )
+        watchdog = (
+            asyncio.create_task(watch_signals_forever(db, clock, settings.signal_timeout_s))
+            if run_background and settings.signal_timeout_s > 0
+            else None
+        )
         try:
             yield
         finally:
-            if sealer is not None:
-                sealer.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await sealer
+            for task in (sealer, watchdog):
+                if task is not None:
+                    task.cancel()
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await task
             if owns_database:
                 await db.dispose()
 
@@ -99,10 +132,14 @@ def create_app(
     for router in (
         fabs_router,
         equipment_router,
+        substates_router,
+        pm_router,
+        metrics_router,
         routes_router,
         recipes_router,
         lots_router,
         hold_codes_router,
+        carriers_router,
         durables_router,
         auth_router,
         audit_router,

@@ -50,6 +50,16 @@ EQUIPMENT_WRITE = _p("equipment.write", [E, A], "install tools, change their mas
 EQUIPMENT_STATE = _p(
     "equipment.state", [OP, E, S, Role.EQUIPMENT], "put a tool or chamber into an E10 state"
 )
+EQUIPMENT_SUBSTATE = _p("equipment.substate", [E, A], "add E10 substates (reason codes)")
+EQUIPMENT_CORRECT = _p(
+    "equipment.correct", [E, S], "re-qualify past tool time (a correction, never an edit)"
+)
+PM_PLAN = _p("pm.plan", [E], "define preventive-maintenance plans")
+PM_PERFORM = _p("pm.perform", [OP, E, S], "start and complete preventive maintenance")
+DURABLE_WRITE = _p("durable.write", [E, S, A], "register reticles and probe cards, hold, retire")
+DURABLE_MOVE = _p(
+    "durable.move", [OP, E, S, Role.EQUIPMENT], "move reticles and probe cards, clean carriers"
+)
 PRODUCT_WRITE = _p("product.write", [E], "define and change products")
 ROUTE_WRITE = _p("route.write", [E], "create routes and edit draft versions")
 ROUTE_ACTIVATE = _p("route.activate", [E], "activate a route version", signature=True)
@@ -98,6 +108,12 @@ ALL_PERMISSIONS: tuple[Permission, ...] = (
     TOOL_GROUP_WRITE,
     EQUIPMENT_WRITE,
     EQUIPMENT_STATE,
+    EQUIPMENT_SUBSTATE,
+    EQUIPMENT_CORRECT,
+    PM_PLAN,
+    PM_PERFORM,
+    DURABLE_WRITE,
+    DURABLE_MOVE,
     PRODUCT_WRITE,
     ROUTE_WRITE,
     ROUTE_ACTIVATE,

@@ -8,7 +8,9 @@ from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from mes.db.base import Base, BigIntPK, TimestampMixin
 from mes.db.types import enum_type
-from mes.fabs.models import Fab
+from mes.durables.rules import DurableKind, DurableLocation, DurableState
+from mes.equipment.models import Equipment
+from mes.fabs.models import Fab, ToolGroup
 
 
 class CarrierState(enum.StrEnum):
@@ -36,5 +38,43 @@ class Carrier(TimestampMixin, Base):
     )
     uses_since_clean: Mapped[int] = mapped_column(Integer, default=0)
     last_cleaned_at: Mapped[datetime | None]
+    # Cleaning cycles done (a lot leaving the carrier makes it dirty; cleaning makes it available).
+    cleanings: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
 
     fab: Mapped[Fab] = relationship()
+
+
+class Durable(TimestampMixin, Base):
+    """A reticle (mask) or probe card: where it is, how often it was used, whether usable."""
+
+    __tablename__ = "durable"
+    __table_args__ = (
+        CheckConstraint("usage_count >= 0", name="usage_nonnegative"),
+        CheckConstraint("usage_limit IS NULL OR usage_limit > 0", name="limit_positive"),
+        CheckConstraint(
+            "(location = 'tool') = (equipment_id IS NOT NULL)", name="tool_iff_at_tool"
+        ),
+    )
+
+    id: Mapped[int] = mapped_column(BigIntPK, primary_key=True)
+    code: Mapped[str] = mapped_column(String(32), unique=True)
+    kind: Mapped[DurableKind] = mapped_column(enum_type(DurableKind, "durable_kind"))
+    # The design a recipe names (mask layer, probe card type); several copies may share it.
+    design: Mapped[str] = mapped_column(String(64), index=True)
+    fab_id: Mapped[int] = mapped_column(ForeignKey("fab.id"), index=True)
+    # The tool group it fits (a reticle fits one scanner type).
+    tool_group_id: Mapped[int | None] = mapped_column(ForeignKey("tool_group.id"))
+    state: Mapped[DurableState] = mapped_column(
+        enum_type(DurableState, "durable_state"), default=DurableState.AVAILABLE
+    )
+    location: Mapped[DurableLocation] = mapped_column(
+        enum_type(DurableLocation, "durable_location"), default=DurableLocation.LIBRARY
+    )
+    equipment_id: Mapped[int | None] = mapped_column(ForeignKey("equipment.id"), index=True)
+    usage_count: Mapped[int] = mapped_column(Integer, default=0)
+    usage_limit: Mapped[int | None] = mapped_column(Integer)
+    location_since: Mapped[datetime]
+
+    fab: Mapped[Fab] = relationship()
+    equipment: Mapped[Equipment | None] = relationship()
+    tool_group: Mapped[ToolGroup | None] = relationship()

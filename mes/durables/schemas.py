@@ -5,6 +5,7 @@ from datetime import datetime
 from pydantic import BaseModel, Field
 
 from mes.durables.models import CarrierState
+from mes.durables.rules import DurableKind, DurableLocation, DurableState
 from mes.kit.api import CodeStr
 
 
@@ -21,3 +22,40 @@ class CarrierRead(BaseModel):
     state: CarrierState
     uses_since_clean: int
     last_cleaned_at: datetime | None
+    cleanings: int
+
+
+class DurableCreate(BaseModel):
+    code: CodeStr
+    design: str = Field(min_length=1, max_length=64)
+    kind: DurableKind = DurableKind.RETICLE
+    fab: CodeStr
+    tool_group: CodeStr | None = None
+    usage_limit: int | None = Field(default=None, ge=1, le=10**9)
+
+
+class DurableMove(BaseModel):
+    to: DurableLocation
+    tool: CodeStr | None = None
+
+
+class DurableStateChange(BaseModel):
+    state: DurableState
+    reason: str = Field(min_length=1, max_length=2000)
+    # Reset the use counter (a requalified probe card, a re-pelliclised reticle).
+    reset_usage: bool = False
+    usage_limit: int | None = Field(default=None, ge=1, le=10**9)
+
+
+class DurableRead(BaseModel):
+    code: str
+    design: str
+    kind: DurableKind
+    fab: str
+    tool_group: str | None
+    state: DurableState
+    location: DurableLocation
+    tool: str | None
+    location_since: datetime
+    usage_count: int
+    usage_limit: int | None

@@ -1,4 +1,6 @@
-"""Carriers (FOUPs)."""
+"""Durables: carriers (FOUPs) with their cleaning cycle; reticles and probe cards with their
+location, use counter and limit (rules in ``rules.py``; the track-in check lives with the
+equipment's side of track-in, ``equipment.service.admit_lot``)."""
 
 from __future__ import annotations
 
@@ -8,12 +10,17 @@ from sqlalchemy import Select, select
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import selectinload
 
-from mes.durables.models import Carrier, CarrierState
-from mes.durables.schemas import CarrierCreate
+from mes.audit.context import context_of
+from mes.clock import Clock
+from mes.durables import rules
+from mes.durables.models import Carrier, CarrierState, Durable
+from mes.durables.schemas import CarrierCreate, DurableCreate, DurableMove, DurableStateChange
+from mes.equipment.models import Equipment
 from mes.errors import Conflict
 from mes.fabs import service as fabs_service
 from mes.fabs.models import Fab
 from mes.kit.lookup import get_by_key
+from mes.kit.rule import RuleViolation
 
 
 @dataclass(frozen=True)
@@ -31,7 +38,7 @@ def carrier_query(flt: CarrierFilter) -> Select[Carrier]:
     return stmt
 
 
-async def get_carrier(session: AsyncSession, code: str) -> Carrier:
+async def get_carrier(session: AsyncSession, code: str, *, for_update: bool = False) -> Carrier:
     """The carrier ``code``, or carrier.not_found."""
     return await get_by_key(
         session,
@@ -41,6 +48,7 @@ async def get_carrier(session: AsyncSession, code: str) -> Carrier:
         code="carrier.not_found",
         what="carrier",
         options=(selectinload(Carrier.fab),),
+        for_update=for_update,
     )
 
 
@@ -53,3 +61,145 @@ async def create_carrier(session: AsyncSession, data: CarrierCreate) -> Carrier:
     session.add(carrier)
     await session.flush()
     return carrier
+
+
+async def clean_carrier(session: AsyncSession, code: str, *, clock: Clock) -> Carrier:
+    """Record a cleaning cycle: a dirty (or available) carrier becomes available again."""
+    carrier = await get_carrier(session, code, for_update=True)
+    if carrier.state not in (CarrierState.DIRTY, CarrierState.AVAILABLE):
+        raise RuleViolation(
+            "carrier.not_cleanable", f"carrier {code} is {carrier.state.value}; empty it first"
+        )
+    carrier.state = CarrierState.AVAILABLE
+    carrier.uses_since_clean = 0
+    carrier.cleanings += 1
+    carrier.last_cleaned_at = clock.now()
+    await session.flush()
+    return carrier
+
+
+# --- reticles and probe cards -------------------------------------------------------------
+
+DURABLE_OPTIONS = (
+    selectinload(Durable.fab),
+    selectinload(Durable.equipment),
+    selectinload(Durable.tool_group),
+)
+
+
+@dataclass(frozen=True)
+class DurableFilter:
+    fab: str | None = None
+    design: str | None = None
+    tool: str | None = None
+    kind: rules.DurableKind | None = None
+
+
+def durable_query(flt: DurableFilter) -> Select[Durable]:
+    stmt = select(Durable).options(*DURABLE_OPTIONS).order_by(Durable.code)
+    if flt.fab is not None:
+        stmt = stmt.join(Fab, Fab.id == Durable.fab_id).where(Fab.code == flt.fab)
+    if flt.design is not None:
+        stmt = stmt.where(Durable.design == flt.design)
+    if flt.kind is not None:
+        stmt = stmt.where(Durable.kind == flt.kind)
+    if flt.tool is not None:
+        stmt = stmt.join(Equipment, Equipment.id == Durable.equipment_id).where(
+            Equipment.code == flt.tool
+        )
+    return stmt
+
+
+async def get_durable(session: AsyncSession, code: str, *, for_update: bool = False) -> Durable:
+    """The reticle or probe card ``code``, or durable.not_found."""
+    return await get_by_key(
+        session,
+        Durable,
+        Durable.code,
+        code,
+        code="durable.not_found",
+        what="durable",
+        options=DURABLE_OPTIONS,
+        for_update=for_update,
+    )
+
+
+def view(d: Durable) -> rules.DurableView:
+    return rules.DurableView(
+        code=d.code,
+        kind=d.kind,
+        state=d.state,
+        location=d.location,
+        equipment_id=d.equipment_id,
+        usage_count=d.usage_count,
+        usage_limit=d.usage_limit,
+    )
+
+
+async def create_durable(session: AsyncSession, data: DurableCreate, *, clock: Clock) -> Durable:
+    """Register a reticle or probe card; it starts in the library."""
+    if await session.scalar(select(Durable.id).where(Durable.code == data.code)) is not None:
+        raise Conflict(f"durable {data.code!r} already exists", code="durable.duplicate")
+    fab = await fabs_service.get_fab(session, data.fab)
+    group = (
+        None
+        if data.tool_group is None
+        else await fabs_service.get_tool_group(session, data.tool_group)
+    )
+    durable = Durable(
+        code=data.code,
+        design=data.design,
+        kind=data.kind,
+        fab_id=fab.id,
+        tool_group_id=None if group is None else group.id,
+        state=rules.DurableState.AVAILABLE,
+        location=rules.DurableLocation.LIBRARY,
+        usage_count=0,
+        usage_limit=data.usage_limit,
+        location_since=clock.now(),
+    )
+    session.add(durable)
+    await session.flush()
+    return await get_durable(session, data.code)
+
+
+async def move_durable(
+    session: AsyncSession, code: str, data: DurableMove, *, clock: Clock
+) -> Durable:
+    """Move a reticle or probe card to the library, a tool of its fab (and group) or cleaning."""
+    durable = await get_durable(session, code, for_update=True)
+    tool: Equipment | None = None
+    if data.tool is not None:
+        tool = await get_by_key(
+            session, Equipment, Equipment.code, data.tool, code="tool.not_found", what="tool"
+        )
+    rules.check_move(view(durable), data.to, None if tool is None else tool.id)
+    if tool is not None:
+        if tool.fab_id != durable.fab_id:
+            raise RuleViolation("durable.other_fab", f"{code} belongs to another fab's library")
+        if durable.tool_group_id is not None and tool.tool_group_id != durable.tool_group_id:
+            raise RuleViolation("durable.wrong_group", f"{code} does not fit tool {tool.code}")
+    durable.location = data.to
+    durable.equipment = tool
+    durable.location_since = clock.now()
+    await session.flush()
+    return await get_durable(session, code)
+
+
+async def change_durable_state(
+    session: AsyncSession, code: str, data: DurableStateChange
+) -> Durable:
+    """Hold, release or retire a reticle or probe card (optionally resetting its counter)."""
+    durable = await get_durable(session, code, for_update=True)
+    context = context_of(session.sync_session)
+    if context is not None:
+        context.reason = data.reason  # the audit record of the change says why
+    if durable.state == rules.DurableState.RETIRED:
+        raise RuleViolation("durable.retired", f"{code} is retired")
+    durable.state = data.state
+    if data.reset_usage:
+        durable.usage_count = 0
+    if data.usage_limit is not None:
+        durable.usage_limit = data.usage_limit
+    await session.flush()
+    return await get_durable(session, code)

@@ -4,7 +4,9 @@ import enum
 from datetime import datetime
 
 from sqlalchemy import (
+    Boolean,
     CheckConstraint,
+    Float,
     ForeignKey,
     ForeignKeyConstraint,
     Index,
@@ -17,6 +19,7 @@ from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from mes.db.base import Base, BigIntPK, TimestampMixin
 from mes.db.types import enum_type
+from mes.equipment.pm_rules import PmTrigger
 from mes.equipment.states import E10State
 from mes.fabs.models import Area, Fab, ToolGroup
 
@@ -63,6 +66,11 @@ class Equipment(TimestampMixin, Base):
     )
     e10_substate: Mapped[str] = mapped_column(String(48), default="SBY.NO_PRODUCT")
     state_since: Mapped[datetime]
+    # Last time the tool (its adapter) or a person reported its state; the silence watchdog
+    # puts a tool that should be up into UDT.NO_SIGNAL when this gets too old.
+    last_signal_at: Mapped[datetime | None]
+    # Wafers tracked in since installation: PM plans by wafer count measure against it.
+    wafers_processed: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     version: Mapped[int] = mapped_column(Integer, default=1)
 
     fab: Mapped[Fab] = relationship()
@@ -160,3 +168,95 @@ class EquipmentStateEvent(Base):
     )
     actor: Mapped[str] = mapped_column(String(64))
     reason: Mapped[str | None] = mapped_column(Text)
+
+
+class EquipmentSubstate(TimestampMixin, Base):
+    """The configurable table of E10 substates (reason codes) a state change may name."""
+
+    __tablename__ = "equipment_substate"
+
+    id: Mapped[int] = mapped_column(BigIntPK, primary_key=True)
+    code: Mapped[str] = mapped_column(String(48), unique=True)
+    state: Mapped[E10State] = mapped_column(enum_type(E10State, "e10_state"))
+    description: Mapped[str] = mapped_column(String(255))
+
+
+class EquipmentStateCorrection(Base):
+    """A past interval re-qualified after the fact (e.g. NO_SIGNAL time explained).
+
+    Append-only: the state events stay as they were recorded; history reads and metrics overlay
+    the corrections on them, later corrections over earlier ones.
+    """
+
+    __tablename__ = "equipment_state_correction"
+    __table_args__ = (
+        ForeignKeyConstraint(["equipment_id", "fab_id"], ["equipment.id", "equipment.fab_id"]),
+        Index("ix_equipment_state_correction_equipment", "equipment_id", "start_at"),
+        CheckConstraint("end_at > start_at", name="interval_positive"),
+    )
+
+    id: Mapped[int] = mapped_column(BigIntPK, primary_key=True)
+    fab_id: Mapped[int] = mapped_column(ForeignKey("fab.id"))
+    equipment_id: Mapped[int] = mapped_column()
+    chamber_id: Mapped[int | None] = mapped_column(ForeignKey("chamber.id"))
+    start_at: Mapped[datetime]
+    end_at: Mapped[datetime]
+    state: Mapped[E10State] = mapped_column(enum_type(E10State, "e10_state"))
+    substate: Mapped[str] = mapped_column(String(48))
+    recorded_at: Mapped[datetime]
+    actor: Mapped[str] = mapped_column(String(64))
+    reason: Mapped[str] = mapped_column(Text)
+
+
+class PmPlan(TimestampMixin, Base):
+    """A preventive-maintenance plan for one tool or every tool of a tool group."""
+
+    __tablename__ = "pm_plan"
+    __table_args__ = (
+        CheckConstraint("(tool_group_id IS NULL) <> (equipment_id IS NULL)", name="one_scope"),
+        CheckConstraint("interval_value > 0", name="interval_positive"),
+        CheckConstraint(
+            "warning_value >= 0 AND warning_value < interval_value", name="warning_range"
+        ),
+    )
+
+    id: Mapped[int] = mapped_column(BigIntPK, primary_key=True)
+    code: Mapped[str] = mapped_column(String(32), unique=True)
+    name: Mapped[str] = mapped_column(String(128))
+    tool_group_id: Mapped[int | None] = mapped_column(ForeignKey("tool_group.id"), index=True)
+    equipment_id: Mapped[int | None] = mapped_column(ForeignKey("equipment.id"), index=True)
+    trigger: Mapped[PmTrigger] = mapped_column(enum_type(PmTrigger, "pm_trigger"))
+    # In the trigger's unit: days, wafers or process hours.
+    interval_value: Mapped[float] = mapped_column(Float)
+    warning_value: Mapped[float] = mapped_column(Float)
+    # Calendar plans count from here for tools that have not had this PM yet.
+    starts_at: Mapped[datetime]
+    active: Mapped[bool] = mapped_column(Boolean, default=True)
+    created_by: Mapped[str] = mapped_column(String(64))
+
+    tool_group: Mapped[ToolGroup | None] = relationship()
+    equipment: Mapped[Equipment | None] = relationship()
+
+
+class PmRecord(Base):
+    """One PM performed on a tool: started (tool to SDT.PM), then completed (tool to SBY)."""
+
+    __tablename__ = "pm_record"
+    __table_args__ = (
+        ForeignKeyConstraint(["equipment_id", "fab_id"], ["equipment.id", "equipment.fab_id"]),
+        Index("ix_pm_record_plan_equipment", "pm_plan_id", "equipment_id", "started_at"),
+    )
+
+    id: Mapped[int] = mapped_column(BigIntPK, primary_key=True)
+    pm_plan_id: Mapped[int] = mapped_column(ForeignKey("pm_plan.id"))
+    fab_id: Mapped[int] = mapped_column(ForeignKey("fab.id"))
+    equipment_id: Mapped[int] = mapped_column()
+    started_at: Mapped[datetime]
+    started_by: Mapped[str] = mapped_column(String(64))
+    completed_at: Mapped[datetime | None]
+    completed_by: Mapped[str | None] = mapped_column(String(64))
+    # The tool's wafer counter when the PM completed: the next wafer-count PM measures from it.
+    wafers_at_completion: Mapped[int | None] = mapped_column(Integer)
+    notes: Mapped[str | None] = mapped_column(Text)
+
+    pm_plan: Mapped[PmPlan] = relationship()

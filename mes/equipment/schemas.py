@@ -6,6 +6,7 @@ from typing import Annotated
 from pydantic import AwareDatetime, BaseModel, Field, field_validator
 
 from mes.equipment.models import LoadPortTransferState, StateChangeSource
+from mes.equipment.pm_rules import PmStatus, PmTrigger
 from mes.equipment.states import E10State
 from mes.kit.api import CodeStr, Name
 
@@ -93,3 +94,153 @@ class StateEventRead(BaseModel):
     source: StateChangeSource
     actor: str
     reason: str | None
+
+
+SubstateCode = Annotated[
+    str, Field(min_length=5, max_length=48, pattern=r"^[A-Z]{3}\.[A-Z0-9_]{1,40}$")
+]
+
+
+class SubstateCreate(BaseModel):
+    code: SubstateCode
+    description: str = Field(min_length=1, max_length=255)
+
+
+class SubstateRead(BaseModel):
+    code: str
+    state: E10State
+    description: str
+
+
+class SignalReport(BaseModel):
+    """A sign of life from a tool's adapter, optionally with an alarm."""
+
+    alarm: str | None = Field(default=None, max_length=64)
+    # A breaking alarm stops the tool: it goes to UDT.ALARM.
+    breaking: bool = False
+
+
+class CorrectionCreate(BaseModel):
+    start_at: AwareDatetime
+    end_at: AwareDatetime
+    substate: SubstateCode
+    chamber: ChamberName | None = None
+    reason: str = Field(min_length=1, max_length=2000)
+
+
+class CorrectionRead(BaseModel):
+    chamber: str | None
+    start_at: datetime
+    end_at: datetime
+    state: E10State
+    substate: str
+    recorded_at: datetime
+    actor: str
+    reason: str
+
+
+class IntervalRead(BaseModel):
+    start_at: datetime
+    end_at: datetime
+    state: E10State
+    substate: str
+    seconds: float
+
+
+class PmPlanCreate(BaseModel):
+    code: CodeStr
+    name: Name
+    tool: CodeStr | None = None
+    tool_group: CodeStr | None = None
+    trigger: PmTrigger
+    # In the trigger's unit: days (calendar), wafers, or process hours.
+    interval: float = Field(gt=0, le=1e9)
+    warning: float = Field(default=0, ge=0, le=1e9)
+    starts_at: AwareDatetime | None = None
+
+
+class PmPlanRead(BaseModel):
+    code: str
+    name: str
+    tool: str | None
+    tool_group: str | None
+    trigger: PmTrigger
+    interval: float
+    warning: float
+    unit: str
+    starts_at: datetime
+    active: bool
+
+
+class PmStart(BaseModel):
+    plan: CodeStr
+
+
+class PmComplete(BaseModel):
+    notes: str | None = Field(default=None, max_length=2000)
+
+
+class PmRecordRead(BaseModel):
+    plan: str
+    tool: str
+    started_at: datetime
+    started_by: str
+    completed_at: datetime | None
+    completed_by: str | None
+    notes: str | None
+
+
+class PmStateRead(BaseModel):
+    plan: str
+    tool: str
+    fab: str
+    trigger: PmTrigger
+    status: PmStatus
+    used: float
+    interval: float
+    remaining: float
+    unit: str
+    due_at: datetime | None
+    in_progress: bool
+
+
+class OeeRead(BaseModel):
+    """E79: oee = availability x performance x quality; performance = operational x rate."""
+
+    total_s: float
+    uptime_s: float
+    productive_s: float
+    units: int
+    good_units: int
+    theoretical_s: float
+    theoretical_good_s: float
+    availability: float | None
+    operational_efficiency: float | None
+    rate_efficiency: float | None
+    performance: float | None
+    quality: float | None
+    oee: float | None
+
+
+class MetricsRead(BaseModel):
+    start: datetime
+    end: datetime
+    tools: list[str]
+    chamber: str | None
+    state_seconds: dict[E10State, float]
+    total_s: float
+    operations_s: float
+    uptime_s: float
+    downtime_s: float
+    failures: int
+    repairs: int
+    pm_count: int
+    pm_s: float
+    total_uptime: float | None
+    operational_uptime: float | None
+    mtbf_p_s: float | None
+    mttr_s: float | None
+    mtpm_s: float | None
+    operational_utilisation: float | None
+    total_utilisation: float | None
+    oee: OeeRead

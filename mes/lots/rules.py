@@ -169,12 +169,15 @@ def check_track_in(
         raise RuleViolation(
             "tool.wrong_group", f"tool {tool.code} is not in the tool group of the lot's step"
         )
+    # Chambers first: a cluster tool with every chamber down is down itself (E10 roll-up).
+    if tool.chambers_up == 0:
+        raise RuleViolation(
+            "tool.no_chamber_available", f"no chamber of tool {tool.code} is up (SBY or PRD)"
+        )
     if not allows_production(tool.e10_state):
         raise RuleViolation(
             "tool.not_available", f"tool {tool.code} is {tool.e10_state.value}, not SBY or PRD"
         )
-    if tool.chambers_up == 0:
-        raise RuleViolation("tool.not_available", f"all chambers of tool {tool.code} are down")
     if lots_on_tool:
         if step.batch_max is None:
             if len(lots_on_tool) >= tool.max_lots:

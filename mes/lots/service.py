@@ -22,6 +22,7 @@ from mes.auth.models import AccountKind, Certification
 from mes.auth.service import Principal
 from mes.clock import Clock
 from mes.durables.models import Carrier, CarrierState
+from mes.equipment import service as equipment_service
 from mes.equipment.models import Equipment, EquipmentStateEvent, StateChangeSource
 from mes.equipment.states import DEFAULT_SUBSTATE, E10State
 from mes.errors import Conflict, Forbidden, InvalidInput, NotFound, StaleVersion
@@ -734,6 +735,11 @@ async def track_in(
         )
     recipe = await _recipe_to_run(session, lot, step, tool, now)
     await _check_certified(session, principal, step.tool_group_id, now)
+    # The equipment's side: no PM due, the recipe's reticle at the tool and under its
+    # limit; counts the wafers on the tool and the reticle's uses.
+    await equipment_service.admit_lot(
+        session, tool, recipe_body=recipe.body, wafers=lot.wafer_count, now=now
+    )
     for window in windows:
         window.status, window.closed_at = QTimeStatus.MET, now
     if tool.e10_state == E10State.SBY:

@@ -81,7 +81,7 @@ def body_problems(
         if kind != spec.kind:
             problems.append(f"{name}: must be a {spec.kind.value}, got a {kind.value}")
             continue
-        if (parameter.get("unit") or None) != spec.unit:
+        if (parameter.get("unit") or None) != (spec.unit or None):
             problems.append(f"{name}: unit must be {spec.unit!r}, got {parameter.get('unit')!r}")
         if spec.kind != Kind.NUMBER:
             continue
@@ -207,6 +207,9 @@ def resolve(logical_recipe: str, rules: Sequence[ContextRule], context: Context)
 
 
 def context_key(logical_recipe: str, named: Mapping[str, str | None]) -> str:
-    """The canonical text of a rule's context; two rules for the same context share it."""
-    parts = [f"{d}={named[d]}" for d in PRECEDENCE if named.get(d) is not None]
-    return "|".join([logical_recipe, *parts])
+    """The canonical text of a rule's context; two rules for the same context share it.
+
+    JSON, so that no value (operation names are free text) can imitate another dimension.
+    """
+    pairs = [[d, named[d]] for d in PRECEDENCE if named.get(d) is not None]
+    return json.dumps([logical_recipe, pairs], separators=(",", ":"), ensure_ascii=False)

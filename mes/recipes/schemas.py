@@ -113,7 +113,7 @@ class Disqualification(BaseModel):
 class ParameterSpecIn(BaseModel):
     name: str = Field(min_length=1, max_length=64)
     kind: Kind
-    unit: str | None = Field(default=None, max_length=16)
+    unit: str | None = Field(default=None, min_length=1, max_length=16)
     lower: FiniteFloat | None = None
     upper: FiniteFloat | None = None
     required: bool = False

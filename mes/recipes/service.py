@@ -191,6 +191,7 @@ async def qualify(
             RecipeQualification.chamber_id.is_(None)
             if chamber is None
             else RecipeQualification.chamber_id == chamber.id,
+            RecipeQualification.disqualified_at.is_(None),
         )
     )
     if existing is not None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import datetime
 
+from pydantic import ValidationError
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import selectinload
@@ -319,15 +320,20 @@ async def renumber(
     steps = []
     for stored in draft.steps:
         moved = rules.renumbered(shape(stored), mapping)
-        steps.append(
-            step_in(stored).model_copy(
-                update={
-                    "sequence": moved.sequence,
-                    "qtime_to_sequence": moved.qtime_to_sequence,
-                    "rework_to_sequence": moved.rework_to_sequence,
-                }
-            )
-        )
+        fields = step_in(stored).model_dump() | {
+            "sequence": moved.sequence,
+            "qtime_to_sequence": moved.qtime_to_sequence,
+            "rework_to_sequence": moved.rework_to_sequence,
+        }
+        try:
+            # Validated again: a large start or increment must not store what no step may hold.
+            steps.append(StepIn.model_validate(fields))
+        except ValidationError as exc:
+            raise InvalidInput(
+                f"renumbering from {data.start} by {data.increment} leaves the allowed range "
+                "of sequence numbers",
+                code="route.invalid_order",
+            ) from exc
     return await _rewrite_steps(session, draft, steps)
 
 
@@ -498,10 +504,7 @@ async def activate_version(
     draft.activated_at = now
     draft.activated_by = actor
     draft.effective_at = effective
-    if effective > now:
-        draft.status = RouteVersionStatus.PENDING
-        await session.flush()
-        return draft
+    # Pending until its time; if that is now, promote_due makes it the active version at once.
     draft.status = RouteVersionStatus.PENDING
     await session.flush()
     await promote_due(session, route, now)

@@ -17,10 +17,11 @@ from mes.auth.passwords import hash_password
 from mes.auth.roles import Role
 from mes.clock import Clock
 from mes.durables import service as durables_service
-from mes.durables.schemas import CarrierCreate
+from mes.durables.rules import DurableLocation
+from mes.durables.schemas import CarrierCreate, DurableCreate, DurableMove
 from mes.equipment import service as equipment_service
-from mes.equipment.models import Equipment
-from mes.equipment.schemas import EquipmentCreate
+from mes.equipment.models import Equipment, EquipmentSubstate
+from mes.equipment.schemas import EquipmentCreate, PmPlanCreate, SubstateCreate
 from mes.fabs import service as fabs_service
 from mes.fabs.models import Fab
 from mes.fabs.schemas import AreaCreate, FabCreate, ToolGroupCreate
@@ -63,6 +64,10 @@ class CarrierBatch(BaseModel):
     count: int = Field(ge=0, le=9999)
 
 
+class DurableSeed(DurableCreate):
+    at_tool: str | None = None  # loaded at this tool; else in the library
+
+
 class ExampleData(BaseModel):
     format: Literal["fab-mes-example/1"]
     fabs: list[FabSeed]
@@ -73,6 +78,9 @@ class ExampleData(BaseModel):
     routes: list[RouteSeed]
     carriers: list[CarrierBatch]
     users: list[DemoUser] = Field(default_factory=list)
+    substates: list[SubstateCreate] = Field(default_factory=list)
+    pm_plans: list[PmPlanCreate] = Field(default_factory=list)
+    durables: list[DurableSeed] = Field(default_factory=list)
 
 
 def read_example() -> ExampleData:
@@ -150,6 +158,27 @@ async def load(session: AsyncSession, data: ExampleData, *, clock: Clock) -> dic
             )
             carriers += 1
 
+    for substate in data.substates:
+        # The migration seeds the default table; the example may add to it.
+        known = await session.scalar(
+            select(EquipmentSubstate.id).where(EquipmentSubstate.code == substate.code)
+        )
+        if known is None:
+            await equipment_service.create_substate(session, substate)
+    for plan in data.pm_plans:
+        await equipment_service.create_plan(session, plan, actor=SEED_ACTOR, clock=clock)
+    for durable in data.durables:
+        await durables_service.create_durable(
+            session, DurableCreate.model_validate(durable.model_dump()), clock=clock
+        )
+        if durable.at_tool is not None:
+            await durables_service.move_durable(
+                session,
+                durable.code,
+                DurableMove(to=DurableLocation.TOOL, tool=durable.at_tool),
+                clock=clock,
+            )
+
     for demo in data.users:
         certifications = [
             Certification(
@@ -184,4 +213,6 @@ async def load(session: AsyncSession, data: ExampleData, *, clock: Clock) -> dic
         "steps": sum(len(r.steps) for r in data.routes),
         "carriers": carriers,
         "users": len(data.users),
+        "pm_plans": len(data.pm_plans),
+        "durables": len(data.durables),
     }

@@ -22,6 +22,7 @@ async def test_list_carriers_of_one_fab(client, fab, count):
         "state": "available",
         "uses_since_clean": 0,
         "last_cleaned_at": None,
+        "cleanings": 0,
     }
 
 
@@ -78,6 +79,7 @@ async def test_create_carrier(client):
         "state": "available",
         "uses_since_clean": 0,
         "last_cleaned_at": None,
+        "cleanings": 0,
     }
     assert (await client.get("/api/v1/carriers/F2-FP0100")).json() == response.json()
     page = (await client.get("/api/v1/carriers", params={"fab": "F2"})).json()

@@ -22,6 +22,7 @@ from mes.config import Settings
 from mes.db.engine import Database
 from mes.db.transaction import unit_of_work
 from mes.equipment.models import Equipment, EquipmentStateEvent
+from mes.equipment.states import DEFAULT_SUBSTATES
 from mes.main import create_app
 from tests.conftest import NOW, TESTER, bearer
 
@@ -68,10 +69,14 @@ async def live_client(
 
 
 async def test_concurrent_state_changes_on_one_version_apply_once(live_client):
+    # Distinct substates from the seeded table, so the winner can be told apart.
+    substates = sorted(DEFAULT_SUBSTATES)[:WRITERS]
+
     async def change(n: int) -> httpx.Response:
+        code = substates[n]
         return await live_client.post(
             f"/api/v1/equipment/{TOOL}/state",
-            json={"version": 1, "state": "ENG", "substate": f"ENG.TRIAL_{n}"},
+            json={"version": 1, "state": code[:3], "substate": code},
         )
 
     responses = await asyncio.gather(*(change(n) for n in range(WRITERS)))

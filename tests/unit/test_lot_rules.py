@@ -71,7 +71,12 @@ def test_track_in_needs_a_productive_tool(state):
 def test_cluster_tool_with_every_chamber_down_is_unavailable():
     cluster = rules.ToolView(**{**TOOL.__dict__, "chambers_up": 0})
     assert code_of(lambda: rules.check_track_in(lot(), STEP, cluster, lots_on_tool=[])) == (
-        "tool.not_available"
+        "tool.no_chamber_available"
+    )
+    # The roll-up puts such a tool down too; the chamber code is the more specific answer.
+    down = rules.ToolView(**{**TOOL.__dict__, "chambers_up": 0, "e10_state": E10State.UDT})
+    assert code_of(lambda: rules.check_track_in(lot(), STEP, down, lots_on_tool=[])) == (
+        "tool.no_chamber_available"
     )
 
 
