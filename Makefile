@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 PIP := $(BIN)/python -m pip --disable-pip-version-check -q
 
-.PHONY: run sims test test-sqlite test-postgres lint typecheck bench clean venv
+.PHONY: run sims interop test test-sqlite test-postgres lint typecheck bench clean venv
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -36,6 +36,11 @@ run: $(VENV)/.installed-run
 ## sims: serve the seeded fab's tools as simulated OPC UA servers (ports 4841-4870), speed 60
 sims: $(VENV)/.installed-run
 	$(BIN)/mes-sims --fab mes/seed/example_fab.json --speed $${SPEED:-60}
+
+## interop: install node-opcua (npm, pinned by the lockfile) and run the interoperability test
+interop: $(VENV)/.installed-dev
+	npm ci --prefix tests/interop/node --no-audit --no-fund --loglevel=error
+	$(BIN)/pytest tests/interop $(PYTEST_ARGS)
 
 ## test: ruff, then the suite on SQLite, then again on PostgreSQL if MES_TEST_DATABASE_URL is set
 test: $(VENV)/.installed-dev

@@ -14,10 +14,12 @@ from types import TracebackType
 from mes.opcua.model import ControlState
 
 from .clock import SimClock
+from .faults import KINDS as FAULT_KINDS
+from .pki import DEFAULT_PKI_DIR, Security, user_cache_dir
 from .server import SimServer
 from .spec import ToolSpec
 
-DEFAULT_SHELF_DIR = Path.home() / ".cache" / "equipment_sims"
+DEFAULT_SHELF_DIR = user_cache_dir()
 
 
 class SimFab:
@@ -34,7 +36,14 @@ class SimFab:
         clock: SimClock | None = None,
         control_state: ControlState = ControlState.ONLINE_REMOTE,
         concurrency: int = 4,
+        pki_dir: Path | None = DEFAULT_PKI_DIR,
+        security: Security | None = None,
+        state_dir: Path | None = None,
+        fault_rate: float = 0.0,
+        fault_kinds: tuple[str, ...] = FAULT_KINDS,
     ) -> None:
+        """``pki_dir`` None: no certificates, SecurityPolicy None only. ``state_dir``: each
+        tool persists its state to ``<state_dir>/<tool-id>.json`` and starts from it."""
         self.clock = clock or SimClock(speed)
         self.servers = {
             spec.tool_id: SimServer(
@@ -44,6 +53,12 @@ class SimFab:
                 host=host,
                 shelf_dir=shelf_dir,
                 control_state=control_state,
+                pki_dir=pki_dir,
+                security=security,
+                state_file=state_dir / f"{spec.tool_id}.json" if state_dir else None,
+                restore=state_dir is not None,
+                fault_rate=fault_rate,
+                fault_kinds=fault_kinds,
             )
             for spec in specs
         }

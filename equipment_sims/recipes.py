@@ -74,6 +74,20 @@ class Recipe:
             raise RecipeError(str(exc)) from exc
         return cls(recipe_id, body, checksum, params, units)
 
+    def out_of_range(self) -> str:
+        """Why a parameter lies outside the body's own ``min``/``max`` ("" when none does)."""
+        raw = self.body.get("parameters")
+        for item in raw if isinstance(raw, list) else []:
+            value = item.get("value")
+            if not isinstance(value, int | float) or isinstance(value, bool):
+                continue
+            low, high = item.get("min"), item.get("max")
+            if isinstance(low, int | float) and value < low:
+                return f"{item['name']} = {value} is below its minimum {low}"
+            if isinstance(high, int | float) and value > high:
+                return f"{item['name']} = {value} is above its maximum {high}"
+        return ""
+
     def number(self, name: str, default: float) -> float:
         value = self.parameters.get(name)
         return value if isinstance(value, float) else default

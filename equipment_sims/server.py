@@ -18,6 +18,7 @@ import inspect
 import json
 import logging
 import os
+import random
 import shutil
 import tempfile
 from collections import deque
@@ -35,7 +36,11 @@ from mes.opcua import model as m
 from mes.opcua.model import ChamberState, ControlState, ProcessingKind
 
 from .clock import SimClock
+from .faults import KINDS as FAULT_KINDS
+from .faults import FaultSchedule
+from .pki import Pki, Security
 from .spec import ToolSpec
+from .state import dump_tool, read_state, restore_tool, write_state
 from .tool import Alarm, AlarmEvent, ChamberEvent, JobEvent, Refused, SubstrateEvent, Tool
 
 log = logging.getLogger(__name__)
@@ -134,12 +139,42 @@ class SimServer:
         tick_s: float = 0.05,
         process_value_period_s: float = 0.5,
         control_state: ControlState = ControlState.ONLINE_REMOTE,
+        pki_dir: Path | None = None,
+        security: Security | None = None,
+        state_file: Path | None = None,
+        restore: bool = False,
+        fault_rate: float = 0.0,
+        fault_kinds: tuple[str, ...] = FAULT_KINDS,
     ) -> None:
+        """``pki_dir``: certificates and trust list (see ``pki``); ``security`` defaults to
+        OPTIONAL with a ``pki_dir`` and NONE without. ``state_file``: where the tool persists
+        its state (default: a scratch file removed at ``stop``); ``restore``: start from it.
+        ``fault_rate``: random faults per simulated hour of each of ``fault_kinds``."""
         self.spec = spec
         self.clock = clock
         self.port = port if port is not None else spec.port
         self.host = host
+        self.seed = seed
         self.tool = Tool(spec, seed=seed, control_state=control_state)
+        self.pki = Pki(pki_dir) if pki_dir is not None else None
+        self.security = security or (Security.OPTIONAL if self.pki else Security.NONE)
+        if self.security is not Security.NONE and self.pki is None:
+            raise ValueError("security needs a PKI folder")
+        self.app_uri = f"urn:fab-mes:sim:{spec.tool_id}"
+        self.state_file = state_file
+        self._scratch_state: Path | None = None
+        self._restore = restore
+        self._saved_revision = -1
+        self.reply_delay = 0.0  # real seconds every method reply waits (fault: slow_replies)
+        self.faults = FaultSchedule(
+            fault_rate, seed=seed, tool_id=spec.tool_id, kinds=fault_kinds, start=clock.now()
+        )
+        self.fault_log: list[tuple[float, str]] = []  # random faults so far (sim time, kind)
+        self._recoveries: list[tuple[float, str, Callable[[], Awaitable[None]]]] = []
+        self._fault_task: asyncio.Task[None] | None = None
+        self._restarting = False
+        self.restarts = 0
+        self._server_stopped = False
         self.shelf_dir = shelf_dir
         self.tick_s = tick_s
         self.process_value_period_s = process_value_period_s
@@ -162,15 +197,40 @@ class SimServer:
     def endpoint(self) -> str:
         return f"opc.tcp://{self.host}:{self.port}/{self.spec.tool_id}"
 
+    @property
+    def certificate(self) -> Path | None:
+        """The server certificate (DER) a client pins, when security is on."""
+        return self.pki.server_files(self.spec.tool_id)[0] if self.pki else None
+
     # --- life cycle ------------------------------------------------------------------------
     async def start(self) -> None:
+        if self.state_file is None:
+            self._scratch_state = Path(tempfile.mkdtemp(prefix="sim-state-")) / "state.json"
+        if self._restore:
+            self._load_state()
+        await self._start_server()
+        if self.faults.rate_per_s > 0:
+            self._fault_task = asyncio.create_task(
+                self._fault_loop(), name=f"faults-{self.spec.tool_id}"
+            )
+
+    async def _start_server(self) -> None:
+        self._server_stopped = False
         shelf = await prepare_shelf(self.shelf_dir) if self.shelf_dir else None
         server = self.server
         server.iserver.bind_condition_methods = True  # ConditionRefresh
         await server.init(shelf_file=shelf)
         server.set_endpoint(self.endpoint)
         server.set_server_name(f"Simulated tool {self.spec.tool_id}")
-        server.set_security_policy([ua.SecurityPolicyType.NoSecurity])
+        await server.set_application_uri(self.app_uri)
+        if self.pki is not None and self.security is not Security.NONE:
+            cert, key = await asyncio.to_thread(
+                self.pki.server_certificate, self.spec.tool_id, self.app_uri, self.host
+            )
+            await server.load_certificate(str(cert))
+            await server.load_private_key(str(key))
+            server.set_certificate_validator(self.pki.validator(self._channel_policy))
+        server.set_security_policy(self.security.policies())
         await self._build()
         self.tool.advance(self.clock.now())
         await self._publish_state()
@@ -179,6 +239,36 @@ class SimServer:
         self._ticker = asyncio.create_task(self._tick_loop(), name=f"tick-{self.spec.tool_id}")
 
     async def stop(self) -> None:
+        tasks = [self._fault_task, *self._background]
+        for task in tasks:
+            if task is not None and task is not asyncio.current_task():
+                task.cancel()
+        for task in tasks:
+            if task is not None and task is not asyncio.current_task():
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await task
+        self._fault_task = None
+        await self._stop_server()
+        self._persist()
+        if self._scratch_state is not None:
+            shutil.rmtree(self._scratch_state.parent, ignore_errors=True)
+            self._scratch_state = None
+
+    def _channel_policy(self) -> str | None:
+        """The security policy URI of the connection whose request is being served (asyncua
+        serves each connection's requests in a task of its own), or None if unknown."""
+        bserver = self.server.bserver
+        task = asyncio.current_task()
+        for protocol in bserver.clients if bserver is not None else []:
+            if getattr(protocol, "_task", None) is task and protocol.processor is not None:
+                uri: str = protocol.processor._connection.security_policy.URI
+                return uri
+        return None
+
+    async def _stop_server(self) -> None:
+        if self._server_stopped:
+            return
+        self._server_stopped = True
         for task in (self._ticker, self._restarter):
             if task is not None:
                 task.cancel()
@@ -452,6 +542,7 @@ class SimServer:
                         await self._publish(process_values=pv_due)
                         if pv_due:
                             self._last_pv = loop.time()
+                    self._persist()
             except Exception:  # keep the tool alive; a bug shows in the log, not as a dead sim
                 log.exception("%s: tick failed", self.spec.tool_id)
             await asyncio.sleep(self.tick_s)
@@ -624,7 +715,9 @@ class SimServer:
         await gen.trigger(time_attr=at, message=alarm.text)
 
     # --- method handlers (asyncua calls them with the parent NodeId and Variants) ----------
-    async def _command(self, action: Callable[[], Any]) -> Any:
+    async def _command(self, action: Callable[[], Any], *, slow: bool = True) -> Any:
+        if slow and self.reply_delay > 0:
+            await asyncio.sleep(self.reply_delay)
         async with self._lock:
             self.tool.advance(self.clock.now())
             try:
@@ -634,7 +727,37 @@ class SimServer:
                 await self._sync_and_publish()
                 return _status(exc.reason)
             await self._sync_and_publish()
+            self._persist()
             return result
+
+    # --- persisted state -------------------------------------------------------------------
+    @property
+    def state_path(self) -> Path | None:
+        return self.state_file or self._scratch_state
+
+    def _persist(self, *, force: bool = False) -> None:
+        """Write the state file when the tool changed since the last write."""
+        path = self.state_path
+        if path is None or (not force and self.tool.revision == self._saved_revision):
+            return
+        data = dump_tool(self.tool, self.clock.start) | {"sequence": self._seq}
+        write_state(path, data)
+        self._saved_revision = self.tool.revision
+
+    def _load_state(self) -> None:
+        path = self.state_path
+        data = read_state(path) if path is not None else None
+        if data is None:
+            return
+        tool = Tool(self.spec, seed=self.seed, control_state=self.tool.control_state)
+        restore_tool(tool, data, self.clock.start)
+        tool.measurement.drift_per_wafer = self.tool.measurement.drift_per_wafer
+        for alarm in tool.alarms.values():  # publish them again (new condition nodes)
+            tool.events.append(AlarmEvent(tool.now, alarm))
+        self.tool = tool
+        self._seq = int(data.get("sequence", 0))
+        self._saved_revision = tool.revision
+        log.info("%s: state restored from %s", self.spec.tool_id, path)
 
     @staticmethod
     def _strings(args: tuple[ua.Variant, ...], n: int) -> list[str] | None:
@@ -771,6 +894,10 @@ class SimServer:
         "abort_job",
         "set_control_state",
         "set_drift",
+        "breakdown",
+        "reject_downloads",
+        "slow_replies",
+        "restart",
     )
 
     def check_fault(self, fault: str, **kwargs: Any) -> None:
@@ -826,20 +953,20 @@ class SimServer:
     async def raise_alarm(
         self, alarm_id: str, text: str = "", severity: int = 500, breaking: bool = False
     ) -> None:
-        await self._command(
+        await self._fault(
             lambda: self.tool.raise_alarm(
                 alarm_id, text or alarm_id, severity=severity, breaking=breaking
             )
         )
 
     async def clear_alarm(self, alarm_id: str) -> None:
-        await self._command(lambda: self.tool.clear_alarm(alarm_id))
+        await self._fault(lambda: self.tool.clear_alarm(alarm_id))
 
     async def chamber_down(self, chamber: str) -> None:
-        await self._command(lambda: self.tool.chamber_down(chamber))
+        await self._fault(lambda: self.tool.chamber_down(chamber))
 
     async def chamber_up(self, chamber: str) -> None:
-        await self._command(lambda: self.tool.chamber_up(chamber))
+        await self._fault(lambda: self.tool.chamber_up(chamber))
 
     async def duplicate_job_event(self) -> None:
         """Send the last job status event again, same Sequence (an at-least-once delivery)."""
@@ -855,7 +982,7 @@ class SimServer:
 
     async def corrupt_checksums(self, on: bool = True) -> None:
         self.tool.corrupt_checksums = on
-        await self._command(lambda: None)
+        await self._fault(lambda: None)
 
     async def abort_job(self, job_order_id: str = "") -> None:
         """The tool aborts a job by itself (as after an interlock), whatever the control state."""
@@ -866,13 +993,111 @@ class SimServer:
                 raise Refused("unknown", "no such running job")
             self.tool.fault_abort(job)
 
-        await self._command(abort)
+        await self._fault(abort)
 
     async def set_control_state(self, state: str) -> None:
-        await self._command(lambda: self.tool.set_control_state(ControlState(state)))
+        await self._fault(lambda: self.tool.set_control_state(ControlState(state)))
 
     async def set_drift(self, per_wafer: float) -> None:
         self.tool.measurement.drift_per_wafer = per_wafer
+
+    async def breakdown(self, alarm_id: str = "BREAKDOWN", text: str = "") -> None:
+        """The tool breaks down mid-job: the job is Aborted, the tool OutOfService with a
+        breaking alarm. ``clear_alarm(alarm_id)`` is the repair."""
+        await self._fault(lambda: self.tool.breakdown(alarm_id, text or "Tool breakdown"))
+
+    async def reject_downloads(self, count: int = -1, reason: str = "checksum") -> None:
+        """Refuse the next ``count`` recipe downloads (-1: every one; 0: stop refusing):
+        ``reason`` "checksum" (BadInvalidArgument) or "range" (BadOutOfRange)."""
+        if reason not in ("checksum", "range"):
+            raise ValueError(f"unknown rejection reason {reason!r}")
+        self.tool.rejected_downloads = int(count)
+        self.tool.rejection_reason = reason
+
+    async def slow_replies(self, seconds: float = 2.0) -> None:
+        """Every host method call waits ``seconds`` (real) before it is served; 0 ends it."""
+        if seconds < 0:
+            raise ValueError("seconds must not be negative")
+        self.reply_delay = float(seconds)
+
+    async def restart(self, down_s: float = 1.0) -> None:
+        """The tool's server restarts: sessions and subscriptions are lost, and after ``down_s``
+        real seconds a new server listens on the same port with the state read back from the
+        state file (recipes, counters, jobs and their progress; alarms are raised again)."""
+        if self._restarting:
+            return
+        self._restarting = True
+        try:
+            async with self._lock:
+                self.tool.advance(self.clock.now())
+                self._persist(force=True)
+            await self._stop_server()
+            await asyncio.sleep(down_s)
+            self.server = Server()
+            self._nodes.clear()
+            self._published.clear()
+            self._alarm_nodes.clear()
+            self._alarm_by_node.clear()
+            self._silent_until = None
+            self._load_state()
+            await self._start_server()
+            self.restarts += 1
+        finally:
+            self._restarting = False
+
+    async def _fault(self, action: Callable[[], Any]) -> Any:
+        return await self._command(action, slow=False)
+
+    # --- random faults ---------------------------------------------------------------------
+    async def _fault_loop(self) -> None:
+        while True:
+            await asyncio.sleep(0.1)
+            if self._restarting:
+                continue
+            now = self.clock.now()
+            due = [r for r in self._recoveries if r[0] <= now]
+            self._recoveries = [r for r in self._recoveries if r[0] > now]
+            for _, what, recover in due:
+                log.info("%s: random fault over: %s", self.spec.tool_id, what)
+                self._spawn(recover())
+            for occurrence in self.faults.due(now):
+                self.fault_log.append((occurrence.at, occurrence.kind))
+                log.info("%s: random fault %s", self.spec.tool_id, occurrence.kind)
+                self._spawn(self._random_fault(occurrence.kind, occurrence.rng))
+
+    def _recover_after(
+        self, sim_s: float, what: str, recover: Callable[[], Awaitable[None]]
+    ) -> None:
+        self._recoveries.append((self.clock.now() + sim_s, what, recover))
+
+    async def _random_fault(self, kind: str, rng: random.Random) -> None:
+        n = len(self.fault_log)
+        if kind == "alarm":
+            alarm_id = f"RANDOM-{n}"
+            await self.raise_alarm(alarm_id, "Random warning", severity=rng.randrange(200, 700))
+            self._recover_after(rng.uniform(300, 1800), kind, lambda: self.clear_alarm(alarm_id))
+        elif kind == "breakdown":
+            alarm_id = f"BREAKDOWN-{n}"
+            await self.breakdown(alarm_id, "Random breakdown")
+            self._recover_after(rng.uniform(600, 3600), kind, lambda: self.clear_alarm(alarm_id))
+        elif kind == "reject_download":
+            await self.reject_downloads(1, rng.choice(("checksum", "range")))
+        elif kind == "slow_replies":
+            await self.slow_replies(rng.uniform(1.0, 4.0))
+            self._recover_after(rng.uniform(300, 1800), kind, lambda: self.slow_replies(0))
+        elif kind == "restart":
+            await self.restart(rng.uniform(0.5, 2.0))
+        elif kind in ("offline", "online_local"):
+            state = ControlState.OFFLINE if kind == "offline" else ControlState.ONLINE_LOCAL
+            await self.set_control_state(state.value)
+            back = ControlState.ONLINE_REMOTE.value
+            self._recover_after(rng.uniform(300, 1800), kind, lambda: self.set_control_state(back))
+        elif kind == "drop_connection":
+            await self.drop_connection(rng.uniform(1.0, 5.0))
+        elif kind == "chamber_down" and self.spec.kind is ProcessingKind.CLUSTER:
+            chamber = rng.choice(self.spec.chambers)
+            await self.chamber_down(chamber)
+            self._recover_after(rng.uniform(600, 3600), kind, lambda: self.chamber_up(chamber))
 
     def chamber_states(self) -> dict[str, ChamberState]:
         return {name: s.state for name, s in self.tool.stations.items()}

@@ -190,6 +190,10 @@ class Tool:
         self.events: list[Event] = []
         self.now = 0.0
         self.corrupt_checksums = False  # fault: report a wrong checksum for every recipe
+        # Fault: refuse this many downloads (-1: every one) as "checksum" or "range" errors.
+        self.rejected_downloads = 0
+        self.rejection_reason = "checksum"
+        self.revision = 0  # bumped on every change worth persisting
         self.measurement = MeasurementModel(
             spec.tool_group,
             seeded_rng(seed, spec.tool_id, "measure"),
@@ -255,6 +259,7 @@ class Tool:
     # --- control state and recipes -----------------------------------------------------------
     def set_control_state(self, state: ControlState) -> None:
         self.control_state = state
+        self.revision += 1
 
     def _require_online(self) -> None:
         if self.control_state is ControlState.OFFLINE:
@@ -280,9 +285,18 @@ class Tool:
             recipe = Recipe.from_json(recipe_id, body_json)
         except RecipeError as exc:
             raise Refused("invalid", str(exc)) from exc
+        if self.rejected_downloads:
+            self.rejected_downloads -= self.rejected_downloads > 0
+            if self.rejection_reason == "range":
+                raise Refused("out_of_range", f"recipe {recipe_id!r}: a parameter is out of range")
+            raise Refused("invalid", f"checksum mismatch for recipe {recipe_id!r} (fault)")
         if checksum and checksum.lower() != recipe.checksum:
             raise Refused("invalid", f"checksum mismatch for recipe {recipe_id!r}")
+        problem = recipe.out_of_range()
+        if problem:
+            raise Refused("out_of_range", f"recipe {recipe_id!r}: {problem}")
         self.recipes[recipe_id] = recipe
+        self.revision += 1
         for job in self.jobs.values():
             if job.recipe_id == recipe_id and job.state is JobState.NOT_ALLOWED_TO_START:
                 self._set_job_state(job, JobState.ALLOWED_TO_START, JobSubstate.READY)
@@ -292,6 +306,7 @@ class Tool:
         self._require_online()
         self._recipe(recipe_id)
         self.selected_recipe = recipe_id
+        self.revision += 1
 
     def delete_recipe(self, recipe_id: str) -> None:
         self._require_online()
@@ -301,6 +316,7 @@ class Tool:
         del self.recipes[recipe_id]
         if self.selected_recipe == recipe_id:
             self.selected_recipe = ""
+        self.revision += 1
 
     # --- job control (ISA-95) ----------------------------------------------------------------
     def store(self, job_order_json: str, *, start: bool = False) -> Job:
@@ -381,6 +397,7 @@ class Tool:
         if job.state not in FINAL_JOB_STATES:
             raise Refused("wrong_state", f"job {job_order_id} has not ended")
         del self.jobs[job_order_id]
+        self.revision += 1
         return job
 
     def job_response(self, job_order_id: str) -> dict[str, Any]:
@@ -473,6 +490,14 @@ class Tool:
             raise Refused("wrong_state", f"job {job.job_order_id} is {job.state.value}")
         self._abort(job)
 
+    def breakdown(self, alarm_id: str, text: str, *, severity: int = 900) -> Alarm:
+        """The tool breaks down: the running job is aborted and a breaking alarm raised (the
+        item state is OutOfService while it is active; clearing it is the repair)."""
+        job = self.current_job
+        if job is not None:
+            self._abort(job)
+        return self.raise_alarm(alarm_id, text, severity=severity, breaking=True)
+
     # --- time ------------------------------------------------------------------------------
     def advance(self, now: float) -> None:
         """Play every completion due up to ``now`` at its own time."""
@@ -486,7 +511,7 @@ class Tool:
             self._dispatch(self.now)
         self.now = max(self.now, now)
 
-    def _steps(self, job: Job) -> list[Step]:
+    def steps_of(self, job: Job) -> list[Step]:
         recipe = self.recipes[job.recipe_id]
         if self.spec.batch_processing:
             return batch_steps(recipe, self.spec.family, self.spec.transfer_s)
@@ -510,7 +535,7 @@ class Tool:
         station.state = ChamberState.BUSY
         station.job = job
         station.wafers = wafers
-        station.steps = self._steps(job)
+        station.steps = self.steps_of(job)
         station.started_at = at
         station.ends_at = at + sum(step.duration for step in station.steps)
         for w in wafers:
@@ -559,7 +584,7 @@ class Tool:
         wafers = station.wafers
         self._free(station)
         station.state = ChamberState.DOWN
-        self.events.append(ChamberEvent(self.now, name, ChamberState.DOWN))
+        self._event(ChamberEvent(self.now, name, ChamberState.DOWN))
         if job is not None:
             for w in wafers:
                 w.ended_at = self.now
@@ -571,7 +596,7 @@ class Tool:
         if station.state is not ChamberState.DOWN:
             return
         station.state = ChamberState.IDLE
-        self.events.append(ChamberEvent(self.now, name, ChamberState.IDLE))
+        self._event(ChamberEvent(self.now, name, ChamberState.IDLE))
         self._dispatch(self.now)
 
     def _station(self, name: str) -> Station:
@@ -585,7 +610,7 @@ class Tool:
     ) -> Alarm:
         alarm = Alarm(alarm_id, text, max(1, min(1000, severity)), breaking, raised_at=self.now)
         self.alarms[alarm_id] = alarm
-        self.events.append(AlarmEvent(self.now, alarm))
+        self._event(AlarmEvent(self.now, alarm))
         job = self.current_job
         if breaking and job is not None and job.state is JobState.RUNNING:
             self._set_job_state(job, JobState.INTERRUPTED, JobSubstate.HELD)
@@ -612,7 +637,7 @@ class Tool:
             raise Refused("unknown", f"no alarm {alarm_id!r}") from None
 
     def _alarm_changed(self, alarm: Alarm) -> None:
-        self.events.append(AlarmEvent(self.now, alarm))
+        self._event(AlarmEvent(self.now, alarm))
         if not alarm.retain:
             del self.alarms[alarm.alarm_id]
 
@@ -623,13 +648,15 @@ class Tool:
         self._emit_job(job)
 
     def _emit_job(self, job: Job) -> None:
-        self.events.append(
-            JobEvent(self.now, job.job_order_id, job.state, job.substate, job.response())
-        )
+        self._event(JobEvent(self.now, job.job_order_id, job.state, job.substate, job.response()))
 
     def _set_wafer(self, job: Job, wafer: Wafer, state: SubstrateState) -> None:
         wafer.state = state
-        self.events.append(SubstrateEvent(self.now, job.job_order_id, wafer.as_dict()))
+        self._event(SubstrateEvent(self.now, job.job_order_id, wafer.as_dict()))
+
+    def _event(self, event: Event) -> None:
+        self.events.append(event)
+        self.revision += 1
 
     def drain_events(self) -> list[Event]:
         events, self.events = self.events, []

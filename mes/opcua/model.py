@@ -144,6 +144,7 @@ REFUSAL_STATUS: Final[dict[str, str]] = {
     "unknown": "BadNotFound",  # unknown job order or recipe
     "invalid": "BadInvalidArgument",  # malformed job order or recipe, checksum mismatch, batch size
     "busy": "BadResourceUnavailable",  # another job is running, job list full
+    "out_of_range": "BadOutOfRange",  # a recipe parameter outside its own min/max
 }
 
 

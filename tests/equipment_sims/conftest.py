@@ -169,13 +169,26 @@ def shelf_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 SimFactory = Callable[..., Awaitable[SimServer]]
 
 
+@pytest.fixture(scope="session")
+def pki_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One PKI folder for the session (a tool's certificate is made once)."""
+    return tmp_path_factory.mktemp("pki")
+
+
 @pytest.fixture
 async def make_sim(shelf_dir: Path) -> AsyncIterator[SimFactory]:
     started: list[SimServer] = []
 
-    async def make(spec: ToolSpec, *, speed: float = 600.0, seed: int = 7) -> SimServer:
+    async def make(
+        spec: ToolSpec, *, speed: float = 600.0, seed: int = 7, **options: Any
+    ) -> SimServer:
         server = SimServer(
-            spec, clock=SimClock(speed), port=free_port(), seed=seed, shelf_dir=shelf_dir
+            spec,
+            clock=SimClock(speed),
+            port=free_port(),
+            seed=seed,
+            shelf_dir=shelf_dir,
+            **options,
         )
         await server.start()
         started.append(server)

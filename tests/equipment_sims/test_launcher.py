@@ -8,10 +8,13 @@ import signal
 import sys
 from pathlib import Path
 
+import pytest
 from asyncua import Client
 
+from equipment_sims.__main__ import main
 from equipment_sims.fab import load_fab
 from equipment_sims.launcher import SimFab
+from equipment_sims.pki import Security
 from mes.opcua import model as m
 
 from .conftest import LITHO_BODY, TIMEOUT, ToolClient, free_port, job_order
@@ -19,9 +22,13 @@ from .conftest import LITHO_BODY, TIMEOUT, ToolClient, free_port, job_order
 EXAMPLE = Path(__file__).resolve().parents[2] / "equipment_sims" / "examples" / "fab.json"
 
 
-async def test_sim_fab_serves_every_tool_on_consecutive_ports(shelf_dir: Path) -> None:
+async def test_sim_fab_serves_every_tool_on_consecutive_ports(
+    shelf_dir: Path, pki_dir: Path
+) -> None:
     specs = load_fab(EXAMPLE, base_port=free_port())
-    async with SimFab(specs, speed=3000, seed=3, shelf_dir=shelf_dir) as fab:
+    async with SimFab(specs, speed=3000, seed=3, shelf_dir=shelf_dir, pki_dir=pki_dir) as fab:
+        assert {s.security for s in fab.servers.values()} == {Security.OPTIONAL}
+        assert all(s.certificate and s.certificate.exists() for s in fab.servers.values())
         assert [s.port for s in fab.servers.values()] == [specs[0].port + i for i in range(6)]
         assert len({id(s.clock) for s in fab.servers.values()}) == 1  # one clock for the fab
         for server in fab.servers.values():
@@ -39,7 +46,7 @@ async def test_sim_fab_serves_every_tool_on_consecutive_ports(shelf_dir: Path) -
             assert (await tc.wait_job("J1", "Ended")).JobSubstate == "Completed"
 
 
-async def test_cli_serves_the_fab_and_injects_faults(shelf_dir: Path) -> None:
+async def test_cli_serves_the_fab_and_injects_faults(shelf_dir: Path, pki_dir: Path) -> None:
     port = free_port()
     proc = await asyncio.create_subprocess_exec(
         sys.executable,
@@ -53,6 +60,12 @@ async def test_cli_serves_the_fab_and_injects_faults(shelf_dir: Path) -> None:
         str(port),
         "--shelf-dir",
         str(shelf_dir),
+        "--pki-dir",
+        str(pki_dir),
+        "--fault-rate",
+        "0.5",
+        "--fault-kinds",
+        "alarm,chamber_down",
         stdout=asyncio.subprocess.PIPE,
     )
     try:
@@ -81,3 +94,38 @@ async def test_cli_serves_the_fab_and_injects_faults(shelf_dir: Path) -> None:
     finally:
         proc.send_signal(signal.SIGINT)
         assert await asyncio.wait_for(proc.wait(), TIMEOUT) == 0
+
+
+async def test_a_fab_with_a_state_dir_starts_where_it_stopped(
+    shelf_dir: Path, tmp_path: Path
+) -> None:
+    specs = load_fab(EXAMPLE, base_port=free_port(), only={"LITHO01"})
+    options = {"shelf_dir": shelf_dir, "pki_dir": None, "state_dir": tmp_path}
+    async with (
+        SimFab(specs, speed=3000, **options) as fab,
+        Client(fab["LITHO01"].endpoint, timeout=TIMEOUT) as client,
+    ):
+        tc = ToolClient(client, "LITHO01")
+        await tc.setup()
+        await tc.download("R1", LITHO_BODY)
+        await tc.job("StoreAndStart", job_order("J1", "R1", ("L1", [1, 2])), "")
+        await tc.wait_job("J1", "Ended")
+    assert (tmp_path / "LITHO01.json").exists()
+    async with (
+        SimFab(specs, speed=3000, **options) as fab,  # a new process, as it were
+        Client(fab["LITHO01"].endpoint, timeout=TIMEOUT) as client,
+    ):
+        tc = ToolClient(client, "LITHO01")
+        await tc.setup()
+        assert await tc.read(m.RECIPES, m.RECIPE_LIST) == ["R1"]
+        assert await tc.read(m.COUNTERS, m.WAFERS_PROCESSED_TOTAL) == 2
+
+
+def test_cli_adds_a_client_certificate_to_the_trust_list(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    cert = tmp_path / "mes-client.der"
+    cert.write_bytes(b"0\x82not-really-a-certificate")
+    main(["trust", str(cert), "--pki-dir", str(tmp_path / "pki")])
+    assert (tmp_path / "pki" / "trusted" / "mes-client.der").read_bytes() == cert.read_bytes()
+    assert "trusted" in capsys.readouterr().out

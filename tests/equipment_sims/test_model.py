@@ -411,3 +411,109 @@ def test_sims_import_nothing_from_mes_but_the_tool_contract() -> None:
             for name in names:
                 if name == "mes" or name.startswith("mes."):
                     assert name in ("mes.opcua", "mes.opcua.model"), f"{path}: {name}"
+
+
+# --- faults and persisted state ------------------------------------------------------------
+def test_breakdown_aborts_the_running_job_and_takes_the_tool_out_of_service() -> None:
+    tool = loaded(litho(), LITHO_BODY)
+    tool.store(job_order("J1", "R1", ("L1", [1, 2, 3])), start=True)
+    tool.advance(80.0)
+    alarm = tool.breakdown("BD", "Vacuum pump failure")
+    job = tool.jobs["J1"]
+    assert (job.state, job.substate) == (JobState.ABORTED, JobSubstate.ABORTED)
+    assert (alarm.breaking, alarm.active, alarm.severity) == (True, True, 900)
+    assert tool.item_state is MachineryItemState.OUT_OF_SERVICE
+    tool.breakdown("BD2", "again, idle")  # no job: only the alarm
+    tool.clear_alarm("BD")
+    tool.clear_alarm("BD2")
+    assert tool.item_state is MachineryItemState.NOT_EXECUTING
+
+
+def test_recipe_parameters_must_lie_within_their_own_limits() -> None:
+    tool = Tool(litho())
+    body = {"parameters": [{"name": "dose", "value": 30, "min": 10, "max": 50}]}
+    tool.download_recipe("OK", json.dumps(body), "")
+    for value, word in ((5, "below"), (51, "above")):
+        body["parameters"][0]["value"] = value
+        with pytest.raises(Refused, match=word) as refused:
+            tool.download_recipe("BAD", json.dumps(body), "")
+        assert refused.value.reason == "out_of_range"
+    assert list(tool.recipes) == ["OK"]
+
+
+def test_state_round_trip_mid_job_finishes_like_the_original() -> None:
+    from datetime import UTC, datetime, timedelta
+
+    from equipment_sims.state import dump_tool, restore_tool
+
+    start = datetime(2026, 1, 1, tzinfo=UTC)
+    original = loaded(etch(), ETCH_BODY)
+    original.select_recipe("R1")
+    original.store(job_order("J0", "R1", ("L0", [1])), start=True)
+    original.advance(200.0)
+    original.store(job_order("J1", "R1", ("L1", [1, 2, 3, 4, 5])), start=True)
+    original.advance(300.0)
+    original.chamber_down("PM3")
+    original.raise_alarm("A1", "warning", breaking=False)
+    data = json.loads(json.dumps(dump_tool(original, start)))
+
+    # Read back under a clock that started 100 s later: every time moves by -100 s.
+    copy = Tool(etch())
+    restore_tool(copy, data, start + timedelta(seconds=100))
+    assert copy.now == original.now - 100
+    assert copy.selected_recipe == "R1"
+    assert set(copy.recipes) == {"R1"}
+    assert copy.wafers_processed_total == original.wafers_processed_total
+    assert copy.alarms["A1"].text == "warning"
+    assert copy.stations["PM3"].state is ChamberState.DOWN
+    original.advance(5000.0)
+    copy.advance(4900.0)
+    assert copy.job_response("J1") | {"StartTime": 0, "EndTime": 0} == original.job_response(
+        "J1"
+    ) | {"StartTime": 0, "EndTime": 0}
+    assert copy.jobs["J1"].ended_at == original.jobs["J1"].ended_at - 100  # type: ignore[operator]
+    assert copy.wafers_processed_total == original.wafers_processed_total == 6
+
+
+def test_state_file_is_written_atomically(tmp_path: Path) -> None:
+    from equipment_sims.state import read_state, write_state
+
+    path = tmp_path / "sub" / "T.json"
+    assert read_state(path) is None
+    write_state(path, {"a": 1})
+    write_state(path, {"a": 2})
+    assert read_state(path) == {"a": 2}
+    assert [p.name for p in path.parent.iterdir()] == ["T.json"]
+
+
+def test_state_of_another_tool_is_refused() -> None:
+    from datetime import UTC, datetime
+
+    from equipment_sims.state import dump_tool, restore_tool
+
+    now = datetime.now(UTC)
+    with pytest.raises(ValueError, match="not this tool"):
+        restore_tool(Tool(litho("OTHER")), dump_tool(Tool(litho()), now), now)
+
+
+def test_random_fault_schedule_is_seeded_and_keeps_its_rate() -> None:
+    from equipment_sims.faults import KINDS, FaultSchedule
+
+    def run(seed: int, step: float) -> list[tuple[float, str]]:
+        schedule = FaultSchedule(2.0, seed=seed, tool_id="T1")
+        out = []
+        t = 0.0
+        while t < 100 * 3600:
+            t += step
+            out += [(o.at, o.kind) for o in schedule.due(t)]
+        return out
+
+    first = run(7, 60.0)
+    assert first == run(7, 900.0)  # however often it is asked
+    assert first != run(8, 60.0)
+    assert [at for at, _ in first] == sorted(at for at, _ in first)
+    per_kind = {kind: sum(k == kind for _, k in first) for kind in KINDS}
+    assert all(120 < n < 290 for n in per_kind.values()), per_kind  # 200 expected each
+    assert FaultSchedule(0.0, seed=1, tool_id="T1").due(1e9) == []
+    with pytest.raises(ValueError, match="unknown fault kinds"):
+        FaultSchedule(1.0, seed=1, tool_id="T1", kinds=("meteor",))
