@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
 
@@ -34,7 +34,7 @@ from mes.lots.states import LotState, QTimeStatus
 from mes.recipes import rules as recipe_rules
 from mes.recipes import service as recipes_service
 from mes.recipes.models import Recipe, RecipeQualification, RecipeVersion, RecipeVersionStatus
-from mes.routes.models import Product, Step
+from mes.routes.models import Product, RouteVersion, Step
 
 # --- rule sets -----------------------------------------------------------------------------
 
@@ -325,7 +325,44 @@ class _RouteInfo:
     by_sequence: dict[int, dict[int, int]]  # route version → sequence → step id
 
 
+# Steps of a route version that lots run never change (only drafts are edited), so their
+# structure is cached per process, keyed by id and creation time (ids of rolled-back rows can
+# come back). Reticles are not cached: they follow recipe approvals.
+_ROUTE_CACHE: dict[tuple[int, str], _RouteInfo] = {}
+_ROUTE_CACHE_SIZE = 256
+
+
 async def _route_info(session: AsyncSession, route_version_ids: set[int]) -> _RouteInfo:
+    keys = {
+        rv_id: (rv_id, created.isoformat())
+        for rv_id, created in (
+            await session.execute(
+                select(RouteVersion.id, RouteVersion.created_at).where(
+                    RouteVersion.id.in_(list(route_version_ids))
+                )
+            )
+        ).all()
+    }
+    missing = {rv for rv, key in keys.items() if key not in _ROUTE_CACHE}
+    if missing:
+        if len(_ROUTE_CACHE) + len(missing) > _ROUTE_CACHE_SIZE:
+            _ROUTE_CACHE.clear()
+        loaded = await _load_routes(session, missing)
+        for rv in missing:
+            _ROUTE_CACHE[keys[rv]] = loaded[rv]
+    parts = [_ROUTE_CACHE[key] for key in keys.values()]
+    if len(parts) == 1:
+        return parts[0]
+    merged = _RouteInfo({}, {}, {}, {})
+    for part in parts:
+        merged.steps.update(part.steps)
+        merged.remaining_s.update(part.remaining_s)
+        merged.next_group.update(part.next_group)
+        merged.by_sequence.update(part.by_sequence)
+    return merged
+
+
+async def _load_routes(session: AsyncSession, route_version_ids: set[int]) -> dict[int, _RouteInfo]:
     rows = (
         await session.execute(
             select(
@@ -345,18 +382,14 @@ async def _route_info(session: AsyncSession, route_version_ids: set[int]) -> _Ro
             .order_by(Step.route_version_id, Step.sequence.desc())
         )
     ).all()
-    recipes = {r.recipe_name for r in rows if r.recipe_name}
-    reticle_of = await _reticles_of(session, recipes)
-    steps: dict[int, policy.StepSnapshot] = {}
-    remaining: dict[int, float] = {}
-    next_group: dict[int, int | None] = {}
-    by_sequence: dict[int, dict[int, int]] = defaultdict(dict)
+    out = {rv: _RouteInfo({}, {}, {}, {rv: {}}) for rv in route_version_ids}
     current_rv, acc, following = None, 0.0, None
     for r in rows:  # last step first, per route version
+        info = out[r.route_version_id]
         if r.route_version_id != current_rv:
             current_rv, acc, following = r.route_version_id, 0.0, None
         acc += r.process_time_s
-        steps[r.id] = policy.StepSnapshot(
+        info.steps[r.id] = policy.StepSnapshot(
             id=r.id,
             sequence=r.sequence,
             tool_group_id=r.tool_group_id,
@@ -366,14 +399,13 @@ async def _route_info(session: AsyncSession, route_version_ids: set[int]) -> _Ro
             batch_min=r.batch_min,
             batch_max=r.batch_max,
             setup=r.setup,
-            reticle=reticle_of.get(r.recipe_name) if r.recipe_name else None,
             same_tool_as_sequence=r.same_tool_as_sequence,
         )
-        remaining[r.id] = acc
-        next_group[r.id] = following
+        info.remaining_s[r.id] = acc
+        info.next_group[r.id] = following
         following = r.tool_group_id
-        by_sequence[r.route_version_id][r.sequence] = r.id
-    return _RouteInfo(steps, remaining, next_group, by_sequence)
+        info.by_sequence[r.route_version_id][r.sequence] = r.id
+    return out
 
 
 async def _reticles_of(session: AsyncSession, recipes: set[str]) -> dict[str, str]:
@@ -449,11 +481,16 @@ async def lot_snapshots(
         ).all():
             key = (lot_id, step_id)
             deadlines[key] = min(deadlines.get(key, float("inf")), deadline.timestamp())
+    reticle_of = await _reticles_of(
+        session, {route.steps[row.current_step_id].recipe or "" for row in rows} - {""}
+    )
     dedicated = await _dedicated_tools(session, rows, route)
     overrides = await _recipe_overrides(session, rows, route, tools)
     lots = []
     for r in rows:
         step = route.steps[r.current_step_id]
+        if step.recipe is not None and step.recipe in reticle_of:
+            step = replace(step, reticle=reticle_of[step.recipe])
         closes = deadlines.get((r.id, r.current_step_id))
         lots.append(
             policy.LotSnapshot(
@@ -747,22 +784,3 @@ async def set_transfer_time(
 
 async def fab_codes(session: AsyncSession) -> dict[int, str]:
     return dict((await session.execute(select(Fab.id, Fab.code))).all())
-
-
-async def tool_codes(session: AsyncSession, ids: Iterable[int]) -> dict[int, str]:
-    wanted = list(set(ids))
-    if not wanted:
-        return {}
-    return dict(
-        (
-            await session.execute(
-                select(Equipment.id, Equipment.code).where(Equipment.id.in_(wanted))
-            )
-        )
-        .tuples()
-        .all()
-    )
-
-
-async def step_labels(session: AsyncSession) -> dict[int, str]:
-    return dict((await session.execute(select(ToolGroup.id, ToolGroup.code))).tuples().all())
