@@ -260,7 +260,10 @@ class Candidate:
     batch_urgent: bool = False
 
 
-RuleFn = Callable[[Candidate, Situation, Mapping[str, float]], tuple[float, str]]
+# A rule's value, and its explanation as a format string with arguments: formatting is most of
+# a rule's cost, so it happens only for the lots whose explanation is asked for.
+Valued = tuple[float, str, tuple[Any, ...]]
+RuleFn = Callable[[Candidate, Situation, Mapping[str, float]], Valued]
 
 
 @dataclass(frozen=True)
@@ -286,71 +289,77 @@ def _logistic(x: float, scale: float) -> float:
     return 1.0 / (1.0 + math.exp(z))
 
 
-def _priority(c: Candidate, _s: Situation, p: Mapping[str, float]) -> tuple[float, str]:
+def _priority(c: Candidate, _s: Situation, p: Mapping[str, float]) -> Valued:
     value = {"super_hot": p["super_hot"], "hot": p["hot"]}.get(c.lot.priority, p["normal"])
-    return value, f"priority class {c.lot.priority}"
+    return value, "priority class {}", (c.lot.priority,)
 
 
-def _fifo(c: Candidate, s: Situation, p: Mapping[str, float]) -> tuple[float, str]:
+def _fifo(c: Candidate, s: Situation, p: Mapping[str, float]) -> Valued:
     wait = max(0.0, s.now - c.lot.queued_at)
-    return 1.0 - _decay(wait, p["scale_s"]), f"waiting {wait / 3600:.1f} h at the step"
+    return 1.0 - _decay(wait, p["scale_s"]), "waiting {:.1f} h at the step", (wait / 3600,)
 
 
 def _flow(c: Candidate, p: Mapping[str, float]) -> float:
     return max(1.0, c.lot.remaining_process_s * p["flow_factor"])
 
 
-def _critical_ratio(c: Candidate, s: Situation, p: Mapping[str, float]) -> tuple[float, str]:
+def _critical_ratio(c: Candidate, s: Situation, p: Mapping[str, float]) -> Valued:
     if c.lot.due_at is None:
-        return 0.0, "no due date"
+        return 0.0, "no due date", ()
     ratio = (c.lot.due_at - s.now) / _flow(c, p)
-    return _logistic(ratio - 1.0, p["scale"]), f"critical ratio {ratio:.2f}"
+    return _logistic(ratio - 1.0, p["scale"]), "critical ratio {:.2f}", (ratio,)
 
 
-def _edd(c: Candidate, s: Situation, p: Mapping[str, float]) -> tuple[float, str]:
+def _edd(c: Candidate, s: Situation, p: Mapping[str, float]) -> Valued:
     if c.lot.due_at is None:
-        return 0.0, "no due date"
+        return 0.0, "no due date", ()
     left = c.lot.due_at - s.now
-    return _logistic(left, p["scale_s"]), f"due in {left / 86400:.1f} d"
+    return _logistic(left, p["scale_s"]), "due in {:.1f} d", (left / 86400,)
 
 
-def _spt(c: Candidate, _s: Situation, p: Mapping[str, float]) -> tuple[float, str]:
+def _spt(c: Candidate, _s: Situation, p: Mapping[str, float]) -> Valued:
     t = c.lot.step.process_time_s
-    return _decay(t, p["scale_s"]), f"process time {t / 60:.0f} min"
+    return _decay(t, p["scale_s"]), "process time {:.0f} min", (t / 60,)
 
 
-def _srpt(c: Candidate, _s: Situation, p: Mapping[str, float]) -> tuple[float, str]:
+def _srpt(c: Candidate, _s: Situation, p: Mapping[str, float]) -> Valued:
     t = c.lot.remaining_process_s
-    return _decay(t, p["scale_s"]), f"remaining process time {t / 3600:.1f} h"
+    return _decay(t, p["scale_s"]), "remaining process time {:.1f} h", (t / 3600,)
 
 
-def _least_slack(c: Candidate, s: Situation, p: Mapping[str, float]) -> tuple[float, str]:
+def _least_slack(c: Candidate, s: Situation, p: Mapping[str, float]) -> Valued:
     if c.lot.due_at is None:
-        return 0.0, "no due date"
+        return 0.0, "no due date", ()
     slack = c.lot.due_at - s.now - _flow(c, p)
-    return _logistic(slack, p["scale_s"]), f"slack {slack / 3600:.1f} h"
+    return _logistic(slack, p["scale_s"]), "slack {:.1f} h", (slack / 3600,)
 
 
-def _setup(c: Candidate, s: Situation, p: Mapping[str, float]) -> tuple[float, str]:
+def _setup(c: Candidate, s: Situation, p: Mapping[str, float]) -> Valued:
     wanted, current = c.lot.step.setup, c.tool.current_setup
-    if wanted is None or wanted == current:
-        return 1.0, "no setup change" if wanted is None else f"same setup {wanted}"
+    if wanted is None:
+        return 1.0, "no setup change", ()
+    if wanted == current:
+        return 1.0, "same setup {}", (wanted,)
     if current is not None:
         need = s.min_run.get(current, 0)
         if c.tool.lots_since_setup < need:
             return (
                 -1.0,
-                f"change {current}→{wanted} before the minimum run "
-                f"({c.tool.lots_since_setup}/{need} lots)",
+                "change {}→{} before the minimum run ({}/{} lots)",
+                (current, wanted, c.tool.lots_since_setup, need),
             )
     t = s.setup_time(current, wanted)
-    return _decay(t, p["scale_s"]) - 1.0, f"setup change {current}→{wanted} ({t / 60:.0f} min)"
+    return (
+        _decay(t, p["scale_s"]) - 1.0,
+        "setup change {}→{} ({:.0f} min)",
+        (current, wanted, t / 60),
+    )
 
 
-def _batch(c: Candidate, _s: Situation, p: Mapping[str, float]) -> tuple[float, str]:
+def _batch(c: Candidate, _s: Situation, p: Mapping[str, float]) -> Valued:
     step = c.lot.step
     if step.batch_max is None:
-        return 0.0, "not a batch step"
+        return 0.0, "not a batch step", ()
     size = min(step.batch_max, c.tool.max_lots)
     fill = min(1.0, c.batch_peers / size)
     ready = (
@@ -358,28 +367,31 @@ def _batch(c: Candidate, _s: Situation, p: Mapping[str, float]) -> tuple[float, 
         or c.batch_oldest_wait_s >= p["max_wait_s"]
         or c.batch_urgent
     )
-    why = f"batch of {min(c.batch_peers, size)}/{size}"
     if ready:
-        return fill, why + " ready"
-    return fill - 1.0, why + f" below minimum {step.batch_min}: worth waiting"
+        return fill, "batch of {}/{} ready", (min(c.batch_peers, size), size)
+    return (
+        fill - 1.0,
+        "batch of {}/{} below minimum {}: worth waiting",
+        (min(c.batch_peers, size), size, step.batch_min),
+    )
 
 
-def _qtime(c: Candidate, s: Situation, p: Mapping[str, float]) -> tuple[float, str]:
+def _qtime(c: Candidate, s: Situation, p: Mapping[str, float]) -> Valued:
     if c.lot.qtime_deadline is None:
-        return 0.0, "no Q-time window"
+        return 0.0, "no Q-time window", ()
     left = c.lot.qtime_deadline - s.now
-    return _decay(left, p["scale_s"]), f"Q-time window closes in {left / 60:.0f} min"
+    return _decay(left, p["scale_s"]), "Q-time window closes in {:.0f} min", (left / 60,)
 
 
-def _wip_balance(c: Candidate, s: Situation, p: Mapping[str, float]) -> tuple[float, str]:
+def _wip_balance(c: Candidate, s: Situation, p: Mapping[str, float]) -> Valued:
     nxt = c.lot.next_tool_group_id
     if nxt is None:
-        return 0.0, "last step"
+        return 0.0, "last step", ()
     load = s.loads.get((c.tool.fab_id, nxt), GroupLoad())
     w = load.workload_s
     if math.isinf(w):
-        return 0.0, "next tool group has no tool up"
-    return _decay(w, p["scale_s"]), f"next tool group has {w / 3600:.1f} h of work per tool"
+        return 0.0, "next tool group has no tool up", ()
+    return _decay(w, p["scale_s"]), "next tool group has {:.1f} h of work per tool", (w / 3600,)
 
 
 HOUR, DAY = 3600.0, 86400.0
@@ -543,10 +555,10 @@ def explain(candidate: Candidate, situation: Situation, rule_set: RuleSet) -> Ra
     parts = []
     total = 0.0
     for rule in rule_set.rules:
-        value, why = rule.fn(candidate, situation, rule.params)
+        value, why, args = rule.fn(candidate, situation, rule.params)
         contribution = rule.weight * value
         total += contribution
-        parts.append(Contribution(rule.name, rule.weight, value, contribution, why))
+        parts.append(Contribution(rule.name, rule.weight, value, contribution, why.format(*args)))
     return Ranked(candidate.lot, 0, total, tuple(parts))
 
 
@@ -603,18 +615,23 @@ def rank_lots(
         else:
             eligible.append(lot)
     groups = _batch_groups(eligible, tool, situation)
-    scored: list[tuple[float, float, str, Candidate]] = []
+    scored: list[tuple[float, float, str, Candidate, Ranked | None]] = []
     for lot in eligible:
         n, oldest, urgent = groups.get((lot.step.id, lot.recipe_on(tool.id)), (1, 0.0, False))
         candidate = Candidate(lot, tool, n, oldest, urgent)
-        score = _score_only(candidate, situation, rule_set)
-        scored.append((-score, lot.queued_at, lot.code, candidate))
+        if explain_all:
+            full = explain(candidate, situation, rule_set)
+            scored.append((-full.score, lot.queued_at, lot.code, candidate, full))
+        else:
+            score = _score_only(candidate, situation, rule_set)
+            scored.append((-score, lot.queued_at, lot.code, candidate, None))
     scored.sort(key=lambda t: t[:3])
     ranked = []
-    for i, (neg, _q, _c, candidate) in enumerate(scored):
-        if explain_all or i == 0:
-            r = explain(candidate, situation, rule_set)
-            ranked.append(Ranked(r.lot, i + 1, r.score, r.contributions))
+    for i, (neg, _q, _c, candidate, done) in enumerate(scored):
+        if done is None and i == 0:
+            done = explain(candidate, situation, rule_set)
+        if done is not None:
+            ranked.append(Ranked(done.lot, i + 1, done.score, done.contributions))
         else:
             ranked.append(Ranked(candidate.lot, i + 1, -neg, ()))
     excluded.sort(key=lambda e: e.lot.code)

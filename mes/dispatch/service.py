@@ -5,7 +5,7 @@ lots), for one tool, for every tool of a fab, or for the tools of a group in eve
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
@@ -22,7 +22,7 @@ from mes.equipment import pm_rules
 from mes.equipment import service as equipment_service
 from mes.equipment.models import Chamber, Equipment, PmPlan, PmRecord
 from mes.equipment.states import PRODUCTION_STATES
-from mes.errors import InvalidInput
+from mes.errors import InvalidInput, NotFound
 from mes.fabs import service as fabs_service
 from mes.fabs.models import Fab, ToolGroup
 from mes.kit.lookup import get_by_key
@@ -587,27 +587,29 @@ async def _recipe_overrides(
     return out
 
 
-async def situation(session: AsyncSession, now: datetime) -> policy.Situation:
-    """Loads per fab and tool group, setup changes, minimum runs and transfer times."""
+async def situation(
+    session: AsyncSession, now: datetime, groups: Collection[int] | None = None
+) -> policy.Situation:
+    """Loads per fab and tool group (only of ``groups`` if given), setup changes, minimum runs
+    and transfer times."""
     loads: dict[tuple[int, int], policy.GroupLoad] = {}
-    queued = (
-        await session.execute(
-            select(Lot.fab_id, Step.tool_group_id, func.count(), func.sum(Step.process_time_s))
-            .join(Step, Step.id == Lot.current_step_id)
-            .where(Lot.state == LotState.WAITING)
-            .group_by(Lot.fab_id, Step.tool_group_id)
-        )
-    ).all()
-    up = dict(
-        ((fab, group), n)
-        for fab, group, n in (
-            await session.execute(
-                select(Equipment.fab_id, Equipment.tool_group_id, func.count())
-                .where(Equipment.e10_state.in_(PRODUCTION_STATES))
-                .group_by(Equipment.fab_id, Equipment.tool_group_id)
-            )
-        ).all()
+    queued_stmt = (
+        select(Lot.fab_id, Step.tool_group_id, func.count(), func.sum(Step.process_time_s))
+        .join(Step, Step.id == Lot.current_step_id)
+        .where(Lot.state == LotState.WAITING)
+        .group_by(Lot.fab_id, Step.tool_group_id)
     )
+    up_stmt = (
+        select(Equipment.fab_id, Equipment.tool_group_id, func.count())
+        .where(Equipment.e10_state.in_(PRODUCTION_STATES))
+        .group_by(Equipment.fab_id, Equipment.tool_group_id)
+    )
+    if groups is not None:
+        wanted = sorted(groups)
+        queued_stmt = queued_stmt.where(Step.tool_group_id.in_(wanted))
+        up_stmt = up_stmt.where(Equipment.tool_group_id.in_(wanted))
+    queued = (await session.execute(queued_stmt)).all()
+    up = dict(((fab, group), n) for fab, group, n in (await session.execute(up_stmt)).all())
     for fab, group, n, work in queued:
         loads[(fab, group)] = policy.GroupLoad(n, float(work or 0), up.get((fab, group), 0))
     for key, n in up.items():
@@ -652,18 +654,21 @@ async def dispatch_list(
 ) -> policy.DispatchList:
     """What-next for one tool: its lots ranked by its rule set, and the excluded ones."""
     now = clock.now()
-    tool = await get_by_key(
-        session, Equipment, Equipment.code, tool_code, code="tool.not_found", what="tool"
-    )
-    (snapshot,) = await tool_snapshots(session, [Equipment.id == tool.id], now)
+    found = await tool_snapshots(session, [Equipment.code == tool_code], now)
+    if not found:
+        raise NotFound(f"tool {tool_code!r} does not exist", code="tool.not_found")
+    (tool,) = found
     lots = await lot_snapshots(
         session,
         [Lot.fab_id == tool.fab_id, Step.tool_group_id == tool.tool_group_id],
         now,
-        [snapshot],
+        [tool],
     )
     sets = await active_rule_sets(session, [tool.fab_id])
-    return policy.rank_lots(snapshot, lots, await situation(session, now), sets.for_tool(snapshot))
+    # Only the loads WIP balancing looks at: the tool groups of the lots' next steps.
+    nexts = {lot.next_tool_group_id for lot in lots if lot.next_tool_group_id is not None}
+    sit = await situation(session, now, nexts)
+    return policy.rank_lots(tool, lots, sit, sets.for_tool(tool))
 
 
 async def refresh_fab(
@@ -700,16 +705,16 @@ async def where_next(session: AsyncSession, lot_code: str, *, clock: Clock) -> p
     lot = await get_by_key(session, Lot, Lot.code, lot_code, code="lot.not_found", what="lot")
     if lot.current_step_id is None:
         raise RuleViolation("lot.finished", f"lot {lot_code} is {lot.state.value}")
-    group_id = await session.scalar(
-        select(Step.tool_group_id).where(Step.id == lot.current_step_id)
-    )
+    group_id = (
+        await session.execute(select(Step.tool_group_id).where(Step.id == lot.current_step_id))
+    ).scalar_one()
     tools = await tool_snapshots(session, [Equipment.tool_group_id == group_id], now)
     found = await lot_snapshots(session, [Lot.id == lot.id], now, tools)
     if not found:
         snapshot = await _any_state_snapshot(session, lot, now)
     else:
         (snapshot,) = found
-    return policy.rank_tools(snapshot, tools, await situation(session, now))
+    return policy.rank_tools(snapshot, tools, await situation(session, now, {group_id}))
 
 
 async def _any_state_snapshot(session: AsyncSession, lot: Lot, now: datetime) -> policy.LotSnapshot:
