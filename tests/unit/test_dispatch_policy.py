@@ -456,3 +456,23 @@ def test_a_decision_takes_tens_of_microseconds() -> None:
     per_lot_us = (time.perf_counter() - start) / rounds / len(lots) * 1e6
     # Generous bound for a loaded CI machine; typically a few µs per lot and decision.
     assert per_lot_us < 100
+
+
+@settings(max_examples=200, deadline=None)
+@given(fab_state(), st.sampled_from([1, 2]))
+def test_where_next_never_offers_an_illegal_tool(
+    state: tuple[p.ToolSnapshot, list[p.LotSnapshot], p.Situation], tool_fab: int
+) -> None:
+    tool, lots, s = state
+    tool = replace(tool, fab_id=tool_fab)
+    for lot_ in lots:
+        wn = p.rank_tools(lot_, [tool], s)
+        if not wn.options:
+            assert wn.refused[0].reasons
+            continue
+        # Where-next ignores the fab (a transfer), capacity and control state (the lot can
+        # wait), never the rest; and the Q-time window must survive transfer and queue.
+        free = replace(tool, fab_id=lot_.fab_id, running=(), control_state="OnlineRemote")
+        option = wn.options[0]
+        waited = replace(s, now=s.now + option.transfer_s + max(option.queue_s, option.busy_s))
+        assert legal(lot_, free, waited)
