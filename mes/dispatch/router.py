@@ -17,6 +17,7 @@ from mes.dispatch.schemas import (
     ContributionRead,
     DispatchListRead,
     ExcludedLot,
+    MinRunSet,
     RankedLot,
     Reason,
     RefusedTool,
@@ -24,6 +25,8 @@ from mes.dispatch.schemas import (
     RuleSetPublish,
     RuleSetRead,
     SendToFab,
+    SetupChangeSet,
+    SetupDataRead,
     ToolOptionRead,
     TransferTimeRead,
     TransferTimeSet,
@@ -112,6 +115,39 @@ async def set_transfer_time(
     """How long a lot travels from one fab to another (where-next adds it to the wait)."""
     await service.set_transfer_time(session, body.from_fab, body.to_fab, body.time_s)
     return TransferTimeRead(**body.model_dump())
+
+
+@router.get("/setups", response_model=SetupDataRead)
+async def setups(session: ReadSession) -> SetupDataRead:
+    """Setup change times (sequence-dependent; from "any" when no from-setup) and minimum runs."""
+    changes, runs = await service.setup_data(session)
+    return SetupDataRead(
+        changes=[
+            SetupChangeSet(
+                from_setup=None if c.from_setup == "*" else c.from_setup,
+                to_setup=c.to_setup,
+                time_s=c.time_s,
+            )
+            for c in changes
+        ],
+        min_runs=[MinRunSet(setup=r.setup, min_run=r.min_run) for r in runs],
+    )
+
+
+@router.put("/setups/changes", response_model=SetupChangeSet)
+async def set_setup_change(
+    body: SetupChangeSet, _by: RuleEditor, session: WriteSession
+) -> SetupChangeSet:
+    """Set the time of one setup change (the setup rule and Q-time checks use it)."""
+    await service.set_setup_change(session, body.from_setup, body.to_setup, body.time_s)
+    return body
+
+
+@router.put("/setups/min-runs", response_model=MinRunSet)
+async def set_min_run(body: MinRunSet, _by: RuleEditor, session: WriteSession) -> MinRunSet:
+    """Set the minimum run of a setup (lots before the next changeover)."""
+    await service.set_min_run(session, body.setup, body.min_run)
+    return body
 
 
 @router.get("/tools/{tool}/list", response_model=DispatchListRead)

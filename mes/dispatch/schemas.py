@@ -128,3 +128,27 @@ class TransferTimeSet(BaseModel):
 
 class TransferTimeRead(TransferTimeSet):
     pass
+
+
+SETUP_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,31}$"
+SetupCode = Field(min_length=1, max_length=32, pattern=SETUP_PATTERN)
+
+
+class SetupChangeSet(BaseModel):
+    """How long a tool takes to change over to ``to_setup`` (from ``from_setup``; none: any)."""
+
+    from_setup: str | None = Field(default=None, min_length=1, max_length=32, pattern=SETUP_PATTERN)
+    to_setup: str = SetupCode
+    time_s: int = Field(ge=0, le=7 * 24 * 3600)
+
+
+class MinRunSet(BaseModel):
+    """Lots to run after changing over to ``setup`` before changing again."""
+
+    setup: str = SetupCode
+    min_run: int = Field(ge=1, le=1000)
+
+
+class SetupDataRead(BaseModel):
+    changes: list[SetupChangeSet]
+    min_runs: list[MinRunSet]

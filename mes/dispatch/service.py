@@ -787,5 +787,41 @@ async def set_transfer_time(
     return row
 
 
+async def set_setup_change(
+    session: AsyncSession, from_setup: str | None, to_setup: str, time_s: int
+) -> SetupChange:
+    """Time to change a tool over to ``to_setup`` (from ``from_setup``; None: from any)."""
+    key = from_setup or "*"
+    row = await session.scalar(
+        select(SetupChange).where(SetupChange.from_setup == key, SetupChange.to_setup == to_setup)
+    )
+    if row is None:
+        row = SetupChange(from_setup=key, to_setup=to_setup, time_s=time_s)
+        session.add(row)
+    else:
+        row.time_s = time_s
+    await session.flush()
+    return row
+
+
+async def set_min_run(session: AsyncSession, setup: str, min_run: int) -> SetupMinRun:
+    row = await session.scalar(select(SetupMinRun).where(SetupMinRun.setup == setup))
+    if row is None:
+        row = SetupMinRun(setup=setup, min_run=min_run)
+        session.add(row)
+    else:
+        row.min_run = min_run
+    await session.flush()
+    return row
+
+
+async def setup_data(session: AsyncSession) -> tuple[list[SetupChange], list[SetupMinRun]]:
+    changes = await session.scalars(
+        select(SetupChange).order_by(SetupChange.to_setup, SetupChange.from_setup)
+    )
+    runs = await session.scalars(select(SetupMinRun).order_by(SetupMinRun.setup))
+    return list(changes), list(runs)
+
+
 async def fab_codes(session: AsyncSession) -> dict[int, str]:
     return dict((await session.execute(select(Fab.id, Fab.code))).all())

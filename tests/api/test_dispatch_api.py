@@ -192,3 +192,33 @@ async def test_unknown_tool_and_lot(client):
     assert_problem(await client.get("/api/v1/dispatch/tools/NOPE/list"), 404, "tool.not_found")
     missing = await client.get("/api/v1/dispatch/lots/L99-9999/where-next")
     assert_problem(missing, 404, "lot.not_found")
+
+
+async def test_setup_data_is_engineer_edited_and_used(client, client_as):
+    engineer = client_as("t-engineer")
+    one = await engineer.put(
+        "/api/v1/dispatch/setups/changes",
+        json={"from_setup": "GATE", "to_setup": "CONTACT", "time_s": 900},
+    )
+    assert one.status_code == 200, one.text
+    anyone = await engineer.put(
+        "/api/v1/dispatch/setups/changes", json={"to_setup": "CONTACT", "time_s": 1800}
+    )
+    assert anyone.status_code == 200, anyone.text
+    await engineer.put(
+        "/api/v1/dispatch/setups/changes", json={"to_setup": "CONTACT", "time_s": 1200}
+    )
+    run = await engineer.put(
+        "/api/v1/dispatch/setups/min-runs", json={"setup": "GATE", "min_run": 4}
+    )
+    assert run.status_code == 200, run.text
+    data = (await client.get("/api/v1/dispatch/setups")).json()
+    assert {(c["from_setup"], c["to_setup"]): c["time_s"] for c in data["changes"]} == {
+        ("GATE", "CONTACT"): 900,
+        (None, "CONTACT"): 1200,
+    }
+    assert data["min_runs"] == [{"setup": "GATE", "min_run": 4}]
+    denied = await client_as("t-operator").put(
+        "/api/v1/dispatch/setups/min-runs", json={"setup": "GATE", "min_run": 1}
+    )
+    assert denied.status_code == 403

@@ -115,3 +115,69 @@ def test_the_command_line(tmp_path, monkeypatch):
     assert '"lots": 6' in result.output
     refused = runner.invoke(app, ["import", "smt2020", str(tmp_path), "--fab", "CLI2"])
     assert refused.exit_code == 2
+
+
+async def test_setup_qtime_and_dedication_along_an_imported_route(client, client_as, imported):
+    """Runs one lot along r_1 on the imported fab as the equipment account (machines need no
+    certification): the furnace opens a 4 h Q-time window to the scanner step, the scanner
+    takes setup SU_A, and step 5 must come back to that scanner (SVESTN/FORSTEP)."""
+    tool_account = client_as("t-equipment")
+    lot = "T1-Init_Lot_1_1"
+
+    async def run(tool: str) -> None:
+        tin = await tool_account.post(f"/api/v1/lots/{lot}/track-in", json={"tool": tool})
+        assert tin.status_code == 200, tin.text
+        out = await tool_account.post(f"/api/v1/lots/{lot}/track-out", json={})
+        assert out.status_code == 200, out.text
+
+    await run("T1-Furnace_1-01")
+    litho = (await client.get("/api/v1/dispatch/tools/T1-Litho_1-02/list")).json()
+    mine = next(r for r in litho["ranked"] if r["lot"] == lot)
+    assert {c["rule"]: c["why"] for c in mine["contributions"]}[
+        "setup"
+    ] == "setup change None→SU_A (8 min)"
+    await run("T1-Litho_1-02")
+    await run("T1-Implant_1-01")
+    await run("T1-Delay_9-01")
+    # Step 5: only the scanner that ran step 2.
+    other = (await client.get("/api/v1/dispatch/tools/T1-Litho_1-01/list")).json()
+    reasons = {e["lot"]: [r["code"] for r in e["reasons"]] for e in other["excluded"]}
+    assert reasons[lot] == ["lot.dedicated_tool"]
+    where = (await client.get(f"/api/v1/dispatch/lots/{lot}/where-next")).json()
+    assert [o["tool"] for o in where["options"]] == ["T1-Litho_1-02"]
+    refused = await tool_account.post(
+        f"/api/v1/lots/{lot}/track-in", json={"tool": "T1-Litho_1-01"}
+    )
+    assert refused.status_code == 409
+    assert refused.json()["code"] == "lot.dedicated_tool"
+    # The scanner is still in SU_B's predecessor setup SU_A: the sequence-dependent change.
+    same = (await client.get("/api/v1/dispatch/tools/T1-Litho_1-02/list")).json()
+    mine = next(r for r in same["ranked"] if r["lot"] == lot)
+    assert {c["rule"]: c["why"] for c in mine["contributions"]}["setup"] == (
+        "setup change SU_A→SU_B (5 min)"
+    )
+
+
+async def test_qtime_window_from_the_furnace_shows_in_the_scanner_list(client, client_as, imported):
+    tool_account = client_as("t-equipment")
+    lot = "T1-Init_Lot_1_2"
+    tin = await tool_account.post(f"/api/v1/lots/{lot}/track-in", json={"tool": "T1-Furnace_1-02"})
+    assert tin.status_code == 200, tin.text
+    out = await tool_account.post(f"/api/v1/lots/{lot}/track-out", json={})
+    assert out.status_code == 200, out.text
+    # The testbed's own rules measure Q-time but do not rank by it: an engineer adds it.
+    published = await client_as("t-engineer").post(
+        "/api/v1/dispatch/rule-sets",
+        json={
+            "fab": "T1",
+            "tool_group": "Litho_1",
+            "rules": [{"rule": "qtime", "weight": 100}, {"rule": "fifo"}],
+        },
+    )
+    assert published.json()["version"] == 2
+    litho = (await client.get("/api/v1/dispatch/tools/T1-Litho_1-01/list")).json()
+    mine = next(r for r in litho["ranked"] if r["lot"] == lot)
+    qtime = {c["rule"]: c for c in mine["contributions"]}["qtime"]
+    # The window is 4 h; the clock has not moved: 240 min left, value 1 h / (1 h + 4 h).
+    assert qtime["why"] == "Q-time window closes in 240 min"
+    assert qtime["value"] == pytest.approx(0.2)
