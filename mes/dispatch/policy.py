@@ -162,7 +162,7 @@ class Exclusion:
 def lot_exclusion(lot: LotSnapshot) -> Exclusion | None:
     """Why the lot cannot be dispatched anywhere now (None: it waits for a tool)."""
     if lot.holds > 0 or lot.state == "OnHold":
-        return Exclusion("lot.on_hold", f"lot {lot.code} is on hold ({lot.holds} holds)")
+        return Exclusion("lot.on_hold", f"lot {lot.code} is on hold")
     if lot.state != WAITING:
         code = {"Running": "lot.running", "InTransit": "lot.in_transit"}.get(
             lot.state, "lot.finished"
