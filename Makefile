@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 PIP := $(BIN)/python -m pip --disable-pip-version-check -q
 
-.PHONY: run sims interop test test-sqlite test-postgres lint typecheck bench clean venv
+.PHONY: run sims interop test test-sqlite test-postgres lint typecheck bench bench-dispatch clean venv
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -74,6 +74,10 @@ bench: $(VENV)/.installed-dev
 	@for b in bench/bench_*.py; do [ -e "$$b" ] || continue; echo "=== $$b ==="; $(BIN)/python $$b || exit 1; done
 	@echo "=== bench/lot_moves.py ==="
 	$(BIN)/python bench/lot_moves.py --database-url $${MES_BENCH_DATABASE_URL:-postgresql+asyncpg://postgres@127.0.0.1:5432/test}
+
+## bench-dispatch: what-next latency and full refresh on an SMT2020 fab (SMT2020=<folder>)
+bench-dispatch: $(VENV)/.installed-dev
+	$(BIN)/python bench/dispatch_latency.py --data $${SMT2020:?set SMT2020 to an SMT2020-format folder} --database-url $${MES_BENCH_DATABASE_URL:-postgresql+asyncpg://postgres@127.0.0.1:5432/test}
 
 clean:
 	rm -rf $(VENV) var .pytest_cache .ruff_cache .mypy_cache

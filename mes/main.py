@@ -21,6 +21,7 @@ from mes.clock import Clock, SystemClock
 from mes.config import Settings
 from mes.db.engine import Database
 from mes.db.transaction import unit_of_work
+from mes.dispatch.router import router as dispatch_router
 from mes.durables.router import durables_router
 from mes.durables.router import router as carriers_router
 from mes.equipment import service as equipment_service
@@ -147,6 +148,7 @@ def create_app(
         routes_router,
         recipes_router,
         lots_router,
+        dispatch_router,
         hold_codes_router,
         carriers_router,
         durables_router,

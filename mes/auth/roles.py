@@ -100,6 +100,14 @@ LOT_JUMP = _p("lot.jump", [E], "move a lot to another step (skip / jump)", signa
 LOT_PRIORITY = _p("lot.priority", [E, S], "change priority class and due date")
 LOT_TERMINATE = _p("lot.terminate", [E, S], "terminate a lot", signature=True)
 LOT_TRANSFER = _p("lot.transfer", [OP, S], "ship lots to another fab and receive them")
+DISPATCH_RULES = _p(
+    "dispatch.rules", [E], "publish dispatching rule sets, setup and transfer-time data"
+)
+DISPATCH_SEND = _p(
+    "dispatch.send",
+    [OP, S, Role.DISPATCHER],
+    "send a lot to the fab where-next proposes (an inter-fab transfer)",
+)
 HOLD_CODE_ADMIN = _p("hold_code.admin", [S, A], "define hold codes and their release role")
 ACCOUNT_SELF = _p("account.self", HUMAN_ROLES, "change one's own password")
 
@@ -141,6 +149,8 @@ ALL_PERMISSIONS: tuple[Permission, ...] = (
     LOT_TERMINATE,
     LOT_TRANSFER,
     HOLD_CODE_ADMIN,
+    DISPATCH_RULES,
+    DISPATCH_SEND,
 )
 
 

@@ -3,6 +3,7 @@
 from mes.audit import models as audit_models
 from mes.auth import models as auth_models
 from mes.db.base import Base
+from mes.dispatch import models as dispatch_models
 from mes.durables import models as durables_models
 from mes.equipment import models as equipment_models
 from mes.fabs import models as fabs_models
@@ -17,6 +18,7 @@ __all__ = [
     "Base",
     "audit_models",
     "auth_models",
+    "dispatch_models",
     "durables_models",
     "equipment_models",
     "fabs_models",

@@ -71,6 +71,10 @@ class Equipment(TimestampMixin, Base):
     last_signal_at: Mapped[datetime | None]
     # Wafers tracked in since installation: PM plans by wafer count measure against it.
     wafers_processed: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    # The setup the tool is in (the last step it ran needed it) and lots run since changing to
+    # it: setup avoidance and minimum runs in dispatching. Track-in keeps both.
+    current_setup: Mapped[str | None] = mapped_column(String(32))
+    setup_lots: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     version: Mapped[int] = mapped_column(Integer, default=1)
 
     fab: Mapped[Fab] = relationship()

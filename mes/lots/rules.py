@@ -35,6 +35,8 @@ class StepView:
     qtime_to_sequence: int | None = None
     qtime_max_s: int | None = None
     batch_max: int | None = None
+    setup: str | None = None
+    same_tool_as_sequence: int | None = None
 
 
 @dataclass(frozen=True)
@@ -190,6 +192,25 @@ def check_track_in(
                 )
             if len(lots_on_tool) >= min(step.batch_max, tool.max_lots):
                 raise RuleViolation("tool.full", f"the batch on tool {tool.code} is full")
+
+
+def check_dedication(step: StepView, tool: ToolView, dedicated_tool_id: int | None) -> None:
+    """A dedicated step (lens matching) runs on the tool that ran the step it names."""
+    if dedicated_tool_id is not None and dedicated_tool_id != tool.id:
+        raise RuleViolation(
+            "lot.dedicated_tool",
+            f"step {step.sequence} must run on the tool that ran step "
+            f"{step.same_tool_as_sequence}, not {tool.code}",
+        )
+
+
+def next_setup_count(current: str | None, count: int, wanted: str | None) -> tuple[str | None, int]:
+    """The tool's setup and lots run in it after a track-in of a step needing ``wanted``."""
+    if wanted is None:
+        return current, count
+    if wanted == current:
+        return current, count + 1
+    return wanted, 1
 
 
 def qtime_expired(deadline: datetime, now: datetime) -> bool:

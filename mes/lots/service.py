@@ -264,6 +264,8 @@ async def route_steps(session: AsyncSession, route_version_id: int) -> tuple[rul
             Step.qtime_to_sequence,
             Step.qtime_max_s,
             Step.batch_max,
+            Step.setup,
+            Step.same_tool_as_sequence,
         )
         .where(Step.route_version_id == route_version_id)
         .order_by(Step.sequence)
@@ -687,6 +689,20 @@ def _tool_state(
     tool.state_since = at
 
 
+async def _tool_that_ran(session: AsyncSession, lot: Lot, step: rules.StepView) -> int | None:
+    """The tool the lot last tracked in on at ``step`` (None: it has not run it)."""
+    return await session.scalar(
+        select(LotEvent.equipment_id)
+        .where(
+            LotEvent.lot_id == lot.id,
+            LotEvent.step_id == step.id,
+            LotEvent.event_type == "TRACK_IN",
+        )
+        .order_by(LotEvent.occurred_at.desc(), LotEvent.id.desc())
+        .limit(1)
+    )
+
+
 async def track_in(
     session: AsyncSession, code: str, data: s.TrackIn, *, principal: Principal, clock: Clock
 ) -> tuple[Lot, Equipment, RecipeVersion]:
@@ -704,6 +720,9 @@ async def track_in(
         lots_on_tool=await _lots_on_tool(session, tool.id),
         expected_step_sequence=data.step_sequence,
     )
+    if step.same_tool_as_sequence is not None:
+        earlier = _by_sequence(steps, step.same_tool_as_sequence)
+        rules.check_dedication(step, _tool_view(tool), await _tool_that_ran(session, lot, earlier))
     # Q-time: a window this step closes that has already run out holds the lot instead.
     windows = list(
         await session.scalars(
@@ -747,6 +766,9 @@ async def track_in(
     lot.state = LotState.RUNNING
     lot.equipment_id = tool.id
     lot.tracked_in_at = now
+    setup = rules.next_setup_count(tool.current_setup, tool.setup_lots, step.setup)
+    if setup != (tool.current_setup, tool.setup_lots):
+        tool.current_setup, tool.setup_lots = setup
     await change.record(
         "TRACK_IN",
         actor=principal.username,

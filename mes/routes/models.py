@@ -127,6 +127,10 @@ class Step(Base):
             "batch_min IS NULL OR (batch_min >= 1 AND batch_max >= batch_min)",
             name="batch_range",
         ),
+        CheckConstraint(
+            "same_tool_as_sequence IS NULL OR same_tool_as_sequence < sequence",
+            name="dedication_backward",
+        ),
     )
 
     id: Mapped[int] = mapped_column(BigIntPK, primary_key=True)
@@ -152,6 +156,10 @@ class Step(Base):
     rework_limit: Mapped[int] = mapped_column(Integer, default=2, server_default="2")
     # Fraction of lots that run the step; the others skip it.
     sampling_rate: Mapped[float] = mapped_column(Float, default=1.0)
+    # The tool setup the step needs (setup avoidance in dispatching; SMT2020 SETUP).
+    setup: Mapped[str | None] = mapped_column(String(32))
+    # Lens/tool dedication: the step runs on the tool that ran this earlier step.
+    same_tool_as_sequence: Mapped[int | None] = mapped_column(Integer)
 
     route_version: Mapped[RouteVersion] = relationship(back_populates="steps")
     tool_group: Mapped[ToolGroup] = relationship()

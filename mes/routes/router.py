@@ -70,6 +70,8 @@ def step_read(step: Step) -> StepRead:
         rework_to_sequence=step.rework_to_sequence,
         rework_limit=step.rework_limit,
         sampling_rate=step.sampling_rate,
+        setup=step.setup,
+        same_tool_as_sequence=step.same_tool_as_sequence,
     )
 
 

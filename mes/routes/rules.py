@@ -33,6 +33,8 @@ class StepShape:
     batch_min: int | None = None
     batch_max: int | None = None
     sampling_rate: float = 1.0
+    # Lens/tool dedication: this step runs on the tool that ran that earlier step.
+    same_tool_as_sequence: int | None = None
 
 
 @dataclass(frozen=True)
@@ -81,6 +83,18 @@ def route_problems(
                         step.sequence, f"rework step {step.rework_to_sequence} does not exist"
                     )
                 )
+        if step.same_tool_as_sequence is not None:
+            if step.same_tool_as_sequence >= step.sequence:
+                problems.append(
+                    RouteProblem(step.sequence, "a tool dedication must name an earlier step")
+                )
+            elif step.same_tool_as_sequence not in known:
+                problems.append(
+                    RouteProblem(
+                        step.sequence,
+                        f"dedication step {step.same_tool_as_sequence} does not exist",
+                    )
+                )
         if (step.batch_min is None) != (step.batch_max is None):
             problems.append(
                 RouteProblem(step.sequence, "batch size needs both minimum and maximum")
@@ -108,6 +122,8 @@ def references_to(steps: Sequence[StepShape], sequence: int) -> list[RouteProble
             )
         if step.rework_to_sequence == sequence and step.sequence != sequence:
             found.append(RouteProblem(step.sequence, f"step {step.sequence} reworks back to it"))
+        if step.same_tool_as_sequence == sequence:
+            found.append(RouteProblem(step.sequence, f"step {step.sequence} must run on its tool"))
     return found
 
 
@@ -149,6 +165,9 @@ def renumbered(step: StepShape, mapping: Mapping[int, int]) -> StepShape:
         rework_to_sequence=None
         if step.rework_to_sequence is None
         else mapping[step.rework_to_sequence],
+        same_tool_as_sequence=None
+        if step.same_tool_as_sequence is None
+        else mapping[step.same_tool_as_sequence],
     )
 
 

@@ -44,6 +44,10 @@ class StepIn(BaseModel):
     rework_to_sequence: int | None = Field(default=None, ge=1, le=100_000)
     rework_limit: int = Field(default=2, ge=0, le=100)
     sampling_rate: float = Field(default=1.0, ge=0.0, le=1.0)
+    # The setup the tool must be in (dispatching prefers lots that need no change).
+    setup: str | None = Field(default=None, min_length=1, max_length=32)
+    # Lens/tool dedication: run on the tool that ran this earlier step.
+    same_tool_as_sequence: int | None = Field(default=None, ge=1, le=100_000)
 
 
 class StepRead(BaseModel):
@@ -60,6 +64,8 @@ class StepRead(BaseModel):
     rework_to_sequence: int | None
     rework_limit: int
     sampling_rate: float
+    setup: str | None = None
+    same_tool_as_sequence: int | None = None
 
 
 class RouteVersionCreate(BaseModel):

@@ -103,6 +103,7 @@ def shape(step: StepIn | Step) -> rules.StepShape:
         batch_min=step.batch_min,
         batch_max=step.batch_max,
         sampling_rate=step.sampling_rate,
+        same_tool_as_sequence=step.same_tool_as_sequence,
     )
 
 
@@ -142,6 +143,8 @@ async def _build_steps(session: AsyncSession, steps: Sequence[StepIn]) -> list[S
             rework_to_sequence=s.rework_to_sequence,
             rework_limit=s.rework_limit,
             sampling_rate=s.sampling_rate,
+            setup=s.setup,
+            same_tool_as_sequence=s.same_tool_as_sequence,
         )
         for s in sorted(steps, key=lambda s: s.sequence)
     ]
@@ -163,6 +166,8 @@ def step_in(step: Step) -> StepIn:
         rework_to_sequence=step.rework_to_sequence,
         rework_limit=step.rework_limit,
         sampling_rate=step.sampling_rate,
+        setup=step.setup,
+        same_tool_as_sequence=step.same_tool_as_sequence,
     )
 
 
@@ -324,6 +329,7 @@ async def renumber(
             "sequence": moved.sequence,
             "qtime_to_sequence": moved.qtime_to_sequence,
             "rework_to_sequence": moved.rework_to_sequence,
+            "same_tool_as_sequence": moved.same_tool_as_sequence,
         }
         try:
             # Validated again: a large start or increment must not store what no step may hold.

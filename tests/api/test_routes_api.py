@@ -164,6 +164,8 @@ async def test_seeded_route_version_has_its_steps_in_sequence_order(client):
         "rework_to_sequence": None,
         "rework_limit": 2,
         "sampling_rate": 1.0,
+        "setup": None,
+        "same_tool_as_sequence": None,
     }
     assert (by_seq[20]["tool_group"], by_seq[20]["batch_min"], by_seq[20]["batch_max"]) == (
         "FURN_OX",
