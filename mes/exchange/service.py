@@ -333,7 +333,7 @@ class _Importer:
             )
         }
 
-    async def tool_groups(self) -> None:
+    async def import_tool_groups(self) -> None:
         for g in self.doc.tool_groups:
             existing = self.groups.get(g.code)
             if existing is None:
@@ -377,7 +377,7 @@ class _Importer:
             self.problems.bad(item, f"tool group {code} is neither here nor in the document")
         return group
 
-    async def products_(self) -> None:
+    async def import_products(self) -> None:
         for p in self.doc.products:
             if p.code in self.products:
                 self.summary.products.unchanged += 1
@@ -388,7 +388,7 @@ class _Importer:
             self.summary.products.created += 1
         await self.session.flush()
 
-    async def recipes_(self) -> None:
+    async def import_recipes(self) -> None:
         for r in self.doc.recipes:
             group = self._group(r.tool_group, f"recipe {r.name}")
             if group is None:
@@ -431,7 +431,7 @@ class _Importer:
                     self.summary.recipe_versions.unchanged += 1
         await self.session.flush()
 
-    async def routes_(self) -> None:
+    async def import_routes(self) -> None:
         codes = [r.code for r in self.doc.routes]
         existing_routes = {
             r.code: r
@@ -539,7 +539,7 @@ class _Importer:
             self.problems.bad(item, f"tool {code} does not exist here")
         return tool
 
-    async def context_rules(self) -> None:
+    async def import_context_rules(self) -> None:
         here = {
             row.context_key: rule.recipe
             for rule, row in await recipes_service.context_rules(self.session)
@@ -591,7 +591,7 @@ class _Importer:
             self.summary.context_rules.created += 1
         await self.session.flush()
 
-    async def qualifications(self) -> None:
+    async def import_qualifications(self) -> None:
         for q in self.doc.qualifications:
             item = f"qualification of {q.recipe} v{q.version} on {q.tool}"
             recipe = self.recipes.get(q.recipe)
@@ -648,12 +648,12 @@ class _Importer:
         _check_document(self.doc, self.problems)
         self.problems.raise_any()
         await self._load()
-        await self.tool_groups()
-        await self.products_()
-        await self.recipes_()
-        await self.routes_()
-        await self.context_rules()
-        await self.qualifications()
+        await self.import_tool_groups()
+        await self.import_products()
+        await self.import_recipes()
+        await self.import_routes()
+        await self.import_context_rules()
+        await self.import_qualifications()
         self.problems.raise_any()
         return self.summary
 
