@@ -62,3 +62,10 @@ class Settings(BaseSettings):
     opcua_security_mode: str = Field(default="SignAndEncrypt", pattern=r"^(Sign|SignAndEncrypt)$")
     opcua_certificate: str | None = None
     opcua_private_key: str | None = None
+    # Automatic dispatch (mes.dispatch.scheduler). Off unless an interval and fabs are given:
+    # ``dispatch_fabs`` "F1,F2=advise" (auto: request the jobs; advise: log the decisions
+    # only). Each replica runs a dispatcher; per fab, the holder of its lease leads.
+    dispatch_interval_s: float = Field(default=0, ge=0, le=3600)
+    dispatch_fabs: str | None = Field(default=None, pattern=r"^[A-Za-z0-9_\-=,\s]*$")
+    dispatch_lease_ttl_s: float = Field(default=90.0, gt=0.5, le=3600)
+    dispatch_top_n: int = Field(default=5, ge=1, le=50)

@@ -117,10 +117,26 @@ def create_app(
 
             registry = build_registry(db, clock, settings)
             adapters = asyncio.create_task(registry.run(), name="opcua-adapters")
+        dispatcher = None
+        if run_background and settings.dispatch_interval_s > 0 and settings.dispatch_fabs:
+            from mes.dispatch.scheduler import Dispatcher, parse_fabs
+            from mes.opcua.registry import default_owner
+
+            app_dispatcher = Dispatcher(
+                db,
+                clock,
+                parse_fabs(settings.dispatch_fabs),
+                owner=default_owner(),
+                interval_s=settings.dispatch_interval_s,
+                lease_ttl_s=settings.dispatch_lease_ttl_s,
+                top_n=settings.dispatch_top_n,
+            )
+            _app.state.dispatcher = app_dispatcher
+            dispatcher = asyncio.create_task(app_dispatcher.run(), name="dispatcher")
         try:
             yield
         finally:
-            for task in (adapters, sealer, watchdog):
+            for task in (dispatcher, adapters, sealer, watchdog):
                 if task is not None:
                     task.cancel()
                     with contextlib.suppress(asyncio.CancelledError):

@@ -640,6 +640,39 @@ def rank_lots(
     )
 
 
+@dataclass(frozen=True, slots=True)
+class Starts:
+    """What an automatic dispatcher starts on a tool from its list: nothing, the top lot, or
+    the top lot's batch (the compatible lots ranked after it, up to the free batch size)."""
+
+    lots: tuple[Ranked, ...]
+    # Why nothing starts although lots are offered (a batch worth waiting for).
+    waiting: str | None = None
+
+
+def choose_starts(listing: DispatchList) -> Starts:
+    """Batch formation decides for a batch step: when the ``batch`` rule says the batch is
+    worth waiting for (value < 0), nothing starts; else the batch starts now with every
+    compatible lot offered (up to the free batch size). Other steps: the top lot."""
+    tool = listing.tool
+    if not listing.ranked or listing.tool_exclusion is not None:
+        return Starts(())
+    top = listing.ranked[0]
+    step = top.lot.step
+    free = tool.max_lots - len(tool.running)
+    if step.batch_max is None:
+        return Starts((top,))  # one lot per tool and cycle; the next cycle sees the rest
+    for c in top.contributions:
+        if c.rule == "batch" and c.value < 0:
+            return Starts((), c.why)
+    recipe = top.lot.recipe_on(tool.id)
+    size = min(step.batch_max, tool.max_lots) - len(tool.running)
+    batch = [
+        r for r in listing.ranked if r.lot.step.id == step.id and r.lot.recipe_on(tool.id) == recipe
+    ]
+    return Starts(tuple(batch[: max(1, min(size, free))]))
+
+
 # --- where-next ----------------------------------------------------------------------------
 
 

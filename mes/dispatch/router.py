@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Annotated
 
 from fastapi import APIRouter, Query, Request, status
@@ -11,10 +11,12 @@ from mes.auth import roles
 from mes.auth.dependencies import requires
 from mes.auth.service import Principal
 from mes.db.transaction import ReadSession, WriteSession
-from mes.dispatch import policy, service
+from mes.dispatch import automation, policy, service
 from mes.dispatch.models import DispatchRuleSet
 from mes.dispatch.schemas import (
+    ComplianceRead,
     ContributionRead,
+    DecisionRead,
     DispatchListRead,
     ExcludedLot,
     MinRunSet,
@@ -27,6 +29,7 @@ from mes.dispatch.schemas import (
     SendToFab,
     SetupChangeSet,
     SetupDataRead,
+    ShadowReportRead,
     ToolOptionRead,
     TransferTimeRead,
     TransferTimeSet,
@@ -63,7 +66,7 @@ async def rule_catalogue() -> list[RuleRead]:
 
 async def _rule_set_read(session: ReadSession | WriteSession, row: DispatchRuleSet) -> RuleSetRead:
     fabs = await service.fab_codes(session)
-    fab, _, rest = row.scope_key.partition("/")
+    fab, _, rest = row.scope_key.removesuffix(service.SHADOW_SUFFIX).partition("/")
     kind, _, name = rest.partition("/")
     return RuleSetRead(
         scope=row.scope_key,
@@ -72,6 +75,7 @@ async def _rule_set_read(session: ReadSession | WriteSession, row: DispatchRuleS
         tool_group=name if kind == "group" else None,
         version=row.version,
         active=row.active,
+        shadow=row.shadow,
         rules=list(row.definition["rules"]),
         created_by=row.created_by,
         created_at=row.created_at,
@@ -104,6 +108,7 @@ async def publish_rule_set(
         rules=[r.model_dump() for r in body.rules],
         note=body.note,
         actor=by.username,
+        shadow=body.shadow,
     )
     return await _rule_set_read(session, row)
 
@@ -258,3 +263,74 @@ async def send_to_fab(
         return lot_read(await lots_service.reload_lot(session, shipped.code))
 
     return await idempotent(request, session, key, by.username, clock.now(), op)
+
+
+# --- automatic dispatch: decision log and reports --------------------------------------------
+
+
+@router.get("/decisions", response_model=list[DecisionRead])
+async def list_decisions(
+    session: ReadSession,
+    fab: Annotated[CodeStr, Query()],
+    tool: Annotated[CodeStr | None, Query()] = None,
+    since: datetime | None = None,
+    limit: Annotated[int, Query(ge=1, le=5000)] = 500,
+) -> list[DecisionRead]:
+    """The automatic dispatcher's decisions, newest first: per idle tool and cycle the rule
+    set and version, the chosen lot, the top of the list with each lot's explanation, the
+    excluded lots counted by reason, and the outcome (requested, refused with its code,
+    waiting for a batch, none, advisory, shadow)."""
+    rows = await automation.decisions(session, fab=fab, tool=tool, since=since, limit=limit)
+    return [
+        DecisionRead(
+            id=d.id,
+            tool=code,
+            cycle_at=d.cycle_at,
+            rule_set=d.rule_set,
+            rule_set_version=d.rule_set_version,
+            chosen_lot=d.chosen_lot,
+            chosen_score=d.chosen_score,
+            outcome=d.outcome,
+            refusal_code=d.refusal_code,
+            job_order_id=d.job_order_id,
+            top=list(d.top.get("ranked") or []),
+            excluded=dict(d.excluded),
+            owner=d.owner,
+        )
+        for d, code in rows
+    ]
+
+
+@router.get("/compliance", response_model=ComplianceRead)
+async def compliance(
+    session: ReadSession,
+    clock: ClockDep,
+    fab: Annotated[CodeStr, Query()],
+    since: datetime,
+    until: datetime | None = None,
+    max_age_s: Annotated[int, Query(ge=1, le=24 * 3600)] = 900,
+) -> ComplianceRead:
+    """How often people ran the lot at the top of the tool's list: every manual track-in (job
+    requests included) in [since, until] against the tool's last logged decision at most
+    ``max_age_s`` before it; track-ins with no such list are counted apart."""
+    found = await automation.compliance(
+        session,
+        fab=fab,
+        since=since,
+        until=until or clock.now(),
+        max_age=timedelta(seconds=max_age_s),
+    )
+    return ComplianceRead.model_validate(found)
+
+
+@router.get("/shadow-report", response_model=ShadowReportRead)
+async def shadow_report(
+    session: ReadSession,
+    fab: Annotated[CodeStr, Query()],
+    since: datetime | None = None,
+    limit: Annotated[int, Query(ge=1, le=5000)] = 200,
+) -> ShadowReportRead:
+    """Shadow rule sets against production: decisions compared (same tool and cycle), the
+    agreement rate, and where they differ both choices with their scores."""
+    found = await automation.shadow_report(session, fab=fab, since=since, limit=limit)
+    return ShadowReportRead.model_validate(found)

@@ -22,6 +22,9 @@ class RuleSetPublish(BaseModel):
     tool_group: CodeStr | None = None
     rules: list[RuleEntry] = Field(max_length=32)
     note: str | None = Field(default=None, max_length=2000)
+    # A shadow set: ranked beside the scope's production set in every automatic dispatch
+    # cycle, its choice logged (outcome "shadow") and never executed.
+    shadow: bool = False
 
 
 class RuleSetRead(BaseModel):
@@ -31,6 +34,7 @@ class RuleSetRead(BaseModel):
     tool_group: str | None
     version: int
     active: bool
+    shadow: bool = False
     rules: list[dict[str, Any]]
     created_by: str
     created_at: datetime
@@ -152,3 +156,70 @@ class MinRunSet(BaseModel):
 class SetupDataRead(BaseModel):
     changes: list[SetupChangeSet]
     min_runs: list[MinRunSet]
+
+
+class DecisionRead(BaseModel):
+    id: int
+    tool: str
+    cycle_at: datetime
+    rule_set: str
+    rule_set_version: int
+    chosen_lot: str | None
+    chosen_score: float | None
+    outcome: str
+    refusal_code: str | None
+    job_order_id: str | None
+    top: list[dict[str, Any]]
+    excluded: dict[str, int]
+    owner: str
+
+
+class DeviationRead(BaseModel):
+    tool: str
+    at: datetime
+    actor: str
+    lot: str
+    rank_of_lot: int | None
+    top_lot: str
+    top_score: float | None
+    list_at: datetime
+    rule_set: str
+    rule_set_version: int
+
+
+class ComplianceRead(BaseModel):
+    fab: str
+    since: datetime
+    until: datetime
+    method: str
+    track_ins: int
+    with_list: int
+    without_list: int
+    followed: int
+    compliance_rate: float | None
+    deviations: list[DeviationRead]
+
+
+class ShadowChoice(BaseModel):
+    rule_set: str
+    rule_set_version: int
+    lot: str | None
+    score: float | None
+    outcome: str
+    contributions: list[dict[str, Any]] | None
+
+
+class ShadowDifference(BaseModel):
+    tool: str
+    at: datetime
+    production: ShadowChoice
+    shadow: ShadowChoice
+
+
+class ShadowReportRead(BaseModel):
+    fab: str
+    since: datetime | None
+    compared: int
+    agreed: int
+    agreement_rate: float | None
+    differences: list[ShadowDifference]

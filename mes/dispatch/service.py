@@ -52,6 +52,9 @@ def scope_key(fab: str, *, area: str | None = None, tool_group: str | None = Non
     return fab
 
 
+SHADOW_SUFFIX = "#shadow"
+
+
 def build_rule_set(row: DispatchRuleSet) -> policy.RuleSet:
     return policy.RuleSet.build(row.definition["rules"], name=row.scope_key, version=row.version)
 
@@ -65,8 +68,10 @@ async def publish_rule_set(
     rules: Sequence[dict[str, Any]],
     note: str | None,
     actor: str,
+    shadow: bool = False,
 ) -> DispatchRuleSet:
-    """Store a new version of a scope's rule set and make it the scope's active one."""
+    """Store a new version of a scope's rule set and make it the scope's active one (or its
+    active shadow set: ranked beside production in every dispatch cycle, logged, never run)."""
     try:
         policy.RuleSet.build(rules)
     except policy.RuleSetError as exc:
@@ -77,7 +82,7 @@ async def publish_rule_set(
         area_id = (await fabs_service.get_area(session, fab_row, area)).id
     if tool_group is not None:
         group_id = (await fabs_service.get_tool_group(session, tool_group)).id
-    key = scope_key(fab, area=area, tool_group=tool_group)
+    key = scope_key(fab, area=area, tool_group=tool_group) + (SHADOW_SUFFIX if shadow else "")
     previous = list(
         await session.scalars(
             select(DispatchRuleSet)
@@ -101,6 +106,7 @@ async def publish_rule_set(
         version=(latest or 0) + 1,
         definition={"rules": [dict(r) for r in rules]},
         active=True,
+        shadow=shadow,
         created_by=actor,
         note=note,
     )
@@ -130,18 +136,27 @@ class RuleSets:
 
     def for_tool(self, tool: policy.ToolSnapshot) -> policy.RuleSet:
         """Tool group in the tool's fab, else its area, else the fab's default, else built-in."""
+        return self.own(tool) or policy.DEFAULT_RULE_SET
+
+    def own(self, tool: policy.ToolSnapshot) -> policy.RuleSet | None:
+        """The stored set that applies to the tool, without the built-in fallback."""
         found = self.by_group.get((tool.fab_id, tool.tool_group_id))
         if found is None and tool.area_id is not None:
             found = self.by_area.get(tool.area_id)
         if found is None:
             found = self.by_fab.get(tool.fab_id)
-        return found or policy.DEFAULT_RULE_SET
+        return found
 
 
-async def active_rule_sets(session: AsyncSession, fab_ids: Iterable[int]) -> RuleSets:
+async def active_rule_sets(
+    session: AsyncSession, fab_ids: Iterable[int], *, shadow: bool = False
+) -> RuleSets:
+    """The active production rule sets of the fabs (``shadow``: their active shadow sets)."""
     rows = await session.scalars(
         select(DispatchRuleSet).where(
-            DispatchRuleSet.active.is_(True), DispatchRuleSet.fab_id.in_(list(fab_ids))
+            DispatchRuleSet.active.is_(True),
+            DispatchRuleSet.shadow.is_(shadow),
+            DispatchRuleSet.fab_id.in_(list(fab_ids)),
         )
     )
     sets = RuleSets({}, {}, {})
@@ -671,29 +686,72 @@ async def dispatch_list(
     return policy.rank_lots(tool, lots, sit, sets.for_tool(tool))
 
 
-async def refresh_fab(
-    session: AsyncSession, fab_code: str, *, clock: Clock, explain: bool = False
-) -> list[policy.DispatchList]:
-    """What-next for every tool of a fab, from one set of reads (the dispatcher's cycle)."""
-    now = clock.now()
+@dataclass(frozen=True)
+class FabSnapshot:
+    """One consistent read of a fab for a dispatch cycle: its tools, the lots waiting per tool
+    group, the rule sets (production and shadow) and the situation."""
+
+    fab_id: int
+    tools: list[policy.ToolSnapshot]
+    lots_by_group: dict[int, list[policy.LotSnapshot]]
+    rule_sets: RuleSets
+    shadow_sets: RuleSets
+    situation: policy.Situation
+
+    def rank(
+        self,
+        tool: policy.ToolSnapshot,
+        *,
+        explain: bool = False,
+        shadow: bool = False,
+        without: Collection[int] = (),
+    ) -> policy.DispatchList | None:
+        """What-next for the tool with its production set (``shadow``: its shadow set, or None
+        when no shadow set applies to it), leaving out the lots ``without`` (ids: lots given to
+        other tools earlier in the same cycle)."""
+        rule_set = self.shadow_sets.own(tool) if shadow else self.rule_sets.for_tool(tool)
+        if rule_set is None:
+            return None
+        lots = self.lots_by_group.get(tool.tool_group_id, [])
+        if without:
+            lots = [lot for lot in lots if lot.id not in without]
+        return policy.rank_lots(
+            tool,
+            lots,
+            self.situation,
+            rule_set,
+            explain_all=explain,
+        )
+
+
+async def fab_snapshot(session: AsyncSession, fab_code: str, now: datetime) -> FabSnapshot:
     fab = await fabs_service.get_fab(session, fab_code)
     tools = await tool_snapshots(session, [Equipment.fab_id == fab.id], now)
     lots = await lot_snapshots(session, [Lot.fab_id == fab.id], now, tools)
     by_group: dict[int, list[policy.LotSnapshot]] = defaultdict(list)
     for lot in lots:
         by_group[lot.step.tool_group_id].append(lot)
-    sets = await active_rule_sets(session, [fab.id])
-    sit = await situation(session, now)
-    return [
-        policy.rank_lots(
-            tool,
-            by_group.get(tool.tool_group_id, ()),
-            sit,
-            sets.for_tool(tool),
-            explain_all=explain,
-        )
-        for tool in tools
-    ]
+    return FabSnapshot(
+        fab.id,
+        tools,
+        dict(by_group),
+        await active_rule_sets(session, [fab.id]),
+        await active_rule_sets(session, [fab.id], shadow=True),
+        await situation(session, now),
+    )
+
+
+async def refresh_fab(
+    session: AsyncSession, fab_code: str, *, clock: Clock, explain: bool = False
+) -> list[policy.DispatchList]:
+    """What-next for every tool of a fab, from one set of reads (the dispatcher's cycle)."""
+    snap = await fab_snapshot(session, fab_code, clock.now())
+    out = []
+    for tool in snap.tools:
+        listing = snap.rank(tool, explain=explain)
+        assert listing is not None
+        out.append(listing)
+    return out
 
 
 # --- where-next ----------------------------------------------------------------------------

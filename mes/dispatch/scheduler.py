@@ -1,0 +1,261 @@
+"""Automatic dispatch: one dispatcher per fab (the holder of the fab's lease) runs a cycle every
+``interval_s``: one consistent read of the fab, what-next for every idle tool with its rule set
+(and its shadow set, logged only), and for each tool whose list offers a lot that batch
+formation says to start now, the same job request as ``POST /lots/{lot}/jobs``, one
+transaction per decision. A refused request (the lot was taken meanwhile, the tool went down) is
+logged with its code and not retried: the next cycle decides again on fresh data.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from enum import StrEnum
+
+from mes.audit.context import AuditContext, bind
+from mes.auth.models import AccountKind
+from mes.auth.roles import Role
+from mes.auth.service import Principal
+from mes.clock import Clock
+from mes.db.engine import Database
+from mes.db.transaction import unit_of_work
+from mes.dispatch import automation, policy
+from mes.dispatch import service as dispatch_service
+from mes.dispatch.models import DispatchDecision
+from mes.errors import MesError
+from mes.fabs import service as fabs_service
+from mes.jobs import schemas as job_schemas
+from mes.jobs import service as jobs_service
+from mes.kit.rule import RuleViolation
+
+log = logging.getLogger(__name__)
+
+PRINCIPAL = Principal(
+    user_id=0,
+    username=automation.DISPATCH_ACTOR,
+    kind=AccountKind.SERVICE,
+    roles=frozenset({Role.DISPATCHER}),
+    auth_time=None,
+)
+
+
+class Mode(StrEnum):
+    AUTO = "auto"  # request the jobs
+    ADVISE = "advise"  # log the decisions only (operators dispatch; compliance measures them)
+
+
+def parse_fabs(value: str | None) -> dict[str, Mode]:
+    """``"F1,F2=advise"`` → {"F1": auto, "F2": advise}."""
+    out: dict[str, Mode] = {}
+    for item in (value or "").split(","):
+        item = item.strip()
+        if not item:
+            continue
+        fab, _, mode = item.partition("=")
+        out[fab.strip()] = Mode(mode.strip() or Mode.AUTO)
+    return out
+
+
+@dataclass
+class CycleReport:
+    fab: str
+    leader: bool
+    tools: int = 0
+    requested: list[str] = field(default_factory=list)  # job order ids
+    refused: list[tuple[str, str]] = field(default_factory=list)  # (lot, code)
+    logged: int = 0
+    lost_lease: bool = False
+
+
+class Dispatcher:
+    """The automatic dispatcher of some fabs (leader of those whose lease it holds)."""
+
+    def __init__(
+        self,
+        db: Database,
+        clock: Clock,
+        fabs: Mapping[str, Mode],
+        *,
+        owner: str,
+        interval_s: float = 30.0,
+        lease_ttl_s: float = 90.0,
+        top_n: int = 5,
+    ) -> None:
+        self.db = db
+        self.clock = clock
+        self.fabs = dict(fabs)
+        self.owner = owner
+        self.interval_s = interval_s
+        self.ttl = timedelta(seconds=lease_ttl_s)
+        self.top_n = top_n
+        self._fab_ids: dict[str, int] = {}
+        self._wake = asyncio.Event()
+
+    def wake(self) -> None:
+        """Run the next cycle now (an event-driven trigger: a tool became free, a lot arrived)."""
+        self._wake.set()
+
+    async def run(self) -> None:
+        """Cycle until cancelled; gives the leases up on the way out."""
+        try:
+            while True:
+                for fab in self.fabs:
+                    try:
+                        await self.cycle(fab)
+                    except Exception:
+                        log.exception("dispatch cycle of %s failed; retrying", fab)
+                self._wake.clear()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), self.interval_s)
+        finally:
+            with contextlib.suppress(Exception):
+                await self.release()
+
+    async def release(self) -> None:
+        now = self.clock.now()
+        async with unit_of_work(self.db) as session:
+            for fab_id in self._fab_ids.values():
+                await automation.release_lease(session, fab_id, self.owner, now)
+
+    async def _fab_id(self, fab: str) -> int:
+        if fab not in self._fab_ids:
+            async with unit_of_work(self.db, write=False) as session:
+                self._fab_ids[fab] = (await fabs_service.get_fab(session, fab)).id
+        return self._fab_ids[fab]
+
+    async def lead(self, fab: str) -> bool:
+        """Take or renew the fab's lease (False: another dispatcher leads; stay standby)."""
+        fab_id = await self._fab_id(fab)
+        try:
+            async with unit_of_work(self.db) as session:
+                return await automation.take_lease(
+                    session, fab_id, self.owner, self.clock.now(), self.ttl
+                )
+        except Exception:  # a racing INSERT lost on the primary key
+            log.info("%s: lease of %s taken by another dispatcher", self.owner, fab)
+            return False
+
+    async def cycle(self, fab: str) -> CycleReport:
+        if not await self.lead(fab):
+            return CycleReport(fab, leader=False)
+        fab_id = self._fab_ids[fab]
+        mode = self.fabs.get(fab, Mode.AUTO)
+        now = self.clock.now()
+        report = CycleReport(fab, leader=True)
+        taken: set[int] = set()
+        async with unit_of_work(self.db, write=False) as session:
+            snap = await dispatch_service.fab_snapshot(session, fab, now)
+        for tool in snap.tools:
+            if policy.tool_exclusion(tool) is not None or len(tool.running) >= tool.max_lots:
+                continue  # not idle: down, due for PM, not remote, or full
+            listing = snap.rank(tool, without=taken)
+            assert listing is not None
+            if not listing.ranked and not listing.excluded:
+                continue  # no lot for its group at all: nothing to decide
+            report.tools += 1
+            shadow = snap.rank(tool, shadow=True, without=taken)
+            # Lots chosen for a tool are off the lists of the tools decided after it.
+            taken.update(r.lot.id for r in policy.choose_starts(listing).lots)
+            if not await self._decide(report, fab_id, mode, listing, shadow, now):
+                report.lost_lease = True
+                log.warning("%s: lost the lease of %s mid-cycle; standing by", self.owner, fab)
+                break
+        return report
+
+    async def _decide(
+        self,
+        report: CycleReport,
+        fab_id: int,
+        mode: Mode,
+        listing: policy.DispatchList,
+        shadow: policy.DispatchList | None,
+        now: datetime,
+    ) -> bool:
+        """One decision, one transaction: the jobs and the log rows commit together. Returns
+        False when the lease is no longer ours."""
+        starts = policy.choose_starts(listing)
+        chosen = starts.lots[0] if starts.lots else None
+        if chosen is None:
+            outcome = automation.WAITING if starts.waiting else automation.NONE
+        else:
+            outcome = automation.ADVISORY if mode is Mode.ADVISE else automation.REQUESTED
+
+        def rows(
+            outcome: str, refusal: str | None = None, job: str | None = None
+        ) -> list[DispatchDecision]:
+            out = [
+                automation.decision_row(
+                    listing,
+                    fab_id=fab_id,
+                    at=now,
+                    owner=self.owner,
+                    outcome=outcome,
+                    chosen=chosen,
+                    top_n=self.top_n,
+                    refusal_code=refusal,
+                    job_order_id=job,
+                )
+            ]
+            if shadow is not None:
+                shadow_starts = policy.choose_starts(shadow)
+                out.append(
+                    automation.decision_row(
+                        shadow,
+                        fab_id=fab_id,
+                        at=now,
+                        owner=self.owner,
+                        outcome=automation.SHADOW,
+                        chosen=shadow_starts.lots[0] if shadow_starts.lots else None,
+                        top_n=self.top_n,
+                    )
+                )
+            return out
+
+        try:
+            async with unit_of_work(self.db) as session:
+                bind(
+                    session,
+                    AuditContext(
+                        actor=automation.DISPATCH_ACTOR,
+                        role=Role.DISPATCHER.value,
+                        operation="dispatch.automatic",
+                        at=self.clock.now(),
+                    ),
+                )
+                if not await automation.holds_lease(session, fab_id, self.owner, self.clock.now()):
+                    return False
+                jobs: list[str] = []
+                if outcome == automation.REQUESTED:
+                    for ranked in starts.lots:
+                        lot = ranked.lot
+                        job = await jobs_service.request_job(
+                            session,
+                            lot.code,
+                            job_schemas.JobRequest(
+                                tool=listing.tool.code, step_sequence=lot.step.sequence
+                            ),
+                            principal=PRINCIPAL,
+                            clock=self.clock,
+                        )
+                        jobs.append(job.job_order_id)
+                session.add_all(rows(outcome, job=",".join(jobs) or None))
+            report.requested.extend(jobs)
+            report.logged += 1
+            return True
+        except (MesError, RuleViolation) as exc:  # refused: logged, not retried
+            code = exc.code
+            lot_code = chosen.lot.code if chosen is not None else "-"
+            log.info(
+                "dispatch of %s to %s refused (%s): %s", lot_code, listing.tool.code, code, exc
+            )
+        report.refused.append((chosen.lot.code if chosen else "-", code))
+        async with unit_of_work(self.db) as session:
+            if not await automation.holds_lease(session, fab_id, self.owner, self.clock.now()):
+                return False
+            session.add_all(rows(automation.REFUSED, refusal=code))
+        report.logged += 1
+        return True
