@@ -24,13 +24,14 @@ venv: $(VENV)/.installed-dev
 
 ## run: migrate the embedded SQLite database, load the example fab if empty, start its 30 tools
 ## as simulated OPC UA servers (ports 4841-4870, SPEED=60) and serve on :8000 with the adapters
-## connected to them; Ctrl-C stops both
+## connected to them and the dispatcher running both fabs every 5 s; Ctrl-C stops both
 run: $(VENV)/.installed-run
 	$(BIN)/mes db upgrade
 	$(BIN)/mes seed example --if-empty
 	@$(BIN)/mes-sims --fab mes/seed/example_fab.json --speed $${SPEED:-60} & sims=$$!; \
 	trap 'kill $$sims 2>/dev/null' EXIT INT TERM; \
 	MES_ADAPTERS_ENABLED=$${MES_ADAPTERS_ENABLED:-true} \
+	MES_DISPATCH_INTERVAL_S=$${MES_DISPATCH_INTERVAL_S:-5} MES_DISPATCH_FABS=$${MES_DISPATCH_FABS:-F1,F2} \
 		$(BIN)/mes serve --host 127.0.0.1 --port 8000
 
 ## sims: serve the seeded fab's tools as simulated OPC UA servers (ports 4841-4870), speed 60
