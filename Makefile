@@ -31,7 +31,7 @@ run: $(VENV)/.installed-run
 	@$(BIN)/mes-sims --fab mes/seed/example_fab.json --speed $${SPEED:-60} & sims=$$!; \
 	trap 'kill $$sims 2>/dev/null' EXIT INT TERM; \
 	MES_ADAPTERS_ENABLED=$${MES_ADAPTERS_ENABLED:-true} \
-	MES_DISPATCH_INTERVAL_S=$${MES_DISPATCH_INTERVAL_S:-5} MES_DISPATCH_FABS=$${MES_DISPATCH_FABS:-F1,F2} \
+	MES_DISPATCH_INTERVAL_S=$${MES_DISPATCH_INTERVAL_S:-5} MES_DISPATCH_FABS=$${MES_DISPATCH_FABS-F1,F2} \
 		$(BIN)/mes serve --host 127.0.0.1 --port 8000
 
 ## sims: serve the seeded fab's tools as simulated OPC UA servers (ports 4841-4870), speed 60
