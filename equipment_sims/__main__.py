@@ -72,6 +72,12 @@ def _serve_parser() -> argparse.ArgumentParser:
         default=",".join(FAULT_KINDS),
         help=f"comma-separated subset of {','.join(FAULT_KINDS)}",
     )
+    p.add_argument(
+        "--pv-period",
+        type=float,
+        default=0.5,
+        help="real seconds between publications of the process values (default 0.5)",
+    )
     p.add_argument("--log-level", default="WARNING")
     return p
 
@@ -122,6 +128,7 @@ async def serve(args: argparse.Namespace) -> None:
         state_dir=args.state_dir,
         fault_rate=args.fault_rate,
         fault_kinds=kinds,
+        process_value_period_s=args.pv_period,
     ) as fab:
         for server in fab.servers.values():
             print(f"{server.spec.tool_id:12} {server.spec.kind.value:12} {server.endpoint}")

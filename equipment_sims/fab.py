@@ -88,6 +88,7 @@ def parse_fab(
                     model=raw.get("model", "SIM-1"),
                     location="/".join(str(raw[k]) for k in ("fab", "area") if raw.get(k)),
                     drift_per_wafer=float(raw.get("drift_per_wafer", 0.0)),
+                    sensors=int(raw.get("sensors", 0)),
                 )
             )
         except ValueError as exc:

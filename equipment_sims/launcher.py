@@ -41,6 +41,7 @@ class SimFab:
         state_dir: Path | None = None,
         fault_rate: float = 0.0,
         fault_kinds: tuple[str, ...] = FAULT_KINDS,
+        process_value_period_s: float = 0.5,
     ) -> None:
         """``pki_dir`` None: no certificates, SecurityPolicy None only. ``state_dir``: each
         tool persists its state to ``<state_dir>/<tool-id>.json`` and starts from it."""
@@ -59,6 +60,7 @@ class SimFab:
                 restore=state_dir is not None,
                 fault_rate=fault_rate,
                 fault_kinds=fault_kinds,
+                process_value_period_s=process_value_period_s,
             )
             for spec in specs
         }

@@ -31,12 +31,27 @@ def seeded_rng(seed: int, tool_id: str, stream: str) -> random.Random:
     return random.Random(f"{seed}/{tool_id}/{stream}")
 
 
-def noisy_values(setpoints: dict[str, float], rng: random.Random) -> dict[str, float]:
-    """Every published process value: setpoint (or idle value) plus a little noise."""
+def sensor_names(count: int) -> list[str]:
+    return [f"Sensor{i:02d}" for i in range(1, count + 1)]
+
+
+def sensor_level(index: int) -> float:
+    """The level an extra sensor channel reads around (volts; distinct per channel)."""
+    return 1.0 + 0.25 * index
+
+
+def noisy_values(
+    setpoints: dict[str, float], rng: random.Random, sensors: int = 0
+) -> dict[str, float]:
+    """Every published process value: setpoint (or idle value) plus a little noise; extra
+    sensor channels always carry noise, so each one changes at every publication."""
     values: dict[str, float] = {}
     for name in PROCESS_VALUES:
         target = setpoints.get(name, IDLE_VALUES[name])
         values[name] = target + rng.gauss(0.0, abs(target) * RELATIVE_NOISE) if target else 0.0
+    for index, name in enumerate(sensor_names(sensors)):
+        level = sensor_level(index)
+        values[name] = level + rng.gauss(0.0, level * RELATIVE_NOISE)
     return values
 
 

@@ -39,6 +39,7 @@ from .clock import SimClock
 from .faults import KINDS as FAULT_KINDS
 from .faults import FaultSchedule
 from .pki import Pki, Security
+from .process import sensor_level, sensor_names
 from .spec import ToolSpec
 from .state import dump_tool, read_state, restore_tool, write_state
 from .tool import Alarm, AlarmEvent, ChamberEvent, JobEvent, Refused, SubstrateEvent, Tool
@@ -464,6 +465,12 @@ class SimServer:
             low, high = _EU_RANGE[name]
             await node.add_property(
                 nid(f"ProcessData/{name}/EURange"), "0:EURange", ua.Range(Low=low, High=high)
+            )
+        for index, name in enumerate(sensor_names(spec.sensors)):
+            node = await var(pd, f"ProcessData/{name}", name, 0.0, ua.VariantType.Double, m.NS_FAB)
+            level = sensor_level(index)
+            await node.add_property(
+                nid(f"ProcessData/{name}/EURange"), "0:EURange", ua.Range(Low=0.0, High=4 * level)
             )
         await var(pd, "ProcessData/StepNumber", m.STEP_NUMBER, 0, ua.VariantType.UInt32, m.NS_FAB)
         await var(pd, "ProcessData/StepName", m.STEP_NAME, "", _S, m.NS_FAB)

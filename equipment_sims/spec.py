@@ -46,12 +46,17 @@ class ToolSpec:
     location: str = ""
     measurement_sigma: float | None = None  # metrology: noise per site (None: family default)
     drift_per_wafer: float = 0.0  # metrology: drift of the measured value per wafer measured
+    # Extra analog channels (Sensor01, Sensor02, ...) published with the process values: real
+    # tools expose dozens of status variables; the ingest benchmark uses them to reach its load.
+    sensors: int = 0
 
     def __post_init__(self) -> None:
         if self.family not in FAMILIES:
             raise ValueError(f"unknown tool family {self.family!r}")
         if self.kind is ProcessingKind.CLUSTER and not self.chambers:
             raise ValueError(f"cluster tool {self.tool_id} needs chambers")
+        if not 0 <= self.sensors <= 999:
+            raise ValueError(f"{self.tool_id}: sensors must be between 0 and 999")
         if not 1 <= self.min_batch <= self.max_batch:
             raise ValueError(f"{self.tool_id}: need 1 <= min_batch <= max_batch")
 

@@ -253,8 +253,12 @@ class Tool:
             current = station.current_step(self.now)
             if current is not None:
                 number, step = current
-                return number, step.name, noisy_values(step.setpoints, self._pv_rng)
-        return 0, "", noisy_values({}, self._pv_rng)
+                return (
+                    number,
+                    step.name,
+                    noisy_values(step.setpoints, self._pv_rng, self.spec.sensors),
+                )
+        return 0, "", noisy_values({}, self._pv_rng, self.spec.sensors)
 
     # --- control state and recipes -----------------------------------------------------------
     def set_control_state(self, state: ControlState) -> None:

@@ -38,7 +38,7 @@ from mes.lots.models import Lot, Wafer
 from mes.lots.states import WaferState
 from mes.opcua import mapping
 from mes.opcua import service as opcua_service
-from mes.opcua.client import Security, ToolRefused, ToolSession
+from mes.opcua.client import Received, Security, ToolRefused, ToolSession
 from mes.opcua.model import ControlState
 from mes.opcua.models import ConnectionState
 from mes.opcua.service import ToolRef
@@ -83,9 +83,10 @@ class ToolAdapter:
         self.last_event_at: datetime | None = None
         self.last_error: str | None = None
         self.applied = 0
+        self.sessions = 0  # sessions opened so far (a reconnect opens a new one)
         self.latencies: list[float] = []  # event receipt → commit, seconds (for the bench)
         self.work: asyncio.Queue[str] = asyncio.Queue()  # job order ids with outbox work
-        self._events: asyncio.Queue[mapping.ToolEvent] = asyncio.Queue()
+        self._events: asyncio.Queue[Received] = asyncio.Queue()
         self._values: dict[str, Any] = {}
         self._pv: dict[str, mapping.ProcessValueBuffer] = {}
         self._session: ToolSession | None = None
@@ -132,6 +133,7 @@ class ToolAdapter:
 
     async def _run_session(self) -> None:
         await self._publish(ConnectionState.CONNECTING)
+        self.sessions += 1
         self._events = asyncio.Queue()
         session = ToolSession(
             self.tool.endpoint,
@@ -157,7 +159,8 @@ class ToolAdapter:
     async def _resync(self, session: ToolSession) -> None:
         self._values = await session.snapshot()
         await self._apply(
-            mapping.ValueChange("ItemState", self._values.get("ItemState"), self.clock.now())
+            asyncio.get_running_loop().time(),
+            mapping.ValueChange("ItemState", self._values.get("ItemState"), self.clock.now()),
         )
         await session.condition_refresh()
         async with unit_of_work(self.db, write=False) as db_session:
@@ -195,7 +198,7 @@ class ToolAdapter:
                 raise session.failed
             drained = 0
             while not self._events.empty() and drained < 500:
-                await self._apply(self._events.get_nowait())
+                await self._apply(*self._events.get_nowait())
                 drained += 1
             while not self.work.empty():
                 job_order_id = self.work.get_nowait()
@@ -225,15 +228,14 @@ class ToolAdapter:
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
             if getter in done:
-                await self._apply(getter.result())
+                await self._apply(*getter.result())
             if worker in done:
                 job_order_id = worker.result()
                 self._pending_work.discard(job_order_id)
                 await self._do_work(session, job_order_id)
 
     # --- applying events --------------------------------------------------------------------
-    async def _apply(self, event: mapping.ToolEvent) -> None:
-        received = asyncio.get_running_loop().time()
+    async def _apply(self, received: float, event: mapping.ToolEvent) -> None:
         if isinstance(event, mapping.ValueChange) and not self._on_value(event):
             return
         self.last_event_at = self.clock.now()
@@ -283,7 +285,7 @@ class ToolAdapter:
         self._values[change.name] = change.value
         if change.name == "ItemState":
             return True
-        if change.name in mapping_process_values():
+        if self._session is not None and change.name in self._session.process_value_names:
             job = self._values.get("CurrentJobOrderId") or ""
             if job and isinstance(change.value, int | float):
                 buffer = self._pv.setdefault(job, mapping.ProcessValueBuffer())
@@ -369,12 +371,6 @@ class ToolAdapter:
 
 class LeaseLost(Exception):
     """The adapter no longer holds the tool's lease: stop acting on the tool."""
-
-
-def mapping_process_values() -> frozenset[str]:
-    from mes.opcua.model import PROCESS_VALUES
-
-    return frozenset(PROCESS_VALUES)
 
 
 async def _job_to_send(session: Any, job: EquipmentJob) -> _JobToSend:

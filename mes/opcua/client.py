@@ -1,10 +1,10 @@
 """One OPC UA session with one tool (asyncua): browse once, subscribe, call methods.
 
-Notifications are turned into the plain events of ``mapping`` and put on a queue the tool's
-adapter drains; nothing here touches the database. The session is disposable: on any doubt
-(a failed call, a bad subscription status, a watchdog probe that times out) the adapter
-closes it and builds a new one, then re-reads everything (``snapshot``) instead of trusting
-queued data changes.
+Notifications are turned into the plain events of ``mapping`` and put, with the monotonic
+time they arrived (for the event-to-database latency), on a queue the tool's adapter drains;
+nothing here touches the database. The session is disposable: on any doubt (a failed call, a
+bad subscription status, a watchdog probe that times out) the adapter closes it and builds a
+new one, then re-reads everything (``snapshot``) instead of trusting queued data changes.
 """
 
 from __future__ import annotations
@@ -41,6 +41,18 @@ WATCHED: dict[str, tuple[m.BrowseName, ...]] = {
 }
 
 
+# ProcessData variables that are not process values (not summarised per job and wafer).
+NOT_PROCESS_VALUES = frozenset({m.STEP_NUMBER, m.STEP_NAME, m.LAST_MEASUREMENT})
+
+
+# (monotonic time of arrival, event)
+Received = tuple[float, mapping.ToolEvent]
+
+
+class ToolModelError(Exception):
+    """The server does not offer what the adapter needs (wrong endpoint or tool model)."""
+
+
 class ToolRefused(Exception):
     """The tool answered a command with a Bad status, or a check before a command failed:
     a definite answer (unlike a lost connection, after which nobody knows)."""
@@ -63,7 +75,7 @@ class ToolSession:
         self,
         endpoint: str,
         tool_code: str,
-        queue: asyncio.Queue[mapping.ToolEvent],
+        queue: asyncio.Queue[Received],
         *,
         timeout: float = 10.0,
         security: Security | None = None,
@@ -73,7 +85,10 @@ class ToolSession:
         self.endpoint = endpoint
         self.tool_code = tool_code
         self.queue = queue
-        self.client = Client(endpoint, timeout=timeout)
+        # asyncua probes the server every ``watchdog_intervall`` with that same time as the
+        # timeout; its 1 s default drops healthy sessions whenever a few hundred tools share a
+        # busy machine (and costs a read per tool per second). Our own watchdog covers silence.
+        self.client = Client(endpoint, timeout=timeout, watchdog_intervall=max(timeout / 2, 1.0))
         self.security = security or Security()
         self.publishing_ms = publishing_ms
         self.process_values = process_values
@@ -99,38 +114,68 @@ class ToolSession:
                 parts.append(self.security.server_certificate)
             await self.client.set_security_string(",".join(parts))
         await self.client.connect()
+        # Browsing is batched (a handful of round trips instead of one per node): a reconnect
+        # storm of a few hundred tools after an adapter restart must not take minutes.
+        namespaces = await self.client.get_namespace_array()
         for uri in (m.NS_DI, m.NS_MACHINERY, m.NS_MACHINERY_JOBS, m.NS_ISA95_JOBS, m.NS_FAB):
-            self.ns[uri] = await self.client.get_namespace_index(uri)
+            if uri not in namespaces:
+                raise ToolModelError(f"{self.tool_code}: the server lacks namespace {uri}")
+            self.ns[uri] = namespaces.index(uri)
         self.machine = await self.client.nodes.objects.get_child(
             [self.q(m.MACHINES), self.q((m.NS_FAB, self.tool_code))]
         )
-        self.job_control = await self.child(
-            m.BUILDING_BLOCKS, m.JOB_MANAGEMENT, m.JOB_ORDER_CONTROL
-        )
-        self.job_results = await self.child(
-            m.BUILDING_BLOCKS, m.JOB_MANAGEMENT, m.JOB_ORDER_RESULTS
-        )
-        self.recipes = await self.child(m.RECIPES)
-        self.nodes = {name: await self.child(*path) for name, path in WATCHED.items()}
+        required: dict[str, tuple[m.BrowseName, ...]] = {
+            "JobOrderControl": (m.BUILDING_BLOCKS, m.JOB_MANAGEMENT, m.JOB_ORDER_CONTROL),
+            "JobOrderResults": (m.BUILDING_BLOCKS, m.JOB_MANAGEMENT, m.JOB_ORDER_RESULTS),
+            "Recipes": (m.RECIPES,),
+            "ProcessData": (m.PROCESS_DATA,),
+            **WATCHED,
+        }
+        found = await self._children(self.machine, [*required.values(), (m.CHAMBERS,)])
+        missing = [name for name, node in zip(required, found, strict=False) if node is None]
+        if missing:
+            raise ToolModelError(f"{self.tool_code}: the tool model lacks {', '.join(missing)}")
+        nodes = dict(zip(required, found, strict=False))
+        self.job_control = _present(nodes.pop("JobOrderControl"))
+        self.job_results = _present(nodes.pop("JobOrderResults"))
+        self.recipes = _present(nodes.pop("Recipes"))
+        process_data = _present(nodes.pop("ProcessData"))
+        self.nodes = {name: _present(node) for name, node in nodes.items()}
+        self.process_value_names: frozenset[str] = frozenset()
         if self.process_values:
-            pd = await self.child(m.PROCESS_DATA)
-            for name in m.PROCESS_VALUES:
-                self.nodes[name] = await pd.get_child(self.q((m.NS_FAB, name)))
-        with contextlib.suppress(ua.UaError):
-            chambers = await self.child(m.CHAMBERS)
-            for ch in await chambers.get_children():
-                cname = (await ch.read_browse_name()).Name
-                node = await ch.get_child(self.q((m.NS_FAB, m.CHAMBER_STATE)))
-                self.nodes[f"Chamber/{cname}"] = node
-        base = ["0:Types", "0:EventTypes", "0:BaseEventType"]
-        alarm_base = [*base, "0:ConditionType", "0:AcknowledgeableConditionType"]
-        root = self.client.nodes.root
+            # Every analog value the tool publishes under ProcessData is kept (summarised per
+            # job and wafer), whatever the tool model calls it.
+            pv = {
+                str(d.BrowseName.Name): self.client.get_node(d.NodeId)
+                for d in await process_data.get_children_descriptions()
+                if d.NodeClass == ua.NodeClass.Variable
+                and d.BrowseName.Name not in NOT_PROCESS_VALUES
+            }
+            self.nodes.update(pv)
+            self.process_value_names = frozenset(pv)
+        chambers = found[-1]
+        if chambers is not None:
+            names = [
+                str(d.BrowseName.Name)
+                for d in await chambers.get_children_descriptions()
+                if d.NodeClass == ua.NodeClass.Object
+            ]
+            states = await self._children(
+                chambers, [((m.NS_FAB, n), (m.NS_FAB, m.CHAMBER_STATE)) for n in names]
+            )
+            for cname, node in zip(names, states, strict=True):
+                if node is not None:
+                    self.nodes[f"Chamber/{cname}"] = node
+        base = ("0:Types", "0:EventTypes", "0:BaseEventType")
+        alarm_base = (*base, "0:ConditionType", "0:AcknowledgeableConditionType")
         fab = self.ns[m.NS_FAB]
-        self.event_types = [
-            await root.get_child([*base, f"{fab}:{m.JOB_STATUS_EVENT}"]),
-            await root.get_child([*base, f"{fab}:{m.SUBSTRATE_EVENT}"]),
-            await root.get_child([*alarm_base, "0:AlarmConditionType", f"{fab}:{m.ALARM_EVENT}"]),
+        event_paths = [
+            [*base, f"{fab}:{m.JOB_STATUS_EVENT}"],
+            [*base, f"{fab}:{m.SUBSTRATE_EVENT}"],
+            [*alarm_base, "0:AlarmConditionType", f"{fab}:{m.ALARM_EVENT}"],
         ]
+        results = await self.client.nodes.root.get_children_by_path(event_paths)
+        self.event_types = [_present(r[0] if r else None) for r in results]
         self.job_type, self.substrate_type, self.alarm_type = (t.nodeid for t in self.event_types)
 
     async def subscribe(self) -> None:
@@ -155,6 +200,17 @@ class ToolSession:
     async def child(self, *path: m.BrowseName) -> Node:
         return await self.machine.get_child([self.q(p) for p in path])
 
+    async def _children(
+        self, start: Node, paths: list[tuple[m.BrowseName, ...]]
+    ) -> list[Node | None]:
+        """Resolve many browse paths in one TranslateBrowsePaths call (None: not there)."""
+        if not paths:
+            return []
+        results = await start.get_children_by_path(
+            [[self.q(p) for p in path] for path in paths], raise_on_partial_error=False
+        )
+        return [r[0] if r else None for r in results]
+
     # --- subscription handler (asyncua calls these) -----------------------------------------
     def _seen(self) -> None:
         self.last_message_at = asyncio.get_running_loop().time()
@@ -166,7 +222,7 @@ class ToolSession:
         if name is None:
             return
         at = _utc(getattr(data.monitored_item.Value, "SourceTimestamp", None))
-        self.queue.put_nowait(mapping.ValueChange(name, val, at))
+        self.queue.put_nowait((self.last_message_at, mapping.ValueChange(name, val, at)))
 
     def event_notification(self, event: Any) -> None:
         self._seen()
@@ -176,7 +232,7 @@ class ToolSession:
             log.exception("%s: unreadable event", self.tool_code)
             return
         if parsed is not None:
-            self.queue.put_nowait(parsed)
+            self.queue.put_nowait((self.last_message_at, parsed))
 
     def status_change_notification(self, status: Any) -> None:
         log.warning("%s: subscription status %s", self.tool_code, status)
@@ -279,6 +335,12 @@ class ToolSession:
                 return None
             raise
         return mapping.parse_job_response(str(response))
+
+
+def _present(node: Node | None) -> Node:
+    if node is None:
+        raise ToolModelError("the tool model lacks a node the adapter needs")
+    return node
 
 
 def _utc(value: datetime | None) -> datetime:
