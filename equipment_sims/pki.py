@@ -15,11 +15,9 @@ The trust list is read again at every session a client opens, so a certificate p
 from __future__ import annotations
 
 import hashlib
-import ipaddress
 import logging
 import os
 import shutil
-import socket
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
@@ -27,14 +25,13 @@ from pathlib import Path
 
 from asyncua import ua
 from asyncua.common.utils import ServiceError
-from asyncua.crypto import cert_gen
 from asyncua.crypto.security_policies import SecurityPolicyNone
 from asyncua.crypto.truststore import TrustStore
 from asyncua.crypto.validator import CertificateValidator, CertificateValidatorOptions
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import rsa
-from cryptography.x509.oid import ExtendedKeyUsageOID
+
+from mes.opcua.certificates import make_certificate, save
 
 log = logging.getLogger(__name__)
 
@@ -85,9 +82,10 @@ class Pki:
         cert_file, key_file = self.server_files(tool_id)
         if _usable(cert_file, key_file, app_uri):
             return cert_file, key_file
-        key, cert = make_certificate(app_uri, tool_id, host, server=True)
-        _write_atomic(key_file, key, private=True)
-        _write_atomic(cert_file, cert)
+        key, cert = make_certificate(
+            app_uri, tool_id, host, server=True, organization="fab-mes equipment_sims"
+        )
+        save(key, cert, key_file, cert_file)
         log.info("%s: new server certificate %s", tool_id, cert_file)
         return cert_file, key_file
 
@@ -144,27 +142,6 @@ class TrustListValidator:
             raise
 
 
-def make_certificate(
-    app_uri: str, common_name: str, host: str, *, server: bool
-) -> tuple[bytes, bytes]:
-    """(PEM private key, DER certificate): a self-signed OPC UA application certificate."""
-    key: rsa.RSAPrivateKey = cert_gen.generate_private_key()
-    names: list[x509.GeneralName] = [
-        x509.UniformResourceIdentifier(app_uri),
-        x509.DNSName(socket.gethostname()),
-        x509.DNSName("localhost"),
-    ]
-    try:
-        names.append(x509.IPAddress(ipaddress.ip_address(host)))
-    except ValueError:
-        names.append(x509.DNSName(host))
-    use = ExtendedKeyUsageOID.SERVER_AUTH if server else ExtendedKeyUsageOID.CLIENT_AUTH
-    cert = cert_gen.generate_self_signed_app_certificate(
-        key, common_name, {"organizationName": "fab-mes equipment_sims"}, names, [use], days=365
-    )
-    return cert_gen.dump_private_key_as_pem(key), cert.public_bytes(serialization.Encoding.DER)
-
-
 def _usable(cert_file: Path, key_file: Path, app_uri: str) -> bool:
     if not (cert_file.is_file() and key_file.is_file()):
         return False
@@ -175,11 +152,3 @@ def _usable(cert_file: Path, key_file: Path, app_uri: str) -> bool:
         return False
     fresh = cert.not_valid_after_utc - RENEW_BEFORE > datetime.now(UTC)
     return fresh and app_uri in san.get_values_for_type(x509.UniformResourceIdentifier)
-
-
-def _write_atomic(path: Path, data: bytes, *, private: bool = False) -> None:
-    scratch = path.with_name(f".{path.name}.{os.getpid()}")
-    scratch.write_bytes(data)
-    if private:
-        scratch.chmod(0o600)
-    os.replace(scratch, path)

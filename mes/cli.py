@@ -6,7 +6,9 @@ import asyncio
 import getpass
 import json
 import logging
+import socket
 from datetime import datetime
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -32,11 +34,13 @@ seed_app = typer.Typer(help="Example data.", no_args_is_help=True)
 users_app = typer.Typer(help="Accounts.", no_args_is_help=True)
 audit_app = typer.Typer(help="The audit trail.", no_args_is_help=True)
 adapters_app = typer.Typer(help="OPC UA equipment adapters.", no_args_is_help=True)
+opcua_app = typer.Typer(help="OPC UA security.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
 app.add_typer(seed_app, name="seed")
 app.add_typer(users_app, name="users")
 app.add_typer(audit_app, name="audit")
 app.add_typer(adapters_app, name="adapters")
+app.add_typer(opcua_app, name="opcua")
 
 
 def _cli_context(operation: str) -> AuditContext:
@@ -218,6 +222,43 @@ def audit_verify() -> None:
     typer.echo("audit chain intact")
 
 
+@opcua_app.command("make-certificate")
+def opcua_make_certificate(
+    out: Annotated[Path, typer.Option("--out", help="folder to write NAME.der and NAME.pem to")],
+    name: Annotated[str, typer.Option(help="file name and certificate common name")] = "mes",
+    app_uri: Annotated[
+        str | None,
+        typer.Option(help="application URI (default urn:fab-mes:mes:<host name>)"),
+    ] = None,
+    host: Annotated[
+        str | None, typer.Option(help="DNS name or IP address to name (default: host name)")
+    ] = None,
+    days: Annotated[int, typer.Option(min=1, max=3650, help="validity")] = 365,
+    force: Annotated[bool, typer.Option(help="overwrite existing files")] = False,
+) -> None:
+    """Make the MES's OPC UA client certificate (self-signed, DER) and key (PEM, unencrypted)."""
+    from mes.opcua import certificates
+
+    hostname = socket.gethostname()
+    uri = app_uri or f"urn:fab-mes:mes:{hostname}"
+    cert_file, key_file = (out / f"{name}.der").resolve(), (out / f"{name}.pem").resolve()
+    existing = [str(f) for f in (cert_file, key_file) if f.exists()]
+    if existing and not force:
+        typer.echo(f"refused: {', '.join(existing)} exist(s); --force overwrites", err=True)
+        raise typer.Exit(2)
+    key, cert = certificates.make_certificate(uri, name, host or hostname, server=False, days=days)
+    certificates.save(key, cert, key_file, cert_file)
+    typer.echo(f"certificate {cert_file} (application URI {uri})")
+    typer.echo(f"private key {key_file}")
+    typer.echo("MES settings (environment or .env):")
+    typer.echo("  MES_OPCUA_SECURITY_POLICY=Basic256Sha256")
+    typer.echo("  MES_OPCUA_SECURITY_MODE=SignAndEncrypt")
+    typer.echo(f"  MES_OPCUA_CERTIFICATE={cert_file}")
+    typer.echo(f"  MES_OPCUA_PRIVATE_KEY={key_file}")
+    typer.echo("  MES_OPCUA_TRUST_DIR=<folder holding the tools' server certificates>")
+    typer.echo(f"Have the tools trust it; simulated tools: mes-sims trust {cert_file}")
+
+
 process_app = typer.Typer(help="Process definitions as JSON (mes-process/1).", no_args_is_help=True)
 app.add_typer(process_app, name="process")
 
@@ -382,8 +423,15 @@ def adapters_run(
 ) -> None:
     """Run OPC UA adapters for a fab's tools until interrupted (each tool leased to one adapter;
     a dead adapter's tools are taken over by another within the lease TTL)."""
+    from mes.opcua.runtime import adapter_settings
+
     settings = Settings()
     logging.basicConfig(level=settings.log_level.upper())
+    try:
+        adapter_settings(settings)  # unusable security files: refuse before connecting
+    except ValueError as exc:
+        typer.echo(f"refused: {exc}", err=True)
+        raise typer.Exit(2) from exc
     try:
         asyncio.run(_run_adapters(settings, fab, shard, owner))
     except KeyboardInterrupt:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DEFAULT_SQLITE_PATH = Path("var") / "mes.db"
@@ -56,12 +56,15 @@ class Settings(BaseSettings):
     adapter_aborted_hold: bool = True
     # JSON list of alarm rules (mes.opcua.mapping.AlarmRule fields); empty: the default table.
     alarm_rules: str | None = None
-    # OPC UA client security: "None" today; "Basic256Sha256" (mode Sign or SignAndEncrypt)
-    # with a client certificate and key once the tools serve it.
+    # OPC UA client security: "None", or "Basic256Sha256" (mode Sign or SignAndEncrypt) with
+    # the MES's client certificate (DER or PEM) and unencrypted PEM key (`mes opcua
+    # make-certificate`). ``opcua_trust_dir``: the tools' server certificates the MES trusts;
+    # unset, any tool certificate is accepted (encrypted, but the tool is not authenticated).
     opcua_security_policy: str = Field(default="None", pattern=r"^(None|Basic256Sha256)$")
     opcua_security_mode: str = Field(default="SignAndEncrypt", pattern=r"^(Sign|SignAndEncrypt)$")
     opcua_certificate: str | None = None
     opcua_private_key: str | None = None
+    opcua_trust_dir: str | None = None
     # Automatic dispatch (mes.dispatch.scheduler). Off unless an interval and fabs are given:
     # ``dispatch_fabs`` "F1,F2=advise" (auto: request the jobs; advise: log the decisions
     # only). Each replica runs a dispatcher; per fab, the holder of its lease leads.
@@ -69,3 +72,17 @@ class Settings(BaseSettings):
     dispatch_fabs: str | None = Field(default=None, pattern=r"^[A-Za-z0-9_\-=,\s]*$")
     dispatch_lease_ttl_s: float = Field(default=90.0, gt=0.5, le=3600)
     dispatch_top_n: int = Field(default=5, ge=1, le=50)
+
+    @model_validator(mode="after")
+    def _security_has_credentials(self) -> Settings:
+        # Refused here, at start-up, rather than at every connect (or by silently falling
+        # back to no security).
+        if self.opcua_security_policy != "None" and not (
+            self.opcua_certificate and self.opcua_private_key
+        ):
+            raise ValueError(
+                f"MES_OPCUA_SECURITY_POLICY={self.opcua_security_policy} needs "
+                "MES_OPCUA_CERTIFICATE and MES_OPCUA_PRIVATE_KEY (make them with "
+                "`mes opcua make-certificate`)"
+            )
+        return self

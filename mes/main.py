@@ -101,6 +101,12 @@ def create_app(
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        registry = None
+        if run_background and settings.adapters_enabled:
+            from mes.opcua.runtime import build_registry
+
+            # First: unusable OPC UA security settings stop the start before any task runs.
+            registry = build_registry(db, clock, settings)
         sealer = (
             asyncio.create_task(seal_audit_forever(db, clock, settings.audit_seal_interval_s))
             if run_background
@@ -112,10 +118,7 @@ def create_app(
             else None
         )
         adapters = None
-        if run_background and settings.adapters_enabled:
-            from mes.opcua.runtime import build_registry
-
-            registry = build_registry(db, clock, settings)
+        if registry is not None:
             adapters = asyncio.create_task(registry.run(), name="opcua-adapters")
         dispatcher = None
         if run_background and settings.dispatch_interval_s > 0 and settings.dispatch_fabs:

@@ -132,7 +132,9 @@ class ToolAdapter:
             log.exception("%s: could not publish connection state", self.tool.code)
 
     async def _run_session(self) -> None:
-        await self._publish(ConnectionState.CONNECTING)
+        # The last error stays visible while retrying: a refused certificate, say, would
+        # otherwise flicker away at every attempt.
+        await self._publish(ConnectionState.CONNECTING, self.last_error)
         self.sessions += 1
         self._events = asyncio.Queue()
         session = ToolSession(
@@ -149,6 +151,7 @@ class ToolAdapter:
             await asyncio.wait_for(session.connect(), self.settings.timeout_s)
             await session.subscribe()
             await self._resync(session)
+            self.last_error = None
             await self._publish(ConnectionState.CONNECTED)
             await self._loop(session)
         finally:

@@ -15,11 +15,13 @@ import json
 import logging
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 from asyncua import Client, Node, ua
+from asyncua.crypto import security_policies
 
-from mes.opcua import mapping
+from mes.opcua import certificates, mapping
 from mes.opcua import model as m
 
 log = logging.getLogger(__name__)
@@ -41,6 +43,20 @@ WATCHED: dict[str, tuple[m.BrowseName, ...]] = {
 }
 
 
+# Status codes with which a server refuses a client certificate at CreateSession.
+_CERTIFICATE_REFUSALS = frozenset(
+    {
+        ua.StatusCodes.BadCertificateUntrusted,
+        ua.StatusCodes.BadCertificateInvalid,
+        ua.StatusCodes.BadCertificateUriInvalid,
+        ua.StatusCodes.BadCertificateUseNotAllowed,
+        ua.StatusCodes.BadCertificateTimeInvalid,
+        ua.StatusCodes.BadCertificateRevoked,
+        ua.StatusCodes.BadSecurityChecksFailed,
+    }
+)
+
+
 # ProcessData variables that are not process values (not summarised per job and wafer).
 NOT_PROCESS_VALUES = frozenset({m.STEP_NUMBER, m.STEP_NAME, m.LAST_MEASUREMENT})
 
@@ -60,14 +76,44 @@ class ToolRefused(Exception):
 
 @dataclass(frozen=True)
 class Security:
-    """Client security. ``None`` today; ``Basic256Sha256`` with ``Sign``/``SignAndEncrypt``
-    and a client certificate and key once the simulated tools serve it."""
+    """Client security: policy ``None``, or ``Basic256Sha256`` (``Sign``/``SignAndEncrypt``)
+    with the MES's client certificate and key. ``trust_dir``: the tools' server certificates
+    the MES trusts (a tool presenting another one is refused); unset, any server certificate
+    is accepted (encrypted, but the tool is not authenticated). ``server_certificate`` pins
+    one certificate instead (a single-tool setup)."""
 
     policy: str = "None"
     mode: str = "SignAndEncrypt"
     certificate: str | None = None
     private_key: str | None = None
     server_certificate: str | None = None
+    trust_dir: str | None = None
+
+    @property
+    def enabled(self) -> bool:
+        return self.policy != "None"
+
+    def check(self) -> None:
+        """Refuse at start-up what could only fail at every connect later."""
+        if not self.enabled:
+            return
+        if not (self.certificate and self.private_key):
+            raise ValueError(
+                f"OPC UA security policy {self.policy} needs the MES client certificate and "
+                "private key (MES_OPCUA_CERTIFICATE, MES_OPCUA_PRIVATE_KEY; make them with "
+                "`mes opcua make-certificate`)"
+            )
+        for what, path in (("certificate", self.certificate), ("private key", self.private_key)):
+            if not Path(path).is_file():
+                raise ValueError(f"OPC UA client {what} {path}: no such file")
+        certificates.application_uri(Path(self.certificate))
+        if self.trust_dir is not None and not Path(self.trust_dir).is_dir():
+            raise ValueError(f"OPC UA trust folder {self.trust_dir}: no such folder")
+
+
+class SecurityRefused(Exception):
+    """The secure session could not be set up: a certificate was refused (by either side) or
+    the tool offers no endpoint with the configured security. Retrying alone will not help."""
 
 
 class ToolSession:
@@ -85,6 +131,7 @@ class ToolSession:
         self.endpoint = endpoint
         self.tool_code = tool_code
         self.queue = queue
+        self.timeout = timeout
         # asyncua probes the server every ``watchdog_intervall`` with that same time as the
         # timeout; its 1 s default drops healthy sessions whenever a few hundred tools share a
         # busy machine (and costs a read per tool per second). Our own watchdog covers silence.
@@ -97,23 +144,18 @@ class ToolSession:
         self.failed: Exception | None = None
         self.last_message_at = asyncio.get_running_loop().time()
         self.notifications = 0
+        self.process_value_names: frozenset[str] = frozenset()
         self._subscription: Any = None
 
     # --- connection ------------------------------------------------------------------------
     async def connect(self) -> None:
-        if self.security.policy != "None":
-            if not (self.security.certificate and self.security.private_key):
-                raise ValueError("OPC UA security needs a client certificate and private key")
-            parts = [
-                self.security.policy,
-                self.security.mode,
-                self.security.certificate,
-                self.security.private_key,
-            ]
-            if self.security.server_certificate:
-                parts.append(self.security.server_certificate)
-            await self.client.set_security_string(",".join(parts))
-        await self.client.connect()
+        trust = self._configure_trust()
+        try:
+            if self.security.enabled:
+                await self._set_security()
+            await self.client.connect()
+        except ua.UaError as exc:
+            raise await self._explain(exc, trust) from exc
         # Browsing is batched (a handful of round trips instead of one per node): a reconnect
         # storm of a few hundred tools after an adapter restart must not take minutes.
         namespaces = await self.client.get_namespace_array()
@@ -141,7 +183,7 @@ class ToolSession:
         self.recipes = _present(nodes.pop("Recipes"))
         process_data = _present(nodes.pop("ProcessData"))
         self.nodes = {name: _present(node) for name, node in nodes.items()}
-        self.process_value_names: frozenset[str] = frozenset()
+        self.process_value_names = frozenset()
         if self.process_values:
             # Every analog value the tool publishes under ProcessData is kept (summarised per
             # job and wafer), whatever the tool model calls it.
@@ -177,6 +219,77 @@ class ToolSession:
         results = await self.client.nodes.root.get_children_by_path(event_paths)
         self.event_types = [_present(r[0] if r else None) for r in results]
         self.job_type, self.substrate_type, self.alarm_type = (t.nodeid for t in self.event_types)
+
+    def _configure_trust(self) -> certificates.ServerTrustList | None:
+        if not (self.security.enabled and self.security.trust_dir):
+            return None
+        trust = certificates.ServerTrustList(Path(self.security.trust_dir))
+        self.client.certificate_validator = trust
+        return trust
+
+    async def _set_security(self) -> None:
+        sec = self.security
+        if not (sec.certificate and sec.private_key):
+            raise ValueError("OPC UA security needs a client certificate and private key")
+        # The tool checks the application URI we announce against our certificate's.
+        self.client.application_uri = certificates.application_uri(Path(sec.certificate))
+        await self.client.set_security(
+            getattr(security_policies, f"SecurityPolicy{sec.policy}"),
+            certificate=sec.certificate,
+            private_key=sec.private_key,
+            server_certificate=sec.server_certificate,
+            mode=getattr(ua.MessageSecurityMode, sec.mode),
+        )
+
+    async def _explain(
+        self, exc: Exception, trust: certificates.ServerTrustList | None
+    ) -> Exception:
+        """Turn a failed connect into an error that says which side refused what, and what to
+        do about it; anything else (a tool that is down, say) is left as it is."""
+        sec = self.security
+        if trust is not None and trust.refused is not None:
+            refused = trust.refused
+            advice = (
+                f"put it into the MES trust folder {trust.folder}"
+                if refused.status == "BadCertificateUntrusted"
+                else "the tool needs a valid server certificate naming its application URI"
+            )
+            return SecurityRefused(
+                f"the MES refused the tool's certificate "
+                f"({certificates.describe(refused.certificate)}; {refused.status}): {advice}"
+            )
+        if isinstance(exc, ua.UaStatusCodeError) and exc.code in _CERTIFICATE_REFUSALS:
+            return SecurityRefused(
+                f"the tool refused the MES client certificate {sec.certificate} "
+                f"({ua.StatusCode(exc.code).name}): add it to the tool's trust list "
+                "(simulated tools: `mes-sims trust CERT`, or move it from rejected/ to trusted/)"
+            )
+        offered = await self._offered_endpoints()
+        wanted = (sec.policy, sec.mode if sec.enabled else "None_")
+        if offered is not None and wanted not in offered:
+            listed = ", ".join(f"{p}/{mo.rstrip('_')}" for p, mo in sorted(offered)) or "none"
+            return SecurityRefused(
+                f"the tool offers no endpoint with security {sec.policy}"
+                f"{'/' + sec.mode if sec.enabled else ''} (it offers {listed}): "
+                "set MES_OPCUA_SECURITY_POLICY / MES_OPCUA_SECURITY_MODE to match"
+            )
+        return exc
+
+    async def _offered_endpoints(self) -> set[tuple[str, str]] | None:
+        """(policy, mode) of each endpoint the tool offers; None if it cannot be asked. Only
+        asked after a failed connect, to tell a security mismatch from other failures."""
+        probe = Client(self.endpoint, timeout=self.timeout)
+        try:
+            endpoints = await probe.connect_and_get_server_endpoints()
+        except Exception:
+            return None
+        return {
+            (
+                str(e.SecurityPolicyUri).rsplit("#", 1)[-1],
+                ua.MessageSecurityMode(e.SecurityMode).name,
+            )
+            for e in endpoints
+        }
 
     async def subscribe(self) -> None:
         self._subscription = await self.client.create_subscription(self.publishing_ms, self)

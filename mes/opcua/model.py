@@ -1,8 +1,8 @@
 """The OPC UA contract between the MES and a fab tool: namespace URIs, browse names, enums.
 
-Shared by the MES adapter and by ``equipment_sims`` (the only module of ``mes`` the simulators
-may import), so both sides spell every name the same way. Constants only, plus one pure
-function (the recipe checksum): no asyncua, sqlalchemy or fastapi here.
+Shared by the MES adapter and by ``equipment_sims`` (which may import only this module of
+``mes``, and ``certificates``), so both sides spell every name the same way. Constants only,
+plus one pure function (the recipe checksum): no asyncua, sqlalchemy or fastapi here.
 
 The layout follows OPC 40001-1 (UA for Machinery) and OPC 10031-4 (ISA-95 Job Control). The
 nodesets of those specifications are not loaded: the simulators create plain objects and

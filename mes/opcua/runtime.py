@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+
 from mes.clock import Clock
 from mes.config import Settings
 from mes.db.engine import Database
@@ -10,8 +12,25 @@ from mes.opcua.adapter import AdapterSettings
 from mes.opcua.client import Security
 from mes.opcua.registry import AdapterRegistry, default_owner
 
+log = logging.getLogger(__name__)
+
 
 def adapter_settings(settings: Settings, owner: str | None = None) -> AdapterSettings:
+    """Raises ValueError on unusable security files, so a misconfigured adapter stops at
+    start-up instead of failing every connect."""
+    security = Security(
+        policy=settings.opcua_security_policy,
+        mode=settings.opcua_security_mode,
+        certificate=settings.opcua_certificate,
+        private_key=settings.opcua_private_key,
+        trust_dir=settings.opcua_trust_dir,
+    )
+    security.check()
+    if security.enabled and security.trust_dir is None:
+        log.warning(
+            "OPC UA %s without MES_OPCUA_TRUST_DIR: any tool certificate is accepted",
+            security.policy,
+        )
     return AdapterSettings(
         owner=owner or default_owner(),
         stale_s=settings.adapter_stale_s,
@@ -20,12 +39,7 @@ def adapter_settings(settings: Settings, owner: str | None = None) -> AdapterSet
         timeout_s=settings.adapter_timeout_s,
         aborted_hold=settings.adapter_aborted_hold,
         alarm_rules=mapping.parse_alarm_rules(settings.alarm_rules),
-        security=Security(
-            policy=settings.opcua_security_policy,
-            mode=settings.opcua_security_mode,
-            certificate=settings.opcua_certificate,
-            private_key=settings.opcua_private_key,
-        ),
+        security=security,
     )
 
 

@@ -397,6 +397,10 @@ def test_fab_file_errors() -> None:
         parse_fab({"tools": [{"code": "X", "processing_kind": "cluster"}]})
 
 
+# The tool contract, and the certificate helpers both sides use.
+SHARED_WITH_SIMS = ("mes.opcua", "mes.opcua.model", "mes.opcua.certificates")
+
+
 def test_sims_import_nothing_from_mes_but_the_tool_contract() -> None:
     import ast
 
@@ -410,7 +414,12 @@ def test_sims_import_nothing_from_mes_but_the_tool_contract() -> None:
                 names = [node.module]
             for name in names:
                 if name == "mes" or name.startswith("mes."):
-                    assert name in ("mes.opcua", "mes.opcua.model"), f"{path}: {name}"
+                    assert name in SHARED_WITH_SIMS, f"{path}: {name}"
+    # What the sims share must not pull the rest of the MES in with it.
+    for module in ("model", "certificates"):
+        source = (REPO / "mes" / "opcua" / f"{module}.py").read_text("utf-8")
+        assert "from mes" not in source, module
+        assert "import mes" not in source, module
 
 
 # --- faults and persisted state ------------------------------------------------------------

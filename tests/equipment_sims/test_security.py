@@ -10,9 +10,10 @@ from asyncua import Client, ua
 from asyncua.crypto.security_policies import SecurityPolicyBasic256Sha256
 from cryptography import x509
 
-from equipment_sims.pki import Pki, Security, make_certificate
+from equipment_sims.pki import Pki, Security
 from equipment_sims.server import SimServer
 from mes.opcua import model as m
+from mes.opcua.certificates import make_certificate
 
 from .conftest import LITHO_BODY, TIMEOUT, SimFactory, ToolClient, litho
 

@@ -20,10 +20,11 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
 from equipment_sims.clock import SimClock
-from equipment_sims.pki import Pki, make_certificate
+from equipment_sims.pki import Pki
 from equipment_sims.server import SimServer
 from equipment_sims.spec import ToolSpec
 from mes.opcua import model as m
+from mes.opcua.certificates import make_certificate
 from mes.opcua.model import ControlState, ProcessingKind
 
 from ..equipment_sims.conftest import LITHO_BODY, free_port, job_order

@@ -26,6 +26,7 @@ from sqlalchemy import select
 from sqlalchemy.engine import make_url
 
 from equipment_sims.clock import SimClock
+from equipment_sims.pki import Security as SimSecurity
 from equipment_sims.server import SimServer
 from equipment_sims.spec import ToolSpec
 from mes.audit.context import AuditContext, bind
@@ -39,6 +40,7 @@ from mes.equipment.models import Equipment
 from mes.main import create_app
 from mes.opcua import mapping
 from mes.opcua.adapter import AdapterSettings
+from mes.opcua.client import Security
 from mes.opcua.model import ProcessingKind
 from mes.opcua.registry import AdapterRegistry
 from mes.seed import loader
@@ -189,13 +191,22 @@ class Fab:
         default_factory=list
     )
 
-    async def start_sim(self, code: str, *, speed: float = 600.0) -> SimServer:
+    async def start_sim(
+        self,
+        code: str,
+        *,
+        speed: float = 600.0,
+        pki_dir: Path | None = None,
+        security: SimSecurity | None = None,
+    ) -> SimServer:
         sim = SimServer(
             TOOLS[code],
             clock=SimClock(speed),
             port=self.ports[code],
             seed=7,
             shelf_dir=self.shelf_dir,
+            pki_dir=pki_dir,
+            security=security,
         )
         await sim.start()
         self.sims[code] = sim
@@ -205,7 +216,12 @@ class Fab:
         await self.sims.pop(code).stop()
 
     def start_adapter(
-        self, owner: str = "adapter-a", *, lease_ttl_s: float = 3.0, stale_s: float = 2.0
+        self,
+        owner: str = "adapter-a",
+        *,
+        lease_ttl_s: float = 3.0,
+        stale_s: float = 2.0,
+        security: Security | None = None,
     ) -> AdapterRegistry:
         db = Database(create_engine(self.settings))
         registry = AdapterRegistry(
@@ -219,6 +235,7 @@ class Fab:
                 timeout_s=5.0,
                 publishing_ms=50,
                 alarm_rules=mapping.DEFAULT_ALARM_RULES,
+                security=security or Security(),
             ),
             fab="T1",
             lease_ttl_s=lease_ttl_s,
