@@ -77,6 +77,7 @@ def to_read(tool: Equipment) -> EquipmentRead:
         e10_state=tool.e10_state,
         e10_substate=tool.e10_substate,
         state_since=tool.state_since,
+        last_signal_at=tool.last_signal_at,
         version=tool.version,
         chambers=[
             ChamberRead(name=c.name, e10_state=c.e10_state, e10_substate=c.e10_substate)

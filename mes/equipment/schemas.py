@@ -79,6 +79,9 @@ class EquipmentRead(BaseModel):
     e10_state: E10State
     e10_substate: str
     state_since: datetime
+    # The last sign of life (a state report, or a healthy adapter session): what the silence
+    # watchdog (MES_SIGNAL_TIMEOUT_S) measures from.
+    last_signal_at: datetime | None = None
     version: int
     chambers: list[ChamberRead]
     load_ports: list[LoadPortRead]

@@ -1,9 +1,10 @@
 """The tools one adapter process serves: leases, take-over, and the outbox poll.
 
 Every ``lease_ttl_s / 3`` the registry lists the tools of its fab and shard, renews the leases
-it holds, takes free or expired ones (a dead adapter's tools come over within one TTL) and
-stops the adapters of tools whose lease it lost. Every ``poll_s`` one query finds outbox work
-(requested jobs, operator commands) for all its tools and hands it to their adapters.
+it holds, stamps the tools it hears as signalling (for the silence watchdog), takes free or
+expired ones (a dead adapter's tools come over within one TTL) and stops the adapters of tools
+whose lease it lost. Every ``poll_s`` one query finds outbox work (requested jobs, operator
+commands) for all its tools and hands it to their adapters.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from mes.jobs.models import EquipmentJob
 from mes.jobs.states import JobStatus
 from mes.opcua import service as opcua_service
 from mes.opcua.adapter import AdapterSettings, ToolAdapter
+from mes.opcua.models import ConnectionState
 from mes.opcua.service import ToolRef
 
 log = logging.getLogger(__name__)
@@ -89,6 +91,8 @@ class AdapterRegistry:
             held = await opcua_service.renew(
                 session, self.owner, self.adapters, now, self.ttl, last
             )
+            alive = [i for i, a in self.adapters.items() if a.state is ConnectionState.CONNECTED]
+            await opcua_service.stamp_signals(session, [i for i in alive if i in held], now)
             tools = await opcua_service.tools_to_serve(session, fab=self.fab, shard=self.shard)
         for lost in set(self.adapters) - held:
             log.warning(

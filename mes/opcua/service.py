@@ -174,6 +174,31 @@ async def renew(
     return held
 
 
+async def stamp_signals(session: AsyncSession, equipment_ids: Iterable[int], now: datetime) -> None:
+    """A tool whose adapter holds a healthy session is signalling (``last_signal_at``), even
+    when nothing changes on it: the silence watchdog then only fires for tools nobody hears.
+
+    Tools locked by a running transaction are skipped (SKIP LOCKED): the stamp can wait for the
+    next lease refresh, a track-in should not wait for the stamp.
+    """
+    ids = sorted(equipment_ids)
+    if not ids:
+        return
+    free = (
+        select(Equipment.id)
+        .where(Equipment.id.in_(ids))
+        .order_by(Equipment.id)
+        .with_for_update(skip_locked=True)
+        .scalar_subquery()
+    )
+    await session.execute(
+        update(Equipment)
+        .where(Equipment.id.in_(free))
+        .values(last_signal_at=now)
+        .execution_options(synchronize_session=False)
+    )
+
+
 async def release(
     session: AsyncSession, owner: str, equipment_ids: Iterable[int], now: datetime
 ) -> None:
