@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from asyncua import Client
+from sqlalchemy.engine import make_url
 
 from mes.clock import FixedClock, SystemClock
 from mes.config import Settings
@@ -41,6 +42,9 @@ from mes.opcua import model as m
 from mes.opcua.adapter import AdapterSettings
 from mes.opcua.registry import AdapterRegistry
 from mes.seed import loader
+
+sys.path.insert(0, str(Path(__file__).parent))
+from lot_moves import create_database, drop_database
 
 IDLE_CHANGING = 2  # process values of an idle simulated tool that change at every publication
 
@@ -156,7 +160,10 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
     sensors = max(0, args.changing_values - IDLE_CHANGING)
     fab = _fab(args.tools, args.base_port, sensors)
     sims = _start_sims(tmp, fab, args)
-    settings = Settings(database_url=f"sqlite+aiosqlite:///{tmp / 'bench.db'}")
+    url = f"sqlite+aiosqlite:///{tmp / 'bench.db'}"
+    if args.database_url:  # PostgreSQL: a database of its own beside the given one
+        url = await create_database(args.database_url)
+    settings = Settings(database_url=url)
     engine = create_engine(settings)
     await migrate.upgrade(engine)
     async with unit_of_work(Database(engine)) as session:
@@ -231,6 +238,8 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
             proc.terminate()
         for proc in sims:
             proc.wait(timeout=30)
+        if args.database_url:
+            await drop_database(args.database_url, url)
 
     def pct(p: float) -> float | None:
         return (
@@ -241,6 +250,7 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
 
     return {
         "bench": "opcua_ingest",
+        "database": make_url(url).get_backend_name(),
         "tools": args.tools,
         "tools_held": held,
         "tools_connected": connected,
@@ -281,6 +291,9 @@ if __name__ == "__main__":
     )
     parser.add_argument("--pv-period", type=float, default=1.0, help="seconds")
     parser.add_argument("--sim-processes", type=int, default=1)
+    parser.add_argument(
+        "--database-url", help="PostgreSQL (postgresql+asyncpg://...); default: a SQLite file"
+    )
     logging.basicConfig(level=logging.ERROR)
     logging.getLogger("mes.opcua.adapter").setLevel(logging.INFO)
     result = asyncio.run(main(parser.parse_args()))

@@ -163,14 +163,13 @@ async def renew(
             )
         )
     )
-    for equipment_id, at in last_events.items():
-        if equipment_id in held:
-            await session.execute(
-                update(AdapterLease)
-                .where(AdapterLease.equipment_id == equipment_id)
-                .values(last_event_at=at)
-                .execution_options(synchronize_session=False)
-            )
+    stamps = [
+        {"equipment_id": equipment_id, "last_event_at": at}
+        for equipment_id, at in sorted(last_events.items())
+        if equipment_id in held
+    ]
+    if stamps:  # one executemany: the refresh must hold SQLite's write lock only briefly
+        await session.execute(update(AdapterLease), stamps)
     return held
 
 
