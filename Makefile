@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 PIP := $(BIN)/python -m pip --disable-pip-version-check -q
 
-.PHONY: run sims interop test test-sqlite test-postgres lint typecheck bench bench-dispatch clean venv
+.PHONY: run sims interop test test-sqlite test-postgres lint typecheck bench bench-dispatch bench-opcua clean venv
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -79,6 +79,11 @@ bench: $(VENV)/.installed-dev
 ## bench-dispatch: what-next latency and full refresh on an SMT2020 fab (SMT2020=<folder>)
 bench-dispatch: $(VENV)/.installed-dev
 	$(BIN)/python bench/dispatch_latency.py --data $${SMT2020:?set SMT2020 to an SMT2020-format folder} --database-url $${MES_BENCH_DATABASE_URL:-postgresql+asyncpg://postgres@127.0.0.1:5432/test}
+
+## bench-opcua: one adapter process holding TOOLS (200) simulated tools, 20 changing values each
+## at 1 Hz, on SQLite (MES_BENCH_DATABASE_URL=postgresql+asyncpg://... for PostgreSQL)
+bench-opcua: $(VENV)/.installed-dev
+	$(BIN)/python bench/opcua_ingest.py --tools $${TOOLS:-200} --seconds 30 $${MES_BENCH_DATABASE_URL:+--database-url $$MES_BENCH_DATABASE_URL}
 
 clean:
 	rm -rf $(VENV) var .pytest_cache .ruff_cache .mypy_cache
