@@ -54,6 +54,9 @@ class Settings(BaseSettings):
     adapter_timeout_s: float = Field(default=10.0, gt=0, le=600)
     # A job the tool aborted sends its lot back to its step on hold EQUIPMENT (else just back).
     adapter_aborted_hold: bool = True
+    # The tools' ProcessData variables the adapters keep per job and wafer: comma-separated
+    # globs ("Chamber*,RfForwardPower"); empty: none.
+    adapter_process_values: str = "*"
     # JSON list of alarm rules (mes.opcua.mapping.AlarmRule fields); empty: the default table.
     alarm_rules: str | None = None
     # OPC UA client security: "None", or "Basic256Sha256" (mode Sign or SignAndEncrypt) with

@@ -59,7 +59,7 @@ class AdapterSettings:
     aborted_hold: bool = True
     alarm_rules: tuple[mapping.AlarmRule, ...] = mapping.DEFAULT_ALARM_RULES
     security: Security = field(default_factory=Security)
-    process_values: bool = True
+    process_values: tuple[str, ...] = ("*",)  # globs over ProcessData names; () none
 
 
 @dataclass(frozen=True)

@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import json
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -126,7 +127,7 @@ class ToolSession:
         timeout: float = 10.0,
         security: Security | None = None,
         publishing_ms: int = 200,
-        process_values: bool = True,
+        process_values: Sequence[str] = ("*",),
     ) -> None:
         self.endpoint = endpoint
         self.tool_code = tool_code
@@ -185,16 +186,17 @@ class ToolSession:
         self.nodes = {name: _present(node) for name, node in nodes.items()}
         self.process_value_names = frozenset()
         if self.process_values:
-            # Every analog value the tool publishes under ProcessData is kept (summarised per
-            # job and wafer), whatever the tool model calls it.
-            pv = {
-                str(d.BrowseName.Name): self.client.get_node(d.NodeId)
+            # The analog values the tool publishes under ProcessData that the settings select
+            # (all by default), whatever the tool model calls them: summarised per job and wafer.
+            offered = {
+                str(d.BrowseName.Name): d.NodeId
                 for d in await process_data.get_children_descriptions()
                 if d.NodeClass == ua.NodeClass.Variable
                 and d.BrowseName.Name not in NOT_PROCESS_VALUES
             }
-            self.nodes.update(pv)
-            self.process_value_names = frozenset(pv)
+            chosen = mapping.selected_process_values(offered, self.process_values)
+            self.nodes.update({name: self.client.get_node(offered[name]) for name in chosen})
+            self.process_value_names = chosen
         chambers = found[-1]
         if chambers is not None:
             names = [

@@ -12,7 +12,7 @@ import enum
 import fnmatch
 import json
 import zlib
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -265,6 +265,20 @@ class ProcessValueBuffer:
     def add(self, substrate_id: str, name: str, value: float, at: datetime) -> None:
         for key in {(substrate_id, name), ("", name)}:
             self.stats.setdefault(key, ValueStats()).add(value, at)
+
+
+# --- process values --------------------------------------------------------------------------
+
+
+def parse_patterns(text: str) -> tuple[str, ...]:
+    """``"Chamber*, RfForwardPower"`` → the glob patterns (empty text: none)."""
+    return tuple(p.strip() for p in text.split(",") if p.strip())
+
+
+def selected_process_values(names: Iterable[str], patterns: Sequence[str]) -> frozenset[str]:
+    """The tool's ProcessData variables the adapter keeps: those matching a pattern
+    (case-sensitive globs, as OPC UA browse names are)."""
+    return frozenset(n for n in names if any(fnmatch.fnmatchcase(n, p) for p in patterns))
 
 
 # --- sharding --------------------------------------------------------------------------------

@@ -39,6 +39,7 @@ def adapter_settings(settings: Settings, owner: str | None = None) -> AdapterSet
         timeout_s=settings.adapter_timeout_s,
         aborted_hold=settings.adapter_aborted_hold,
         alarm_rules=mapping.parse_alarm_rules(settings.alarm_rules),
+        process_values=mapping.parse_patterns(settings.adapter_process_values),
         security=security,
     )
 

@@ -222,6 +222,7 @@ class Fab:
         lease_ttl_s: float = 3.0,
         stale_s: float = 2.0,
         security: Security | None = None,
+        process_values: tuple[str, ...] = ("*",),
     ) -> AdapterRegistry:
         db = Database(create_engine(self.settings))
         registry = AdapterRegistry(
@@ -236,6 +237,7 @@ class Fab:
                 publishing_ms=50,
                 alarm_rules=mapping.DEFAULT_ALARM_RULES,
                 security=security or Security(),
+                process_values=process_values,
             ),
             fab="T1",
             lease_ttl_s=lease_ttl_s,

@@ -1,4 +1,5 @@
-"""What a connected adapter means for the tool's record, and operator pause/resume.
+"""What a connected adapter means for the tool's record, operator pause/resume, and which
+process values it keeps.
 
 A tool whose adapter holds a healthy session is signalling even when nothing changes on it, so
 the silence watchdog (``detect_silent_tools``) leaves it alone; when the tool dies it goes to
@@ -10,10 +11,13 @@ from __future__ import annotations
 import asyncio
 from datetime import datetime
 
+from sqlalchemy import select
+
 from mes.audit.context import AuditContext, bind
 from mes.clock import SystemClock
 from mes.db.transaction import unit_of_work
 from mes.equipment import service as equipment_service
+from mes.jobs.models import ProcessValueSummary
 
 from .conftest import Fab, wait_for
 from .test_adapter_faults import DEP, _at_dep_step, _ready, _state_is
@@ -101,3 +105,22 @@ async def test_operator_pause_and_resume_through_the_api(fab: Fab) -> None:
     history = await fab.history(lot)
     assert sum(1 for e in history if e["event_type"] == "TRACK_OUT") == 2
     assert list(fab.sims[DEP].tool.jobs) == [order]  # started once
+
+
+async def test_only_the_selected_process_values_are_kept(fab: Fab) -> None:
+    await fab.start_sim(DEP, speed=60)
+    registry = fab.start_adapter(process_values=("Chamber*",))
+    await wait_for(lambda: _state_is(fab, DEP, "connected"), f"{DEP} connected", within=20)
+    adapter = next(a for a in registry.adapters.values() if a.tool.code == DEP)
+    assert adapter._session is not None
+    assert adapter._session.process_value_names == {"ChamberTemperature", "ChamberPressure"}
+    lot = await _at_dep_step(fab)
+    job = await fab.request_job(lot, DEP)
+    await fab.wait_job(job["job_order_id"], "completed")
+    async with unit_of_work(fab.db, write=False) as session:
+        names = set(
+            await session.scalars(
+                select(ProcessValueSummary.name).where(ProcessValueSummary.substrate_id == "")
+            )
+        )
+    assert names == {"ChamberTemperature", "ChamberPressure"}

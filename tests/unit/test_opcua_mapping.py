@@ -89,6 +89,22 @@ def test_alarm_rules_parse_from_settings() -> None:
         mapping.parse_alarm_rules(json.dumps([{"pattern": "*", "explode": True}]))
 
 
+def test_process_values_are_selected_by_glob_patterns() -> None:
+    offered = ["ChamberTemperature", "ChamberPressure", "RfForwardPower", "Sensor01", "Sensor02"]
+    assert mapping.parse_patterns(" Chamber*, RfForwardPower ,") == (
+        "Chamber*",
+        "RfForwardPower",
+    )
+    assert mapping.selected_process_values(offered, ("Chamber*", "RfForwardPower")) == {
+        "ChamberTemperature",
+        "ChamberPressure",
+        "RfForwardPower",
+    }
+    assert mapping.selected_process_values(offered, ("*",)) == set(offered)
+    assert mapping.selected_process_values(offered, mapping.parse_patterns("")) == set()
+    assert mapping.selected_process_values(offered, ("sensor*",)) == set()  # case-sensitive
+
+
 def test_job_response_and_job_order_document() -> None:
     response = json.dumps(
         {
