@@ -28,7 +28,6 @@ from mes.dispatch import service as dispatch_service
 from mes.dispatch.models import DispatchDecision
 from mes.errors import MesError
 from mes.fabs import service as fabs_service
-from mes.jobs import schemas as job_schemas
 from mes.jobs import service as jobs_service
 from mes.kit.rule import RuleViolation
 
@@ -230,18 +229,16 @@ class Dispatcher:
                     return False
                 jobs: list[str] = []
                 if outcome == automation.REQUESTED:
-                    for ranked in starts.lots:
-                        lot = ranked.lot
-                        job = await jobs_service.request_job(
-                            session,
-                            lot.code,
-                            job_schemas.JobRequest(
-                                tool=listing.tool.code, step_sequence=lot.step.sequence
-                            ),
-                            principal=PRINCIPAL,
-                            clock=self.clock,
-                        )
-                        jobs.append(job.job_order_id)
+                    # A batch is one job order: the tool runs its lots together.
+                    job = await jobs_service.request_batch(
+                        session,
+                        listing.tool.code,
+                        [ranked.lot.code for ranked in starts.lots],
+                        step_sequence=starts.lots[0].lot.step.sequence,
+                        principal=PRINCIPAL,
+                        clock=self.clock,
+                    )
+                    jobs.append(job.job_order_id)
                 session.add_all(rows(outcome, job=",".join(jobs) or None))
             report.requested.extend(jobs)
             report.logged += 1

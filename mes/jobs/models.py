@@ -16,10 +16,26 @@ from mes.lots.models import Lot
 from mes.recipes.models import RecipeVersion
 
 
-class EquipmentJob(TimestampMixin, Base):
-    """One job order for one lot on one tool: the E94-like control job and the outbox row.
+class EquipmentJobLot(Base):
+    """A lot of a job order: one per job on most tools, several for a batch (furnace, wet
+    bench) that the tool runs together. ``position`` 1 is the job's lead lot (``lot_id``)."""
 
-    ``job_order_id`` is what the tool knows the job by (deterministic: lot, step, attempt).
+    __tablename__ = "equipment_job_lot"
+    __table_args__ = (Index("ix_equipment_job_lot_lot_id", "lot_id"),)
+
+    job_id: Mapped[int] = mapped_column(ForeignKey("equipment_job.id"), primary_key=True)
+    lot_id: Mapped[int] = mapped_column(ForeignKey("lot.id"), primary_key=True)
+    position: Mapped[int] = mapped_column(Integer)
+
+    lot: Mapped[Lot] = relationship()
+
+
+class EquipmentJob(TimestampMixin, Base):
+    """One job order on one tool, for one lot or a batch of lots: the E94-like control job and
+    the outbox row.
+
+    ``job_order_id`` is what the tool knows the job by (deterministic: lead lot, step,
+    attempt); ``lot_id`` is the lead lot, ``members`` every lot of the job in batch order.
     ``command`` is an operator request (abort, pause, resume) waiting for the owning adapter.
     """
 
@@ -54,6 +70,7 @@ class EquipmentJob(TimestampMixin, Base):
     equipment: Mapped[Equipment] = relationship()
     lot: Mapped[Lot] = relationship()
     recipe_version: Mapped[RecipeVersion] = relationship()
+    members: Mapped[list[EquipmentJobLot]] = relationship(order_by=EquipmentJobLot.position)
 
 
 class JobWaferResult(Base):

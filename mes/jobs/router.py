@@ -53,6 +53,33 @@ async def lot_jobs(lot: CodePath, session: ReadSession) -> list[s.JobRead]:
     return [service.job_read(j) for j in await service.jobs_of_lot(session, lot)]
 
 
+@router.post("", response_model=s.JobRead, status_code=201)
+async def request_batch(
+    request: Request,
+    body: s.JobBatchRequest,
+    by: Mover,
+    session: WriteSession,
+    clock: ClockDep,
+    key: KeyHeader = None,
+) -> JSONResponse | BaseModel:
+    """Track several lots in on a batch tool (furnace, wet bench) and queue one job order that
+    runs them together; all or nothing. The tool's batch limits and compatibility are checked
+    as at track-in, and every lot must resolve to the same recipe version."""
+
+    async def op() -> s.JobRead:
+        job = await service.request_batch(
+            session,
+            body.tool,
+            body.lots,
+            step_sequence=body.step_sequence,
+            principal=by,
+            clock=clock,
+        )
+        return service.job_read(await service.get_job(session, job.job_order_id))
+
+    return await idempotent(request, session, key, by.username, clock.now(), op, status_code=201)
+
+
 @router.get("/{job_order_id}", response_model=s.JobRead)
 async def get_job(job_order_id: JobPath, session: ReadSession) -> s.JobRead:
     """One job order: where it is, what the tool last said, the last error."""

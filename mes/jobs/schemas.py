@@ -16,13 +16,23 @@ class JobRequest(BaseModel):
     step_sequence: int | None = Field(default=None, ge=1, le=100_000)
 
 
+class JobBatchRequest(BaseModel):
+    """Track the lots in on ``tool`` together and have its adapter start one job order that
+    runs them as a batch (furnace, wet bench); the first lot leads."""
+
+    tool: Code
+    lots: list[Code] = Field(min_length=1, max_length=25)
+    step_sequence: int | None = Field(default=None, ge=1, le=100_000)
+
+
 class JobCommandRequest(BaseModel):
     command: JobCommand
 
 
 class JobRead(BaseModel):
     job_order_id: str
-    lot: str
+    lot: str  # the lead lot
+    lots: list[str]  # every lot of the job order, in batch order
     tool: str
     recipe: str
     recipe_version: int

@@ -19,7 +19,7 @@ from mes.auth.service import Principal
 from mes.clock import Clock
 from mes.jobs import schemas as s
 from mes.jobs import states
-from mes.jobs.models import EquipmentJob, JobWaferResult, ProcessValueSummary
+from mes.jobs.models import EquipmentJob, EquipmentJobLot, JobWaferResult, ProcessValueSummary
 from mes.jobs.states import JobCommand, JobStatus
 from mes.kit.lookup import get_by_key
 from mes.kit.rule import RuleViolation
@@ -28,14 +28,18 @@ from mes.lots.models import Lot
 from mes.lots.schemas import Measurement, TrackIn, TrackOut
 from mes.lots.states import LotState
 from mes.opcua.mapping import JobResult, ProcessValueBuffer, WaferReport
+from mes.opcua.model import SubstrateState
 from mes.recipes.models import RecipeVersion
 from mes.routes.models import Step
 
 JOB_OPTIONS = (
     selectinload(EquipmentJob.equipment),
     selectinload(EquipmentJob.lot),
+    selectinload(EquipmentJob.members).selectinload(EquipmentJobLot.lot),
     selectinload(EquipmentJob.recipe_version).selectinload(RecipeVersion.recipe),
 )
+# A batch runs one recipe on one tool: this many lots at most in one job order.
+MAX_BATCH_LOTS = 25
 
 
 async def get_job(
@@ -65,12 +69,14 @@ async def find_job(
 
 
 async def jobs_of_lot(session: AsyncSession, code: str) -> list[EquipmentJob]:
+    """Every job order the lot was part of (alone or in a batch), oldest first."""
     lot = await lots_service.get_lot(session, code)
     return list(
         await session.scalars(
             select(EquipmentJob)
             .options(*JOB_OPTIONS)
-            .where(EquipmentJob.lot_id == lot.id)
+            .join(EquipmentJobLot, EquipmentJobLot.job_id == EquipmentJob.id)
+            .where(EquipmentJobLot.lot_id == lot.id)
             .order_by(EquipmentJob.id)
         )
     )
@@ -95,32 +101,78 @@ async def request_job(
     session: AsyncSession, code: str, data: s.JobRequest, *, principal: Principal, clock: Clock
 ) -> EquipmentJob:
     """Track the lot in and queue its job order for the tool's adapter (one transaction)."""
-    lot, tool, recipe = await lots_service.track_in(
+    return await request_batch(
         session,
-        code,
-        TrackIn(tool=data.tool, version=data.version, step_sequence=data.step_sequence),
+        data.tool,
+        [code],
+        version=data.version,
+        step_sequence=data.step_sequence,
         principal=principal,
         clock=clock,
     )
-    if not tool.opcua_endpoint:
+
+
+async def request_batch(
+    session: AsyncSession,
+    tool_code: str,
+    lot_codes: Sequence[str],
+    *,
+    principal: Principal,
+    clock: Clock,
+    version: int | None = None,
+    step_sequence: int | None = None,
+) -> EquipmentJob:
+    """Track every lot in on the tool and queue one job order that runs them together (a
+    furnace or wet bench batch; one lot elsewhere). All or nothing: one refusal refuses the
+    batch. The first lot leads (the job order id is made from it)."""
+    if not 1 <= len(lot_codes) <= MAX_BATCH_LOTS:
         raise RuleViolation(
-            "job.tool_not_connected",
-            f"tool {tool.code} has no OPC UA endpoint: track the lot in and out by hand",
+            "job.batch_size", f"a job order takes 1 to {MAX_BATCH_LOTS} lots, not {len(lot_codes)}"
         )
-    assert lot.current_step_id is not None
-    sequence = await session.scalar(select(Step.sequence).where(Step.id == lot.current_step_id))
+    if len(set(lot_codes)) != len(lot_codes):
+        raise RuleViolation("job.duplicate_lot", "a lot appears twice in the batch")
+    tracked: dict[str, tuple[Lot, RecipeVersion]] = {}
+    # Lots are locked in code order, whatever the batch order, so two batches sharing lots
+    # wait for each other instead of deadlocking.
+    for code in sorted(lot_codes):
+        lot, tool, recipe = await lots_service.track_in(
+            session,
+            code,
+            TrackIn(
+                tool=tool_code,
+                version=version if len(lot_codes) == 1 else None,
+                step_sequence=step_sequence,
+            ),
+            principal=principal,
+            clock=clock,
+        )
+        tracked[code] = (lot, recipe)
+        if not tool.opcua_endpoint:
+            raise RuleViolation(
+                "job.tool_not_connected",
+                f"tool {tool.code} has no OPC UA endpoint: track the lot in and out by hand",
+            )
+    recipes = {recipe.id for _, recipe in tracked.values()}
+    if len(recipes) > 1:
+        names = ", ".join(f"{c}: {r.recipe.name}@{r.version}" for c, (_, r) in tracked.items())
+        raise RuleViolation(
+            "job.batch_mismatch", f"the lots of one job order must run one recipe ({names})"
+        )
+    lead, recipe = tracked[lot_codes[0]]
+    assert lead.current_step_id is not None
+    sequence = await session.scalar(select(Step.sequence).where(Step.id == lead.current_step_id))
     previous = await session.scalar(
         select(func.count())
         .select_from(EquipmentJob)
-        .where(EquipmentJob.lot_id == lot.id, EquipmentJob.step_id == lot.current_step_id)
+        .where(EquipmentJob.lot_id == lead.id, EquipmentJob.step_id == lead.current_step_id)
     )
     attempt = int(previous or 0) + 1
     job = EquipmentJob(
-        job_order_id=states.job_order_id(lot.code, int(sequence or 0), attempt),
+        job_order_id=states.job_order_id(lead.code, int(sequence or 0), attempt),
         fab_id=tool.fab_id,
         equipment_id=tool.id,
-        lot_id=lot.id,
-        step_id=lot.current_step_id,
+        lot_id=lead.id,
+        step_id=lead.current_step_id,
         recipe_version_id=recipe.id,
         attempt=attempt,
         status=JobStatus.REQUESTED,
@@ -128,6 +180,11 @@ async def request_job(
         requested_at=clock.now(),
     )
     session.add(job)
+    await session.flush()
+    session.add_all(
+        EquipmentJobLot(job_id=job.id, lot_id=tracked[code][0].id, position=position)
+        for position, code in enumerate(lot_codes, start=1)
+    )
     await session.flush()
     return job
 
@@ -254,6 +311,50 @@ def _lot_on_tool(job: EquipmentJob, lot: Lot) -> bool:
     return lot.state == LotState.RUNNING and lot.equipment_id == job.equipment_id
 
 
+async def member_lots(session: AsyncSession, job: EquipmentJob) -> list[Lot]:
+    """The job's lots in batch order, freshly read (with their wafers)."""
+    lots = list(
+        await session.scalars(
+            select(Lot)
+            .options(selectinload(Lot.wafers))
+            .join(EquipmentJobLot, EquipmentJobLot.lot_id == Lot.id)
+            .where(EquipmentJobLot.job_id == job.id)
+            .order_by(EquipmentJobLot.position)
+            .execution_options(populate_existing=True)
+        )
+    )
+    if lots:
+        return lots
+    lead = await session.get(Lot, job.lot_id, populate_existing=True)
+    assert lead is not None
+    return [lead]
+
+
+def split_by_lot(
+    lots: Sequence[Lot], result: JobResult
+) -> list[tuple[Lot, int, list[WaferReport]]]:
+    """Each lot's share of a job result: wafers processed and the tool's wafer reports.
+
+    One lot takes the whole result. In a batch the tool's reports are matched to the lots by
+    scribe id (the job order carried them); without per-wafer reports the processed count is
+    handed out in batch order.
+    """
+    if len(lots) == 1:
+        return [(lots[0], min(result.wafers_processed, lots[0].wafer_count), list(result.wafers))]
+    shares = []
+    left = result.wafers_processed
+    for lot in lots:
+        scribes = {w.scribe_id for w in lot.wafers}
+        reports = [w for w in result.wafers if w.substrate_id in scribes]
+        if result.wafers:
+            processed = sum(1 for w in reports if w.state == SubstrateState.PROCESSED)
+        else:
+            processed = min(left, lot.wafer_count)
+            left -= processed
+        shares.append((lot, min(processed, lot.wafer_count), reports))
+    return shares
+
+
 async def complete(
     session: AsyncSession,
     job: EquipmentJob,
@@ -262,35 +363,34 @@ async def complete(
     principal: Principal,
     clock: Clock,
 ) -> bool:
-    """The tool ended the job: track the lot out with the wafers processed and the measurements
-    (metrology results are recorded against the lot in its TRACK_OUT event)."""
+    """The tool ended the job: track each of its lots out with its wafers processed and
+    measurements (metrology results are recorded against the lot in its TRACK_OUT event)."""
     now = clock.now()
     if not _move(job, JobStatus.COMPLETED):
         return False
     job.tool_state = f"{result.state}/{result.substate}"
     job.ended_at, job.wafers_processed, job.command = now, result.wafers_processed, None
     await record_wafers(session, job, result.wafers, now)
-    lot = await session.get(Lot, job.lot_id, populate_existing=True)
-    assert lot is not None
-    if not _lot_on_tool(job, lot):
-        job.last_error = f"lot {lot.code} was no longer on the tool ({lot.state}): not tracked out"
+    gone = []
+    for lot, processed, reports in split_by_lot(await member_lots(session, job), result):
+        if not _lot_on_tool(job, lot):
+            gone.append(f"{lot.code} ({lot.state})")
+            continue
+        measurements = [
+            Measurement(name=w.substrate_id[:64] or f"slot {w.slot}", values=list(w.measurements))
+            for w in reports
+            if w.measurements
+        ][:100]
+        await lots_service.track_out(
+            session,
+            lot.code,
+            TrackOut(wafers_processed=processed, measurements=measurements),
+            principal=principal,
+            clock=clock,
+        )
+    if gone:
+        job.last_error = f"no longer on the tool, not tracked out: {', '.join(gone)}"[:2000]
         await session.flush()
-        return True
-    measurements = [
-        Measurement(name=w.substrate_id[:64] or f"slot {w.slot}", values=list(w.measurements))
-        for w in result.wafers
-        if w.measurements
-    ][:100]
-    await lots_service.track_out(
-        session,
-        lot.code,
-        TrackOut(
-            wafers_processed=min(result.wafers_processed, lot.wafer_count),
-            measurements=measurements,
-        ),
-        principal=principal,
-        clock=clock,
-    )
     return True
 
 
@@ -316,9 +416,9 @@ async def end_without_run(
         job.tool_state = f"{result.state}/{result.substate}"
         job.wafers_processed = result.wafers_processed
         await record_wafers(session, job, result.wafers, now)
-    lot = await session.get(Lot, job.lot_id, populate_existing=True)
-    assert lot is not None
-    if _lot_on_tool(job, lot):
+    for lot in await member_lots(session, job):
+        if not _lot_on_tool(job, lot):
+            continue
         await lots_service.abort_run(
             session,
             lot.code,
@@ -337,6 +437,7 @@ def job_read(job: EquipmentJob) -> s.JobRead:
     return s.JobRead(
         job_order_id=job.job_order_id,
         lot=job.lot.code,
+        lots=[m.lot.code for m in job.members] or [job.lot.code],
         tool=job.equipment.code,
         recipe=job.recipe_version.recipe.name,
         recipe_version=job.recipe_version.version,

@@ -32,7 +32,7 @@ from sqlalchemy.orm import selectinload
 from mes.clock import Clock
 from mes.db.engine import Database
 from mes.db.transaction import unit_of_work
-from mes.jobs.models import EquipmentJob
+from mes.jobs.models import EquipmentJob, EquipmentJobLot
 from mes.jobs.states import JobCommand
 from mes.lots.models import Lot, Wafer
 from mes.lots.states import WaferState
@@ -377,16 +377,17 @@ class LeaseLost(Exception):
 
 
 async def _job_to_send(session: Any, job: EquipmentJob) -> _JobToSend:
-    lot = (
+    lots = list(
         await session.scalars(
             select(Lot)
             .options(selectinload(Lot.wafers), selectinload(Lot.carrier))
-            .where(Lot.id == job.lot_id)
+            .join(EquipmentJobLot, EquipmentJobLot.lot_id == Lot.id)
+            .where(EquipmentJobLot.job_id == job.id)
+            .order_by(EquipmentJobLot.position)
         )
-    ).one()
+    )
     version = job.recipe_version
     recipe_id = mapping.tool_recipe_id(version.recipe.name, version.version)
-    wafers = sorted((w.slot, w.scribe_id) for w in lot.wafers if _active_wafer(w))
     return _JobToSend(
         job_order_id=job.job_order_id,
         recipe_id=recipe_id,
@@ -395,9 +396,14 @@ async def _job_to_send(session: Any, job: EquipmentJob) -> _JobToSend:
         document=mapping.job_order_document(
             job.job_order_id,
             recipe_id,
-            lot.code,
-            lot.carrier.code if lot.carrier is not None else None,
-            wafers,
+            [
+                mapping.JobOrderLot(
+                    lot.code,
+                    lot.carrier.code if lot.carrier is not None else None,
+                    sorted((w.slot, w.scribe_id) for w in lot.wafers if _active_wafer(w)),
+                )
+                for lot in lots
+            ],
         ),
     )
 

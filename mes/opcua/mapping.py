@@ -146,26 +146,30 @@ def tool_recipe_id(recipe_name: str, version: int) -> str:
     return f"{recipe_name}@{version}"
 
 
-def job_order_document(
-    job_order_id: str,
-    recipe_id: str,
-    lot_code: str,
-    carrier: str | None,
-    wafers: Sequence[tuple[int, str]],
-) -> str:
-    """The JobOrder JSON of StoreAndStart (``model`` documents the shape): slots and scribe
-    ids of the lot's wafers."""
+@dataclass(frozen=True)
+class JobOrderLot:
+    """One lot of a job order: its code, carrier and (slot, scribe id) of each wafer."""
+
+    lot: str
+    carrier: str | None
+    wafers: Sequence[tuple[int, str]]
+
+
+def job_order_document(job_order_id: str, recipe_id: str, lots: Sequence[JobOrderLot]) -> str:
+    """The JobOrder JSON of StoreAndStart (``model`` documents the shape): per lot, in batch
+    order, the slots and scribe ids of its wafers."""
     return json.dumps(
         {
             "JobOrderID": job_order_id,
             "WorkMasterID": recipe_id,
             "Lots": [
                 {
-                    "LotID": lot_code,
-                    "CarrierID": carrier or "",
-                    "Slots": [slot for slot, _ in wafers],
-                    "SubstrateIDs": [scribe for _, scribe in wafers],
+                    "LotID": lot.lot,
+                    "CarrierID": lot.carrier or "",
+                    "Slots": [slot for slot, _ in lot.wafers],
+                    "SubstrateIDs": [scribe for _, scribe in lot.wafers],
                 }
+                for lot in lots
             ],
         },
         separators=(",", ":"),

@@ -543,8 +543,9 @@ async def apply_alarm(
                 job.last_error = f"abort requested by alarm {alarm.code}"
                 actions.append("abort")
             elif rule.hold_lot:
-                lot = await session.get(Lot, job.lot_id)
-                if lot is not None and lot.state == LotState.RUNNING:
+                for lot in await jobs_service.member_lots(session, job):
+                    if lot.state != LotState.RUNNING:
+                        continue
                     await lots_service.hold(
                         session,
                         lot.code,

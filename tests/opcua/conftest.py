@@ -51,7 +51,10 @@ from tests.equipment_sims.conftest import free_port
 TIMEOUT = 30.0
 OPERATOR = "t1-operator"
 TOOLS = {
-    "T1-WET01": ToolSpec("T1-WET01", ProcessingKind.WET_BENCH, "wet", tool_group="T_WET"),
+    # A wet bench running up to two lots per job (the batch tests).
+    "T1-WET01": ToolSpec(
+        "T1-WET01", ProcessingKind.WET_BENCH, "wet", tool_group="T_WET", max_batch=2
+    ),
     "T1-DEP01": ToolSpec(
         "T1-DEP01",
         ProcessingKind.CLUSTER,
@@ -114,6 +117,7 @@ def _seed() -> loader.ExampleData:
                     "tool_group": spec.tool_group,
                     "opcua_endpoint": f"opc.tcp://127.0.0.1:1/{code}",
                     "chambers": list(spec.chambers),
+                    "max_lots": spec.max_batch,
                 }
                 for code, spec in TOOLS.items()
             ],
@@ -131,6 +135,7 @@ def _seed() -> loader.ExampleData:
                             "tool_group": g,
                             "recipe": r,
                             "process_time_s": 600,
+                            **({"batch_min": 1, "batch_max": 2} if op == "CLEAN" else {}),
                         }
                         for seq, op, g, r, _ in ROUTE
                     ],

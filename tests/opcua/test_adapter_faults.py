@@ -210,7 +210,9 @@ async def _send_as_dead_adapter(fab: Fab, lot: str, *, deliver: bool) -> str:
                 ]
             )
             order = mapping.job_order_document(
-                job_id, recipe_id, lot, None, [(s, f"{lot}-W{s:02d}") for s in range(1, 6)]
+                job_id,
+                recipe_id,
+                [mapping.JobOrderLot(lot, None, [(s, f"{lot}-W{s:02d}") for s in range(1, 6)])],
             )
             await control.call_method(f"{ns[m.NS_ISA95_JOBS]}:StoreAndStart", order, "")
     return job_id

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections import Counter
 
 from sqlalchemy import select
 
@@ -13,7 +14,7 @@ from mes.db.engine import Database, create_engine
 from mes.db.transaction import unit_of_work
 from mes.dispatch.models import DispatchDecision
 from mes.dispatch.scheduler import Dispatcher, Mode
-from mes.jobs.models import EquipmentJob
+from mes.jobs.models import EquipmentJob, EquipmentJobLot
 
 from .conftest import ROUTE, TOOLS, Fab, wait_for
 
@@ -61,7 +62,16 @@ async def test_lots_flow_through_the_simulated_line_by_dispatch_alone(fab: Fab) 
                 select(DispatchDecision).where(DispatchDecision.outcome == "requested")
             )
         )
-    assert len(jobs) == len(lots) * len(ROUTE)
+        members = (
+            await session.execute(select(EquipmentJobLot.job_id, EquipmentJobLot.lot_id))
+        ).all()
+    # Every lot ran every step in some job order; the two lots waiting together at the wet
+    # bench (a batch step, two lots per job) went in as one batch.
+    assert len(members) == len(lots) * len(ROUTE)
+    lots_per_job = Counter(job_id for job_id, _ in members)
+    assert sorted(lots_per_job.values()) == [1, 1, 1, 1, 1, 1, 2]
+    (batch,) = [j for j in jobs if lots_per_job[j.id] == 2]
+    assert batch.job_order_id.split("-")[-2] == "10"  # the CLEAN step
     assert {j.status.value for j in jobs} == {"completed"}
     # Every job order reached its tool exactly once.
     sent = [job_id for sim in fab.sims.values() for job_id in sim.tool.jobs]

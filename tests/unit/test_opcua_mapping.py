@@ -122,11 +122,19 @@ def test_job_response_and_job_order_document() -> None:
     assert result.wafers[0].measurements == (1.5,)
     assert result.wafers[1].chamber == "PM1"
     doc = json.loads(
-        mapping.job_order_document("L1-20-1", "R@2", "L1", "C1", [(1, "L1-W01"), (3, "L1-W03")])
+        mapping.job_order_document(
+            "L1-20-1",
+            "R@2",
+            [
+                mapping.JobOrderLot("L1", "C1", [(1, "L1-W01"), (3, "L1-W03")]),
+                mapping.JobOrderLot("L2", None, [(2, "L2-W02")]),
+            ],
+        )
     )
     assert doc["WorkMasterID"] == "R@2"
     assert doc["Lots"] == [
-        {"LotID": "L1", "CarrierID": "C1", "Slots": [1, 3], "SubstrateIDs": ["L1-W01", "L1-W03"]}
+        {"LotID": "L1", "CarrierID": "C1", "Slots": [1, 3], "SubstrateIDs": ["L1-W01", "L1-W03"]},
+        {"LotID": "L2", "CarrierID": "", "Slots": [2], "SubstrateIDs": ["L2-W02"]},
     ]
     assert mapping.tool_recipe_id("R", 2) == "R@2"
 

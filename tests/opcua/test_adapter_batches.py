@@ -1,0 +1,95 @@
+"""Batches: several lots in one job order, run together by a batch tool (here a wet bench
+taking two lots per job), tracked in together, tracked out or sent back together."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .conftest import Fab, wait_for
+from .test_adapter_faults import _state_is
+
+WET = "T1-WET01"
+
+
+async def _ready(fab: Fab, *, speed: float = 600.0) -> None:
+    await fab.start_sim(WET, speed=speed)
+    fab.start_adapter()
+    await wait_for(lambda: _state_is(fab, WET, "connected"), f"{WET} connected", within=20)
+
+
+async def _request_batch(fab: Fab, lots: list[str]) -> dict[str, Any]:
+    r = await fab.api.post("/api/v1/jobs", json={"tool": WET, "lots": lots})
+    assert r.status_code == 201, r.text
+    return dict(r.json())
+
+
+def _count(history: list[dict[str, Any]], kind: str) -> int:
+    return sum(1 for e in history if e["event_type"] == kind)
+
+
+async def test_two_lots_run_as_one_job_order_and_are_tracked_out_together(fab: Fab) -> None:
+    await _ready(fab)
+    first, second = await fab.start_lot(5), await fab.start_lot(3)
+    job = await _request_batch(fab, [second, first])  # the first named leads
+    assert (job["lot"], job["lots"], job["status"]) == (second, [second, first], "requested")
+    assert job["job_order_id"].startswith(f"{second}-10-")
+    for lot in (first, second):
+        assert (await fab.lot(lot))["state"] == "Running"
+
+    done = await fab.wait_job(job["job_order_id"], "completed", "aborted", "failed")
+    assert done["status"] == "completed", done
+    assert done["wafers_processed"] == 8
+    # One job order on the tool, carrying both lots: the bench ran them together.
+    (tool_job,) = fab.sims[WET].tool.jobs.values()
+    assert [lot["LotID"] for lot in tool_job.lots] == [second, first]
+    for lot, wafers in ((first, 5), (second, 3)):
+        detail = await fab.lot(lot)
+        assert (detail["state"], detail["step"]["sequence"]) == ("Waiting", 20)
+        history = await fab.history(lot)
+        assert _count(history, "TRACK_IN") == 1
+        outs = [e for e in history if e["event_type"] == "TRACK_OUT"]
+        assert len(outs) == 1
+        assert outs[0]["after"]["wafers_processed"] == wafers
+        jobs = (await fab.api.get(f"/api/v1/lots/{lot}/jobs")).json()
+        assert [j["job_order_id"] for j in jobs] == [job["job_order_id"]]
+
+
+async def test_a_batch_is_all_or_nothing(fab: Fab) -> None:
+    waiting = await fab.start_lot()
+    ahead = await fab.start_lot()
+    r = await fab.api.post(f"/api/v1/lots/{ahead}/track-in", json={"tool": WET})
+    assert r.status_code == 200, r.text
+    r = await fab.api.post(f"/api/v1/lots/{ahead}/track-out", json={})
+    assert r.status_code == 200, r.text  # now at step 20: not a wet bench step
+
+    r = await fab.api.post("/api/v1/jobs", json={"tool": WET, "lots": [waiting, ahead]})
+    assert r.status_code == 409, r.text
+    assert r.headers["content-type"].startswith("application/problem+json")
+    assert (await fab.lot(waiting))["state"] == "Waiting"  # its track-in was rolled back
+    assert (await fab.api.get(f"/api/v1/lots/{waiting}/jobs")).json() == []
+
+    r = await fab.api.post("/api/v1/jobs", json={"tool": WET, "lots": [waiting, waiting]})
+    assert (r.status_code, r.json()["code"]) == (409, "job.duplicate_lot")
+    r = await fab.api.post("/api/v1/jobs", json={"tool": WET, "lots": []})
+    assert r.status_code == 422
+    assert (await fab.lot(waiting))["state"] == "Waiting"
+
+
+async def test_an_aborted_batch_sends_every_lot_back_on_hold(fab: Fab) -> None:
+    await _ready(fab, speed=20)
+    lots = [await fab.start_lot(), await fab.start_lot()]
+    job = await _request_batch(fab, lots)
+    await fab.wait_job(job["job_order_id"], "running")
+    r = await fab.api.post(
+        f"/api/v1/jobs/{job['job_order_id']}/commands", json={"command": "abort"}
+    )
+    assert r.status_code == 200, r.text
+    done = await fab.wait_job(job["job_order_id"], "aborted", "completed")
+    assert done["status"] == "aborted"
+    for lot in lots:
+        detail = await fab.lot(lot)
+        assert (detail["state"], detail["step"]["sequence"]) == ("OnHold", 10)
+        history = await fab.history(lot)
+        assert _count(history, "JOB_ABORTED") == 1
+        assert _count(history, "TRACK_OUT") == 0
+    assert len(fab.sims[WET].tool.jobs) == 1
