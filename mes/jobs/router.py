@@ -88,9 +88,15 @@ async def get_job(job_order_id: JobPath, session: ReadSession) -> s.JobRead:
 
 @router.post("/{job_order_id}/commands", response_model=s.JobRead)
 async def command_job(
-    job_order_id: JobPath, body: s.JobCommandRequest, by: Mover, session: WriteSession
+    job_order_id: JobPath,
+    body: s.JobCommandRequest,
+    by: Mover,
+    session: WriteSession,
+    clock: ClockDep,
 ) -> s.JobRead:
     """Ask the tool's adapter to abort, pause or resume the job (a job not yet sent is
-    withdrawn at once on abort)."""
-    job = await service.request_command(session, job_order_id, body.command, actor=by.username)
+    withdrawn at once on abort, its lots back to Waiting)."""
+    job = await service.request_command(
+        session, job_order_id, body.command, principal=by, clock=clock
+    )
     return service.job_read(job)

@@ -131,9 +131,15 @@ async def request_batch(
         )
     if len(set(lot_codes)) != len(lot_codes):
         raise RuleViolation("job.duplicate_lot", "a lot appears twice in the batch")
+    # Every lot is locked before the tool (track-in locks lot, then tool), in code order: two
+    # requests sharing lots or the tool then wait for each other instead of deadlocking.
+    await session.execute(
+        select(Lot.id)
+        .where(Lot.code.in_(lot_codes))
+        .order_by(Lot.code)
+        .with_for_update(key_share=True)
+    )
     tracked: dict[str, tuple[Lot, RecipeVersion]] = {}
-    # Lots are locked in code order, whatever the batch order, so two batches sharing lots
-    # wait for each other instead of deadlocking.
     for code in sorted(lot_codes):
         lot, tool, recipe = await lots_service.track_in(
             session,
@@ -190,7 +196,12 @@ async def request_batch(
 
 
 async def request_command(
-    session: AsyncSession, job_order_id: str, command: JobCommand, *, actor: str
+    session: AsyncSession,
+    job_order_id: str,
+    command: JobCommand,
+    *,
+    principal: Principal,
+    clock: Clock,
 ) -> EquipmentJob:
     """Ask the owning adapter to abort, pause or resume a job on its tool."""
     job = await get_job(session, job_order_id, for_update=True)
@@ -199,10 +210,18 @@ async def request_command(
             "job.command_not_allowed", f"job {job_order_id} is {job.status.value}: cannot {command}"
         )
     if job.status is JobStatus.REQUESTED and command is JobCommand.ABORT:
-        # Not sent yet: withdraw it here; the adapter never sees it.
-        job.status = JobStatus.ABORTED
-        job.last_error = f"withdrawn by {actor} before it was sent"
-        await session.flush()
+        # Not sent yet: withdrawn here, the adapter never sees it; its lots go back to Waiting
+        # at their step (nothing ran, so no hold).
+        await end_without_run(
+            session,
+            job,
+            JobStatus.ABORTED,
+            f"withdrawn by {principal.username} before it was sent",
+            hold=False,
+            event_type="JOB_WITHDRAWN",
+            principal=principal,
+            clock=clock,
+        )
         return job
     job.command = command
     await session.flush()

@@ -3,6 +3,8 @@ taking two lots per job), tracked in together, tracked out or sent back together
 
 from __future__ import annotations
 
+import asyncio
+from collections import Counter
 from typing import Any
 
 from .conftest import Fab, wait_for
@@ -93,3 +95,48 @@ async def test_an_aborted_batch_sends_every_lot_back_on_hold(fab: Fab) -> None:
         assert _count(history, "JOB_ABORTED") == 1
         assert _count(history, "TRACK_OUT") == 0
     assert len(fab.sims[WET].tool.jobs) == 1
+
+
+async def test_a_withdrawn_job_sends_its_lots_back(fab: Fab) -> None:
+    lots = [await fab.start_lot(), await fab.start_lot()]  # no adapter: the job stays queued
+    job = await _request_batch(fab, lots)
+    r = await fab.api.post(
+        f"/api/v1/jobs/{job['job_order_id']}/commands", json={"command": "abort"}
+    )
+    assert r.status_code == 200, r.text
+    assert (r.json()["status"], r.json()["last_error"]) == (
+        "aborted",
+        "withdrawn by t1-operator before it was sent",
+    )
+    for lot in lots:
+        detail = await fab.lot(lot)
+        assert (detail["state"], detail["step"]["sequence"]) == ("Waiting", 10)
+        assert _count(await fab.history(lot), "JOB_WITHDRAWN") == 1
+    assert (await fab.tool(WET))["e10_state"] == "SBY"
+
+
+async def test_a_batch_racing_a_single_job_for_a_shared_lot(fab: Fab) -> None:
+    """A batch of (a, b) and a job for b alone, at the same moment, on the same tool: exactly
+    one gets b, the loser changes nothing, nobody deadlocks (PostgreSQL runs them truly in
+    parallel) and no answer is a 5xx."""
+    outcomes: Counter[str] = Counter()
+    for _ in range(8):
+        a, b = await fab.start_lot(), await fab.start_lot()
+        batch, single = await asyncio.gather(
+            fab.api.post("/api/v1/jobs", json={"tool": WET, "lots": [a, b]}),
+            fab.api.post(f"/api/v1/lots/{b}/jobs", json={"tool": WET}),
+        )
+        assert batch.status_code in (201, 409), batch.text
+        assert single.status_code in (201, 409), single.text
+        assert sorted((batch.status_code, single.status_code)) == [201, 409]
+        winner = batch if batch.status_code == 201 else single
+        outcomes["batch" if winner is batch else "single"] += 1
+        assert (await fab.lot(b))["state"] == "Running"
+        assert (await fab.lot(a))["state"] == ("Running" if winner is batch else "Waiting")
+        jobs_of_b = (await fab.api.get(f"/api/v1/lots/{b}/jobs")).json()
+        assert [j["job_order_id"] for j in jobs_of_b] == [winner.json()["job_order_id"]]
+        r = await fab.api.post(
+            f"/api/v1/jobs/{winner.json()['job_order_id']}/commands", json={"command": "abort"}
+        )
+        assert r.status_code == 200, r.text  # withdrawn: the bench is free for the next round
+    assert sum(outcomes.values()) == 8
