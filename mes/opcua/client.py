@@ -303,8 +303,16 @@ class ToolSession:
         await self._subscription.subscribe_data_change(nodes, queuesize=10)
 
     async def close(self) -> None:
-        with contextlib.suppress(Exception):
-            await asyncio.wait_for(self.client.disconnect(), 2.0)
+        """Say goodbye politely for up to 2 s, then cut the connection. ``asyncio.wait`` and
+        not ``wait_for``: the latter waits for a stuck disconnect to take its cancellation,
+        and a half-dead tool must never keep an adapter from stopping."""
+        disconnect = asyncio.ensure_future(self.client.disconnect())
+        done, _ = await asyncio.wait({disconnect}, timeout=2.0)
+        if disconnect in done:
+            with contextlib.suppress(Exception):
+                disconnect.result()
+        else:
+            disconnect.cancel()
         with contextlib.suppress(Exception):
             if self.client.uaclient.protocol is not None:
                 self.client.uaclient.protocol.transport.abort()

@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import io
 import shutil
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Coroutine
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -374,9 +375,28 @@ async def fab(template_url: str, tmp_path: Path, opcua_shelf: Path) -> AsyncIter
         try:
             yield world
         finally:
-            await world.stop_adapters()
+            await _bounded(world.stop_adapters(), "stopping the adapters")
             for code in list(world.sims):
                 with contextlib.suppress(Exception):
-                    await world.stop_sim(code)
-            await db.dispose()
+                    await _bounded(world.stop_sim(code), f"stopping the sim {code}")
+            await _bounded(db.dispose(), "disposing of the engine")
             await drop_database(url)
+
+
+TEARDOWN_S = 30.0
+
+
+async def _bounded(step: Coroutine[Any, Any, None], what: str) -> None:
+    """A teardown step that hangs fails the test, saying where every task stood, instead of
+    hanging the whole run (``asyncio.wait``, unlike ``wait_for``, does not wait for a stuck
+    step to take its cancellation)."""
+    task = asyncio.ensure_future(step)
+    done, _ = await asyncio.wait({task}, timeout=TEARDOWN_S)
+    if task in done:
+        task.result()
+        return
+    stacks = io.StringIO()
+    for other in asyncio.all_tasks():
+        other.print_stack(limit=12, file=stacks)
+    task.cancel()
+    raise AssertionError(f"{what} hung for {TEARDOWN_S:.0f} s; tasks:\n{stacks.getvalue()}")
