@@ -109,7 +109,8 @@ class Dispatcher:
                         log.exception("dispatch cycle of %s failed; retrying", fab)
                 self._wake.clear()
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), self.interval_s)
+                    async with asyncio.timeout(self.interval_s):  # cancellation-safe on 3.11
+                        await self._wake.wait()
         finally:
             with contextlib.suppress(Exception):
                 await self.release()

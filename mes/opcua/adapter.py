@@ -106,6 +106,7 @@ class ToolAdapter:
                 self.last_error = f"{type(exc).__name__}: {exc}"[:2000]
                 log.info("%s: session ended: %s", self.tool.code, self.last_error)
                 await self._publish(ConnectionState.DISCONNECTED, self.last_error)
+            _raise_if_cancelled()  # a library that turned our cancellation into an error
             await asyncio.sleep(backoff * (0.8 + 0.4 * random.random()))
             backoff = min(backoff * 2, self.settings.reconnect_max_s)
 
@@ -148,7 +149,11 @@ class ToolAdapter:
         )
         self._session = session
         try:
-            await asyncio.wait_for(session.connect(), self.settings.timeout_s)
+            # asyncio.timeout, not wait_for: Python 3.11's wait_for can swallow a cancellation
+            # that arrives as the connect finishes, and the adapter then never stops (seen: a
+            # test run hung in teardown on an adapter "cancelling" in its backoff sleep).
+            async with asyncio.timeout(self.settings.timeout_s):
+                await session.connect()
             await session.subscribe()
             await self._resync(session)
             self.last_error = None
@@ -370,6 +375,12 @@ class ToolAdapter:
         async with unit_of_work(self.db) as db_session:
             opcua_service.bind_adapter(db_session, self.tool, "opcua.job_command", self.clock.now())
             await opcua_service.clear_command(db_session, job_order_id, error)
+
+
+def _raise_if_cancelled() -> None:
+    task = asyncio.current_task()
+    if task is not None and task.cancelling():
+        raise asyncio.CancelledError
 
 
 class LeaseLost(Exception):

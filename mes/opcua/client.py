@@ -404,10 +404,8 @@ class ToolSession:
 
     async def probe(self, within: float) -> None:
         """A cheap round trip: does the server still answer?"""
-        await asyncio.wait_for(
-            self.client.nodes.server_state.read_value(),
-            within,
-        )
+        async with asyncio.timeout(within):
+            await self.client.nodes.server_state.read_value()
 
     async def snapshot(self) -> dict[str, Any]:
         return {name: await node.read_value() for name, node in self.nodes.items()}
