@@ -222,9 +222,20 @@ class ToolAdapter:
                     if quiet > self.settings.stale_s
                     else ConnectionState.CONNECTED
                 )
+            else:
+                state = ConnectionState.CONNECTED
+            if self.state is ConnectionState.STALE and state is ConnectionState.CONNECTED:
                 await self._publish(state)
-            elif self.state is ConnectionState.STALE:
-                await self._publish(ConnectionState.CONNECTED)
+                # The tool speaks again: its state now counts, as after a reconnect (this ends
+                # a UDT.NO_SIGNAL the silence watchdog set meanwhile).
+                await self._apply(
+                    loop.time(),
+                    mapping.ValueChange(
+                        "ItemState", await session.read("ItemState"), self.clock.now()
+                    ),
+                )
+            else:
+                await self._publish(state)
             # Wait for the next event or piece of work, whichever comes first.
             getter = asyncio.ensure_future(self._events.get())
             worker = asyncio.ensure_future(self.work.get())

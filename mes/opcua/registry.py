@@ -115,11 +115,23 @@ class AdapterRegistry:
 
     async def _stop_adapter(self, equipment_id: int) -> None:
         task = self.tasks.pop(equipment_id, None)
-        self.adapters.pop(equipment_id, None)
-        if task is not None:
-            task.cancel()
+        adapter = self.adapters.pop(equipment_id, None)
+        if task is None:
+            return
+        task.cancel()
+        # Bounded: one adapter stuck in a library call must not keep the others (or the
+        # service's shutdown) waiting. Its lease then simply runs out.
+        done, _ = await asyncio.wait({task}, timeout=self.settings.timeout_s)
+        if task in done:
             with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
+                task.result()
+        else:
+            log.error(
+                "adapter of %s did not stop within %.0f s; left behind: %s",
+                adapter.tool.code if adapter else equipment_id,
+                self.settings.timeout_s,
+                task,
+            )
 
     def _reap(self) -> None:
         """An adapter task that ended (lease lost mid-event) gives the tool up until the next

@@ -265,8 +265,8 @@ class Fab:
             registry.tasks.clear()
             for t in [*tasks, task]:
                 t.cancel()
-                with contextlib.suppress(asyncio.CancelledError, Exception):
-                    await t
+            # A dead process waits for nothing: give the tasks a moment, then drop them.
+            await asyncio.wait([*tasks, task], timeout=10)
             await db.dispose()
 
     async def stop_adapters(self) -> None:
@@ -397,6 +397,19 @@ async def _bounded(step: Coroutine[Any, Any, None], what: str) -> None:
         return
     stacks = io.StringIO()
     for other in asyncio.all_tasks():
-        other.print_stack(limit=12, file=stacks)
+        stacks.write(f"{other.get_name()} ({'cancelling' if other.cancelling() else 'pending'}):\n")
+        stacks.writelines(f"    {where}\n" for where in _await_chain(other.get_coro()))
     task.cancel()
     raise AssertionError(f"{what} hung for {TEARDOWN_S:.0f} s; tasks:\n{stacks.getvalue()}")
+
+
+def _await_chain(coro: Any) -> list[str]:
+    """Where a suspended coroutine waits, innermost last (``Task.get_stack`` shows only the
+    outermost frame of a suspended coroutine)."""
+    chain = []
+    while coro is not None:
+        frame = getattr(coro, "cr_frame", None) or getattr(coro, "gi_frame", None)
+        if frame is not None:
+            chain.append(f"{frame.f_code.co_filename}:{frame.f_lineno} {frame.f_code.co_name}")
+        coro = getattr(coro, "cr_await", None) or getattr(coro, "gi_yieldfrom", None)
+    return chain

@@ -69,6 +69,25 @@ async def test_a_connected_quiet_tool_is_signalling_and_a_dead_one_goes_no_signa
     assert [h["substate"] for h in history[:2]] == ["SBY.NO_PRODUCT", "UDT.NO_SIGNAL"]
 
 
+async def test_a_silent_tool_goes_no_signal_and_is_back_when_it_speaks_again(fab: Fab) -> None:
+    """Connected but silent (the server answers, the tool publishes nothing): no signal
+    stamps, so the watchdog puts it into NO_SIGNAL; when it publishes again the adapter
+    re-reads its state without a reconnect, and that ends the NO_SIGNAL."""
+    await _ready(fab, DEP)
+    await fab.sims[DEP].go_silent()
+    await wait_for(lambda: _state_is(fab, DEP, "stale"), "the adapter to call it stale", within=15)
+    await asyncio.sleep(2.5)
+    assert DEP in await _watchdog(fab, silence_s=2.0)  # (with the tools no sim stands in for)
+    assert (await fab.tool(DEP))["e10_substate"] == "UDT.NO_SIGNAL"
+    registry = fab.registries[0][0]
+    adapter = next(a for a in registry.adapters.values() if a.tool.code == DEP)
+
+    await fab.sims[DEP].resume_updates()
+    await wait_for(lambda: _state_is(fab, DEP, "connected"), "connected again", within=15)
+    await wait_for(lambda: _e10_is(fab, DEP, "SBY"), "the tool available again", within=10)
+    assert adapter.sessions == 1  # the same session throughout: no reconnect
+
+
 async def _signal_after(fab: Fab, before: datetime | None) -> bool:
     now = _at((await fab.tool(DEP)).get("last_signal_at"))
     return now is not None and (before is None or now > before)
