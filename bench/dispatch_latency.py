@@ -26,16 +26,15 @@ import json
 import statistics
 import sys
 import time
-import uuid
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-import asyncpg
 from sqlalchemy import select
-from sqlalchemy.engine import make_url
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+
+from pgdb import create_database, drop_database  # noqa: E402
 
 from mes.cli import import_smt2020_into  # noqa: E402
 from mes.clock import FixedClock  # noqa: E402
@@ -54,28 +53,6 @@ FAB = "HV"
 TARGET_P99_MS, TARGET_REFRESH_S = 50.0, 2.0
 
 
-def _asyncpg_dsn(url: str) -> str:
-    return make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
-
-
-async def create_database(url: str) -> str:
-    name = f"mes_bench_dispatch_{uuid.uuid4().hex[:10]}"
-    admin = await asyncpg.connect(_asyncpg_dsn(url))
-    try:
-        await admin.execute(f'CREATE DATABASE "{name}"')
-    finally:
-        await admin.close()
-    return make_url(url).set(database=name).render_as_string(hide_password=False)
-
-
-async def drop_database(given: str, url: str) -> None:
-    admin = await asyncpg.connect(_asyncpg_dsn(given))
-    try:
-        await admin.execute(f'DROP DATABASE IF EXISTS "{make_url(url).database}" WITH (FORCE)')
-    finally:
-        await admin.close()
-
-
 def percentile(values: list[float], q: float) -> float:
     ordered = sorted(values)
     if not ordered:
@@ -86,7 +63,7 @@ def percentile(values: list[float], q: float) -> float:
 
 
 async def run(args: argparse.Namespace) -> dict[str, object]:
-    url = await create_database(args.database_url)
+    url = await create_database(args.database_url, prefix="mes_bench_dispatch")
     db = Database.from_settings(Settings(database_url=url))
     try:
         await migrate.upgrade(db.engine)

@@ -47,6 +47,7 @@ from typing import Any
 
 import asyncpg
 import httpx
+from pgdb import asyncpg_dsn, create_database, drop_database
 from sqlalchemy import select
 from sqlalchemy.engine import make_url
 
@@ -77,28 +78,6 @@ BULK_START_MAX = 200
 
 
 # --- throw-away database -------------------------------------------------------------------
-
-
-def _asyncpg_dsn(url: str) -> str:
-    return make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
-
-
-async def create_database(url: str) -> str:
-    name = f"mes_bench_{uuid.uuid4().hex[:10]}"
-    admin = await asyncpg.connect(_asyncpg_dsn(url))
-    try:
-        await admin.execute(f'CREATE DATABASE "{name}"')
-    finally:
-        await admin.close()
-    return make_url(url).set(database=name).render_as_string(hide_password=False)
-
-
-async def drop_database(given: str, url: str) -> None:
-    admin = await asyncpg.connect(_asyncpg_dsn(given))
-    try:
-        await admin.execute(f'DROP DATABASE IF EXISTS "{make_url(url).database}" WITH (FORCE)')
-    finally:
-        await admin.close()
 
 
 def bench_tool(client: int, template: str) -> str:
@@ -512,7 +491,7 @@ class RawWorker:
 
 
 async def raw_phase(url: str, fixture: Fixture, clients: int, warmup: float, seconds: float):
-    dsn = _asyncpg_dsn(url)
+    dsn = asyncpg_dsn(url)
     conns = await asyncio.gather(*(asyncpg.connect(dsn) for _ in range(clients)))
     try:
         stats = Stats()
@@ -983,7 +962,7 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
 
 
 async def _server_version(url: str) -> str:
-    conn = await asyncpg.connect(_asyncpg_dsn(url))
+    conn = await asyncpg.connect(asyncpg_dsn(url))
     try:
         return str(await conn.fetchval("SHOW server_version"))
     finally:

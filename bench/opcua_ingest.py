@@ -44,7 +44,7 @@ from mes.opcua.registry import AdapterRegistry
 from mes.seed import loader
 
 sys.path.insert(0, str(Path(__file__).parent))
-from lot_moves import create_database, drop_database
+from pgdb import create_database, drop_database
 
 IDLE_CHANGING = 2  # process values of an idle simulated tool that change at every publication
 

@@ -153,11 +153,11 @@ async def request_batch(
             clock=clock,
         )
         tracked[code] = (lot, recipe)
-        if not tool.opcua_endpoint:
-            raise RuleViolation(
-                "job.tool_not_connected",
-                f"tool {tool.code} has no OPC UA endpoint: track the lot in and out by hand",
-            )
+    if not tool.opcua_endpoint:
+        raise RuleViolation(
+            "job.tool_not_connected",
+            f"tool {tool.code} has no OPC UA endpoint: track the lot in and out by hand",
+        )
     recipes = {recipe.id for _, recipe in tracked.values()}
     if len(recipes) > 1:
         names = ", ".join(f"{c}: {r.recipe.name}@{r.version}" for c, (_, r) in tracked.items())
@@ -331,8 +331,9 @@ def _lot_on_tool(job: EquipmentJob, lot: Lot) -> bool:
 
 
 async def member_lots(session: AsyncSession, job: EquipmentJob) -> list[Lot]:
-    """The job's lots in batch order, freshly read (with their wafers)."""
-    lots = list(
+    """The job's lots in batch order, freshly read (with their wafers). Every job has its
+    ``equipment_job_lot`` rows: written with it, and backfilled for older jobs."""
+    return list(
         await session.scalars(
             select(Lot)
             .options(selectinload(Lot.wafers))
@@ -342,11 +343,6 @@ async def member_lots(session: AsyncSession, job: EquipmentJob) -> list[Lot]:
             .execution_options(populate_existing=True)
         )
     )
-    if lots:
-        return lots
-    lead = await session.get(Lot, job.lot_id, populate_existing=True)
-    assert lead is not None
-    return [lead]
 
 
 def split_by_lot(
@@ -456,7 +452,7 @@ def job_read(job: EquipmentJob) -> s.JobRead:
     return s.JobRead(
         job_order_id=job.job_order_id,
         lot=job.lot.code,
-        lots=[m.lot.code for m in job.members] or [job.lot.code],
+        lots=[m.lot.code for m in job.members],
         tool=job.equipment.code,
         recipe=job.recipe_version.recipe.name,
         recipe_version=job.recipe_version.version,

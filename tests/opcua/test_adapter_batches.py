@@ -7,6 +7,13 @@ import asyncio
 from collections import Counter
 from typing import Any
 
+from sqlalchemy import select
+
+from mes.audit.context import AuditContext, bind
+from mes.db.transaction import unit_of_work
+from mes.equipment.models import Equipment
+from tests.conftest import START
+
 from .conftest import Fab, wait_for
 from .test_adapter_faults import _state_is
 
@@ -140,3 +147,14 @@ async def test_a_batch_racing_a_single_job_for_a_shared_lot(fab: Fab) -> None:
         )
         assert r.status_code == 200, r.text  # withdrawn: the bench is free for the next round
     assert sum(outcomes.values()) == 8
+
+
+async def test_a_tool_without_an_endpoint_takes_no_job_orders(fab: Fab) -> None:
+    async with unit_of_work(fab.db) as session:
+        bind(session, AuditContext(actor="test", role="system", operation="test.setup", at=START))
+        tool = (await session.scalars(select(Equipment).where(Equipment.code == WET))).one()
+        tool.opcua_endpoint = None  # run by hand
+    lot = await fab.start_lot()
+    r = await fab.api.post("/api/v1/jobs", json={"tool": WET, "lots": [lot]})
+    assert (r.status_code, r.json()["code"]) == (409, "job.tool_not_connected")
+    assert (await fab.lot(lot))["state"] == "Waiting"  # the track-in went with the refusal
