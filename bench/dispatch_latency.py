@@ -36,6 +36,7 @@ sys.path.insert(0, str(ROOT))
 
 from pgdb import create_database, drop_database  # noqa: E402
 
+from mes.audit import recorder  # noqa: E402
 from mes.cli import import_smt2020_into  # noqa: E402
 from mes.clock import FixedClock  # noqa: E402
 from mes.config import Settings  # noqa: E402
@@ -47,6 +48,8 @@ from mes.equipment.models import Equipment  # noqa: E402
 from mes.lots.models import Lot  # noqa: E402
 from mes.lots.states import LotState  # noqa: E402
 from mes.routes.models import Step  # noqa: E402
+
+recorder.install()  # the benchmark's own writes are audited as in the service
 
 DEFAULT_URL = "postgresql+asyncpg://postgres@127.0.0.1:5432/test"
 FAB = "HV"

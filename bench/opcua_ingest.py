@@ -33,6 +33,7 @@ from typing import Any
 from asyncua import Client
 from sqlalchemy.engine import make_url
 
+from mes.audit import recorder
 from mes.clock import FixedClock, SystemClock
 from mes.config import Settings
 from mes.db import migrate
@@ -45,6 +46,8 @@ from mes.seed import loader
 
 sys.path.insert(0, str(Path(__file__).parent))
 from pgdb import create_database, drop_database
+
+recorder.install()  # the benchmark's own writes are audited as in the service
 
 IDLE_CHANGING = 2  # process values of an idle simulated tool that change at every publication
 

@@ -15,6 +15,7 @@ import typer
 import uvicorn
 from pydantic import SecretStr, ValidationError
 
+from mes.audit import recorder
 from mes.audit import service as audit_service
 from mes.audit.context import AuditContext, bind
 from mes.auth import service as auth_service
@@ -41,6 +42,12 @@ app.add_typer(users_app, name="users")
 app.add_typer(audit_app, name="audit")
 app.add_typer(adapters_app, name="adapters")
 app.add_typer(opcua_app, name="opcua")
+
+
+def _open_database(settings: Settings) -> Database:
+    # Every write of a command is audited in its own flush, as in the service.
+    recorder.install()
+    return Database.from_settings(settings)
 
 
 def _cli_context(operation: str) -> AuditContext:
@@ -70,7 +77,7 @@ def serve(
 
 
 async def _upgrade(settings: Settings, revision: str) -> str | None:
-    database = Database.from_settings(settings)
+    database = _open_database(settings)
     try:
         await migrate.upgrade(database.engine, revision)
         return await migrate.current_revision(database.engine)
@@ -87,7 +94,7 @@ def db_upgrade(revision: Annotated[str, typer.Argument()] = "head") -> None:
 
 
 async def _downgrade(settings: Settings, revision: str) -> None:
-    database = Database.from_settings(settings)
+    database = _open_database(settings)
     try:
         await migrate.downgrade(database.engine, revision)
     finally:
@@ -102,7 +109,7 @@ def db_downgrade(revision: Annotated[str, typer.Argument()]) -> None:
 
 
 async def _seed_example(settings: Settings, *, if_empty: bool) -> dict[str, int] | None:
-    database = Database.from_settings(settings)
+    database = _open_database(settings)
     try:
         async with unit_of_work(database) as session:
             if not await loader.database_is_empty(session):
@@ -132,7 +139,7 @@ def seed_example(
 
 
 async def _create_admin(settings: Settings, data: UserCreate) -> None:
-    database = Database.from_settings(settings)
+    database = _open_database(settings)
     try:
         async with unit_of_work(database) as session:
             bind(session, _cli_context("users.create_admin"))
@@ -173,7 +180,7 @@ def create_admin(
 
 
 async def _seal(settings: Settings) -> int:
-    database = Database.from_settings(settings)
+    database = _open_database(settings)
     total = 0
     try:
         while True:
@@ -199,7 +206,7 @@ def audit_seal() -> None:
 
 
 async def _verify(settings: Settings) -> audit_service.VerificationReport:
-    database = Database.from_settings(settings)
+    database = _open_database(settings)
     try:
         async with unit_of_work(database, write=False) as session:
             return await audit_service.verify(session)
@@ -266,7 +273,7 @@ app.add_typer(process_app, name="process")
 async def _export(settings: Settings, products: list[str] | None, qualifications: bool) -> str:
     from mes.exchange import service as exchange_service
 
-    database = Database.from_settings(settings)
+    database = _open_database(settings)
     try:
         async with unit_of_work(database, write=False) as session:
             document = await exchange_service.export(
@@ -300,7 +307,7 @@ async def _import(settings: Settings, text: str, dry_run: bool) -> str:
     from mes.exchange.schemas import ProcessDocument
 
     document = ProcessDocument.model_validate_json(text)
-    database = Database.from_settings(settings)
+    database = _open_database(settings)
     try:
         async with unit_of_work(database) as session:
             bind(session, _cli_context("process.import"))
@@ -361,7 +368,7 @@ async def import_smt2020_into(
 async def _import_smt2020(
     settings: Settings, folder: str, fab: str, start_at: datetime | None
 ) -> dict[str, int]:
-    database = Database.from_settings(settings)
+    database = _open_database(settings)
     try:
         return await import_smt2020_into(database, folder, fab, start_at)
     finally:
@@ -404,7 +411,7 @@ if __name__ == "__main__":
 async def _run_adapters(settings: Settings, fab: str | None, shard: str, owner: str | None) -> None:
     from mes.opcua.runtime import build_registry
 
-    database = Database.from_settings(settings)
+    database = _open_database(settings)
     try:
         registry = build_registry(
             database, SystemClock(), settings, fab=fab, shard=shard, owner=owner

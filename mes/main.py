@@ -11,6 +11,7 @@ from contextlib import asynccontextmanager
 from fastapi import APIRouter, Depends, FastAPI
 
 from mes import __version__
+from mes.audit import recorder
 from mes.audit import service as audit_service
 from mes.audit.context import AuditContext, bind
 from mes.audit.router import router as audit_router
@@ -27,7 +28,6 @@ from mes.durables.router import router as carriers_router
 from mes.equipment import service as equipment_service
 from mes.equipment.router import metrics_router, pm_router, substates_router
 from mes.equipment.router import router as equipment_router
-from mes.errors import install_error_handlers
 from mes.exchange.router import router as exchange_router
 from mes.fabs.router import router as fabs_router
 from mes.health import router as health_router
@@ -37,6 +37,7 @@ from mes.kit.request_id import RequestIdMiddleware
 from mes.lots.router import hold_codes_router
 from mes.lots.router import router as lots_router
 from mes.opcua.router import router as connection_router
+from mes.problems import install_error_handlers
 from mes.recipes.router import router as recipes_router
 from mes.routes.router import router as routes_router
 
@@ -94,6 +95,8 @@ def create_app(
     audit sealer) then stays off unless asked for.
     """
     settings = settings or Settings()
+    # Every session of the service writes its audit records in the same flush.
+    recorder.install()
     owns_database = database is None
     db = database or Database.from_settings(settings)
     clock = clock or SystemClock()

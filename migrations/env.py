@@ -12,8 +12,8 @@ import asyncio
 from alembic import context
 from sqlalchemy.engine import Connection
 
+from mes.all_models import metadata
 from mes.config import Settings
-from mes.db.all_models import metadata
 from mes.db.engine import create_engine
 
 config = context.config

@@ -20,6 +20,7 @@ from pydantic import SecretStr
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession
 
+from mes.audit import recorder
 from mes.audit.context import AuditContext, bind
 from mes.auth.models import AccountKind, Certification, User, UserRole
 from mes.auth.passwords import hash_password
@@ -34,6 +35,9 @@ from mes.fabs.models import ToolGroup
 from mes.main import create_app
 from mes.seed import loader
 from tests.databases import BACKEND, create_database, drop_database
+
+# Every session in the tests writes its audit records at flush, as in the service.
+recorder.install()
 
 START = datetime(2026, 1, 5, 6, 0, tzinfo=UTC)
 NOW = START.replace(hour=8)  # the `clock` fixture's time

@@ -13,8 +13,9 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
+from mes.db.transaction import REQUEST_STATE_KEY
+
 SESSION_KEY = "mes.audit"
-REQUEST_STATE_KEY = "mes.request_state"
 
 
 @dataclass

@@ -15,7 +15,6 @@ from sqlalchemy.ext.asyncio import (
     create_async_engine,
 )
 
-from mes.audit import recorder
 from mes.config import Settings
 
 # Execution option set on the writing engine: SQLite then opens transactions with
@@ -72,8 +71,6 @@ class Database:
     """The engine of one database plus session factories for reading and for writing."""
 
     def __init__(self, engine: AsyncEngine, *, bind: AsyncConnection | None = None) -> None:
-        # Every session of the service writes its audit records in the same flush.
-        recorder.install()
         self.engine = engine
         self.read_sessions: async_sessionmaker[AsyncSession]
         self.write_sessions: async_sessionmaker[AsyncSession]

@@ -15,8 +15,11 @@ from typing import Annotated
 from fastapi import Depends, Request
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from mes.audit.context import REQUEST_STATE_KEY
 from mes.db.engine import Database
+
+# Where a write session keeps the request's state: the route guard leaves the audit context
+# (who, which operation) there, and the audit recorder finds it at flush.
+REQUEST_STATE_KEY = "mes.request_state"
 
 
 def database(request: Request) -> Database:

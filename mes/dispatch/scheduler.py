@@ -29,7 +29,6 @@ from mes.dispatch.models import DispatchDecision
 from mes.errors import MesError
 from mes.fabs import service as fabs_service
 from mes.jobs import service as jobs_service
-from mes.kit.rule import RuleViolation
 
 log = logging.getLogger(__name__)
 
@@ -244,7 +243,7 @@ class Dispatcher:
             report.requested.extend(jobs)
             report.logged += 1
             return True
-        except (MesError, RuleViolation) as exc:  # refused: logged, not retried
+        except MesError as exc:  # refused: logged, not retried
             code = exc.code
             lot_code = chosen.lot.code if chosen is not None else "-"
             log.info(

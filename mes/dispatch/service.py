@@ -22,11 +22,10 @@ from mes.equipment import pm_rules
 from mes.equipment import service as equipment_service
 from mes.equipment.models import Chamber, Equipment, PmPlan, PmRecord
 from mes.equipment.states import PRODUCTION_STATES
-from mes.errors import InvalidInput, NotFound
+from mes.errors import InvalidInput, NotFound, RuleViolation
 from mes.fabs import service as fabs_service
 from mes.fabs.models import Fab, ToolGroup
 from mes.kit.lookup import get_by_key
-from mes.kit.rule import RuleViolation
 from mes.lots import service as lots_service
 from mes.lots.models import Lot, LotEvent, QTimeWindow
 from mes.lots.schemas import ShipRequest

@@ -14,7 +14,7 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass
 
-from mes.kit.rule import RuleViolation
+from mes.errors import RuleViolation
 
 
 class DurableKind(enum.StrEnum):

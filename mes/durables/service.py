@@ -16,11 +16,10 @@ from mes.durables import rules
 from mes.durables.models import Carrier, CarrierState, Durable
 from mes.durables.schemas import CarrierCreate, DurableCreate, DurableMove, DurableStateChange
 from mes.equipment.models import Equipment
-from mes.errors import Conflict
+from mes.errors import Conflict, RuleViolation
 from mes.fabs import service as fabs_service
 from mes.fabs.models import Fab
 from mes.kit.lookup import get_by_key
-from mes.kit.rule import RuleViolation
 
 
 @dataclass(frozen=True)

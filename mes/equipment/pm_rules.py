@@ -14,7 +14,7 @@ import enum
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from mes.kit.rule import RuleViolation
+from mes.errors import RuleViolation
 
 
 class PmTrigger(enum.StrEnum):

@@ -37,12 +37,11 @@ from mes.equipment.schemas import (
     StateChange,
     SubstateCreate,
 )
-from mes.errors import Conflict, InvalidInput, NotFound, StaleVersion
+from mes.errors import Conflict, InvalidInput, NotFound, RuleViolation, StaleVersion
 from mes.fabs import service as fabs_service
 from mes.fabs.models import Area, Fab, ToolGroup
 from mes.kit.api import PageParams, fetch_page
 from mes.kit.lookup import get_by_key
-from mes.kit.rule import RuleViolation
 from mes.lots.models import Lot
 
 LOAD_OPTIONS = (

@@ -17,12 +17,12 @@ from sqlalchemy.orm import selectinload
 
 from mes.auth.service import Principal
 from mes.clock import Clock
+from mes.errors import RuleViolation
 from mes.jobs import schemas as s
 from mes.jobs import states
 from mes.jobs.models import EquipmentJob, EquipmentJobLot, JobWaferResult, ProcessValueSummary
 from mes.jobs.states import JobCommand, JobStatus
 from mes.kit.lookup import get_by_key
-from mes.kit.rule import RuleViolation
 from mes.lots import service as lots_service
 from mes.lots.models import Lot
 from mes.lots.schemas import Measurement, TrackIn, TrackOut

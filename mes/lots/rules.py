@@ -17,7 +17,7 @@ from datetime import datetime
 from typing import Any
 
 from mes.equipment.states import E10State, allows_production
-from mes.kit.rule import RuleViolation
+from mes.errors import RuleViolation
 from mes.lots.states import FINAL_STATES, MAX_WAFERS_PER_LOT, LotState
 
 

@@ -25,11 +25,10 @@ from mes.durables.models import Carrier, CarrierState
 from mes.equipment import service as equipment_service
 from mes.equipment.models import Equipment, EquipmentStateEvent, StateChangeSource
 from mes.equipment.states import DEFAULT_SUBSTATE, E10State
-from mes.errors import Conflict, Forbidden, InvalidInput, NotFound, StaleVersion
+from mes.errors import Conflict, Forbidden, InvalidInput, NotFound, RuleViolation, StaleVersion
 from mes.fabs.models import Area, Fab, ToolGroup
 from mes.kit.api import PageParams, fetch_page
 from mes.kit.lookup import get_by_key
-from mes.kit.rule import RuleViolation
 from mes.lots import rules
 from mes.lots import schemas as s
 from mes.lots.models import (

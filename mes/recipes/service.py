@@ -15,11 +15,10 @@ from sqlalchemy.orm import aliased, selectinload
 from mes.clock import Clock
 from mes.equipment import service as equipment_service
 from mes.equipment.models import Chamber, Equipment
-from mes.errors import Conflict, InvalidInput, NotFound
+from mes.errors import Conflict, InvalidInput, NotFound, RuleViolation
 from mes.fabs import service as fabs_service
 from mes.fabs.models import Fab, ToolGroup
 from mes.kit.lookup import get_by_key
-from mes.kit.rule import RuleViolation
 from mes.recipes import rules
 from mes.recipes.models import (
     Recipe,

@@ -9,9 +9,9 @@ from alembic.runtime.migration import MigrationContext
 from sqlalchemy import inspect
 from sqlalchemy.engine import Connection
 
+from mes.all_models import metadata
 from mes.config import Settings
 from mes.db import migrate
-from mes.db.all_models import metadata
 from mes.db.engine import create_engine
 from tests.databases import create_database, drop_database
 

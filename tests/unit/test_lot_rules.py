@@ -5,7 +5,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from mes.equipment.states import E10State
-from mes.kit.rule import RuleViolation
+from mes.errors import RuleViolation
 from mes.lots import rules
 from mes.lots.states import LotState
 

@@ -28,7 +28,7 @@ from mes.equipment.states import (
     rollup,
     validate_substate,
 )
-from mes.kit.rule import RuleViolation
+from mes.errors import RuleViolation
 
 T0 = datetime(2026, 3, 1, tzinfo=UTC)
 USAGE = PmUsage(since=T0, wafers=900, process_s=95 * 3600)

@@ -1,0 +1,135 @@
+"""problem+json (RFC 9457) rendering of every error the service answers with.
+
+The error tree itself lives in ``mes.errors`` (framework-free); this module is the HTTP face of
+it, installed once by ``create_app``.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm.exc import StaleDataError
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from mes.errors import MesError, StaleVersion
+
+log = logging.getLogger(__name__)
+
+PROBLEM_JSON = "application/problem+json"
+PROBLEM_TYPE_BASE = "https://fab-mes.dev/problems/"
+
+
+def problem_response(
+    *,
+    status: int,
+    code: str,
+    title: str,
+    detail: str,
+    instance: str,
+    headers: dict[str, str] | None = None,
+    **extra: Any,
+) -> JSONResponse:
+    body: dict[str, Any] = {
+        "type": PROBLEM_TYPE_BASE + code,
+        "title": title,
+        "status": status,
+        "detail": detail,
+        "code": code,
+        "instance": instance,
+    }
+    body.update(extra)
+    return JSONResponse(body, status_code=status, media_type=PROBLEM_JSON, headers=headers)
+
+
+def _json_safe_validation_errors(exc: RequestValidationError) -> list[dict[str, Any]]:
+    # Pydantic puts the offending exception object into ``ctx``; keep only what serialises.
+    safe = []
+    for err in exc.errors():
+        safe.append(
+            {
+                "loc": list(err.get("loc", ())),
+                "msg": str(err.get("msg", "")),
+                "type": str(err.get("type", "")),
+            }
+        )
+    return safe
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    """Render every error, expected or not, as one problem+json shape."""
+
+    @app.exception_handler(MesError)
+    async def _mes_error(request: Request, exc: MesError) -> JSONResponse:
+        return problem_response(
+            status=exc.status,
+            code=exc.code,
+            title=exc.title,
+            detail=exc.detail,
+            instance=request.url.path,
+            headers=exc.headers,
+            **exc.extra,
+        )
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
+        return problem_response(
+            status=422,
+            code="request.invalid",
+            title="Malformed request",
+            detail="The request does not match the expected shape; see errors.",
+            instance=request.url.path,
+            errors=_json_safe_validation_errors(exc),
+        )
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        code = {404: "http.not_found", 405: "http.method_not_allowed"}.get(
+            exc.status_code, f"http.{exc.status_code}"
+        )
+        return problem_response(
+            status=exc.status_code,
+            code=code,
+            title=str(exc.detail),
+            detail=str(exc.detail),
+            instance=request.url.path,
+        )
+
+    @app.exception_handler(StaleDataError)
+    async def _stale(request: Request, exc: StaleDataError) -> JSONResponse:
+        # Optimistic locking caught a concurrent writer between our read and our update.
+        return problem_response(
+            status=409,
+            code=StaleVersion.code,
+            title=StaleVersion.title,
+            detail="The record was changed by someone else; reload it and try again.",
+            instance=request.url.path,
+        )
+
+    @app.exception_handler(IntegrityError)
+    async def _integrity(request: Request, exc: IntegrityError) -> JSONResponse:
+        # Services check business keys first; this is the database's last word on a race.
+        log.info("integrity error on %s: %s", request.url.path, exc.orig)
+        return problem_response(
+            status=409,
+            code="db.constraint_violated",
+            title="Conflict with existing data",
+            detail="The change violates a database constraint (a duplicate or a missing "
+            "reference); nothing was applied.",
+            instance=request.url.path,
+        )
+
+    @app.exception_handler(Exception)
+    async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+        log.exception("unhandled error on %s", request.url.path)
+        return problem_response(
+            status=500,
+            code="internal",
+            title="Internal error",
+            detail="An unexpected error occurred; nothing was applied.",
+            instance=request.url.path,
+        )
