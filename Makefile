@@ -13,8 +13,8 @@ PYTHON_EXE := $(shell $(PYTHON) -c 'import sys; print(sys.executable)')
 UV := UV_PROJECT_ENVIRONMENT=$(VENV) UV_PYTHON_DOWNLOADS=never $(TOOLS_VENV)/bin/uv
 SYNC := $(UV) sync --frozen --python $(PYTHON_EXE)
 
-.PHONY: run sims interop test test-sqlite test-postgres lint typecheck bench bench-dispatch \
-	bench-opcua clean venv
+.PHONY: run sims interop test test-sqlite test-postgres lint typecheck docs docs-build bench \
+	bench-dispatch bench-opcua clean venv
 
 # uv itself, from the package index pip is configured with.
 $(TOOLS_VENV)/.uv-$(UV_VERSION):
@@ -58,12 +58,13 @@ interop: $(VENV)/.installed-dev
 	npm ci --prefix tests/interop/node --no-audit --no-fund --loglevel=error
 	$(BIN)/pytest tests/interop $(PYTEST_ARGS)
 
-## test: the lockfile check, ruff, mypy, then the suite on SQLite, then again on PostgreSQL if
-## MES_TEST_DATABASE_URL is set
+## test: the lockfile check, ruff, mypy, the manual (a broken link fails), then the suite on
+## SQLite, then again on PostgreSQL if MES_TEST_DATABASE_URL is set
 test: $(VENV)/.installed-dev
 	$(UV) lock --check
 	$(BIN)/ruff check .
 	$(BIN)/mypy mes equipment_sims
+	$(MAKE) --no-print-directory docs-build
 	$(MAKE) --no-print-directory test-sqlite
 	@if [ -n "$$MES_TEST_DATABASE_URL" ]; then \
 		$(MAKE) --no-print-directory test-postgres; \
@@ -87,6 +88,19 @@ lint: $(VENV)/.installed-dev
 
 typecheck: $(VENV)/.installed-dev
 	$(BIN)/mypy mes equipment_sims
+
+## docs: serve the manual (docs/, mkdocs.yml) with live reload on :8001 (DOCS_PORT)
+docs: $(VENV)/.installed-dev
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs serve --dev-addr 127.0.0.1:$${DOCS_PORT:-8001}
+
+## docs-build: build the manual into var/site, strictly: a broken link or anchor, or a page left
+## out of the nav, fails it; then check that README.md's links to files lead somewhere
+docs-build: $(VENV)/.installed-dev
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --quiet
+	@$(BIN)/python -c 'import pathlib, re, sys; \
+	links = re.findall(r"\]\(([^)#:]+)[)#]", pathlib.Path("README.md").read_text("utf-8")); \
+	broken = [link for link in links if not pathlib.Path(link).exists()]; \
+	sys.exit(f"README.md links to missing files: {broken}" if broken else 0)'
 
 ## bench: lot moves through the whole service on PostgreSQL (MES_BENCH_DATABASE_URL; the
 ## benchmark creates and drops its own database beside it), after any bench/bench_*.py
