@@ -1,23 +1,38 @@
 # The single entry point. Every target bootstraps .venv itself, so a fresh machine needs only
-# Python 3.11 and make.
+# Python 3.11 and make. Versions come from uv.lock: pip installs one pinned uv into .tools, and uv
+# installs exactly the locked packages (and this project, editable) into .venv.
 PYTHON ?= $(shell command -v python3.11 2>/dev/null || command -v python3)
 VENV := .venv
 BIN := $(VENV)/bin
-PIP := $(BIN)/python -m pip --disable-pip-version-check -q
+TOOLS_VENV := .tools
+UV_VERSION := 0.13.9
+# uv gets the interpreter's real path (not a pyenv shim, which uv would take for another Python
+# and rebuild .venv each time) and never downloads one of its own; anything else uv reads from its
+# UV_* variables (UV_INDEX_URL, UV_NATIVE_TLS, UV_CACHE_DIR...), which pass through.
+PYTHON_EXE := $(shell $(PYTHON) -c 'import sys; print(sys.executable)')
+UV := UV_PROJECT_ENVIRONMENT=$(VENV) UV_PYTHON_DOWNLOADS=never $(TOOLS_VENV)/bin/uv
+SYNC := $(UV) sync --frozen --python $(PYTHON_EXE)
 
-.PHONY: run sims interop test test-sqlite test-postgres lint typecheck bench bench-dispatch bench-opcua clean venv
+.PHONY: run sims interop test test-sqlite test-postgres lint typecheck docs docs-build bench \
+	bench-dispatch bench-opcua clean venv
 
-$(BIN)/python:
-	$(PYTHON) -m venv $(VENV)
-	$(PIP) install --upgrade pip
-
-# Reinstall when the dependency list changes.
-$(VENV)/.installed-run: pyproject.toml | $(BIN)/python
-	$(PIP) install -e .
+# uv itself, from the package index pip is configured with.
+$(TOOLS_VENV)/.uv-$(UV_VERSION):
+	rm -rf $(TOOLS_VENV)
+	$(PYTHON) -m venv $(TOOLS_VENV)
+	$(TOOLS_VENV)/bin/python -m pip --disable-pip-version-check -q install uv==$(UV_VERSION)
 	touch $@
 
-$(VENV)/.installed-dev: pyproject.toml | $(BIN)/python
-	$(PIP) install -e '.[dev]'
+# Re-sync when the dependency list or the lockfile changes. --frozen installs what uv.lock says
+# and fails rather than re-resolve; after editing pyproject.toml, run `.tools/bin/uv lock`.
+# The run environment has no dev tools: syncing it drops them, so it voids the dev stamp.
+$(VENV)/.installed-run: pyproject.toml uv.lock | $(TOOLS_VENV)/.uv-$(UV_VERSION)
+	$(SYNC)
+	rm -f $(VENV)/.installed-dev
+	touch $@
+
+$(VENV)/.installed-dev: pyproject.toml uv.lock | $(TOOLS_VENV)/.uv-$(UV_VERSION)
+	$(SYNC) --extra dev
 	touch $@ $(VENV)/.installed-run
 
 venv: $(VENV)/.installed-dev
@@ -43,10 +58,13 @@ interop: $(VENV)/.installed-dev
 	npm ci --prefix tests/interop/node --no-audit --no-fund --loglevel=error
 	$(BIN)/pytest tests/interop $(PYTEST_ARGS)
 
-## test: ruff, then the suite on SQLite, then again on PostgreSQL if MES_TEST_DATABASE_URL is set
+## test: the lockfile check, ruff, mypy, the manual (a broken link fails), then the suite on
+## SQLite, then again on PostgreSQL if MES_TEST_DATABASE_URL is set
 test: $(VENV)/.installed-dev
+	$(UV) lock --check
 	$(BIN)/ruff check .
 	$(BIN)/mypy mes equipment_sims
+	$(MAKE) --no-print-directory docs-build
 	$(MAKE) --no-print-directory test-sqlite
 	@if [ -n "$$MES_TEST_DATABASE_URL" ]; then \
 		$(MAKE) --no-print-directory test-postgres; \
@@ -62,12 +80,27 @@ test-postgres: $(VENV)/.installed-dev
 	@echo "=== test suite on PostgreSQL ($$MES_TEST_DATABASE_URL) ==="
 	$(BIN)/pytest $(PYTEST_ARGS)
 
+## lint: uv.lock matches pyproject.toml, ruff check, ruff format check
 lint: $(VENV)/.installed-dev
+	$(UV) lock --check
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 
 typecheck: $(VENV)/.installed-dev
 	$(BIN)/mypy mes equipment_sims
+
+## docs: serve the manual (docs/, mkdocs.yml) with live reload on :8001 (DOCS_PORT)
+docs: $(VENV)/.installed-dev
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs serve --dev-addr 127.0.0.1:$${DOCS_PORT:-8001}
+
+## docs-build: build the manual into var/site, strictly: a broken link or anchor, or a page left
+## out of the nav, fails it; then check that README.md's links to files lead somewhere
+docs-build: $(VENV)/.installed-dev
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --quiet
+	@$(BIN)/python -c 'import pathlib, re, sys; \
+	links = re.findall(r"\]\(([^)#:]+)[)#]", pathlib.Path("README.md").read_text("utf-8")); \
+	broken = [link for link in links if not pathlib.Path(link).exists()]; \
+	sys.exit(f"README.md links to missing files: {broken}" if broken else 0)'
 
 ## bench: lot moves through the whole service on PostgreSQL (MES_BENCH_DATABASE_URL; the
 ## benchmark creates and drops its own database beside it), after any bench/bench_*.py
@@ -86,4 +119,4 @@ bench-opcua: $(VENV)/.installed-dev
 	$(BIN)/python bench/opcua_ingest.py --tools $${TOOLS:-200} --seconds 30 $${MES_BENCH_DATABASE_URL:+--database-url $$MES_BENCH_DATABASE_URL}
 
 clean:
-	rm -rf $(VENV) var .pytest_cache .ruff_cache .mypy_cache
+	rm -rf $(VENV) $(TOOLS_VENV) var .pytest_cache .ruff_cache .mypy_cache

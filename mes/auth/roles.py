@@ -1,6 +1,6 @@
 """Roles and what each operation requires.
 
-One table, read by the route guards, the README and the role-matrix test, so that the rule an
+One table, read by the route guards, the manual and the role-matrix test, so that the rule an
 operator reads is the rule the service enforces. Roles do not inherit from one another: an
 administrator manages accounts but does not approve recipes unless also given the engineer role
 (separation of duties, as GMP-style audits expect).
@@ -164,7 +164,7 @@ def acting_role(held: Iterable[Role], permission: Permission) -> Role | None:
 
 
 def markdown_matrix() -> str:
-    """The permission x role table as Markdown (the README holds a copy; a test compares)."""
+    """The permission x role table as Markdown (docs/security.md holds a copy; a test compares)."""
     header = "| operation | e-signature | " + " | ".join(r.value for r in Role) + " |"
     rule = "|---|---|" + "---|" * len(Role)
     rows = [

@@ -414,7 +414,7 @@ async def equipment_metrics(
     """E10 time per state and metrics, and E79 OEE with its inputs, for a tool (or chamber),
     tool group, area or fab over ``[start, end)`` (default: the last 24 hours).
 
-    Formulas: see the README ("Equipment: E10 states, PM, durables, metrics").
+    Formulas: see the manual, docs/equipment.md ("Metrics").
     """
     lo, hi = _window(start, end, clock.now(), timedelta(days=1))
     scope = performance.Scope(fab=fab, area=area, tool_group=tool_group, tool=tool, chamber=chamber)
