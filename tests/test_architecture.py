@@ -43,7 +43,14 @@ APPLICATION = frozenset({"main", "cli", "health", "problems", "all_models", "con
 PURE_NAMES = frozenset(
     {"rules.py", "states.py", "policy.py", "mapping.py", "metrics.py", "chain.py", "commands.py"}
 )
-PURE_EXTRA = ("errors.py", "clock.py", "opcua/model.py", "smt2020/tables.py")
+PURE_EXTRA = (
+    "errors.py",
+    "clock.py",
+    "opcua/model.py",
+    "smt2020/tables.py",
+    "dispatch/policy_inputs.py",
+    "jobs/results.py",
+)
 
 
 def _module_name(path: Path) -> str:
