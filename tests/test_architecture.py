@@ -142,10 +142,6 @@ NOT_YET_UNTANGLED: dict[str, list[str]] = {
         "mes.equipment.service (equipment) imports mes.durables.rules (durables)",
         "mes.equipment.service (equipment) imports mes.lots.models (lots)",
     ],
-    "jobs/service.py": [
-        "mes.jobs.service (jobs) imports mes.opcua.mapping (opcua)",
-        "mes.jobs.service (jobs) imports mes.opcua.model (opcua)",
-    ],
     "recipes/service.py": ["mes.recipes.service (recipes) imports mes.routes.models (routes)"],
 }
 
