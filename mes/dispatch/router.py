@@ -11,7 +11,7 @@ from mes.auth import roles
 from mes.auth.dependencies import requires
 from mes.auth.service import Principal
 from mes.db.transaction import ReadSession, WriteSession
-from mes.dispatch import automation, policy, service
+from mes.dispatch import decisions, policy, service
 from mes.dispatch.models import DispatchRuleSet
 from mes.dispatch.schemas import (
     ComplianceRead,
@@ -280,7 +280,7 @@ async def list_decisions(
     set and version, the chosen lot, the top of the list with each lot's explanation, the
     excluded lots counted by reason, and the outcome (requested, refused with its code,
     waiting for a batch, none, advisory, shadow)."""
-    rows = await automation.decisions(session, fab=fab, tool=tool, since=since, limit=limit)
+    rows = await decisions.decisions(session, fab=fab, tool=tool, since=since, limit=limit)
     return [
         DecisionRead(
             id=d.id,
@@ -313,7 +313,7 @@ async def compliance(
     """How often people ran the lot at the top of the tool's list: every manual track-in (job
     requests included) in [since, until] against the tool's last logged decision at most
     ``max_age_s`` before it; track-ins with no such list are counted apart."""
-    found = await automation.compliance(
+    found = await decisions.compliance(
         session,
         fab=fab,
         since=since,
@@ -332,5 +332,5 @@ async def shadow_report(
 ) -> ShadowReportRead:
     """Shadow rule sets against production: decisions compared (same tool and cycle), the
     agreement rate, and where they differ both choices with their scores."""
-    found = await automation.shadow_report(session, fab=fab, since=since, limit=limit)
+    found = await decisions.shadow_report(session, fab=fab, since=since, limit=limit)
     return ShadowReportRead.model_validate(found)

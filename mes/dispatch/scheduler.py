@@ -23,7 +23,7 @@ from mes.auth.service import Principal
 from mes.clock import Clock
 from mes.db.engine import Database
 from mes.db.transaction import unit_of_work
-from mes.dispatch import automation, policy
+from mes.dispatch import decisions, leader, policy
 from mes.dispatch import service as dispatch_service
 from mes.dispatch.models import DispatchDecision
 from mes.errors import MesError
@@ -34,7 +34,7 @@ log = logging.getLogger(__name__)
 
 PRINCIPAL = Principal(
     user_id=0,
-    username=automation.DISPATCH_ACTOR,
+    username=decisions.DISPATCH_ACTOR,
     kind=AccountKind.SERVICE,
     roles=frozenset({Role.DISPATCHER}),
     auth_time=None,
@@ -118,7 +118,7 @@ class Dispatcher:
         now = self.clock.now()
         async with unit_of_work(self.db) as session:
             for fab_id in self._fab_ids.values():
-                await automation.release_lease(session, fab_id, self.owner, now)
+                await leader.release_lease(session, fab_id, self.owner, now)
 
     async def _fab_id(self, fab: str) -> int:
         if fab not in self._fab_ids:
@@ -131,7 +131,7 @@ class Dispatcher:
         fab_id = await self._fab_id(fab)
         try:
             async with unit_of_work(self.db) as session:
-                return await automation.take_lease(
+                return await leader.take_lease(
                     session, fab_id, self.owner, self.clock.now(), self.ttl
                 )
         except Exception:  # a racing INSERT lost on the primary key
@@ -179,15 +179,15 @@ class Dispatcher:
         starts = policy.choose_starts(listing)
         chosen = starts.lots[0] if starts.lots else None
         if chosen is None:
-            outcome = automation.WAITING if starts.waiting else automation.NONE
+            outcome = decisions.WAITING if starts.waiting else decisions.NONE
         else:
-            outcome = automation.ADVISORY if mode is Mode.ADVISE else automation.REQUESTED
+            outcome = decisions.ADVISORY if mode is Mode.ADVISE else decisions.REQUESTED
 
         def rows(
             outcome: str, refusal: str | None = None, job: str | None = None
         ) -> list[DispatchDecision]:
             out = [
-                automation.decision_row(
+                decisions.decision_row(
                     listing,
                     fab_id=fab_id,
                     at=now,
@@ -202,12 +202,12 @@ class Dispatcher:
             if shadow is not None:
                 shadow_starts = policy.choose_starts(shadow)
                 out.append(
-                    automation.decision_row(
+                    decisions.decision_row(
                         shadow,
                         fab_id=fab_id,
                         at=now,
                         owner=self.owner,
-                        outcome=automation.SHADOW,
+                        outcome=decisions.SHADOW,
                         chosen=shadow_starts.lots[0] if shadow_starts.lots else None,
                         top_n=self.top_n,
                     )
@@ -219,16 +219,16 @@ class Dispatcher:
                 bind(
                     session,
                     AuditContext(
-                        actor=automation.DISPATCH_ACTOR,
+                        actor=decisions.DISPATCH_ACTOR,
                         role=Role.DISPATCHER.value,
                         operation="dispatch.automatic",
                         at=self.clock.now(),
                     ),
                 )
-                if not await automation.holds_lease(session, fab_id, self.owner, self.clock.now()):
+                if not await leader.holds_lease(session, fab_id, self.owner, self.clock.now()):
                     return False
                 jobs: list[str] = []
-                if outcome == automation.REQUESTED:
+                if outcome == decisions.REQUESTED:
                     # A batch is one job order: the tool runs its lots together.
                     job = await jobs_service.request_batch(
                         session,
@@ -251,8 +251,8 @@ class Dispatcher:
             )
         report.refused.append((chosen.lot.code if chosen else "-", code))
         async with unit_of_work(self.db) as session:
-            if not await automation.holds_lease(session, fab_id, self.owner, self.clock.now()):
+            if not await leader.holds_lease(session, fab_id, self.owner, self.clock.now()):
                 return False
-            session.add_all(rows(automation.REFUSED, refusal=code))
+            session.add_all(rows(decisions.REFUSED, refusal=code))
         report.logged += 1
         return True

@@ -21,14 +21,13 @@ from mes.errors import RuleViolation
 from mes.jobs import schemas as s
 from mes.jobs import states
 from mes.jobs.models import EquipmentJob, EquipmentJobLot, JobWaferResult, ProcessValueSummary
+from mes.jobs.results import WAFER_PROCESSED, JobResult, ProcessValueBuffer, WaferReport
 from mes.jobs.states import JobCommand, JobStatus
 from mes.kit.lookup import get_by_key
 from mes.lots import service as lots_service
 from mes.lots.models import Lot
 from mes.lots.schemas import Measurement, TrackIn, TrackOut
 from mes.lots.states import LotState
-from mes.opcua.mapping import JobResult, ProcessValueBuffer, WaferReport
-from mes.opcua.model import SubstrateState
 from mes.recipes.models import RecipeVersion
 from mes.routes.models import Step
 
@@ -362,7 +361,7 @@ def split_by_lot(
         scribes = {w.scribe_id for w in lot.wafers}
         reports = [w for w in result.wafers if w.substrate_id in scribes]
         if result.wafers:
-            processed = sum(1 for w in reports if w.state == SubstrateState.PROCESSED)
+            processed = sum(1 for w in reports if w.state == WAFER_PROCESSED)
         else:
             processed = min(left, lot.wafer_count)
             left -= processed

@@ -13,11 +13,17 @@ import fnmatch
 import json
 import zlib
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 from mes.equipment.states import DEFAULT_SUBSTATE, E10State
+
+# The job result types live with the jobs (the layer below); re-exported here, where the
+# adapter and the tests have always found them.
+from mes.jobs.results import JobResult as JobResult
+from mes.jobs.results import ProcessValueBuffer as ProcessValueBuffer
+from mes.jobs.results import WaferReport as WaferReport
 from mes.opcua.model import JobState, JobSubstate, MachineryItemState
 
 # --- E10 -------------------------------------------------------------------------------------
@@ -97,23 +103,6 @@ def event_key(tool: str, job_order_id: str, state: str, sequence: int | str) -> 
     """Idempotency key of a tool event, from the tool's own ids: a duplicated or replayed event
     carries the same job, state and Sequence, so it maps to the same key and is applied once."""
     return f"{tool}:{job_order_id}:{state}:{sequence}"[:128]
-
-
-@dataclass(frozen=True)
-class WaferReport:
-    substrate_id: str
-    slot: int
-    state: str
-    chamber: str
-    measurements: tuple[float, ...]
-
-
-@dataclass(frozen=True)
-class JobResult:
-    state: str
-    substate: str
-    wafers_processed: int
-    wafers: tuple[WaferReport, ...]
 
 
 def parse_job_response(text: str) -> JobResult:
@@ -228,47 +217,6 @@ def alarm_rule(
             continue
         return rule
     return None
-
-
-# --- process values --------------------------------------------------------------------------
-
-
-@dataclass
-class ValueStats:
-    samples: int = 0
-    total: float = 0.0
-    minimum: float = float("inf")
-    maximum: float = float("-inf")
-    first_at: datetime | None = None
-    last_at: datetime | None = None
-
-    def add(self, value: float, at: datetime) -> None:
-        self.samples += 1
-        self.total += value
-        self.minimum = min(self.minimum, value)
-        self.maximum = max(self.maximum, value)
-        self.first_at = self.first_at or at
-        self.last_at = at
-
-    @property
-    def mean(self) -> float:
-        return self.total / self.samples if self.samples else 0.0
-
-
-@dataclass
-class ProcessValueBuffer:
-    """Process values of one job, summarised per wafer (the substrate the tool reported in
-    process when the sample came) and over the whole job (substrate "").
-
-    On cluster tools several wafers are in process at once and the tool reports one current
-    substrate: the per-wafer split is then approximate; the job-level summary is exact.
-    """
-
-    stats: dict[tuple[str, str], ValueStats] = field(default_factory=dict)
-
-    def add(self, substrate_id: str, name: str, value: float, at: datetime) -> None:
-        for key in {(substrate_id, name), ("", name)}:
-            self.stats.setdefault(key, ValueStats()).add(value, at)
 
 
 # --- process values --------------------------------------------------------------------------

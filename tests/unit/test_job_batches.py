@@ -42,3 +42,12 @@ def test_one_lot_takes_the_whole_result_up_to_its_size() -> None:
     a = _lot("A", ["A1", "A2"])
     ((lot, n, reports),) = split_by_lot([a], JobResult("Ended", "Completed", 5, (_report("A1"),)))
     assert (lot.code, n, len(reports)) == ("A", 2, 1)
+
+
+def test_processed_is_spelled_as_the_tool_contract_spells_it() -> None:
+    # jobs counts processed wafers by the E90 state the tools send (opcua.model is the contract;
+    # jobs sits below opcua and keeps its own copy of the one value it needs).
+    from mes.jobs.results import WAFER_PROCESSED
+    from mes.opcua.model import SubstrateState
+
+    assert WAFER_PROCESSED == SubstrateState.PROCESSED

@@ -1,6 +1,6 @@
-"""Automatic dispatch against the database: the leader lease per fab, the decision log, and the
-reports read from it (decisions, operator compliance, shadow agreement). The cycle itself is
-``mes.dispatch.scheduler``."""
+"""The decision log of automatic dispatch (one row per tool and cycle, with the list it came
+from) and the reports read from it: decisions, operator compliance, shadow agreement. The
+cycle that writes it is ``mes.dispatch.scheduler``."""
 
 from __future__ import annotations
 
@@ -9,11 +9,11 @@ from collections import Counter, defaultdict
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from mes.dispatch import policy
-from mes.dispatch.models import DispatchDecision, DispatchLeader
+from mes.dispatch.models import DispatchDecision
 from mes.equipment.models import Equipment
 from mes.fabs import service as fabs_service
 from mes.kit.lookup import get_by_key
@@ -29,75 +29,6 @@ NONE = "none"
 ADVISORY = "advisory"
 SHADOW = "shadow"
 PRODUCTION_OUTCOMES = (REQUESTED, REFUSED, WAITING, NONE, ADVISORY)
-
-
-# --- leader lease --------------------------------------------------------------------------
-
-
-async def take_lease(
-    session: AsyncSession, fab_id: int, owner: str, now: datetime, ttl: timedelta
-) -> bool:
-    """Renew the fab's lease if ours, take it if expired, create it if there is none.
-
-    A conditional UPDATE, so two dispatchers racing for an expired lease cannot both win (the
-    second one's WHERE no longer matches once the first one's row version commits); a racing
-    INSERT loses on the primary key (the caller's transaction fails and it stays standby).
-    """
-    taken = await session.execute(
-        update(DispatchLeader)
-        .where(
-            DispatchLeader.fab_id == fab_id,
-            (DispatchLeader.owner == owner) | (DispatchLeader.expires_at < now),
-        )
-        .values(owner=owner, renewed_at=now, expires_at=now + ttl)
-        .execution_options(synchronize_session=False)
-    )
-    if taken.rowcount:  # type: ignore[attr-defined]
-        # Kept acquired_at on renewal would need a second statement; a take-over resets it.
-        return True
-    exists = await session.scalar(
-        select(DispatchLeader.fab_id).where(DispatchLeader.fab_id == fab_id)
-    )
-    if exists is not None:
-        return False
-    session.add(
-        DispatchLeader(
-            fab_id=fab_id, owner=owner, acquired_at=now, renewed_at=now, expires_at=now + ttl
-        )
-    )
-    await session.flush()
-    return True
-
-
-async def holds_lease(session: AsyncSession, fab_id: int, owner: str, now: datetime) -> bool:
-    """Whether ``owner`` leads the fab now; on PostgreSQL the lease row is share-locked until
-    the caller's transaction ends, so a take-over waits for the decision being written."""
-    found = await session.scalar(
-        select(DispatchLeader.fab_id)
-        .where(
-            DispatchLeader.fab_id == fab_id,
-            DispatchLeader.owner == owner,
-            DispatchLeader.expires_at >= now,
-        )
-        .with_for_update(read=True)
-    )
-    return found is not None
-
-
-async def release_lease(session: AsyncSession, fab_id: int, owner: str, now: datetime) -> None:
-    await session.execute(
-        update(DispatchLeader)
-        .where(DispatchLeader.fab_id == fab_id, DispatchLeader.owner == owner)
-        .values(expires_at=now)
-        .execution_options(synchronize_session=False)
-    )
-
-
-async def leaders(session: AsyncSession) -> list[DispatchLeader]:
-    return list(await session.scalars(select(DispatchLeader).order_by(DispatchLeader.fab_id)))
-
-
-# --- decision log --------------------------------------------------------------------------
 
 
 def ranked_json(listing: policy.DispatchList, top_n: int) -> dict[str, Any]:

@@ -1,0 +1,180 @@
+"""Applying what a tool reports: job status and substrate events, and its MachineryItemState.
+
+Each event is claimed first with an idempotency key made of the tool's own ids, so a duplicated
+or replayed event is applied once.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from mes.clock import Clock
+from mes.equipment import service as equipment_service
+from mes.equipment.models import StateChangeSource
+from mes.equipment.states import DEFAULT_SUBSTATE, E10State
+from mes.jobs import service as jobs_service
+from mes.jobs.models import EquipmentJob
+from mes.jobs.states import JobStatus
+from mes.kit.idempotency import claim_key
+from mes.lots.models import Lot
+from mes.opcua import mapping
+from mes.opcua.mapping import JobAction, JobEvent, JobResult, SubstrateEvent
+from mes.opcua.tools import ToolRef, principal_for
+
+
+async def _claim(session: AsyncSession, tool: ToolRef, key: str, now: datetime) -> bool:
+    return await claim_key(session, f"opcua:{tool.code}"[:64], key, now)
+
+
+async def apply_job_event(
+    session: AsyncSession,
+    tool: ToolRef,
+    event: JobEvent,
+    *,
+    clock: Clock,
+    aborted_hold: bool,
+    pv: mapping.ProcessValueBuffer | None = None,
+) -> str:
+    """One job status event: confirm, pause, track out, or send the lot back (per mapping)."""
+    now = clock.now()
+    key = mapping.event_key(tool.code, event.job_order_id, event.state, event.sequence)
+    if not await _claim(session, tool, key, now):
+        return "duplicate"
+    job = await jobs_service.find_job(session, event.job_order_id)
+    if job is None or job.equipment_id != tool.id:
+        return "unknown job"
+    try:
+        result = mapping.parse_job_response(event.response)
+    except (ValueError, TypeError):
+        result = JobResult(event.state, event.substate, 0, ())
+    return await apply_job_state(
+        session,
+        tool,
+        job,
+        event.state,
+        event.substate,
+        result,
+        clock=clock,
+        aborted_hold=aborted_hold,
+        pv=pv,
+    )
+
+
+async def apply_job_state(
+    session: AsyncSession,
+    tool: ToolRef,
+    job: EquipmentJob,
+    state: str,
+    substate: str,
+    result: JobResult,
+    *,
+    clock: Clock,
+    aborted_hold: bool,
+    pv: mapping.ProcessValueBuffer | None,
+) -> str:
+    """A job state the tool reports (by event, or when asked after a reconnect) applied to the
+    job and its lots (per ``mapping.job_action``)."""
+    now = clock.now()
+    action = mapping.job_action(state, substate)
+    who = principal_for(tool)
+    tool_state = f"{state}/{substate}" if substate else state
+    if action is JobAction.CONFIRM:
+        done = jobs_service.confirm_running(job, at=now, tool_state=tool_state)
+    elif action is JobAction.PAUSED:
+        done = jobs_service.paused(job, tool_state=tool_state)
+    elif action is JobAction.COMPLETE:
+        if pv is not None:
+            await jobs_service.store_process_values(session, job, pv)
+        done = await jobs_service.complete(session, job, result, principal=who, clock=clock)
+    elif action is JobAction.CANCELLED:
+        done = await jobs_service.end_without_run(
+            session,
+            job,
+            JobStatus.FAILED,
+            "cancelled on the tool before it started",
+            hold=False,
+            event_type="JOB_CANCELLED",
+            principal=who,
+            clock=clock,
+            result=result,
+        )
+    elif action is JobAction.ABORT:
+        if pv is not None:
+            await jobs_service.store_process_values(session, job, pv)
+        done = await jobs_service.end_without_run(
+            session,
+            job,
+            JobStatus.ABORTED,
+            f"aborted on the tool ({result.wafers_processed} of {len(result.wafers)} wafers "
+            "processed)",
+            hold=aborted_hold,
+            event_type="JOB_ABORTED",
+            principal=who,
+            clock=clock,
+            result=result,
+        )
+    else:
+        done = False
+    await session.flush()
+    return f"{action.value}" if done else f"{action.value} (no change: job {job.status.value})"
+
+
+async def apply_substrate_event(
+    session: AsyncSession, tool: ToolRef, event: SubstrateEvent, *, clock: Clock
+) -> str:
+    now = clock.now()
+    key = mapping.event_key(
+        tool.code, event.job_order_id, f"{event.substrate_id}/{event.state}", event.sequence
+    )
+    if not await _claim(session, tool, key, now):
+        return "duplicate"
+    job = await jobs_service.find_job(session, event.job_order_id, for_update=False)
+    if job is None or job.equipment_id != tool.id:
+        return "unknown job"
+    await jobs_service.record_wafers(
+        session,
+        job,
+        [
+            mapping.WaferReport(
+                event.substrate_id, event.slot, event.state, event.chamber, event.measurements
+            )
+        ],
+        now,
+    )
+    return "recorded"
+
+
+async def apply_item_state(
+    session: AsyncSession, tool: ToolRef, item_state: str, *, clock: Clock
+) -> str:
+    """The tool's MachineryItemState → an E10 transition (mapping.e10_transition)."""
+    equipment = await equipment_service.get_equipment(session, tool.code, for_update=True)
+    target = mapping.e10_transition(item_state, equipment.e10_state, equipment.e10_substate)
+    if target is None:
+        return "no change"
+    now = clock.now()
+    if target.state.value == "SBY" and await _lots_on(session, tool.id):
+        target = mapping.E10Target(E10State.PRD, DEFAULT_SUBSTATE[E10State.PRD], target.reason)
+    if (target.state, target.substate) == (equipment.e10_state, equipment.e10_substate):
+        return "no change"
+    equipment_service.record_state(
+        session,
+        equipment,
+        target.state,
+        target.substate,
+        actor=principal_for(tool).username,
+        at=now,
+        recorded_at=now,
+        source=StateChangeSource.TOOL,
+        reason=target.reason,
+    )
+    equipment.last_signal_at = now
+    await session.flush()
+    return f"{target.substate}"
+
+
+async def _lots_on(session: AsyncSession, equipment_id: int) -> int:
+    return len(list(await session.scalars(select(Lot.id).where(Lot.equipment_id == equipment_id))))
