@@ -13,6 +13,7 @@ from typing import Any
 from sqlalchemy import ColumnElement, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from mes.auth.service import Principal
 from mes.clock import Clock
 from mes.dispatch import policy
 from mes.dispatch.models import DispatchRuleSet, FabTransferTime, SetupChange, SetupMinRun
@@ -27,8 +28,8 @@ from mes.fabs import service as fabs_service
 from mes.fabs.models import Fab, ToolGroup
 from mes.kit.lookup import get_by_key
 from mes.lots import service as lots_service
+from mes.lots.commands import Ship
 from mes.lots.models import Lot, LotEvent, QTimeWindow
-from mes.lots.schemas import ShipRequest
 from mes.lots.states import LotState, QTimeStatus
 from mes.recipes import rules as recipe_rules
 from mes.recipes import service as recipes_service
@@ -797,7 +798,7 @@ async def send_to_fab(
     to_fab: str,
     *,
     version: int | None,
-    actor: str,
+    actor: Principal,
     clock: Clock,
 ) -> Lot:
     """Follow a where-next answer to another fab: ship the lot there (an inter-fab transfer).
@@ -816,7 +817,7 @@ async def send_to_fab(
             "(see where-next for the reasons)",
         )
     return await lots_service.ship(
-        session, lot_code, ShipRequest(to_fab=to_fab, version=version), actor=actor, clock=clock
+        session, lot_code, Ship(to_fab=to_fab, version=version), actor=actor, clock=clock
     )
 
 

@@ -29,8 +29,8 @@ from mes.jobs.models import EquipmentJob
 from mes.jobs.states import FINAL, JobCommand, JobStatus
 from mes.kit.idempotency import claim_key
 from mes.lots import service as lots_service
+from mes.lots.commands import Hold
 from mes.lots.models import Lot
-from mes.lots.schemas import HoldRequest
 from mes.lots.states import LotState
 from mes.opcua import mapping
 from mes.opcua.mapping import AlarmEvent, AlarmRule, JobAction, JobEvent, JobResult, SubstrateEvent
@@ -549,11 +549,11 @@ async def apply_alarm(
                     await lots_service.hold(
                         session,
                         lot.code,
-                        HoldRequest(
+                        Hold(
                             hold_code="EQUIPMENT",
                             reason=f"alarm {alarm.code} on {tool.code}: {alarm.text}"[:2000],
                         ),
-                        actor=who,
+                        actor=principal_for(tool),
                         clock=clock,
                     )
                     actions.append("hold")
