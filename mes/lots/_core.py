@@ -22,7 +22,6 @@ from mes.equipment import service as equipment_service
 from mes.equipment.models import Equipment, StateChangeSource
 from mes.equipment.states import DEFAULT_SUBSTATE, E10State
 from mes.errors import NotFound, RuleViolation, StaleVersion
-from mes.fabs.models import Fab
 from mes.kit.lookup import get_by_key
 from mes.lots import rules
 from mes.lots.models import FutureAction, HoldCode, Lot, LotEvent, LotHold, QTimeWindow
@@ -198,10 +197,6 @@ def place_hold(
     )
     session.add(hold)
     return hold
-
-
-async def get_fab(session: AsyncSession, code: str) -> Fab:
-    return await get_by_key(session, Fab, Fab.code, code, code="fab.not_found", what="fab")
 
 
 def release_carrier(lot: Lot) -> None:

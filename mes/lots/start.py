@@ -11,9 +11,10 @@ from mes.auth.service import Principal
 from mes.clock import Clock
 from mes.durables.models import Carrier, CarrierState
 from mes.errors import Conflict, InvalidInput
+from mes.fabs import service as fabs_service
 from mes.kit.lookup import get_by_key
 from mes.lots import rules
-from mes.lots._core import Change, arrive, get_fab, route_steps
+from mes.lots._core import Change, arrive, route_steps
 from mes.lots.models import Lot, LotCounter, Wafer
 from mes.lots.states import LotState, PriorityClass
 from mes.routes import rules as route_rules
@@ -105,7 +106,7 @@ async def start_lots(
     product = await get_by_key(
         session, Product, Product.code, product_code, code="product.not_found", what="product"
     )
-    fab = await get_fab(session, fab_code)
+    fab = await fabs_service.get_fab(session, fab_code)
     version = await _active_route_version(session, product, route_code, now)
     steps = await route_steps(session, version.id)
     first, _skipped = rules.next_step(steps, 0, code or "")

@@ -11,8 +11,9 @@ from mes.auth.service import Principal
 from mes.clock import Clock
 from mes.durables.models import Carrier
 from mes.errors import RuleViolation
+from mes.fabs import service as fabs_service
 from mes.lots import rules
-from mes.lots._core import begin, get_fab, lot_view
+from mes.lots._core import begin, lot_view
 from mes.lots.commands import Receive, Ship
 from mes.lots.models import FutureAction, Lot, LotTransfer, QTimeWindow
 from mes.lots.states import LotState, QTimeStatus
@@ -27,7 +28,7 @@ async def ship(
     """Send a waiting lot to another fab; it is InTransit until received there."""
     now = clock.now()
     lot, change = await begin(session, code, data.version)
-    destination = await get_fab(session, data.to_fab)
+    destination = await fabs_service.get_fab(session, data.to_fab)
     open_actions = await session.scalar(
         select(func.count())
         .select_from(FutureAction)
