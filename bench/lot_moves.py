@@ -52,6 +52,8 @@ from sqlalchemy import select
 from sqlalchemy.engine import make_url
 
 from mes.audit.context import AuditContext, bind
+from mes.auth.models import AccountKind
+from mes.auth.service import Principal
 from mes.clock import SystemClock
 from mes.config import Settings
 from mes.db import migrate
@@ -149,7 +151,7 @@ async def prepare(url: str, clients: int) -> Fixture:
                 due_at=None,
                 code=None,
                 carrier_code=None,
-                actor="bench",
+                actor=Principal(0, "bench", AccountKind.SERVICE, frozenset(), None),
                 clock=SystemClock(),
             )
             raw_lots = [(lot.id, lot.fab_id) for lot in raw]

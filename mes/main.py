@@ -34,8 +34,13 @@ from mes.health import router as health_router
 from mes.jobs.router import lot_jobs_router
 from mes.jobs.router import router as jobs_router
 from mes.kit.request_id import RequestIdMiddleware
+from mes.lots.control_router import router as lot_control_router
+from mes.lots.explain_router import router as recipe_explain_router
+from mes.lots.holds_router import router as lot_holds_router
+from mes.lots.moves_router import router as lot_moves_router
 from mes.lots.router import hold_codes_router
 from mes.lots.router import router as lots_router
+from mes.lots.wafers_router import router as lot_wafers_router
 from mes.opcua.router import router as connection_router
 from mes.problems import install_error_handlers
 from mes.recipes.router import router as recipes_router
@@ -168,8 +173,13 @@ def create_app(
         pm_router,
         metrics_router,
         routes_router,
+        recipe_explain_router,  # before recipes_router: /recipes/resolve is no recipe name
         recipes_router,
         lots_router,
+        lot_moves_router,
+        lot_holds_router,
+        lot_wafers_router,
+        lot_control_router,
         dispatch_router,
         hold_codes_router,
         carriers_router,

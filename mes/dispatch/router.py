@@ -38,7 +38,7 @@ from mes.dispatch.schemas import (
 from mes.kit.api import ClockDep, CodePath, CodeStr
 from mes.kit.idempotency import KeyHeader, idempotent
 from mes.lots import service as lots_service
-from mes.lots.router import Answer, lot_read
+from mes.lots.http import Answer, lot_read
 from mes.lots.schemas import LotRead
 
 router = APIRouter(prefix="/dispatch", tags=["dispatch"])
@@ -258,7 +258,7 @@ async def send_to_fab(
 
     async def op() -> LotRead:
         shipped = await service.send_to_fab(
-            session, lot, body.to_fab, version=body.version, actor=by.username, clock=clock
+            session, lot, body.to_fab, version=body.version, actor=by, clock=clock
         )
         return lot_read(await lots_service.reload_lot(session, shipped.code))
 

@@ -13,6 +13,7 @@ from datetime import datetime
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from mes.auth.service import Principal
 from mes.clock import Clock
 from mes.dispatch import policy
 from mes.dispatch.rule_sets import (
@@ -33,8 +34,8 @@ from mes.fabs import service as fabs_service
 from mes.fabs.models import Fab
 from mes.kit.lookup import get_by_key
 from mes.lots import service as lots_service
+from mes.lots.commands import Ship
 from mes.lots.models import Lot
-from mes.lots.schemas import ShipRequest
 from mes.routes.models import Step
 
 __all__ = [
@@ -181,7 +182,7 @@ async def send_to_fab(
     to_fab: str,
     *,
     version: int | None,
-    actor: str,
+    actor: Principal,
     clock: Clock,
 ) -> Lot:
     """Follow a where-next answer to another fab: ship the lot there (an inter-fab transfer).
@@ -200,7 +201,7 @@ async def send_to_fab(
             "(see where-next for the reasons)",
         )
     return await lots_service.ship(
-        session, lot_code, ShipRequest(to_fab=to_fab, version=version), actor=actor, clock=clock
+        session, lot_code, Ship(to_fab=to_fab, version=version), actor=actor, clock=clock
     )
 
 

@@ -25,8 +25,8 @@ from mes.jobs.results import WAFER_PROCESSED, JobResult, ProcessValueBuffer, Waf
 from mes.jobs.states import JobCommand, JobStatus
 from mes.kit.lookup import get_by_key
 from mes.lots import service as lots_service
+from mes.lots.commands import Measurement, TrackIn, TrackOut
 from mes.lots.models import Lot
-from mes.lots.schemas import Measurement, TrackIn, TrackOut
 from mes.lots.states import LotState
 from mes.recipes.models import RecipeVersion
 from mes.routes.models import Step
@@ -148,7 +148,7 @@ async def request_batch(
                 version=version if len(lot_codes) == 1 else None,
                 step_sequence=step_sequence,
             ),
-            principal=principal,
+            actor=principal,
             clock=clock,
         )
         tracked[code] = (lot, recipe)
@@ -391,15 +391,15 @@ async def complete(
             gone.append(f"{lot.code} ({lot.state})")
             continue
         measurements = [
-            Measurement(name=w.substrate_id[:64] or f"slot {w.slot}", values=list(w.measurements))
+            Measurement(name=w.substrate_id[:64] or f"slot {w.slot}", values=w.measurements)
             for w in reports
             if w.measurements
         ][:100]
         await lots_service.track_out(
             session,
             lot.code,
-            TrackOut(wafers_processed=processed, measurements=measurements),
-            principal=principal,
+            TrackOut(wafers_processed=processed, measurements=tuple(measurements)),
+            actor=principal,
             clock=clock,
         )
     if gone:
@@ -439,7 +439,7 @@ async def end_without_run(
             event_type=event_type,
             reason=f"job {job.job_order_id}: {reason}",
             hold=hold,
-            actor=principal.username,
+            actor=principal,
             clock=clock,
             details={"job_order_id": job.job_order_id},
         )

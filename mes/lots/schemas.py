@@ -1,6 +1,5 @@
 from __future__ import annotations
 
-import enum
 from datetime import datetime
 from typing import Annotated, Any
 
@@ -8,6 +7,7 @@ from pydantic import AwareDatetime, BaseModel, Field, FiniteFloat
 
 from mes.auth.roles import Role
 from mes.auth.schemas import ESignature
+from mes.lots.commands import TrackOutcome
 from mes.lots.rules import MAX_STARTED_LOT_CODE_LENGTH
 from mes.lots.states import (
     FutureActionKind,
@@ -109,11 +109,6 @@ class Measurement(BaseModel):
     name: str = Field(min_length=1, max_length=64)
     values: list[FiniteFloat] = Field(min_length=1, max_length=1000)
     unit: str | None = Field(default=None, max_length=16)
-
-
-class TrackOutcome(enum.StrEnum):
-    PASS = "pass"
-    REWORK = "rework"
 
 
 class TrackOut(BaseModel):
@@ -231,6 +226,15 @@ class RecipeToRun(BaseModel):
     version: int
     checksum: str
     body: dict[str, Any]
+
+
+class LotList(BaseModel):
+    lots: list[LotRead]
+
+
+class SplitResult(BaseModel):
+    parent: LotRead
+    child: LotRead
 
 
 class TrackInResult(BaseModel):

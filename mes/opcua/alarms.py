@@ -15,7 +15,7 @@ from mes.equipment.states import E10State
 from mes.jobs import service as jobs_service
 from mes.jobs.states import JobCommand, JobStatus
 from mes.lots import service as lots_service
-from mes.lots.schemas import HoldRequest
+from mes.lots.commands import Hold
 from mes.lots.states import LotState
 from mes.opcua import mapping
 from mes.opcua.mapping import AlarmEvent, AlarmRule
@@ -105,11 +105,11 @@ async def apply_alarm(
                     await lots_service.hold(
                         session,
                         lot.code,
-                        HoldRequest(
+                        Hold(
                             hold_code="EQUIPMENT",
                             reason=f"alarm {alarm.code} on {tool.code}: {alarm.text}"[:2000],
                         ),
-                        actor=who,
+                        actor=principal_for(tool),
                         clock=clock,
                     )
                     actions.append("hold")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Annotated
 
 from fastapi import APIRouter, Path, Query, Request, status
@@ -18,15 +17,13 @@ from mes.db.transaction import ReadSession, WriteSession
 from mes.fabs import service as fabs_service
 from mes.fabs.models import ToolGroup
 from mes.kit.api import ClockDep, CodePath, CodeStr, Page, PageQuery, VersionPath, fetch_page
-from mes.lots import service as lots_service
-from mes.recipes import rules, service
+from mes.recipes import service
 from mes.recipes.models import (
     Recipe,
-    RecipeContextRule,
     RecipeParameterSpec,
-    RecipeQualification,
     RecipeVersion,
 )
+from mes.recipes.reads import qualification_read, rule_read
 from mes.recipes.schemas import (
     ContextRuleCreate,
     ContextRuleRead,
@@ -45,10 +42,6 @@ from mes.recipes.schemas import (
     RecipeVersionCreate,
     RecipeVersionRead,
     RecipeVersionSummary,
-    Refusal,
-    Resolution,
-    ResolutionContext,
-    ResolvedStep,
 )
 
 router = APIRouter(prefix="/recipes", tags=["recipes"])
@@ -98,107 +91,6 @@ def version_read(recipe: Recipe, version: RecipeVersion) -> RecipeVersionRead:
     )
 
 
-def _qualification_read(
-    recipe: str, version: int, q: RecipeQualification, tool: str, chamber: str | None, now: datetime
-) -> QualificationRead:
-    return QualificationRead(
-        recipe=recipe,
-        version=version,
-        tool=tool,
-        chamber=chamber,
-        qualified_at=q.qualified_at,
-        expires_at=q.expires_at,
-        qualified_by=q.qualified_by,
-        disqualified_at=q.disqualified_at,
-        disqualified_by=q.disqualified_by,
-        disqualify_reason=q.disqualify_reason,
-        standing=q.disqualified_at is None and (q.expires_at is None or q.expires_at > now),
-    )
-
-
-def _rule_read(rule: rules.ContextRule, row: RecipeContextRule) -> ContextRuleRead:
-    return ContextRuleRead(
-        id=rule.id,
-        logical_recipe=rule.logical_recipe,
-        recipe=rule.recipe,
-        product=rule.product,
-        step=rule.step,
-        tool_group=rule.tool_group,
-        tool=rule.tool,
-        chamber=rule.chamber,
-        specificity=list(rule.named()),
-        created_by=row.created_by,
-        note=row.note,
-    )
-
-
-# Fixed paths first: /recipes/{recipe} would otherwise take "resolve" for a recipe name.
-
-
-@router.get("/resolve", response_model=Resolution)
-async def resolve(
-    session: ReadSession,
-    clock: ClockDep,
-    lot: Annotated[CodeStr, Query(description="the lot, at its current step")],
-    tool: Annotated[CodeStr, Query()],
-    chamber: Annotated[str | None, Query(min_length=1, max_length=16)] = None,
-) -> Resolution:
-    """What a lot would run on a tool now, and why: the context, every context rule that
-    matched (most specific first, by the precedence listed), the winner, the recipe version
-    chosen and the qualification that allows it, or the refusal track-in would give."""
-    now = clock.now()
-    q = await lots_service.explain_recipe(session, lot, tool, chamber, now=now)
-    outcome = q.outcome
-    resolution = outcome.resolution if outcome else None
-    rules_by_id = {
-        r.id: row
-        for r, row in await service.context_rules(
-            session, logical_recipes=[q.step.recipe_name or ""]
-        )
-    }
-    version = outcome.version if outcome else None
-    qualification = outcome.qualification if outcome else None
-    chamber_name = None
-    if qualification is not None and qualification.chamber_id is not None:
-        chamber_name = next(
-            (c.name for c in q.tool.chambers if c.id == qualification.chamber_id), None
-        )
-    return Resolution(
-        lot=q.lot.code,
-        step=ResolvedStep(
-            route=q.route,
-            route_version=q.route_version,
-            sequence=q.step.sequence,
-            operation=q.step.operation,
-        ),
-        logical_recipe=q.step.recipe_name,
-        context=ResolutionContext(
-            product=q.product,
-            step=q.step.operation,
-            tool_group=q.tool_group,
-            tool=q.tool.code,
-            chamber=chamber,
-        ),
-        precedence=list(rules.PRECEDENCE),
-        rule=_rule_read(resolution.rule, rules_by_id[resolution.rule.id])
-        if resolution and resolution.rule
-        else None,
-        matched_rules=[_rule_read(r, rules_by_id[r.id]) for r in resolution.matched]
-        if resolution
-        else [],
-        recipe=resolution.recipe if resolution else None,
-        version=version.version if version else None,
-        checksum=version.checksum if version else None,
-        qualification=_qualification_read(
-            version.recipe.name, version.version, qualification, q.tool.code, chamber_name, now
-        )
-        if version and qualification
-        else None,
-        runnable=q.refusal is None,
-        refusal=Refusal(code=q.refusal.code, detail=q.refusal.detail) if q.refusal else None,
-    )
-
-
 @router.get("/context-rules", response_model=list[ContextRuleRead])
 async def list_context_rules(
     session: ReadSession,
@@ -208,7 +100,7 @@ async def list_context_rules(
     found = await service.context_rules(
         session, logical_recipes=None if logical_recipe is None else [logical_recipe]
     )
-    return [_rule_read(r, row) for r, row in found]
+    return [rule_read(r, row) for r, row in found]
 
 
 @router.post("/context-rules", response_model=ContextRuleRead, status_code=status.HTTP_201_CREATED)
@@ -218,7 +110,7 @@ async def create_context_rule(
     """Say which recipe a logical recipe means in a context (product, step, tool group, tool,
     chamber); the most specific matching rule wins."""
     rule, row = await service.create_context_rule(session, body, actor=by.username)
-    return _rule_read(rule, row)
+    return rule_read(rule, row)
 
 
 @router.delete("/context-rules/{rule_id}", status_code=status.HTTP_204_NO_CONTENT)
@@ -252,7 +144,7 @@ async def qualification_matrix(
         fab=fab,
         include_history=include_history,
     )
-    return [_qualification_read(r, v, q, t, c, now) for q, r, v, t, c in rows]
+    return [qualification_read(r, v, q, t, c, now) for q, r, v, t, c in rows]
 
 
 @router.get("/parameter-schemas/{tool_group}", response_model=ParameterSchemaRead)
@@ -389,7 +281,7 @@ async def list_qualifications(
     """The tools and chambers a version is qualified on, withdrawn ones included."""
     rows = await service.qualifications(session, recipe, version)
     now = clock.now()
-    return [_qualification_read(recipe, version, q, t, c, now) for q, t, c in rows]
+    return [qualification_read(recipe, version, q, t, c, now) for q, t, c in rows]
 
 
 @router.post(
@@ -409,7 +301,7 @@ async def qualify(
     q, tool, chamber = await service.qualify(
         session, recipe, version, body, actor=by.username, clock=clock
     )
-    return _qualification_read(recipe, version, q, tool.code, chamber, clock.now())
+    return qualification_read(recipe, version, q, tool.code, chamber, clock.now())
 
 
 @router.post(
@@ -430,7 +322,7 @@ async def disqualify(
     q, found, chamber = await service.disqualify(
         session, recipe, version, tool, body, actor=by.username, clock=clock
     )
-    return _qualification_read(recipe, version, q, found.code, chamber, clock.now())
+    return qualification_read(recipe, version, q, found.code, chamber, clock.now())
 
 
 @router.post("/{recipe}/versions/{version}/obsolete", response_model=RecipeVersionRead)

@@ -14,6 +14,8 @@ import pytest
 from sqlalchemy import select, update
 
 from mes.audit.context import AuditContext, bind
+from mes.auth.models import AccountKind
+from mes.auth.service import Principal
 from mes.clock import SystemClock
 from mes.config import Settings
 from mes.db import migrate
@@ -85,7 +87,7 @@ async def test_standby_takes_over_after_the_leader_dies_and_no_lot_gets_two_jobs
                 due_at=None,
                 code=None,
                 carrier_code=None,
-                actor="test",
+                actor=Principal(0, "test", AccountKind.SERVICE, frozenset(), None),
                 clock=clock,
             )
         await _set_state(admin, clock, "F1-WETC02", "UDT")  # one wet bench to start with

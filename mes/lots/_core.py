@@ -1,0 +1,296 @@
+"""Building blocks of the lot transactions (private to ``mes.lots``).
+
+Every transaction locks the lot row (``SELECT … FOR UPDATE`` on PostgreSQL; SQLite has one writer
+at a time), checks the caller's expected version, applies ``rules``, and writes one LotEvent whose
+before/after snapshots chain up to the lot's current state (``begin`` … ``Change.record``). Lots
+are locked before tools, and several lots in id order, so concurrent transactions cannot
+deadlock.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import func, select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import selectinload
+
+from mes.durables.models import CarrierState
+from mes.equipment import service as equipment_service
+from mes.equipment.models import Equipment, StateChangeSource
+from mes.equipment.states import DEFAULT_SUBSTATE, E10State
+from mes.errors import NotFound, RuleViolation, StaleVersion
+from mes.kit.lookup import get_by_key
+from mes.lots import rules
+from mes.lots.models import FutureAction, HoldCode, Lot, LotEvent, LotHold, QTimeWindow
+from mes.lots.states import FutureActionKind, LotState, QTimeStatus
+from mes.routes.models import Step
+
+# --- steps -----------------------------------------------------------------------------------
+
+
+async def route_steps(session: AsyncSession, route_version_id: int) -> tuple[rules.StepView, ...]:
+    """The steps of a route version, as plain views (columns only: no ORM objects to build)."""
+    rows = await session.execute(
+        select(
+            Step.id,
+            Step.sequence,
+            Step.tool_group_id,
+            Step.operation,
+            Step.recipe_name,
+            Step.sampling_rate,
+            Step.rework_to_sequence,
+            Step.rework_limit,
+            Step.qtime_to_sequence,
+            Step.qtime_max_s,
+            Step.batch_max,
+            Step.setup,
+            Step.same_tool_as_sequence,
+        )
+        .where(Step.route_version_id == route_version_id)
+        .order_by(Step.sequence)
+    )
+    return tuple(rules.StepView(**row) for row in rows.mappings().all())
+
+
+def step_of(steps: Sequence[rules.StepView], step_id: int | None) -> rules.StepView:
+    found = next((st for st in steps if st.id == step_id), None)
+    if found is None:
+        raise RuleViolation("lot.no_step", "the lot is not at a step")
+    return found
+
+
+def by_sequence(steps: Sequence[rules.StepView], sequence: int) -> rules.StepView:
+    found = next((st for st in steps if st.sequence == sequence), None)
+    if found is None:
+        raise NotFound(f"the lot's route has no step {sequence}", code="lot.step_not_found")
+    return found
+
+
+# --- the lot and its event ------------------------------------------------------------------
+
+
+async def lock_lot(
+    session: AsyncSession, code: str, version: int | None, *, wafers: bool = False
+) -> Lot:
+    lot = await get_by_key(
+        session,
+        Lot,
+        Lot.code,
+        code,
+        code="lot.not_found",
+        what="lot",
+        options=(selectinload(Lot.wafers),) if wafers else (),
+        for_update=True,
+    )
+    if version is not None and version != lot.version:
+        raise StaleVersion(
+            f"lot {code} is at version {lot.version}, not {version}",
+            code="lot.stale_version",
+            current_version=lot.version,
+        )
+    return lot
+
+
+async def hold_count(session: AsyncSession, lot_id: int) -> int:
+    return int(
+        await session.scalar(
+            select(func.count())
+            .select_from(LotHold)
+            .where(LotHold.lot_id == lot_id, LotHold.released_at.is_(None))
+        )
+        or 0
+    )
+
+
+def lot_view(lot: Lot, holds: int) -> rules.LotView:
+    return rules.LotView(
+        code=lot.code,
+        state=lot.state,
+        step_id=lot.current_step_id,
+        equipment_id=lot.equipment_id,
+        wafer_count=lot.wafer_count,
+        active_holds=holds,
+        fab_id=lot.fab_id,
+    )
+
+
+def snapshot(lot: Lot, holds: int) -> dict[str, Any]:
+    return {
+        "state": lot.state.value,
+        "step_id": lot.current_step_id,
+        "equipment_id": lot.equipment_id,
+        "wafer_count": lot.wafer_count,
+        "fab_id": lot.fab_id,
+        "priority_class": lot.priority_class.value,
+        "active_holds": holds,
+    }
+
+
+class Change:
+    """Captures a lot's state before a transaction and writes the LotEvent after it."""
+
+    def __init__(self, session: AsyncSession, lot: Lot, holds: int) -> None:
+        self.session, self.lot, self.holds = session, lot, holds
+        self.before = snapshot(lot, holds)
+
+    async def record(
+        self,
+        event_type: str,
+        *,
+        actor: str,
+        at: datetime,
+        reason: str | None = None,
+        step_id: int | None = None,
+        equipment_id: int | None = None,
+        details: dict[str, Any] | None = None,
+    ) -> None:
+        holds = await hold_count(self.session, self.lot.id)
+        self.lot.state = rules.state_with_holds(self.lot.state, holds)
+        after = snapshot(self.lot, holds)
+        self.session.add(
+            LotEvent(
+                lot_id=self.lot.id,
+                fab_id=self.lot.fab_id,
+                event_type=event_type,
+                occurred_at=at,
+                actor=actor,
+                step_id=step_id if step_id is not None else self.lot.current_step_id,
+                equipment_id=equipment_id,
+                reason=reason,
+                before=self.before,
+                after={**after, **(details or {})},
+            )
+        )
+        await self.session.flush()
+
+
+async def begin(
+    session: AsyncSession, code: str, version: int | None, *, wafers: bool = False
+) -> tuple[Lot, Change]:
+    lot = await lock_lot(session, code, version, wafers=wafers)
+    return lot, Change(session, lot, await hold_count(session, lot.id))
+
+
+# --- holds, carriers, tools -----------------------------------------------------------------
+
+
+async def get_hold_code(session: AsyncSession, code: str) -> HoldCode:
+    return await get_by_key(
+        session, HoldCode, HoldCode.code, code, code="hold.unknown_code", what="hold code"
+    )
+
+
+def place_hold(
+    session: AsyncSession, lot: Lot, code: HoldCode, reason: str, *, actor: str, at: datetime
+) -> LotHold:
+    hold = LotHold(
+        lot_id=lot.id,
+        fab_id=lot.fab_id,
+        hold_code=code,
+        step_id=lot.current_step_id,
+        reason=reason,
+        placed_by=actor,
+        placed_at=at,
+    )
+    session.add(hold)
+    return hold
+
+
+def release_carrier(lot: Lot) -> None:
+    if lot.carrier is not None:
+        lot.carrier.state = CarrierState.DIRTY
+        lot.carrier.uses_since_clean += 1
+    lot.carrier_id = None
+
+
+def finish(lot: Lot, state: LotState, at: datetime) -> None:
+    lot.state = state
+    lot.ended_at = at
+    lot.equipment_id = None
+    lot.tracked_in_at = None
+
+
+async def lots_on_tool(session: AsyncSession, tool_id: int) -> list[tuple[int, str | None]]:
+    rows = await session.execute(
+        select(Step.id, Step.recipe_name)
+        .join(Lot, Lot.current_step_id == Step.id)
+        .where(Lot.equipment_id == tool_id)
+    )
+    return [(step_id, recipe) for step_id, recipe in rows.all()]
+
+
+def tool_state(
+    session: AsyncSession, tool: Equipment, state: E10State, *, actor: str, at: datetime
+) -> None:
+    """The automatic E10 transitions of track-in/out (SBY→PRD, PRD→SBY), recorded by the
+    equipment service like every other state change of a tool. The caller holds the tool."""
+    equipment_service.record_state(
+        session,
+        tool,
+        state,
+        DEFAULT_SUBSTATE[state],
+        actor=actor,
+        at=at,
+        recorded_at=at,
+        source=StateChangeSource.SYSTEM,
+        reason="lot track-in" if state == E10State.PRD else "last lot tracked out",
+    )
+
+
+# --- future actions and Q-time windows ------------------------------------------------------
+
+
+async def open_actions(session: AsyncSession, lot_id: int) -> list[FutureAction]:
+    return list(
+        await session.scalars(
+            select(FutureAction)
+            .options(selectinload(FutureAction.hold_code))
+            .where(FutureAction.lot_id == lot_id, FutureAction.done_at.is_(None))
+        )
+    )
+
+
+ARRIVAL = FutureActionKind.HOLD_ON_ARRIVAL
+AFTER_TRACK_OUT = FutureActionKind.HOLD_AFTER_TRACK_OUT
+
+
+def fire(
+    session: AsyncSession,
+    lot: Lot,
+    actions: Sequence[FutureAction],
+    *,
+    kind: FutureActionKind,
+    step_id: int,
+    at: datetime,
+) -> None:
+    """Place the holds of the armed actions of ``kind`` at ``step_id``."""
+    for action in actions:
+        if action.kind == kind and action.step_id == step_id and action.done_at is None:
+            place_hold(
+                session, lot, action.hold_code, action.reason, actor=action.created_by, at=at
+            )
+            action.done_at = at
+
+
+async def arrive(session: AsyncSession, lot: Lot, step: rules.StepView, *, at: datetime) -> None:
+    """Fire the hold-on-arrival actions armed for ``step``."""
+    actions = await open_actions(session, lot.id)
+    fire(session, lot, actions, kind=FutureActionKind.HOLD_ON_ARRIVAL, step_id=step.id, at=at)
+
+
+async def void_windows(
+    session: AsyncSession, lot: Lot, to_step_ids: Sequence[int] | None, at: datetime
+) -> None:
+    stmt = (
+        update(QTimeWindow)
+        .where(QTimeWindow.lot_id == lot.id, QTimeWindow.status == QTimeStatus.OPEN)
+        .values(status=QTimeStatus.VOID, closed_at=at)
+    )
+    if to_step_ids is not None:
+        if not to_step_ids:
+            return
+        stmt = stmt.where(QTimeWindow.to_step_id.in_(to_step_ids))
+    await session.execute(stmt)

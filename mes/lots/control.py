@@ -1,0 +1,81 @@
+"""Lot control by the planners: jump to another step, change priority, terminate."""
+
+from __future__ import annotations
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from mes.auth.service import Principal
+from mes.clock import Clock
+from mes.errors import RuleViolation
+from mes.lots import rules
+from mes.lots._core import (
+    arrive,
+    begin,
+    by_sequence,
+    finish,
+    lot_view,
+    release_carrier,
+    route_steps,
+    void_windows,
+)
+from mes.lots.commands import ChangePriority, Jump, Terminate
+from mes.lots.models import Lot
+from mes.lots.states import LotState
+
+
+async def jump(
+    session: AsyncSession, code: str, data: Jump, *, actor: Principal, clock: Clock
+) -> Lot:
+    """Move a lot to another step of its route (skip ahead or go back)."""
+    now = clock.now()
+    lot, change = await begin(session, code, data.version)
+    view = lot_view(lot, change.holds)
+    rules.require_active(view)
+    if lot.state in (LotState.RUNNING, LotState.IN_TRANSIT):
+        raise RuleViolation("lot.not_movable", f"lot {code} is {lot.state.value}")
+    steps = await route_steps(session, lot.route_version_id)
+    target = by_sequence(steps, data.to_sequence)
+    if target.id == lot.current_step_id:
+        raise RuleViolation(
+            "lot.already_there", f"lot {code} is at step {data.to_sequence}", status=422
+        )
+    # Windows opened for the path the lot leaves no longer apply.
+    await void_windows(session, lot, None, now)
+    lot.current_step_id = target.id
+    lot.step_entered_at = now
+    await arrive(session, lot, target, at=now)
+    await session.flush()
+    await change.record("JUMP", actor=actor.username, at=now, reason=data.reason, step_id=target.id)
+    return lot
+
+
+async def change_priority(
+    session: AsyncSession, code: str, data: ChangePriority, *, actor: Principal, clock: Clock
+) -> Lot:
+    """Change a lot's priority class (and due date)."""
+    now = clock.now()
+    lot, change = await begin(session, code, data.version)
+    rules.require_active(lot_view(lot, change.holds))
+    lot.priority_class = data.priority_class
+    if data.due_at is not None:
+        lot.due_at = data.due_at
+    await change.record("PRIORITY", actor=actor.username, at=now, reason=data.reason)
+    return lot
+
+
+async def terminate(
+    session: AsyncSession, code: str, data: Terminate, *, actor: Principal, clock: Clock
+) -> Lot:
+    """End a lot before its route is done."""
+    now = clock.now()
+    lot, change = await begin(session, code, data.version)
+    rules.require_active(lot_view(lot, change.holds))
+    if lot.state == LotState.RUNNING:
+        raise RuleViolation("lot.running", f"lot {code} is running; track it out first")
+    if lot.state == LotState.IN_TRANSIT:
+        raise RuleViolation("lot.in_transit", f"lot {code} is travelling")
+    finish(lot, LotState.TERMINATED, now)
+    release_carrier(lot)
+    await session.flush()
+    await change.record("TERMINATE", actor=actor.username, at=now, reason=data.reason)
+    return lot

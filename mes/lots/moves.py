@@ -1,0 +1,351 @@
+"""Moving lots on tools: track-in (the recipe to run), track-out (next step, rework or
+completion) and taking a lot off its tool when its job ends without a run."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import or_, select
+from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import selectinload
+
+from mes.auth.models import AccountKind, Certification
+from mes.auth.service import Principal
+from mes.clock import Clock
+from mes.equipment import service as equipment_service
+from mes.equipment.models import Equipment
+from mes.equipment.states import E10State
+from mes.errors import Forbidden, RuleViolation
+from mes.kit.lookup import get_by_key
+from mes.lots import rules
+from mes.lots._core import (
+    AFTER_TRACK_OUT,
+    ARRIVAL,
+    begin,
+    by_sequence,
+    finish,
+    fire,
+    get_hold_code,
+    lot_view,
+    lots_on_tool,
+    open_actions,
+    place_hold,
+    release_carrier,
+    route_steps,
+    step_of,
+    tool_state,
+    void_windows,
+)
+from mes.lots.commands import TrackIn, TrackOut, TrackOutcome
+from mes.lots.models import HoldCode, Lot, LotEvent, QTimeWindow, ReworkCount
+from mes.lots.states import LotState, QTimeStatus
+from mes.recipes import service as recipes_service
+from mes.recipes.models import RecipeVersion
+
+# --- track-in --------------------------------------------------------------------------------
+
+
+async def _lock_tool(session: AsyncSession, code: str) -> Equipment:
+    return await get_by_key(
+        session,
+        Equipment,
+        Equipment.code,
+        code,
+        code="tool.not_found",
+        what="tool",
+        options=(selectinload(Equipment.chambers),),
+        for_update=True,
+    )
+
+
+def _tool_view(tool: Equipment) -> rules.ToolView:
+    chambers_up = (
+        sum(1 for c in tool.chambers if c.e10_state in (E10State.SBY, E10State.PRD))
+        if tool.chambers
+        else None
+    )
+    return rules.ToolView(
+        id=tool.id,
+        code=tool.code,
+        tool_group_id=tool.tool_group_id,
+        fab_id=tool.fab_id,
+        e10_state=tool.e10_state,
+        max_lots=tool.max_lots,
+        chambers_up=chambers_up,
+    )
+
+
+async def _recipe_to_run(
+    session: AsyncSession, lot: Lot, step: rules.StepView, tool: Equipment, now: datetime
+) -> RecipeVersion:
+    """The recipe version the step runs on this tool: context resolution of the step's logical
+    recipe, then the newest approved version with a standing qualification on the tool. The
+    qualification is share-locked so that a disqualification cannot slip in beside us."""
+    if step.recipe_name is None:  # only drafts lack recipes; lots run activated versions
+        raise RuleViolation("recipe.not_approved", f"step {step.sequence} names no recipe")
+    found = await recipes_service.resolve_on_tool(
+        session,
+        logical_recipe=step.recipe_name,
+        product_id=lot.product_id,
+        operation=step.operation,
+        tool=tool,
+        chamber=None,
+        now=now,
+        lock=True,
+    )
+    if found.refusal is not None:
+        raise found.refusal
+    assert found.version is not None
+    return found.version
+
+
+async def _check_certified(
+    session: AsyncSession, principal: Principal, tool_group_id: int, now: datetime
+) -> None:
+    if principal.kind != AccountKind.HUMAN:
+        return  # machines act for the tool; people are certified
+    certified = await session.scalar(
+        select(Certification.id).where(
+            Certification.user_id == principal.user_id,
+            Certification.tool_group_id == tool_group_id,
+            or_(Certification.expires_at.is_(None), Certification.expires_at > now),
+        )
+    )
+    if certified is None:
+        raise Forbidden(
+            f"{principal.username} is not certified for this tool group",
+            code="user.not_certified",
+        )
+
+
+async def _tool_that_ran(session: AsyncSession, lot: Lot, step: rules.StepView) -> int | None:
+    """The tool the lot last tracked in on at ``step`` (None: it has not run it)."""
+    return await session.scalar(
+        select(LotEvent.equipment_id)
+        .where(
+            LotEvent.lot_id == lot.id,
+            LotEvent.step_id == step.id,
+            LotEvent.event_type == "TRACK_IN",
+        )
+        .order_by(LotEvent.occurred_at.desc(), LotEvent.id.desc())
+        .limit(1)
+    )
+
+
+async def track_in(
+    session: AsyncSession, code: str, data: TrackIn, *, actor: Principal, clock: Clock
+) -> tuple[Lot, Equipment, RecipeVersion]:
+    """Put a waiting lot on a tool and say which recipe version to run."""
+    now = clock.now()
+    lot, change = await begin(session, code, data.version)
+    steps = await route_steps(session, lot.route_version_id)
+    rules.require_waiting(lot_view(lot, change.holds))
+    step = step_of(steps, lot.current_step_id)
+    tool = await _lock_tool(session, data.tool)
+    rules.check_track_in(
+        lot_view(lot, change.holds),
+        step,
+        _tool_view(tool),
+        lots_on_tool=await lots_on_tool(session, tool.id),
+        expected_step_sequence=data.step_sequence,
+    )
+    if step.same_tool_as_sequence is not None:
+        earlier = by_sequence(steps, step.same_tool_as_sequence)
+        rules.check_dedication(step, _tool_view(tool), await _tool_that_ran(session, lot, earlier))
+    # Q-time: a window this step closes that has already run out holds the lot instead.
+    windows = list(
+        await session.scalars(
+            select(QTimeWindow).where(
+                QTimeWindow.lot_id == lot.id,
+                QTimeWindow.to_step_id == step.id,
+                QTimeWindow.status == QTimeStatus.OPEN,
+            )
+        )
+    )
+    expired = [w for w in windows if rules.qtime_expired(w.deadline_at, now)]
+    if expired:
+        for window in expired:
+            window.status, window.closed_at = QTimeStatus.EXPIRED, now
+        place_hold(
+            session,
+            lot,
+            await get_hold_code(session, "QTIME_EXPIRED"),
+            f"Q-time to step {step.sequence} expired at {expired[0].deadline_at.isoformat()}",
+            actor="system",
+            at=now,
+        )
+        await session.flush()
+        await change.record("QTIME_EXPIRED", actor=actor.username, at=now)
+        raise RuleViolation(
+            "lot.qtime_expired",
+            f"the Q-time window of lot {code} to step {step.sequence} expired; the lot is on hold",
+            keep_changes=True,
+        )
+    recipe = await _recipe_to_run(session, lot, step, tool, now)
+    await _check_certified(session, actor, step.tool_group_id, now)
+    # The equipment's side: no PM due, the recipe's reticle at the tool and under its
+    # limit; counts the wafers on the tool and the reticle's uses.
+    await equipment_service.admit_lot(
+        session, tool, recipe_body=recipe.body, wafers=lot.wafer_count, now=now
+    )
+    for window in windows:
+        window.status, window.closed_at = QTimeStatus.MET, now
+    if tool.e10_state == E10State.SBY:
+        tool_state(session, tool, E10State.PRD, actor=actor.username, at=now)
+    lot.state = LotState.RUNNING
+    lot.equipment_id = tool.id
+    lot.tracked_in_at = now
+    setup = rules.next_setup_count(tool.current_setup, tool.setup_lots, step.setup)
+    if setup != (tool.current_setup, tool.setup_lots):
+        tool.current_setup, tool.setup_lots = setup
+    await change.record(
+        "TRACK_IN",
+        actor=actor.username,
+        at=now,
+        equipment_id=tool.id,
+        details={"recipe": recipe.recipe.name, "recipe_version": recipe.version},
+    )
+    return lot, tool, recipe
+
+
+# --- track-out and abort --------------------------------------------------------------------
+
+
+async def track_out(
+    session: AsyncSession, code: str, data: TrackOut, *, actor: Principal, clock: Clock
+) -> Lot:
+    """Take a lot off its tool and move it on: next step, rework, or completion."""
+    now = clock.now()
+    lot, change = await begin(session, code, data.version)
+    if lot.state != LotState.RUNNING or lot.equipment_id is None:
+        raise RuleViolation("lot.not_running", f"lot {code} is not on a tool")
+    steps = await route_steps(session, lot.route_version_id)
+    step = step_of(steps, lot.current_step_id)
+    processed = lot.wafer_count if data.wafers_processed is None else data.wafers_processed
+    rules.check_wafers_processed(processed, lot.wafer_count)
+    tool = await session.get(Equipment, lot.equipment_id, with_for_update={"key_share": True})
+    assert tool is not None  # the FK guarantees it
+
+    # Read and decide everything first: a query after a change would flush it early, and one
+    # UPDATE of the lot (one audit record) per move is what we want.
+    actions = await open_actions(session, lot.id)
+    # This lot is one of them; the tool stays productive if it runs others too.
+    tool_stays_busy = len(await lots_on_tool(session, tool.id)) > 1
+    details: dict[str, Any] = {
+        "outcome": data.outcome.value,
+        "wafers_processed": processed,
+        "measurements": [m.as_json() for m in data.measurements],
+    }
+    rework_counter: ReworkCount | None = None
+    decision: rules.ReworkDecision | None = None
+    limit_code: HoldCode | None = None
+    following: rules.StepView | None = None
+    skipped: list[rules.StepView] = []
+    if data.outcome == TrackOutcome.REWORK:
+        rework_counter = (
+            await session.scalars(
+                select(ReworkCount).where(
+                    ReworkCount.lot_id == lot.id, ReworkCount.step_id == step.id
+                )
+            )
+        ).one_or_none()
+        decision = rules.rework(step, rework_counter.count if rework_counter else 0)
+        details["rework_count"] = decision.count
+        if decision.target_sequence is None:
+            limit_code = await get_hold_code(session, "REWORK_LIMIT")
+    else:
+        following, skipped = rules.next_step(steps, step.sequence, lot.code)
+        details["skipped"] = [sk.sequence for sk in skipped]
+        await void_windows(session, lot, [sk.id for sk in skipped], now)
+
+    lot.equipment_id = None
+    lot.tracked_in_at = None
+    lot.state = LotState.WAITING
+    if decision is not None:
+        if rework_counter is None:
+            session.add(ReworkCount(lot_id=lot.id, step_id=step.id, count=decision.count))
+        else:
+            rework_counter.count = decision.count
+        if decision.target_sequence is None:
+            assert limit_code is not None
+            reason = f"rework limit {step.rework_limit} of step {step.sequence} reached"
+            place_hold(session, lot, limit_code, reason, actor="system", at=now)
+        else:
+            target = by_sequence(steps, decision.target_sequence)
+            lot.current_step_id, lot.step_entered_at = target.id, now
+            fire(session, lot, actions, kind=ARRIVAL, step_id=target.id, at=now)
+    else:
+        if step.qtime_to_sequence is not None and step.qtime_max_s is not None:
+            closing = by_sequence(steps, step.qtime_to_sequence)
+            session.add(
+                QTimeWindow(
+                    lot_id=lot.id,
+                    fab_id=lot.fab_id,
+                    from_step_id=step.id,
+                    to_step_id=closing.id,
+                    opened_at=now,
+                    deadline_at=now + timedelta(seconds=step.qtime_max_s),
+                    # Sampling skips its closing step for this lot: the window never applies.
+                    status=QTimeStatus.VOID if closing in skipped else QTimeStatus.OPEN,
+                    closed_at=now if closing in skipped else None,
+                )
+            )
+        fire(session, lot, actions, kind=AFTER_TRACK_OUT, step_id=step.id, at=now)
+        if following is None:
+            finish(lot, LotState.COMPLETED, now)
+            release_carrier(lot)
+        else:
+            lot.current_step_id, lot.step_entered_at = following.id, now
+            fire(session, lot, actions, kind=ARRIVAL, step_id=following.id, at=now)
+    if not tool_stays_busy and tool.e10_state == E10State.PRD:
+        tool_state(session, tool, E10State.SBY, actor=actor.username, at=now)
+    await change.record(
+        "TRACK_OUT",
+        actor=actor.username,
+        at=now,
+        step_id=step.id,
+        equipment_id=tool.id,
+        details=details,
+    )
+    return lot
+
+
+async def abort_run(
+    session: AsyncSession,
+    code: str,
+    *,
+    event_type: str,
+    reason: str,
+    hold: bool,
+    actor: Principal,
+    clock: Clock,
+    details: dict[str, Any] | None = None,
+) -> Lot:
+    """Take a running lot off its tool without moving it on: back to Waiting at the same step
+    (its job was aborted, lost or refused by the tool), optionally on hold ``EQUIPMENT``."""
+    now = clock.now()
+    lot, change = await begin(session, code, None)
+    if lot.state != LotState.RUNNING or lot.equipment_id is None:
+        raise RuleViolation("lot.not_running", f"lot {code} is not on a tool")
+    tool = await session.get(Equipment, lot.equipment_id, with_for_update={"key_share": True})
+    assert tool is not None  # the FK guarantees it
+    hold_code = await get_hold_code(session, "EQUIPMENT") if hold else None
+    tool_stays_busy = len(await lots_on_tool(session, tool.id)) > 1
+    lot.equipment_id = None
+    lot.tracked_in_at = None
+    lot.state = LotState.WAITING
+    if hold_code is not None:
+        place_hold(session, lot, hold_code, reason, actor=actor.username, at=now)
+    if not tool_stays_busy and tool.e10_state == E10State.PRD:
+        tool_state(session, tool, E10State.SBY, actor=actor.username, at=now)
+    await session.flush()
+    await change.record(
+        event_type,
+        actor=actor.username,
+        at=now,
+        reason=reason,
+        equipment_id=tool.id,
+        details=details,
+    )
+    return lot

@@ -1,0 +1,111 @@
+"""Lots: start them, and move them on and off tools (track-in, track-out)."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, status
+
+from mes.auth import roles
+from mes.kit.api import CodePath
+from mes.lots import commands as c
+from mes.lots import schemas as s
+from mes.lots import service
+from mes.lots.http import Answer, LotWrite, lot_read, lot_write
+from mes.lots.models import Lot
+
+router = APIRouter(prefix="/lots", tags=["lots"])
+
+Starter = Annotated[LotWrite, lot_write(roles.LOT_START, if_match=False)]
+Mover = Annotated[LotWrite, lot_write(roles.LOT_MOVE)]
+
+
+@router.post("", response_model=s.LotRead, status_code=status.HTTP_201_CREATED)
+async def start_lot(body: s.LotStart, tx: Starter) -> Answer:
+    """Start (release) a lot on its product's active route version."""
+
+    async def start() -> Lot:
+        (lot,) = await service.start_lots(
+            tx.session,
+            product_code=body.product,
+            fab_code=body.fab,
+            route_code=body.route,
+            count=1,
+            wafer_count=body.wafer_count,
+            priority_class=body.priority_class,
+            due_at=body.due_at,
+            code=body.code,
+            carrier_code=body.carrier,
+            actor=tx.by,
+            clock=tx.clock,
+        )
+        return lot
+
+    return await tx.run_lot(start)
+
+
+@router.post("/bulk-start", response_model=s.LotList, status_code=status.HTTP_201_CREATED)
+async def bulk_start(body: s.BulkStart, tx: Starter) -> Answer:
+    """Start N lots of a product at once."""
+
+    async def start() -> s.LotList:
+        lots = await service.start_lots(
+            tx.session,
+            product_code=body.product,
+            fab_code=body.fab,
+            route_code=body.route,
+            count=body.count,
+            wafer_count=body.wafer_count,
+            priority_class=body.priority_class,
+            due_at=body.due_at,
+            code=None,
+            carrier_code=None,
+            actor=tx.by,
+            clock=tx.clock,
+        )
+        found = await service.lots_by_codes(tx.session, [lot.code for lot in lots])
+        return s.LotList(lots=[lot_read(lot) for lot in found])
+
+    return await tx.run(start)
+
+
+@router.post("/{lot}/track-in", response_model=s.TrackInResult)
+async def track_in(lot: CodePath, body: s.TrackIn, tx: Mover) -> Answer:
+    """Put the lot on a tool; answers the recipe version and parameters to run."""
+    command = c.TrackIn(
+        tool=body.tool, version=tx.version(body.version), step_sequence=body.step_sequence
+    )
+
+    async def move() -> s.TrackInResult:
+        moved, tool, recipe = await service.track_in(
+            tx.session, lot, command, actor=tx.by, clock=tx.clock
+        )
+        return s.TrackInResult(
+            lot=await tx.read(moved.code),
+            tool=tool.code,
+            recipe=s.RecipeToRun(
+                name=recipe.recipe.name,
+                version=recipe.version,
+                checksum=recipe.checksum,
+                body=recipe.body,
+            ),
+        )
+
+    return await tx.run(move)
+
+
+@router.post("/{lot}/track-out", response_model=s.LotRead)
+async def track_out(lot: CodePath, body: s.TrackOut, tx: Mover) -> Answer:
+    """Take the lot off its tool: next step (sampling applied), rework, or completion."""
+    command = c.TrackOut(
+        version=tx.version(body.version),
+        wafers_processed=body.wafers_processed,
+        outcome=body.outcome,
+        measurements=tuple(
+            c.Measurement(name=m.name, values=tuple(m.values), unit=m.unit)
+            for m in body.measurements
+        ),
+    )
+    return await tx.run_lot(
+        lambda: service.track_out(tx.session, lot, command, actor=tx.by, clock=tx.clock)
+    )

@@ -1,0 +1,230 @@
+"""Lot queries: WIP with its filters, one lot, its history and genealogy, holds across lots."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy import Select, select
+from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import aliased, joinedload, selectinload
+
+from mes.equipment.models import Equipment
+from mes.fabs.models import Area, Fab, ToolGroup
+from mes.kit.api import PageParams, fetch_page
+from mes.kit.lookup import get_by_key
+from mes.lots import schemas as s
+from mes.lots.models import FutureAction, Genealogy, HoldCode, Lot, LotEvent, LotHold
+from mes.lots.states import LotState, PriorityClass
+from mes.routes.models import Product, Route, RouteVersion, Step
+
+# Everything a lot answer shows, in one query: these are all many-to-one joins.
+LOT_OPTIONS = (
+    joinedload(Lot.fab),
+    joinedload(Lot.product),
+    joinedload(Lot.route_version).joinedload(RouteVersion.route),
+    joinedload(Lot.current_step).joinedload(Step.tool_group),
+    joinedload(Lot.carrier),
+    joinedload(Lot.parent),
+)
+
+
+@dataclass(frozen=True)
+class LotFilter:
+    fab: str | None = None
+    product: str | None = None
+    state: LotState | None = None
+    priority_class: PriorityClass | None = None
+    area: str | None = None
+    tool_group: str | None = None
+    route: str | None = None
+    step_sequence: int | None = None
+    tool: str | None = None
+
+
+def lot_query(flt: LotFilter) -> Select[Lot]:
+    stmt = select(Lot).options(*LOT_OPTIONS).order_by(Lot.code)
+    if flt.fab is not None:
+        stmt = stmt.join(Fab, Fab.id == Lot.fab_id).where(Fab.code == flt.fab)
+    if flt.product is not None:
+        stmt = stmt.join(Product, Product.id == Lot.product_id).where(Product.code == flt.product)
+    if flt.state is not None:
+        stmt = stmt.where(Lot.state == flt.state)
+    if flt.priority_class is not None:
+        stmt = stmt.where(Lot.priority_class == flt.priority_class)
+    if flt.tool_group is not None or flt.step_sequence is not None or flt.area is not None:
+        current = aliased(Step)
+        stmt = stmt.join(current, current.id == Lot.current_step_id)
+        if flt.step_sequence is not None:
+            stmt = stmt.where(current.sequence == flt.step_sequence)
+        if flt.tool_group is not None or flt.area is not None:
+            group = aliased(ToolGroup)
+            stmt = stmt.join(group, group.id == current.tool_group_id)
+            if flt.tool_group is not None:
+                stmt = stmt.where(group.code == flt.tool_group)
+            if flt.area is not None:
+                # WIP of an area: lots whose step needs a tool group present in that area.
+                in_area = (
+                    select(Equipment.tool_group_id)
+                    .join(Area, Area.id == Equipment.area_id)
+                    .where(Area.code == flt.area, Equipment.fab_id == Lot.fab_id)
+                )
+                stmt = stmt.where(current.tool_group_id.in_(in_area))
+    if flt.route is not None:
+        stmt = (
+            stmt.join(RouteVersion, RouteVersion.id == Lot.route_version_id)
+            .join(Route, Route.id == RouteVersion.route_id)
+            .where(Route.code == flt.route)
+        )
+    if flt.tool is not None:
+        stmt = stmt.join(Equipment, Equipment.id == Lot.equipment_id).where(
+            Equipment.code == flt.tool
+        )
+    return stmt
+
+
+async def get_lot(session: AsyncSession, code: str) -> Lot:
+    """The lot ``code`` with its wafers, or lot.not_found."""
+    return await get_by_key(
+        session,
+        Lot,
+        Lot.code,
+        code,
+        code="lot.not_found",
+        what="lot",
+        options=(*LOT_OPTIONS, selectinload(Lot.wafers)),
+    )
+
+
+async def lot_history(
+    session: AsyncSession, code: str, page: PageParams
+) -> tuple[list[tuple[LotEvent, str, int | None, str | None]], int]:
+    """A lot's events, oldest first: (event, fab code, step sequence, tool code)."""
+    lot = await get_lot(session, code)
+    step = aliased(Step)
+    stmt = (
+        select(LotEvent, Fab.code, step.sequence, Equipment.code)
+        .join(Fab, Fab.id == LotEvent.fab_id)
+        .outerjoin(step, step.id == LotEvent.step_id)
+        .outerjoin(Equipment, Equipment.id == LotEvent.equipment_id)
+        .where(LotEvent.lot_id == lot.id)
+        .order_by(LotEvent.occurred_at, LotEvent.id)
+    )
+    rows, total = await fetch_page(session, stmt, page, scalars=False)
+    return [(e, f, q, t) for e, f, q, t in rows], total
+
+
+async def active_holds(session: AsyncSession, lot_ids: Sequence[int]) -> list[LotHold]:
+    if not lot_ids:
+        return []
+    return list(
+        await session.scalars(
+            select(LotHold)
+            .options(selectinload(LotHold.hold_code), selectinload(LotHold.lot))
+            .where(LotHold.lot_id.in_(lot_ids), LotHold.released_at.is_(None))
+            .order_by(LotHold.id)
+        )
+    )
+
+
+def hold_read(hold: LotHold, fab_code: str, now: datetime) -> s.HoldRead:
+    return s.HoldRead(
+        id=hold.id,
+        lot=hold.lot.code,
+        fab=fab_code,
+        hold_code=hold.hold_code.code,
+        release_role=hold.hold_code.release_role,
+        reason=hold.reason,
+        placed_by=hold.placed_by,
+        placed_at=hold.placed_at,
+        age_s=int((now - hold.placed_at).total_seconds()),
+    )
+
+
+async def hold_list(
+    session: AsyncSession, page: PageParams, *, fab: str | None, hold_code: str | None
+) -> tuple[list[tuple[LotHold, str]], int]:
+    """Active holds across lots, oldest first, with their fab."""
+    stmt = (
+        select(LotHold, Fab.code)
+        .options(selectinload(LotHold.hold_code), selectinload(LotHold.lot))
+        .join(Fab, Fab.id == LotHold.fab_id)
+        .where(LotHold.released_at.is_(None))
+        .order_by(LotHold.placed_at, LotHold.id)
+    )
+    if fab is not None:
+        stmt = stmt.where(Fab.code == fab)
+    if hold_code is not None:
+        stmt = stmt.join(HoldCode, HoldCode.id == LotHold.hold_code_id).where(
+            HoldCode.code == hold_code
+        )
+    rows, total = await fetch_page(session, stmt, page, scalars=False)
+    return [(h, f) for h, f in rows], total
+
+
+async def genealogy(session: AsyncSession, code: str) -> s.GenealogyRead:
+    """Ancestors and descendants of a lot through splits and merges."""
+    lot = await get_lot(session, code)
+    parent, child = aliased(Lot), aliased(Lot)
+    link_stmt = (
+        select(Genealogy, parent.code, child.code)
+        .join(parent, parent.id == Genealogy.parent_lot_id)
+        .join(child, child.id == Genealogy.child_lot_id)
+    )
+
+    async def walk(start: int, upwards: bool) -> list[s.GenealogyLink]:
+        seen, frontier, links = {start}, [start], []
+        while frontier:
+            column = Genealogy.child_lot_id if upwards else Genealogy.parent_lot_id
+            rows = (await session.execute(link_stmt.where(column.in_(frontier)))).all()
+            frontier = []
+            for link, parent_code, child_code in rows:
+                links.append(
+                    s.GenealogyLink(
+                        parent=parent_code,
+                        child=child_code,
+                        relation=link.relation,
+                        wafer_count=link.wafer_count,
+                        occurred_at=link.occurred_at,
+                    )
+                )
+                nxt = link.parent_lot_id if upwards else link.child_lot_id
+                if nxt not in seen:
+                    seen.add(nxt)
+                    frontier.append(nxt)
+        return links
+
+    return s.GenealogyRead(
+        lot=lot.code, ancestors=await walk(lot.id, True), descendants=await walk(lot.id, False)
+    )
+
+
+async def future_actions(session: AsyncSession, code: str) -> list[FutureAction]:
+    lot = await get_lot(session, code)
+    return list(
+        await session.scalars(
+            select(FutureAction)
+            .options(selectinload(FutureAction.hold_code), selectinload(FutureAction.step))
+            .where(FutureAction.lot_id == lot.id, FutureAction.done_at.is_(None))
+            .order_by(FutureAction.id)
+        )
+    )
+
+
+async def lots_by_codes(session: AsyncSession, codes: Sequence[str]) -> list[Lot]:
+    """Lots as the current transaction left them (reloading objects already in the session)."""
+    return list(
+        await session.scalars(
+            select(Lot)
+            .options(*LOT_OPTIONS)
+            .where(Lot.code.in_(codes))
+            .order_by(Lot.code)
+            .execution_options(populate_existing=True)
+        )
+    )
+
+
+async def reload_lot(session: AsyncSession, code: str) -> Lot:
+    (lot,) = await lots_by_codes(session, [code])
+    return lot

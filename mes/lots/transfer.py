@@ -1,0 +1,97 @@
+"""Inter-fab transfer: ship a lot to another fab, receive it there."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from sqlalchemy import func, select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from mes.auth.service import Principal
+from mes.clock import Clock
+from mes.durables.models import Carrier
+from mes.errors import RuleViolation
+from mes.fabs import service as fabs_service
+from mes.lots import rules
+from mes.lots._core import begin, lot_view
+from mes.lots.commands import Receive, Ship
+from mes.lots.models import FutureAction, Lot, LotTransfer, QTimeWindow
+from mes.lots.states import LotState, QTimeStatus
+
+# Transit between fabs takes time: a Q-time window closer than this refuses the shipment.
+TRANSIT_TIME = timedelta(hours=4)
+
+
+async def ship(
+    session: AsyncSession, code: str, data: Ship, *, actor: Principal, clock: Clock
+) -> Lot:
+    """Send a waiting lot to another fab; it is InTransit until received there."""
+    now = clock.now()
+    lot, change = await begin(session, code, data.version)
+    destination = await fabs_service.get_fab(session, data.to_fab)
+    open_actions = await session.scalar(
+        select(func.count())
+        .select_from(FutureAction)
+        .where(FutureAction.lot_id == lot.id, FutureAction.done_at.is_(None))
+    )
+    deadlines = list(
+        await session.scalars(
+            select(QTimeWindow.deadline_at).where(
+                QTimeWindow.lot_id == lot.id, QTimeWindow.status == QTimeStatus.OPEN
+            )
+        )
+    )
+    rules.check_ship(
+        lot_view(lot, change.holds),
+        destination.id,
+        open_future_actions=int(open_actions or 0),
+        open_qtime_deadlines=deadlines,
+        now=now,
+        transit_s=int(TRANSIT_TIME.total_seconds()),
+    )
+    session.add(
+        LotTransfer(
+            lot_id=lot.id,
+            from_fab_id=lot.fab_id,
+            to_fab_id=destination.id,
+            fab_id=lot.fab_id,
+            shipped_at=now,
+            shipped_by=actor.username,
+        )
+    )
+    lot.state = LotState.IN_TRANSIT
+    lot.destination_fab_id = destination.id
+    await session.flush()
+    await change.record("SHIP", actor=actor.username, at=now, details={"to_fab": destination.code})
+    return lot
+
+
+async def receive(
+    session: AsyncSession, code: str, data: Receive, *, actor: Principal, clock: Clock
+) -> Lot:
+    """Receive a travelling lot in its destination fab."""
+    now = clock.now()
+    lot, change = await begin(session, code, data.version, wafers=True)
+    if lot.state != LotState.IN_TRANSIT or lot.destination_fab_id is None:
+        raise RuleViolation("lot.not_in_transit", f"lot {code} is not travelling")
+    transfer = (
+        await session.scalars(
+            select(LotTransfer).where(
+                LotTransfer.lot_id == lot.id, LotTransfer.received_at.is_(None)
+            )
+        )
+    ).one()
+    transfer.received_at, transfer.received_by = now, actor.username
+    lot.fab_id = lot.destination_fab_id
+    lot.destination_fab_id = None
+    lot.state = LotState.WAITING
+    if lot.carrier_id is not None:
+        await session.execute(
+            update(Carrier).where(Carrier.id == lot.carrier_id).values(fab_id=lot.fab_id)
+        )
+    await session.flush()
+    # The database carried the wafers along (ON UPDATE CASCADE); reload what it changed.
+    for wafer in lot.wafers:
+        session.expire(wafer, ["fab_id"])
+    await change.record("RECEIVE", actor=actor.username, at=now)
+    return lot
