@@ -30,10 +30,11 @@ from mes.lots import service as lots_service
 from mes.lots.models import Lot, LotEvent, QTimeWindow
 from mes.lots.schemas import ShipRequest
 from mes.lots.states import LotState, QTimeStatus
+from mes.products.models import Product
 from mes.recipes import rules as recipe_rules
 from mes.recipes import service as recipes_service
 from mes.recipes.models import Recipe, RecipeQualification, RecipeVersion, RecipeVersionStatus
-from mes.routes.models import Product, RouteVersion, Step
+from mes.routes.models import RouteVersion, Step
 
 # --- rule sets -----------------------------------------------------------------------------
 

@@ -38,6 +38,7 @@ from mes.exchange.schemas import (
     ToolGroupDoc,
 )
 from mes.fabs.models import ToolGroup
+from mes.products.models import Product
 from mes.recipes import rules as recipe_rules
 from mes.recipes import service as recipes_service
 from mes.recipes.models import (
@@ -51,7 +52,7 @@ from mes.recipes.models import (
 from mes.recipes.schemas import ParameterSpecIn, RecipeBody
 from mes.routes import rules as route_rules
 from mes.routes import service as routes_service
-from mes.routes.models import Product, Route, RouteVersion, RouteVersionStatus, Step
+from mes.routes.models import Route, RouteVersion, RouteVersionStatus, Step
 
 # ---- export ----------------------------------------------------------------------------
 

@@ -21,8 +21,8 @@ from sqlalchemy.orm import aliased, joinedload, selectinload
 from mes.auth.models import AccountKind, Certification
 from mes.auth.service import Principal
 from mes.clock import Clock
+from mes.durables import service as durables_service
 from mes.durables.models import Carrier, CarrierState
-from mes.equipment import service as equipment_service
 from mes.equipment.models import Equipment, EquipmentStateEvent, StateChangeSource
 from mes.equipment.states import DEFAULT_SUBSTATE, E10State
 from mes.errors import Conflict, Forbidden, InvalidInput, NotFound, RuleViolation, StaleVersion
@@ -52,11 +52,12 @@ from mes.lots.states import (
     QTimeStatus,
     WaferState,
 )
+from mes.products.models import Product
 from mes.recipes import service as recipes_service
 from mes.recipes.models import RecipeVersion
 from mes.routes import rules as route_rules
 from mes.routes import service as routes_service
-from mes.routes.models import Product, Route, RouteVersion, RouteVersionStatus, Step
+from mes.routes.models import Route, RouteVersion, RouteVersionStatus, Step
 
 # Transit between fabs takes time: a Q-time window closer than this refuses the shipment.
 TRANSIT_TIME = timedelta(hours=4)
@@ -755,7 +756,7 @@ async def track_in(
     await _check_certified(session, principal, step.tool_group_id, now)
     # The equipment's side: no PM due, the recipe's reticle at the tool and under its
     # limit; counts the wafers on the tool and the reticle's uses.
-    await equipment_service.admit_lot(
+    await durables_service.admit_lot(
         session, tool, recipe_body=recipe.body, wafers=lot.wafer_count, now=now
     )
     for window in windows:

@@ -21,7 +21,7 @@ from mes.config import Settings
 from mes.db import migrate
 from mes.db.engine import Database, create_engine
 from mes.db.transaction import unit_of_work
-from mes.routes.models import Product
+from mes.products.models import Product
 from tests.conftest import NOW
 from tests.databases import create_database, drop_database
 
