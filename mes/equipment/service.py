@@ -43,7 +43,7 @@ from mes.equipment.pm import (
     usage_since_pm,
 )
 from mes.equipment.schemas import StateChange
-from mes.equipment.signals import detect_silent_tools, report_signal, watch_signals_forever
+from mes.equipment.signals import detect_silent_tools, report_signal
 from mes.equipment.tools import (
     LOAD_OPTIONS,
     EquipmentFilter,
@@ -102,7 +102,6 @@ __all__ = [
     "update_equipment",
     "usage_since_pm",
     "validated_substate",
-    "watch_signals_forever",
 ]
 
 

@@ -18,6 +18,80 @@ from mes.recipes.schemas import Disqualification, QualificationCreate
 from mes.recipes.versions import find_version, get_recipe
 
 
+async def qualify(
+    session: AsyncSession,
+    name: str,
+    number: int,
+    data: QualificationCreate,
+    *,
+    actor: str,
+    clock: Clock,
+) -> tuple[RecipeQualification, Equipment, str | None]:
+    """Qualify a recipe version on a tool, or on one chamber of it."""
+    recipe = await get_recipe(session, name)
+    version = find_version(recipe, number)
+    if version.status == RecipeVersionStatus.OBSOLETE:
+        raise Conflict("an obsolete recipe version cannot be qualified", code="recipe.obsolete")
+    tool = await equipment_service.get_equipment(session, data.tool)
+    if tool.tool_group_id != recipe.tool_group_id:
+        raise Conflict(
+            f"tool {tool.code!r} is not in the recipe's tool group",
+            code="recipe.tool_group_mismatch",
+        )
+    chamber: Chamber | None = None
+    if data.chamber is not None:
+        chamber = next((c for c in tool.chambers if c.name == data.chamber), None)
+        if chamber is None:
+            raise NotFound(
+                f"tool {tool.code!r} has no chamber {data.chamber!r}",
+                code="tool.chamber_not_found",
+            )
+    existing = await session.scalar(
+        select(RecipeQualification.id).where(
+            RecipeQualification.recipe_version_id == version.id,
+            RecipeQualification.equipment_id == tool.id,
+            RecipeQualification.chamber_id.is_(None)
+            if chamber is None
+            else RecipeQualification.chamber_id == chamber.id,
+            RecipeQualification.disqualified_at.is_(None),
+        )
+    )
+    if existing is not None:
+        raise Conflict("this qualification already exists", code="recipe.already_qualified")
+    now = clock.now()
+    if data.expires_at is not None and data.expires_at <= now:
+        raise Conflict("the expiry lies in the past", code="recipe.expiry_in_past")
+    qualification = RecipeQualification(
+        recipe_version_id=version.id,
+        fab_id=tool.fab_id,
+        equipment_id=tool.id,
+        chamber_id=chamber.id if chamber else None,
+        qualified_at=now,
+        expires_at=data.expires_at,
+        qualified_by=actor,
+    )
+    session.add(qualification)
+    await session.flush()
+    return qualification, tool, chamber.name if chamber else None
+
+
+async def qualifications(
+    session: AsyncSession, name: str, number: int
+) -> list[tuple[RecipeQualification, str, str | None]]:
+    """Where a recipe version is qualified: (qualification, tool code, chamber name)."""
+    version = find_version(await get_recipe(session, name), number)
+    rows = await session.execute(
+        select(RecipeQualification, Equipment.code, Chamber.name)
+        .join(Equipment, Equipment.id == RecipeQualification.equipment_id)
+        .outerjoin(Chamber, Chamber.id == RecipeQualification.chamber_id)
+        .where(RecipeQualification.recipe_version_id == version.id)
+        # NULLS FIRST: the tool-wide qualification before its chambers on every backend
+        # (SQLite sorts NULL first by default, PostgreSQL last).
+        .order_by(Equipment.code, Chamber.name.nulls_first())
+    )
+    return [(q, tool, chamber) for q, tool, chamber in rows.all()]
+
+
 def standing(now: datetime) -> ColumnElement[bool]:
     """A qualification that allows running now: not withdrawn, not expired."""
     return and_(
@@ -115,77 +189,3 @@ async def qualification_matrix(
     if fab is not None:
         stmt = stmt.join(Fab, Fab.id == RecipeQualification.fab_id).where(Fab.code == fab)
     return [tuple(row) for row in (await session.execute(stmt)).all()]  # type: ignore[misc]
-
-
-async def qualify(
-    session: AsyncSession,
-    name: str,
-    number: int,
-    data: QualificationCreate,
-    *,
-    actor: str,
-    clock: Clock,
-) -> tuple[RecipeQualification, Equipment, str | None]:
-    """Qualify a recipe version on a tool, or on one chamber of it."""
-    recipe = await get_recipe(session, name)
-    version = find_version(recipe, number)
-    if version.status == RecipeVersionStatus.OBSOLETE:
-        raise Conflict("an obsolete recipe version cannot be qualified", code="recipe.obsolete")
-    tool = await equipment_service.get_equipment(session, data.tool)
-    if tool.tool_group_id != recipe.tool_group_id:
-        raise Conflict(
-            f"tool {tool.code!r} is not in the recipe's tool group",
-            code="recipe.tool_group_mismatch",
-        )
-    chamber: Chamber | None = None
-    if data.chamber is not None:
-        chamber = next((c for c in tool.chambers if c.name == data.chamber), None)
-        if chamber is None:
-            raise NotFound(
-                f"tool {tool.code!r} has no chamber {data.chamber!r}",
-                code="tool.chamber_not_found",
-            )
-    existing = await session.scalar(
-        select(RecipeQualification.id).where(
-            RecipeQualification.recipe_version_id == version.id,
-            RecipeQualification.equipment_id == tool.id,
-            RecipeQualification.chamber_id.is_(None)
-            if chamber is None
-            else RecipeQualification.chamber_id == chamber.id,
-            RecipeQualification.disqualified_at.is_(None),
-        )
-    )
-    if existing is not None:
-        raise Conflict("this qualification already exists", code="recipe.already_qualified")
-    now = clock.now()
-    if data.expires_at is not None and data.expires_at <= now:
-        raise Conflict("the expiry lies in the past", code="recipe.expiry_in_past")
-    qualification = RecipeQualification(
-        recipe_version_id=version.id,
-        fab_id=tool.fab_id,
-        equipment_id=tool.id,
-        chamber_id=chamber.id if chamber else None,
-        qualified_at=now,
-        expires_at=data.expires_at,
-        qualified_by=actor,
-    )
-    session.add(qualification)
-    await session.flush()
-    return qualification, tool, chamber.name if chamber else None
-
-
-async def qualifications(
-    session: AsyncSession, name: str, number: int
-) -> list[tuple[RecipeQualification, str, str | None]]:
-    """Where a recipe version is qualified: (qualification, tool code, chamber name)."""
-    version = find_version(await get_recipe(session, name), number)
-    rows = await session.execute(
-        select(RecipeQualification, Equipment.code, Chamber.name)
-        .join(Equipment, Equipment.id == RecipeQualification.equipment_id)
-        .outerjoin(Chamber, Chamber.id == RecipeQualification.chamber_id)
-        .where(RecipeQualification.recipe_version_id == version.id)
-        # NULLS FIRST: the tool-wide qualification before its chambers on every backend
-        # (SQLite sorts NULL first by default, PostgreSQL last).
-        .order_by(Equipment.code, Chamber.name.nulls_first())
-    )
-    return [(q, tool, chamber) for q, tool, chamber in rows.all()]

@@ -66,6 +66,7 @@ def shape(step: StepIn | Step) -> rules.StepShape:
 
 
 def refuse(problems: Sequence[rules.RouteProblem], detail: str, code: str) -> None:
+    """Refuse with one error per problem (sequence and message), if there are any."""
     if problems:
         raise InvalidInput(
             detail,
