@@ -810,7 +810,7 @@ UNDER = [
     ("FastAPI request validation + dependencies", "solve_dependencies (fastapi/"),
     ("FastAPI response serialisation", "serialize_response (fastapi/"),
     ("uvicorn access log", "send (uvicorn/protocols/http/httptools_impl"),
-    ("audit sealer (background)", "seal_audit_forever (mes/main"),
+    ("audit sealer (background)", "seal_audit_forever (mes/audit/sealer"),
 ]
 
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -12,22 +11,20 @@ from fastapi import APIRouter, Depends, FastAPI
 
 from mes import __version__
 from mes.audit import recorder
-from mes.audit import service as audit_service
-from mes.audit.context import AuditContext, bind
 from mes.audit.router import router as audit_router
+from mes.audit.sealer import seal_audit_forever
 from mes.auth.dependencies import authenticated
 from mes.auth.router import login_router
 from mes.auth.router import router as auth_router
 from mes.clock import Clock, SystemClock
 from mes.config import Settings
 from mes.db.engine import Database
-from mes.db.transaction import unit_of_work
 from mes.dispatch.router import router as dispatch_router
 from mes.durables.router import durables_router
 from mes.durables.router import router as carriers_router
-from mes.equipment import service as equipment_service
 from mes.equipment.router import metrics_router, pm_router, substates_router
 from mes.equipment.router import router as equipment_router
+from mes.equipment.signals import watch_signals_forever
 from mes.exchange.router import router as exchange_router
 from mes.fabs.router import router as fabs_router
 from mes.health import router as health_router
@@ -43,48 +40,11 @@ from mes.lots.router import router as lots_router
 from mes.lots.wafers_router import router as lot_wafers_router
 from mes.opcua.router import router as connection_router
 from mes.problems import install_error_handlers
+from mes.products.router import router as products_router
 from mes.recipes.router import router as recipes_router
 from mes.routes.router import router as routes_router
 
 API_PREFIX = "/api/v1"
-log = logging.getLogger(__name__)
-
-
-async def seal_audit_forever(db: Database, clock: Clock, interval_s: float) -> None:
-    """Link new audit records into the hash chain, shortly after they commit."""
-    while True:
-        try:
-            while True:
-                async with unit_of_work(db) as session:
-                    sealed = await audit_service.seal(session, clock=clock)
-                if sealed < audit_service.SEAL_BATCH:
-                    break
-        except Exception:  # keep sealing after a transient database error
-            log.exception("audit sealing failed; retrying")
-        await asyncio.sleep(interval_s)
-
-
-async def watch_signals_forever(db: Database, clock: Clock, timeout_s: float) -> None:
-    """Put silent tools into UDT.NO_SIGNAL, checking a few times per timeout."""
-    interval = min(max(timeout_s / 4, 1.0), 60.0)
-    while True:
-        try:
-            async with unit_of_work(db) as session:
-                bind(
-                    session,
-                    AuditContext(
-                        actor="system",
-                        role="system",
-                        operation="equipment.detect_silent_tools",
-                        at=clock.now(),
-                    ),
-                )
-                silenced = await equipment_service.detect_silent_tools(session, clock, timeout_s)
-            if silenced:
-                log.warning("no signal from %s: put into UDT.NO_SIGNAL", ", ".join(silenced))
-        except Exception:  # keep watching after a transient database error
-            log.exception("signal watchdog failed; retrying")
-        await asyncio.sleep(interval)
 
 
 def create_app(
@@ -172,6 +132,7 @@ def create_app(
         substates_router,
         pm_router,
         metrics_router,
+        products_router,
         routes_router,
         recipe_explain_router,  # before recipes_router: /recipes/resolve is no recipe name
         recipes_router,

@@ -128,26 +128,9 @@ def _violations(path: Path) -> list[str]:
     return found
 
 
-# Back edges found when the order was written down, untangled one by one by the renovation:
-# an entry may only shrink (a new back edge fails, and so does a stale entry here).
-NOT_YET_UNTANGLED: dict[str, list[str]] = {
-    "equipment/performance.py": [
-        "mes.equipment.performance (equipment) imports mes.lots.models (lots)",
-        "mes.equipment.performance (equipment) imports mes.routes.models (routes)",
-    ],
-    "equipment/service.py": [
-        "mes.equipment.service (equipment) imports mes.durables (durables)",
-        "mes.equipment.service (equipment) imports mes.durables.models (durables)",
-        "mes.equipment.service (equipment) imports mes.durables.rules (durables)",
-        "mes.equipment.service (equipment) imports mes.lots.models (lots)",
-    ],
-    "recipes/service.py": ["mes.recipes.service (recipes) imports mes.routes.models (routes)"],
-}
-
-
 @pytest.mark.parametrize("path", _mes_modules(), ids=lambda p: str(p.relative_to(MES)))
 def test_imports_follow_the_layer_order(path: Path) -> None:
-    assert _violations(path) == NOT_YET_UNTANGLED.get(str(path.relative_to(MES)), [])
+    assert _violations(path) == []
 
 
 def _pure_modules() -> list[Path]:

@@ -28,10 +28,11 @@ from mes.fabs.models import ToolGroup
 from mes.lots import service as lots_service
 from mes.lots.models import Lot, LotEvent, QTimeWindow
 from mes.lots.states import LotState, QTimeStatus
+from mes.products.models import Product
 from mes.recipes import rules as recipe_rules
 from mes.recipes import service as recipes_service
 from mes.recipes.models import Recipe, RecipeQualification, RecipeVersion, RecipeVersionStatus
-from mes.routes.models import Product, Step
+from mes.routes.models import Step
 
 
 def _ts(value: datetime | None) -> float | None:

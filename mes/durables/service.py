@@ -1,10 +1,12 @@
 """Durables: carriers (FOUPs) with their cleaning cycle; reticles and probe cards with their
-location, use counter and limit (rules in ``rules.py``; the track-in check lives with the
-equipment's side of track-in, ``equipment.service.admit_lot``)."""
+location, use counter and limit (rules in ``rules.py``); and what a track-in reserves on the
+tool (``admit_lot``: the equipment's checks, then the recipe's reticle)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
 
 from sqlalchemy import Select, select
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -15,6 +17,7 @@ from mes.clock import Clock
 from mes.durables import rules
 from mes.durables.models import Carrier, CarrierState, Durable
 from mes.durables.schemas import CarrierCreate, DurableCreate, DurableMove, DurableStateChange
+from mes.equipment import service as equipment_service
 from mes.equipment.models import Equipment
 from mes.errors import Conflict, RuleViolation
 from mes.fabs import service as fabs_service
@@ -202,3 +205,55 @@ async def change_durable_state(
         durable.usage_limit = data.usage_limit
     await session.flush()
     return await get_durable(session, code)
+
+
+# --- track-in --------------------------------------------------------------------------------
+
+
+def reticle_of(recipe_body: dict[str, Any]) -> str | None:
+    """The reticle a recipe names (parameter ``reticle``), if any."""
+    for parameter in recipe_body.get("parameters", []):
+        if parameter.get("name") == "reticle" and isinstance(parameter.get("value"), str):
+            return str(parameter["value"])
+    return None
+
+
+async def reserve_reticle(
+    session: AsyncSession, tool: Equipment, *, recipe_body: dict[str, Any], wafers: int
+) -> Durable | None:
+    """The copy of the recipe's reticle at the locked ``tool`` and under its limit, with its
+    uses counted; None when the recipe needs no reticle."""
+    design = reticle_of(recipe_body)
+    if design is None:
+        return None
+    copies = list(
+        await session.scalars(
+            select(Durable)
+            .where(Durable.design == design)
+            .order_by(Durable.id)
+            .with_for_update(key_share=True)
+        )
+    )
+    chosen = rules.choose(design, [view(d) for d in copies], tool.id, tool.code, wafers)
+    reticle = next(d for d in copies if d.code == chosen.code)
+    reticle.usage_count += wafers
+    return reticle
+
+
+async def admit_lot(
+    session: AsyncSession,
+    tool: Equipment,
+    *,
+    recipe_body: dict[str, Any],
+    wafers: int,
+    now: datetime,
+) -> Durable | None:
+    """The equipment and durables side of a track-in on the locked ``tool``: no PM due, the
+    recipe's reticle at the tool and under its limit. Counts the wafers on the tool and the
+    reticle's uses.
+
+    Uses are counted at track-in, not track-out: the check and the count then happen under the
+    same tool lock, so two lots can never both pass a reticle's last uses.
+    """
+    await equipment_service.admit_lot(session, tool, wafers=wafers, now=now)
+    return await reserve_reticle(session, tool, recipe_body=recipe_body, wafers=wafers)

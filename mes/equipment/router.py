@@ -8,12 +8,14 @@ from typing import Annotated
 from fastapi import APIRouter, Query, Request, status
 from fastapi.responses import JSONResponse
 from pydantic import AwareDatetime
+from sqlalchemy import func, select
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from mes.auth import roles
 from mes.auth.dependencies import requires
 from mes.auth.service import Principal
 from mes.db.transaction import ReadSession, WriteSession
-from mes.equipment import metrics, performance, pm_rules, service
+from mes.equipment import metrics, pm_rules, service
 from mes.equipment.models import (
     Equipment,
     EquipmentStateCorrection,
@@ -49,6 +51,8 @@ from mes.equipment.states import E10State
 from mes.errors import InvalidInput
 from mes.kit.api import ClockDep, CodePath, CodeStr, Page, PageQuery, fetch_page
 from mes.kit.idempotency import KeyHeader, idempotent
+from mes.lots import service as lots_service
+from mes.reports import equipment_performance as performance
 
 router = APIRouter(prefix="/equipment", tags=["equipment"])
 substates_router = APIRouter(prefix="/e10-substates", tags=["equipment"])
@@ -383,8 +387,16 @@ async def start_pm(
     tool: CodePath, body: PmStart, by: PmPerformer, session: WriteSession, clock: ClockDep
 ) -> PmRecordRead:
     """Start a PM on an idle tool: it goes to SDT.PM and takes no lots until completed."""
-    record = await service.start_pm(session, tool, body.plan, actor=by.username, clock=clock)
+    record = await service.start_pm(
+        session, tool, body.plan, lots_on_tool=_lots_on, actor=by.username, clock=clock
+    )
     return _record_read(record, tool)
+
+
+async def _lots_on(session: AsyncSession, tool: Equipment) -> int:
+    """How many lots run on the tool: the lots domain knows, equipment sits below it."""
+    running = lots_service.lot_query(lots_service.LotFilter(tool=tool.code)).order_by(None)
+    return int(await session.scalar(select(func.count()).select_from(running.subquery())) or 0)
 
 
 @router.post("/{tool}/pm/complete", response_model=PmRecordRead)

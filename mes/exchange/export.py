@@ -21,11 +21,12 @@ from mes.exchange.schemas import (
     ToolGroupDoc,
 )
 from mes.fabs.models import ToolGroup
+from mes.products.models import Product
 from mes.recipes import service as recipes_service
 from mes.recipes.models import Recipe, RecipeParameterSpec
 from mes.recipes.schemas import ParameterSpecIn, RecipeBody
 from mes.routes import service as routes_service
-from mes.routes.models import Product, Route
+from mes.routes.models import Route
 
 
 def spec_doc(row: RecipeParameterSpec) -> ParameterSpecIn:

@@ -13,6 +13,7 @@ from mes.exchange.export import spec_doc
 from mes.exchange.schemas import ImportSummary, KindSummary, ProcessDocument, RouteDoc, ToolGroupDoc
 from mes.exchange.validation import Problems, check_document, version_body
 from mes.fabs.models import ToolGroup
+from mes.products.models import Product
 from mes.recipes import rules as recipe_rules
 from mes.recipes import service as recipes_service
 from mes.recipes.models import (
@@ -23,7 +24,7 @@ from mes.recipes.models import (
     RecipeVersion,
 )
 from mes.routes import service as routes_service
-from mes.routes.models import Product, Route, RouteVersion, RouteVersionStatus, Step
+from mes.routes.models import Route, RouteVersion, RouteVersionStatus, Step
 
 
 class _Importer:

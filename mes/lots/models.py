@@ -28,7 +28,8 @@ from mes.lots.states import (
     QTimeStatus,
     WaferState,
 )
-from mes.routes.models import Product, RouteVersion, Step
+from mes.products.models import Product
+from mes.routes.models import RouteVersion, Step
 
 _FINAL = "('Completed', 'Scrapped', 'Terminated')"
 

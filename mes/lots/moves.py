@@ -13,7 +13,7 @@ from sqlalchemy.orm import selectinload
 from mes.auth.models import AccountKind, Certification
 from mes.auth.service import Principal
 from mes.clock import Clock
-from mes.equipment import service as equipment_service
+from mes.durables import service as durables_service
 from mes.equipment.models import Equipment
 from mes.equipment.states import E10State
 from mes.errors import Forbidden, RuleViolation
@@ -186,7 +186,7 @@ async def track_in(
     await _check_certified(session, actor, step.tool_group_id, now)
     # The equipment's side: no PM due, the recipe's reticle at the tool and under its
     # limit; counts the wafers on the tool and the reticle's uses.
-    await equipment_service.admit_lot(
+    await durables_service.admit_lot(
         session, tool, recipe_body=recipe.body, wafers=lot.wafer_count, now=now
     )
     for window in windows:

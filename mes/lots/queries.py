@@ -17,7 +17,8 @@ from mes.kit.lookup import get_by_key
 from mes.lots import schemas as s
 from mes.lots.models import FutureAction, Genealogy, HoldCode, Lot, LotEvent, LotHold
 from mes.lots.states import LotState, PriorityClass
-from mes.routes.models import Product, Route, RouteVersion, Step
+from mes.products.models import Product
+from mes.routes.models import Route, RouteVersion, Step
 
 # Everything a lot answer shows, in one query: these are all many-to-one joins.
 LOT_OPTIONS = (

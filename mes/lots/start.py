@@ -17,9 +17,10 @@ from mes.lots import rules
 from mes.lots._core import Change, arrive, route_steps
 from mes.lots.models import Lot, LotCounter, Wafer
 from mes.lots.states import LotState, PriorityClass
+from mes.products.models import Product
 from mes.routes import rules as route_rules
 from mes.routes import service as routes_service
-from mes.routes.models import Product, Route, RouteVersion, RouteVersionStatus
+from mes.routes.models import Route, RouteVersion, RouteVersionStatus
 
 
 async def _active_route_version(

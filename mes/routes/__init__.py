@@ -1,1 +1,1 @@
-"""Products and their versioned routes (the ordered steps a lot runs through)."""
+"""Versioned routes of products (the ordered steps a lot runs through)."""

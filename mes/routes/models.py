@@ -19,6 +19,7 @@ from sqlalchemy.orm import Mapped, mapped_column, relationship
 from mes.db.base import Base, BigIntPK, TimestampMixin
 from mes.db.types import enum_type
 from mes.fabs.models import ToolGroup
+from mes.products.models import Product
 
 
 class RouteVersionStatus(enum.StrEnum):
@@ -27,19 +28,6 @@ class RouteVersionStatus(enum.StrEnum):
     PENDING = "pending"
     ACTIVE = "active"
     OBSOLETE = "obsolete"
-
-
-class Product(TimestampMixin, Base):
-    """A device type (ISA-95 material definition) that lots are started as."""
-
-    __tablename__ = "product"
-
-    id: Mapped[int] = mapped_column(BigIntPK, primary_key=True)
-    code: Mapped[str] = mapped_column(String(32), unique=True)
-    name: Mapped[str] = mapped_column(String(128))
-    description: Mapped[str | None] = mapped_column(Text)
-
-    routes: Mapped[list[Route]] = relationship(back_populates="product", order_by="Route.code")
 
 
 class Route(TimestampMixin, Base):
@@ -52,7 +40,7 @@ class Route(TimestampMixin, Base):
     name: Mapped[str] = mapped_column(String(128))
     product_id: Mapped[int] = mapped_column(ForeignKey("product.id"), index=True)
 
-    product: Mapped[Product] = relationship(back_populates="routes")
+    product: Mapped[Product] = relationship()
     versions: Mapped[list[RouteVersion]] = relationship(
         back_populates="route", order_by="RouteVersion.version"
     )

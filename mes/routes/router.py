@@ -1,4 +1,4 @@
-"""Products and their versioned routes."""
+"""Versioned routes of products: drafts, their steps, activation."""
 
 from __future__ import annotations
 
@@ -23,14 +23,12 @@ from mes.kit.api import (
     VersionPath,
     fetch_page,
 )
+from mes.products.models import Product
 from mes.routes import service
-from mes.routes.models import Product, Route, RouteVersion, Step
+from mes.routes.models import Route, RouteVersion, Step
 from mes.routes.schemas import (
     Activation,
     FieldChangeRead,
-    ProductCreate,
-    ProductRead,
-    ProductUpdate,
     Renumbering,
     RouteCreate,
     RouteDiff,
@@ -49,7 +47,6 @@ from mes.routes.schemas import (
 
 router = APIRouter(tags=["routes"])
 
-ProductWriter = Annotated[Principal, requires(roles.PRODUCT_WRITE)]
 RouteWriter = Annotated[Principal, requires(roles.ROUTE_WRITE)]
 RouteActivator = Annotated[Principal, requires(roles.ROUTE_ACTIVATE)]
 SequencePath = Annotated[int, Path(ge=1, le=100_000)]
@@ -114,37 +111,6 @@ def route_read(route: Route, now: datetime) -> RouteRead:
             for v in route.versions
         ],
     )
-
-
-@router.get("/products", response_model=Page[ProductRead])
-async def list_products(session: ReadSession, page: PageQuery) -> Page[ProductRead]:
-    """All products."""
-    rows, total = await fetch_page(session, select(Product).order_by(Product.code), page)
-    return Page(
-        items=[ProductRead.model_validate(p) for p in rows], total=total, **page.model_dump()
-    )
-
-
-@router.post("/products", response_model=ProductRead, status_code=status.HTTP_201_CREATED)
-async def create_product(
-    body: ProductCreate, _by: ProductWriter, session: WriteSession
-) -> ProductRead:
-    """Define a product."""
-    return ProductRead.model_validate(await service.create_product(session, body))
-
-
-@router.get("/products/{product}", response_model=ProductRead)
-async def get_product(product: CodePath, session: ReadSession) -> ProductRead:
-    """One product."""
-    return ProductRead.model_validate(await service.get_product(session, product))
-
-
-@router.patch("/products/{product}", response_model=ProductRead)
-async def update_product(
-    product: CodePath, body: ProductUpdate, _by: ProductWriter, session: WriteSession
-) -> ProductRead:
-    """Rename or describe a product."""
-    return ProductRead.model_validate(await service.update_product(session, product, body))
 
 
 @router.get("/routes", response_model=Page[RouteRead])

@@ -6,27 +6,10 @@ from typing import Any
 from pydantic import AwareDatetime, BaseModel, Field, model_validator
 
 from mes.auth.schemas import ESignature
-from mes.kit.api import CodeStr, Name, ReadModel
+from mes.kit.api import CodeStr, Name
 from mes.routes.models import RouteVersionStatus
 
 MAX_STEPS = 2000  # SMT2020's longest route has 583 steps
-
-
-class ProductCreate(BaseModel):
-    code: CodeStr
-    name: Name
-    description: str | None = Field(default=None, max_length=2000)
-
-
-class ProductUpdate(BaseModel):
-    name: Name | None = None
-    description: str | None = Field(default=None, max_length=2000)
-
-
-class ProductRead(ReadModel):
-    code: str
-    name: str
-    description: str | None
 
 
 class StepIn(BaseModel):

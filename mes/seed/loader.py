@@ -25,10 +25,12 @@ from mes.equipment.schemas import EquipmentCreate, PmPlanCreate, SubstateCreate
 from mes.fabs import service as fabs_service
 from mes.fabs.models import Fab
 from mes.fabs.schemas import AreaCreate, FabCreate, ToolGroupCreate
+from mes.products import service as products_service
+from mes.products.schemas import ProductCreate
 from mes.recipes import service as recipes_service
 from mes.recipes.schemas import QualificationCreate, RecipeCreate
 from mes.routes import service as routes_service
-from mes.routes.schemas import ProductCreate, RouteCreate
+from mes.routes.schemas import RouteCreate
 
 EXAMPLE_FORMAT = "fab-mes-example/1"
 SEED_ACTOR = "seed"
@@ -108,7 +110,7 @@ async def load(session: AsyncSession, data: ExampleData, *, clock: Clock) -> dic
     for tool in data.tools:
         await equipment_service.create_equipment(session, tool, actor=SEED_ACTOR, clock=clock)
     for product in data.products:
-        await routes_service.create_product(session, product)
+        await products_service.create_product(session, product)
 
     qualifications = 0
     for recipe in data.recipes:

@@ -7,6 +7,7 @@ become the fab's rule sets, and the initial WIP becomes waiting lots at their st
 
 Like ``mes process import`` it is an administrative bulk load: rows are written directly (not
 through the one-at-a-time services) and checked with the same pure rules (route structure);
+tools are installed through the equipment service's bulk ``install`` (their first history record);
 every row is in the audit trail (operation ``smt2020.import``). Master data shared across fabs
 (tool groups, products, routes, recipes) is reused when it exists, so a second fab imported
 from the same folder runs the same routes copy-exact. Times are shifted so that the testbed's
@@ -26,18 +27,19 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from mes.clock import Clock
 from mes.dispatch import service as dispatch_service
 from mes.dispatch.models import SetupChange, SetupMinRun
-from mes.equipment.models import Equipment, EquipmentStateEvent, StateChangeSource
-from mes.equipment.states import DEFAULT_SUBSTATE, E10State
+from mes.equipment import service as equipment_service
+from mes.equipment.models import Equipment, StateChangeSource
 from mes.errors import Conflict, InvalidInput
 from mes.fabs.models import Area, Fab, ProcessingKind, ToolGroup
 from mes.lots import rules as lot_rules
 from mes.lots.models import Lot, LotEvent, Wafer
 from mes.lots.states import LotState, PriorityClass
+from mes.products.models import Product
 from mes.recipes.models import Recipe, RecipeQualification, RecipeVersion, RecipeVersionStatus
 from mes.recipes.rules import body_checksum
 from mes.recipes.schemas import Parameter, RecipeBody
 from mes.routes import rules as route_rules
-from mes.routes.models import Product, Route, RouteVersion, RouteVersionStatus, Step
+from mes.routes.models import Route, RouteVersion, RouteVersionStatus, Step
 from mes.smt2020 import tables
 
 ACTOR = "smt2020.import"
@@ -192,40 +194,27 @@ async def import_testbed(
     await session.flush()
 
     # Tools: STNQTY per family; a delay "family" is one pseudo-tool holding that many lots.
-    tools: list[Equipment] = []
+    installations: list[equipment_service.Installation] = []
     for family in testbed.families.values():
         n_tools, capacity = (1, family.count) if family.is_delay else (family.count, 1)
         for n in range(1, n_tools + 1):
-            tools.append(
-                Equipment(
+            installations.append(
+                equipment_service.Installation(
                     code=tool_code(fab_code, family.name, n),
                     name=f"{family.name} #{n}",
                     fab_id=fab.id,
                     area_id=areas[family.area[:32]].id,
                     tool_group_id=groups[family.name].id,
                     max_lots=max(capacity, max_batch[family.name]),
-                    e10_state=E10State.SBY,
-                    e10_substate=DEFAULT_SUBSTATE[E10State.SBY],
-                    state_since=now,
-                    last_signal_at=None,
                 )
             )
-    session.add_all(tools)
-    await session.flush()
-    session.add_all(
-        EquipmentStateEvent(
-            fab_id=fab.id,
-            equipment_id=t.id,
-            from_state=None,
-            to_state=E10State.SBY,
-            substate=t.e10_substate,
-            occurred_at=now,
-            recorded_at=now,
-            source=StateChangeSource.SYSTEM,
-            actor=ACTOR,
-            reason="installed (SMT2020 import)",
-        )
-        for t in tools
+    tools = await equipment_service.install(
+        session,
+        installations,
+        actor=ACTOR,
+        at=now,
+        source=StateChangeSource.SYSTEM,
+        reason="installed (SMT2020 import)",
     )
     counts["tools"] += len(tools)
 

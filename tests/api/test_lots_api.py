@@ -20,7 +20,8 @@ from mes.equipment.models import Equipment
 from mes.fabs.models import Fab
 from mes.lots.models import Lot, LotEvent, Wafer
 from mes.lots.states import LotState, PriorityClass
-from mes.routes.models import Product, Route, RouteVersion, Step
+from mes.products.models import Product
+from mes.routes.models import Route, RouteVersion, Step
 from tests.api.problems import assert_problem
 
 T0 = datetime(2026, 1, 5, 6, 0, tzinfo=UTC)

@@ -21,7 +21,7 @@ from mes.config import Settings
 from mes.db import migrate
 from mes.db.engine import Database, create_engine
 from mes.db.transaction import unit_of_work
-from mes.routes.models import Product
+from mes.products.models import Product
 from tests.conftest import NOW
 from tests.databases import create_database, drop_database
 
@@ -105,7 +105,7 @@ async def test_audit_api_filters_and_is_for_supervisors(client, client_as):
     await client.post("/api/v1/products", json={"code": "P-AUD", "name": "audited"})
     found = (await client.get("/api/v1/audit", params={"target_id": "P-AUD"})).json()
     assert found["total"] == 1
-    assert found["items"][0]["operation"] == "routes.create_product"
+    assert found["items"][0]["operation"] == "products.create_product"
     by_fab = (await client.get("/api/v1/audit", params={"fab": "F1", "limit": 5})).json()
     assert by_fab["total"] > 0
     async with client_as("t-operator") as operator:

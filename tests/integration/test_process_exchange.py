@@ -19,9 +19,10 @@ from mes.db import migrate
 from mes.db.engine import Database, create_engine
 from mes.db.transaction import unit_of_work
 from mes.main import create_app
+from mes.products.models import Product
 from mes.recipes.models import Recipe, RecipeVersion
 from mes.recipes.rules import body_checksum
-from mes.routes.models import Product, RouteVersion
+from mes.routes.models import RouteVersion
 from mes.seed import loader
 from tests.api.problems import assert_problem
 from tests.conftest import JWT_SECRET, NOW, START, TESTER, _create_test_accounts, bearer

@@ -1,7 +1,8 @@
 """E10 and E79 figures for a tool, tool group, area or fab over a time window.
 
 Reads the state history (with corrections) and the track-outs of the window, and hands them to
-the pure formulas in ``metrics``.
+the pure formulas in ``equipment.metrics``. A report, not part of the equipment domain: the
+track-outs are lot events and the theoretical times are route steps, both above equipment.
 """
 
 from __future__ import annotations
@@ -12,7 +13,8 @@ from datetime import datetime
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from mes.equipment import metrics, service
+from mes.equipment import metrics
+from mes.equipment import service as equipment_service
 from mes.errors import InvalidInput, NotFound
 from mes.lots.models import LotEvent
 from mes.routes.models import Step
@@ -82,16 +84,18 @@ async def figures(session: AsyncSession, scope: Scope, start: datetime, end: dat
     if scope.chamber is not None and scope.tool is None:
         raise InvalidInput("a chamber needs its tool", code="metrics.invalid_scope")
     if scope.tool is not None:
-        tools = [await service.get_equipment(session, scope.tool)]
+        tools = [await equipment_service.get_equipment(session, scope.tool)]
     else:
-        flt = service.EquipmentFilter(fab=scope.fab, area=scope.area, tool_group=scope.tool_group)
-        tools = list(await session.scalars(service.equipment_query(flt)))
+        flt = equipment_service.EquipmentFilter(
+            fab=scope.fab, area=scope.area, tool_group=scope.tool_group
+        )
+        tools = list(await session.scalars(equipment_service.equipment_query(flt)))
         if not tools:
             raise NotFound("no tool matches the scope", code="metrics.no_tools")
     parts = []
     for tool in tools:
-        chamber = service.chamber_of(tool, scope.chamber)
-        history = await service.history(
+        chamber = equipment_service.chamber_of(tool, scope.chamber)
+        history = await equipment_service.history(
             session, tool.id, None if chamber is None else chamber.id, start, end
         )
         parts.append(metrics.e10_metrics(history, start, end))

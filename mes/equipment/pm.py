@@ -1,0 +1,267 @@
+"""Preventive maintenance: plans per tool or tool group, what a tool did since its last PM,
+each plan's status, starting and completing a PM (SDT.PM in between), and the due list.
+The rules (triggers, thresholds, status) are in ``pm_rules``."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from sqlalchemy import or_, select
+from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import selectinload
+
+from mes.clock import Clock
+from mes.equipment import metrics, pm_rules, states
+from mes.equipment.history import history
+from mes.equipment.models import Equipment, PmPlan, PmRecord, StateChangeSource
+from mes.equipment.schemas import PmPlanCreate
+from mes.equipment.tools import EquipmentFilter, equipment_query, get_equipment, record_state
+from mes.errors import Conflict, InvalidInput, RuleViolation
+from mes.fabs import service as fabs_service
+from mes.kit.lookup import get_by_key
+
+# How many lots run on a tool: asked of the lots domain, which sits above equipment.
+LotCount = Callable[[AsyncSession, Equipment], Awaitable[int]]
+
+_EPOCH = datetime(2000, 1, 1, tzinfo=UTC)  # before any tool's installation
+
+
+def plan_view(plan: PmPlan) -> pm_rules.PmPlanView:
+    return pm_rules.PmPlanView(plan.code, plan.trigger, plan.interval_value, plan.warning_value)
+
+
+async def plans_for(session: AsyncSession, tool: Equipment) -> list[PmPlan]:
+    """The active PM plans that apply to a tool (its own and its tool group's)."""
+    return list(
+        await session.scalars(
+            select(PmPlan)
+            .where(
+                PmPlan.active.is_(True),
+                or_(PmPlan.equipment_id == tool.id, PmPlan.tool_group_id == tool.tool_group_id),
+            )
+            .order_by(PmPlan.code)
+        )
+    )
+
+
+async def usage_since_pm(
+    session: AsyncSession, tool: Equipment, plan: PmPlan, now: datetime
+) -> pm_rules.PmUsage:
+    """What the tool did since it last completed ``plan`` (or since the plan/installation)."""
+    last = (
+        await session.scalars(
+            select(PmRecord)
+            .where(
+                PmRecord.pm_plan_id == plan.id,
+                PmRecord.equipment_id == tool.id,
+                PmRecord.completed_at.is_not(None),
+            )
+            .order_by(PmRecord.completed_at.desc(), PmRecord.id.desc())
+            .limit(1)
+        )
+    ).first()
+    if last is not None and last.completed_at is not None:
+        since, wafers_then = last.completed_at, last.wafers_at_completion or 0
+    else:
+        since, wafers_then = plan.starts_at, 0
+    process_s = 0.0
+    if plan.trigger == pm_rules.PmTrigger.PROCESS_HOURS:
+        start = since if last is not None else _EPOCH
+        process_s = sum(
+            iv.seconds
+            for iv in metrics.clip(await history(session, tool.id, None, start, now), start, now)
+            if iv.state == states.E10State.PRD
+        )
+    return pm_rules.PmUsage(
+        since=since, wafers=tool.wafers_processed - wafers_then, process_s=process_s
+    )
+
+
+async def pm_states(
+    session: AsyncSession, tool: Equipment, now: datetime
+) -> list[pm_rules.PmState]:
+    """The status of every PM plan that applies to the tool."""
+    return [
+        pm_rules.status(plan_view(plan), await usage_since_pm(session, tool, plan, now), now)
+        for plan in await plans_for(session, tool)
+    ]
+
+
+async def check_not_due(session: AsyncSession, tool: Equipment, now: datetime) -> None:
+    """Refuse a track-in on a tool with a PM due (tool.pm_due)."""
+    pm_rules.check_not_due(tool.code, await pm_states(session, tool, now))
+
+
+async def open_pm(session: AsyncSession, tool_id: int) -> PmRecord | None:
+    """The tool's PM in progress, if any."""
+    return (
+        await session.scalars(
+            select(PmRecord)
+            .options(selectinload(PmRecord.pm_plan))
+            .where(PmRecord.equipment_id == tool_id, PmRecord.completed_at.is_(None))
+        )
+    ).first()
+
+
+async def start_pm(
+    session: AsyncSession,
+    code: str,
+    plan_code: str,
+    *,
+    lots_on_tool: LotCount,
+    actor: str,
+    clock: Clock,
+) -> PmRecord:
+    """Start a PM of ``plan_code`` on an idle tool: it goes to SDT.PM until completed.
+
+    ``lots_on_tool`` counts the lots running on the tool: the lots domain sits above this one,
+    so the caller supplies it. It is asked while this transaction holds the tool's row lock,
+    which a track-in takes too, so no lot can get on the tool between the count and the PM.
+    """
+    tool = await get_equipment(session, code, for_update=True)
+    plan = await get_plan(session, plan_code)
+    if plan.equipment_id != tool.id and plan.tool_group_id != tool.tool_group_id:
+        raise RuleViolation(
+            "pm.not_applicable", f"PM plan {plan.code} does not apply to tool {tool.code}"
+        )
+    if await open_pm(session, tool.id) is not None:
+        raise RuleViolation("pm.in_progress", f"tool {tool.code} already has a PM in progress")
+    if await lots_on_tool(session, tool):
+        raise RuleViolation(
+            "pm.tool_busy", f"tool {tool.code} is running lots; let them finish first"
+        )
+    now = clock.now()
+    record = PmRecord(
+        pm_plan=plan,
+        fab_id=tool.fab_id,
+        equipment_id=tool.id,
+        started_at=now,
+        started_by=actor,
+    )
+    session.add(record)
+    record_state(
+        session,
+        tool,
+        states.E10State.SDT,
+        states.PM_SUBSTATE,
+        actor=actor,
+        at=now,
+        recorded_at=now,
+        source=StateChangeSource.SYSTEM,
+        reason=f"PM {plan.code} started",
+    )
+    await session.flush()
+    return record
+
+
+async def complete_pm(
+    session: AsyncSession, code: str, notes: str | None, *, actor: str, clock: Clock
+) -> PmRecord:
+    """Complete the tool's PM in progress: the plan restarts counting, the tool goes to SBY."""
+    tool = await get_equipment(session, code, for_update=True)
+    record = await open_pm(session, tool.id)
+    if record is None:
+        raise RuleViolation("pm.not_started", f"tool {tool.code} has no PM in progress")
+    now = clock.now()
+    record.completed_at, record.completed_by = now, actor
+    record.wafers_at_completion = tool.wafers_processed
+    record.notes = notes
+    if tool.e10_state == states.E10State.SDT:
+        record_state(
+            session,
+            tool,
+            states.E10State.SBY,
+            states.DEFAULT_SUBSTATE[states.E10State.SBY],
+            actor=actor,
+            at=now,
+            recorded_at=now,
+            source=StateChangeSource.SYSTEM,
+            reason=f"PM {record.pm_plan.code} completed",
+        )
+    await session.flush()
+    return record
+
+
+async def create_plan(
+    session: AsyncSession, data: PmPlanCreate, *, actor: str, clock: Clock
+) -> PmPlan:
+    """Define a PM plan for a tool or for every tool of a tool group."""
+    if (data.tool is None) == (data.tool_group is None):
+        raise InvalidInput("name a tool or a tool group, not both", code="pm.invalid_plan")
+    pm_rules.check_plan(data.trigger, data.interval, data.warning)
+    if await session.scalar(select(PmPlan.id).where(PmPlan.code == data.code)) is not None:
+        raise Conflict(f"PM plan {data.code!r} already exists", code="pm.duplicate")
+    tool = None if data.tool is None else await get_equipment(session, data.tool)
+    group = (
+        None
+        if data.tool_group is None
+        else await fabs_service.get_tool_group(session, data.tool_group)
+    )
+    plan = PmPlan(
+        code=data.code,
+        name=data.name,
+        equipment_id=None if tool is None else tool.id,
+        tool_group_id=None if group is None else group.id,
+        trigger=data.trigger,
+        interval_value=data.interval,
+        warning_value=data.warning,
+        starts_at=data.starts_at or clock.now(),
+        active=True,
+        created_by=actor,
+    )
+    session.add(plan)
+    await session.flush()
+    return await get_plan(session, data.code)
+
+
+async def list_plans(session: AsyncSession) -> list[PmPlan]:
+    """Every PM plan, by code."""
+    return list(
+        await session.scalars(
+            select(PmPlan)
+            .options(selectinload(PmPlan.tool_group), selectinload(PmPlan.equipment))
+            .order_by(PmPlan.code)
+        )
+    )
+
+
+async def get_plan(session: AsyncSession, code: str) -> PmPlan:
+    return await get_by_key(
+        session,
+        PmPlan,
+        PmPlan.code,
+        code,
+        code="pm.plan_not_found",
+        what="PM plan",
+        options=(selectinload(PmPlan.tool_group), selectinload(PmPlan.equipment)),
+    )
+
+
+@dataclass(frozen=True)
+class DueRow:
+    tool: Equipment
+    state: pm_rules.PmState
+    in_progress: bool
+
+
+async def pm_due(
+    session: AsyncSession,
+    *,
+    now: datetime,
+    fab: str | None = None,
+    include: Sequence[pm_rules.PmStatus] = (pm_rules.PmStatus.DUE, pm_rules.PmStatus.UPCOMING),
+) -> list[DueRow]:
+    """PMs due or upcoming on every tool (of one fab, or across fabs), most urgent first."""
+    tools = list(await session.scalars(equipment_query(EquipmentFilter(fab=fab))))
+    rows = []
+    for tool in tools:
+        running = await open_pm(session, tool.id)
+        running_code = None if running is None else running.pm_plan.code
+        for st in await pm_states(session, tool, now):
+            if st.status in include:
+                rows.append(DueRow(tool, st, running_code == st.plan.code))
+    urgency = {pm_rules.PmStatus.DUE: 0, pm_rules.PmStatus.UPCOMING: 1, pm_rules.PmStatus.OK: 2}
+    rows.sort(key=lambda r: (urgency[r.state.status], r.state.remaining / r.state.plan.interval))
+    return rows

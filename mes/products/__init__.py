@@ -1,0 +1,1 @@
+"""Products (device types): what lots are started as, what routes and recipe contexts name."""

@@ -1,0 +1,257 @@
+"""What runs where: context rules say which recipe a logical recipe name means for a product,
+step, tool group, tool or chamber; ``resolve_on_tool`` resolves a step's logical recipe on a
+tool and picks the newest approved version with a standing qualification there."""
+
+from __future__ import annotations
+
+from collections.abc import Collection
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Select, or_, select
+from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import aliased, selectinload
+
+from mes.equipment import service as equipment_service
+from mes.equipment.models import Chamber, Equipment
+from mes.errors import Conflict, NotFound, RuleViolation
+from mes.fabs import service as fabs_service
+from mes.fabs.models import ToolGroup
+from mes.products import service as products_service
+from mes.products.models import Product
+from mes.recipes import rules
+from mes.recipes.models import (
+    Recipe,
+    RecipeContextRule,
+    RecipeQualification,
+    RecipeVersion,
+    RecipeVersionStatus,
+)
+from mes.recipes.qualifications import standing
+from mes.recipes.schemas import ContextRuleCreate
+from mes.recipes.versions import get_recipe
+
+
+def _rule_query() -> Select[RecipeContextRule, str, str, str, str, str, str]:
+    RecipeGroup = aliased(ToolGroup)
+    RuleGroup = aliased(ToolGroup)
+    return (
+        select(
+            RecipeContextRule,
+            Recipe.name,
+            RecipeGroup.code,
+            Product.code,
+            RuleGroup.code,
+            Equipment.code,
+            Chamber.name,
+        )
+        .join(Recipe, Recipe.id == RecipeContextRule.recipe_id)
+        .join(RecipeGroup, RecipeGroup.id == Recipe.tool_group_id)
+        .outerjoin(Product, Product.id == RecipeContextRule.product_id)
+        .outerjoin(RuleGroup, RuleGroup.id == RecipeContextRule.tool_group_id)
+        .outerjoin(Equipment, Equipment.id == RecipeContextRule.equipment_id)
+        .outerjoin(Chamber, Chamber.id == RecipeContextRule.chamber_id)
+        .order_by(RecipeContextRule.logical_recipe, RecipeContextRule.context_key)
+    )
+
+
+def _rule_view(row: Any) -> rules.ContextRule:
+    rule, recipe, recipe_group, product, group, tool, chamber = row
+    return rules.ContextRule(
+        id=rule.id,
+        logical_recipe=rule.logical_recipe,
+        recipe=recipe,
+        recipe_tool_group=recipe_group,
+        product=product,
+        step=rule.operation,
+        tool_group=group,
+        tool=tool,
+        chamber=chamber,
+    )
+
+
+async def context_rules(
+    session: AsyncSession, *, logical_recipes: Collection[str] | None = None
+) -> list[tuple[rules.ContextRule, RecipeContextRule]]:
+    """Context rules with their codes, optionally only those for some logical recipe names."""
+    stmt = _rule_query()
+    if logical_recipes is not None:
+        stmt = stmt.where(RecipeContextRule.logical_recipe.in_(logical_recipes))
+    rows: list[Any] = list((await session.execute(stmt)).all())
+    return [(_rule_view(row), row[0]) for row in rows]
+
+
+async def create_context_rule(
+    session: AsyncSession, data: ContextRuleCreate, *, actor: str
+) -> tuple[rules.ContextRule, RecipeContextRule]:
+    """Say which recipe a logical recipe means in a context."""
+    recipe = await get_recipe(session, data.recipe)
+    product_id = group_id = tool_id = chamber_id = None
+    if data.product is not None:
+        product_id = (await products_service.get_product(session, data.product)).id
+    if data.tool_group is not None:
+        group_id = (await fabs_service.get_tool_group(session, data.tool_group)).id
+        if group_id != recipe.tool_group_id:
+            raise Conflict(
+                f"recipe {recipe.name!r} is for tool group {recipe.tool_group.code!r}",
+                code="recipe.tool_group_mismatch",
+            )
+    if data.tool is not None:
+        tool = await equipment_service.get_equipment(session, data.tool)
+        if tool.tool_group_id != recipe.tool_group_id:
+            raise Conflict(
+                f"tool {tool.code!r} is not in the tool group of recipe {recipe.name!r}",
+                code="recipe.tool_group_mismatch",
+            )
+        tool_id = tool.id
+        if data.chamber is not None:
+            chamber_id = next((c.id for c in tool.chambers if c.name == data.chamber), None)
+            if chamber_id is None:
+                raise NotFound(
+                    f"tool {tool.code!r} has no chamber {data.chamber!r}",
+                    code="tool.chamber_not_found",
+                )
+    key = rules.context_key(
+        data.logical_recipe,
+        {
+            "product": data.product,
+            "step": data.step,
+            "tool_group": data.tool_group,
+            "tool": data.tool,
+            "chamber": data.chamber,
+        },
+    )
+    if await session.scalar(
+        select(RecipeContextRule.id).where(RecipeContextRule.context_key == key)
+    ):
+        raise Conflict(
+            f"a rule for {data.logical_recipe!r} in this context already exists",
+            code="recipe.context_rule_exists",
+        )
+    row = RecipeContextRule(
+        logical_recipe=data.logical_recipe,
+        product_id=product_id,
+        operation=data.step,
+        tool_group_id=group_id,
+        equipment_id=tool_id,
+        chamber_id=chamber_id,
+        recipe_id=recipe.id,
+        context_key=key,
+        created_by=actor,
+        note=data.note,
+    )
+    session.add(row)
+    await session.flush()
+    found = await session.execute(_rule_query().where(RecipeContextRule.id == row.id))
+    return _rule_view(found.one()), row
+
+
+async def delete_context_rule(session: AsyncSession, rule_id: int) -> None:
+    """Remove a context rule; the logical name falls back to the next matching rule."""
+    row = await session.get(RecipeContextRule, rule_id, with_for_update={"key_share": True})
+    if row is None:
+        raise NotFound(
+            f"context rule {rule_id} does not exist", code="recipe.context_rule_not_found"
+        )
+    await session.delete(row)
+    await session.flush()
+
+
+@dataclass(frozen=True)
+class RunnableRecipe:
+    """The outcome of resolving a step on a tool: the recipe version to run, or why none."""
+
+    resolution: rules.Resolution
+    version: RecipeVersion | None
+    qualification: RecipeQualification | None
+    refusal: RuleViolation | None
+
+
+async def resolve_on_tool(
+    session: AsyncSession,
+    *,
+    logical_recipe: str,
+    product_id: int,
+    operation: str,
+    tool: Equipment,
+    chamber: str | None,
+    now: datetime,
+    lock: bool = False,
+) -> RunnableRecipe:
+    """Resolve a step's logical recipe by context, then pick the newest approved version of it
+    with a standing qualification on the tool (or the chamber).
+
+    ``lock`` takes a share lock on the qualification used (track-in), so that a concurrent
+    disqualification waits for this transaction and never races it.
+    """
+    candidates = await context_rules(session, logical_recipes=[logical_recipe])
+    product_code = group_code = ""
+    if candidates:  # codes are needed only to match rules, and most recipes have none
+        product_code = (
+            await session.scalar(select(Product.code).where(Product.id == product_id)) or ""
+        )
+        group_code = (
+            await session.scalar(select(ToolGroup.code).where(ToolGroup.id == tool.tool_group_id))
+            or ""
+        )
+    context = rules.Context(
+        product=product_code,
+        step=operation,
+        tool_group=group_code,
+        tool=tool.code,
+        chamber=chamber,
+    )
+    resolution = rules.resolve(logical_recipe, [c for c, _ in candidates], context)
+    approved = (
+        select(RecipeVersion)
+        .join(Recipe, Recipe.id == RecipeVersion.recipe_id)
+        .where(
+            Recipe.name == resolution.recipe,
+            RecipeVersion.status == RecipeVersionStatus.APPROVED,
+        )
+    )
+    chamber_id = None
+    if chamber is not None:
+        chamber_id = next((c.id for c in tool.chambers if c.name == chamber), None)
+    where_qualified = [
+        RecipeQualification.equipment_id == tool.id,
+        standing(now),
+    ]
+    if chamber is not None:
+        # A chamber runs what the whole tool is qualified for, or what it is itself.
+        where_qualified.append(
+            or_(
+                RecipeQualification.chamber_id.is_(None),
+                RecipeQualification.chamber_id == chamber_id,
+            )
+        )
+    stmt = (
+        select(RecipeVersion, RecipeQualification)
+        .join(Recipe, Recipe.id == RecipeVersion.recipe_id)
+        .join(RecipeQualification, RecipeQualification.recipe_version_id == RecipeVersion.id)
+        .where(
+            Recipe.name == resolution.recipe,
+            RecipeVersion.status == RecipeVersionStatus.APPROVED,
+            *where_qualified,
+        )
+        .options(selectinload(RecipeVersion.recipe))
+        .order_by(RecipeVersion.version.desc(), RecipeQualification.chamber_id.nulls_first())
+        .limit(1)
+    )
+    if lock:
+        stmt = stmt.with_for_update(read=True, of=RecipeQualification)
+    found = (await session.execute(stmt)).first()
+    if found is not None:
+        return RunnableRecipe(resolution, found[0], found[1], None)
+    where = f"tool {tool.code}" + (f" chamber {chamber}" if chamber else "")
+    if (await session.scalars(approved.limit(1))).first() is None:
+        refusal = RuleViolation(
+            "recipe.not_approved", f"recipe {resolution.recipe} has no approved version"
+        )
+    else:
+        refusal = RuleViolation(
+            "tool.not_qualified",
+            f"no approved version of {resolution.recipe} is qualified on {where}",
+        )
+    return RunnableRecipe(resolution, None, None, refusal)

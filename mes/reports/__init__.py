@@ -1,0 +1,1 @@
+"""Reports that read several domains (equipment figures from tool history, lots and routes)."""
