@@ -19,8 +19,9 @@ from mes.opcua.model import ControlState, ProcessingKind
 from .clock import SimClock
 from .faults import FaultSchedule
 from .publishing import Publisher
+from .records import Refused
 from .spec import ToolSpec
-from .tool import Refused, Tool
+from .tool import Tool
 
 log = logging.getLogger(__name__)
 

@@ -21,8 +21,9 @@ from mes.opcua.model import ProcessingKind
 
 from .address_space import AddressSpace, S
 from .clock import SimClock
+from .records import Alarm, AlarmEvent, ChamberEvent, Event, JobEvent, SubstrateEvent
 from .spec import ToolSpec
-from .tool import Alarm, AlarmEvent, ChamberEvent, Event, JobEvent, SubstrateEvent, Tool
+from .tool import Tool
 
 
 @dataclass(frozen=True)

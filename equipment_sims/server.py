@@ -35,10 +35,11 @@ from .faults import FaultSchedule
 from .host_methods import HostMethods
 from .pki import Pki, Security
 from .publishing import Publisher
+from .records import AlarmEvent, Refused
 from .shelf import prepare_shelf
 from .spec import ToolSpec
 from .state import dump_tool, read_state, restore_tool, write_state
-from .tool import AlarmEvent, Refused, Tool
+from .tool import Tool
 
 log = logging.getLogger(__name__)
 
