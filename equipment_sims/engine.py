@@ -42,6 +42,7 @@ from .records import (
     Station,
     SubstrateEvent,
     Wafer,
+    known,
 )
 from .spec import ToolSpec
 
@@ -142,10 +143,7 @@ class ToolEngine:
         return 0, "", noisy_values({}, self._pv_rng, self.spec.sensors)
 
     def _recipe(self, recipe_id: str) -> Recipe:
-        try:
-            return self.recipes[recipe_id]
-        except KeyError:
-            raise Refused("unknown", f"no recipe {recipe_id!r} on {self.spec.tool_id}") from None
+        return known(self.recipes, recipe_id, f"no recipe {recipe_id!r} on {self.spec.tool_id}")
 
     # --- starting and ending jobs ---------------------------------------------------------------
     def _start(self, job: Job) -> None:
@@ -283,10 +281,7 @@ class ToolEngine:
         self._dispatch(self.now)
 
     def _station(self, name: str) -> Station:
-        try:
-            return self.stations[name]
-        except KeyError:
-            raise Refused("unknown", f"no chamber {name!r} on {self.spec.tool_id}") from None
+        return known(self.stations, name, f"no chamber {name!r} on {self.spec.tool_id}")
 
     def raise_alarm(
         self, alarm_id: str, text: str, *, severity: int = 500, breaking: bool
@@ -314,10 +309,7 @@ class ToolEngine:
         return alarm
 
     def _alarm(self, alarm_id: str) -> Alarm:
-        try:
-            return self.alarms[alarm_id]
-        except KeyError:
-            raise Refused("unknown", f"no alarm {alarm_id!r}") from None
+        return known(self.alarms, alarm_id, f"no alarm {alarm_id!r}")
 
     def _alarm_changed(self, alarm: Alarm) -> None:
         self._event(AlarmEvent(self.now, alarm))

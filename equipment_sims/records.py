@@ -8,9 +8,9 @@ SEMI E90 substrate processing. Plain data: the behaviour is in ``tool``.
 from __future__ import annotations
 
 import json
-from collections.abc import Collection
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 from mes.opcua.model import ChamberState, JobState, JobSubstate, SubstrateState
 
@@ -19,12 +19,22 @@ from .recipes import Step
 FINAL_JOB_STATES = (JobState.ENDED, JobState.ABORTED)
 
 
+T = TypeVar("T")
+
+
 class Refused(Exception):
     """A command the tool refuses; ``reason`` is a key of ``model.REFUSAL_STATUS``."""
 
     def __init__(self, reason: str, message: str) -> None:
         super().__init__(message)
         self.reason = reason
+
+
+def known(items: Mapping[str, T], key: str, message: str) -> T:
+    """``items[key]``, refused as unknown (saying ``message``) when there is no such key."""
+    if key not in items:
+        raise Refused("unknown", message)
+    return items[key]
 
 
 @dataclass

@@ -18,33 +18,20 @@ from .engine import ToolEngine
 from .recipes import Recipe, RecipeError
 from .records import (
     FINAL_JOB_STATES,
-    Alarm,
     AlarmEvent,
     ChamberEvent,
     Event,
     Job,
     JobEvent,
     Refused,
-    Station,
     SubstrateEvent,
-    Wafer,
+    known,
     parse_job_order,
 )
 
-# What ``from equipment_sims.tool import ...`` offers (the records live in ``records``).
-__all__ = [
-    "Alarm",
-    "AlarmEvent",
-    "ChamberEvent",
-    "Event",
-    "Job",
-    "JobEvent",
-    "Refused",
-    "Station",
-    "SubstrateEvent",
-    "Tool",
-    "Wafer",
-]
+# What a caller of ``Tool`` handles: its refusals and the events it drains (the rest of the
+# records is in ``records``).
+__all__ = ["AlarmEvent", "ChamberEvent", "Event", "JobEvent", "Refused", "SubstrateEvent", "Tool"]
 
 MAX_JOB_ORDERS = 10
 
@@ -200,10 +187,7 @@ class Tool(ToolEngine):
         return self._job(job_order_id).response()
 
     def _job(self, job_order_id: str) -> Job:
-        try:
-            return self.jobs[job_order_id]
-        except KeyError:
-            raise Refused("unknown", f"no job order {job_order_id!r}") from None
+        return known(self.jobs, job_order_id, f"no job order {job_order_id!r}")
 
     def _check_startable(self, job: Job) -> None:
         if job.state in FINAL_JOB_STATES or job.active:
