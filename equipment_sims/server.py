@@ -303,6 +303,8 @@ class SimServer(FaultInjection):
 
     # --- commands --------------------------------------------------------------------------
     async def command(self, action: Callable[[], Any], *, slow: bool = True) -> Any:
+        """Run a host command (``slow``: after the reply delay) or a fault on the tool and
+        publish its effects; a refusal comes back as its Bad status code."""
         if slow and self.reply_delay > 0:
             await asyncio.sleep(self.reply_delay)
         async with self._lock:
@@ -347,6 +349,8 @@ class SimServer(FaultInjection):
         log.info("%s: state restored from %s", self.spec.tool_id, path)
 
     def spawn(self, coro: Awaitable[Any]) -> None:
+        """Run ``coro`` in the background until it ends or ``stop``; a failure is logged."""
+
         async def run() -> None:
             try:
                 await coro
