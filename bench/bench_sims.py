@@ -32,7 +32,7 @@ sys.path.insert(0, str(ROOT))
 
 from equipment_sims.fab import load_fab  # noqa: E402
 from equipment_sims.launcher import DEFAULT_SHELF_DIR, SimFab  # noqa: E402
-from equipment_sims.server import prepare_shelf  # noqa: E402
+from equipment_sims.shelf import prepare_shelf  # noqa: E402
 from equipment_sims.spec import ToolSpec  # noqa: E402
 from mes.opcua import model as m  # noqa: E402
 from tests.equipment_sims.conftest import ToolClient, job_order, wait_until  # noqa: E402

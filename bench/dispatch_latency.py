@@ -34,13 +34,11 @@ from sqlalchemy import select
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from pgdb import create_database, drop_database  # noqa: E402
-
 from mes.audit import recorder  # noqa: E402
 from mes.cli import import_smt2020_into  # noqa: E402
 from mes.clock import FixedClock  # noqa: E402
 from mes.config import Settings  # noqa: E402
-from mes.db import migrate  # noqa: E402
+from mes.db import migrate, throwaway  # noqa: E402
 from mes.db.engine import Database  # noqa: E402
 from mes.db.transaction import unit_of_work  # noqa: E402
 from mes.dispatch import policy, service  # noqa: E402
@@ -66,7 +64,7 @@ def percentile(values: list[float], q: float) -> float:
 
 
 async def run(args: argparse.Namespace) -> dict[str, object]:
-    url = await create_database(args.database_url, prefix="mes_bench_dispatch")
+    url = await throwaway.create_database(args.database_url, prefix="mes_bench_dispatch")
     db = Database.from_settings(Settings(database_url=url))
     try:
         await migrate.upgrade(db.engine)
@@ -154,7 +152,7 @@ async def run(args: argparse.Namespace) -> dict[str, object]:
         )
     finally:
         await db.dispose()
-        await drop_database(args.database_url, url)
+        await throwaway.drop_database(url, beside=args.database_url)
 
     p50, p95, p99 = (percentile(decision_ms, q) for q in (0.5, 0.95, 0.99))
     b50, b99 = percentile(base_ms, 0.5), percentile(base_ms, 0.99)

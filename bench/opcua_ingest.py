@@ -36,16 +36,13 @@ from sqlalchemy.engine import make_url
 from mes.audit import recorder
 from mes.clock import FixedClock, SystemClock
 from mes.config import Settings
-from mes.db import migrate
+from mes.db import migrate, throwaway
 from mes.db.engine import Database, create_engine
 from mes.db.transaction import unit_of_work
 from mes.opcua import model as m
 from mes.opcua.adapter import AdapterSettings
 from mes.opcua.registry import AdapterRegistry
 from mes.seed import loader
-
-sys.path.insert(0, str(Path(__file__).parent))
-from pgdb import create_database, drop_database
 
 recorder.install()  # the benchmark's own writes are audited as in the service
 
@@ -163,9 +160,9 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
     sensors = max(0, args.changing_values - IDLE_CHANGING)
     fab = _fab(args.tools, args.base_port, sensors)
     sims = _start_sims(tmp, fab, args)
-    url = f"sqlite+aiosqlite:///{tmp / 'bench.db'}"
+    url = throwaway.sqlite_database(tmp, "bench")
     if args.database_url:  # PostgreSQL: a database of its own beside the given one
-        url = await create_database(args.database_url)
+        url = await throwaway.create_database(args.database_url, prefix="mes_bench")
     settings = Settings(database_url=url)
     engine = create_engine(settings)
     await migrate.upgrade(engine)
@@ -242,7 +239,7 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
         for proc in sims:
             proc.wait(timeout=30)
         if args.database_url:
-            await drop_database(args.database_url, url)
+            await throwaway.drop_database(url, beside=args.database_url)
 
     def pct(p: float) -> float | None:
         return (

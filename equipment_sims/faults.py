@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 from .process import seeded_rng
 
-# What a random fault does (see SimServer._random_fault).
+# What a random fault does (see fault_injection.FaultInjection._random_fault).
 KINDS = (
     "alarm",  # a non-breaking alarm that needs acknowledging; cleared after a while
     "breakdown",  # job aborted, OutOfService + breaking alarm; repaired after a while

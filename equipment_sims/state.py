@@ -21,7 +21,8 @@ from typing import Any
 from mes.opcua.model import ChamberState, ControlState, JobState, JobSubstate, SubstrateState
 
 from .recipes import Recipe
-from .tool import Alarm, Job, Tool, Wafer
+from .records import Alarm, Job, Wafer
+from .tool import Tool
 
 FORMAT = 1
 

@@ -11,20 +11,16 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import io
-import shutil
-import uuid
 from collections.abc import AsyncIterator, Callable, Coroutine
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import asyncpg
 import httpx
 import pytest
 from pydantic import SecretStr
 from sqlalchemy import select
-from sqlalchemy.engine import make_url
 
 from equipment_sims.clock import SimClock
 from equipment_sims.pki import Security as SimSecurity
@@ -46,7 +42,7 @@ from mes.opcua.model import ProcessingKind
 from mes.opcua.registry import AdapterRegistry
 from mes.seed import loader
 from tests.conftest import JWT_SECRET, START, access_token
-from tests.databases import TEST_DATABASE_URL, _asyncpg_dsn, create_database, drop_database
+from tests.databases import create_database, drop_database
 from tests.equipment_sims.conftest import free_port
 
 TIMEOUT = 30.0
@@ -166,20 +162,6 @@ async def template_url(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterato
     await engine.dispose()
     yield url
     await drop_database(url)
-
-
-async def _copy_database(template: str, tmp_path: Path) -> str:
-    if TEST_DATABASE_URL is None:
-        target = tmp_path / f"opcua-{uuid.uuid4().hex[:8]}.db"
-        shutil.copyfile(make_url(template).database or "", target)
-        return f"sqlite+aiosqlite:///{target}"
-    name = f"mes_opcua_{uuid.uuid4().hex[:10]}"
-    admin = await asyncpg.connect(_asyncpg_dsn(TEST_DATABASE_URL))
-    try:
-        await admin.execute(f'CREATE DATABASE "{name}" TEMPLATE "{make_url(template).database}"')
-    finally:
-        await admin.close()
-    return make_url(TEST_DATABASE_URL).set(database=name).render_as_string(hide_password=False)
 
 
 @dataclass
@@ -353,7 +335,7 @@ def opcua_shelf(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture
 async def fab(template_url: str, tmp_path: Path, opcua_shelf: Path) -> AsyncIterator[Fab]:
-    url = await _copy_database(template_url, tmp_path)
+    url = await create_database(tmp_path, "opcua", template=template_url)
     settings = Settings(database_url=url, jwt_secret=SecretStr(JWT_SECRET))
     db = Database(create_engine(settings))
     ports = {code: free_port() for code in TOOLS}

@@ -1,0 +1,75 @@
+"""The real service in a subprocess (``mes serve``, or uvicorn with several workers)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import socket
+import subprocess
+import sys
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+
+ROOT = Path(__file__).resolve().parents[1]
+JWT_SECRET = "bench-signing-key-" + uuid.uuid4().hex
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+@contextlib.contextmanager
+def service(url: str, workers: int, log: Path) -> Iterator[tuple[subprocess.Popen[bytes], str]]:
+    port = free_port()
+    env = {
+        **os.environ,
+        "MES_DATABASE_URL": url,
+        "MES_JWT_SECRET": JWT_SECRET,
+    }
+    host = ["--host", "127.0.0.1", "--port", str(port)]
+    if workers == 1:
+        command = [sys.executable, "-m", "mes.cli", "serve", *host]
+    else:
+        command = [
+            sys.executable,
+            "-m",
+            "uvicorn",
+            "mes.main:create_app",
+            "--factory",
+            "--workers",
+            str(workers),
+            *host,
+        ]
+    with log.open("wb") as err:
+        server = subprocess.Popen(command, env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=err)
+        try:
+            yield server, f"http://127.0.0.1:{port}"
+        finally:
+            server.terminate()
+            try:
+                server.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                server.kill()
+                server.wait()
+
+
+def _tail(path: Path) -> str:
+    return path.read_text(errors="replace")[-3000:]
+
+
+async def wait_ready(http: httpx.AsyncClient, server: subprocess.Popen[bytes], log: Path) -> None:
+    for _ in range(300):
+        if server.poll() is not None:
+            raise RuntimeError(f"the service exited:\n{_tail(log)}")
+        with contextlib.suppress(httpx.TransportError):
+            if (await http.get("/readyz")).status_code == 200:
+                return
+        await asyncio.sleep(0.1)
+    raise RuntimeError("the service did not become ready in 30 s")
