@@ -50,6 +50,7 @@ PURE_EXTRA = (
     "smt2020/tables.py",
     "dispatch/policy_inputs.py",
     "jobs/results.py",
+    "quality/limits.py",
 )
 
 
