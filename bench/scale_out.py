@@ -48,7 +48,7 @@ from mes.opcua.models import AdapterLease
 from mes.seed import loader
 
 sys.path.insert(0, str(Path(__file__).parent))
-from opcua_ingest import _fab  # the same bench fab of identical etch tools
+from opcua_ingest import _cpu_seconds, _fab  # the same bench fab of etch tools
 
 LEADING = "leading B1"
 
@@ -156,6 +156,7 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
         procs[victim].send_signal(signal.SIGKILL)
         procs[old_leader].send_signal(signal.SIGKILL)
         killed_at = time.monotonic()
+        cpu0 = {n: _cpu_seconds(procs[n].pid) for n in (survivor, "sims")}
         standby_log = tmp / f"{standby}.log"
         seen_before = standby_log.read_text().count(LEADING)
 
@@ -168,6 +169,8 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
         dispatcher_s = await _until(standby_leads, args.timeout, poll=0.05)
         adapter_s = await adapter_task
         elapsed = time.monotonic() - killed_at
+        # Whose CPU the take-over costs: the surviving adapter's own, or the simulated tools'.
+        cpu = {n: round(_cpu_seconds(procs[n].pid) - c, 1) for n, c in cpu0.items()}
         adapter_bound = args.lease_ttl + 15
         dispatcher_bound = args.lease_ttl + args.cycle
         return {
@@ -182,6 +185,8 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
             "dispatcher_takeover_s": None if dispatcher_s is None else round(dispatcher_s, 2),
             "dispatcher_bound_s": dispatcher_bound,
             "observed_for_s": round(elapsed, 1),
+            "takeover_cpu_s_adapter": cpu[survivor],
+            "takeover_cpu_s_sims": cpu["sims"],
             "ok": adapter_s is not None
             and adapter_s <= adapter_bound
             and dispatcher_s is not None

@@ -13,7 +13,7 @@ from __future__ import annotations
 from mes.opcua.alarms import apply_alarm
 from mes.opcua.connections import ConnectionView, connection_of, publish_connection, stamp_signals
 from mes.opcua.events import apply_item_state, apply_job_event, apply_substrate_event
-from mes.opcua.leases import acquire, owns, release, renew
+from mes.opcua.leases import acquire, next_expiry, owns, release, renew
 from mes.opcua.outbox import claim_send, clear_command, fail_job, work_for_tool
 from mes.opcua.reconciliation import open_job_ids, reconcile_job
 from mes.opcua.tools import ToolRef, bind_adapter, principal_for, tools_to_serve
@@ -31,6 +31,7 @@ __all__ = [
     "clear_command",
     "connection_of",
     "fail_job",
+    "next_expiry",
     "open_job_ids",
     "owns",
     "principal_for",
