@@ -12,11 +12,13 @@ from mes.lots._core import (
     Change,
     begin,
     by_sequence,
+    finish,
     get_hold_code,
     hold_count,
     lock_lot,
     lot_view,
     place_hold,
+    release_carrier,
     route_steps,
     step_of,
 )
@@ -79,14 +81,14 @@ async def release(
     reason = data.reason
     for h in chosen:
         h.released_at, h.released_by, h.release_reason = now, actor.username, reason
+    details: dict[str, object] = {"released": sorted(h.id for h in chosen)}
+    if lot.route_completed_at is not None and len(chosen) == len(holds):
+        # It ran its last step and only its holds kept it: now it completes.
+        finish(lot, LotState.COMPLETED, now)
+        await release_carrier(session, lot)
+        details["completed"] = True
     await session.flush()
-    await change.record(
-        "RELEASE",
-        actor=actor.username,
-        at=now,
-        reason=reason,
-        details={"released": sorted(h.id for h in chosen)},
-    )
+    await change.record("RELEASE", actor=actor.username, at=now, reason=reason, details=details)
     return lot
 
 

@@ -78,6 +78,9 @@ class Lot(TimestampMixin, Base):
     step_entered_at: Mapped[datetime]
     tracked_in_at: Mapped[datetime | None]
     ended_at: Mapped[datetime | None]
+    # When the lot tracked out of its last step while holds kept it: it stays OnHold there and
+    # completes when its last hold is released (held material never leaves silently).
+    route_completed_at: Mapped[datetime | None]
     version: Mapped[int] = mapped_column(Integer, default=1)
 
     fab: Mapped[Fab] = relationship(foreign_keys=[fab_id])

@@ -291,10 +291,15 @@ async def track_out(
                     closed_at=now if closing in skipped else None,
                 )
             )
-        fire(session, lot, actions, kind=AFTER_TRACK_OUT, step_id=step.id, at=now)
-        if following is None:
+        armed = fire(session, lot, actions, kind=AFTER_TRACK_OUT, step_id=step.id, at=now)
+        if following is None and change.holds + armed > 0:
+            # Held material never completes: it waits OnHold at its last step, and the release
+            # of its last hold completes it (holds.release).
+            lot.route_completed_at = now
+            details["held_at_route_end"] = True
+        elif following is None:
             finish(lot, LotState.COMPLETED, now)
-            release_carrier(lot)
+            await release_carrier(session, lot)
         else:
             lot.current_step_id, lot.step_entered_at = following.id, now
             fire(session, lot, actions, kind=ARRIVAL, step_id=following.id, at=now)

@@ -16,6 +16,7 @@ from mes.lots import rules
 from mes.lots._core import (
     Change,
     begin,
+    close_holds,
     finish,
     hold_count,
     lock_lot,
@@ -69,6 +70,8 @@ async def split(
         parent_lot_id=parent.id,
         started_at=parent.started_at,
         step_entered_at=parent.step_entered_at,
+        # A child of a lot held at its route's end is done too: it completes on release.
+        route_completed_at=parent.route_completed_at,
     )
     if await session.scalar(select(Lot.id).where(Lot.code == child.code)) is not None:
         raise Conflict(f"lot {child.code} already exists", code="lot.duplicate")
@@ -136,6 +139,10 @@ async def merge(
         rules.MergeView(lot_view(target, target_holds), target.product_id, target.route_version_id),
         rules.MergeView(lot_view(source, source_holds), source.product_id, source.route_version_id),
     )
+    if (target.route_completed_at is None) != (source.route_completed_at is None):
+        raise RuleViolation(
+            "lot.merge_mismatch", "one of the lots has run its last step and the other has not"
+        )
     target_change = Change(session, target, target_holds)
     source_change = Change(session, source, source_holds)
     moving = [w for w in source.wafers if w.state == WaferState.ACTIVE]
@@ -156,7 +163,7 @@ async def merge(
         .values(lot_id=target.id)
     )
     finish(source, LotState.TERMINATED, now)
-    release_carrier(source)
+    await release_carrier(session, source)
     session.add(
         Genealogy(
             parent_lot_id=source.id,
@@ -208,9 +215,13 @@ async def scrap(
     for wafer in wafers:
         wafer.state = WaferState.SCRAPPED
     lot.wafer_count -= len(wafers)
+    closed: list[int] = []
     if lot.wafer_count == 0:
+        closed = await close_holds(
+            session, lot, actor=actor.username, at=now, reason="every wafer of the lot scrapped"
+        )
         finish(lot, LotState.SCRAPPED, now)
-        release_carrier(lot)
+        await release_carrier(session, lot)
         if tool is not None and not tool_stays_busy and tool.e10_state == E10State.PRD:
             tool_state(session, tool, E10State.SBY, actor=actor.username, at=now)
     await session.flush()
@@ -219,7 +230,11 @@ async def scrap(
         actor=actor.username,
         at=now,
         reason=data.comment,
-        details={"reason_code": data.reason_code, "wafers": list(data.wafers)},
+        details={
+            "reason_code": data.reason_code,
+            "wafers": list(data.wafers),
+            **({"closed_holds": closed} if closed else {}),
+        },
     )
     return lot
 

@@ -462,7 +462,7 @@ class LotMachine(RuleBasedStateMachine):
             assert lot["step"] is not None, f"{code} is {state} but at no step"
         if state == "OnHold":
             assert lot["holds"], f"{code} is OnHold without an active hold"
-        if state in ("Waiting", "InTransit"):
+        if state in ("Waiting", "InTransit") or state in FINAL:
             assert not lot["holds"], f"{code} is {state} with active holds {lot['holds']}"
         if not history:
             return  # the database check folds every lot's history after every step
@@ -559,6 +559,10 @@ class LotMachine(RuleBasedStateMachine):
                 assert n_holds >= 1, f"{r.code} is OnHold without an active hold"
             if state in (LotState.WAITING, LotState.IN_TRANSIT):
                 assert n_holds == 0, f"{r.code} is {state} with {n_holds} active holds"
+            # (3b) held material never leaves: an ended lot has no open hold (those it had
+            # were closed by the event that ended it, which the history fold checks below)
+            if state in FINAL_STATES:
+                assert n_holds == 0, f"{r.code} ended {state} with {n_holds} active holds"
             # (4) the history folds to the lot as it is
             folded = fold(history[r.id])
             now = {
