@@ -27,7 +27,7 @@ from mes.kit.lookup import get_by_key
 from mes.lots import service as lots_service
 from mes.lots.commands import Measurement, TrackIn, TrackOut
 from mes.lots.models import Lot
-from mes.lots.states import LotState
+from mes.lots.states import LotState, WaferState
 from mes.recipes.models import RecipeVersion
 from mes.routes.models import Step
 
@@ -349,12 +349,12 @@ def split_by_lot(
 ) -> list[tuple[Lot, int, list[WaferReport]]]:
     """Each lot's share of a job result: wafers processed and the tool's wafer reports.
 
-    One lot takes the whole result. In a batch the tool's reports are matched to the lots by
-    scribe id (the job order carried them); without per-wafer reports the processed count is
-    handed out in batch order.
+    Per-wafer reports decide when the tool sent them (matched to the lots by scribe id, the job
+    order carried them): a wafer counts as processed only if the tool says so. Without them the
+    processed count is handed out in batch order (one lot takes it all).
     """
-    if len(lots) == 1:
-        return [(lots[0], min(result.wafers_processed, lots[0].wafer_count), list(result.wafers))]
+    if len(lots) == 1 and not result.wafers:
+        return [(lots[0], min(result.wafers_processed, lots[0].wafer_count), [])]
     shares = []
     left = result.wafers_processed
     for lot in lots:
@@ -395,10 +395,24 @@ async def complete(
             for w in reports
             if w.measurements
         ][:100]
+        reported = {w.substrate_id: w.state for w in reports}
+        not_processed = (
+            tuple(
+                (w.scribe_id, reported.get(w.scribe_id, "not reported"))
+                for w in sorted(lot.wafers, key=lambda w: w.slot)
+                if w.state == WaferState.ACTIVE and reported.get(w.scribe_id) != WAFER_PROCESSED
+            )
+            if reports
+            else ()
+        )
         await lots_service.track_out(
             session,
             lot.code,
-            TrackOut(wafers_processed=processed, measurements=tuple(measurements)),
+            TrackOut(
+                wafers_processed=processed,
+                measurements=tuple(measurements),
+                not_processed=not_processed,
+            ),
             actor=principal,
             clock=clock,
         )

@@ -242,7 +242,13 @@ async def track_out(
     limit_code: HoldCode | None = None
     following: rules.StepView | None = None
     skipped: list[rules.StepView] = []
-    if data.outcome == TrackOutcome.REWORK:
+    partial = rules.partial_run_reason(processed, lot.wafer_count, data.not_processed)
+    partial_code = await get_hold_code(session, "PARTIAL_RUN") if partial else None
+    if partial:
+        # Never "pass" a step some wafers did not see: the lot stays at it, held, and an
+        # engineer decides (re-run, split the unprocessed wafers off, scrap, jump on).
+        details["partial_run"] = [list(pair) for pair in data.not_processed]
+    elif data.outcome == TrackOutcome.REWORK:
         rework_counter = (
             await session.scalars(
                 select(ReworkCount).where(
@@ -262,7 +268,9 @@ async def track_out(
     lot.equipment_id = None
     lot.tracked_in_at = None
     lot.state = LotState.WAITING
-    if decision is not None:
+    if partial_code is not None and partial is not None:
+        place_hold(session, lot, partial_code, partial, actor="system", at=now)
+    elif decision is not None:
         if rework_counter is None:
             session.add(ReworkCount(lot_id=lot.id, step_id=step.id, count=decision.count))
         else:

@@ -108,3 +108,27 @@ async def test_a_terminated_lot_closes_its_holds_in_the_terminate_event(client):
     assert len(last["after"]["closed_holds"]) == 1
     holds = (await client.get("/api/v1/lots/holds", params={"fab": "F1"})).json()
     assert all(h["lot"] != code for h in holds["items"])
+
+
+async def test_a_manual_track_out_with_wafers_missing_holds_the_lot_at_the_step(client):
+    lot = await start(client)
+    code = lot["code"]
+    tool = (await tools_for(client, lot))[0]
+    await client.post(f"/api/v1/lots/{code}/track-in", json={"tool": tool})
+    out = await client.post(f"/api/v1/lots/{code}/track-out", json={"wafers_processed": 3})
+    assert out.status_code == 200, out.text
+    after = (await client.get(f"/api/v1/lots/{code}")).json()
+    assert (after["state"], after["step"]["sequence"]) == ("OnHold", 10)
+    [hold] = after["holds"]
+    assert hold["hold_code"] == "PARTIAL_RUN"
+    assert "3 of 5 wafers processed" in hold["reason"]
+    # The tool is free again; the lot waits for an engineer's disposition.
+    assert (await client.get(f"/api/v1/equipment/{tool}")).json()["e10_state"] == "SBY"
+    released = await client.post(f"/api/v1/lots/{code}/release", json={"signature": SIGNED})
+    assert (released.json()["state"], released.json()["step"]["sequence"]) == ("Waiting", 10)
+
+
+async def test_a_full_track_out_passes(client):
+    lot = await start(client)
+    out = await move(client, lot["code"], wafers_processed=5)
+    assert (out["state"], out["step"]["sequence"]) == ("Waiting", 20)
