@@ -17,7 +17,7 @@ from sqlalchemy.orm import selectinload
 
 from mes.auth.service import Principal
 from mes.clock import Clock
-from mes.errors import RuleViolation
+from mes.errors import MesError, RuleViolation
 from mes.jobs import schemas as s
 from mes.jobs import states
 from mes.jobs.models import EquipmentJob, EquipmentJobLot, JobWaferResult, ProcessValueSummary
@@ -139,19 +139,29 @@ async def request_batch(
         .with_for_update(key_share=True)
     )
     tracked: dict[str, tuple[Lot, RecipeVersion]] = {}
+    before_track_ins = await session.begin_nested()
     for code in sorted(lot_codes):
-        lot, tool, recipe = await lots_service.track_in(
-            session,
-            code,
-            TrackIn(
-                tool=tool_code,
-                version=version if len(lot_codes) == 1 else None,
-                step_sequence=step_sequence,
-            ),
-            actor=principal,
-            clock=clock,
+        command = TrackIn(
+            tool=tool_code,
+            version=version if len(lot_codes) == 1 else None,
+            step_sequence=step_sequence,
         )
+        try:
+            lot, tool, recipe = await lots_service.track_in(
+                session, code, command, actor=principal, clock=clock
+            )
+        except MesError as exc:
+            if len(lot_codes) == 1 or not getattr(exc, "keep_changes", False):
+                raise
+            # A refusal that keeps a trace (the Q-time hold) is committed: the lots tracked in
+            # before it must not be. Undo them all, then refuse the one lot again on its own.
+            await before_track_ins.rollback()
+            await lots_service.track_in(session, code, command, actor=principal, clock=clock)
+            raise RuleViolation(  # the refusal did not repeat: refuse the batch, keep nothing
+                "job.batch_refused", f"lot {code} was refused in the batch: {exc.detail}"
+            ) from exc
         tracked[code] = (lot, recipe)
+    await before_track_ins.commit()  # releases the savepoint; the transaction goes on
     if not tool.opcua_endpoint:
         raise RuleViolation(
             "job.tool_not_connected",
