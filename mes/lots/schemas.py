@@ -232,6 +232,17 @@ class LotList(BaseModel):
     lots: list[LotRead]
 
 
+class SkippedLot(BaseModel):
+    lot: str
+    reason: str
+
+
+class MassHoldResult(LotList):
+    """The lots held, and the matching lots left as they were, with why."""
+
+    skipped: list[SkippedLot]
+
+
 class SplitResult(BaseModel):
     parent: LotRead
     child: LotRead

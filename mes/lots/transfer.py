@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from sqlalchemy import func, select, update
+from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from mes.auth.service import Principal
@@ -16,6 +16,7 @@ from mes.lots import rules
 from mes.lots._core import begin, lot_view
 from mes.lots.commands import Receive, Ship
 from mes.lots.models import FutureAction, Lot, LotTransfer, QTimeWindow
+from mes.lots.queries import active_holds
 from mes.lots.states import LotState, QTimeStatus
 
 # Transit between fabs takes time: a Q-time window closer than this refuses the shipment.
@@ -84,11 +85,14 @@ async def receive(
     transfer.received_at, transfer.received_by = now, actor.username
     lot.fab_id = lot.destination_fab_id
     lot.destination_fab_id = None
-    lot.state = LotState.WAITING
+    lot.state = LotState.WAITING  # OnHold if it was held on the road (Change.record)
+    # Through the ORM, not bulk UPDATEs, so the audit trail sees each row move fab.
     if lot.carrier_id is not None:
-        await session.execute(
-            update(Carrier).where(Carrier.id == lot.carrier_id).values(fab_id=lot.fab_id)
-        )
+        carrier = await session.get(Carrier, lot.carrier_id)
+        assert carrier is not None  # the FK guarantees it
+        carrier.fab_id = lot.fab_id
+    for hold in await active_holds(session, [lot.id]):
+        hold.fab_id = lot.fab_id
     await session.flush()
     # The database carried the wafers along (ON UPDATE CASCADE); reload what it changed.
     for wafer in lot.wafers:

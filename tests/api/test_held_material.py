@@ -132,3 +132,34 @@ async def test_a_full_track_out_passes(client):
     lot = await start(client)
     out = await move(client, lot["code"], wafers_processed=5)
     assert (out["state"], out["step"]["sequence"]) == ("Waiting", 20)
+
+
+async def test_a_lot_on_the_road_can_be_held_and_arrives_on_hold(client):
+    lot = await start(client)
+    code = lot["code"]
+    await client.post(f"/api/v1/lots/{code}/ship", json={"to_fab": "F2"})
+    held = await client.post(
+        f"/api/v1/lots/{code}/hold", json={"hold_code": "QUALITY", "reason": "excursion"}
+    )
+    assert held.status_code == 200, held.text
+    assert held.json()["state"] == "InTransit"  # still travelling
+    received = await client.post(f"/api/v1/lots/{code}/receive", json={})
+    assert (received.json()["state"], received.json()["fab"]) == ("OnHold", "F2")
+    holds = (await client.get("/api/v1/lots/holds", params={"fab": "F2"})).json()["items"]
+    assert [h["lot"] for h in holds] == [code]
+
+
+async def test_mass_hold_takes_travelling_lots_and_reports_what_it_skipped(client):
+    travelling = (await start(client))["code"]
+    await client.post(f"/api/v1/lots/{travelling}/ship", json={"to_fab": "F2"})
+    waiting = (await start(client))["code"]
+    body = {"hold_code": "QUALITY", "reason": "excursion on LOGIC28", "product": "LOGIC28"}
+    first = await client.post("/api/v1/lots/mass-hold", json=body)
+    assert first.status_code == 200, first.text
+    assert sorted(lot["code"] for lot in first.json()["lots"]) == sorted([travelling, waiting])
+    assert first.json()["skipped"] == []
+    again = await client.post("/api/v1/lots/mass-hold", json=body)
+    assert again.json()["lots"] == []
+    assert again.json()["skipped"] == [
+        {"lot": code, "reason": "already on hold QUALITY"} for code in sorted([travelling, waiting])
+    ]
