@@ -139,29 +139,33 @@ async def request_batch(
         .with_for_update(key_share=True)
     )
     tracked: dict[str, tuple[Lot, RecipeVersion]] = {}
-    before_track_ins = await session.begin_nested()
-    for code in sorted(lot_codes):
-        command = TrackIn(
+    commands = {
+        code: TrackIn(
             tool=tool_code,
             version=version if len(lot_codes) == 1 else None,
             step_sequence=step_sequence,
         )
-        try:
-            lot, tool, recipe = await lots_service.track_in(
-                session, code, command, actor=principal, clock=clock
-            )
-        except MesError as exc:
-            if len(lot_codes) == 1 or not getattr(exc, "keep_changes", False):
-                raise
-            # A refusal that keeps a trace (the Q-time hold) is committed: the lots tracked in
-            # before it must not be. Undo them all, then refuse the one lot again on its own.
-            await before_track_ins.rollback()
-            await lots_service.track_in(session, code, command, actor=principal, clock=clock)
-            raise RuleViolation(  # the refusal did not repeat: refuse the batch, keep nothing
-                "job.batch_refused", f"lot {code} was refused in the batch: {exc.detail}"
-            ) from exc
-        tracked[code] = (lot, recipe)
-    await before_track_ins.commit()  # releases the savepoint; the transaction goes on
+        for code in lot_codes
+    }
+    current = ""
+    try:
+        async with session.begin_nested():  # a savepoint before the first track-in
+            for current in sorted(lot_codes):
+                lot, tool, recipe = await lots_service.track_in(
+                    session, current, commands[current], actor=principal, clock=clock
+                )
+                tracked[current] = (lot, recipe)
+    except MesError as exc:
+        if len(lot_codes) == 1 or not getattr(exc, "keep_changes", False):
+            raise
+        # A refusal that keeps a trace (the Q-time hold) is committed, but the lots tracked in
+        # before it must not be: the savepoint undid them all; refuse that one lot again alone.
+        await lots_service.track_in(
+            session, current, commands[current], actor=principal, clock=clock
+        )
+        raise RuleViolation(  # the refusal did not repeat: refuse the batch, keep nothing
+            "job.batch_refused", f"lot {current} was refused in the batch: {exc.detail}"
+        ) from exc
     if not tool.opcua_endpoint:
         raise RuleViolation(
             "job.tool_not_connected",
@@ -336,7 +340,23 @@ async def store_process_values(
 
 
 def _lot_on_tool(job: EquipmentJob, lot: Lot) -> bool:
-    return lot.state == LotState.RUNNING and lot.equipment_id == job.equipment_id
+    # The step too: a late end event of an old job must not move a lot that was sent on.
+    return (
+        lot.state == LotState.RUNNING
+        and lot.equipment_id == job.equipment_id
+        and lot.current_step_id == job.step_id
+    )
+
+
+async def open_job_of(session: AsyncSession, lot_code: str) -> str | None:
+    """The job order a lot runs in that has not ended, if any."""
+    return await session.scalar(
+        select(EquipmentJob.job_order_id)
+        .join(EquipmentJobLot, EquipmentJobLot.job_id == EquipmentJob.id)
+        .join(Lot, Lot.id == EquipmentJobLot.lot_id)
+        .where(Lot.code == lot_code, EquipmentJob.status.not_in(states.FINAL))
+        .limit(1)
+    )
 
 
 async def member_lots(session: AsyncSession, job: EquipmentJob) -> list[Lot]:
