@@ -429,7 +429,7 @@ async def complete(
         not_processed = (
             tuple(
                 (w.scribe_id, reported.get(w.scribe_id, "not reported"))
-                for w in sorted(lot.wafers, key=lambda w: w.slot)
+                for w in sorted(lot.wafers, key=lambda w: w.slot or 0)
                 if w.state == WaferState.ACTIVE and reported.get(w.scribe_id) != WAFER_PROCESSED
             )
             if reports

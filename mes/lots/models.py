@@ -117,7 +117,8 @@ class Wafer(TimestampMixin, Base):
     scribe_id: Mapped[str] = mapped_column(String(32), unique=True)
     lot_id: Mapped[int] = mapped_column(index=True)
     fab_id: Mapped[int] = mapped_column(ForeignKey("fab.id"))
-    slot: Mapped[int] = mapped_column(Integer)
+    # None once the wafer has left its carrier (scrapped): its slot is free for others.
+    slot: Mapped[int | None] = mapped_column(Integer)
     state: Mapped[WaferState] = mapped_column(
         enum_type(WaferState, "wafer_state"), default=WaferState.ACTIVE
     )

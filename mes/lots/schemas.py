@@ -20,7 +20,7 @@ from mes.lots.states import (
 
 class WaferRead(BaseModel):
     scribe_id: str
-    slot: int
+    slot: int | None  # None: the wafer left the carrier (scrapped)
     state: WaferState
 
 

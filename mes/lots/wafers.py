@@ -34,6 +34,11 @@ from mes.lots.states import GenealogyRelation, LotState, QTimeStatus, WaferState
 # --- split / merge ---------------------------------------------------------------------------
 
 
+def _slots(wafers: Sequence[Wafer]) -> set[int]:
+    """The carrier slots these wafers occupy (a scrapped wafer occupies none)."""
+    return {w.slot for w in wafers if w.slot is not None}
+
+
 def _pick_wafers(lot: Lot, scribe_ids: Sequence[str]) -> list[Wafer]:
     by_id = {w.scribe_id: w for w in lot.wafers if w.state == WaferState.ACTIVE}
     missing = sorted(set(scribe_ids) - set(by_id))
@@ -146,10 +151,10 @@ async def merge(
     target_change = Change(session, target, target_holds)
     source_change = Change(session, source, source_holds)
     moving = [w for w in source.wafers if w.state == WaferState.ACTIVE]
-    taken = {w.slot for w in target.wafers}
+    taken = _slots(target.wafers)
     clashing = [w for w in moving if w.slot in taken]
     for wafer, slot in zip(
-        clashing, rules.free_slots(taken | {w.slot for w in moving}, len(clashing)), strict=True
+        clashing, rules.free_slots(taken | _slots(moving), len(clashing)), strict=True
     ):
         wafer.slot = slot  # a sorter re-slots them into the target carrier
     for wafer in moving:
@@ -212,8 +217,10 @@ async def scrap(
         tool = await session.get(Equipment, lot.equipment_id, with_for_update={"key_share": True})
         assert tool is not None  # the FK guarantees it
         tool_stays_busy = len(await lots_on_tool(session, tool.id)) > 1
+    slots_freed = {w.scribe_id: w.slot for w in wafers}
     for wafer in wafers:
         wafer.state = WaferState.SCRAPPED
+        wafer.slot = None  # out of the carrier: the slot takes another wafer
     lot.wafer_count -= len(wafers)
     closed: list[int] = []
     if lot.wafer_count == 0:
@@ -233,6 +240,7 @@ async def scrap(
         details={
             "reason_code": data.reason_code,
             "wafers": list(data.wafers),
+            "slots": slots_freed,
             **({"closed_holds": closed} if closed else {}),
         },
     )
@@ -249,7 +257,7 @@ async def bonus(
     rules.require_active(lot_view(lot, change.holds))
     if lot.wafer_count + data.count > 25:
         raise RuleViolation("lot.too_many_wafers", "a lot holds at most 25 wafers")
-    slots = rules.free_slots({w.slot for w in lot.wafers}, data.count)
+    slots = rules.free_slots(_slots(lot.wafers), data.count)
     taken = {w.scribe_id for w in lot.wafers}
     added = []
     for slot in slots:

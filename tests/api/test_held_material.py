@@ -163,3 +163,24 @@ async def test_mass_hold_takes_travelling_lots_and_reports_what_it_skipped(clien
     assert again.json()["skipped"] == [
         {"lot": code, "reason": "already on hold QUALITY"} for code in sorted([travelling, waiting])
     ]
+
+
+async def test_a_scrapped_wafer_frees_its_slot_for_a_bonus_wafer(client):
+    lot = await start(client, wafer_count=25)
+    code = lot["code"]
+    detail = (await client.get(f"/api/v1/lots/{code}")).json()
+    broken = next(w["scribe_id"] for w in detail["wafers"] if w["slot"] == 7)
+    scrapped = await client.post(
+        f"/api/v1/lots/{code}/scrap",
+        json={"wafers": [broken], "reason_code": "BROKEN", "signature": SIGNED},
+    )
+    assert scrapped.json()["wafer_count"] == 24
+    bonus = await client.post(
+        f"/api/v1/lots/{code}/bonus", json={"count": 1, "reason_code": "FOUND"}
+    )
+    assert bonus.status_code == 200, bonus.text
+    wafers = (await client.get(f"/api/v1/lots/{code}")).json()["wafers"]
+    active = [w for w in wafers if w["state"] == "active"]
+    assert sorted(w["slot"] for w in active) == list(range(1, 26))
+    [gone] = [w for w in wafers if w["state"] == "scrapped"]
+    assert (gone["scribe_id"], gone["slot"]) == (broken, None)
