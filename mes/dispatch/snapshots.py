@@ -16,7 +16,7 @@ from sqlalchemy import ColumnElement, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from mes.dispatch import policy
-from mes.dispatch.models import FabTransferTime, SetupChange, SetupMinRun
+from mes.dispatch.models import SetupChange, SetupMinRun
 from mes.dispatch.route_cache import RouteInfo, route_info
 from mes.durables.models import Durable
 from mes.durables.rules import DurableLocation, DurableState
@@ -24,7 +24,7 @@ from mes.equipment import pm_rules
 from mes.equipment import service as equipment_service
 from mes.equipment.models import Chamber, Equipment, PmPlan, PmRecord
 from mes.equipment.states import PRODUCTION_STATES
-from mes.fabs.models import ToolGroup
+from mes.fabs.models import FabTransferTime, ToolGroup
 from mes.lots import service as lots_service
 from mes.lots.models import Lot, LotEvent, QTimeWindow
 from mes.lots.states import LotState, QTimeStatus

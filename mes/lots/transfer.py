@@ -12,6 +12,7 @@ from mes.clock import Clock
 from mes.durables.models import Carrier
 from mes.errors import RuleViolation
 from mes.fabs import service as fabs_service
+from mes.fabs.models import FabTransferTime
 from mes.lots import rules
 from mes.lots._core import begin, lot_view
 from mes.lots.commands import Receive, Ship
@@ -19,8 +20,19 @@ from mes.lots.models import FutureAction, Lot, LotTransfer, QTimeWindow
 from mes.lots.queries import active_holds
 from mes.lots.states import LotState, QTimeStatus
 
-# Transit between fabs takes time: a Q-time window closer than this refuses the shipment.
+# Transit between fabs takes time: a Q-time window closer than the transit refuses the
+# shipment. The configured time between the two fabs (fab_transfer_time) counts; this is the
+# time assumed between fabs nobody configured.
 TRANSIT_TIME = timedelta(hours=4)
+
+
+async def transit_time(session: AsyncSession, from_fab_id: int, to_fab_id: int) -> timedelta:
+    configured = await session.scalar(
+        select(FabTransferTime.time_s).where(
+            FabTransferTime.from_fab_id == from_fab_id, FabTransferTime.to_fab_id == to_fab_id
+        )
+    )
+    return TRANSIT_TIME if configured is None else timedelta(seconds=configured)
 
 
 async def ship(
@@ -48,7 +60,7 @@ async def ship(
         open_future_actions=int(open_actions or 0),
         open_qtime_deadlines=deadlines,
         now=now,
-        transit_s=int(TRANSIT_TIME.total_seconds()),
+        transit_s=int((await transit_time(session, lot.fab_id, destination.id)).total_seconds()),
     )
     session.add(
         LotTransfer(
