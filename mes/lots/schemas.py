@@ -232,6 +232,15 @@ class LotList(BaseModel):
     lots: list[LotRead]
 
 
+class QTimeWindowRead(BaseModel):
+    lot: str
+    fab: str
+    to_step_sequence: int
+    opened_at: datetime
+    deadline_at: datetime
+    remaining_s: float  # negative: already past (the watch holds it at its next round)
+
+
 class SkippedLot(BaseModel):
     lot: str
     reason: str
