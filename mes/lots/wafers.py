@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from sqlalchemy import func, select, update
+from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from mes.auth.service import Principal
@@ -22,14 +22,13 @@ from mes.lots._core import (
     lock_lot,
     lot_view,
     lots_on_tool,
-    place_hold,
     release_carrier,
     tool_state,
 )
 from mes.lots.commands import Bonus, Merge, Scrap, Split
-from mes.lots.models import Genealogy, Lot, LotHold, QTimeWindow, Wafer
-from mes.lots.queries import active_holds
-from mes.lots.states import GenealogyRelation, LotState, QTimeStatus, WaferState
+from mes.lots.inheritance import copy_to_child, move_to_target
+from mes.lots.models import Genealogy, Lot, Wafer
+from mes.lots.states import GenealogyRelation, LotState, WaferState
 
 # --- split / merge ---------------------------------------------------------------------------
 
@@ -85,25 +84,8 @@ async def split(
     for wafer in wafers:
         wafer.lot_id = child.id
     parent.wafer_count -= len(wafers)
-    # The child inherits the parent's holds, Q-time windows and future actions.
-    for h in await active_holds(session, [parent.id]):
-        place_hold(session, child, h.hold_code, h.reason, actor=h.placed_by, at=h.placed_at)
-    for window in await session.scalars(
-        select(QTimeWindow).where(
-            QTimeWindow.lot_id == parent.id, QTimeWindow.status == QTimeStatus.OPEN
-        )
-    ):
-        session.add(
-            QTimeWindow(
-                lot_id=child.id,
-                fab_id=child.fab_id,
-                from_step_id=window.from_step_id,
-                to_step_id=window.to_step_id,
-                opened_at=window.opened_at,
-                deadline_at=window.deadline_at,
-                status=QTimeStatus.OPEN,
-            )
-        )
+    # The child inherits the parent's holds, Q-time windows, future actions, rework counts.
+    await copy_to_child(session, parent, child)
     session.add(
         Genealogy(
             parent_lot_id=parent.id,
@@ -161,12 +143,8 @@ async def merge(
         wafer.lot_id = target.id
     target.wafer_count += source.wafer_count
     source.wafer_count = 0
-    # The merged lot carries the source's holds too.
-    await session.execute(
-        update(LotHold)
-        .where(LotHold.lot_id == source.id, LotHold.released_at.is_(None))
-        .values(lot_id=target.id)
-    )
+    # The merged lot carries the source's holds, windows, future actions and rework counts too.
+    await move_to_target(session, source, target, at=now)
     finish(source, LotState.TERMINATED, now)
     await release_carrier(session, source)
     session.add(
