@@ -402,7 +402,8 @@ class LotMachine(RuleBasedStateMachine):
         answer = self.call("receive", "POST", f"{API}/lots/{code}/receive", {})
         self.touched.add(code)
         if answer is not None:
-            assert answer["state"] == "Waiting"
+            # A lot held on the road arrives on hold.
+            assert answer["state"] == ("OnHold" if was["holds"] else "Waiting")
             assert answer["fab"] != was["fab"]
 
     @precondition(has_live_lots)
