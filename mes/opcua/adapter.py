@@ -89,6 +89,8 @@ class ToolAdapter:
         self._events: asyncio.Queue[Received] = asyncio.Queue()
         self._values: dict[str, Any] = {}
         self._pv: dict[str, mapping.ProcessValueBuffer] = {}
+        # Alarm codes the tool replays during a ConditionRefresh (None: no refresh under way).
+        self._replayed: set[str] | None = None
         self._session: ToolSession | None = None
         self._pending_work: set[str] = set()
 
@@ -257,6 +259,11 @@ class ToolAdapter:
     async def _apply(self, received: float, event: mapping.ToolEvent) -> None:
         if isinstance(event, mapping.ValueChange) and not self._on_value(event):
             return
+        if isinstance(event, mapping.AlarmRefresh) and not event.end:
+            self._replayed = set()  # collect what the tool replays until the end marker
+            return
+        if isinstance(event, mapping.AlarmEvent) and event.active and self._replayed is not None:
+            self._replayed.add(event.code[:64])
         self.last_event_at = self.clock.now()
         async with unit_of_work(self.db) as session:
             now = self.clock.now()
@@ -281,6 +288,14 @@ class ToolAdapter:
                 outcome = await opcua_service.apply_alarm(
                     session, self.tool, event, rules=self.settings.alarm_rules, clock=self.clock
                 )
+            elif isinstance(event, mapping.AlarmRefresh):
+                if self._replayed is None:  # an end without a start: nothing to compare
+                    return
+                closed = await opcua_service.close_unreported_alarms(
+                    session, self.tool, self._replayed, clock=self.clock
+                )
+                self._replayed = None
+                outcome = f"refresh done; closed {closed}" if closed else "refresh done"
             else:
                 outcome = await opcua_service.apply_item_state(
                     session, self.tool, str(event.value), clock=self.clock

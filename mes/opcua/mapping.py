@@ -294,4 +294,13 @@ class ValueChange:
     at: datetime
 
 
-ToolEvent = JobEvent | SubstrateEvent | AlarmEvent | ValueChange
+@dataclass(frozen=True)
+class AlarmRefresh:
+    """The start or end of a ConditionRefresh: between them the tool replays every alarm it
+    still retains, so an alarm the MES has open and the tool did not replay is gone."""
+
+    end: bool
+    at: datetime
+
+
+ToolEvent = JobEvent | SubstrateEvent | AlarmEvent | AlarmRefresh | ValueChange

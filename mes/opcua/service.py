@@ -10,7 +10,7 @@ The package's face: the functions live in ``tools``, ``leases``, ``connections``
 
 from __future__ import annotations
 
-from mes.opcua.alarms import apply_alarm
+from mes.opcua.alarms import apply_alarm, close_unreported_alarms
 from mes.opcua.connections import ConnectionView, connection_of, publish_connection, stamp_signals
 from mes.opcua.events import apply_item_state, apply_job_event, apply_substrate_event
 from mes.opcua.leases import acquire, owns, release, renew
@@ -29,6 +29,7 @@ __all__ = [
     "bind_adapter",
     "claim_send",
     "clear_command",
+    "close_unreported_alarms",
     "connection_of",
     "fail_job",
     "open_job_ids",
