@@ -19,6 +19,7 @@ from mes.lots.commands import Hold
 from mes.lots.states import LotState
 from mes.opcua import mapping
 from mes.opcua.mapping import AlarmEvent, AlarmRule
+from mes.opcua.quarantine import MES_ALARM_PREFIX
 from mes.opcua.tools import ToolRef, principal_for
 
 
@@ -34,7 +35,7 @@ async def close_unreported_alarms(
             .where(EquipmentAlarm.equipment_id == tool.id, EquipmentAlarm.cleared_at.is_(None))
             .with_for_update(key_share=True)
         )
-        if alarm.alarm_code not in reported
+        if alarm.alarm_code not in reported and not alarm.alarm_code.startswith(MES_ALARM_PREFIX)
     ]
     for alarm in stale:
         alarm.cleared_at = clock.now()

@@ -358,9 +358,14 @@ class ToolSession:
         self._seen()
         try:
             parsed = self._parse_event(event)
-        except Exception:
-            log.exception("%s: unreadable event", self.tool_code)
-            return
+        except Exception as exc:
+            log.warning("%s: unreadable event quarantined: %s", self.tool_code, exc)
+            parsed = mapping.Unreadable(
+                kind=type(event).__name__,
+                payload=repr(event)[:4000],
+                error=f"{type(exc).__name__}: {exc}"[:2000],
+                at=_utc(getattr(event, "Time", None)),
+            )
         if parsed is not None:
             self.queue.put_nowait((self.last_message_at, parsed))
 
@@ -390,7 +395,7 @@ class ToolSession:
                 slot=int(e.Slot),
                 chamber=str(e.Chamber or ""),
                 state=str(e.SubstrateState),
-                measurements=tuple(float(v) for v in (meas if isinstance(meas, list) else [meas])),
+                measurements=mapping.finite(meas),
                 sequence=int(e.Sequence),
                 at=at,
             )

@@ -15,6 +15,7 @@ from mes.opcua.connections import ConnectionView, connection_of, publish_connect
 from mes.opcua.events import apply_item_state, apply_job_event, apply_substrate_event
 from mes.opcua.leases import acquire, owns, release, renew
 from mes.opcua.outbox import claim_send, clear_command, fail_job, work_for_tool
+from mes.opcua.quarantine import dead_letters, quarantine
 from mes.opcua.reconciliation import open_job_ids, reconcile_job
 from mes.opcua.tools import ToolRef, bind_adapter, principal_for, tools_to_serve
 
@@ -31,11 +32,13 @@ __all__ = [
     "clear_command",
     "close_unreported_alarms",
     "connection_of",
+    "dead_letters",
     "fail_job",
     "open_job_ids",
     "owns",
     "principal_for",
     "publish_connection",
+    "quarantine",
     "reconcile_job",
     "release",
     "renew",
