@@ -474,7 +474,13 @@ async def end_without_run(
         job.tool_state = f"{result.state}/{result.substate}"
         job.wafers_processed = result.wafers_processed
         await record_wafers(session, job, result.wafers, now)
-    for lot in await member_lots(session, job):
+    lots = await member_lots(session, job)
+    # What each lot had processed before the end (nothing, without a result): the rest of its
+    # wafers give back the usage counted at track-in.
+    processed = (
+        {lot.id: n for lot, n, _ in split_by_lot(lots, result)} if result is not None else {}
+    )
+    for lot in lots:
         if not _lot_on_tool(job, lot):
             continue
         await lots_service.abort_run(
@@ -486,6 +492,7 @@ async def end_without_run(
             actor=principal,
             clock=clock,
             details={"job_order_id": job.job_order_id},
+            wafers_processed=processed.get(lot.id, 0),
         )
     await session.flush()
     return True

@@ -186,7 +186,7 @@ async def track_in(
     await _check_certified(session, actor, step.tool_group_id, now)
     # The equipment's side: no PM due, the recipe's reticle at the tool and under its
     # limit; counts the wafers on the tool and the reticle's uses.
-    await durables_service.admit_lot(
+    reticle = await durables_service.admit_lot(
         session, tool, recipe_body=recipe.body, wafers=lot.wafer_count, now=now
     )
     for window in windows:
@@ -204,7 +204,13 @@ async def track_in(
         actor=actor.username,
         at=now,
         equipment_id=tool.id,
-        details={"recipe": recipe.recipe.name, "recipe_version": recipe.version},
+        details={
+            "recipe": recipe.recipe.name,
+            "recipe_version": recipe.version,
+            # What was counted, so a run that never happens can give it back (abort_run).
+            "counted_wafers": lot.wafer_count,
+            "reticle": reticle.code if reticle is not None else None,
+        },
     )
     return lot, tool, recipe
 
@@ -334,6 +340,7 @@ async def abort_run(
     actor: Principal,
     clock: Clock,
     details: dict[str, Any] | None = None,
+    wafers_processed: int = 0,
 ) -> Lot:
     """Take a running lot off its tool without moving it on: back to Waiting at the same step
     (its job was aborted, lost or refused by the tool), optionally on hold ``EQUIPMENT``."""
@@ -345,6 +352,9 @@ async def abort_run(
     assert tool is not None  # the FK guarantees it
     hold_code = await get_hold_code(session, "EQUIPMENT") if hold else None
     tool_stays_busy = len(await lots_on_tool(session, tool.id)) > 1
+    # Usage was counted at track-in; the wafers the tool never processed give theirs back, so
+    # refused and lost jobs leave no phantom wear on the tool or the reticle.
+    reversed_wafers = await _give_back_usage(session, lot, tool, wafers_processed)
     lot.equipment_id = None
     lot.tracked_in_at = None
     lot.state = LotState.WAITING
@@ -359,6 +369,25 @@ async def abort_run(
         at=now,
         reason=reason,
         equipment_id=tool.id,
-        details=details,
+        details={**(details or {}), "usage_given_back": reversed_wafers},
     )
     return lot
+
+
+async def _give_back_usage(
+    session: AsyncSession, lot: Lot, tool: Equipment, wafers_processed: int
+) -> int:
+    tracked_in = await session.scalar(
+        select(LotEvent.after)
+        .where(LotEvent.lot_id == lot.id, LotEvent.event_type == "TRACK_IN")
+        .order_by(LotEvent.occurred_at.desc(), LotEvent.id.desc())
+        .limit(1)
+    )
+    counted = int((tracked_in or {}).get("counted_wafers", 0))
+    unused = max(0, counted - max(0, wafers_processed))
+    if unused:
+        tool.wafers_processed = max(0, tool.wafers_processed - unused)
+        reticle = (tracked_in or {}).get("reticle")
+        if reticle:
+            await durables_service.give_back_uses(session, str(reticle), unused)
+    return unused
