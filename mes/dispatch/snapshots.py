@@ -173,9 +173,9 @@ async def tool_snapshots(
                 fab_id=t.fab_id,
                 tool_group_id=t.tool_group_id,
                 e10_state=t.e10_state.value,
-                # The equipment row has no control state until the OPC UA adapter records it:
-                # until then every tool counts as OnlineRemote (the policy checks it already).
-                control_state=policy.ONLINE_REMOTE,
+                # As the tool's adapter last reported it; a tool no adapter has reported on yet
+                # counts as OnlineRemote (the adapter checks again before it starts a job).
+                control_state=t.control_state or policy.ONLINE_REMOTE,
                 area_id=t.area_id,
                 chambers_up=None
                 if not states

@@ -66,6 +66,9 @@ class Equipment(TimestampMixin, Base):
     )
     e10_substate: Mapped[str] = mapped_column(String(48), default="SBY.NO_PRODUCT")
     state_since: Mapped[datetime]
+    # SEMI E30 control state as the tool's adapter last read it (Offline, OnlineLocal,
+    # OnlineRemote); None until an adapter has reported. Only OnlineRemote takes remote jobs.
+    control_state: Mapped[str | None] = mapped_column(String(16))
     # Last time the tool (its adapter) or a person reported its state; the silence watchdog
     # puts a tool that should be up into UDT.NO_SIGNAL when this gets too old.
     last_signal_at: Mapped[datetime | None]

@@ -81,6 +81,7 @@ def to_read(tool: Equipment) -> EquipmentRead:
         e10_state=tool.e10_state,
         e10_substate=tool.e10_substate,
         state_since=tool.state_since,
+        control_state=tool.control_state,
         last_signal_at=tool.last_signal_at,
         version=tool.version,
         chambers=[

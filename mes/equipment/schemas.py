@@ -79,6 +79,7 @@ class EquipmentRead(BaseModel):
     e10_state: E10State
     e10_substate: str
     state_since: datetime
+    control_state: str | None = None
     # The last sign of life (a state report, or a healthy adapter session): what the silence
     # watchdog (MES_SIGNAL_TIMEOUT_S) measures from.
     last_signal_at: datetime | None = None

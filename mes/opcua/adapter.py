@@ -178,6 +178,11 @@ class ToolAdapter:
             asyncio.get_running_loop().time(),
             mapping.ValueChange("ItemState", self._values.get("ItemState"), self.clock.now()),
         )
+        if "ControlState" in self._values:
+            await self._apply(
+                asyncio.get_running_loop().time(),
+                mapping.ValueChange("ControlState", self._values["ControlState"], self.clock.now()),
+            )
         await session.condition_refresh()
         async with unit_of_work(self.db, write=False) as db_session:
             open_jobs = await opcua_service.open_job_ids(db_session, self.tool.id)
@@ -341,6 +346,10 @@ class ToolAdapter:
                     error=event.error,
                     clock=self.clock,
                 )
+            elif event.name == "ControlState":
+                outcome = await opcua_service.apply_control_state(
+                    session, self.tool, str(event.value)
+                )
             else:
                 outcome = await opcua_service.apply_item_state(
                     session, self.tool, str(event.value), clock=self.clock
@@ -367,7 +376,7 @@ class ToolAdapter:
         ends, in the transaction of its end event: one write per job, not one per sample.
         """
         self._values[change.name] = change.value
-        if change.name == "ItemState":
+        if change.name in ("ItemState", "ControlState"):
             return True
         if self._session is not None and change.name in self._session.process_value_names:
             job = self._values.get("CurrentJobOrderId") or ""

@@ -158,6 +158,17 @@ async def apply_substrate_event(
     return "recorded"
 
 
+async def apply_control_state(session: AsyncSession, tool: ToolRef, control_state: str) -> str:
+    """Record the tool's E30 control state, so the dispatcher offers only tools that take
+    remote jobs (OnlineRemote)."""
+    equipment = await equipment_service.get_equipment(session, tool.code, for_update=True)
+    if equipment.control_state == control_state[:16]:
+        return "no change"
+    equipment.control_state = control_state[:16]
+    await session.flush()
+    return f"control state {control_state}"
+
+
 async def apply_item_state(
     session: AsyncSession, tool: ToolRef, item_state: str, *, clock: Clock
 ) -> str:

@@ -12,7 +12,12 @@ from __future__ import annotations
 
 from mes.opcua.alarms import apply_alarm, close_unreported_alarms
 from mes.opcua.connections import ConnectionView, connection_of, publish_connection, stamp_signals
-from mes.opcua.events import apply_item_state, apply_job_event, apply_substrate_event
+from mes.opcua.events import (
+    apply_control_state,
+    apply_item_state,
+    apply_job_event,
+    apply_substrate_event,
+)
 from mes.opcua.leases import acquire, owns, release, renew
 from mes.opcua.outbox import claim_send, clear_command, fail_job, work_for_tool
 from mes.opcua.quarantine import dead_letters, quarantine
@@ -24,6 +29,7 @@ __all__ = [
     "ToolRef",
     "acquire",
     "apply_alarm",
+    "apply_control_state",
     "apply_item_state",
     "apply_job_event",
     "apply_substrate_event",
