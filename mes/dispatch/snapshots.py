@@ -25,6 +25,8 @@ from mes.equipment import service as equipment_service
 from mes.equipment.models import Chamber, Equipment, PmPlan, PmRecord
 from mes.equipment.states import PRODUCTION_STATES
 from mes.fabs.models import FabTransferTime, ToolGroup
+from mes.jobs.models import EquipmentJob
+from mes.jobs.states import JobStatus
 from mes.lots import service as lots_service
 from mes.lots.models import Lot, LotEvent, QTimeWindow
 from mes.lots.states import LotState, QTimeStatus
@@ -163,6 +165,16 @@ async def tool_snapshots(
         elif have[design] is not None:
             have[design] = None if left is None else max(left, have[design] or 0)
     pm_due = await _pm_due(session, tools, now)
+    started = set(
+        await session.scalars(
+            select(EquipmentJob.equipment_id)
+            .where(
+                EquipmentJob.equipment_id.in_(ids),
+                EquipmentJob.status.in_([JobStatus.SENT, JobStatus.RUNNING, JobStatus.PAUSED]),
+            )
+            .distinct()
+        )
+    )
     snapshots = []
     for t in tools:
         states = chambers.get(t.id)
@@ -183,6 +195,7 @@ async def tool_snapshots(
                 max_lots=t.max_lots,
                 running=tuple(running.get(t.id, ())),
                 busy_for_s=max(0.0, busy.get(t.id, 0.0)),
+                job_started=t.id in started,
                 pm_due=t.id in pm_due,
                 qualified=frozenset(qualified.get(t.id, ())),
                 reticles=reticles.get(t.id, {}),
