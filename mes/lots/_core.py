@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import func, select, update
+from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import selectinload
 
@@ -305,13 +305,14 @@ async def arrive(session: AsyncSession, lot: Lot, step: rules.StepView, *, at: d
 async def void_windows(
     session: AsyncSession, lot: Lot, to_step_ids: Sequence[int] | None, at: datetime
 ) -> None:
-    stmt = (
-        update(QTimeWindow)
-        .where(QTimeWindow.lot_id == lot.id, QTimeWindow.status == QTimeStatus.OPEN)
-        .values(status=QTimeStatus.VOID, closed_at=at)
+    """Void the lot's open Q-time windows (to these closing steps only, if given). Row by row
+    through the ORM, not one bulk UPDATE, so the audit trail records each window closed."""
+    if to_step_ids is not None and not to_step_ids:
+        return
+    stmt = select(QTimeWindow).where(
+        QTimeWindow.lot_id == lot.id, QTimeWindow.status == QTimeStatus.OPEN
     )
     if to_step_ids is not None:
-        if not to_step_ids:
-            return
         stmt = stmt.where(QTimeWindow.to_step_id.in_(to_step_ids))
-    await session.execute(stmt)
+    for window in await session.scalars(stmt):
+        window.status, window.closed_at = QTimeStatus.VOID, at

@@ -48,3 +48,17 @@ async def test_the_watch_holds_a_waiting_lot_when_its_window_runs_out(client, db
     assert (await client.get("/api/v1/lots/qtime-windows")).json() == []
     history = (await client.get(f"/api/v1/lots/{code}/history", params={"limit": 100})).json()
     assert history["items"][-1]["event_type"] == "QTIME_EXPIRED"
+
+
+async def test_voided_windows_are_in_the_audit_trail(client):
+    code = (await start(client))["code"]
+    await client.post(f"/api/v1/lots/{code}/jump", json={"to_sequence": 110, "signature": SIGNED})
+    await move(client, code)  # opens the window to 120
+    jumped = await client.post(
+        f"/api/v1/lots/{code}/jump", json={"to_sequence": 130, "signature": SIGNED}
+    )
+    assert jumped.status_code == 200, jumped.text
+    trail = (
+        await client.get("/api/v1/audit", params={"target_type": "lot_qtime", "limit": 50})
+    ).json()["items"]
+    assert any((r.get("after") or {}).get("status") == "void" for r in trail), trail
