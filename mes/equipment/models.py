@@ -245,6 +245,19 @@ class PmPlan(TimestampMixin, Base):
     equipment: Mapped[Equipment | None] = relationship()
 
 
+class PmBaseline(Base):
+    """Where a usage-based PM plan starts counting on a tool that had run before the plan
+    existed: its wafer counter when the plan was created. Without it a new plan would count
+    every wafer since installation and be due at once on every mature tool."""
+
+    __tablename__ = "pm_baseline"
+
+    pm_plan_id: Mapped[int] = mapped_column(ForeignKey("pm_plan.id"), primary_key=True)
+    equipment_id: Mapped[int] = mapped_column(ForeignKey("equipment.id"), primary_key=True)
+    wafers: Mapped[int] = mapped_column(Integer)
+    recorded_at: Mapped[datetime]
+
+
 class PmRecord(Base):
     """One PM performed on a tool: started (tool to SDT.PM), then completed (tool to SBY)."""
 

@@ -466,3 +466,31 @@ async def test_carrier_cleaning_cycle(client):
         return
     assert cleaned.status_code == 200, cleaned.text
     assert (cleaned.json()["state"], cleaned.json()["cleanings"]) == ("available", 1)
+
+
+async def test_a_new_wafer_plan_counts_from_its_start_not_from_installation(client):
+    # A mature tool: 10 wafers through it before any plan exists.
+    for _ in range(2):
+        lot = await start_lot(client)
+        assert (
+            await client.post(f"/api/v1/lots/{lot}/track-in", json={"tool": "F1-WETC01"})
+        ).status_code == 200
+        await client.post(f"/api/v1/lots/{lot}/track-out", json={})
+    plan = await client.post(
+        "/api/v1/pm/plans",
+        json={
+            "code": "PM-WETC-GROUP",
+            "name": "bath change, every wet clean",
+            "tool_group": "WET_CLEAN",
+            "trigger": "wafers",
+            "interval": 8,
+            "warning": 3,
+        },
+    )
+    assert plan.status_code == 201, plan.text
+    states = (await client.get(f"{T}/F1-WETC01/pm")).json()
+    mine = next(s for s in states if s["plan"] == "PM-WETC-GROUP")
+    assert (mine["status"], mine["used"]) == ("ok", 0)
+    lot = await start_lot(client)
+    tin = await client.post(f"/api/v1/lots/{lot}/track-in", json={"tool": "F1-WETC01"})
+    assert tin.status_code == 200, tin.text  # not blocked by wafers run before the plan
