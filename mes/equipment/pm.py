@@ -16,7 +16,7 @@ from mes.clock import Clock
 from mes.equipment import metrics, pm_rules, states
 from mes.equipment.history import history
 from mes.equipment.models import Equipment, PmBaseline, PmPlan, PmRecord, StateChangeSource
-from mes.equipment.schemas import PmPlanCreate
+from mes.equipment.schemas import PmPlanChange, PmPlanCreate
 from mes.equipment.tools import EquipmentFilter, equipment_query, get_equipment, record_state
 from mes.errors import Conflict, InvalidInput, RuleViolation
 from mes.fabs import service as fabs_service
@@ -234,6 +234,21 @@ async def create_plan(
         )
     await session.flush()
     return await get_plan(session, data.code)
+
+
+async def change_plan(session: AsyncSession, code: str, data: PmPlanChange) -> PmPlan:
+    """Edit or (de)activate a plan; an inactive plan stops blocking and warning."""
+    plan = await get_plan(session, code)
+    interval = plan.interval_value if data.interval is None else data.interval
+    warning = plan.warning_value if data.warning is None else data.warning
+    pm_rules.check_plan(plan.trigger, interval, warning)
+    plan.interval_value, plan.warning_value = interval, warning
+    if data.name is not None:
+        plan.name = data.name
+    if data.active is not None:
+        plan.active = data.active
+    await session.flush()
+    return await get_plan(session, code)
 
 
 async def list_plans(session: AsyncSession) -> list[PmPlan]:

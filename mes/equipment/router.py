@@ -36,6 +36,7 @@ from mes.equipment.schemas import (
     MetricsRead,
     OeeRead,
     PmComplete,
+    PmPlanChange,
     PmPlanCreate,
     PmPlanRead,
     PmRecordRead,
@@ -349,6 +350,14 @@ async def create_plan(
 ) -> PmPlanRead:
     """Define a PM plan for a tool or a tool group: by calendar days, wafers or process hours."""
     return _plan_read(await service.create_plan(session, body, actor=by.username, clock=clock))
+
+
+@pm_router.patch("/plans/{plan}", response_model=PmPlanRead)
+async def change_plan(
+    plan: CodePath, body: PmPlanChange, by: PmPlanner, session: WriteSession
+) -> PmPlanRead:
+    """Edit a PM plan's name, interval or warning, or deactivate/reactivate it (audited)."""
+    return _plan_read(await service.change_plan(session, plan, body))
 
 
 @pm_router.get("/due", response_model=list[PmStateRead])

@@ -163,6 +163,16 @@ class PmPlanCreate(BaseModel):
     starts_at: AwareDatetime | None = None
 
 
+class PmPlanChange(BaseModel):
+    """Change a PM plan: its name, interval, warning, or whether it is in force. The change is
+    audited; the plan's history of PMs done stays as it is."""
+
+    name: Name | None = None
+    interval: float | None = Field(default=None, gt=0, le=1e9)
+    warning: float | None = Field(default=None, ge=0, le=1e9)
+    active: bool | None = None
+
+
 class PmPlanRead(BaseModel):
     code: str
     name: str
