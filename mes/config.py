@@ -40,6 +40,9 @@ class Settings(BaseSettings):
     # A tool with an OPC UA endpoint that should be up and has sent nothing for this long goes
     # to UDT.NO_SIGNAL (0: the watchdog is off, e.g. while no adapter runs).
     signal_timeout_s: float = Field(default=0, ge=0, le=7 * 24 * 3600)
+    # How often the Q-time watch holds lots whose window ran out while they waited (0: off; a
+    # track-in still refuses an expired lot).
+    qtime_check_interval_s: float = Field(default=60, ge=0, le=3600)
     # OPC UA adapters. Off by default (tests, and deployments that run ``mes adapters run`` as
     # their own processes); on, the service runs one registry for ``adapter_fab`` (all fabs when
     # unset) in its lifespan.

@@ -35,6 +35,7 @@ from mes.lots.control_router import router as lot_control_router
 from mes.lots.explain_router import router as recipe_explain_router
 from mes.lots.holds_router import router as lot_holds_router
 from mes.lots.moves_router import router as lot_moves_router
+from mes.lots.qtime import watch_qtime_forever
 from mes.lots.router import hold_codes_router
 from mes.lots.router import router as lots_router
 from mes.lots.wafers_router import router as lot_wafers_router
@@ -85,6 +86,11 @@ def create_app(
             if run_background and settings.signal_timeout_s > 0
             else None
         )
+        qtime_watch = (
+            asyncio.create_task(watch_qtime_forever(db, clock, settings.qtime_check_interval_s))
+            if run_background and settings.qtime_check_interval_s > 0
+            else None
+        )
         adapters = None
         if registry is not None:
             adapters = asyncio.create_task(registry.run(), name="opcua-adapters")
@@ -107,7 +113,7 @@ def create_app(
         try:
             yield
         finally:
-            for task in (dispatcher, adapters, sealer, watchdog):
+            for task in (dispatcher, adapters, sealer, watchdog, qtime_watch):
                 if task is not None:
                     task.cancel()
                     with contextlib.suppress(asyncio.CancelledError):

@@ -16,13 +16,14 @@ from fastapi.routing import APIRoute
 from fastapi.security import OAuth2PasswordBearer
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from mes.audit.context import AuditContext
+from mes.audit.context import AuditContext, bind
 from mes.auth import service
 from mes.auth.roles import ALL_PERMISSIONS, Permission, acting_role
 from mes.auth.schemas import ESignature
 from mes.auth.service import Principal
 from mes.clock import Clock
 from mes.config import Settings
+from mes.db.engine import Database
 from mes.db.transaction import database, unit_of_work
 from mes.errors import Forbidden, Unauthenticated
 
@@ -121,11 +122,38 @@ async def sign(
 ) -> None:
     """Check the e-signature of a sensitive operation and put it on its audit record."""
     settings: Settings = request.app.state.settings
-    await service.sign(
-        session,
-        principal,
-        signature,
-        request.state.audit,
-        clock=request.app.state.clock,
-        max_age=timedelta(seconds=settings.esign_max_age_s),
-    )
+    clock: Clock = request.app.state.clock
+    try:
+        await service.sign(
+            session,
+            principal,
+            signature,
+            request.state.audit,
+            clock=clock,
+            max_age=timedelta(seconds=settings.esign_max_age_s),
+        )
+    except Unauthenticated as exc:
+        if exc.code != "auth.signature_invalid":
+            raise
+        policy = service.LoginPolicy(
+            max_failures=settings.login_max_failures,
+            lockout=timedelta(seconds=settings.login_lockout_s),
+        )
+        audit = AuditContext(
+            actor=principal.username,
+            role="anonymous",
+            operation="auth.signature_failed",
+            at=clock.now(),
+            request_id=getattr(request.state, "request_id", None),
+        )
+
+        async def count(db: Database) -> None:
+            # After the operation's rollback (unit_of_work), in a transaction of its own.
+            async with unit_of_work(db) as own:
+                bind(own, audit)
+                await service.count_wrong_password(
+                    own, principal.username, clock=clock, policy=policy
+                )
+
+        exc.after_rollback = [count]  # type: ignore[attr-defined]
+        raise

@@ -23,7 +23,15 @@ from mes.auth.schemas import (
     UserUpdate,
 )
 from mes.clock import Clock
-from mes.errors import Conflict, Forbidden, InvalidInput, NotFound, StaleVersion, Unauthenticated
+from mes.errors import (
+    Conflict,
+    Forbidden,
+    InvalidInput,
+    NotFound,
+    StaleVersion,
+    TooManyAttempts,
+    Unauthenticated,
+)
 from mes.fabs import service as fabs_service
 
 log = logging.getLogger(__name__)
@@ -76,6 +84,25 @@ class LoginOutcome:
     locked_until: datetime | None = None
 
 
+def _count_failure(user: User, now: datetime, policy: LoginPolicy) -> None:
+    user.failed_logins += 1
+    if user.failed_logins >= policy.max_failures:
+        user.locked_until = now + policy.lockout
+        user.failed_logins = 0
+        log.warning("account %s locked after repeated wrong passwords", user.username)
+
+
+async def count_wrong_password(
+    session: AsyncSession, username: str, *, clock: Clock, policy: LoginPolicy
+) -> None:
+    """A wrong password given elsewhere than at login (an e-signature): it counts toward the
+    lockout like a failed login, or guessing could go on through signatures."""
+    user = await find_user(session, username)
+    if user is not None:
+        _count_failure(user, clock.now(), policy)
+        await session.flush()
+
+
 async def login(
     session: AsyncSession, username: str, password: str, *, clock: Clock, policy: LoginPolicy
 ) -> LoginOutcome:
@@ -92,11 +119,7 @@ async def login(
     if user.locked_until is not None and user.locked_until > now:
         return LoginOutcome(None, locked_until=user.locked_until)
     if not passwords.verify_password(user.password_hash, password):
-        user.failed_logins += 1
-        if user.failed_logins >= policy.max_failures:
-            user.locked_until = now + policy.lockout
-            user.failed_logins = 0
-            log.warning("account %s locked after repeated failed logins", username)
+        _count_failure(user, now, policy)
         await session.flush()
         return LoginOutcome(
             None,
@@ -184,6 +207,11 @@ async def sign(
     now = clock.now()
     if signature.password is not None:
         user = await get_user(session, principal.username)
+        if user.locked_until is not None and user.locked_until > now:
+            raise TooManyAttempts(
+                f"account locked after repeated wrong passwords until {user.locked_until}",
+                code="auth.locked",
+            )
         if not passwords.verify_password(user.password_hash, signature.password.get_secret_value()):
             raise Unauthenticated(
                 "the signature's password is wrong", code="auth.signature_invalid"

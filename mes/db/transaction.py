@@ -32,7 +32,11 @@ async def unit_of_work(db: Database, *, write: bool = True) -> AsyncIterator[Asy
     """A session inside one transaction: committed on success, rolled back on any error.
 
     An error that says ``keep_changes`` (a refusal that must leave a trace, such as the hold put
-    on a lot whose Q-time expired) is raised after the commit instead.
+    on a lot whose Q-time expired) is raised after the commit instead. An error may also carry
+    ``after_rollback`` work (each a function of the database): it runs once the operation is
+    rolled back, each in a transaction of its own — e.g. counting a wrong password, which
+    must stick although the operation it was given for does not (and SQLite's one writer
+    could not take a second transaction while the first is open).
     """
     factory = db.write_sessions if write else db.read_sessions
     async with factory() as session:
@@ -44,6 +48,8 @@ async def unit_of_work(db: Database, *, write: bool = True) -> AsyncIterator[Asy
                 await session.commit()
             else:
                 await session.rollback()
+            for work in getattr(exc, "after_rollback", ()):
+                await work(db)
             raise
         await session.commit()
 

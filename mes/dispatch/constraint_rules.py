@@ -91,6 +91,10 @@ def pair_exclusion(
             if len(tool.running) >= tool.max_lots:
                 return Exclusion("tool.full", f"{tool.code} is busy")
         else:
+            if tool.job_started:
+                return Exclusion(
+                    "tool.batch_started", f"the batch on {tool.code} has started; it takes no more"
+                )
             if any(s != step.id or r != recipe for s, r in tool.running):
                 return Exclusion(
                     "tool.batch_mismatch", f"{tool.code} runs a batch of another step or recipe"

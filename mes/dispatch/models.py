@@ -89,22 +89,6 @@ class SetupMinRun(TimestampMixin, Base):
     min_run: Mapped[int] = mapped_column(Integer)
 
 
-class FabTransferTime(TimestampMixin, Base):
-    """How long a lot travels from one fab to another (where-next adds it to the wait)."""
-
-    __tablename__ = "fab_transfer_time"
-    __table_args__ = (
-        UniqueConstraint("from_fab_id", "to_fab_id"),
-        CheckConstraint("from_fab_id <> to_fab_id", name="between_fabs"),
-        CheckConstraint("time_s >= 0", name="time_nonnegative"),
-    )
-
-    id: Mapped[int] = mapped_column(BigIntPK, primary_key=True)
-    from_fab_id: Mapped[int] = mapped_column(ForeignKey("fab.id"))
-    to_fab_id: Mapped[int] = mapped_column(ForeignKey("fab.id"))
-    time_s: Mapped[int] = mapped_column(Integer)
-
-
 class DispatchLeader(Base):
     """The lease that makes one dispatcher process the active one of a fab.
 

@@ -80,6 +80,9 @@ class ToolSnapshot:
     running: tuple[tuple[int, str | None], ...] = ()
     # Seconds until the tool is free again (remaining time of what runs on it).
     busy_for_s: float = 0.0
+    # A job order has gone to the tool (sent, running or paused): a batch that has started
+    # takes no more lots; offering one only earns a "busy" refusal from the tool, again and again.
+    job_started: bool = False
     pm_due: bool = False
     # Recipes with an approved version standing-qualified on the tool (or a chamber of it).
     qualified: frozenset[str] = frozenset()

@@ -16,7 +16,7 @@ from sqlalchemy import ColumnElement, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from mes.dispatch import policy
-from mes.dispatch.models import FabTransferTime, SetupChange, SetupMinRun
+from mes.dispatch.models import SetupChange, SetupMinRun
 from mes.dispatch.route_cache import RouteInfo, route_info
 from mes.durables.models import Durable
 from mes.durables.rules import DurableLocation, DurableState
@@ -24,7 +24,9 @@ from mes.equipment import pm_rules
 from mes.equipment import service as equipment_service
 from mes.equipment.models import Chamber, Equipment, PmPlan, PmRecord
 from mes.equipment.states import PRODUCTION_STATES
-from mes.fabs.models import ToolGroup
+from mes.fabs.models import FabTransferTime, ToolGroup
+from mes.jobs.models import EquipmentJob
+from mes.jobs.states import JobStatus
 from mes.lots import service as lots_service
 from mes.lots.models import Lot, LotEvent, QTimeWindow
 from mes.lots.states import LotState, QTimeStatus
@@ -163,6 +165,16 @@ async def tool_snapshots(
         elif have[design] is not None:
             have[design] = None if left is None else max(left, have[design] or 0)
     pm_due = await _pm_due(session, tools, now)
+    started = set(
+        await session.scalars(
+            select(EquipmentJob.equipment_id)
+            .where(
+                EquipmentJob.equipment_id.in_(ids),
+                EquipmentJob.status.in_([JobStatus.SENT, JobStatus.RUNNING, JobStatus.PAUSED]),
+            )
+            .distinct()
+        )
+    )
     snapshots = []
     for t in tools:
         states = chambers.get(t.id)
@@ -173,9 +185,9 @@ async def tool_snapshots(
                 fab_id=t.fab_id,
                 tool_group_id=t.tool_group_id,
                 e10_state=t.e10_state.value,
-                # The equipment row has no control state until the OPC UA adapter records it:
-                # until then every tool counts as OnlineRemote (the policy checks it already).
-                control_state=policy.ONLINE_REMOTE,
+                # As the tool's adapter last reported it; a tool no adapter has reported on yet
+                # counts as OnlineRemote (the adapter checks again before it starts a job).
+                control_state=t.control_state or policy.ONLINE_REMOTE,
                 area_id=t.area_id,
                 chambers_up=None
                 if not states
@@ -183,6 +195,7 @@ async def tool_snapshots(
                 max_lots=t.max_lots,
                 running=tuple(running.get(t.id, ())),
                 busy_for_s=max(0.0, busy.get(t.id, 0.0)),
+                job_started=t.id in started,
                 pm_due=t.id in pm_due,
                 qualified=frozenset(qualified.get(t.id, ())),
                 reticles=reticles.get(t.id, {}),

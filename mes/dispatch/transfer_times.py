@@ -5,9 +5,9 @@ from __future__ import annotations
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from mes.dispatch.models import FabTransferTime
 from mes.errors import InvalidInput
 from mes.fabs import service as fabs_service
+from mes.fabs.models import FabTransferTime
 
 
 async def set_transfer_time(

@@ -240,6 +240,15 @@ async def reserve_reticle(
     return reticle
 
 
+async def give_back_uses(session: AsyncSession, reticle_code: str, wafers: int) -> None:
+    """Uses counted for wafers that were never exposed (the run did not happen)."""
+    reticle = await session.scalar(
+        select(Durable).where(Durable.code == reticle_code).with_for_update(key_share=True)
+    )
+    if reticle is not None:
+        reticle.usage_count = max(0, reticle.usage_count - wafers)
+
+
 async def admit_lot(
     session: AsyncSession,
     tool: Equipment,

@@ -66,6 +66,9 @@ class Equipment(TimestampMixin, Base):
     )
     e10_substate: Mapped[str] = mapped_column(String(48), default="SBY.NO_PRODUCT")
     state_since: Mapped[datetime]
+    # SEMI E30 control state as the tool's adapter last read it (Offline, OnlineLocal,
+    # OnlineRemote); None until an adapter has reported. Only OnlineRemote takes remote jobs.
+    control_state: Mapped[str | None] = mapped_column(String(16))
     # Last time the tool (its adapter) or a person reported its state; the silence watchdog
     # puts a tool that should be up into UDT.NO_SIGNAL when this gets too old.
     last_signal_at: Mapped[datetime | None]
@@ -240,6 +243,19 @@ class PmPlan(TimestampMixin, Base):
 
     tool_group: Mapped[ToolGroup | None] = relationship()
     equipment: Mapped[Equipment | None] = relationship()
+
+
+class PmBaseline(Base):
+    """Where a usage-based PM plan starts counting on a tool that had run before the plan
+    existed: its wafer counter when the plan was created. Without it a new plan would count
+    every wafer since installation and be due at once on every mature tool."""
+
+    __tablename__ = "pm_baseline"
+
+    pm_plan_id: Mapped[int] = mapped_column(ForeignKey("pm_plan.id"), primary_key=True)
+    equipment_id: Mapped[int] = mapped_column(ForeignKey("equipment.id"), primary_key=True)
+    wafers: Mapped[int] = mapped_column(Integer)
+    recorded_at: Mapped[datetime]
 
 
 class PmRecord(Base):

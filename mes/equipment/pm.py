@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 
 from sqlalchemy import or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -15,8 +15,8 @@ from sqlalchemy.orm import selectinload
 from mes.clock import Clock
 from mes.equipment import metrics, pm_rules, states
 from mes.equipment.history import history
-from mes.equipment.models import Equipment, PmPlan, PmRecord, StateChangeSource
-from mes.equipment.schemas import PmPlanCreate
+from mes.equipment.models import Equipment, PmBaseline, PmPlan, PmRecord, StateChangeSource
+from mes.equipment.schemas import PmPlanChange, PmPlanCreate
 from mes.equipment.tools import EquipmentFilter, equipment_query, get_equipment, record_state
 from mes.errors import Conflict, InvalidInput, RuleViolation
 from mes.fabs import service as fabs_service
@@ -24,8 +24,6 @@ from mes.kit.lookup import get_by_key
 
 # How many lots run on a tool: asked of the lots domain, which sits above equipment.
 LotCount = Callable[[AsyncSession, Equipment], Awaitable[int]]
-
-_EPOCH = datetime(2000, 1, 1, tzinfo=UTC)  # before any tool's installation
 
 
 def plan_view(plan: PmPlan) -> pm_rules.PmPlanView:
@@ -65,10 +63,13 @@ async def usage_since_pm(
     if last is not None and last.completed_at is not None:
         since, wafers_then = last.completed_at, last.wafers_at_completion or 0
     else:
-        since, wafers_then = plan.starts_at, 0
+        # Never done under this plan: count from the plan's start, from the tool's counter
+        # then (a tool installed later starts from zero).
+        baseline = await session.get(PmBaseline, (plan.id, tool.id))
+        since, wafers_then = plan.starts_at, baseline.wafers if baseline is not None else 0
     process_s = 0.0
     if plan.trigger == pm_rules.PmTrigger.PROCESS_HOURS:
-        start = since if last is not None else _EPOCH
+        start = since
         process_s = sum(
             iv.seconds
             for iv in metrics.clip(await history(session, tool.id, None, start, now), start, now)
@@ -213,7 +214,41 @@ async def create_plan(
     )
     session.add(plan)
     await session.flush()
+    applies_to = (
+        [tool]
+        if tool is not None
+        else list(
+            await session.scalars(
+                select(Equipment).where(Equipment.tool_group_id == plan.tool_group_id)
+            )
+        )
+    )
+    for equipment in applies_to:
+        session.add(
+            PmBaseline(
+                pm_plan_id=plan.id,
+                equipment_id=equipment.id,
+                wafers=equipment.wafers_processed,
+                recorded_at=clock.now(),
+            )
+        )
+    await session.flush()
     return await get_plan(session, data.code)
+
+
+async def change_plan(session: AsyncSession, code: str, data: PmPlanChange) -> PmPlan:
+    """Edit or (de)activate a plan; an inactive plan stops blocking and warning."""
+    plan = await get_plan(session, code)
+    interval = plan.interval_value if data.interval is None else data.interval
+    warning = plan.warning_value if data.warning is None else data.warning
+    pm_rules.check_plan(plan.trigger, interval, warning)
+    plan.interval_value, plan.warning_value = interval, warning
+    if data.name is not None:
+        plan.name = data.name
+    if data.active is not None:
+        plan.active = data.active
+    await session.flush()
+    return await get_plan(session, code)
 
 
 async def list_plans(session: AsyncSession) -> list[PmPlan]:

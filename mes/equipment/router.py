@@ -36,6 +36,7 @@ from mes.equipment.schemas import (
     MetricsRead,
     OeeRead,
     PmComplete,
+    PmPlanChange,
     PmPlanCreate,
     PmPlanRead,
     PmRecordRead,
@@ -81,6 +82,7 @@ def to_read(tool: Equipment) -> EquipmentRead:
         e10_state=tool.e10_state,
         e10_substate=tool.e10_substate,
         state_since=tool.state_since,
+        control_state=tool.control_state,
         last_signal_at=tool.last_signal_at,
         version=tool.version,
         chambers=[
@@ -348,6 +350,14 @@ async def create_plan(
 ) -> PmPlanRead:
     """Define a PM plan for a tool or a tool group: by calendar days, wafers or process hours."""
     return _plan_read(await service.create_plan(session, body, actor=by.username, clock=clock))
+
+
+@pm_router.patch("/plans/{plan}", response_model=PmPlanRead)
+async def change_plan(
+    plan: CodePath, body: PmPlanChange, by: PmPlanner, session: WriteSession
+) -> PmPlanRead:
+    """Edit a PM plan's name, interval or warning, or deactivate/reactivate it (audited)."""
+    return _plan_read(await service.change_plan(session, plan, body))
 
 
 @pm_router.get("/due", response_model=list[PmStateRead])

@@ -79,6 +79,7 @@ class EquipmentRead(BaseModel):
     e10_state: E10State
     e10_substate: str
     state_since: datetime
+    control_state: str | None = None
     # The last sign of life (a state report, or a healthy adapter session): what the silence
     # watchdog (MES_SIGNAL_TIMEOUT_S) measures from.
     last_signal_at: datetime | None = None
@@ -160,6 +161,16 @@ class PmPlanCreate(BaseModel):
     interval: float = Field(gt=0, le=1e9)
     warning: float = Field(default=0, ge=0, le=1e9)
     starts_at: AwareDatetime | None = None
+
+
+class PmPlanChange(BaseModel):
+    """Change a PM plan: its name, interval, warning, or whether it is in force. The change is
+    audited; the plan's history of PMs done stays as it is."""
+
+    name: Name | None = None
+    interval: float | None = Field(default=None, gt=0, le=1e9)
+    warning: float | None = Field(default=None, ge=0, le=1e9)
+    active: bool | None = None
 
 
 class PmPlanRead(BaseModel):

@@ -29,6 +29,7 @@ from mes.equipment.models import Equipment, StateChangeSource
 from mes.equipment.pm import (
     DueRow,
     LotCount,
+    change_plan,
     check_not_due,
     complete_pm,
     create_plan,
@@ -72,6 +73,7 @@ __all__ = [
     "admit_lot",
     "allowed_substates",
     "chamber_of",
+    "change_plan",
     "change_state",
     "check_not_due",
     "check_version",

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import enum
 
-from sqlalchemy import ForeignKey, String, UniqueConstraint
+from sqlalchemy import CheckConstraint, ForeignKey, Integer, String, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from mes.db.base import Base, BigIntPK, TimestampMixin
@@ -66,3 +66,20 @@ class ToolGroup(TimestampMixin, Base):
     processing_kind: Mapped[ProcessingKind] = mapped_column(
         enum_type(ProcessingKind, "processing_kind")
     )
+
+
+class FabTransferTime(TimestampMixin, Base):
+    """How long a lot travels from one fab to another: the expected arrival of a shipment, and
+    the wait where-next and the dispatcher add for a lot in another fab."""
+
+    __tablename__ = "fab_transfer_time"
+    __table_args__ = (
+        UniqueConstraint("from_fab_id", "to_fab_id"),
+        CheckConstraint("from_fab_id <> to_fab_id", name="between_fabs"),
+        CheckConstraint("time_s >= 0", name="time_nonnegative"),
+    )
+
+    id: Mapped[int] = mapped_column(BigIntPK, primary_key=True)
+    from_fab_id: Mapped[int] = mapped_column(ForeignKey("fab.id"))
+    to_fab_id: Mapped[int] = mapped_column(ForeignKey("fab.id"))
+    time_s: Mapped[int] = mapped_column(Integer)

@@ -17,7 +17,7 @@ from sqlalchemy.orm import selectinload
 
 from mes.auth.service import Principal
 from mes.clock import Clock
-from mes.errors import RuleViolation
+from mes.errors import MesError, RuleViolation
 from mes.jobs import schemas as s
 from mes.jobs import states
 from mes.jobs.models import EquipmentJob, EquipmentJobLot, JobWaferResult, ProcessValueSummary
@@ -27,7 +27,7 @@ from mes.kit.lookup import get_by_key
 from mes.lots import service as lots_service
 from mes.lots.commands import Measurement, TrackIn, TrackOut
 from mes.lots.models import Lot
-from mes.lots.states import LotState
+from mes.lots.states import LotState, WaferState
 from mes.recipes.models import RecipeVersion
 from mes.routes.models import Step
 
@@ -139,19 +139,33 @@ async def request_batch(
         .with_for_update(key_share=True)
     )
     tracked: dict[str, tuple[Lot, RecipeVersion]] = {}
-    for code in sorted(lot_codes):
-        lot, tool, recipe = await lots_service.track_in(
-            session,
-            code,
-            TrackIn(
-                tool=tool_code,
-                version=version if len(lot_codes) == 1 else None,
-                step_sequence=step_sequence,
-            ),
-            actor=principal,
-            clock=clock,
+    commands = {
+        code: TrackIn(
+            tool=tool_code,
+            version=version if len(lot_codes) == 1 else None,
+            step_sequence=step_sequence,
         )
-        tracked[code] = (lot, recipe)
+        for code in lot_codes
+    }
+    current = ""
+    try:
+        async with session.begin_nested():  # a savepoint before the first track-in
+            for current in sorted(lot_codes):
+                lot, tool, recipe = await lots_service.track_in(
+                    session, current, commands[current], actor=principal, clock=clock
+                )
+                tracked[current] = (lot, recipe)
+    except MesError as exc:
+        if len(lot_codes) == 1 or not getattr(exc, "keep_changes", False):
+            raise
+        # A refusal that keeps a trace (the Q-time hold) is committed, but the lots tracked in
+        # before it must not be: the savepoint undid them all; refuse that one lot again alone.
+        await lots_service.track_in(
+            session, current, commands[current], actor=principal, clock=clock
+        )
+        raise RuleViolation(  # the refusal did not repeat: refuse the batch, keep nothing
+            "job.batch_refused", f"lot {current} was refused in the batch: {exc.detail}"
+        ) from exc
     if not tool.opcua_endpoint:
         raise RuleViolation(
             "job.tool_not_connected",
@@ -326,7 +340,23 @@ async def store_process_values(
 
 
 def _lot_on_tool(job: EquipmentJob, lot: Lot) -> bool:
-    return lot.state == LotState.RUNNING and lot.equipment_id == job.equipment_id
+    # The step too: a late end event of an old job must not move a lot that was sent on.
+    return (
+        lot.state == LotState.RUNNING
+        and lot.equipment_id == job.equipment_id
+        and lot.current_step_id == job.step_id
+    )
+
+
+async def open_job_of(session: AsyncSession, lot_code: str) -> str | None:
+    """The job order a lot runs in that has not ended, if any."""
+    return await session.scalar(
+        select(EquipmentJob.job_order_id)
+        .join(EquipmentJobLot, EquipmentJobLot.job_id == EquipmentJob.id)
+        .join(Lot, Lot.id == EquipmentJobLot.lot_id)
+        .where(Lot.code == lot_code, EquipmentJob.status.not_in(states.FINAL))
+        .limit(1)
+    )
 
 
 async def member_lots(session: AsyncSession, job: EquipmentJob) -> list[Lot]:
@@ -349,12 +379,12 @@ def split_by_lot(
 ) -> list[tuple[Lot, int, list[WaferReport]]]:
     """Each lot's share of a job result: wafers processed and the tool's wafer reports.
 
-    One lot takes the whole result. In a batch the tool's reports are matched to the lots by
-    scribe id (the job order carried them); without per-wafer reports the processed count is
-    handed out in batch order.
+    Per-wafer reports decide when the tool sent them (matched to the lots by scribe id, the job
+    order carried them): a wafer counts as processed only if the tool says so. Without them the
+    processed count is handed out in batch order (one lot takes it all).
     """
-    if len(lots) == 1:
-        return [(lots[0], min(result.wafers_processed, lots[0].wafer_count), list(result.wafers))]
+    if len(lots) == 1 and not result.wafers:
+        return [(lots[0], min(result.wafers_processed, lots[0].wafer_count), [])]
     shares = []
     left = result.wafers_processed
     for lot in lots:
@@ -395,10 +425,24 @@ async def complete(
             for w in reports
             if w.measurements
         ][:100]
+        reported = {w.substrate_id: w.state for w in reports}
+        not_processed = (
+            tuple(
+                (w.scribe_id, reported.get(w.scribe_id, "not reported"))
+                for w in sorted(lot.wafers, key=lambda w: w.slot or 0)
+                if w.state == WaferState.ACTIVE and reported.get(w.scribe_id) != WAFER_PROCESSED
+            )
+            if reports
+            else ()
+        )
         await lots_service.track_out(
             session,
             lot.code,
-            TrackOut(wafers_processed=processed, measurements=tuple(measurements)),
+            TrackOut(
+                wafers_processed=processed,
+                measurements=tuple(measurements),
+                not_processed=not_processed,
+            ),
             actor=principal,
             clock=clock,
         )
@@ -430,7 +474,13 @@ async def end_without_run(
         job.tool_state = f"{result.state}/{result.substate}"
         job.wafers_processed = result.wafers_processed
         await record_wafers(session, job, result.wafers, now)
-    for lot in await member_lots(session, job):
+    lots = await member_lots(session, job)
+    # What each lot had processed before the end (nothing, without a result): the rest of its
+    # wafers give back the usage counted at track-in.
+    processed = (
+        {lot.id: n for lot, n, _ in split_by_lot(lots, result)} if result is not None else {}
+    )
+    for lot in lots:
         if not _lot_on_tool(job, lot):
             continue
         await lots_service.abort_run(
@@ -442,6 +492,7 @@ async def end_without_run(
             actor=principal,
             clock=clock,
             details={"job_order_id": job.job_order_id},
+            wafers_processed=processed.get(lot.id, 0),
         )
     await session.flush()
     return True

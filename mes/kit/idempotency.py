@@ -25,7 +25,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Mapped, mapped_column
 
 from mes.db.base import Base, BigIntPK
-from mes.errors import InvalidInput
+from mes.errors import InvalidInput, MesError
 
 KeyHeader = Annotated[
     str | None,
@@ -103,18 +103,52 @@ async def idempotent(
                 "this Idempotency-Key was used for a different request",
                 code="idempotency.key_reused",
             )
+        if stored.status_code is not None and stored.status_code >= 400:
+            raise ReplayedRefusal(stored.status_code, stored.response or {})
         return JSONResponse(
             stored.response,
             status_code=stored.status_code or status_code,
             headers={"Idempotent-Replayed": "true"},
         )
-    result = await operation()
+    try:
+        result = await operation()
+    except MesError as exc:
+        if getattr(exc, "keep_changes", False):
+            # The refusal commits what it did, and the claim with it: store the refusal so a
+            # retry is told the same thing instead of an empty success.
+            await session.execute(
+                update(IdempotencyRecord)
+                .where(IdempotencyRecord.id == claimed)
+                .values(status_code=exc.status, response=_refusal(exc))
+            )
+        raise
     await session.execute(
         update(IdempotencyRecord)
         .where(IdempotencyRecord.id == claimed)
         .values(status_code=status_code, response=jsonable_encoder(result))
     )
     return result
+
+
+def _refusal(exc: MesError) -> dict[str, Any]:
+    encoded: dict[str, Any] = jsonable_encoder(
+        {"code": exc.code, "title": exc.title, "detail": exc.detail, "extra": exc.extra}
+    )
+    return encoded
+
+
+class ReplayedRefusal(MesError):
+    """The refusal a first attempt was given, told again to a retry with the same key."""
+
+    def __init__(self, status: int, stored: dict[str, Any]) -> None:
+        super().__init__(
+            str(stored.get("detail", "")),
+            code=str(stored.get("code", "mes.error")),
+            headers={"Idempotent-Replayed": "true"},
+            **dict(stored.get("extra") or {}),
+        )
+        self.status = status
+        self.title = str(stored.get("title", self.title))
 
 
 async def claim_key(
@@ -136,4 +170,4 @@ async def claim_key(
     return claimed is not None
 
 
-__all__ = ["IdempotencyRecord", "KeyHeader", "claim_key", "idempotent"]
+__all__ = ["IdempotencyRecord", "KeyHeader", "ReplayedRefusal", "claim_key", "idempotent"]

@@ -13,11 +13,11 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import func, select, update
+from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import selectinload
 
-from mes.durables.models import CarrierState
+from mes.durables.models import Carrier, CarrierState
 from mes.equipment import service as equipment_service
 from mes.equipment.models import Equipment, StateChangeSource
 from mes.equipment.states import DEFAULT_SUBSTATE, E10State
@@ -199,11 +199,29 @@ def place_hold(
     return hold
 
 
-def release_carrier(lot: Lot) -> None:
-    if lot.carrier is not None:
-        lot.carrier.state = CarrierState.DIRTY
-        lot.carrier.uses_since_clean += 1
+async def release_carrier(session: AsyncSession, lot: Lot) -> None:
+    # Loaded explicitly: a lazy load of ``lot.carrier`` cannot run in an async session.
+    if lot.carrier_id is not None:
+        carrier = await session.get(Carrier, lot.carrier_id)
+        assert carrier is not None  # the FK guarantees it
+        carrier.state = CarrierState.DIRTY
+        carrier.uses_since_clean += 1
     lot.carrier_id = None
+
+
+async def close_holds(
+    session: AsyncSession, lot: Lot, *, actor: str, at: datetime, reason: str
+) -> list[int]:
+    """Close the active holds of a lot that ends (terminated, scrapped, merged away): an ended
+    lot keeps no open holds, and the event that ends it lists the ones it closed."""
+    holds = list(
+        await session.scalars(
+            select(LotHold).where(LotHold.lot_id == lot.id, LotHold.released_at.is_(None))
+        )
+    )
+    for h in holds:
+        h.released_at, h.released_by, h.release_reason = at, actor, reason
+    return sorted(h.id for h in holds)
 
 
 def finish(lot: Lot, state: LotState, at: datetime) -> None:
@@ -265,14 +283,17 @@ def fire(
     kind: FutureActionKind,
     step_id: int,
     at: datetime,
-) -> None:
-    """Place the holds of the armed actions of ``kind`` at ``step_id``."""
+) -> int:
+    """Place the holds of the armed actions of ``kind`` at ``step_id``; how many."""
+    placed = 0
     for action in actions:
         if action.kind == kind and action.step_id == step_id and action.done_at is None:
             place_hold(
                 session, lot, action.hold_code, action.reason, actor=action.created_by, at=at
             )
             action.done_at = at
+            placed += 1
+    return placed
 
 
 async def arrive(session: AsyncSession, lot: Lot, step: rules.StepView, *, at: datetime) -> None:
@@ -284,13 +305,14 @@ async def arrive(session: AsyncSession, lot: Lot, step: rules.StepView, *, at: d
 async def void_windows(
     session: AsyncSession, lot: Lot, to_step_ids: Sequence[int] | None, at: datetime
 ) -> None:
-    stmt = (
-        update(QTimeWindow)
-        .where(QTimeWindow.lot_id == lot.id, QTimeWindow.status == QTimeStatus.OPEN)
-        .values(status=QTimeStatus.VOID, closed_at=at)
+    """Void the lot's open Q-time windows (to these closing steps only, if given). Row by row
+    through the ORM, not one bulk UPDATE, so the audit trail records each window closed."""
+    if to_step_ids is not None and not to_step_ids:
+        return
+    stmt = select(QTimeWindow).where(
+        QTimeWindow.lot_id == lot.id, QTimeWindow.status == QTimeStatus.OPEN
     )
     if to_step_ids is not None:
-        if not to_step_ids:
-            return
         stmt = stmt.where(QTimeWindow.to_step_id.in_(to_step_ids))
-    await session.execute(stmt)
+    for window in await session.scalars(stmt):
+        window.status, window.closed_at = QTimeStatus.VOID, at

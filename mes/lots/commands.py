@@ -67,10 +67,14 @@ class TrackIn:
 @dataclass(frozen=True)
 class TrackOut:
     version: int | None = None
-    # None: every wafer of the lot was processed.
+    # None: every wafer of the lot was processed. Fewer than the lot's wafers is a partial run:
+    # the lot is held PARTIAL_RUN at the step instead of moving on.
     wafers_processed: int | None = None
     outcome: TrackOutcome = TrackOutcome.PASS
     measurements: tuple[Measurement, ...] = ()
+    # What the tool said of the wafers it did not process (scribe id -> E90 state or reason),
+    # recorded with the hold.
+    not_processed: tuple[tuple[str, str], ...] = ()
 
 
 @dataclass(frozen=True)

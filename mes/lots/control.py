@@ -12,6 +12,7 @@ from mes.lots._core import (
     arrive,
     begin,
     by_sequence,
+    close_holds,
     finish,
     lot_view,
     release_carrier,
@@ -43,6 +44,7 @@ async def jump(
     await void_windows(session, lot, None, now)
     lot.current_step_id = target.id
     lot.step_entered_at = now
+    lot.route_completed_at = None  # sent back into its route: the end is ahead again
     await arrive(session, lot, target, at=now)
     await session.flush()
     await change.record("JUMP", actor=actor.username, at=now, reason=data.reason, step_id=target.id)
@@ -74,8 +76,17 @@ async def terminate(
         raise RuleViolation("lot.running", f"lot {code} is running; track it out first")
     if lot.state == LotState.IN_TRANSIT:
         raise RuleViolation("lot.in_transit", f"lot {code} is travelling")
+    closed = await close_holds(
+        session, lot, actor=actor.username, at=now, reason=f"lot terminated: {data.reason}"
+    )
     finish(lot, LotState.TERMINATED, now)
-    release_carrier(lot)
+    await release_carrier(session, lot)
     await session.flush()
-    await change.record("TERMINATE", actor=actor.username, at=now, reason=data.reason)
+    await change.record(
+        "TERMINATE",
+        actor=actor.username,
+        at=now,
+        reason=data.reason,
+        details={"closed_holds": closed},
+    )
     return lot

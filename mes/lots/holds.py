@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from mes.auth.service import Principal
@@ -12,11 +14,13 @@ from mes.lots._core import (
     Change,
     begin,
     by_sequence,
+    finish,
     get_hold_code,
     hold_count,
     lock_lot,
     lot_view,
     place_hold,
+    release_carrier,
     route_steps,
     step_of,
 )
@@ -29,12 +33,11 @@ from mes.lots.states import FutureActionKind, LotState
 async def hold(
     session: AsyncSession, code: str, data: Hold, *, actor: Principal, clock: Clock
 ) -> Lot:
-    """Put a hold on a lot (a running lot stops at its track-out)."""
+    """Put a hold on a lot. A running lot stops at its track-out; a travelling lot arrives held
+    (an excursion must be able to contain lots on the road)."""
     now = clock.now()
     lot, change = await begin(session, code, data.version)
     rules.require_active(lot_view(lot, change.holds))
-    if lot.state == LotState.IN_TRANSIT:
-        raise RuleViolation("lot.in_transit", f"lot {code} is travelling to another fab")
     by = actor.username
     place_hold(
         session, lot, await get_hold_code(session, data.hold_code), data.reason, actor=by, at=now
@@ -79,21 +82,29 @@ async def release(
     reason = data.reason
     for h in chosen:
         h.released_at, h.released_by, h.release_reason = now, actor.username, reason
+    details: dict[str, object] = {"released": sorted(h.id for h in chosen)}
+    if lot.route_completed_at is not None and len(chosen) == len(holds):
+        # It ran its last step and only its holds kept it: now it completes.
+        finish(lot, LotState.COMPLETED, now)
+        await release_carrier(session, lot)
+        details["completed"] = True
     await session.flush()
-    await change.record(
-        "RELEASE",
-        actor=actor.username,
-        at=now,
-        reason=reason,
-        details={"released": sorted(h.id for h in chosen)},
-    )
+    await change.record("RELEASE", actor=actor.username, at=now, reason=reason, details=details)
     return lot
+
+
+@dataclass(frozen=True)
+class MassHoldOutcome:
+    held: list[Lot]
+    skipped: list[tuple[str, str]]  # (lot code, why)
 
 
 async def mass_hold(
     session: AsyncSession, data: MassHold, *, actor: Principal, clock: Clock
-) -> list[Lot]:
-    """Hold every active lot matching the filter (at a step, on a tool, of a product, in a fab)."""
+) -> MassHoldOutcome:
+    """Hold every active lot matching the filter (at a step, on a tool, of a product, in a fab),
+    travelling lots included; a lot that already carries an active hold of this code is left
+    as it is and reported as skipped."""
     if not any((data.product, data.tool, data.route, data.fab)):
         raise InvalidInput("a mass hold needs at least one filter", code="hold.no_filter")
     if data.step_sequence is not None and data.route is None:
@@ -109,16 +120,19 @@ async def mass_hold(
     ids = list(
         await session.scalars(
             lot_query(flt)
-            .where(Lot.state.in_([LotState.WAITING, LotState.RUNNING, LotState.ON_HOLD]))
-            .order_by(Lot.id)
+            .where(Lot.state.in_(HOLDABLE))
+            .order_by(Lot.code)  # the lock order of every multi-lot operation
             .with_only_columns(Lot.id)
         )
     )
-    held = []
+    held, skipped = [], []
     now = clock.now()
     for lot_id in ids:
         lot = await session.get(Lot, lot_id, with_for_update={"key_share": True})
         assert lot is not None
+        if any(h.hold_code_id == code.id for h in await active_holds(session, [lot.id])):
+            skipped.append((lot.code, f"already on hold {code.code}"))
+            continue
         change = Change(session, lot, await hold_count(session, lot.id))
         place_hold(session, lot, code, data.reason, actor=actor.username, at=now)
         await session.flush()
@@ -130,7 +144,10 @@ async def mass_hold(
             details={"hold_code": code.code, "mass": True},
         )
         held.append(lot)
-    return held
+    return MassHoldOutcome(held, skipped)
+
+
+HOLDABLE = (LotState.WAITING, LotState.RUNNING, LotState.ON_HOLD, LotState.IN_TRANSIT)
 
 
 # --- future actions ---------------------------------------------------------------------------

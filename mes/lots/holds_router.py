@@ -51,7 +51,7 @@ async def release(lot: CodePath, body: s.ReleaseRequest, tx: Releaser) -> Answer
     return await tx.run_lot(signed)
 
 
-@router.post("/mass-hold", response_model=s.LotList)
+@router.post("/mass-hold", response_model=s.MassHoldResult)
 async def mass_hold(body: s.MassHold, tx: LaterHolder) -> Answer:
     """Hold every active lot of a product, at a step, on a tool or in a fab."""
     command = c.MassHold(
@@ -64,10 +64,13 @@ async def mass_hold(body: s.MassHold, tx: LaterHolder) -> Answer:
         step_sequence=body.step_sequence,
     )
 
-    async def hold_all() -> s.LotList:
-        held = await service.mass_hold(tx.session, command, actor=tx.by, clock=tx.clock)
-        found = await service.lots_by_codes(tx.session, [lot.code for lot in held])
-        return s.LotList(lots=[lot_read(lot) for lot in found])
+    async def hold_all() -> s.MassHoldResult:
+        outcome = await service.mass_hold(tx.session, command, actor=tx.by, clock=tx.clock)
+        found = await service.lots_by_codes(tx.session, [lot.code for lot in outcome.held])
+        return s.MassHoldResult(
+            lots=[lot_read(lot) for lot in found],
+            skipped=[s.SkippedLot(lot=code, reason=why) for code, why in outcome.skipped],
+        )
 
     return await tx.run(hold_all)
 

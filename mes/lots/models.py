@@ -78,6 +78,9 @@ class Lot(TimestampMixin, Base):
     step_entered_at: Mapped[datetime]
     tracked_in_at: Mapped[datetime | None]
     ended_at: Mapped[datetime | None]
+    # When the lot tracked out of its last step while holds kept it: it stays OnHold there and
+    # completes when its last hold is released (held material never leaves silently).
+    route_completed_at: Mapped[datetime | None]
     version: Mapped[int] = mapped_column(Integer, default=1)
 
     fab: Mapped[Fab] = relationship(foreign_keys=[fab_id])
@@ -114,7 +117,8 @@ class Wafer(TimestampMixin, Base):
     scribe_id: Mapped[str] = mapped_column(String(32), unique=True)
     lot_id: Mapped[int] = mapped_column(index=True)
     fab_id: Mapped[int] = mapped_column(ForeignKey("fab.id"))
-    slot: Mapped[int] = mapped_column(Integer)
+    # None once the wafer has left its carrier (scrapped): its slot is free for others.
+    slot: Mapped[int | None] = mapped_column(Integer)
     state: Mapped[WaferState] = mapped_column(
         enum_type(WaferState, "wafer_state"), default=WaferState.ACTIVE
     )

@@ -186,7 +186,7 @@ async def track_in(
     await _check_certified(session, actor, step.tool_group_id, now)
     # The equipment's side: no PM due, the recipe's reticle at the tool and under its
     # limit; counts the wafers on the tool and the reticle's uses.
-    await durables_service.admit_lot(
+    reticle = await durables_service.admit_lot(
         session, tool, recipe_body=recipe.body, wafers=lot.wafer_count, now=now
     )
     for window in windows:
@@ -204,7 +204,13 @@ async def track_in(
         actor=actor.username,
         at=now,
         equipment_id=tool.id,
-        details={"recipe": recipe.recipe.name, "recipe_version": recipe.version},
+        details={
+            "recipe": recipe.recipe.name,
+            "recipe_version": recipe.version,
+            # What was counted, so a run that never happens can give it back (abort_run).
+            "counted_wafers": lot.wafer_count,
+            "reticle": reticle.code if reticle is not None else None,
+        },
     )
     return lot, tool, recipe
 
@@ -242,7 +248,13 @@ async def track_out(
     limit_code: HoldCode | None = None
     following: rules.StepView | None = None
     skipped: list[rules.StepView] = []
-    if data.outcome == TrackOutcome.REWORK:
+    partial = rules.partial_run_reason(processed, lot.wafer_count, data.not_processed)
+    partial_code = await get_hold_code(session, "PARTIAL_RUN") if partial else None
+    if partial:
+        # Never "pass" a step some wafers did not see: the lot stays at it, held, and an
+        # engineer decides (re-run, split the unprocessed wafers off, scrap, jump on).
+        details["partial_run"] = [list(pair) for pair in data.not_processed]
+    elif data.outcome == TrackOutcome.REWORK:
         rework_counter = (
             await session.scalars(
                 select(ReworkCount).where(
@@ -262,7 +274,9 @@ async def track_out(
     lot.equipment_id = None
     lot.tracked_in_at = None
     lot.state = LotState.WAITING
-    if decision is not None:
+    if partial_code is not None and partial is not None:
+        place_hold(session, lot, partial_code, partial, actor="system", at=now)
+    elif decision is not None:
         if rework_counter is None:
             session.add(ReworkCount(lot_id=lot.id, step_id=step.id, count=decision.count))
         else:
@@ -291,10 +305,15 @@ async def track_out(
                     closed_at=now if closing in skipped else None,
                 )
             )
-        fire(session, lot, actions, kind=AFTER_TRACK_OUT, step_id=step.id, at=now)
-        if following is None:
+        armed = fire(session, lot, actions, kind=AFTER_TRACK_OUT, step_id=step.id, at=now)
+        if following is None and change.holds + armed > 0:
+            # Held material never completes: it waits OnHold at its last step, and the release
+            # of its last hold completes it (holds.release).
+            lot.route_completed_at = now
+            details["held_at_route_end"] = True
+        elif following is None:
             finish(lot, LotState.COMPLETED, now)
-            release_carrier(lot)
+            await release_carrier(session, lot)
         else:
             lot.current_step_id, lot.step_entered_at = following.id, now
             fire(session, lot, actions, kind=ARRIVAL, step_id=following.id, at=now)
@@ -321,6 +340,7 @@ async def abort_run(
     actor: Principal,
     clock: Clock,
     details: dict[str, Any] | None = None,
+    wafers_processed: int = 0,
 ) -> Lot:
     """Take a running lot off its tool without moving it on: back to Waiting at the same step
     (its job was aborted, lost or refused by the tool), optionally on hold ``EQUIPMENT``."""
@@ -332,6 +352,9 @@ async def abort_run(
     assert tool is not None  # the FK guarantees it
     hold_code = await get_hold_code(session, "EQUIPMENT") if hold else None
     tool_stays_busy = len(await lots_on_tool(session, tool.id)) > 1
+    # Usage was counted at track-in; the wafers the tool never processed give theirs back, so
+    # refused and lost jobs leave no phantom wear on the tool or the reticle.
+    reversed_wafers = await _give_back_usage(session, lot, tool, wafers_processed)
     lot.equipment_id = None
     lot.tracked_in_at = None
     lot.state = LotState.WAITING
@@ -346,6 +369,25 @@ async def abort_run(
         at=now,
         reason=reason,
         equipment_id=tool.id,
-        details=details,
+        details={**(details or {}), "usage_given_back": reversed_wafers},
     )
     return lot
+
+
+async def _give_back_usage(
+    session: AsyncSession, lot: Lot, tool: Equipment, wafers_processed: int
+) -> int:
+    tracked_in = await session.scalar(
+        select(LotEvent.after)
+        .where(LotEvent.lot_id == lot.id, LotEvent.event_type == "TRACK_IN")
+        .order_by(LotEvent.occurred_at.desc(), LotEvent.id.desc())
+        .limit(1)
+    )
+    counted = int((tracked_in or {}).get("counted_wafers", 0))
+    unused = max(0, counted - max(0, wafers_processed))
+    if unused:
+        tool.wafers_processed = max(0, tool.wafers_processed - unused)
+        reticle = (tracked_in or {}).get("reticle")
+        if reticle:
+            await durables_service.give_back_uses(session, str(reticle), unused)
+    return unused

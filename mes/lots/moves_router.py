@@ -7,6 +7,8 @@ from typing import Annotated
 from fastapi import APIRouter, status
 
 from mes.auth import roles
+from mes.errors import RuleViolation
+from mes.jobs import service as jobs_service
 from mes.kit.api import CodePath
 from mes.lots import commands as c
 from mes.lots import schemas as s
@@ -106,6 +108,18 @@ async def track_out(lot: CodePath, body: s.TrackOut, tx: Mover) -> Answer:
             for m in body.measurements
         ),
     )
-    return await tx.run_lot(
-        lambda: service.track_out(tx.session, lot, command, actor=tx.by, clock=tx.clock)
-    )
+
+    async def by_hand() -> Lot:
+        moved = await service.track_out(tx.session, lot, command, actor=tx.by, clock=tx.clock)
+        # Asked after the track-out, which holds the lot's lock: a job being created for the
+        # lot has either committed (and is seen here) or waits for us.
+        job = await jobs_service.open_job_of(tx.session, lot)
+        if job is not None:
+            raise RuleViolation(
+                "lot.job_open",
+                f"lot {lot} runs in job {job}, which tracks it out when the tool ends it; "
+                "abort the job to take the lot off by hand",
+            )
+        return moved
+
+    return await tx.run_lot(by_hand)

@@ -21,8 +21,8 @@ from mes.auth.service import Principal
 from mes.db.transaction import ReadSession, WriteSession
 from mes.errors import Conflict
 from mes.kit.api import ClockDep, CodePath, CodeStr, Page, PageQuery, fetch_page
+from mes.lots import qtime, service
 from mes.lots import schemas as s
-from mes.lots import service
 from mes.lots.http import future_read, lot_read
 from mes.lots.models import HoldCode
 from mes.lots.schemas import LotDetail, LotEventRead, LotRead, WaferRead
@@ -81,6 +81,19 @@ async def list_holds(
     return Page(
         items=[service.hold_read(h, f, now) for h, f in rows], total=total, **page.model_dump()
     )
+
+
+@router.get("/qtime-windows", response_model=list[s.QTimeWindowRead])
+async def list_qtime_windows(
+    session: ReadSession,
+    clock: ClockDep,
+    fab: Annotated[CodeStr | None, Query()] = None,
+    within_s: Annotated[float | None, Query(ge=0, le=30 * 24 * 3600)] = None,
+) -> list[s.QTimeWindowRead]:
+    """Open Q-time windows, soonest deadline first (at most 1,000); ``within_s`` keeps those
+    that run out within that many seconds: the lots to hurry."""
+    found = await qtime.open_windows(session, clock, fab=fab, within_s=within_s)
+    return [s.QTimeWindowRead(**vars(w)) for w in found]
 
 
 @router.get("/{lot}", response_model=LotDetail)

@@ -261,6 +261,23 @@ def rework(step: StepView, reworks_so_far: int) -> ReworkDecision:
     return ReworkDecision(step.rework_to_sequence, count)
 
 
+def partial_run_reason(
+    processed: int, wafer_count: int, not_processed: Sequence[tuple[str, str]]
+) -> str | None:
+    """Why a track-out is a partial run (the lot must not pass the step), or None.
+
+    A step is done for a lot only when every wafer was processed: a stopped job, a chamber lost
+    mid-job or a result nobody could read all leave wafers that did not see the step."""
+    if processed >= wafer_count and not not_processed:
+        return None
+    listed = ", ".join(f"{scribe} {state}" for scribe, state in not_processed[:10])
+    more = f" (+{len(not_processed) - 10} more)" if len(not_processed) > 10 else ""
+    return (
+        f"partial run: {processed} of {wafer_count} wafers processed"
+        + (f"; not processed: {listed}{more}" if listed else "")
+    )[:255]
+
+
 def check_wafers_processed(processed: int, wafer_count: int) -> None:
     if not 0 <= processed <= wafer_count:
         raise RuleViolation(

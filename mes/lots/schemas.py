@@ -20,7 +20,7 @@ from mes.lots.states import (
 
 class WaferRead(BaseModel):
     scribe_id: str
-    slot: int
+    slot: int | None  # None: the wafer left the carrier (scrapped)
     state: WaferState
 
 
@@ -230,6 +230,26 @@ class RecipeToRun(BaseModel):
 
 class LotList(BaseModel):
     lots: list[LotRead]
+
+
+class QTimeWindowRead(BaseModel):
+    lot: str
+    fab: str
+    to_step_sequence: int
+    opened_at: datetime
+    deadline_at: datetime
+    remaining_s: float  # negative: already past (the watch holds it at its next round)
+
+
+class SkippedLot(BaseModel):
+    lot: str
+    reason: str
+
+
+class MassHoldResult(LotList):
+    """The lots held, and the matching lots left as they were, with why."""
+
+    skipped: list[SkippedLot]
 
 
 class SplitResult(BaseModel):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from sqlalchemy import func, select, update
+from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from mes.auth.service import Principal
@@ -12,14 +12,27 @@ from mes.clock import Clock
 from mes.durables.models import Carrier
 from mes.errors import RuleViolation
 from mes.fabs import service as fabs_service
+from mes.fabs.models import FabTransferTime
 from mes.lots import rules
 from mes.lots._core import begin, lot_view
 from mes.lots.commands import Receive, Ship
 from mes.lots.models import FutureAction, Lot, LotTransfer, QTimeWindow
+from mes.lots.queries import active_holds
 from mes.lots.states import LotState, QTimeStatus
 
-# Transit between fabs takes time: a Q-time window closer than this refuses the shipment.
+# Transit between fabs takes time: a Q-time window closer than the transit refuses the
+# shipment. The configured time between the two fabs (fab_transfer_time) counts; this is the
+# time assumed between fabs nobody configured.
 TRANSIT_TIME = timedelta(hours=4)
+
+
+async def transit_time(session: AsyncSession, from_fab_id: int, to_fab_id: int) -> timedelta:
+    configured = await session.scalar(
+        select(FabTransferTime.time_s).where(
+            FabTransferTime.from_fab_id == from_fab_id, FabTransferTime.to_fab_id == to_fab_id
+        )
+    )
+    return TRANSIT_TIME if configured is None else timedelta(seconds=configured)
 
 
 async def ship(
@@ -47,7 +60,7 @@ async def ship(
         open_future_actions=int(open_actions or 0),
         open_qtime_deadlines=deadlines,
         now=now,
-        transit_s=int(TRANSIT_TIME.total_seconds()),
+        transit_s=int((await transit_time(session, lot.fab_id, destination.id)).total_seconds()),
     )
     session.add(
         LotTransfer(
@@ -84,11 +97,14 @@ async def receive(
     transfer.received_at, transfer.received_by = now, actor.username
     lot.fab_id = lot.destination_fab_id
     lot.destination_fab_id = None
-    lot.state = LotState.WAITING
+    lot.state = LotState.WAITING  # OnHold if it was held on the road (Change.record)
+    # Through the ORM, not bulk UPDATEs, so the audit trail sees each row move fab.
     if lot.carrier_id is not None:
-        await session.execute(
-            update(Carrier).where(Carrier.id == lot.carrier_id).values(fab_id=lot.fab_id)
-        )
+        carrier = await session.get(Carrier, lot.carrier_id)
+        assert carrier is not None  # the FK guarantees it
+        carrier.fab_id = lot.fab_id
+    for hold in await active_holds(session, [lot.id]):
+        hold.fab_id = lot.fab_id
     await session.flush()
     # The database carried the wafers along (ON UPDATE CASCADE); reload what it changed.
     for wafer in lot.wafers:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from sqlalchemy import func, select, update
+from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from mes.auth.service import Principal
@@ -16,21 +16,26 @@ from mes.lots import rules
 from mes.lots._core import (
     Change,
     begin,
+    close_holds,
     finish,
     hold_count,
     lock_lot,
     lot_view,
     lots_on_tool,
-    place_hold,
     release_carrier,
     tool_state,
 )
 from mes.lots.commands import Bonus, Merge, Scrap, Split
-from mes.lots.models import Genealogy, Lot, LotHold, QTimeWindow, Wafer
-from mes.lots.queries import active_holds
-from mes.lots.states import GenealogyRelation, LotState, QTimeStatus, WaferState
+from mes.lots.inheritance import copy_to_child, move_to_target
+from mes.lots.models import Genealogy, Lot, Wafer
+from mes.lots.states import GenealogyRelation, LotState, WaferState
 
 # --- split / merge ---------------------------------------------------------------------------
+
+
+def _slots(wafers: Sequence[Wafer]) -> set[int]:
+    """The carrier slots these wafers occupy (a scrapped wafer occupies none)."""
+    return {w.slot for w in wafers if w.slot is not None}
 
 
 def _pick_wafers(lot: Lot, scribe_ids: Sequence[str]) -> list[Wafer]:
@@ -69,6 +74,8 @@ async def split(
         parent_lot_id=parent.id,
         started_at=parent.started_at,
         step_entered_at=parent.step_entered_at,
+        # A child of a lot held at its route's end is done too: it completes on release.
+        route_completed_at=parent.route_completed_at,
     )
     if await session.scalar(select(Lot.id).where(Lot.code == child.code)) is not None:
         raise Conflict(f"lot {child.code} already exists", code="lot.duplicate")
@@ -77,25 +84,8 @@ async def split(
     for wafer in wafers:
         wafer.lot_id = child.id
     parent.wafer_count -= len(wafers)
-    # The child inherits the parent's holds, Q-time windows and future actions.
-    for h in await active_holds(session, [parent.id]):
-        place_hold(session, child, h.hold_code, h.reason, actor=h.placed_by, at=h.placed_at)
-    for window in await session.scalars(
-        select(QTimeWindow).where(
-            QTimeWindow.lot_id == parent.id, QTimeWindow.status == QTimeStatus.OPEN
-        )
-    ):
-        session.add(
-            QTimeWindow(
-                lot_id=child.id,
-                fab_id=child.fab_id,
-                from_step_id=window.from_step_id,
-                to_step_id=window.to_step_id,
-                opened_at=window.opened_at,
-                deadline_at=window.deadline_at,
-                status=QTimeStatus.OPEN,
-            )
-        )
+    # The child inherits the parent's holds, Q-time windows, future actions, rework counts.
+    await copy_to_child(session, parent, child)
     session.add(
         Genealogy(
             parent_lot_id=parent.id,
@@ -136,27 +126,27 @@ async def merge(
         rules.MergeView(lot_view(target, target_holds), target.product_id, target.route_version_id),
         rules.MergeView(lot_view(source, source_holds), source.product_id, source.route_version_id),
     )
+    if (target.route_completed_at is None) != (source.route_completed_at is None):
+        raise RuleViolation(
+            "lot.merge_mismatch", "one of the lots has run its last step and the other has not"
+        )
     target_change = Change(session, target, target_holds)
     source_change = Change(session, source, source_holds)
     moving = [w for w in source.wafers if w.state == WaferState.ACTIVE]
-    taken = {w.slot for w in target.wafers}
+    taken = _slots(target.wafers)
     clashing = [w for w in moving if w.slot in taken]
     for wafer, slot in zip(
-        clashing, rules.free_slots(taken | {w.slot for w in moving}, len(clashing)), strict=True
+        clashing, rules.free_slots(taken | _slots(moving), len(clashing)), strict=True
     ):
         wafer.slot = slot  # a sorter re-slots them into the target carrier
     for wafer in moving:
         wafer.lot_id = target.id
     target.wafer_count += source.wafer_count
     source.wafer_count = 0
-    # The merged lot carries the source's holds too.
-    await session.execute(
-        update(LotHold)
-        .where(LotHold.lot_id == source.id, LotHold.released_at.is_(None))
-        .values(lot_id=target.id)
-    )
+    # The merged lot carries the source's holds, windows, future actions and rework counts too.
+    await move_to_target(session, source, target, at=now)
     finish(source, LotState.TERMINATED, now)
-    release_carrier(source)
+    await release_carrier(session, source)
     session.add(
         Genealogy(
             parent_lot_id=source.id,
@@ -205,12 +195,18 @@ async def scrap(
         tool = await session.get(Equipment, lot.equipment_id, with_for_update={"key_share": True})
         assert tool is not None  # the FK guarantees it
         tool_stays_busy = len(await lots_on_tool(session, tool.id)) > 1
+    slots_freed = {w.scribe_id: w.slot for w in wafers}
     for wafer in wafers:
         wafer.state = WaferState.SCRAPPED
+        wafer.slot = None  # out of the carrier: the slot takes another wafer
     lot.wafer_count -= len(wafers)
+    closed: list[int] = []
     if lot.wafer_count == 0:
+        closed = await close_holds(
+            session, lot, actor=actor.username, at=now, reason="every wafer of the lot scrapped"
+        )
         finish(lot, LotState.SCRAPPED, now)
-        release_carrier(lot)
+        await release_carrier(session, lot)
         if tool is not None and not tool_stays_busy and tool.e10_state == E10State.PRD:
             tool_state(session, tool, E10State.SBY, actor=actor.username, at=now)
     await session.flush()
@@ -219,7 +215,12 @@ async def scrap(
         actor=actor.username,
         at=now,
         reason=data.comment,
-        details={"reason_code": data.reason_code, "wafers": list(data.wafers)},
+        details={
+            "reason_code": data.reason_code,
+            "wafers": list(data.wafers),
+            "slots": slots_freed,
+            **({"closed_holds": closed} if closed else {}),
+        },
     )
     return lot
 
@@ -234,7 +235,7 @@ async def bonus(
     rules.require_active(lot_view(lot, change.holds))
     if lot.wafer_count + data.count > 25:
         raise RuleViolation("lot.too_many_wafers", "a lot holds at most 25 wafers")
-    slots = rules.free_slots({w.slot for w in lot.wafers}, data.count)
+    slots = rules.free_slots(_slots(lot.wafers), data.count)
     taken = {w.scribe_id for w in lot.wafers}
     added = []
     for slot in slots:

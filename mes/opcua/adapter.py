@@ -27,11 +27,13 @@ from typing import Any
 
 from asyncua import ua
 from sqlalchemy import select
+from sqlalchemy.exc import DataError, IntegrityError
 from sqlalchemy.orm import selectinload
 
 from mes.clock import Clock
 from mes.db.engine import Database
 from mes.db.transaction import unit_of_work
+from mes.errors import MesError
 from mes.jobs.models import EquipmentJob, EquipmentJobLot
 from mes.jobs.states import JobCommand
 from mes.lots.models import Lot, Wafer
@@ -44,6 +46,10 @@ from mes.opcua.models import ConnectionState
 from mes.opcua.service import ToolRef
 
 log = logging.getLogger(__name__)
+
+# Errors that a message causes whenever it is applied (bad data, a refused rule), as opposed
+# to transient ones (the database or the tool going away), which end the session and retry.
+POISON = (MesError, ValueError, TypeError, ArithmeticError, DataError, IntegrityError)
 
 CONNECTION_ERRORS = (OSError, ConnectionError, TimeoutError, asyncio.TimeoutError, ua.UaError)
 
@@ -96,6 +102,8 @@ class ToolAdapter:
         self._events: asyncio.Queue[Received] = asyncio.Queue()
         self._values: dict[str, Any] = {}
         self._pv: dict[str, mapping.ProcessValueBuffer] = {}
+        # Alarm codes the tool replays during a ConditionRefresh (None: no refresh under way).
+        self._replayed: set[str] | None = None
         self._session: ToolSession | None = None
         self._pending_work: set[str] = set()
 
@@ -179,11 +187,24 @@ class ToolAdapter:
             asyncio.get_running_loop().time(),
             mapping.ValueChange("ItemState", self._values.get("ItemState"), self.clock.now()),
         )
+        if "ControlState" in self._values:
+            await self._apply(
+                asyncio.get_running_loop().time(),
+                mapping.ValueChange("ControlState", self._values["ControlState"], self.clock.now()),
+            )
         await session.condition_refresh()
         async with unit_of_work(self.db, write=False) as db_session:
             open_jobs = await opcua_service.open_job_ids(db_session, self.tool.id)
         for job_order_id, _status in open_jobs:
-            found = await session.job_response(job_order_id)
+            try:
+                found = await session.job_response(job_order_id)
+            except (ValueError, TypeError) as exc:
+                # An unreadable answer must not stop the resync (and with it the adapter): keep
+                # it, and let the job's own end event settle the job.
+                await self._quarantine(
+                    mapping.Unreadable("JobResponse", job_order_id, "", self.clock.now()), exc
+                )
+                continue
             async with unit_of_work(self.db) as db_session:
                 opcua_service.bind_adapter(
                     db_session, self.tool, "opcua.reconcile", self.clock.now()
@@ -266,7 +287,34 @@ class ToolAdapter:
     async def _apply(self, received: float, event: mapping.ToolEvent) -> None:
         if isinstance(event, mapping.ValueChange) and not self._on_value(event):
             return
+        if isinstance(event, mapping.AlarmRefresh) and not event.end:
+            self._replayed = set()  # collect what the tool replays until the end marker
+            return
+        if isinstance(event, mapping.AlarmEvent) and event.active and self._replayed is not None:
+            self._replayed.add(event.code[:64])
         self.last_event_at = self.clock.now()
+        try:
+            applied = await self._apply_in_transaction(event)
+        except (asyncio.CancelledError, LeaseLost):
+            raise
+        except POISON as exc:
+            # Deterministic: applying it again would fail again, and the adapter would stall
+            # on it (reconnect, resync, same message...). Quarantine it and go on.
+            applied = await self._quarantine(event, exc)
+        if applied is None:
+            return
+        outcome = applied
+        if isinstance(event, mapping.JobEvent) and event.state in ("Ended", "Aborted"):
+            self._pv.pop(event.job_order_id, None)
+        if isinstance(event, mapping.AlarmEvent) and "abort" in outcome:
+            await self._queue_open_commands()
+        self.applied += 1
+        self.latencies.append(asyncio.get_running_loop().time() - received)
+        if len(self.latencies) > 100_000:
+            del self.latencies[:50_000]
+        log.debug("%s: %s -> %s", self.tool.code, type(event).__name__, outcome)
+
+    async def _apply_in_transaction(self, event: mapping.ToolEvent) -> str | None:
         async with unit_of_work(self.db) as session:
             now = self.clock.now()
             opcua_service.bind_adapter(session, self.tool, "opcua.tool_event", now)
@@ -290,19 +338,45 @@ class ToolAdapter:
                 outcome = await opcua_service.apply_alarm(
                     session, self.tool, event, rules=self.settings.alarm_rules, clock=self.clock
                 )
+            elif isinstance(event, mapping.AlarmRefresh):
+                if self._replayed is None:  # an end without a start: nothing to compare
+                    return None
+                closed = await opcua_service.close_unreported_alarms(
+                    session, self.tool, self._replayed, clock=self.clock
+                )
+                self._replayed = None
+                outcome = f"refresh done; closed {closed}" if closed else "refresh done"
+            elif isinstance(event, mapping.Unreadable):
+                outcome = await opcua_service.quarantine(
+                    session,
+                    self.tool,
+                    kind=event.kind,
+                    payload=event.payload,
+                    error=event.error,
+                    clock=self.clock,
+                )
+            elif event.name == "ControlState":
+                outcome = await opcua_service.apply_control_state(
+                    session, self.tool, str(event.value)
+                )
             else:
                 outcome = await opcua_service.apply_item_state(
                     session, self.tool, str(event.value), clock=self.clock
                 )
-        if isinstance(event, mapping.JobEvent) and event.state in ("Ended", "Aborted"):
-            self._pv.pop(event.job_order_id, None)
-        if isinstance(event, mapping.AlarmEvent) and "abort" in outcome:
-            await self._queue_open_commands()
-        self.applied += 1
-        self.latencies.append(asyncio.get_running_loop().time() - received)
-        if len(self.latencies) > 100_000:
-            del self.latencies[:50_000]
-        log.debug("%s: %s -> %s", self.tool.code, type(event).__name__, outcome)
+        return outcome
+
+    async def _quarantine(self, event: mapping.ToolEvent, exc: Exception) -> str:
+        log.warning("%s: could not apply %s, quarantined: %s", self.tool.code, event, exc)
+        async with unit_of_work(self.db) as session:
+            opcua_service.bind_adapter(session, self.tool, "opcua.quarantine", self.clock.now())
+            return await opcua_service.quarantine(
+                session,
+                self.tool,
+                kind=type(event).__name__,
+                payload=repr(event)[:4000],
+                error=f"{type(exc).__name__}: {exc}"[:2000],
+                clock=self.clock,
+            )
 
     def _on_value(self, change: mapping.ValueChange) -> bool:
         """Keep a value; True if it needs a transaction (only the item state does).
@@ -311,7 +385,7 @@ class ToolAdapter:
         ends, in the transaction of its end event: one write per job, not one per sample.
         """
         self._values[change.name] = change.value
-        if change.name == "ItemState":
+        if change.name in ("ItemState", "ControlState"):
             return True
         if self._session is not None and change.name in self._session.process_value_names:
             job = self._values.get("CurrentJobOrderId") or ""

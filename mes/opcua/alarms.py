@@ -19,7 +19,29 @@ from mes.lots.commands import Hold
 from mes.lots.states import LotState
 from mes.opcua import mapping
 from mes.opcua.mapping import AlarmEvent, AlarmRule
+from mes.opcua.quarantine import MES_ALARM_PREFIX
 from mes.opcua.tools import ToolRef, principal_for
+
+
+async def close_unreported_alarms(
+    session: AsyncSession, tool: ToolRef, reported: set[str], *, clock: Clock
+) -> list[str]:
+    """After a ConditionRefresh: the tool replayed every alarm it still has; an alarm the MES
+    holds open that was not among them cleared while nobody listened. Close it."""
+    stale = [
+        alarm
+        for alarm in await session.scalars(
+            select(EquipmentAlarm)
+            .where(EquipmentAlarm.equipment_id == tool.id, EquipmentAlarm.cleared_at.is_(None))
+            .with_for_update(key_share=True)
+        )
+        if alarm.alarm_code not in reported and not alarm.alarm_code.startswith(MES_ALARM_PREFIX)
+    ]
+    for alarm in stale:
+        alarm.cleared_at = clock.now()
+        alarm.actions = (alarm.actions + " resync-cleared").strip()[:64]
+    await session.flush()
+    return sorted(a.alarm_code for a in stale)
 
 
 async def apply_alarm(

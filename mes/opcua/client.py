@@ -26,6 +26,8 @@ from mes.opcua import certificates, mapping
 from mes.opcua import model as m
 
 log = logging.getLogger(__name__)
+_REFRESH_START = ua.NodeId(ua.ObjectIds.RefreshStartEventType)
+_REFRESH_END = ua.NodeId(ua.ObjectIds.RefreshEndEventType)
 
 # Variables every adapter watches (besides the process values and chambers).
 WATCHED: dict[str, tuple[m.BrowseName, ...]] = {
@@ -221,6 +223,11 @@ class ToolSession:
         results = await self.client.nodes.root.get_children_by_path(event_paths)
         self.event_types = [_present(r[0] if r else None) for r in results]
         self.job_type, self.substrate_type, self.alarm_type = (t.nodeid for t in self.event_types)
+        # The standard markers around a ConditionRefresh (how stale MES alarms are found).
+        self.event_types += [
+            self.client.get_node(ua.NodeId(ua.ObjectIds.RefreshStartEventType)),
+            self.client.get_node(ua.NodeId(ua.ObjectIds.RefreshEndEventType)),
+        ]
 
     def _configure_trust(self) -> certificates.ServerTrustList | None:
         if not (self.security.enabled and self.security.trust_dir):
@@ -351,9 +358,14 @@ class ToolSession:
         self._seen()
         try:
             parsed = self._parse_event(event)
-        except Exception:
-            log.exception("%s: unreadable event", self.tool_code)
-            return
+        except Exception as exc:
+            log.warning("%s: unreadable event quarantined: %s", self.tool_code, exc)
+            parsed = mapping.Unreadable(
+                kind=type(event).__name__,
+                payload=repr(event)[:4000],
+                error=f"{type(exc).__name__}: {exc}"[:2000],
+                at=_utc(getattr(event, "Time", None)),
+            )
         if parsed is not None:
             self.queue.put_nowait((self.last_message_at, parsed))
 
@@ -363,6 +375,8 @@ class ToolSession:
 
     def _parse_event(self, e: Any) -> mapping.ToolEvent | None:
         at = _utc(getattr(e, "Time", None))
+        if e.EventType in (_REFRESH_START, _REFRESH_END):
+            return mapping.AlarmRefresh(end=e.EventType == _REFRESH_END, at=at)
         if e.EventType == self.job_type:
             return mapping.JobEvent(
                 job_order_id=str(e.JobOrderID),
@@ -381,7 +395,7 @@ class ToolSession:
                 slot=int(e.Slot),
                 chamber=str(e.Chamber or ""),
                 state=str(e.SubstrateState),
-                measurements=tuple(float(v) for v in (meas if isinstance(meas, list) else [meas])),
+                measurements=mapping.finite(meas),
                 sequence=int(e.Sequence),
                 at=at,
             )

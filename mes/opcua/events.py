@@ -22,6 +22,7 @@ from mes.kit.idempotency import claim_key
 from mes.lots.models import Lot
 from mes.opcua import mapping
 from mes.opcua.mapping import JobAction, JobEvent, JobResult, SubstrateEvent
+from mes.opcua.quarantine import quarantine
 from mes.opcua.tools import ToolRef, principal_for
 
 
@@ -48,7 +49,17 @@ async def apply_job_event(
         return "unknown job"
     try:
         result = mapping.parse_job_response(event.response)
-    except (ValueError, TypeError):
+    except (ValueError, TypeError) as exc:
+        # Unreadable: kept in quarantine, and read as "nothing processed", so the lot is held
+        # (partial run) instead of passing on a result nobody could read.
+        await quarantine(
+            session,
+            tool,
+            kind="JobResponse",
+            payload=event.response[:4000],
+            error=f"{type(exc).__name__}: {exc}"[:2000],
+            clock=clock,
+        )
         result = JobResult(event.state, event.substate, 0, ())
     return await apply_job_state(
         session,
@@ -145,6 +156,17 @@ async def apply_substrate_event(
         now,
     )
     return "recorded"
+
+
+async def apply_control_state(session: AsyncSession, tool: ToolRef, control_state: str) -> str:
+    """Record the tool's E30 control state, so the dispatcher offers only tools that take
+    remote jobs (OnlineRemote)."""
+    equipment = await equipment_service.get_equipment(session, tool.code, for_update=True)
+    if equipment.control_state == control_state[:16]:
+        return "no change"
+    equipment.control_state = control_state[:16]
+    await session.flush()
+    return f"control state {control_state}"
 
 
 async def apply_item_state(

@@ -11,6 +11,7 @@ from __future__ import annotations
 import enum
 import fnmatch
 import json
+import math
 import zlib
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -116,7 +117,7 @@ def parse_job_response(text: str) -> JobResult:
             slot=int(w.get("Slot", 0)),
             state=str(w.get("State", "")),
             chamber=str(w.get("Chamber", "")),
-            measurements=tuple(float(v) for v in w.get("Measurements") or ()),
+            measurements=finite(w.get("Measurements") or ()),
         )
         for w in data.get("Wafers") or ()
         if isinstance(w, dict)
@@ -294,4 +295,32 @@ class ValueChange:
     at: datetime
 
 
-ToolEvent = JobEvent | SubstrateEvent | AlarmEvent | ValueChange
+def finite(values: Any) -> tuple[float, ...]:
+    """Measured values as floats, refusing NaN and infinities: a tool that sends them is
+    broken, and neither JSON nor a control chart can hold them."""
+    floats = tuple(float(v) for v in (values if isinstance(values, list | tuple) else [values]))
+    if not all(math.isfinite(v) for v in floats):
+        raise ValueError(f"measurements must be finite numbers, got {list(floats)[:10]}")
+    return floats
+
+
+@dataclass(frozen=True)
+class Unreadable:
+    """A message from the tool the MES refused at the edge: kept in quarantine, not applied."""
+
+    kind: str
+    payload: str
+    error: str
+    at: datetime
+
+
+@dataclass(frozen=True)
+class AlarmRefresh:
+    """The start or end of a ConditionRefresh: between them the tool replays every alarm it
+    still retains, so an alarm the MES has open and the tool did not replay is gone."""
+
+    end: bool
+    at: datetime
+
+
+ToolEvent = JobEvent | SubstrateEvent | AlarmEvent | AlarmRefresh | Unreadable | ValueChange

@@ -8,7 +8,7 @@ from datetime import datetime
 from sqlalchemy import ForeignKey, String, Text
 from sqlalchemy.orm import Mapped, mapped_column
 
-from mes.db.base import Base
+from mes.db.base import Base, BigIntPK
 from mes.db.types import enum_type
 
 
@@ -44,3 +44,19 @@ class AdapterLease(Base):
     connection_since: Mapped[datetime]
     last_event_at: Mapped[datetime | None]
     last_error: Mapped[str | None] = mapped_column(Text)
+
+
+class DeadLetter(Base):
+    """A message from a tool the MES could not apply (unreadable, or refused while applying):
+    kept as it came, so that one bad message never stalls the tool's adapter and nothing the tool
+    said is silently lost. Engineers read them at ``GET /equipment/{tool}/dead-letters``."""
+
+    __tablename__ = "opcua_dead_letter"
+
+    id: Mapped[int] = mapped_column(BigIntPK, primary_key=True)
+    fab_id: Mapped[int] = mapped_column(ForeignKey("fab.id"))
+    equipment_id: Mapped[int] = mapped_column(ForeignKey("equipment.id"), index=True)
+    received_at: Mapped[datetime]
+    kind: Mapped[str] = mapped_column(String(64))
+    payload: Mapped[str] = mapped_column(Text)
+    error: Mapped[str] = mapped_column(Text)

@@ -1,4 +1,5 @@
-"""``GET /equipment/{tool}/connection``: how the tool's adapter connection is doing."""
+"""``GET /equipment/{tool}/connection``: how the tool's adapter connection is doing; and
+``GET /equipment/{tool}/dead-letters``: the messages from the tool the MES refused."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from fastapi import APIRouter
 from pydantic import BaseModel
 
 from mes.db.transaction import ReadSession
+from mes.equipment import service as equipment_service
 from mes.kit.api import ClockDep, CodePath
 from mes.opcua import service
 from mes.opcua.models import ConnectionState
@@ -33,3 +35,24 @@ async def connection(tool: CodePath, session: ReadSession, clock: ClockDep) -> C
     expired (no live adapter) is disconnected with no owner."""
     view = await service.connection_of(session, tool, clock.now())
     return ConnectionRead(**view.__dict__)
+
+
+class DeadLetterRead(BaseModel):
+    id: int
+    received_at: datetime
+    kind: str
+    payload: str
+    error: str
+
+
+@router.get("/{tool}/dead-letters", response_model=list[DeadLetterRead])
+async def dead_letters(tool: CodePath, session: ReadSession) -> list[DeadLetterRead]:
+    """The latest 100 messages from the tool that the MES could not apply (unreadable values
+    such as NaN, or refused while applying), newest first, as they came."""
+    equipment = await equipment_service.get_equipment(session, tool)
+    return [
+        DeadLetterRead(
+            id=d.id, received_at=d.received_at, kind=d.kind, payload=d.payload, error=d.error
+        )
+        for d in await service.dead_letters(session, equipment.id)
+    ]

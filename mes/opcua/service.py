@@ -10,11 +10,17 @@ The package's face: the functions live in ``tools``, ``leases``, ``connections``
 
 from __future__ import annotations
 
-from mes.opcua.alarms import apply_alarm
+from mes.opcua.alarms import apply_alarm, close_unreported_alarms
 from mes.opcua.connections import ConnectionView, connection_of, publish_connection, stamp_signals
-from mes.opcua.events import apply_item_state, apply_job_event, apply_substrate_event
+from mes.opcua.events import (
+    apply_control_state,
+    apply_item_state,
+    apply_job_event,
+    apply_substrate_event,
+)
 from mes.opcua.leases import acquire, next_expiry, owns, release, renew
 from mes.opcua.outbox import claim_send, clear_command, fail_job, work_for_tool
+from mes.opcua.quarantine import dead_letters, quarantine
 from mes.opcua.reconciliation import open_job_ids, reconcile_job
 from mes.opcua.tools import ToolRef, bind_adapter, principal_for, tools_to_serve
 
@@ -23,19 +29,23 @@ __all__ = [
     "ToolRef",
     "acquire",
     "apply_alarm",
+    "apply_control_state",
     "apply_item_state",
     "apply_job_event",
     "apply_substrate_event",
     "bind_adapter",
     "claim_send",
     "clear_command",
+    "close_unreported_alarms",
     "connection_of",
+    "dead_letters",
     "fail_job",
     "next_expiry",
     "open_job_ids",
     "owns",
     "principal_for",
     "publish_connection",
+    "quarantine",
     "reconcile_job",
     "release",
     "renew",

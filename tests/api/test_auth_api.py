@@ -246,3 +246,27 @@ async def test_secrets_never_reach_the_logs(client, anonymous, caplog):
         assert secret not in logged
     trail = (await client.get("/api/v1/audit", params={"target_id": "op.zed"})).json()["items"]
     assert trail[0]["after"]["password_hash"] == "***"
+
+
+async def test_wrong_signature_passwords_count_toward_the_lockout(
+    client, client_as, anonymous, settings, clock
+):
+    lot = (await client.post("/api/v1/lots", json={"product": "LOGIC28", "fab": "F1"})).json()
+    code = lot["code"]
+    await client.post(f"/api/v1/lots/{code}/hold", json={"hold_code": "OPERATOR", "reason": "r"})
+    clock.advance(timedelta(minutes=10))  # the login is stale: signing needs the password
+
+    def release(password: str) -> dict:
+        return {"signature": {"reason": "checked", "password": password}}
+
+    async with client_as("t-operator") as operator:
+        for attempt in range(settings.login_max_failures):
+            wrong = await operator.post(
+                f"/api/v1/lots/{code}/release", json=release(f"guess {attempt}")
+            )
+            assert_problem(wrong, 401, "auth.signature_invalid")
+        # The account is locked now: the right password is refused, at signing and at login.
+        right = await operator.post(f"/api/v1/lots/{code}/release", json=release(ROLE_PASSWORD))
+        assert_problem(right, 429, "auth.locked")
+    assert (await _login(anonymous, "t-operator", ROLE_PASSWORD)).status_code == 429
+    assert (await client.get(f"/api/v1/lots/{code}")).json()["state"] == "OnHold"

@@ -466,3 +466,65 @@ async def test_carrier_cleaning_cycle(client):
         return
     assert cleaned.status_code == 200, cleaned.text
     assert (cleaned.json()["state"], cleaned.json()["cleanings"]) == ("available", 1)
+
+
+async def test_a_new_wafer_plan_counts_from_its_start_not_from_installation(client):
+    # A mature tool: 10 wafers through it before any plan exists.
+    for _ in range(2):
+        lot = await start_lot(client)
+        assert (
+            await client.post(f"/api/v1/lots/{lot}/track-in", json={"tool": "F1-WETC01"})
+        ).status_code == 200
+        await client.post(f"/api/v1/lots/{lot}/track-out", json={})
+    plan = await client.post(
+        "/api/v1/pm/plans",
+        json={
+            "code": "PM-WETC-GROUP",
+            "name": "bath change, every wet clean",
+            "tool_group": "WET_CLEAN",
+            "trigger": "wafers",
+            "interval": 8,
+            "warning": 3,
+        },
+    )
+    assert plan.status_code == 201, plan.text
+    states = (await client.get(f"{T}/F1-WETC01/pm")).json()
+    mine = next(s for s in states if s["plan"] == "PM-WETC-GROUP")
+    assert (mine["status"], mine["used"]) == ("ok", 0)
+    lot = await start_lot(client)
+    tin = await client.post(f"/api/v1/lots/{lot}/track-in", json={"tool": "F1-WETC01"})
+    assert tin.status_code == 200, tin.text  # not blocked by wafers run before the plan
+
+
+async def test_a_plan_can_be_changed_and_deactivated_and_it_is_audited(client):
+    created = await client.post(
+        "/api/v1/pm/plans",
+        json={
+            "code": "PM-WETC01-X",
+            "name": "filter change",
+            "tool": "F1-WETC01",
+            "trigger": "wafers",
+            "interval": 4,
+            "warning": 1,
+        },
+    )
+    assert created.status_code == 201, created.text
+    for _ in range(1):
+        lot = await start_lot(client)
+        await client.post(f"/api/v1/lots/{lot}/track-in", json={"tool": "F1-WETC01"})
+        await client.post(f"/api/v1/lots/{lot}/track-out", json={})
+    blocked = await client.post(
+        f"/api/v1/lots/{await start_lot(client)}/track-in", json={"tool": "F1-WETC01"}
+    )
+    assert_problem(blocked, 409, "tool.pm_due")
+    longer = await client.patch("/api/v1/pm/plans/PM-WETC01-X", json={"interval": 50})
+    assert longer.status_code == 200, longer.text
+    states = (await client.get(f"{T}/F1-WETC01/pm")).json()
+    assert next(s for s in states if s["plan"] == "PM-WETC01-X")["status"] == "ok"
+    off = await client.patch("/api/v1/pm/plans/PM-WETC01-X", json={"active": False})
+    assert off.json()["active"] is False
+    assert all(s["plan"] != "PM-WETC01-X" for s in (await client.get(f"{T}/F1-WETC01/pm")).json())
+    bad = await client.patch("/api/v1/pm/plans/PM-WETC01-X", json={"warning": 60})
+    assert bad.status_code == 422, bad.text
+    trail = (await client.get("/api/v1/audit", params={"target_type": "pm_plan"})).json()
+    assert any((r.get("after") or {}).get("active") is False for r in trail["items"])

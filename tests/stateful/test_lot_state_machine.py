@@ -267,13 +267,16 @@ class LotMachine(RuleBasedStateMachine):
     @precondition(has_live_lots)
     @rule(data=st.data(), hold_code=st.sampled_from(HOLD_CODES))
     def hold(self, data: st.DataObject, hold_code: str) -> None:
-        code = self.pick(data, lambda lot: lot["state"] in ("Waiting", "OnHold", "Running"))
+        code = self.pick(
+            data, lambda lot: lot["state"] in ("Waiting", "OnHold", "Running", "InTransit")
+        )
         was = self.lots[code]["state"]
         body = {"hold_code": hold_code, "reason": "stateful test"}
         answer = self.call("hold", "POST", f"{API}/lots/{code}/hold", body)
         self.touched.add(code)
         if answer is not None:
-            assert answer["state"] == ("Running" if was == "Running" else "OnHold")
+            # Running and travelling lots keep moving; the hold stops them at track-out/arrival.
+            assert answer["state"] == (was if was in ("Running", "InTransit") else "OnHold")
 
     @precondition(lambda self: any(lot["holds"] for lot in self.lots.values()))
     @rule(data=st.data(), by_code=st.booleans())
@@ -399,7 +402,8 @@ class LotMachine(RuleBasedStateMachine):
         answer = self.call("receive", "POST", f"{API}/lots/{code}/receive", {})
         self.touched.add(code)
         if answer is not None:
-            assert answer["state"] == "Waiting"
+            # A lot held on the road arrives on hold.
+            assert answer["state"] == ("OnHold" if was["holds"] else "Waiting")
             assert answer["fab"] != was["fab"]
 
     @precondition(has_live_lots)
@@ -462,7 +466,7 @@ class LotMachine(RuleBasedStateMachine):
             assert lot["step"] is not None, f"{code} is {state} but at no step"
         if state == "OnHold":
             assert lot["holds"], f"{code} is OnHold without an active hold"
-        if state in ("Waiting", "InTransit"):
+        if state == "Waiting" or state in FINAL:
             assert not lot["holds"], f"{code} is {state} with active holds {lot['holds']}"
         if not history:
             return  # the database check folds every lot's history after every step
@@ -557,8 +561,12 @@ class LotMachine(RuleBasedStateMachine):
             n_holds = holds.get(r.id, 0)
             if state == LotState.ON_HOLD:
                 assert n_holds >= 1, f"{r.code} is OnHold without an active hold"
-            if state in (LotState.WAITING, LotState.IN_TRANSIT):
+            if state == LotState.WAITING:
                 assert n_holds == 0, f"{r.code} is {state} with {n_holds} active holds"
+            # (3b) held material never leaves: an ended lot has no open hold (those it had
+            # were closed by the event that ended it, which the history fold checks below)
+            if state in FINAL_STATES:
+                assert n_holds == 0, f"{r.code} ended {state} with {n_holds} active holds"
             # (4) the history folds to the lot as it is
             folded = fold(history[r.id])
             now = {

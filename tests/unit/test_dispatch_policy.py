@@ -107,6 +107,9 @@ def test_batch_tool_takes_only_the_same_step_and_recipe_up_to_its_size() -> None
     assert reasons(p.rank_lots(other, [lot(step=step)], SIT)) == {"L1": ["tool.batch_mismatch"]}
     full = replace(furnace, running=((1, "R1"),) * 3)
     assert reasons(p.rank_lots(full, [lot(step=step)], SIT)) == {"L1": ["tool.full"]}
+    # Once its job has gone to the tool, the batch is closed, however much room is left.
+    started = replace(furnace, job_started=True)
+    assert reasons(p.rank_lots(started, [lot(step=step)], SIT)) == {"L1": ["tool.batch_started"]}
     # The tool's own size caps the step's: a 2-lot furnace is full at 2.
     small = replace(furnace, max_lots=2, running=((1, "R1"),) * 2)
     assert reasons(p.rank_lots(small, [lot(step=step)], SIT)) == {"L1": ["tool.full"]}

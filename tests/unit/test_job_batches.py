@@ -38,10 +38,18 @@ def test_without_wafer_reports_the_count_is_handed_out_in_batch_order() -> None:
     assert [(lot.code, n) for lot, n, _ in shares] == [("A", 3), ("B", 1)]
 
 
-def test_one_lot_takes_the_whole_result_up_to_its_size() -> None:
+def test_one_lot_without_wafer_reports_takes_the_count_up_to_its_size() -> None:
+    a = _lot("A", ["A1", "A2"])
+    ((lot, n, reports),) = split_by_lot([a], JobResult("Ended", "Completed", 5, ()))
+    assert (lot.code, n, reports) == ("A", 2, [])
+
+
+def test_wafer_reports_decide_over_the_tools_count_for_one_lot_too() -> None:
+    # The tool claims 5 processed but reports one wafer: only what it reports as processed
+    # counts, so the unreported wafer makes this a partial run (the lot will be held).
     a = _lot("A", ["A1", "A2"])
     ((lot, n, reports),) = split_by_lot([a], JobResult("Ended", "Completed", 5, (_report("A1"),)))
-    assert (lot.code, n, len(reports)) == ("A", 2, 1)
+    assert (lot.code, n, len(reports)) == ("A", 1, 1)
 
 
 def test_processed_is_spelled_as_the_tool_contract_spells_it() -> None:
