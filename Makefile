@@ -14,7 +14,7 @@ UV := UV_PROJECT_ENVIRONMENT=$(VENV) UV_PYTHON_DOWNLOADS=never $(TOOLS_VENV)/bin
 SYNC := $(UV) sync --frozen --python $(PYTHON_EXE)
 
 .PHONY: run sims interop test test-sqlite test-postgres lint typecheck docs docs-build bench \
-	bench-dispatch bench-opcua clean venv
+	bench-dispatch bench-opcua bench-scale-out clean venv
 
 # uv itself, from the package index pip is configured with.
 $(TOOLS_VENV)/.uv-$(UV_VERSION):
@@ -63,6 +63,7 @@ interop: $(VENV)/.installed-dev
 test: $(VENV)/.installed-dev
 	$(UV) lock --check
 	$(BIN)/ruff check .
+	$(BIN)/hadolint deploy/Dockerfile
 	$(BIN)/mypy mes equipment_sims
 	$(MAKE) --no-print-directory docs-build
 	$(MAKE) --no-print-directory test-sqlite
@@ -80,10 +81,11 @@ test-postgres: $(VENV)/.installed-dev
 	@echo "=== test suite on PostgreSQL ($$MES_TEST_DATABASE_URL) ==="
 	$(BIN)/pytest $(PYTEST_ARGS)
 
-## lint: uv.lock matches pyproject.toml, ruff check, ruff format check
+## lint: uv.lock matches pyproject.toml, ruff check, ruff format check, hadolint on the image
 lint: $(VENV)/.installed-dev
 	$(UV) lock --check
 	$(BIN)/ruff check .
+	$(BIN)/hadolint deploy/Dockerfile
 	$(BIN)/ruff format --check .
 
 typecheck: $(VENV)/.installed-dev
@@ -117,6 +119,11 @@ bench-dispatch: $(VENV)/.installed-dev
 ## at 1 Hz, on SQLite (MES_BENCH_DATABASE_URL=postgresql+asyncpg://... for PostgreSQL)
 bench-opcua: $(VENV)/.installed-dev
 	$(BIN)/python bench/opcua_ingest.py --tools $${TOOLS:-200} --seconds 30 $${MES_BENCH_DATABASE_URL:+--database-url $$MES_BENCH_DATABASE_URL}
+
+## bench-scale-out: SIGKILL an adapter process holding TOOLS (100) tools and the dispatcher
+## leader; print the take-over times (PostgreSQL: MES_BENCH_DATABASE_URL)
+bench-scale-out: $(VENV)/.installed-dev
+	$(BIN)/python bench/scale_out.py --tools $${TOOLS:-100} $${MES_BENCH_DATABASE_URL:+--database-url $$MES_BENCH_DATABASE_URL}
 
 clean:
 	rm -rf $(VENV) $(TOOLS_VENV) var .pytest_cache .ruff_cache .mypy_cache

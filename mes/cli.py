@@ -50,6 +50,16 @@ def _open_database(settings: Settings) -> Database:
     return Database.from_settings(settings)
 
 
+def _configure_logging(settings: Settings) -> None:
+    """One timestamped line per event for the long-running roles; asyncua's per-connection
+    chatter (INFO) only from WARNING up, or a reconnect storm drowns everything else."""
+    logging.basicConfig(
+        level=settings.log_level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    logging.getLogger("asyncua").setLevel(max(logging.WARNING, logging.root.level))
+
+
 def _cli_context(operation: str) -> AuditContext:
     return AuditContext(
         actor=f"cli:{getpass.getuser()}"[:64],
@@ -404,10 +414,6 @@ def import_smt2020(
     typer.echo(json.dumps(counts, sort_keys=True))
 
 
-if __name__ == "__main__":
-    app()
-
-
 async def _run_adapters(settings: Settings, fab: str | None, shard: str, owner: str | None) -> None:
     from mes.opcua.runtime import build_registry
 
@@ -433,7 +439,7 @@ def adapters_run(
     from mes.opcua.runtime import adapter_settings
 
     settings = Settings()
-    logging.basicConfig(level=settings.log_level.upper())
+    _configure_logging(settings)
     try:
         adapter_settings(settings)  # unusable security files: refuse before connecting
     except ValueError as exc:
@@ -443,3 +449,56 @@ def adapters_run(
         asyncio.run(_run_adapters(settings, fab, shard, owner))
     except KeyboardInterrupt:
         typer.echo("adapters stopped")
+
+
+dispatcher_app = typer.Typer(help="The automatic dispatcher as its own process.")
+app.add_typer(dispatcher_app, name="dispatcher")
+
+
+async def _run_dispatcher(settings: Settings, fabs: str, owner: str | None) -> None:
+    from mes.dispatch.scheduler import Dispatcher, parse_fabs
+    from mes.opcua.registry import default_owner
+
+    database = _open_database(settings)
+    dispatcher = Dispatcher(
+        database,
+        SystemClock(),
+        parse_fabs(fabs),
+        owner=owner or default_owner(),
+        interval_s=settings.dispatch_interval_s or 30.0,
+        lease_ttl_s=settings.dispatch_lease_ttl_s,
+        top_n=settings.dispatch_top_n,
+    )
+    typer.echo(f"dispatcher {dispatcher.owner}: fabs {fabs}", err=True)
+    try:
+        await dispatcher.run()
+    finally:
+        await database.dispose()
+
+
+@dispatcher_app.command("run")
+def dispatcher_run(
+    fab: Annotated[str, typer.Option(help='fabs to dispatch: "F1,F2" or "F1,F2=advise"')],
+    owner: Annotated[str | None, typer.Option(help="lease owner name (default: host:pid)")] = None,
+) -> None:
+    """Dispatch fabs until interrupted: every candidate started for a fab waits on its lease;
+    the holder decides every MES_DISPATCH_INTERVAL_S (30 s if unset), and a standby takes over
+    within MES_DISPATCH_LEASE_TTL_S of the leader's death."""
+    from mes.dispatch.scheduler import parse_fabs
+
+    settings = Settings()
+    _configure_logging(settings)
+    try:
+        if not parse_fabs(fab):
+            raise ValueError("name at least one fab")
+    except ValueError as exc:
+        typer.echo(f"refused: --fab {fab!r}: {exc}", err=True)
+        raise typer.Exit(2) from exc
+    try:
+        asyncio.run(_run_dispatcher(settings, fab, owner))
+    except KeyboardInterrupt:
+        typer.echo("dispatcher stopped", err=True)
+
+
+if __name__ == "__main__":
+    app()

@@ -55,6 +55,8 @@ class Settings(BaseSettings):
     adapter_reconnect_min_s: float = Field(default=0.5, gt=0, le=600)
     adapter_reconnect_max_s: float = Field(default=30.0, gt=0, le=3600)
     adapter_timeout_s: float = Field(default=10.0, gt=0, le=600)
+    # Tool sessions one adapter process sets up at once (after a start or a take-over).
+    adapter_connect_parallel: int = Field(default=32, ge=1, le=1000)
     # A job the tool aborted sends its lot back to its step on hold EQUIPMENT (else just back).
     adapter_aborted_hold: bool = True
     # The tools' ProcessData variables the adapters keep per job and wafer: comma-separated

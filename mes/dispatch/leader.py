@@ -30,6 +30,13 @@ async def holds_lease(session: AsyncSession, fab_id: int, owner: str, now: datet
     return await FAB_LEASES.holds(session, fab_id, owner, now, lock=True)
 
 
+async def lease_expiry(session: AsyncSession, fab_id: int) -> datetime | None:
+    """When the fab's current lease runs out (None: nobody holds one)."""
+    return await session.scalar(
+        select(DispatchLeader.expires_at).where(DispatchLeader.fab_id == fab_id)
+    )
+
+
 async def release_lease(session: AsyncSession, fab_id: int, owner: str, now: datetime) -> None:
     await FAB_LEASES.release(session, [fab_id], owner, now)
 

@@ -92,6 +92,10 @@ class Dispatcher:
         self.top_n = top_n
         self._fab_ids: dict[str, int] = {}
         self._wake = asyncio.Event()
+        self.leading: set[str] = set()  # fabs whose last cycle we ran as leader
+        # A standby's next try: when the leader's lease runs out, not a whole interval later
+        # (a take-over then costs one TTL, not one TTL + one cycle).
+        self._lease_expiry: dict[str, datetime] = {}
 
     def wake(self) -> None:
         """Run the next cycle now (an event-driven trigger: a tool became free, a lot arrived)."""
@@ -103,16 +107,37 @@ class Dispatcher:
             while True:
                 for fab in self.fabs:
                     try:
-                        await self.cycle(fab)
+                        self._note_leadership(await self.cycle(fab))
                     except Exception:
                         log.exception("dispatch cycle of %s failed; retrying", fab)
                 self._wake.clear()
                 with contextlib.suppress(TimeoutError):
-                    async with asyncio.timeout(self.interval_s):  # cancellation-safe on 3.11
+                    async with asyncio.timeout(self.next_wait_s()):  # cancellation-safe (3.11)
                         await self._wake.wait()
         finally:
             with contextlib.suppress(Exception):
                 await self.release()
+
+    def next_wait_s(self) -> float:
+        """Seconds until the next cycle: the interval, or less for a standby whose leader's
+        lease runs out sooner."""
+        now = self.clock.now()
+        waits = [(at - now).total_seconds() + 0.05 for at in self._lease_expiry.values()]
+        return max(0.05, min([self.interval_s, *waits]))
+
+    def _note_leadership(self, report: CycleReport) -> None:
+        # One line per change of role: a take-over's timing is read from these (bench/scale_out).
+        if report.leader and report.fab not in self.leading:
+            self.leading.add(report.fab)
+            log.info(
+                "%s: leading %s (first cycle decided %d tools)",
+                self.owner,
+                report.fab,
+                report.tools,
+            )
+        elif not report.leader and report.fab in self.leading:
+            self.leading.discard(report.fab)
+            log.warning("%s: no longer leads %s; standing by", self.owner, report.fab)
 
     async def release(self) -> None:
         now = self.clock.now()
@@ -129,14 +154,18 @@ class Dispatcher:
     async def lead(self, fab: str) -> bool:
         """Take or renew the fab's lease (False: another dispatcher leads; stay standby)."""
         fab_id = await self._fab_id(fab)
+        self._lease_expiry.pop(fab, None)
         try:
             async with unit_of_work(self.db) as session:
-                return await leader.take_lease(
-                    session, fab_id, self.owner, self.clock.now(), self.ttl
-                )
+                if await leader.take_lease(session, fab_id, self.owner, self.clock.now(), self.ttl):
+                    return True
         except Exception:  # a racing INSERT lost on the primary key
             log.info("%s: lease of %s taken by another dispatcher", self.owner, fab)
-            return False
+        async with unit_of_work(self.db, write=False) as session:
+            expiry = await leader.lease_expiry(session, fab_id)
+        if expiry is not None:
+            self._lease_expiry[fab] = expiry
+        return False
 
     async def cycle(self, fab: str) -> CycleReport:
         if not await self.lead(fab):

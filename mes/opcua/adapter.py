@@ -79,9 +79,16 @@ class _JobToSend:
 
 class ToolAdapter:
     def __init__(
-        self, db: Database, tool: ToolRef, settings: AdapterSettings, clock: Clock
+        self,
+        db: Database,
+        tool: ToolRef,
+        settings: AdapterSettings,
+        clock: Clock,
+        setup_slots: asyncio.Semaphore | None = None,
     ) -> None:
         self.db = db
+        # Shared by a registry's adapters: how many sessions may be set up at once.
+        self.setup_slots = setup_slots or asyncio.Semaphore(1)
         self.tool = tool
         self.settings = settings
         self.clock = clock
@@ -160,10 +167,12 @@ class ToolAdapter:
             # asyncio.timeout, not wait_for: Python 3.11's wait_for can swallow a cancellation
             # that arrives as the connect finishes, and the adapter then never stops (seen: a
             # test run hung in teardown on an adapter "cancelling" in its backoff sleep).
-            async with asyncio.timeout(self.settings.timeout_s):
-                await session.connect()
-            await session.subscribe()
-            await self._resync(session)
+            async with self.setup_slots:
+                # The connect timeout starts once a slot is ours, not while queueing for one.
+                async with asyncio.timeout(self.settings.timeout_s):
+                    await session.connect()
+                await session.subscribe()
+                await self._resync(session)
             self.last_error = None
             await self._publish(ConnectionState.CONNECTED)
             await self._loop(session)

@@ -8,7 +8,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from datetime import datetime, timedelta
 
-from sqlalchemy import update
+from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from mes.kit.lease import LeaseTable
@@ -71,3 +71,17 @@ async def release(
 async def owns(session: AsyncSession, equipment_id: int, owner: str, now: datetime) -> bool:
     """Whether ``owner`` holds the tool's lease now (checked inside every adapter write)."""
     return await TOOL_LEASES.holds(session, equipment_id, owner, now)
+
+
+async def next_expiry(
+    session: AsyncSession, owner: str, equipment_ids: Iterable[int]
+) -> datetime | None:
+    """When the soonest of these tools' leases held by another adapter runs out: a standby
+    tries to take it over then, not at its next periodic refresh."""
+    return await session.scalar(
+        select(func.min(AdapterLease.expires_at)).where(
+            AdapterLease.equipment_id.in_(list(equipment_ids)),
+            AdapterLease.owner.is_not(None),
+            AdapterLease.owner != owner,
+        )
+    )

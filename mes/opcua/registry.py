@@ -15,7 +15,7 @@ import logging
 import os
 import socket
 import uuid
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from sqlalchemy import select
 
@@ -47,6 +47,7 @@ class AdapterRegistry:
         shard: tuple[int, int] = (0, 1),
         lease_ttl_s: float = 15.0,
         poll_s: float = 0.5,
+        connect_parallel: int = 32,
     ) -> None:
         self.db = db
         self.clock = clock
@@ -58,6 +59,10 @@ class AdapterRegistry:
         self.adapters: dict[int, ToolAdapter] = {}
         self.tasks: dict[int, asyncio.Task[None]] = {}
         self._stopping = False
+        # Session setups (connect, browse, subscribe, resync) in flight at once: a take-over of
+        # a hundred tools runs in parallel, yet bounded, so no connect times out while a busy
+        # loop serves a hundred others (a timeout costs a backoff, seconds to minutes).
+        self.setup_slots = asyncio.Semaphore(connect_parallel)
 
     @property
     def owner(self) -> str:
@@ -70,11 +75,15 @@ class AdapterRegistry:
         try:
             while True:
                 if loop.time() >= next_lease:
+                    next_lease = loop.time() + self.ttl.total_seconds() / 3
                     try:
-                        await self.refresh()
+                        foreign = await self.refresh()
                     except Exception:
                         log.exception("lease refresh failed; retrying")
-                    next_lease = loop.time() + self.ttl.total_seconds() / 3
+                        foreign = None
+                    if foreign is not None:  # take a dead adapter's tools as their lease ends
+                        wait = (foreign - self.clock.now()).total_seconds() + 0.05
+                        next_lease = min(next_lease, loop.time() + max(wait, self.poll_s))
                 try:
                     await self.poll_outbox()
                 except Exception:
@@ -84,7 +93,9 @@ class AdapterRegistry:
         finally:
             await self.stop()
 
-    async def refresh(self) -> None:
+    async def refresh(self) -> datetime | None:
+        """Renew, stop, take over; returns when the soonest lease of a tool of ours held by
+        another adapter runs out (None: there is none)."""
         now = self.clock.now()
         async with unit_of_work(self.db) as session:
             last = {i: a.last_event_at for i, a in self.adapters.items() if a.last_event_at}
@@ -106,9 +117,14 @@ class AdapterRegistry:
                 taken = await opcua_service.acquire(session, tool.id, self.owner, now, self.ttl)
             if taken:
                 self._start_adapter(tool)
+        others = [tool.id for tool in tools if tool.id not in self.adapters]
+        if not others:
+            return None
+        async with unit_of_work(self.db, write=False) as session:
+            return await opcua_service.next_expiry(session, self.owner, others)
 
     def _start_adapter(self, tool: ToolRef) -> None:
-        adapter = ToolAdapter(self.db, tool, self.settings, self.clock)
+        adapter = ToolAdapter(self.db, tool, self.settings, self.clock, self.setup_slots)
         self.adapters[tool.id] = adapter
         self.tasks[tool.id] = asyncio.create_task(adapter.run(), name=f"adapter-{tool.code}")
         log.info("%s: serving tool %s at %s", self.owner, tool.code, tool.endpoint)

@@ -61,4 +61,5 @@ def build_registry(
         shard=mapping.parse_shard(shard or settings.adapter_shard),
         lease_ttl_s=settings.adapter_lease_ttl_s,
         poll_s=settings.adapter_poll_s,
+        connect_parallel=settings.adapter_connect_parallel,
     )

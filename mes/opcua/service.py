@@ -18,7 +18,7 @@ from mes.opcua.events import (
     apply_job_event,
     apply_substrate_event,
 )
-from mes.opcua.leases import acquire, owns, release, renew
+from mes.opcua.leases import acquire, next_expiry, owns, release, renew
 from mes.opcua.outbox import claim_send, clear_command, fail_job, work_for_tool
 from mes.opcua.quarantine import dead_letters, quarantine
 from mes.opcua.reconciliation import open_job_ids, reconcile_job
@@ -40,6 +40,7 @@ __all__ = [
     "connection_of",
     "dead_letters",
     "fail_job",
+    "next_expiry",
     "open_job_ids",
     "owns",
     "principal_for",

@@ -184,3 +184,21 @@ async def test_shadow_rule_set_is_logged_never_run_and_reported(client, client_a
     assert diff["shadow"]["lot"] == normal["code"]
     assert diff["production"]["score"] > diff["shadow"]["score"]
     assert diff["shadow"]["contributions"][0]["rule"] == "fifo"
+
+
+async def test_a_standby_tries_again_when_the_leaders_lease_runs_out_not_a_cycle_later(
+    client, db, clock
+):
+    await start(client)
+    leader = Dispatcher(db, clock, {"F1": Mode.ADVISE}, owner="a", interval_s=300, lease_ttl_s=60)
+    standby = Dispatcher(db, clock, {"F1": Mode.AUTO}, owner="b", interval_s=300, lease_ttl_s=60)
+    assert (await leader.cycle("F1")).leader
+    assert leader.next_wait_s() == 300
+    assert not (await standby.cycle("F1")).leader
+    assert standby.next_wait_s() == pytest.approx(60.05)
+    clock.advance(timedelta(seconds=59))
+    assert not (await standby.cycle("F1")).leader
+    assert standby.next_wait_s() == pytest.approx(1.05)
+    clock.advance(timedelta(seconds=1.05))
+    assert (await standby.cycle("F1")).leader
+    assert standby.next_wait_s() == 300
