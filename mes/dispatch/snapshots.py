@@ -269,16 +269,22 @@ async def lot_snapshots(
     route = await route_info(session, {r.route_version_id for r in rows})
     lot_ids = [r.id for r in rows]
     deadlines: dict[tuple[int, int], float] = {}
+    earliest: dict[tuple[int, int], float] = {}
     for chunk in _chunks(lot_ids):
-        for lot_id, step_id, deadline in (
+        for lot_id, step_id, deadline, not_before in (
             await session.execute(
-                select(QTimeWindow.lot_id, QTimeWindow.to_step_id, QTimeWindow.deadline_at).where(
-                    QTimeWindow.lot_id.in_(chunk), QTimeWindow.status == QTimeStatus.OPEN
-                )
+                select(
+                    QTimeWindow.lot_id,
+                    QTimeWindow.to_step_id,
+                    QTimeWindow.deadline_at,
+                    QTimeWindow.earliest_at,
+                ).where(QTimeWindow.lot_id.in_(chunk), QTimeWindow.status == QTimeStatus.OPEN)
             )
         ).all():
             key = (lot_id, step_id)
             deadlines[key] = min(deadlines.get(key, float("inf")), deadline.timestamp())
+            if not_before is not None:
+                earliest[key] = max(earliest.get(key, 0.0), not_before.timestamp())
     reticle_of = await _reticles_of(
         session, {route.steps[row.current_step_id].recipe or "" for row in rows} - {""}
     )
@@ -305,6 +311,7 @@ async def lot_snapshots(
                 remaining_process_s=route.remaining_s[r.current_step_id],
                 next_tool_group_id=route.next_group[r.current_step_id],
                 qtime_deadline=closes,
+                qtime_earliest=earliest.get((r.id, r.current_step_id)),
                 dedicated_tool_id=dedicated.get(r.id),
                 recipe_by_tool=overrides.get(r.id),
             )

@@ -45,6 +45,7 @@ async def route_steps(session: AsyncSession, route_version_id: int) -> tuple[rul
             Step.rework_limit,
             Step.qtime_to_sequence,
             Step.qtime_max_s,
+            Step.qtime_min_s,
             Step.batch_max,
             Step.setup,
             Step.same_tool_as_sequence,
@@ -316,3 +317,35 @@ async def void_windows(
         stmt = stmt.where(QTimeWindow.to_step_id.in_(to_step_ids))
     for window in await session.scalars(stmt):
         window.status, window.closed_at = QTimeStatus.VOID, at
+
+
+async def void_windows_sent_to(
+    session: AsyncSession,
+    lot: Lot,
+    steps: Sequence[rules.StepView],
+    target_sequence: int,
+    at: datetime,
+) -> list[int]:
+    """Void the open windows that a move to ``target_sequence`` (rework or jump) makes
+    meaningless, keeping those whose end step is still ahead; returns the voided ids."""
+    sequence_of = {st.id: st.sequence for st in steps}
+    open_windows = list(
+        await session.scalars(
+            select(QTimeWindow).where(
+                QTimeWindow.lot_id == lot.id, QTimeWindow.status == QTimeStatus.OPEN
+            )
+        )
+    )
+    voided = set(
+        rules.windows_made_meaningless(
+            target_sequence,
+            [
+                (w.id, sequence_of.get(w.from_step_id, 0), sequence_of.get(w.to_step_id, 0))
+                for w in open_windows
+            ],
+        )
+    )
+    for window in open_windows:
+        if window.id in voided:
+            window.status, window.closed_at = QTimeStatus.VOID, at
+    return sorted(voided)

@@ -36,6 +36,7 @@ from mes.lots._core import (
     step_of,
     tool_state,
     void_windows,
+    void_windows_sent_to,
 )
 from mes.lots.commands import TrackIn, TrackOut, TrackOutcome
 from mes.lots.models import HoldCode, Lot, LotEvent, QTimeWindow, ReworkCount
@@ -164,6 +165,14 @@ async def track_in(
         )
     )
     expired = [w for w in windows if rules.qtime_expired(w.deadline_at, now)]
+    too_early = [w for w in windows if rules.qtime_too_early(w.earliest_at, now)]
+    if too_early and not expired:
+        wait_until = max(w.earliest_at for w in too_early if w.earliest_at is not None)
+        raise RuleViolation(
+            "lot.qtime_min_not_reached",
+            f"lot {code} may not start step {step.sequence} before {wait_until.isoformat()} "
+            "(minimum Q-time)",
+        )
     if expired:
         for window in expired:
             window.status, window.closed_at = QTimeStatus.EXPIRED, now
@@ -266,6 +275,11 @@ async def track_out(
         details["rework_count"] = decision.count
         if decision.target_sequence is None:
             limit_code = await get_hold_code(session, "REWORK_LIMIT")
+        else:
+            # Sent back to or before a window's start step: that window opens anew later.
+            voided = await void_windows_sent_to(session, lot, steps, decision.target_sequence, now)
+            if voided:
+                details["qtime_voided"] = voided
     else:
         following, skipped = rules.next_step(steps, step.sequence, lot.code)
         details["skipped"] = [sk.sequence for sk in skipped]
@@ -300,6 +314,11 @@ async def track_out(
                     to_step_id=closing.id,
                     opened_at=now,
                     deadline_at=now + timedelta(seconds=step.qtime_max_s),
+                    earliest_at=(
+                        now + timedelta(seconds=step.qtime_min_s)
+                        if step.qtime_min_s is not None
+                        else None
+                    ),
                     # Sampling skips its closing step for this lot: the window never applies.
                     status=QTimeStatus.VOID if closing in skipped else QTimeStatus.OPEN,
                     closed_at=now if closing in skipped else None,

@@ -34,6 +34,7 @@ class StepView:
     rework_limit: int = 2
     qtime_to_sequence: int | None = None
     qtime_max_s: int | None = None
+    qtime_min_s: int | None = None
     batch_max: int | None = None
     setup: str | None = None
     same_tool_as_sequence: int | None = None
@@ -215,6 +216,28 @@ def next_setup_count(current: str | None, count: int, wanted: str | None) -> tup
 
 def qtime_expired(deadline: datetime, now: datetime) -> bool:
     return now > deadline
+
+
+def qtime_too_early(earliest: datetime | None, now: datetime) -> bool:
+    """A minimum Q-time not yet served: the closing step may not start."""
+    return earliest is not None and now < earliest
+
+
+def windows_made_meaningless(
+    target_sequence: int, windows: Sequence[tuple[int, int, int]]
+) -> list[int]:
+    """Which open Q-time windows (id, from-step sequence, to-step sequence) no longer apply
+    when a lot is sent to ``target_sequence`` by rework or a jump.
+
+    Back to or before a window's start step: the lot runs that step again and the window opens
+    anew when it leaves it. Beyond the window's end step: the lot will not start that step.
+    A window whose end step is still ahead of (or at) the target is kept: the deadline holds.
+    """
+    return [
+        wid
+        for wid, from_seq, to_seq in windows
+        if target_sequence <= from_seq or target_sequence > to_seq
+    ]
 
 
 # --- track-out -----------------------------------------------------------------------------
