@@ -297,6 +297,30 @@ def fire(
     return placed
 
 
+def fire_passed_over(
+    session: AsyncSession,
+    lot: Lot,
+    actions: Sequence[FutureAction],
+    step_ids: Sequence[int],
+    *,
+    at: datetime,
+) -> list[int]:
+    """Fire every action armed on steps the lot passes over without running them (sampling
+    skipped them, or a jump went past): their holds land where the lot goes next. Dropping
+    them would leave an engineer's hold silently unmet and block shipping for good; firing
+    early stops the lot near where the engineer asked. Returns the ids fired."""
+    passed = set(step_ids)
+    fired = []
+    for action in actions:
+        if action.step_id in passed and action.done_at is None:
+            place_hold(
+                session, lot, action.hold_code, action.reason, actor=action.created_by, at=at
+            )
+            action.done_at = at
+            fired.append(action.id)
+    return fired
+
+
 async def arrive(session: AsyncSession, lot: Lot, step: rules.StepView, *, at: datetime) -> None:
     """Fire the hold-on-arrival actions armed for ``step``."""
     actions = await open_actions(session, lot.id)

@@ -26,6 +26,7 @@ from mes.lots._core import (
     by_sequence,
     finish,
     fire,
+    fire_passed_over,
     get_hold_code,
     lot_view,
     lots_on_tool,
@@ -325,6 +326,10 @@ async def track_out(
                 )
             )
         armed = fire(session, lot, actions, kind=AFTER_TRACK_OUT, step_id=step.id, at=now)
+        carried = fire_passed_over(session, lot, actions, [sk.id for sk in skipped], at=now)
+        if carried:
+            details["future_actions_carried"] = carried
+            armed += len(carried)
         if following is None and change.holds + armed > 0:
             # Held material never completes: it waits OnHold at its last step, and the release
             # of its last hold completes it (holds.release).
