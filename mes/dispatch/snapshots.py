@@ -12,7 +12,7 @@ from dataclasses import replace
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import ColumnElement, func, select
+from sqlalchemy import ColumnElement, func, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from mes.dispatch import policy
@@ -23,7 +23,7 @@ from mes.durables.rules import DurableLocation, DurableState
 from mes.equipment import pm_rules
 from mes.equipment import service as equipment_service
 from mes.equipment.models import Chamber, Equipment, PmPlan, PmRecord
-from mes.equipment.states import PRODUCTION_STATES
+from mes.equipment.states import PRODUCTION_STATES, E10State
 from mes.fabs.models import FabTransferTime, ToolGroup
 from mes.jobs.models import EquipmentJob
 from mes.jobs.states import JobStatus
@@ -135,10 +135,16 @@ async def tool_snapshots(
             select(RecipeQualification.equipment_id, Recipe.name)
             .join(RecipeVersion, RecipeVersion.id == RecipeQualification.recipe_version_id)
             .join(Recipe, Recipe.id == RecipeVersion.recipe_id)
+            .outerjoin(Chamber, Chamber.id == RecipeQualification.chamber_id)
             .where(
                 RecipeQualification.equipment_id.in_(ids),
                 RecipeVersion.status == RecipeVersionStatus.APPROVED,
                 recipes_service.standing(now),
+                # A chamber's own qualification counts while that chamber can run lots.
+                or_(
+                    RecipeQualification.chamber_id.is_(None),
+                    Chamber.e10_state.in_((E10State.SBY, E10State.PRD)),
+                ),
             )
             .distinct()
         )

@@ -39,10 +39,10 @@ from mes.lots._core import (
     void_windows,
     void_windows_sent_to,
 )
+from mes.lots.chambers import choose_run
 from mes.lots.commands import TrackIn, TrackOut, TrackOutcome
 from mes.lots.models import HoldCode, Lot, LotEvent, QTimeWindow, ReworkCount
 from mes.lots.states import LotState, QTimeStatus
-from mes.recipes import service as recipes_service
 from mes.recipes.models import RecipeVersion
 
 # --- track-in --------------------------------------------------------------------------------
@@ -79,27 +79,21 @@ def _tool_view(tool: Equipment) -> rules.ToolView:
 
 
 async def _recipe_to_run(
-    session: AsyncSession, lot: Lot, step: rules.StepView, tool: Equipment, now: datetime
-) -> RecipeVersion:
-    """The recipe version the step runs on this tool: context resolution of the step's logical
-    recipe, then the newest approved version with a standing qualification on the tool. The
-    qualification is share-locked so that a disqualification cannot slip in beside us."""
-    if step.recipe_name is None:  # only drafts lack recipes; lots run activated versions
-        raise RuleViolation("recipe.not_approved", f"step {step.sequence} names no recipe")
-    found = await recipes_service.resolve_on_tool(
-        session,
-        logical_recipe=step.recipe_name,
-        product_id=lot.product_id,
-        operation=step.operation,
-        tool=tool,
-        chamber=None,
-        now=now,
-        lock=True,
-    )
-    if found.refusal is not None:
-        raise found.refusal
-    assert found.version is not None
-    return found.version
+    session: AsyncSession,
+    lot: Lot,
+    step: rules.StepView,
+    tool: Equipment,
+    now: datetime,
+    asked: tuple[str, ...] | None,
+) -> tuple[RecipeVersion, list[str]]:
+    """The recipe version and chambers the run uses (see ``chambers.choose_run``), or the
+    refusal. The qualifications are share-locked so that a disqualification cannot slip in."""
+    choice = await choose_run(session, lot, step, tool, now, asked, lock=True)
+    if choice.refusal is not None:
+        raise choice.refusal
+    assert choice.outcome is not None
+    assert choice.outcome.version is not None
+    return choice.outcome.version, choice.chambers
 
 
 async def _check_certified(
@@ -137,8 +131,9 @@ async def _tool_that_ran(session: AsyncSession, lot: Lot, step: rules.StepView) 
 
 async def track_in(
     session: AsyncSession, code: str, data: TrackIn, *, actor: Principal, clock: Clock
-) -> tuple[Lot, Equipment, RecipeVersion]:
-    """Put a waiting lot on a tool and say which recipe version to run."""
+) -> tuple[Lot, Equipment, RecipeVersion, list[str]]:
+    """Put a waiting lot on a tool and say which recipe version to run (and, on a cluster
+    tool, in which chambers)."""
     now = clock.now()
     lot, change = await begin(session, code, data.version)
     steps = await route_steps(session, lot.route_version_id)
@@ -192,7 +187,7 @@ async def track_in(
             f"the Q-time window of lot {code} to step {step.sequence} expired; the lot is on hold",
             keep_changes=True,
         )
-    recipe = await _recipe_to_run(session, lot, step, tool, now)
+    recipe, chambers = await _recipe_to_run(session, lot, step, tool, now, data.chambers)
     await _check_certified(session, actor, step.tool_group_id, now)
     # The equipment's side: no PM due, the recipe's reticle at the tool and under its
     # limit; counts the wafers on the tool and the reticle's uses.
@@ -220,9 +215,11 @@ async def track_in(
             # What was counted, so a run that never happens can give it back (abort_run).
             "counted_wafers": lot.wafer_count,
             "reticle": reticle.code if reticle is not None else None,
+            # The chambers the lot runs in (cluster tools), each qualified for the version.
+            **({"chambers": chambers} if chambers else {}),
         },
     )
-    return lot, tool, recipe
+    return lot, tool, recipe, chambers
 
 
 # --- track-out and abort --------------------------------------------------------------------

@@ -218,6 +218,30 @@ def qtime_expired(deadline: datetime, now: datetime) -> bool:
     return now > deadline
 
 
+def chambers_to_run(runnable: Sequence[tuple[str, int]], *, asked: bool) -> list[str]:
+    """Which chambers of a cluster tool run the lot, from those that can run the step (chamber,
+    the recipe version it would run), in the order tried.
+
+    Chambers the caller named must all run one version (a lot runs one recipe). Otherwise the
+    MES picks: the version the most chambers may run (ties: the one the first chamber runs)
+    and every chamber that runs it — a chamber qualified for another version, or none, is
+    left out rather than given a recipe it was not qualified for.
+    """
+    if not runnable:
+        return []
+    versions = {version for _, version in runnable}
+    if asked and len(versions) > 1:
+        raise RuleViolation(
+            "recipe.chamber_mismatch",
+            "the chambers named would run different recipe versions: "
+            + ", ".join(f"{chamber}: {version}" for chamber, version in runnable),
+        )
+    count = {v: sum(1 for _, w in runnable if w == v) for v in versions}
+    first_of = {v: next(i for i, (_, w) in enumerate(runnable) if w == v) for v in versions}
+    chosen = max(versions, key=lambda v: (count[v], -first_of[v]))
+    return [chamber for chamber, version in runnable if version == chosen]
+
+
 def qtime_too_early(earliest: datetime | None, now: datetime) -> bool:
     """A minimum Q-time not yet served: the closing step may not start."""
     return earliest is not None and now < earliest
