@@ -241,6 +241,14 @@ async def lots_on_tool(session: AsyncSession, tool_id: int) -> list[tuple[int, s
     return [(step_id, recipe) for step_id, recipe in rows.all()]
 
 
+async def lots_running_on(session: AsyncSession, tool_id: int) -> int:
+    """How many lots are on the tool (installed as ``equipment.wip``'s counter)."""
+    count = await session.scalar(
+        select(func.count()).select_from(Lot).where(Lot.equipment_id == tool_id)
+    )
+    return int(count or 0)
+
+
 def tool_state(
     session: AsyncSession, tool: Equipment, state: E10State, *, actor: str, at: datetime
 ) -> None:
