@@ -111,9 +111,10 @@ async def tool_snapshots(
     running: dict[int, list[tuple[int, str | None]]] = defaultdict(list)
     busy: dict[int, float] = defaultdict(float)
     t_now = now.timestamp()
-    for on_tool, step_id, recipe, tracked_in_at, process_s in (
+    on_tools = (
         await session.execute(
             select(
+                Lot.id,
                 Lot.equipment_id,
                 Lot.current_step_id,
                 Step.recipe_name,
@@ -123,10 +124,14 @@ async def tool_snapshots(
             .join(Step, Step.id == Lot.current_step_id)
             .where(Lot.state == LotState.RUNNING, Lot.equipment_id.in_(ids))
         )
-    ).all():
+    ).all()
+    # The recipe each running lot was tracked in with (context rules may have resolved the
+    # logical one to another): a candidate joins a batch only if it resolves to the same.
+    ran = await _recipes_tracked_in(session, [row[0] for row in on_tools])
+    for lot_id, on_tool, step_id, logical, tracked_in_at, process_s in on_tools:
         if on_tool is None or step_id is None:
             continue
-        running[on_tool].append((step_id, recipe))
+        running[on_tool].append((step_id, ran.get(lot_id, logical)))
         end = (_ts(tracked_in_at) or t_now) + process_s
         busy[on_tool] = max(busy[on_tool], end - t_now)
     qualified: dict[int, set[str]] = defaultdict(set)
@@ -323,6 +328,26 @@ async def lot_snapshots(
             )
         )
     return lots
+
+
+async def _recipes_tracked_in(session: AsyncSession, lot_ids: list[int]) -> dict[int, str]:
+    """The recipe each of these (running) lots runs, from its latest TRACK_IN event."""
+    found: dict[int, str] = {}
+    for chunk in _chunks(lot_ids):
+        latest = (
+            select(func.max(LotEvent.id))
+            .where(LotEvent.lot_id.in_(chunk), LotEvent.event_type == "TRACK_IN")
+            .group_by(LotEvent.lot_id)
+        )
+        for lot_id, after in (
+            await session.execute(
+                select(LotEvent.lot_id, LotEvent.after).where(LotEvent.id.in_(latest))
+            )
+        ).all():
+            recipe = (after or {}).get("recipe")
+            if isinstance(recipe, str):
+                found[lot_id] = recipe
+    return found
 
 
 def _chunks(ids: Sequence[int], size: int = 5000) -> Iterable[list[int]]:
