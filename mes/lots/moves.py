@@ -237,6 +237,9 @@ async def track_out(
     step = step_of(steps, lot.current_step_id)
     processed = lot.wafer_count if data.wafers_processed is None else data.wafers_processed
     rules.check_wafers_processed(processed, lot.wafer_count)
+    partial = rules.partial_run_reason(processed, lot.wafer_count, data.not_processed)
+    # FOR NO KEY UPDATE (key_share without read): concurrent writers of the tool's counters
+    # and state queue behind us, while inserts referencing the tool do not.
     tool = await session.get(Equipment, lot.equipment_id, with_for_update={"key_share": True})
     assert tool is not None  # the FK guarantees it
 
@@ -255,9 +258,9 @@ async def track_out(
     limit_code: HoldCode | None = None
     following: rules.StepView | None = None
     skipped: list[rules.StepView] = []
-    partial = rules.partial_run_reason(processed, lot.wafer_count, data.not_processed)
     partial_code = await get_hold_code(session, "PARTIAL_RUN") if partial else None
     if partial:
+        details["usage_given_back"] = await _give_back_usage(session, lot, tool, processed)
         # Never "pass" a step some wafers did not see: the lot stays at it, held, and an
         # engineer decides (re-run, split the unprocessed wafers off, scrap, jump on).
         details["partial_run"] = [list(pair) for pair in data.not_processed]
