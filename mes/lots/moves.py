@@ -365,11 +365,15 @@ async def abort_run(
     clock: Clock,
     details: dict[str, Any] | None = None,
     wafers_processed: int = 0,
+    reopen_qtime: bool = False,
+    version: int | None = None,
 ) -> Lot:
     """Take a running lot off its tool without moving it on: back to Waiting at the same step
-    (its job was aborted, lost or refused by the tool), optionally on hold ``EQUIPMENT``."""
+    (its job was aborted, lost or refused by the tool), optionally on hold ``EQUIPMENT``.
+    ``reopen_qtime``: the track-in is undone as if it never happened (cancel track-in), so the
+    Q-time windows it met are open again, with their deadlines."""
     now = clock.now()
-    lot, change = await begin(session, code, None)
+    lot, change = await begin(session, code, version)
     if lot.state != LotState.RUNNING or lot.equipment_id is None:
         raise RuleViolation("lot.not_running", f"lot {code} is not on a tool")
     tool = await session.get(Equipment, lot.equipment_id, with_for_update={"key_share": True})
@@ -379,6 +383,7 @@ async def abort_run(
     # Usage was counted at track-in; the wafers the tool never processed give theirs back, so
     # refused and lost jobs leave no phantom wear on the tool or the reticle.
     reversed_wafers = await _give_back_usage(session, lot, tool, wafers_processed)
+    reopened = await _reopen_windows(session, lot) if reopen_qtime else []
     lot.equipment_id = None
     lot.tracked_in_at = None
     lot.state = LotState.WAITING
@@ -393,9 +398,31 @@ async def abort_run(
         at=now,
         reason=reason,
         equipment_id=tool.id,
-        details={**(details or {}), "usage_given_back": reversed_wafers},
+        details={
+            **(details or {}),
+            "usage_given_back": reversed_wafers,
+            **({"qtime_reopened": reopened} if reopened else {}),
+        },
     )
     return lot
+
+
+async def _reopen_windows(session: AsyncSession, lot: Lot) -> list[int]:
+    """The windows the lot's track-in met at its step, open again (deadline unchanged: the
+    watch holds the lot if it has passed meanwhile)."""
+    met = list(
+        await session.scalars(
+            select(QTimeWindow).where(
+                QTimeWindow.lot_id == lot.id,
+                QTimeWindow.to_step_id == lot.current_step_id,
+                QTimeWindow.status == QTimeStatus.MET,
+                QTimeWindow.closed_at == lot.tracked_in_at,
+            )
+        )
+    )
+    for window in met:
+        window.status, window.closed_at = QTimeStatus.OPEN, None
+    return [w.id for w in met]
 
 
 async def _give_back_usage(

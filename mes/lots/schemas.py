@@ -202,6 +202,11 @@ class TerminateRequest(BaseModel):
     version: Version = None
 
 
+class CancelTrackInRequest(BaseModel):
+    signature: ESignature
+    version: Version = None
+
+
 class ShipRequest(BaseModel):
     to_fab: Code
     version: Version = None
