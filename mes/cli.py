@@ -471,6 +471,7 @@ async def _run_dispatcher(settings: Settings, fabs: str, owner: str | None) -> N
         interval_s=settings.dispatch_interval_s or 30.0,
         lease_ttl_s=settings.dispatch_lease_ttl_s,
         top_n=settings.dispatch_top_n,
+        min_gap_s=settings.dispatch_min_gap_s,
     )
     typer.echo(f"dispatcher {dispatcher.owner}: fabs {fabs}", err=True)
     try:

@@ -110,6 +110,7 @@ def create_app(
                 interval_s=settings.dispatch_interval_s,
                 lease_ttl_s=settings.dispatch_lease_ttl_s,
                 top_n=settings.dispatch_top_n,
+                min_gap_s=settings.dispatch_min_gap_s,
             )
             _app.state.dispatcher = app_dispatcher
             dispatcher = asyncio.create_task(app_dispatcher.run(), name="dispatcher")

@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from enum import StrEnum
@@ -38,6 +38,7 @@ from mes.fabs import service as fabs_service
 from mes.jobs import service as jobs_service
 from mes.jobs.models import EquipmentJob
 from mes.jobs.states import JobStatus
+from mes.kit import wakeups
 
 log = logging.getLogger(__name__)
 
@@ -93,6 +94,8 @@ class Dispatcher:
         top_n: int = 5,
         backoff_base_s: float = 30.0,
         backoff_max_s: float = 1800.0,
+        min_gap_s: float = 1.0,
+        event_driven: bool = True,
     ) -> None:
         self.db = db
         self.clock = clock
@@ -108,6 +111,10 @@ class Dispatcher:
         # (a take-over then costs one TTL, not one TTL + one cycle).
         self._lease_expiry: dict[str, datetime] = {}
         self.backoff = Backoff(backoff_base_s, backoff_max_s)
+        self.min_gap_s = min_gap_s
+        self.event_driven = event_driven  # False: the periodic cycle only (bench baseline)
+        self.wakeups = 0  # cycles run early because a change asked for it
+        self.cycles = 0  # rounds over our fabs since run() began
         # Up to when each fab's job outcomes were read (for the back-off).
         self._outcomes_seen: dict[str, datetime] = {}
         # (job, status) read last time: a boundary instant is read twice, acted on once.
@@ -117,20 +124,46 @@ class Dispatcher:
         """Run the next cycle now (an event-driven trigger: a tool became free, a lot arrived)."""
         self._wake.set()
 
+    def on_wakeup(self, fab_ids: Iterable[int]) -> None:
+        """A committed change asked for its fab's dispatcher (``mes.kit.wakeups``): wake if it
+        is one of ours (once our fab ids are known; before that, the first cycle is due)."""
+        if set(fab_ids) & set(self._fab_ids.values()):
+            self.wake()
+
     async def run(self) -> None:
-        """Cycle until cancelled; gives the leases up on the way out."""
+        """Cycle until cancelled, every interval and whenever a committed change of one of our
+        fabs asks for it (in this process, or on PostgreSQL from another); gives the leases
+        up on the way out."""
+        def ignore(_fabs: Iterable[int]) -> None:
+            return None
+
+        hear = self.on_wakeup if self.event_driven else ignore
+        unsubscribe = wakeups.subscribe(hear)
+        listener = asyncio.create_task(
+            wakeups.listen_for_wakeups(self.db.engine, hear), name="dispatch-wakeups"
+        )
+        loop = asyncio.get_running_loop()
         try:
             while True:
+                started = loop.time()
+                self._wake.clear()  # changes from here on ask for the next cycle
                 for fab in self.fabs:
                     try:
                         self._note_leadership(await self.cycle(fab))
                     except Exception:
                         log.exception("dispatch cycle of %s failed; retrying", fab)
-                self._wake.clear()
+                self.cycles += 1
                 with contextlib.suppress(TimeoutError):
                     async with asyncio.timeout(self.next_wait_s()):  # cancellation-safe (3.11)
                         await self._wake.wait()
+                        self.wakeups += 1
+                        # A busy line asks often: one cycle per min_gap_s takes them all.
+                        await asyncio.sleep(max(0.0, started + self.min_gap_s - loop.time()))
         finally:
+            unsubscribe()
+            listener.cancel()
+            with contextlib.suppress(BaseException):
+                await listener
             with contextlib.suppress(Exception):
                 await self.release()
 

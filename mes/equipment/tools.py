@@ -26,6 +26,7 @@ from mes.equipment.schemas import EquipmentCreate, EquipmentUpdate, SubstateCrea
 from mes.errors import Conflict, InvalidInput, NotFound, StaleVersion
 from mes.fabs import service as fabs_service
 from mes.fabs.models import Area, Fab, ToolGroup
+from mes.kit import wakeups
 from mes.kit.lookup import get_by_key
 
 LOAD_OPTIONS = (
@@ -283,6 +284,8 @@ def record_state(
     event is never dated before its current state began. The caller holds the tool's row lock.
     """
     holder: Equipment | Chamber = tool if chamber is None else chamber
+    if chamber is None and state in states.UP_STATES and holder.e10_state not in states.UP_STATES:
+        wakeups.request(session, tool.fab_id)  # a tool back up can take lots at once
     session.add(
         EquipmentStateEvent(
             fab_id=tool.fab_id,

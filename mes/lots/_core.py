@@ -22,6 +22,7 @@ from mes.equipment import service as equipment_service
 from mes.equipment.models import Equipment, StateChangeSource
 from mes.equipment.states import DEFAULT_SUBSTATE, E10State
 from mes.errors import NotFound, RuleViolation, StaleVersion
+from mes.kit import wakeups
 from mes.kit.lookup import get_by_key
 from mes.lots import rules
 from mes.lots.models import FutureAction, HoldCode, Lot, LotEvent, LotHold, QTimeWindow
@@ -165,6 +166,11 @@ class Change:
                 after={**after, **(details or {})},
             )
         )
+        if after["state"] == LotState.WAITING.value or (
+            self.before.get("equipment_id") is not None and after["equipment_id"] is None
+        ):
+            # A lot that can run now, or a tool it left: the fab's dispatcher should look.
+            wakeups.request(self.session, self.lot.fab_id)
         await self.session.flush()
 
 
