@@ -134,6 +134,7 @@ class Dispatcher:
         """Cycle until cancelled, every interval and whenever a committed change of one of our
         fabs asks for it (in this process, or on PostgreSQL from another); gives the leases
         up on the way out."""
+
         def ignore(_fabs: Iterable[int]) -> None:
             return None
 
