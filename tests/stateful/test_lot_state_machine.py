@@ -617,7 +617,8 @@ class LotMachine(RuleBasedStateMachine):
                 LotEvent.before,
                 LotEvent.after,
             )
-            .where(LotEvent.equipment_id.in_([t.id for t in tools]))
+            # This machine's lots only: other tests may have run lots on the same tools.
+            .where(LotEvent.equipment_id.in_([t.id for t in tools]), LotEvent.lot_id.in_(ids))
             .order_by(LotEvent.occurred_at, LotEvent.id)
         ):
             details = after or {}
