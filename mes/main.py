@@ -18,6 +18,7 @@ from mes.auth.router import login_router
 from mes.auth.router import router as auth_router
 from mes.clock import Clock, SystemClock
 from mes.config import Settings
+from mes.contract import install_contract
 from mes.db.engine import Database
 from mes.dispatch.router import router as dispatch_router
 from mes.durables.router import durables_router
@@ -40,7 +41,7 @@ from mes.lots.router import hold_codes_router
 from mes.lots.router import router as lots_router
 from mes.lots.wafers_router import router as lot_wafers_router
 from mes.opcua.router import router as connection_router
-from mes.problems import install_error_handlers
+from mes.problems import BodyLimit, install_error_handlers
 from mes.products.router import router as products_router
 from mes.recipes.router import router as recipes_router
 from mes.routes.router import router as routes_router
@@ -162,6 +163,8 @@ def create_app(
     app.include_router(login_router, prefix=API_PREFIX)
     app.include_router(api)
     app.include_router(health_router)
+    app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
     app.add_middleware(RequestIdMiddleware)
     install_error_handlers(app)
+    install_contract(app)
     return app

@@ -9,12 +9,14 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from fastapi import FastAPI, Request
+from fastapi import FastAPI, HTTPException, Request, routing
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm.exc import StaleDataError
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from mes.errors import MesError, StaleVersion
 
@@ -44,6 +46,68 @@ def problem_response(
     }
     body.update(extra)
     return JSONResponse(body, status_code=status, media_type=PROBLEM_JSON, headers=headers)
+
+
+# The framework's own refusals: unknown path or method, a body that is no JSON text at all
+# (not UTF-8, say), a body over the size limit.
+HTTP_CODES = {
+    400: "request.malformed_body",
+    404: "http.not_found",
+    405: "http.method_not_allowed",
+    413: "request.too_large",
+}
+
+
+def _methods_of(request: Request) -> set[str]:
+    methods: set[str] = set()
+    for route in routing.iter_route_contexts(request.app.routes):
+        match, _ = route.matches(request.scope)
+        if match != Match.NONE:
+            methods |= set(getattr(route, "methods", None) or ())
+    return methods
+
+
+class BodyLimit:
+    """Refuses a request body over ``max_bytes`` with 413 before any of it is parsed.
+
+    A declared ``Content-Length`` over the limit is answered at once; a body sent in chunks is
+    counted as it arrives and cut off when it passes the limit.
+    """
+
+    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        limit = self.max_bytes
+        detail = f"the request body is larger than {limit} bytes"
+        declared = dict(scope["headers"]).get(b"content-length")
+        if declared is not None and (not declared.isdigit() or int(declared) > limit):
+            response = problem_response(
+                status=413,
+                code=HTTP_CODES[413],
+                title="Request body too large",
+                detail=detail,
+                instance=scope["path"],
+            )
+            await response(scope, receive, send)
+            return
+        seen = 0
+
+        async def counted() -> Message:
+            nonlocal seen
+            message = await receive()
+            if message["type"] == "http.request":
+                seen += len(message.get("body", b""))
+                if seen > limit:
+                    # Raised inside the endpoint's body read: rendered by _http_error.
+                    raise HTTPException(413, detail)
+            return message
+
+        await self.app(scope, counted, send)
 
 
 def _json_safe_validation_errors(exc: RequestValidationError) -> list[dict[str, Any]]:
@@ -88,15 +152,18 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(StarletteHTTPException)
     async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
-        code = {404: "http.not_found", 405: "http.method_not_allowed"}.get(
-            exc.status_code, f"http.{exc.status_code}"
-        )
+        code = HTTP_CODES.get(exc.status_code, f"http.{exc.status_code}")
+        headers = dict(getattr(exc, "headers", None) or {})
+        if exc.status_code == 405:
+            # Every method of the path, not only those of the first route that matched it.
+            headers["Allow"] = ", ".join(sorted(_methods_of(request)))
         return problem_response(
             status=exc.status_code,
             code=code,
             title=str(exc.detail),
             detail=str(exc.detail),
             instance=request.url.path,
+            headers=headers,
         )
 
     @app.exception_handler(StaleDataError)

@@ -5,10 +5,11 @@ from datetime import datetime
 from pydantic import BaseModel, Field
 
 from mes.jobs.states import JobCommand, JobStatus
+from mes.kit.api import InputModel
 from mes.lots.schemas import Code, Version
 
 
-class JobRequest(BaseModel):
+class JobRequest(InputModel):
     """Track the lot in on ``tool`` and have the tool's adapter start the job there."""
 
     tool: Code
@@ -16,7 +17,7 @@ class JobRequest(BaseModel):
     step_sequence: int | None = Field(default=None, ge=1, le=100_000)
 
 
-class JobBatchRequest(BaseModel):
+class JobBatchRequest(InputModel):
     """Track the lots in on ``tool`` together and have its adapter start one job order that
     runs them as a batch (furnace, wet bench); the first lot leads."""
 
@@ -25,7 +26,7 @@ class JobBatchRequest(BaseModel):
     step_sequence: int | None = Field(default=None, ge=1, le=100_000)
 
 
-class JobCommandRequest(BaseModel):
+class JobCommandRequest(InputModel):
     command: JobCommand
 
 

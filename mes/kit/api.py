@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Annotated, Any, Generic, TypeVar
 
 from fastapi import Depends, Path, Query, Request
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field
 from sqlalchemy import Select, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -23,6 +24,21 @@ Name = Annotated[str, Field(min_length=1, max_length=128)]
 Actor = Annotated[str, Field(min_length=1, max_length=64)]
 
 MAX_PAGE_SIZE = 500
+
+# Times a caller sends: with a UTC offset (a naive time is ambiguous across fabs' time zones)
+# and within two centuries, so that no date arithmetic on them (a due date, a PM interval, a
+# report window) leaves the calendar and fails deep in a request.
+EARLIEST = datetime(1970, 1, 1, tzinfo=UTC)
+LATEST = datetime(2200, 1, 1, tzinfo=UTC)
+
+
+def _within_calendar(value: datetime) -> datetime:
+    if not EARLIEST <= value <= LATEST:
+        raise ValueError(f"must lie between {EARLIEST.isoformat()} and {LATEST.isoformat()}")
+    return value
+
+
+Timestamp = Annotated[AwareDatetime, AfterValidator(_within_calendar)]
 
 
 class PageParams(BaseModel):
@@ -45,6 +61,13 @@ class Page(BaseModel, Generic[T]):
     total: int
     limit: int
     offset: int
+
+
+class InputModel(BaseModel):
+    """A request body: a field the model does not know is refused (422), not dropped, so that a
+    misspelt field (``priorty``) cannot pass for a request that set it."""
+
+    model_config = ConfigDict(extra="forbid")
 
 
 class ReadModel(BaseModel):
