@@ -33,7 +33,7 @@ from fastapi import FastAPI, routing
 from fastapi.dependencies.models import Dependant
 from fastapi.openapi.utils import get_openapi
 
-from mes import errors
+from mes import errors, links
 from mes.db.transaction import WriteSession
 from mes.problems import PROBLEM_JSON
 
@@ -400,6 +400,7 @@ def contract(app: FastAPI) -> dict[str, Any]:
                 if "HTTPValidationError" not in str(response.get("content"))
             }
             operation["responses"] = kept | responses
+    links.add_to(document)
     schemas = document.setdefault("components", {}).setdefault("schemas", {})
     schemas["Problem"] = PROBLEM_SCHEMA
     # FastAPI's own 422 shape is replaced by Problem everywhere.

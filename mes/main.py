@@ -32,6 +32,7 @@ from mes.health import router as health_router
 from mes.jobs.router import lot_jobs_router
 from mes.jobs.router import router as jobs_router
 from mes.kit.request_id import RequestIdMiddleware
+from mes.links import CreatedLocation
 from mes.lots.control_router import router as lot_control_router
 from mes.lots.explain_router import router as recipe_explain_router
 from mes.lots.holds_router import router as lot_holds_router
@@ -163,6 +164,7 @@ def create_app(
     app.include_router(login_router, prefix=API_PREFIX)
     app.include_router(api)
     app.include_router(health_router)
+    app.add_middleware(CreatedLocation)
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
     app.add_middleware(RequestIdMiddleware)
     install_error_handlers(app)

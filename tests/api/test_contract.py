@@ -138,3 +138,41 @@ async def test_an_undeclared_problem_fails_the_test_that_received_it():
     )
     with pytest.raises(AssertionError, match="error as application/json"):
         await check(wrong_type)
+
+
+def test_created_answers_declare_location_and_lot_moves_are_linked():
+    for method, path, operation in OPERATIONS:
+        created = operation["responses"].get("201")
+        if created is not None:
+            assert created["headers"]["Location"]["required"], (method, path)
+    links = DOCUMENT["paths"]["/api/v1/lots"]["post"]["responses"]["201"]["links"]
+    targets = {link["operationId"] for link in links.values()}
+    ids = {
+        (method, path): op["operationId"]
+        for path, item in DOCUMENT["paths"].items()
+        for method, op in item.items()
+    }
+    assert ids[("post", "/api/v1/lots/{lot}/track-in")] in targets
+    chain = [
+        ("/api/v1/lots/{lot}/track-in", "200", "/api/v1/lots/{lot}/track-out"),
+        ("/api/v1/lots/{lot}/track-out", "200", "/api/v1/lots/{lot}/hold"),
+        ("/api/v1/lots/{lot}/hold", "200", "/api/v1/lots/{lot}/release"),
+    ]
+    for source, status, target in chain:
+        found = DOCUMENT["paths"][source]["post"]["responses"][status]["links"]
+        assert ids[("post", target)] in found, (source, target)
+
+
+async def test_created_resources_are_where_location_says(client):
+    started = await client.post(
+        "/api/v1/lots", json={"product": "LOGIC28", "fab": "F1", "wafer_count": 5}
+    )
+    assert started.status_code == 201, started.text
+    lot = started.json()["code"]
+    assert started.headers["location"] == f"/api/v1/lots/{lot}"
+    assert (await client.get(started.headers["location"])).json()["code"] == lot
+    fab = await client.post("/api/v1/fabs", json={"code": "F9", "name": "Fab 9"})
+    area = await client.post("/api/v1/fabs/F9/areas", json={"code": "ETCH", "name": "Etch"})
+    assert fab.headers["location"] == "/api/v1/fabs/F9"
+    assert area.headers["location"] == "/api/v1/fabs/F9/areas/ETCH"
+    assert (await client.get(area.headers["location"])).status_code == 200
