@@ -290,12 +290,9 @@ def operation_refusals(route: Any) -> frozenset[Refusal]:
     calls = [d.call for d in _dependants(route.dependant) if d.call is not None]
     for call in calls:
         found |= refusals_of(call)
-    params = any(
-        d.path_params or d.query_params or d.header_params or d.body_params or d.cookie_params
-        for d in _dependants(route.dependant)
-    )
-    if params:
-        found.add(VALIDATION)
+    # Parameters are validated, and a path or query with control characters is refused on
+    # every route (mes.problems.RequestLimits).
+    found.add(VALIDATION)
     if route.body_field is not None:
         found |= {TOO_LARGE, MALFORMED_BODY}
     if _WRITE_SESSION_DEPENDENCY in calls:

@@ -42,7 +42,7 @@ from mes.lots.router import hold_codes_router
 from mes.lots.router import router as lots_router
 from mes.lots.wafers_router import router as lot_wafers_router
 from mes.opcua.router import router as connection_router
-from mes.problems import BodyLimit, install_error_handlers
+from mes.problems import RequestLimits, install_error_handlers
 from mes.products.router import router as products_router
 from mes.recipes.router import router as recipes_router
 from mes.routes.router import router as routes_router
@@ -165,7 +165,7 @@ def create_app(
     app.include_router(api)
     app.include_router(health_router)
     app.add_middleware(CreatedLocation)
-    app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
+    app.add_middleware(RequestLimits, max_bytes=settings.max_body_bytes)
     app.add_middleware(RequestIdMiddleware)
     install_error_handlers(app)
     install_contract(app)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 from typing import Any
+from urllib.parse import unquote
 
 from fastapi import FastAPI, HTTPException, Request, routing
 from fastapi.exceptions import RequestValidationError
@@ -19,6 +20,7 @@ from starlette.routing import Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from mes.errors import MesError, StaleVersion
+from mes.kit.api import UNPRINTABLE
 
 log = logging.getLogger(__name__)
 
@@ -67,8 +69,9 @@ def _methods_of(request: Request) -> set[str]:
     return methods
 
 
-class BodyLimit:
-    """Refuses a request body over ``max_bytes`` with 413 before any of it is parsed.
+class RequestLimits:
+    """Refuses, before any route sees them, a body over ``max_bytes`` (413) and a path or query
+    string with control characters (422: ``%00`` in a query reached the database and failed).
 
     A declared ``Content-Length`` over the limit is answered at once; a body sent in chunks is
     counted as it arrives and cut off when it passes the limit.
@@ -81,6 +84,17 @@ class BodyLimit:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
+            return
+        query = unquote(scope.get("query_string", b"").decode("latin-1"))
+        if UNPRINTABLE.search(scope["path"]) or UNPRINTABLE.search(query):
+            response = problem_response(
+                status=422,
+                code="request.invalid",
+                title="Malformed request",
+                detail="control characters are not allowed in the path or the query",
+                instance=scope["path"],
+            )
+            await response(scope, receive, send)
             return
         limit = self.max_bytes
         detail = f"the request body is larger than {limit} bytes"

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import math
+import re
 from datetime import UTC, datetime
 from typing import Annotated, Any, Generic, TypeVar
 
 from fastapi import Depends, Path, Query, Request
-from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field, field_validator
 from sqlalchemy import Select, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -63,11 +65,41 @@ class Page(BaseModel, Generic[T]):
     offset: int
 
 
+# Control characters other than tab and line breaks, and lone UTF-16 surrogates (which JSON
+# can spell as "\\ud800" but no database can store): refused in every text a caller sends.
+UNPRINTABLE = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f\ud800-\udfff]")
+
+
+def printable(value: Any) -> Any:
+    """``value`` unchanged, if no text in it (at any depth) holds an unprintable character and
+    no number is NaN or infinite (JSON has neither; Python's parser lets them through)."""
+    if isinstance(value, str):
+        if UNPRINTABLE.search(value):
+            raise ValueError("control characters and lone surrogates are not allowed in text")
+    elif isinstance(value, float):
+        if not math.isfinite(value):
+            raise ValueError("numbers must be finite")
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            printable(key)
+            printable(item)
+    elif isinstance(value, list | tuple):
+        for item in value:
+            printable(item)
+    return value
+
+
 class InputModel(BaseModel):
     """A request body: a field the model does not know is refused (422), not dropped, so that a
-    misspelt field (``priorty``) cannot pass for a request that set it."""
+    misspelt field (``priorty``) cannot pass for a request that set it; and no text in it may
+    carry control characters (a NUL byte reached PostgreSQL and failed there, a 500)."""
 
     model_config = ConfigDict(extra="forbid")
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _printable(cls, value: Any) -> Any:
+        return printable(value)
 
 
 class ReadModel(BaseModel):
