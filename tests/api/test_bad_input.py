@@ -129,7 +129,7 @@ async def test_unicode_texts_are_kept_and_unicode_ids_refused(client):
     assert held.status_code == 200, held.text
     holds = (await client.get(f"{LOTS}/holds")).json()["items"]
     assert reason in [h["reason"] for h in holds]
-    for bad_id in ("LÖT1", "L 1", "L/../1", "Ｌ1", "L1\u200b"):
+    for bad_id in ("LÖT1", "L 1", "L/../1", "\uff2c1", "L1\u200b"):  # \uff2c: fullwidth L
         answer = await client.get(f"{LOTS}/{httpx.URL(bad_id).raw_path.decode()}")
         assert answer.status_code in (404, 422), (bad_id, answer.text)
         assert answer.headers["content-type"].startswith("application/problem+json")
@@ -187,7 +187,7 @@ async def test_non_finite_numbers_are_refused(client):
     lot = await _lot(client)
     before = await _snapshot(client, lot)
     for number in ("NaN", "Infinity", "-Infinity", "1e999"):
-        body = '{"measurements": [{"name": "CD", "values": [%s]}]}' % number
+        body = '{"measurements": [{"name": "CD", "values": [' + number + "]}]}"
         answer = await client.post(
             f"{LOTS}/{lot}/track-out", content=body, headers={"content-type": "application/json"}
         )
@@ -230,7 +230,11 @@ async def test_far_windows_in_queries_are_refused(client):
     # A window before any history is empty, not an error (it was a 500: no state to fold).
     early = await client.get(
         "/api/v1/metrics/equipment",
-        params={"tool": "F1-WETC01", "start": "1999-01-01T00:00:00Z", "end": "2000-01-01T00:00:00Z"},
+        params={
+            "tool": "F1-WETC01",
+            "start": "1999-01-01T00:00:00Z",
+            "end": "2000-01-01T00:00:00Z",
+        },
     )
     assert early.status_code == 200, early.text
 

@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-from sqlalchemy import select
+from sqlalchemy import func, select
 
 from mes.audit import recorder
 from mes.audit.context import AuditContext, bind
@@ -41,6 +41,7 @@ from mes.db import migrate
 from mes.db.engine import Database, create_engine
 from mes.db.transaction import unit_of_work
 from mes.fabs.models import ToolGroup
+from mes.lots.models import LotEvent
 from mes.seed import loader
 from tests.databases import create_database, drop_database
 
@@ -71,6 +72,7 @@ class FuzzReport:
     exit_code: int = 0
     links: int = 0
     links_covered: int = 0
+    lot_events: dict[str, int] = field(default_factory=dict)
     failed: list[str] = field(default_factory=list)
 
 
@@ -118,12 +120,13 @@ def _token() -> str:
 
 
 def _serve(env: dict[str, str], port: int, log: Path) -> subprocess.Popen[bytes]:
-    server = subprocess.Popen(
-        [sys.executable, "-m", "mes.cli", "serve", "--host", "127.0.0.1", "--port", str(port)],
-        env=env,
-        stdout=log.open("wb"),
-        stderr=subprocess.STDOUT,
-    )
+    with log.open("wb") as output:  # the child keeps its own descriptor
+        server = subprocess.Popen(
+            [sys.executable, "-m", "mes.cli", "serve", "--host", "127.0.0.1", "--port", str(port)],
+            env=env,
+            stdout=output,
+            stderr=subprocess.STDOUT,
+        )
     with httpx.Client(base_url=f"http://127.0.0.1:{port}") as http:
         for _ in range(300):
             with contextlib.suppress(httpx.TransportError):
@@ -137,18 +140,32 @@ def _serve(env: dict[str, str], port: int, log: Path) -> subprocess.Popen[bytes]
 
 
 def _summarise(output: str, report: FuzzReport) -> None:
-    """The figures of schemathesis' closing summary."""
+    """Add the figures of one schemathesis run's closing summary to ``report``."""
     if found := re.search(r"Tested: (\d+)", output):
-        report.operations = int(found.group(1))
+        report.operations = max(report.operations, int(found.group(1)))
     if found := re.search(r"(\d+) generated", output):
-        report.requests = int(found.group(1))
+        report.requests += int(found.group(1))
     if found := re.search(r"(\d+) unique failures", output):
-        report.failures = int(found.group(1))
+        report.failures += int(found.group(1))
     if found := re.search(r"(\d+) errors?\b", output.split("Test cases:")[-1]):
-        report.errors = int(found.group(1))
-    if found := re.search(r"API Links: +(\d+) covered / (\d+)", output):
-        report.links_covered, report.links = int(found.group(1)), int(found.group(2))
-    report.failed = re.findall(r"^  \S+ (ST\d+ .+: \d+)$", output, flags=re.MULTILINE)
+        report.errors += int(found.group(1))
+    for covered, total in re.findall(r"API Links: +(\d+) covered / (\d+)", output):
+        report.links_covered += int(covered)
+        report.links += int(total)
+    report.failed += re.findall(r"^  \S+ (ST\d+ .+: \d+)$", output, flags=re.MULTILINE)
+
+
+async def _lot_events(url: str) -> dict[str, int]:
+    """The lot transactions the fuzzer's requests made, by kind: how far the chains got."""
+    engine = create_engine(Settings(database_url=url))
+    try:
+        async with engine.connect() as conn:
+            rows = await conn.execute(
+                select(LotEvent.event_type, func.count()).group_by(LotEvent.event_type)
+            )
+            return {str(kind): int(n) for kind, n in rows}
+    finally:
+        await engine.dispose()
 
 
 async def run(max_time: int, seed: int, workers: int, out: Path, extra: list[str]) -> FuzzReport:
@@ -165,43 +182,60 @@ async def run(max_time: int, seed: int, workers: int, out: Path, extra: list[str
             "MES_JWT_SECRET": SECRET,
             "MES_LOG_LEVEL": "warning",
             "MES_DISPATCH_FABS": "",
+            # E-signatures (release, scrap...) ride on the token's login for the whole run.
+            "MES_ESIGN_MAX_AGE_S": "3600",
         }
         server = await asyncio.to_thread(_serve, env, port, out / "server.log")
         try:
-            command = [
-                str(Path(sys.executable).with_name("st")),
-                "run",
-                f"http://127.0.0.1:{port}/openapi.json",
-                "--header",
-                f"Authorization: Bearer {_token()}",
-                "--checks",
-                CHECKS,
-                "--phases",
-                "examples,coverage,fuzzing,stateful",
-                "--max-time",
-                str(max_time),
-                "--seed",
-                str(seed),
-                "--workers",
-                str(workers),
-                "--request-timeout",
-                "30",
-                "--no-shrink",
-                "--suppress-health-check",
-                "all",
-                "--warnings",
-                "off",
-                "--output-truncate",
-                "true",
-                *extra,
-            ]
+            token = _token()
             st_env = {**env, "SCHEMATHESIS_HOOKS": HOOKS, "PYTHONPATH": str(Path.cwd())}
-            done = await asyncio.to_thread(
-                subprocess.run, command, env=st_env, capture_output=True, text=True
-            )
-            (out / "schemathesis.txt").write_text(done.stdout + done.stderr, "utf-8")
-            report.exit_code = done.returncode
-            _summarise(done.stdout, report)
+            # Every operation in every phase, then the stateful phase alone on the lot
+            # operations, where the links chain start -> track-in -> track-out -> hold -> release.
+            chain_time = max(10, max_time // 4)
+            runs = [
+                ("all", max_time - chain_time, ["--phases", "examples,coverage,fuzzing,stateful"]),
+                (
+                    "lots",
+                    chain_time,
+                    ["--phases", "stateful", "--include-path-regex", "^/api/v1/lots"],
+                ),
+            ]
+            outputs = []
+            for name, seconds, phases in runs:
+                command = [
+                    str(Path(sys.executable).with_name("st")),
+                    "run",
+                    f"http://127.0.0.1:{port}/openapi.json",
+                    "--header",
+                    f"Authorization: Bearer {token}",
+                    "--checks",
+                    CHECKS,
+                    *phases,
+                    "--max-time",
+                    str(seconds),
+                    "--seed",
+                    str(seed),
+                    "--workers",
+                    str(workers),
+                    "--request-timeout",
+                    "30",
+                    "--no-shrink",
+                    "--suppress-health-check",
+                    "all",
+                    "--warnings",
+                    "off",
+                    "--output-truncate",
+                    "true",
+                    *extra,
+                ]
+                done = await asyncio.to_thread(
+                    subprocess.run, command, env=st_env, capture_output=True, text=True
+                )
+                outputs.append(f"=== {name} ===\n{done.stdout}{done.stderr}")
+                report.exit_code = max(report.exit_code, done.returncode)
+                _summarise(done.stdout, report)
+            (out / "schemathesis.txt").write_text("\n".join(outputs), "utf-8")
+            report.lot_events = await _lot_events(url)
         finally:
             server.terminate()
             try:
@@ -228,6 +262,7 @@ def main() -> None:
     print(f"operations fuzzed: {report.operations}")
     print(f"requests sent: {report.requests}")
     print(f"stateful links followed: {report.links_covered} of {report.links}")
+    print(f"lot transactions made: {report.lot_events}")
     print(f"failures: {report.failures}, errors: {report.errors}")
     for line in report.failed:
         print(f"  {line}")
