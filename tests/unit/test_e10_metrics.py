@@ -193,3 +193,8 @@ def test_oee_without_production_is_undefined():
     assert result.availability == 1.0
     assert result.rate_efficiency is None
     assert result.oee is None
+
+
+def test_a_window_before_the_first_state_has_no_intervals():
+    # A tool with no state yet in the window: an empty history, not an error (it was a 500).
+    assert hist(until=4) == []
