@@ -57,13 +57,6 @@ WRITE_RACES = frozenset(
 # is unreachable), so that the contract says what the middleware does.
 SHARED: set[Refusal] = set()
 
-_ERROR_CLASSES = {
-    name: cls
-    for name, cls in vars(errors).items()
-    if isinstance(cls, type) and issubclass(cls, errors.MesError)
-}
-
-
 # ----------------------------------------------------------------------------------------------
 # Reading the source
 # ----------------------------------------------------------------------------------------------
@@ -96,15 +89,17 @@ def _function_node(fn: FunctionType) -> ast.FunctionDef | ast.AsyncFunctionDef |
     return _functions_of_file(path).get(fn.__code__.co_firstlineno)
 
 
-def _resolve_name(name: str, fn: FunctionType, locals_: dict[str, Any]) -> Any:
-    if name in locals_:
-        return locals_[name]
+def _resolve_name(name: str, fn: FunctionType) -> Any:
+    """A global of ``fn``'s module, or a variable its closure holds (``lot_write``'s guard)."""
     if name in fn.__globals__:
         return fn.__globals__[name]
-    closure = dict(
-        zip(fn.__code__.co_freevars, (c.cell_contents for c in fn.__closure__ or ()), strict=False)
-    )
-    return closure.get(name)
+    if name in fn.__code__.co_freevars and fn.__closure__:
+        cell = fn.__closure__[fn.__code__.co_freevars.index(name)]
+        try:
+            return cell.cell_contents
+        except ValueError:  # not yet bound
+            return None
+    return None
 
 
 def _annotation_class(annotation: Any) -> Any:
@@ -125,7 +120,7 @@ def _parameter_types(fn: FunctionType) -> dict[str, Any]:
 def _resolve(expr: ast.expr, fn: FunctionType, types: dict[str, Any], owner: Any) -> Any:
     """The object an expression in ``fn`` names, where that can be known without running it."""
     if isinstance(expr, ast.Name):
-        return _resolve_name(expr.id, fn, {})
+        return _resolve_name(expr.id, fn)
     if isinstance(expr, ast.Attribute) and isinstance(expr.value, ast.Name):
         base_name = expr.value.id
         if base_name == "self" and owner is not None:
@@ -133,7 +128,7 @@ def _resolve(expr: ast.expr, fn: FunctionType, types: dict[str, Any], owner: Any
         elif base_name in types:
             base = types[base_name]
         else:
-            base = _resolve_name(base_name, fn, {})
+            base = _resolve_name(base_name, fn)
         if isinstance(base, ModuleType | type):
             return (
                 inspect.getattr_static(base, expr.attr, None)
@@ -238,7 +233,7 @@ def _found(fn: FunctionType) -> _Found:
         # Functions handed to another as arguments (``tx.run(start)``) are nested defs, read
         # above with the rest of the tree; module functions passed by name are followed here.
         for name in (n for n in ast.walk(node) if isinstance(n, ast.Name)):
-            passed = _as_function(_resolve_name(name.id, fn, {}))
+            passed = _as_function(_resolve_name(name.id, fn))
             if passed is not None and passed is not fn:
                 refusals |= _found(passed).refusals
         return _Found(frozenset(refusals), frozenset(by_parameter))

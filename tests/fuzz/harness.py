@@ -188,6 +188,11 @@ async def run(max_time: int, seed: int, workers: int, out: Path, extra: list[str
         server = await asyncio.to_thread(_serve, env, port, out / "server.log")
         try:
             token = _token()
+            # Fetched once here, without schemathesis' 10 s timeout: building the document reads
+            # the source of every route, slow on a loaded machine.
+            schema = out / "openapi.json"
+            async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=300) as http:
+                schema.write_bytes((await http.get("/openapi.json")).content)
             st_env = {**env, "SCHEMATHESIS_HOOKS": HOOKS, "PYTHONPATH": str(Path.cwd())}
             # Every operation in every phase, then the stateful phase alone on the lot
             # operations, where the links chain start -> track-in -> track-out -> hold -> release.
@@ -205,7 +210,9 @@ async def run(max_time: int, seed: int, workers: int, out: Path, extra: list[str
                 command = [
                     str(Path(sys.executable).with_name("st")),
                     "run",
-                    f"http://127.0.0.1:{port}/openapi.json",
+                    str(schema),
+                    "--url",
+                    f"http://127.0.0.1:{port}",
                     "--header",
                     f"Authorization: Bearer {token}",
                     "--checks",

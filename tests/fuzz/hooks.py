@@ -32,13 +32,16 @@ LOT_CHAIN: dict[tuple[str, str], dict[str, Any]] = {
     ("POST", "/api/v1/lots"): {"product": "LOGIC28", "fab": "F1"},
     ("POST", "/api/v1/lots/bulk-start"): {"product": "LOGIC28", "fab": "F1", "count": 2},
     ("POST", "/api/v1/lots/{lot}/track-in"): {"tool": "F1-WETC01"},
-    ("POST", "/api/v1/lots/{lot}/track-out"): {},
+    ("POST", "/api/v1/lots/{lot}/track-out"): {"measurements": []},
     ("POST", "/api/v1/lots/{lot}/hold"): {"hold_code": "QUALITY"},
     ("POST", "/api/v1/lots/{lot}/release"): {"signature": {"reason": "fuzzed release"}},
 }
 WET_BENCHES = ("F1-WETC01", "F1-WETC02")
 # Optional fields that would refer to things that do not exist or pin a stale version.
-DROPPED = ("route", "code", "carrier", "version", "step_sequence", "hold_ids", "hold_code")
+DROPPED = (
+    *("route", "code", "carrier", "version", "step_sequence", "hold_ids", "hold_code"),
+    *("wafers_processed", "outcome"),
+)
 _drawn = 0
 
 
