@@ -61,12 +61,17 @@ HTTP_CODES = {
 
 
 def _methods_of(request: Request) -> set[str]:
-    methods: set[str] = set()
+    """The methods of the path as the OpenAPI document has it: of the most literal template
+    that matches (``/lots/bulk-start`` is not ``/lots/{lot}``, though both match)."""
+    by_template: dict[str, set[str]] = {}
     for route in routing.iter_route_contexts(request.app.routes):
         match, _ = route.matches(request.scope)
         if match != Match.NONE:
-            methods |= set(getattr(route, "methods", None) or ())
-    return methods
+            template = str(getattr(route, "path_format", ""))
+            by_template.setdefault(template, set()).update(getattr(route, "methods", None) or ())
+    if not by_template:
+        return set()
+    return by_template[min(by_template, key=lambda template: template.count("{"))]
 
 
 class RequestLimits:

@@ -205,6 +205,9 @@ async def test_non_finite_numbers_are_refused(client):
         "2026-02-30T08:00:00Z",
         "yesterday",
         "2026-03-01T08:00:00+25:00",
+        1767600000,  # seconds since 1970: pydantic took these for times
+        "1767600000",
+        "0.5",
     ],
 )
 async def test_naive_and_far_timestamps_are_refused(client, due_at):
@@ -217,6 +220,7 @@ async def test_naive_and_far_timestamps_are_refused(client, due_at):
 
 async def test_far_windows_in_queries_are_refused(client):
     for params in (
+        {"end": "0.5"},
         {"start": "0001-01-01T00:00:00Z"},
         {"end": "9999-12-31T00:00:00Z"},
         {"start": "2026-01-01T00:00:00"},
@@ -237,6 +241,17 @@ async def test_far_windows_in_queries_are_refused(client):
         },
     )
     assert early.status_code == 200, early.text
+
+
+async def test_405_names_the_methods_of_the_path_the_document_has(client):
+    # /lots/bulk-start also matches /lots/{lot}, whose GET is another path of the document.
+    answer = await client.request("OPTIONS", f"{LOTS}/bulk-start")
+    assert_problem(answer, 405, "http.method_not_allowed")
+    assert answer.headers["allow"] == "POST"
+    me = await client.request("OPTIONS", "/api/v1/users/me")
+    assert me.headers["allow"] == "GET"
+    both = await client.request("OPTIONS", "/api/v1/carriers")
+    assert both.headers["allow"] == "GET, POST"
 
 
 async def test_same_idempotency_key_with_another_body_is_refused(client):
