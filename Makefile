@@ -14,7 +14,7 @@ UV := UV_PROJECT_ENVIRONMENT=$(VENV) UV_PYTHON_DOWNLOADS=never $(TOOLS_VENV)/bin
 SYNC := $(UV) sync --frozen --python $(PYTHON_EXE)
 
 .PHONY: run sims interop test test-sqlite test-postgres lint typecheck docs docs-build bench \
-	bench-dispatch bench-wakeup bench-opcua bench-scale-out clean venv
+	bench-dispatch bench-wakeup bench-opcua bench-scale-out fuzz clean venv
 
 # uv itself, from the package index pip is configured with.
 $(TOOLS_VENV)/.uv-$(UV_VERSION):
@@ -129,6 +129,12 @@ bench-opcua: $(VENV)/.installed-dev
 ## leader; print the take-over times (PostgreSQL: MES_BENCH_DATABASE_URL)
 bench-scale-out: $(VENV)/.installed-dev
 	$(BIN)/python bench/scale_out.py --tools $${TOOLS:-100} $${MES_BENCH_DATABASE_URL:+--database-url $$MES_BENCH_DATABASE_URL}
+
+## fuzz: schemathesis against `mes serve` on a throw-away database (PostgreSQL beside
+## MES_TEST_DATABASE_URL if set, else SQLite), every phase, FUZZ_SECONDS (600) long; prints the
+## operations covered, requests sent, links followed and failures (CI runs 100 s of it)
+fuzz: $(VENV)/.installed-dev
+	$(BIN)/python -m tests.fuzz.harness --max-time $${FUZZ_SECONDS:-600} --seed $${FUZZ_SEED:-19}
 
 clean:
 	rm -rf $(VENV) $(TOOLS_VENV) var .pytest_cache .ruff_cache .mypy_cache

@@ -28,6 +28,9 @@ class Settings(BaseSettings):
     host: str = "127.0.0.1"
     port: int = Field(default=8000, ge=1, le=65535)
     log_level: str = "info"
+    # Larger request bodies are refused (413) before they are read: a process-exchange import,
+    # the largest body the API takes, is a few hundred kB for a fab.
+    max_body_bytes: int = Field(default=4 * 1024 * 1024, ge=1024, le=1024**3)
     # Signing key of access tokens. Set it (same value on every replica) in production; when
     # unset, each process makes a random one and tokens do not survive a restart.
     jwt_secret: SecretStr | None = None

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel
 from sqlalchemy import text
 
 from mes.db.engine import Database
@@ -18,7 +19,20 @@ async def healthz() -> dict[str, str]:
     return {"status": "ok"}
 
 
-@router.get("/readyz")
+class Readiness(BaseModel):
+    status: str
+    database: str
+    detail: str | None = None
+    schema_revision: str | None = None
+    expected_revision: str | None = None
+
+
+# A probe's answer for load balancers, in its own shape (not a problem): 503 until ready.
+@router.get(
+    "/readyz",
+    response_model=Readiness,
+    responses={503: {"model": Readiness, "description": "not ready: database or schema"}},
+)
 async def readyz(request: Request) -> JSONResponse:
     """The database answers and its schema is at the migration head this build expects."""
     db: Database = request.app.state.db

@@ -18,6 +18,7 @@ from mes.auth.router import login_router
 from mes.auth.router import router as auth_router
 from mes.clock import Clock, SystemClock
 from mes.config import Settings
+from mes.contract import install_contract
 from mes.db.engine import Database
 from mes.dispatch.router import router as dispatch_router
 from mes.durables.router import durables_router
@@ -32,6 +33,7 @@ from mes.health import router as health_router
 from mes.jobs.router import lot_jobs_router
 from mes.jobs.router import router as jobs_router
 from mes.kit.request_id import RequestIdMiddleware
+from mes.links import CreatedLocation
 from mes.lots.control_router import router as lot_control_router
 from mes.lots.explain_router import router as recipe_explain_router
 from mes.lots.holds_router import router as lot_holds_router
@@ -42,7 +44,7 @@ from mes.lots.router import router as lots_router
 from mes.lots.service import lots_running_on
 from mes.lots.wafers_router import router as lot_wafers_router
 from mes.opcua.router import router as connection_router
-from mes.problems import install_error_handlers
+from mes.problems import RequestLimits, install_error_handlers
 from mes.products.router import router as products_router
 from mes.recipes.router import router as recipes_router
 from mes.routes.router import router as routes_router
@@ -166,6 +168,9 @@ def create_app(
     app.include_router(login_router, prefix=API_PREFIX)
     app.include_router(api)
     app.include_router(health_router)
+    app.add_middleware(CreatedLocation)
+    app.add_middleware(RequestLimits, max_bytes=settings.max_body_bytes)
     app.add_middleware(RequestIdMiddleware)
     install_error_handlers(app)
+    install_contract(app)
     return app

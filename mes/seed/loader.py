@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 from importlib import resources
-from typing import Literal
+from typing import Literal, TypeVar
 
 from pydantic import BaseModel, Field
 from sqlalchemy import select
@@ -91,6 +91,14 @@ def read_example() -> ExampleData:
     return ExampleData.model_validate(json.loads(text))
 
 
+M = TypeVar("M", bound=BaseModel)
+
+
+def _as(model: type[M], seed: BaseModel) -> M:
+    """A request body from a seed record, which carries more than the body takes."""
+    return model.model_validate(seed.model_dump(include=set(model.model_fields)))
+
+
 async def database_is_empty(session: AsyncSession) -> bool:
     return await session.scalar(select(Fab.id).limit(1)) is None
 
@@ -102,7 +110,7 @@ async def load(session: AsyncSession, data: ExampleData, *, clock: Clock) -> dic
     )
     bind(session, context)
     for fab in data.fabs:
-        await fabs_service.create_fab(session, FabCreate.model_validate(fab.model_dump()))
+        await fabs_service.create_fab(session, _as(FabCreate, fab))
         for area in fab.areas:
             await fabs_service.create_area(session, fab.code, area)
     for group in data.tool_groups:
@@ -114,9 +122,7 @@ async def load(session: AsyncSession, data: ExampleData, *, clock: Clock) -> dic
 
     qualifications = 0
     for recipe in data.recipes:
-        await recipes_service.create_recipe(
-            session, RecipeCreate.model_validate(recipe.model_dump()), actor=SEED_ACTOR
-        )
+        await recipes_service.create_recipe(session, _as(RecipeCreate, recipe), actor=SEED_ACTOR)
         if recipe.approve:
             await recipes_service.approve_version(
                 session, recipe.name, 1, actor=SEED_APPROVER, clock=clock
@@ -144,9 +150,7 @@ async def load(session: AsyncSession, data: ExampleData, *, clock: Clock) -> dic
             qualifications += 1
 
     for route in data.routes:
-        await routes_service.create_route(
-            session, RouteCreate.model_validate(route.model_dump()), actor=SEED_ACTOR
-        )
+        await routes_service.create_route(session, _as(RouteCreate, route), actor=SEED_ACTOR)
         if route.activate:
             await routes_service.activate_version(
                 session, route.code, 1, actor=SEED_ACTOR, clock=clock
@@ -170,9 +174,7 @@ async def load(session: AsyncSession, data: ExampleData, *, clock: Clock) -> dic
     for plan in data.pm_plans:
         await equipment_service.create_plan(session, plan, actor=SEED_ACTOR, clock=clock)
     for durable in data.durables:
-        await durables_service.create_durable(
-            session, DurableCreate.model_validate(durable.model_dump()), clock=clock
-        )
+        await durables_service.create_durable(session, _as(DurableCreate, durable), clock=clock)
         if durable.at_tool is not None:
             await durables_service.move_durable(
                 session,
