@@ -9,7 +9,7 @@ import logging
 import socket
 from datetime import datetime
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 import uvicorn
@@ -237,6 +237,45 @@ def audit_verify() -> None:
     if not report.ok:
         raise typer.Exit(1)
     typer.echo("audit chain intact")
+
+
+async def _check(settings: Settings) -> Any:
+    from mes.check.invariants import check_database
+
+    database = _open_database(settings)
+    try:
+        return await check_database(database)
+    finally:
+        await database.dispose()
+
+
+@app.command("check")
+def check_invariants(
+    as_json: Annotated[bool, typer.Option("--json", help="one JSON document on stdout")] = False,
+) -> None:
+    """Check the database's invariants (wafers, steps, tools, histories, jobs, leases, audit
+    chain); names each violation with the rows involved and exits 1 on any."""
+    report = asyncio.run(_check(Settings()))
+    if as_json:
+        typer.echo(
+            json.dumps(
+                {
+                    "ok": report.ok,
+                    "counts": report.counts,
+                    "violations": [v.as_dict() for v in report.violations],
+                },
+                default=str,
+            )
+        )
+    else:
+        typer.echo("checked " + ", ".join(f"{n} {t}" for t, n in sorted(report.counts.items())))
+        for v in report.violations:
+            typer.echo(f"VIOLATION [{v.kind}] {v.message}")
+            for row in v.rows:
+                typer.echo(f"    {json.dumps(row, default=str)}")
+        typer.echo("all invariants hold" if report.ok else f"{len(report.violations)} violations")
+    if not report.ok:
+        raise typer.Exit(1)
 
 
 @opcua_app.command("make-certificate")

@@ -24,6 +24,7 @@ import pytest
 from sqlalchemy import func, or_, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from mes.check.invariants import check_database
 from mes.clock import FixedClock
 from mes.config import Settings
 from mes.db.engine import Database
@@ -171,7 +172,7 @@ def _report(capsys: pytest.CaptureFixture[str], line: str) -> None:
 
 
 async def test_fifty_track_ins_of_one_lot_put_it_on_exactly_one_tool(
-    fab: Fab, capsys: pytest.CaptureFixture[str]
+    fab: Fab, committed_db: Database, capsys: pytest.CaptureFixture[str]
 ) -> None:
     (lot,) = await fab.start(count=1, wafer_count=5)
     code = lot["code"]
@@ -206,6 +207,8 @@ async def test_fifty_track_ins_of_one_lot_put_it_on_exactly_one_tool(
     assert len(track_ins) == 1, [e["event_type"] for e in events]
     assert track_ins[0]["tool"] == on_tool
     assert fold((e["before"], e["after"]) for e in events)["state"] == "Running"
+    report = await check_database(committed_db)
+    assert report.ok, [v.as_dict() for v in report.violations]
 
 
 # --- b ---------------------------------------------------------------------------------------
@@ -383,6 +386,9 @@ async def test_split_merge_hold_release_churn_conserves_wafers_and_history(
             lot.wafer_count,
             holds,
         ), lot.code
+    # And the whole database, by the invariant checker.
+    checked = await check_database(committed_db)
+    assert checked.ok, [v.as_dict() for v in checked.violations]
 
 
 # --- found by the churn ----------------------------------------------------------------------
