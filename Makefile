@@ -14,7 +14,7 @@ UV := UV_PROJECT_ENVIRONMENT=$(VENV) UV_PYTHON_DOWNLOADS=never $(TOOLS_VENV)/bin
 SYNC := $(UV) sync --frozen --python $(PYTHON_EXE)
 
 .PHONY: run sims interop test test-sqlite test-postgres lint typecheck docs docs-build bench \
-	bench-dispatch bench-opcua bench-scale-out clean venv
+	bench-dispatch bench-opcua bench-scale-out crash clean venv
 
 # uv itself, from the package index pip is configured with.
 $(TOOLS_VENV)/.uv-$(UV_VERSION):
@@ -124,6 +124,11 @@ bench-opcua: $(VENV)/.installed-dev
 ## leader; print the take-over times (PostgreSQL: MES_BENCH_DATABASE_URL)
 bench-scale-out: $(VENV)/.installed-dev
 	$(BIN)/python bench/scale_out.py --tools $${TOOLS:-100} $${MES_BENCH_DATABASE_URL:+--database-url $$MES_BENCH_DATABASE_URL}
+
+## crash: SIGKILL the service KILLS (50) times under API load and restart it; prints kills survived
+## and acknowledged requests lost (PostgreSQL: MES_BENCH_DATABASE_URL, as bench)
+crash: $(VENV)/.installed-dev
+	$(BIN)/python bench/crash.py --kills $${KILLS:-50} --database-url $${MES_BENCH_DATABASE_URL:-postgresql+asyncpg://postgres@127.0.0.1:5432/test}
 
 clean:
 	rm -rf $(VENV) $(TOOLS_VENV) var .pytest_cache .ruff_cache .mypy_cache
