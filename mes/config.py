@@ -25,6 +25,14 @@ class Settings(BaseSettings):
     database_pool_size: int = Field(default=10, ge=1, le=200)
     # SQLite waits this long for the single writer lock before failing with "database is locked".
     sqlite_busy_timeout_ms: int = Field(default=10_000, ge=0)
+    # Bounds on waiting for PostgreSQL, so that a request fails (503, Retry-After) instead of
+    # hanging while the database refuses or stalls: opening a connection, one statement (the
+    # commit included), and waiting for a free connection of the pool.
+    database_connect_timeout_s: float = Field(default=5.0, gt=0, le=600)
+    database_command_timeout_s: float = Field(default=30.0, gt=0, le=3600)
+    database_pool_timeout_s: float = Field(default=5.0, gt=0, le=600)
+    # What a 503 for an unavailable or locked database tells the client to wait before retrying.
+    database_retry_after_s: int = Field(default=5, ge=1, le=3600)
     host: str = "127.0.0.1"
     port: int = Field(default=8000, ge=1, le=65535)
     log_level: str = "info"
