@@ -251,7 +251,7 @@ async def client(load: Load, n: int, rng: random.Random) -> None:
         elif state != "Waiting":
             mine.remove(code)
         elif roll < 0.08:
-            body = {"hold_code": "OPERATOR", "reason": "crash test"}
+            body = {"hold_code": "QUALITY", "reason": "crash test"}
             await load.send("hold", "operator", "POST", f"{API}/lots/{code}/hold", body, lot=code)
         elif roll < 0.16 and lot["wafer_count"] >= 2:
             active = [w["scribe_id"] for w in lot["wafers"] if w["state"] == "active"]

@@ -278,6 +278,27 @@ def check_invariants(
         raise typer.Exit(1)
 
 
+retention_app = typer.Typer(help="Pruning of the tables that grow by design.", no_args_is_help=True)
+app.add_typer(retention_app, name="retention")
+
+
+async def _prune(settings: Settings) -> dict[str, int]:
+    from mes.retention.service import prune
+
+    database = _open_database(settings)
+    try:
+        return await prune(database, settings, SystemClock().now())
+    finally:
+        await database.dispose()
+
+
+@retention_app.command("prune")
+def retention_prune() -> None:
+    """Delete dispatch decisions, idempotency records and (if set) E10 state events older than
+    their MES_RETENTION_* settings now (the service does it every MES_RETENTION_INTERVAL_S)."""
+    typer.echo(json.dumps(asyncio.run(_prune(Settings())), sort_keys=True))
+
+
 @opcua_app.command("make-certificate")
 def opcua_make_certificate(
     out: Annotated[Path, typer.Option("--out", help="folder to write NAME.der and NAME.pem to")],

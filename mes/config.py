@@ -89,6 +89,14 @@ class Settings(BaseSettings):
     dispatch_lease_ttl_s: float = Field(default=90.0, gt=0.5, le=3600)
     dispatch_top_n: int = Field(default=5, ge=1, le=50)
 
+    # Retention of the tables that grow forever by design (mes.retention), in days (0: keep
+    # forever), and how often the service prunes them (0: never; `mes retention prune` does it
+    # on demand).
+    retention_dispatch_decisions_days: float = Field(default=30, ge=0)
+    retention_idempotency_days: float = Field(default=7, ge=0)
+    retention_state_events_days: float = Field(default=0, ge=0)
+    retention_interval_s: float = Field(default=3600, ge=0, le=7 * 24 * 3600)
+
     @model_validator(mode="after")
     def _security_has_credentials(self) -> Settings:
         # Refused here, at start-up, rather than at every connect (or by silently falling
