@@ -75,7 +75,7 @@ TABLES = (
 TOLERANCE: dict[str, tuple[float, float]] = {
     "rss_mb": (25.0, 0.10),
     "db_connections": (3.0, 0.0),
-    "p99_ms": (100.0, 0.5),
+    "p99_ms": (250.0, 1.0),  # latency is noisy: bounded means it does not double
 }
 # The tables under retention are bounded by design if no row outlives its retention (plus two
 # pruning intervals and a margin): checked at every sample, with their growth slope reported.

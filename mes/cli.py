@@ -60,6 +60,12 @@ def _configure_logging(settings: Settings) -> None:
     logging.getLogger("asyncua").setLevel(max(logging.WARNING, logging.root.level))
 
 
+def _long_statements(settings: Settings) -> Settings:
+    """Schema changes and bulk loads may run single statements (an index over a big table, an
+    ANALYZE) far longer than a request may: the request bound does not apply to them."""
+    return settings.model_copy(update={"database_command_timeout_s": 3600.0})
+
+
 def _cli_context(operation: str) -> AuditContext:
     return AuditContext(
         actor=f"cli:{getpass.getuser()}"[:64],
@@ -99,7 +105,7 @@ async def _upgrade(settings: Settings, revision: str) -> str | None:
 def db_upgrade(revision: Annotated[str, typer.Argument()] = "head") -> None:
     """Migrate the database to ``revision`` (default: the newest)."""
     settings = Settings()
-    current = asyncio.run(_upgrade(settings, revision))
+    current = asyncio.run(_upgrade(_long_statements(settings), revision))
     typer.echo(f"database at revision {current}")
 
 
@@ -114,7 +120,7 @@ async def _downgrade(settings: Settings, revision: str) -> None:
 @db_app.command("downgrade")
 def db_downgrade(revision: Annotated[str, typer.Argument()]) -> None:
     """Migrate the database back to ``revision`` ("base" empties it)."""
-    asyncio.run(_downgrade(Settings(), revision))
+    asyncio.run(_downgrade(_long_statements(Settings()), revision))
     typer.echo(f"database at revision {revision}")
 
 
@@ -462,7 +468,7 @@ def import_smt2020(
         if start_at.tzinfo is None:
             raise typer.BadParameter("--start needs a time zone, e.g. 2026-01-05T06:00:00+00:00")
     try:
-        counts = asyncio.run(_import_smt2020(Settings(), folder, fab, start_at))
+        counts = asyncio.run(_import_smt2020(_long_statements(Settings()), folder, fab, start_at))
     except TestbedError as exc:
         typer.echo(f"refused: {exc}", err=True)
         raise typer.Exit(2) from exc
