@@ -14,7 +14,7 @@ UV := UV_PROJECT_ENVIRONMENT=$(VENV) UV_PYTHON_DOWNLOADS=never $(TOOLS_VENV)/bin
 SYNC := $(UV) sync --frozen --python $(PYTHON_EXE)
 
 .PHONY: run sims interop test test-sqlite test-postgres lint typecheck docs docs-build bench \
-	bench-dispatch bench-wakeup bench-opcua bench-scale-out fuzz clean venv
+	bench-dispatch bench-wakeup bench-opcua bench-scale-out fuzz crash soak clean venv
 
 # uv itself, from the package index pip is configured with.
 $(TOOLS_VENV)/.uv-$(UV_VERSION):
@@ -135,6 +135,16 @@ bench-scale-out: $(VENV)/.installed-dev
 ## operations covered, requests sent, links followed and failures (CI runs 100 s of it)
 fuzz: $(VENV)/.installed-dev
 	$(BIN)/python -m tests.fuzz.harness --max-time $${FUZZ_SECONDS:-600} --seed $${FUZZ_SEED:-19}
+
+## crash: SIGKILL the service KILLS (50) times under API load and restart it; prints kills survived
+## and acknowledged requests lost (PostgreSQL: MES_BENCH_DATABASE_URL, as bench)
+crash: $(VENV)/.installed-dev
+	$(BIN)/python bench/crash.py --kills $${KILLS:-50} --database-url $${MES_BENCH_DATABASE_URL:-postgresql+asyncpg://postgres@127.0.0.1:5432/test}
+
+## soak: the simulated fab, dispatcher and API load for SOAK_SECONDS (600); samples RSS, connections,
+## p99 latency, tool-event lag, table growth and invariants; a slope-based bounded verdict
+soak: $(VENV)/.installed-dev
+	$(BIN)/python bench/soak.py --seconds $${SOAK_SECONDS:-600} --database-url $${MES_BENCH_DATABASE_URL:-postgresql+asyncpg://postgres@127.0.0.1:5432/test}
 
 clean:
 	rm -rf $(VENV) $(TOOLS_VENV) var .pytest_cache .ruff_cache .mypy_cache

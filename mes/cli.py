@@ -9,7 +9,7 @@ import logging
 import socket
 from datetime import datetime
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 import uvicorn
@@ -63,6 +63,12 @@ def _configure_logging(settings: Settings) -> None:
     logging.getLogger("asyncua").setLevel(max(logging.WARNING, logging.root.level))
 
 
+def _long_statements(settings: Settings) -> Settings:
+    """Schema changes and bulk loads may run single statements (an index over a big table, an
+    ANALYZE) far longer than a request may: the request bound does not apply to them."""
+    return settings.model_copy(update={"database_command_timeout_s": 3600.0})
+
+
 def _cli_context(operation: str) -> AuditContext:
     return AuditContext(
         actor=f"cli:{getpass.getuser()}"[:64],
@@ -102,7 +108,7 @@ async def _upgrade(settings: Settings, revision: str) -> str | None:
 def db_upgrade(revision: Annotated[str, typer.Argument()] = "head") -> None:
     """Migrate the database to ``revision`` (default: the newest)."""
     settings = Settings()
-    current = asyncio.run(_upgrade(settings, revision))
+    current = asyncio.run(_upgrade(_long_statements(settings), revision))
     typer.echo(f"database at revision {current}")
 
 
@@ -117,7 +123,7 @@ async def _downgrade(settings: Settings, revision: str) -> None:
 @db_app.command("downgrade")
 def db_downgrade(revision: Annotated[str, typer.Argument()]) -> None:
     """Migrate the database back to ``revision`` ("base" empties it)."""
-    asyncio.run(_downgrade(Settings(), revision))
+    asyncio.run(_downgrade(_long_statements(Settings()), revision))
     typer.echo(f"database at revision {revision}")
 
 
@@ -240,6 +246,66 @@ def audit_verify() -> None:
     if not report.ok:
         raise typer.Exit(1)
     typer.echo("audit chain intact")
+
+
+async def _check(settings: Settings) -> Any:
+    from mes.check.invariants import check_database
+
+    database = _open_database(settings)
+    try:
+        return await check_database(database)
+    finally:
+        await database.dispose()
+
+
+@app.command("check")
+def check_invariants(
+    as_json: Annotated[bool, typer.Option("--json", help="one JSON document on stdout")] = False,
+) -> None:
+    """Check the database's invariants (wafers, steps, tools, histories, jobs, leases, audit
+    chain); names each violation with the rows involved and exits 1 on any."""
+    report = asyncio.run(_check(Settings()))
+    if as_json:
+        typer.echo(
+            json.dumps(
+                {
+                    "ok": report.ok,
+                    "counts": report.counts,
+                    "violations": [v.as_dict() for v in report.violations],
+                },
+                default=str,
+            )
+        )
+    else:
+        typer.echo("checked " + ", ".join(f"{n} {t}" for t, n in sorted(report.counts.items())))
+        for v in report.violations:
+            typer.echo(f"VIOLATION [{v.kind}] {v.message}")
+            for row in v.rows:
+                typer.echo(f"    {json.dumps(row, default=str)}")
+        typer.echo("all invariants hold" if report.ok else f"{len(report.violations)} violations")
+    if not report.ok:
+        raise typer.Exit(1)
+
+
+retention_app = typer.Typer(help="Pruning of the tables that grow by design.", no_args_is_help=True)
+app.add_typer(retention_app, name="retention")
+
+
+async def _prune(settings: Settings) -> dict[str, int]:
+    from mes.retention.service import prune
+
+    database = _open_database(settings)
+    try:
+        return await prune(database, settings, SystemClock().now())
+    finally:
+        await database.dispose()
+
+
+@retention_app.command("prune")
+def retention_prune() -> None:
+    """Delete dispatch decisions, idempotency records and (if set) E10 state events older than
+    their MES_RETENTION_* settings now (the service does it every MES_RETENTION_INTERVAL_S)."""
+    typer.echo(json.dumps(asyncio.run(_prune(Settings())), sort_keys=True))
 
 
 @opcua_app.command("make-certificate")
@@ -405,7 +471,7 @@ def import_smt2020(
         if start_at.tzinfo is None:
             raise typer.BadParameter("--start needs a time zone, e.g. 2026-01-05T06:00:00+00:00")
     try:
-        counts = asyncio.run(_import_smt2020(Settings(), folder, fab, start_at))
+        counts = asyncio.run(_import_smt2020(_long_statements(Settings()), folder, fab, start_at))
     except TestbedError as exc:
         typer.echo(f"refused: {exc}", err=True)
         raise typer.Exit(2) from exc

@@ -25,6 +25,14 @@ class Settings(BaseSettings):
     database_pool_size: int = Field(default=10, ge=1, le=200)
     # SQLite waits this long for the single writer lock before failing with "database is locked".
     sqlite_busy_timeout_ms: int = Field(default=10_000, ge=0)
+    # Bounds on waiting for PostgreSQL, so that a request fails (503, Retry-After) instead of
+    # hanging while the database refuses or stalls: opening a connection, one statement (the
+    # commit included), and waiting for a free connection of the pool.
+    database_connect_timeout_s: float = Field(default=5.0, gt=0, le=600)
+    database_command_timeout_s: float = Field(default=30.0, gt=0, le=3600)
+    database_pool_timeout_s: float = Field(default=5.0, gt=0, le=600)
+    # What a 503 for an unavailable or locked database tells the client to wait before retrying.
+    database_retry_after_s: int = Field(default=5, ge=1, le=3600)
     host: str = "127.0.0.1"
     port: int = Field(default=8000, ge=1, le=65535)
     log_level: str = "info"
@@ -86,6 +94,14 @@ class Settings(BaseSettings):
     # Event-driven dispatch: a committed track-out, start, release or tool coming up wakes the
     # fab's dispatcher at once; cycles are at least this far apart (a busy line wakes it often).
     dispatch_min_gap_s: float = Field(default=1.0, ge=0, le=60)
+
+    # Retention of the tables that grow forever by design (mes.retention), in days (0: keep
+    # forever), and how often the service prunes them (0: never; `mes retention prune` does it
+    # on demand).
+    retention_dispatch_decisions_days: float = Field(default=30, ge=0)
+    retention_idempotency_days: float = Field(default=7, ge=0)
+    retention_state_events_days: float = Field(default=0, ge=0)
+    retention_interval_s: float = Field(default=3600, ge=0, le=7 * 24 * 3600)
 
     @model_validator(mode="after")
     def _security_has_credentials(self) -> Settings:

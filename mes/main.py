@@ -96,6 +96,11 @@ def create_app(
             if run_background and settings.qtime_check_interval_s > 0
             else None
         )
+        pruner = None
+        if run_background and settings.retention_interval_s > 0:
+            from mes.retention.service import prune_forever
+
+            pruner = asyncio.create_task(prune_forever(db, clock, settings), name="retention")
         adapters = None
         if registry is not None:
             adapters = asyncio.create_task(registry.run(), name="opcua-adapters")
@@ -119,7 +124,7 @@ def create_app(
         try:
             yield
         finally:
-            for task in (dispatcher, adapters, sealer, watchdog, qtime_watch):
+            for task in (dispatcher, adapters, sealer, watchdog, qtime_watch, pruner):
                 if task is not None:
                     task.cancel()
                     with contextlib.suppress(asyncio.CancelledError):

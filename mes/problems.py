@@ -13,12 +13,14 @@ from urllib.parse import unquote
 from fastapi import FastAPI, HTTPException, Request, routing
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import DBAPIError, IntegrityError
+from sqlalchemy.exc import TimeoutError as SqlTimeoutError
 from sqlalchemy.orm.exc import StaleDataError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from mes.db.engine import outage_code
 from mes.errors import MesError, StaleVersion
 from mes.kit.api import UNPRINTABLE
 
@@ -209,8 +211,35 @@ def install_error_handlers(app: FastAPI) -> None:
             instance=request.url.path,
         )
 
+    async def _database_outage(request: Request, exc: Exception) -> JSONResponse:
+        code = outage_code(exc)
+        if code is None:
+            return await _unexpected(request, exc)
+        # Nothing was applied (the transaction rolled back, or never began): safe to retry,
+        # and with an Idempotency-Key safe even if the commit's answer was what got lost.
+        log.warning("database unavailable on %s: %s: %s", request.url.path, type(exc).__name__, exc)
+        retry_after = getattr(request.app.state.settings, "database_retry_after_s", 5)
+        locked = code == "db.locked"
+        return problem_response(
+            status=503,
+            code=code,
+            title="Database busy" if locked else "Database unavailable",
+            detail=(
+                "The database is locked by another writer; nothing was applied. Retry later."
+                if locked
+                else "The database cannot be reached just now; nothing was applied. Retry later."
+            ),
+            instance=request.url.path,
+            headers={"Retry-After": str(1 if locked else retry_after)},
+        )
+
+    for outage in (DBAPIError, SqlTimeoutError, TimeoutError, OSError):
+        app.add_exception_handler(outage, _database_outage)
+
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+        if outage_code(exc) is not None:  # raised where the specific handlers do not see it
+            return await _database_outage(request, exc)
         log.exception("unhandled error on %s", request.url.path)
         return problem_response(
             status=500,

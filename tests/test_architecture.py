@@ -31,7 +31,7 @@ LAYERS: tuple[frozenset[str], ...] = tuple(
         "lots",
         "jobs",
         "opcua dispatch",
-        "exchange smt2020 reports simulation quality",
+        "exchange smt2020 reports simulation quality check retention",
         "seed",
     )
 )

@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Any
 
 from sqlalchemy import event
+from sqlalchemy import exc as exc_module
 from sqlalchemy.engine import URL, Connection, make_url
 from sqlalchemy.ext.asyncio import (
     AsyncConnection,
@@ -60,7 +61,17 @@ def create_engine(settings: Settings) -> AsyncEngine:
     if is_sqlite(url):
         ensure_sqlite_directory(url)
     else:
-        kwargs.update(pool_size=settings.database_pool_size, pool_pre_ping=True)
+        kwargs.update(
+            pool_size=settings.database_pool_size,
+            pool_pre_ping=True,
+            pool_timeout=settings.database_pool_timeout_s,
+        )
+        if make_url(url).get_driver_name() == "asyncpg":
+            # asyncpg: ``timeout`` bounds the connect, ``command_timeout`` every statement.
+            kwargs["connect_args"] = {
+                "timeout": settings.database_connect_timeout_s,
+                "command_timeout": settings.database_command_timeout_s,
+            }
     engine = create_async_engine(url, **kwargs)
     if is_sqlite(url):
         _install_sqlite_behaviour(engine, settings.sqlite_busy_timeout_ms)
@@ -92,3 +103,29 @@ class Database:
 
     async def dispose(self) -> None:
         await self.engine.dispose()
+
+
+# --- the database being unavailable --------------------------------------------------------
+
+_LOCKED = ("database is locked", "database table is locked", "database is busy")
+
+
+def outage_code(exc: BaseException) -> str | None:
+    """``db.locked`` (SQLite's writer lock not had in time) or ``db.unavailable`` (the database
+    refused, dropped or stalled the connection; the pool had no connection in time) if ``exc``
+    says the database could not be worked with just now, else None: both are worth a retry, not
+    a 500."""
+    if isinstance(exc, exc_module.OperationalError) and any(
+        text in str(exc.orig).lower() for text in _LOCKED
+    ):
+        return "db.locked"
+    if isinstance(exc, exc_module.DBAPIError) and (
+        exc.connection_invalidated
+        or isinstance(exc, exc_module.OperationalError | exc_module.InterfaceError)
+        or isinstance(exc.orig, OSError | TimeoutError)
+        or "connection" in type(exc.orig).__name__.lower()
+    ):
+        return "db.unavailable"
+    if isinstance(exc, exc_module.TimeoutError | TimeoutError | ConnectionError | OSError):
+        return "db.unavailable"
+    return None

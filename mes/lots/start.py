@@ -5,6 +5,8 @@ from __future__ import annotations
 from datetime import datetime
 
 from sqlalchemy import select
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from mes.auth.service import Principal
@@ -77,10 +79,16 @@ async def _active_route_version(
 
 
 async def _next_codes(session: AsyncSession, year: int, count: int) -> list[str]:
-    counter = await session.get(LotCounter, year, with_for_update=True)
-    if counter is None:
-        counter = LotCounter(year=year, next_number=1)
-        session.add(counter)
+    # The year's first starts race to create its counter: the row is created with ON CONFLICT
+    # DO NOTHING (the loser waits for the winner's commit) and then locked, instead of two
+    # INSERTs of which one fails on the primary key (found by the crash test's concurrent
+    # starts: a 409 db.constraint_violated for a valid request).
+    insert = pg_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
+    await session.execute(
+        insert(LotCounter).values(year=year, next_number=1).on_conflict_do_nothing()
+    )
+    counter = await session.get(LotCounter, year, with_for_update=True, populate_existing=True)
+    assert counter is not None  # created above or by the transaction we waited for
     first = counter.next_number
     counter.next_number = first + count
     await session.flush()
