@@ -27,6 +27,7 @@ from mes.db import migrate
 from mes.db.engine import Database
 from mes.db.transaction import unit_of_work
 from mes.errors import MesError
+from mes.quality import collection
 from mes.seed import loader
 
 app = typer.Typer(help="Fab MES service and administration.", no_args_is_help=True)
@@ -47,6 +48,7 @@ app.add_typer(opcua_app, name="opcua")
 def _open_database(settings: Settings) -> Database:
     # Every write of a command is audited in its own flush, as in the service.
     recorder.install()
+    collection.install()  # data collection and SPC in every track-out
     return Database.from_settings(settings)
 
 
