@@ -124,7 +124,18 @@ async def check_track_out(session: AsyncSession, facts: TrackOutFacts) -> list[C
         product=str(product),
         scribes=scribes,
     )
-    return holds
+    return _one_per_code(holds)
+
+
+def _one_per_code(holds: list[CheckHold]) -> list[CheckHold]:
+    """Several violations in one track-out hold the lot once per hold code."""
+    by_code: dict[str, list[str]] = {}
+    for h in holds:
+        by_code.setdefault(h.hold_code, []).append(h.reason)
+    return [
+        CheckHold(code, reasons[0] if len(reasons) == 1 else f"{reasons[0]} (+{len(reasons) - 1})")
+        for code, reasons in by_code.items()
+    ]
 
 
 def install() -> None:

@@ -94,7 +94,8 @@ async def test_a_plan_is_approved_by_a_second_engineer_and_never_changes_after(c
     )
     assert audit.status_code == 200, audit.text
     approvals = audit.json()["items"]
-    assert approvals and all(e["signature_method"] for e in approvals)
+    assert approvals
+    assert all(e["signature_method"] for e in approvals)
 
 
 @pytest.mark.parametrize(
@@ -132,8 +133,8 @@ async def test_required_values_missing_refuse_the_track_out_and_change_nothing(c
         (_thk(True), "a number is expected"),
         (_thk(100.0, unit="um"), "unit"),
         (_thk(100.0, slots=(1, 2)), "slot 2 is not in the sample plan"),
-        (_thk(100.0) + [{"parameter": "COLOR", "slot": 1, "value": 1}], "not a parameter"),
-        (_thk(100.0) + [{"parameter": "PARTICLES", "slot": 1, "value": 2.5}], "integer"),
+        ([*_thk(100.0), {"parameter": "COLOR", "slot": 1, "value": 1}], "not a parameter"),
+        ([*_thk(100.0), {"parameter": "PARTICLES", "slot": 1, "value": 2.5}], "integer"),
         (_thk(100.0) + _thk(101.0, slots=(1,)), "given twice"),
     ],
 )
@@ -155,7 +156,7 @@ async def test_values_without_a_plan_are_refused(client):
 async def test_good_values_are_stored_with_their_context_and_the_lot_moves_on(client, client_as):
     await _plan(client, client_as)
     lot = await _lot_on_tool(client)
-    values = _thk(100.0) + [{"parameter": "PARTICLES", "slot": 1, "value": 3}]
+    values = [*_thk(100.0), {"parameter": "PARTICLES", "slot": 1, "value": 3}]
     out = await client.post(f"/api/v1/lots/{lot}/track-out", json={"edc": values})
     assert out.status_code == 200, out.text
     assert (out.json()["state"], out.json()["step"]["sequence"]) == ("Waiting", 20)
