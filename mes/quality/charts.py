@@ -82,6 +82,7 @@ async def create_chart(session: AsyncSession, data: s.ChartCreate, *, actor: str
         rules=data.rules.model_dump(mode="json"),
         actions={k: list(v) for k, v in data.actions.items()},
         baseline_points=data.baseline_points,
+        next_lots=data.next_lots,
         created_by=actor,
     )
     session.add(chart)
@@ -192,6 +193,7 @@ async def chart_read(session: AsyncSession, chart: SpcChart) -> s.ChartRead:
         rules=s.RuleSet.model_validate(chart.rules),
         actions=chart.actions,
         baseline_points=chart.baseline_points,
+        next_lots=chart.next_lots,
         active=chart.active,
         spec={
             "lsl": spec.lsl if spec else None,

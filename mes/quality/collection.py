@@ -19,7 +19,7 @@ from mes.lots.checks import CheckHold, TrackOutFacts
 from mes.lots.models import Wafer
 from mes.lots.states import WaferState
 from mes.products.models import Product
-from mes.quality import edc_rules, plans, spc
+from mes.quality import edc_rules, ocap, plans, spc
 from mes.quality.models import EdcValue
 from mes.routes.models import RouteVersion
 
@@ -44,6 +44,7 @@ async def _processed_wafers(session: AsyncSession, facts: TrackOutFacts) -> dict
 
 async def check_track_out(session: AsyncSession, facts: TrackOutFacts) -> list[CheckHold]:
     lot, data = facts.lot, facts.data
+    holds = await ocap.watched(session, facts.tool)
     route_id = await session.scalar(
         select(RouteVersion.route_id).where(RouteVersion.id == lot.route_version_id)
     )
@@ -64,12 +65,11 @@ async def check_track_out(session: AsyncSession, facts: TrackOutFacts) -> list[C
                     :50
                 ],
             )
-        return []
+        return _one_per_code(holds)
     plan, version = found
     specs = edc_rules.parameters(version.body)
     scribes = await _processed_wafers(session, facts)
     collected = edc_rules.collect(specs, data.readings, scribes, by_tool=data.by_tool)
-    holds: list[CheckHold] = []
     if not data.by_tool and collected.invalid:
         raise InvalidInput(
             f"{len(collected.invalid)} value(s) refused by plan {plan.name} v{version.version}",

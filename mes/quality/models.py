@@ -129,6 +129,7 @@ class SpcChart(TimestampMixin, Base):
     # {"*": ["hold_lot", "inhibit_tool", "notify"], "nelson_2": ["notify"]}
     actions: Mapped[dict[str, Any]]
     baseline_points: Mapped[int] = mapped_column(Integer)
+    next_lots: Mapped[int] = mapped_column(Integer, default=3)  # for the hold_next_lots action
     active: Mapped[bool] = mapped_column(default=True)
     created_by: Mapped[str] = mapped_column(String(64))
 
@@ -228,4 +229,19 @@ class QualityNotification(Base):
     fab_id: Mapped[int] = mapped_column(ForeignKey("fab.id"), index=True)
     violation_id: Mapped[int] = mapped_column(ForeignKey("spc_violation.id"))
     message: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime]
+
+
+class SpcToolWatch(Base):
+    """The ``hold_next_lots`` action in force: the next ``lots_left`` lots tracked out of the
+    tool are held too (what ran after the excursion began is suspect), until the violation is
+    acknowledged."""
+
+    __tablename__ = "spc_tool_watch"
+    __table_args__ = (CheckConstraint("lots_left >= 0", name="lots_left_nonnegative"),)
+
+    id: Mapped[int] = mapped_column(BigIntPK, primary_key=True)
+    equipment_id: Mapped[int] = mapped_column(ForeignKey("equipment.id"), index=True)
+    violation_id: Mapped[int] = mapped_column(ForeignKey("spc_violation.id"))
+    lots_left: Mapped[int] = mapped_column(Integer)
     created_at: Mapped[datetime]

@@ -27,7 +27,7 @@ from mes.equipment.models import Chamber, Equipment, StateChangeSource
 from mes.equipment.states import UP_STATES, E10State
 from mes.errors import Conflict, NotFound
 from mes.lots.checks import CheckHold
-from mes.quality.models import QualityNotification, SpcViolation
+from mes.quality.models import QualityNotification, SpcToolWatch, SpcViolation
 
 SPC_SUBSTATE = "UDT.SPC"
 SPC_HOLD = "SPC"
@@ -70,6 +70,7 @@ async def apply(
     *,
     tool: Equipment,
     at: datetime,
+    next_lots: int = 0,
 ) -> list[CheckHold]:
     """Carry out ``actions`` for a fresh (flushed) violation; the lot holds are returned for the
     track-out to place. Each action's result is recorded on the violation."""
@@ -82,6 +83,18 @@ async def apply(
             code = OOS_HOLD if violation.rule == "out_of_spec" else SPC_HOLD
             holds.append(CheckHold(code, f"violation {violation.id}: {violation.detail}"[:2000]))
             entry["result"] = f"lot held {code}"
+        elif action == "hold_next_lots" and next_lots > 0:
+            session.add(
+                SpcToolWatch(
+                    equipment_id=tool.id,
+                    violation_id=violation.id,
+                    lots_left=next_lots,
+                    created_at=at,
+                )
+            )
+            entry["result"] = (
+                f"the next {next_lots} lots out of {tool.code} will be held {SPC_HOLD}"
+            )
         elif action in ("inhibit_tool", "inhibit_chamber"):
             chamber = None
             if action == "inhibit_chamber":
@@ -105,6 +118,23 @@ async def apply(
             entry["result"] = "unknown action: ignored"
         done.append(entry)
     violation.actions = {"done": done}
+    return holds
+
+
+async def watched(session: AsyncSession, tool: Equipment) -> list[CheckHold]:
+    """Holds for a lot tracked out of a tool under ``hold_next_lots``: each watch in force
+    counts the lot and holds it."""
+    holds = []
+    for watch in await session.scalars(
+        select(SpcToolWatch)
+        .where(SpcToolWatch.equipment_id == tool.id, SpcToolWatch.lots_left > 0)
+        .order_by(SpcToolWatch.id)
+        .with_for_update()
+    ):
+        watch.lots_left -= 1
+        holds.append(
+            CheckHold(SPC_HOLD, f"ran on {tool.code} after SPC violation {watch.violation_id}")
+        )
     return holds
 
 
@@ -141,6 +171,13 @@ async def acknowledge(
     now = clock.now()
     violation.acknowledged_by, violation.acknowledged_at = actor, now
     violation.comment = comment
+    # The closure ends the watch on the next lots too.
+    for watch in await session.scalars(
+        select(SpcToolWatch).where(
+            SpcToolWatch.violation_id == violation.id, SpcToolWatch.lots_left > 0
+        )
+    ):
+        watch.lots_left = 0
     await session.flush()
     if release_tool:
         result = await _release(session, violation, actor=actor, at=now)

@@ -79,7 +79,7 @@ class Signed(BaseModel):
 
 # --- charts -------------------------------------------------------------------------------
 
-Action = Literal["hold_lot", "inhibit_tool", "inhibit_chamber", "notify"]
+Action = Literal["hold_lot", "hold_next_lots", "inhibit_tool", "inhibit_chamber", "notify"]
 ContextKey = Literal["product", "operation", "tool", "chamber"]
 
 
@@ -112,6 +112,7 @@ class ChartCreate(BaseModel):
     # Per rule code, or "*" for every rule without its own entry.
     actions: dict[str, list[Action]] = Field(default_factory=_default_actions)
     baseline_points: int = Field(default=25, ge=2, le=1000)
+    next_lots: int = Field(default=3, ge=1, le=100, description="for hold_next_lots")
 
 
 class ChartUpdate(BaseModel):
@@ -158,6 +159,7 @@ class ChartRead(BaseModel):
     rules: RuleSet
     actions: dict[str, list[str]]
     baseline_points: int
+    next_lots: int
     active: bool
     spec: dict[str, float | None]
     limits: LimitsRead | None

@@ -96,10 +96,13 @@ async def judge(
     names = sorted({v.parameter for v in values})
     if not names:
         return holds
+    # Locked (after the lot and the tool, in id order): two tools' track-outs numbering points
+    # on one chart queue here instead of colliding.
     charts = await session.scalars(
         select(SpcChart)
         .where(SpcChart.plan_id == plan.id, SpcChart.active, SpcChart.parameter.in_(names))
         .order_by(SpcChart.id)
+        .with_for_update()
     )
     context = {"product": product, "operation": facts.step.operation, "tool": facts.tool.code}
     for chart in charts:
@@ -226,7 +229,9 @@ async def _add_point(
         # One point firing several rules acts once per action.
         todo = [a for a in configured if a not in done]
         done.update(todo)
-        holds += await ocap.apply(session, violation, todo, tool=facts.tool, at=facts.at)
+        holds += await ocap.apply(
+            session, violation, todo, tool=facts.tool, at=facts.at, next_lots=chart.next_lots
+        )
     return holds
 
 

@@ -31,6 +31,9 @@ SUBSTATE = (
 )
 
 
+_ID = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
+
+
 def upgrade() -> None:
     op.create_table(
         "edc_plan",
@@ -149,6 +152,7 @@ def upgrade() -> None:
             nullable=False,
         ),
         sa.Column("baseline_points", sa.Integer(), nullable=False),
+        sa.Column("next_lots", sa.Integer(), nullable=False),
         sa.Column("active", sa.Boolean(), nullable=False),
         sa.Column("created_by", sa.String(length=64), nullable=False),
         sa.Column(
@@ -353,6 +357,31 @@ def upgrade() -> None:
             batch_op.f("ix_quality_notification_fab_id"), ["fab_id"], unique=False
         )
 
+    op.create_table(
+        "spc_tool_watch",
+        sa.Column("id", _ID, nullable=False),
+        sa.Column("equipment_id", _ID, nullable=False),
+        sa.Column("violation_id", _ID, nullable=False),
+        sa.Column("lots_left", sa.Integer(), nullable=False),
+        sa.Column("created_at", mes.db.types.UTCDateTime(timezone=True), nullable=False),
+        sa.CheckConstraint("lots_left >= 0", name=op.f("ck_spc_tool_watch_lots_left_nonnegative")),
+        sa.ForeignKeyConstraint(
+            ["equipment_id"],
+            ["equipment.id"],
+            name=op.f("fk_spc_tool_watch_equipment_id_equipment"),
+        ),
+        sa.ForeignKeyConstraint(
+            ["violation_id"],
+            ["spc_violation.id"],
+            name=op.f("fk_spc_tool_watch_violation_id_spc_violation"),
+        ),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_spc_tool_watch")),
+    )
+    with op.batch_alter_table("spc_tool_watch", schema=None) as batch_op:
+        batch_op.create_index(
+            batch_op.f("ix_spc_tool_watch_equipment_id"), ["equipment_id"], unique=False
+        )
+
     hold_code = sa.table(
         "hold_code",
         sa.column("code", sa.String),
@@ -374,6 +403,10 @@ def upgrade() -> None:
 def downgrade() -> None:
     op.execute("DELETE FROM equipment_substate WHERE code = 'UDT.SPC'")
     op.execute("DELETE FROM hold_code WHERE code IN ('SPC', 'OUT_OF_SPEC', 'EDC_MISSING')")
+    with op.batch_alter_table("spc_tool_watch", schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f("ix_spc_tool_watch_equipment_id"))
+
+    op.drop_table("spc_tool_watch")
     with op.batch_alter_table("quality_notification", schema=None) as batch_op:
         batch_op.drop_index(batch_op.f("ix_quality_notification_fab_id"))
 

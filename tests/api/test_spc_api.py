@@ -40,6 +40,7 @@ async def chart(client: httpx.AsyncClient, client_as: Any) -> dict[str, Any]:
             "context": {"tool": TOOL, "operation": OPERATION},
             "kind": "individuals",
             "baseline_points": len(BASELINE),
+            "next_lots": 3,
             "actions": {"*": ["hold_lot", "inhibit_tool", "notify"]},
         },
     )
@@ -204,3 +205,31 @@ async def test_chart_refusals(client, chart):
     assert_problem(await client.get("/api/v1/quality/charts/999999"), 404, "spc.chart_not_found")
     ack = await client.post("/api/v1/quality/violations/999999/acknowledge", json={"comment": "x"})
     assert_problem(ack, 404, "spc.violation_not_found")
+
+
+async def test_hold_next_lots_holds_what_runs_after_the_excursion_until_acknowledged(client, chart):
+    await client.patch(
+        f"/api/v1/quality/charts/{chart['id']}",
+        json={"actions": {"*": ["notify", "hold_next_lots"]}},
+    )
+    await _baseline(client)
+    # The violating lot itself moves on (no hold_lot on this chart); the next 3 lots out of the
+    # tool are held, whatever they measure.
+    assert (await _run(client, 108.0, 100.0))["state"] == "Waiting"
+    (violation,) = (await client.get("/api/v1/quality/violations")).json()["items"]
+    assert violation["actions"]["done"][1] == {
+        "action": "hold_next_lots",
+        "result": f"the next 3 lots out of {TOOL} will be held SPC",
+    }
+    held = await _run(client, 100.0, 100.0)
+    assert (held["state"], held["step"]["sequence"]) == ("OnHold", 10)
+    detail = (await client.get(f"/api/v1/lots/{held['code']}")).json()
+    assert [h["reason"] for h in detail["holds"]] == [
+        f"ran on {TOOL} after SPC violation {violation['id']}"
+    ]
+    # The closure ends the watch: the following lot moves on.
+    ack = await client.post(
+        f"/api/v1/quality/violations/{violation['id']}/acknowledge", json={"comment": "checked"}
+    )
+    assert ack.status_code == 200, ack.text
+    assert (await _run(client, 100.0, 100.0))["state"] == "Waiting"
