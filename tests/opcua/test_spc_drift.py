@@ -117,6 +117,12 @@ async def test_a_drifting_tool_is_caught_and_stopped_before_it_runs_many_lots(fa
             await wait_for(lambda lot=lot: _step_is(fab, lot, 40), f"{lot} measured", within=60)
         data = (await fab.api.get(f"/api/v1/quality/charts/{chart_id}")).json()
         assert data["chart"]["limits"]["source"] == "baseline"
+        # The sampled wafers' sites, as the tool measured them, with their context.
+        values = (await fab.api.get("/api/v1/quality/values", params={"lot": baseline[0]})).json()
+        assert [(v["slot"], v["site"]) for v in values] == [
+            (slot, site) for slot in (1, 3) for site in range(1, 6)
+        ]
+        assert {(v["tool"], v["operation"], v["source"]) for v in values} == {(MET, "THK", "tool")}
         assert len(data["points"]) == 2 * BASELINE_LOTS
 
         # The tool starts to drift: +0.4 nm per wafer measured.
