@@ -25,7 +25,7 @@ from mes.clock import Clock
 from mes.equipment import service as equipment_service
 from mes.equipment.models import Chamber, Equipment, StateChangeSource
 from mes.equipment.states import UP_STATES, E10State
-from mes.errors import Conflict, NotFound
+from mes.errors import Conflict, NotFound, RuleViolation
 from mes.lots.checks import CheckHold
 from mes.quality.models import QualityNotification, SpcToolWatch, SpcViolation
 
@@ -228,3 +228,39 @@ async def _release(
     )
     name = tool.code if chamber is None else f"{tool.code}/{chamber.name}"
     return f"{name} back to SBY.NO_PRODUCT"
+
+
+async def refuse_release_by_hand(
+    session: AsyncSession, code: str, chamber_name: str | None, state: E10State
+) -> None:
+    """A tool (or chamber) that an open violation took down returns to production through the
+    violation's acknowledgement, not a plain state change (which stays free for other states:
+    repair, PM)."""
+    if state not in UP_STATES:
+        return
+    tool = await session.scalar(select(Equipment).where(Equipment.code == code))
+    if tool is None:
+        return  # the equipment service answers tool.not_found
+    holder: Equipment | Chamber | None = tool
+    if chamber_name is not None:
+        holder = await _chamber(session, tool, chamber_name)
+    if holder is None or holder.e10_substate != SPC_SUBSTATE:
+        return
+    target = "tool" if chamber_name is None else "chamber"
+    blocking = [
+        v.id
+        for v in await session.scalars(
+            select(SpcViolation).where(
+                SpcViolation.equipment_id == tool.id, SpcViolation.acknowledged_at.is_(None)
+            )
+        )
+        if _inhibited(v)[target == "chamber"]
+        and (chamber_name is None or v.chamber == chamber_name)
+    ]
+    if blocking:
+        raise RuleViolation(
+            "spc.tool_inhibited",
+            f"{code} is out of production for SPC violations {blocking}: an engineer "
+            "acknowledges them (release_tool) to return it",
+            violations=blocking,
+        )

@@ -117,10 +117,15 @@ async def test_baseline_freezes_limits_and_a_shift_holds_the_lot_and_stops_the_t
         ("inhibit_tool", "tool"),
         ("notify", None),
     ]
-    # The tool takes no lot while inhibited.
+    # The tool takes no lot while inhibited, and a plain state change does not bring it back.
     lot = (await client.post("/api/v1/lots", json={"product": "LOGIC28", "fab": "F1"})).json()
     refused = await client.post(f"/api/v1/lots/{lot['code']}/track-in", json={"tool": TOOL})
     assert refused.status_code == 409
+    by_hand = await client.post(
+        f"/api/v1/equipment/{TOOL}/state", json={"state": "SBY", "version": tool["version"]}
+    )
+    body = assert_problem(by_hand, 409, "spc.tool_inhibited")
+    assert body["violations"] == [violation["id"]]
 
     # The OCAP closure: acknowledged with a comment, the tool returns; then the lot's release.
     ack = await client.post(
