@@ -10,7 +10,7 @@ with their context (lot, wafer, product, step, tool, chamber), then judged (``sp
 
 from __future__ import annotations
 
-from sqlalchemy import select
+from sqlalchemy import insert, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from mes.errors import InvalidInput
@@ -92,28 +92,33 @@ async def check_track_out(session: AsyncSession, facts: TrackOutFacts) -> list[C
             )
         )
     source = "tool" if data.by_tool else "operator"
-    for v in collected.values:
-        session.add(
-            EdcValue(
-                fab_id=lot.fab_id,
-                plan_id=plan.id,
-                plan_version_id=version.id,
-                parameter=v.parameter,
-                lot_id=lot.id,
-                slot=v.slot,
-                scribe_id=scribes.get(v.slot),
-                site=v.site,
-                value=v.value,
-                product_id=lot.product_id,
-                step_id=facts.step.id,
-                operation=facts.step.operation,
-                equipment_id=facts.tool.id,
-                chamber=v.chamber,
-                source=source,
-                collected_at=facts.at,
-            )
+    if collected.values:
+        # One multi-row INSERT, not ORM objects: hundreds of values per lot are common, and the
+        # values are data (not audited; the lot event and the violations are).
+        await session.execute(
+            insert(EdcValue),
+            [
+                {
+                    "fab_id": lot.fab_id,
+                    "plan_id": plan.id,
+                    "plan_version_id": version.id,
+                    "parameter": v.parameter,
+                    "lot_id": lot.id,
+                    "slot": v.slot,
+                    "scribe_id": scribes.get(v.slot),
+                    "site": v.site,
+                    "value": v.value,
+                    "product_id": lot.product_id,
+                    "step_id": facts.step.id,
+                    "operation": facts.step.operation,
+                    "equipment_id": facts.tool.id,
+                    "chamber": v.chamber,
+                    "source": source,
+                    "collected_at": facts.at,
+                }
+                for v in collected.values
+            ],
         )
-    await session.flush()
     product = await session.scalar(select(Product.code).where(Product.id == lot.product_id))
     holds += await spc.judge(
         session,

@@ -27,6 +27,8 @@ from mes.quality.models import EdcPlan, SpcChart, SpcLimits, SpcPoint, SpcViolat
 # The longest pattern a run rule looks at (15 within 1 sigma).
 WINDOW = 15
 OOS_ACTIONS = ("hold_lot", "notify")
+# A baseline completed within a track-out takes all its points, up to this many.
+MAX_BASELINE = 1000
 
 
 @dataclass(frozen=True)
@@ -114,8 +116,9 @@ async def judge(
             if v.parameter == chart.parameter
             and ("chamber" not in chart.context or v.chamber == chart.context["chamber"])
         ]
-        for group in subgroups(chart.subgroup, chosen):
-            holds += await _add_point(session, facts, chart, group, scribes)
+        groups = subgroups(chart.subgroup, chosen)
+        if groups:
+            holds += await _add_points(session, facts, chart, groups, scribes)
     return holds
 
 
@@ -147,37 +150,100 @@ async def _out_of_spec(
     return await ocap.apply(session, violation, OOS_ACTIONS, tool=facts.tool, at=facts.at)
 
 
-async def _add_point(
+async def _add_points(
     session: AsyncSession,
     facts: TrackOutFacts,
     chart: SpcChart,
-    group: Subgroup,
+    groups: Sequence[Subgroup],
     scribes: dict[int, str],
 ) -> list[CheckHold]:
+    """Append a track-out's points to a chart and judge each on the points before it: a few
+    queries per chart and track-out, whatever the number of points."""
     versions = {
         row.version: row
         for row in await session.scalars(select(SpcLimits).where(SpcLimits.chart_id == chart.id))
     }
     current = versions[max(versions)] if versions else None
-    last = await session.scalar(
+    number = await session.scalar(
         select(func.max(SpcPoint.number)).where(SpcPoint.chart_id == chart.id)
     )
+    number = number or 0
+    window: list[SpcPoint] = []
+    if current is not None:
+        window = list(
+            await session.scalars(
+                select(SpcPoint)
+                .where(SpcPoint.chart_id == chart.id, SpcPoint.limits_version.is_not(None))
+                .order_by(SpcPoint.number.desc())
+                .limit(WINDOW)
+            )
+        )[::-1]
+    holds: list[CheckHold] = []
+    done: set[str] = set()  # each action once per chart and track-out
+    for group in groups:
+        number += 1
+        point = _point(chart, facts, group, number, scribes, current)
+        session.add(point)
+        if current is None:
+            continue
+        window = [*window, point][-WINDOW:]
+        judged = [
+            rules.ChartPoint(p.value, point_limits(chart, versions[p.limits_version], p.size))
+            for p in window
+            if p.limits_version is not None
+        ]
+        for v in rules.evaluate_at(judged, len(judged) - 1, rule_settings(chart)):
+            configured = chart.actions.get(v.rule.value, chart.actions.get("*", []))
+            violation = SpcViolation(
+                fab_id=facts.lot.fab_id,
+                chart_id=chart.id,
+                plan_id=chart.plan_id,
+                parameter=chart.parameter,
+                rule=v.rule.value,
+                point_number=number,
+                points={"points": [window[i].number for i in v.points]},
+                lot_id=facts.lot.id,
+                equipment_id=facts.tool.id,
+                chamber=group.chamber,
+                detail=f"chart {chart.code}: {v.rule.value} at point {number} "
+                f"({point.value:g}, lot {facts.lot.code})",
+                actions={},
+                detected_at=facts.at,
+            )
+            session.add(violation)
+            await session.flush()
+            todo = [a for a in configured if a not in done]
+            done.update(todo)
+            holds += await ocap.apply(
+                session, violation, todo, tool=facts.tool, at=facts.at, next_lots=chart.next_lots
+            )
+    await session.flush()
+    if current is None:
+        await _freeze_baseline(session, chart, facts)
+    return holds
+
+
+def _point(
+    chart: SpcChart,
+    facts: TrackOutFacts,
+    group: Subgroup,
+    number: int,
+    scribes: dict[int, str],
+    limits: SpcLimits | None,
+) -> SpcPoint:
     values = group.values
     dispersion = None
     if len(values) > 1:
-        dispersion = (
-            statistics.stdev(values)
-            if chart.kind == ChartKind.XBAR_S
-            else max(values) - min(values)
-        )
-    point = SpcPoint(
+        spread = max(values) - min(values)
+        dispersion = statistics.stdev(values) if chart.kind == ChartKind.XBAR_S else spread
+    return SpcPoint(
         chart_id=chart.id,
-        number=(last or 0) + 1,
+        number=number,
         value=statistics.fmean(values),
         dispersion=dispersion,
         size=len(values),
         values={"values": list(values)},
-        limits_version=current.version if current else None,
+        limits_version=limits.version if limits else None,
         lot_id=facts.lot.id,
         slot=group.slot,
         scribe_id=scribes.get(group.slot) if group.slot is not None else None,
@@ -185,65 +251,18 @@ async def _add_point(
         chamber=group.chamber,
         collected_at=facts.at,
     )
-    session.add(point)
-    await session.flush()
-    if current is None:
-        await _freeze_baseline(session, chart, facts)
-        return []
-    window = list(
-        await session.scalars(
-            select(SpcPoint)
-            .where(SpcPoint.chart_id == chart.id, SpcPoint.limits_version.is_not(None))
-            .order_by(SpcPoint.number.desc())
-            .limit(WINDOW)
-        )
-    )[::-1]
-    judged = [
-        rules.ChartPoint(p.value, point_limits(chart, versions[p.limits_version], p.size))
-        for p in window
-        if p.limits_version is not None
-    ]
-    found = rules.evaluate_at(judged, len(judged) - 1, rule_settings(chart))
-    holds: list[CheckHold] = []
-    done: set[str] = set()
-    for v in found:
-        configured = chart.actions.get(v.rule.value, chart.actions.get("*", []))
-        violation = SpcViolation(
-            fab_id=facts.lot.fab_id,
-            chart_id=chart.id,
-            plan_id=chart.plan_id,
-            parameter=chart.parameter,
-            rule=v.rule.value,
-            point_number=point.number,
-            points={"points": [window[i].number for i in v.points]},
-            lot_id=facts.lot.id,
-            equipment_id=facts.tool.id,
-            chamber=group.chamber,
-            detail=f"chart {chart.code}: {v.rule.value} at point {point.number} "
-            f"({point.value:g}, lot {facts.lot.code})",
-            actions={},
-            detected_at=facts.at,
-        )
-        session.add(violation)
-        await session.flush()
-        # One point firing several rules acts once per action.
-        todo = [a for a in configured if a not in done]
-        done.update(todo)
-        holds += await ocap.apply(
-            session, violation, todo, tool=facts.tool, at=facts.at, next_lots=chart.next_lots
-        )
-    return holds
 
 
 async def _freeze_baseline(session: AsyncSession, chart: SpcChart, facts: TrackOutFacts) -> None:
-    """Once the chart has its baseline points, compute the limits from the last of them and
-    freeze them (version 1). A baseline without variation waits for more points."""
+    """Once the chart has its baseline points, compute the limits from them and freeze them
+    (version 1): the phase I points, the last ``MAX_BASELINE`` at most (a baseline without
+    variation waits for more points)."""
     recent = list(
         await session.scalars(
             select(SpcPoint)
             .where(SpcPoint.chart_id == chart.id)
             .order_by(SpcPoint.number.desc())
-            .limit(chart.baseline_points)
+            .limit(max(chart.baseline_points, MAX_BASELINE))
         )
     )[::-1]
     if len(recent) < chart.baseline_points:
