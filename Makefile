@@ -14,7 +14,7 @@ UV := UV_PROJECT_ENVIRONMENT=$(VENV) UV_PYTHON_DOWNLOADS=never $(TOOLS_VENV)/bin
 SYNC := $(UV) sync --frozen --python $(PYTHON_EXE)
 
 .PHONY: run sims interop test test-sqlite test-postgres lint typecheck docs docs-build bench \
-	bench-dispatch bench-opcua bench-scale-out clean venv
+	bench-dispatch bench-opcua bench-scale-out bench-quality clean venv
 
 # uv itself, from the package index pip is configured with.
 $(TOOLS_VENV)/.uv-$(UV_VERSION):
@@ -124,6 +124,12 @@ bench-opcua: $(VENV)/.installed-dev
 ## leader; print the take-over times (PostgreSQL: MES_BENCH_DATABASE_URL)
 bench-scale-out: $(VENV)/.installed-dev
 	$(BIN)/python bench/scale_out.py --tools $${TOOLS:-100} $${MES_BENCH_DATABASE_URL:+--database-url $$MES_BENCH_DATABASE_URL}
+
+## bench-quality: track-out latency with and without data collection and SPC (225 values and
+## 25 chart points per lot), on SQLite (MES_BENCH_DATABASE_URL=postgresql+asyncpg://... for PostgreSQL)
+bench-quality: $(VENV)/.installed-dev
+	@mkdir -p var
+	$(BIN)/python bench/edc_track_out.py --database-url $${MES_BENCH_DATABASE_URL:-sqlite+aiosqlite:///var/bench-edc.db}
 
 clean:
 	rm -rf $(VENV) $(TOOLS_VENV) var .pytest_cache .ruff_cache .mypy_cache
