@@ -99,6 +99,7 @@ async def apply(
             chamber = None
             if action == "inhibit_chamber":
                 chamber = await _chamber(session, tool, violation.chamber)
+                await _load_chambers(session, tool)  # a chamber's state rolls up to the tool
             entry["result"], down = inhibit(session, tool, chamber, why, at)
             if action == "inhibit_chamber" and chamber is None:
                 entry["result"] = f"no chamber reported, so the tool: {entry['result']}"
@@ -136,6 +137,11 @@ async def watched(session: AsyncSession, tool: Equipment) -> list[CheckHold]:
             CheckHold(SPC_HOLD, f"ran on {tool.code} after SPC violation {watch.violation_id}")
         )
     return holds
+
+
+async def _load_chambers(session: AsyncSession, tool: Equipment) -> None:
+    if "chambers" not in tool.__dict__:
+        await session.refresh(tool, ["chambers"])
 
 
 async def _chamber(session: AsyncSession, tool: Equipment, name: str | None) -> Chamber | None:
@@ -211,6 +217,8 @@ async def _release(
     if still:
         return f"{tool.code} stays down: open violations {still} inhibited it too"
     chamber = await _chamber(session, tool, violation.chamber) if on_chamber else None
+    if chamber is not None:
+        await _load_chambers(session, tool)
     holder: Equipment | Chamber = chamber if chamber is not None else tool
     if not (on_tool or on_chamber) or holder.e10_substate != SPC_SUBSTATE:
         return f"nothing to release ({holder.e10_substate})"

@@ -4,8 +4,9 @@ actions of what fires. Runs inside the track-out's transaction.
 
 A chart's first ``baseline_points`` points (at least) are its baseline (phase I): not judged;
 the track-out that completes them computes the limits from all of them and freezes them
-(limits version 1, source ``baseline``). Later limits are set by an engineer (``charts.set_limits``), as new versions.
-Each point keeps the limits version it was judged against.
+(limits version 1, source ``baseline``). Later limits are set by an engineer
+(``charts.set_limits``), as new versions. Each point keeps the limits version it was judged
+against.
 """
 
 from __future__ import annotations

@@ -238,3 +238,74 @@ async def test_hold_next_lots_holds_what_runs_after_the_excursion_until_acknowle
     )
     assert ack.status_code == 200, ack.text
     assert (await _run(client, 100.0, 100.0))["state"] == "Waiting"
+
+
+async def _first_tool(client: httpx.AsyncClient, group: str) -> str:
+    listed = await client.get("/api/v1/equipment", params={"fab": "F1", "tool_group": group})
+    return str(listed.json()["items"][0]["code"])
+
+
+async def test_a_chamber_chart_inhibits_only_its_chamber(client, client_as):
+    plan = {
+        "name": "NIT-THK",
+        "operation": "NITRIDE_DEP",
+        "body": {"parameters": [{"name": "THK", "unit": "nm", "wafers": [1], "lsl": 0}]},
+    }
+    assert (await client.post("/api/v1/quality/plans", json=plan)).status_code == 201
+    async with client_as("t-engineer") as second:
+        approved = await second.post(
+            "/api/v1/quality/plans/NIT-THK/versions/1/approve", json=SIGNED
+        )
+        assert approved.status_code == 200, approved.text
+    dep = "F1-DCVD01"
+    created = await client.post(
+        "/api/v1/quality/charts",
+        json={
+            "code": "NIT-PM2",
+            "plan": "NIT-THK",
+            "parameter": "THK",
+            "context": {"tool": dep, "chamber": "PM2"},
+            "actions": {"*": ["inhibit_chamber", "notify"]},
+        },
+    )
+    chart_id = created.json()["id"]
+    # Limits set by the engineer from the start: the first point is judged.
+    limits = await client.post(
+        f"/api/v1/quality/charts/{chart_id}/limits",
+        json={"center": 50.0, "sigma": 1.0, "reason": "from the qualification run"},
+    )
+    assert (limits.json()["version"], limits.json()["source"]) == (1, "engineer")
+
+    lot = (await client.post("/api/v1/lots", json={"product": "LOGIC28", "fab": "F1"})).json()
+    code = lot["code"]
+    for group in ("WET_CLEAN", "FURN_OX"):
+        tool = await _first_tool(client, group)
+        assert (await client.post(f"/api/v1/lots/{code}/track-in", json={"tool": tool})).is_success
+        assert (await client.post(f"/api/v1/lots/{code}/track-out", json={})).is_success
+    assert (await client.post(f"/api/v1/lots/{code}/track-in", json={"tool": dep})).is_success
+    # PM1's wafer is not on this chart (its context names PM2); PM2's is far out.
+    out = await client.post(
+        f"/api/v1/lots/{code}/track-out",
+        json={"edc": [{"parameter": "THK", "slot": 1, "value": 58.0, "chamber": "PM2"}]},
+    )
+    assert out.status_code == 200, out.text
+    assert out.json()["state"] == "Waiting"  # no hold_lot on this chart
+    tool = (await client.get(f"/api/v1/equipment/{dep}")).json()
+    chambers = {c["name"]: c["e10_substate"] for c in tool["chambers"]}
+    assert chambers["PM2"] == "UDT.SPC"
+    assert chambers["PM1"] != "UDT.SPC"
+    assert tool["e10_state"] in ("SBY", "PRD")  # the other chambers keep it running
+    (violation,) = (await client.get("/api/v1/quality/violations")).json()["items"]
+    assert violation["chamber"] == "PM2"
+    by_hand = await client.post(
+        f"/api/v1/equipment/{dep}/state",
+        json={"state": "SBY", "chamber": "PM2", "version": tool["version"]},
+    )
+    assert_problem(by_hand, 409, "spc.tool_inhibited")
+    ack = await client.post(
+        f"/api/v1/quality/violations/{violation['id']}/acknowledge",
+        json={"comment": "PM2 showerhead cleaned", "release_tool": True},
+    )
+    assert ack.json()["actions"]["release"] == f"{dep}/PM2 back to SBY.NO_PRODUCT"
+    tool = (await client.get(f"/api/v1/equipment/{dep}")).json()
+    assert {c["name"]: c["e10_state"] for c in tool["chambers"]}["PM2"] == "SBY"
