@@ -9,6 +9,11 @@ from typing import Any
 import httpx
 import pytest
 
+from mes.auth.models import AccountKind
+from mes.auth.roles import Role
+from mes.auth.service import Principal
+from mes.lots import service as lots_service
+from mes.lots.commands import Reading, TrackOut
 from tests.api.problems import assert_problem
 
 SIGNED = {"signature": {"reason": "measurement plan reviewed"}}
@@ -202,3 +207,31 @@ async def test_out_of_spec_holds_the_lot_at_the_step(client, client_as):
     # The lot cannot be tracked in anywhere until an engineer releases it.
     again = await client.post(f"/api/v1/lots/{lot}/track-in", json={"tool": TOOL})
     assert again.status_code == 409
+
+
+async def test_a_tools_track_out_is_never_refused_but_missing_values_hold_the_lot(
+    client, client_as, session, clock
+):
+    await _plan(client, client_as)
+    lot = await _lot_on_tool(client)
+    tool = Principal(0, f"opcua:{TOOL}", AccountKind.SERVICE, frozenset({Role.EQUIPMENT}), None)
+    # The tool measured slot 1 only (five sites, more than the plan asks) and reports a
+    # process value the plan does not know: kept, ignored; slot 3 is missing.
+    readings = (
+        *(Reading("metrology", 100.0 + site, slot=1, site=site) for site in range(1, 6)),
+        Reading("pv.RfForwardPower.mean", 500.0, slot=1),
+    )
+    await lots_service.track_out(
+        session, lot, TrackOut(readings=readings, by_tool=True), actor=tool, clock=clock
+    )
+    await session.flush()
+    detail = (await client.get(f"/api/v1/lots/{lot}")).json()
+    assert (detail["state"], detail["step"]["sequence"]) == ("OnHold", 10)
+    assert [(h["hold_code"], h["reason"]) for h in detail["holds"]] == [
+        ("EDC_MISSING", "the tool reported no values for THK (plan CLEAN-THK)")
+    ]
+    stored = (await client.get("/api/v1/quality/values", params={"lot": lot})).json()
+    assert [(v["slot"], v["site"], v["value"], v["source"]) for v in stored] == [
+        (1, 1, 101.0, "tool"),
+        (1, 2, 102.0, "tool"),
+    ]
