@@ -6,6 +6,7 @@ run with the same seed measures the same values in the same order.
 
 from __future__ import annotations
 
+import math
 import random
 
 from mes.opcua.model import PROCESS_VALUES
@@ -93,7 +94,10 @@ class MeasurementModel:
 
     def start_drift(self, per_wafer: float) -> None:
         """Drift by ``per_wafer`` for every wafer from now on (what was drifted so far stays,
-        as an offset: a trend changes its slope, the values do not jump)."""
-        self.offset += self.drift_per_wafer * (self.wafers_measured - self.drift_from)
+        as an offset: a trend changes its slope, the values do not jump). A drift that made
+        the values unreadable (NaN, a bad-message test) leaves nothing behind."""
+        drifted = self.drift_per_wafer * (self.wafers_measured - self.drift_from)
+        if math.isfinite(drifted):
+            self.offset += drifted
         self.drift_per_wafer = per_wafer
         self.drift_from = self.wafers_measured
