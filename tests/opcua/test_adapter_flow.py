@@ -7,8 +7,8 @@ from sqlalchemy import func, select
 from mes.audit.context import AuditContext, bind
 from mes.clock import FixedClock
 from mes.db.transaction import unit_of_work
-from mes.jobs.models import JobWaferResult, ProcessValueSummary
-from mes.lots.models import LotEvent
+from mes.jobs.models import EquipmentJob, JobWaferResult, ProcessValueSummary
+from mes.lots.models import LotEvent, Wafer
 from mes.quality import plans
 from mes.quality.schemas import ParameterIn, PlanBody, PlanCreate
 from tests.conftest import START
@@ -53,11 +53,23 @@ async def test_a_lot_runs_its_whole_route_through_the_adapter(fab: Fab) -> None:
     assert (pvs or 0) > 0
     assert events
     # The step's data collection plan took each wafer's chamber temperature as the tool sampled
-    # it while the wafer was in process (a process-value summary, mapped to the plan).
+    # it while the wafer was in process: every per-wafer summary of the deposition job (how many
+    # there are depends on the samples that fell within each wafer's time on a loaded machine).
     collected = (await fab.api.get("/api/v1/quality/values", params={"lot": lot})).json()
+    async with unit_of_work(fab.db, write=False) as session:
+        rows = await session.execute(
+            select(Wafer.slot, ProcessValueSummary.mean)
+            .join(Wafer, Wafer.scribe_id == ProcessValueSummary.substrate_id)
+            .join(EquipmentJob, EquipmentJob.id == ProcessValueSummary.job_id)
+            .where(
+                EquipmentJob.job_order_id == f"{lot}-20-1",
+                ProcessValueSummary.name == "ChamberTemperature",
+            )
+        )
+        expected = sorted((slot, mean) for slot, mean in rows.all())
     temps = [v for v in collected if v["parameter"] == "TEMP"]
-    assert temps
-    assert {(v["operation"], v["tool"], v["source"]) for v in temps} == {
+    assert sorted((v["slot"], v["value"]) for v in temps) == expected
+    assert {(v["operation"], v["tool"], v["source"]) for v in temps} <= {
         ("DEP", "T1-DEP01", "tool")
     }
     assert all(380 < v["value"] < 420 and v["chamber"] in ("PM1", "PM2") for v in temps)
