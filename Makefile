@@ -14,7 +14,7 @@ UV := UV_PROJECT_ENVIRONMENT=$(VENV) UV_PYTHON_DOWNLOADS=never $(TOOLS_VENV)/bin
 SYNC := $(UV) sync --frozen --python $(PYTHON_EXE)
 
 .PHONY: run sims interop test test-sqlite test-postgres lint typecheck docs docs-build bench \
-	bench-dispatch bench-wakeup bench-opcua bench-scale-out fuzz crash soak clean venv
+	bench-dispatch bench-wakeup bench-opcua bench-scale-out bench-quality fuzz crash soak clean venv
 
 # uv itself, from the package index pip is configured with.
 $(TOOLS_VENV)/.uv-$(UV_VERSION):
@@ -145,6 +145,12 @@ crash: $(VENV)/.installed-dev
 ## p99 latency, tool-event lag, table growth and invariants; a slope-based bounded verdict
 soak: $(VENV)/.installed-dev
 	$(BIN)/python bench/soak.py --seconds $${SOAK_SECONDS:-600} --database-url $${MES_BENCH_DATABASE_URL:-postgresql+asyncpg://postgres@127.0.0.1:5432/test}
+
+## bench-quality: track-out latency with and without data collection and SPC (225 values and
+## 25 chart points per lot), on SQLite (MES_BENCH_DATABASE_URL=postgresql+asyncpg://... for PostgreSQL)
+bench-quality: $(VENV)/.installed-dev
+	@mkdir -p var
+	$(BIN)/python bench/edc_track_out.py --database-url $${MES_BENCH_DATABASE_URL:-sqlite+aiosqlite:///var/bench-edc.db}
 
 clean:
 	rm -rf $(VENV) $(TOOLS_VENV) var .pytest_cache .ruff_cache .mypy_cache

@@ -12,6 +12,7 @@ from mes.kit import idempotency as idempotency_models
 from mes.lots import models as lots_models
 from mes.opcua import models as opcua_models
 from mes.products import models as products_models
+from mes.quality import models as quality_models
 from mes.recipes import models as recipes_models
 from mes.routes import models as routes_models
 
@@ -28,6 +29,7 @@ __all__ = [
     "lots_models",
     "opcua_models",
     "products_models",
+    "quality_models",
     "recipes_models",
     "routes_models",
 ]

@@ -29,6 +29,7 @@ from mes.db.transaction import unit_of_work
 from mes.equipment import wip
 from mes.errors import MesError
 from mes.lots.service import lots_running_on
+from mes.quality import collection
 from mes.seed import loader
 
 app = typer.Typer(help="Fab MES service and administration.", no_args_is_help=True)
@@ -50,6 +51,7 @@ def _open_database(settings: Settings) -> Database:
     # Every write of a command is audited in its own flush, as in the service.
     recorder.install()
     wip.install(lots_running_on)
+    collection.install()  # data collection and SPC in every track-out
     return Database.from_settings(settings)
 
 

@@ -46,6 +46,9 @@ from mes.lots.wafers_router import router as lot_wafers_router
 from mes.opcua.router import router as connection_router
 from mes.problems import RequestLimits, install_error_handlers
 from mes.products.router import router as products_router
+from mes.quality import collection as quality_collection
+from mes.quality.charts_router import router as quality_charts_router
+from mes.quality.plans_router import router as quality_plans_router
 from mes.recipes.router import router as recipes_router
 from mes.routes.router import router as routes_router
 
@@ -68,6 +71,7 @@ def create_app(
     # Every session of the service writes its audit records in the same flush.
     recorder.install()
     wip.install(lots_running_on)
+    quality_collection.install()  # data collection and SPC in every track-out
     owns_database = database is None
     db = database or Database.from_settings(settings)
     clock = clock or SystemClock()
@@ -168,6 +172,8 @@ def create_app(
         lot_jobs_router,
         jobs_router,
         connection_router,
+        quality_plans_router,
+        quality_charts_router,
     ):
         api.include_router(router)
     app.include_router(login_router, prefix=API_PREFIX)

@@ -33,12 +33,15 @@ from mes.db.engine import Database, create_engine
 from mes.db.transaction import unit_of_work
 from mes.fabs.models import ToolGroup
 from mes.main import create_app
+from mes.quality import collection
 from mes.seed import loader
 from tests.contract import ContractCheck, contract_summary
 from tests.databases import BACKEND, create_database, drop_database
 
-# Every session in the tests writes its audit records at flush, as in the service.
+# Every session in the tests writes its audit records at flush, as in the service, and every
+# track-out runs data collection and SPC.
 recorder.install()
+collection.install()
 
 START = datetime(2026, 1, 5, 6, 0, tzinfo=UTC)
 NOW = START.replace(hour=8)  # the `clock` fixture's time

@@ -82,6 +82,17 @@ PROCESS_IMPORT = _p(
     "import routes, recipes, context rules and qualifications (copy-exact)",
     signature=True,
 )
+EDC_WRITE = _p("edc.write", [E], "create data collection plans and edit draft versions")
+EDC_APPROVE = _p(
+    "edc.approve", [E], "approve a data collection plan version (not its author's)", signature=True
+)
+EDC_OBSOLETE = _p(
+    "edc.obsolete", [E], "retire an approved data collection plan version", signature=True
+)
+SPC_CHART = _p("spc.chart", [E], "define SPC charts, switch their rules and actions, set limits")
+SPC_ACKNOWLEDGE = _p(
+    "spc.acknowledge", [E, S], "acknowledge an SPC violation (OCAP closure), release its tool"
+)
 CARRIER_WRITE = _p("carrier.write", [S, A], "register carriers")
 USER_ADMIN = _p("user.admin", [A], "create users, change roles, enable/disable", signature=True)
 USER_CERTIFY = _p("user.certify", [S, A], "certify operators for tool groups", signature=True)
@@ -137,6 +148,11 @@ ALL_PERMISSIONS: tuple[Permission, ...] = (
     RECIPE_DISQUALIFY,
     RECIPE_OBSOLETE,
     PROCESS_IMPORT,
+    EDC_WRITE,
+    EDC_APPROVE,
+    EDC_OBSOLETE,
+    SPC_CHART,
+    SPC_ACKNOWLEDGE,
     CARRIER_WRITE,
     USER_ADMIN,
     USER_CERTIFY,

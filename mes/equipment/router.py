@@ -52,6 +52,7 @@ from mes.errors import InvalidInput
 from mes.kit.api import ClockDep, CodePath, CodeStr, Page, PageQuery, Timestamp, fetch_page
 from mes.kit.idempotency import KeyHeader, idempotent
 from mes.lots import service as lots_service
+from mes.quality import ocap
 from mes.reports import equipment_performance as performance
 
 router = APIRouter(prefix="/equipment", tags=["equipment"])
@@ -162,6 +163,7 @@ async def change_state(
     """
 
     async def op() -> EquipmentRead:
+        await ocap.refuse_release_by_hand(session, tool, body.chamber, body.state)
         return to_read(
             await service.change_state(session, tool, body, actor=by.username, clock=clock)
         )

@@ -18,7 +18,7 @@ from mes.equipment.models import Equipment
 from mes.equipment.states import E10State
 from mes.errors import Forbidden, RuleViolation
 from mes.kit.lookup import get_by_key
-from mes.lots import rules
+from mes.lots import checks, rules
 from mes.lots._core import (
     AFTER_TRACK_OUT,
     ARRIVAL,
@@ -253,6 +253,24 @@ async def track_out(
         "wafers_processed": processed,
         "measurements": [m.as_json() for m in data.measurements],
     }
+    # Data collection and SPC (registered by the quality domain): they may refuse the whole
+    # track-out, or hold the lot at this step.
+    quality_holds = await checks.run(
+        session,
+        checks.TrackOutFacts(
+            lot=lot,
+            step=step,
+            tool=tool,
+            data=data,
+            actor=actor.username,
+            at=now,
+        ),
+    )
+    quality_codes = [await get_hold_code(session, h.hold_code) for h in quality_holds]
+    if quality_holds:
+        details["quality_holds"] = [
+            {"hold_code": h.hold_code, "reason": h.reason} for h in quality_holds
+        ]
     rework_counter: ReworkCount | None = None
     decision: rules.ReworkDecision | None = None
     limit_code: HoldCode | None = None
@@ -264,6 +282,9 @@ async def track_out(
         # Never "pass" a step some wafers did not see: the lot stays at it, held, and an
         # engineer decides (re-run, split the unprocessed wafers off, scrap, jump on).
         details["partial_run"] = [list(pair) for pair in data.not_processed]
+    elif quality_holds:
+        # Measured out of spec or out of control: it waits at the step for an engineer.
+        details["stays_at_step"] = True
     elif data.outcome == TrackOutcome.REWORK:
         rework_counter = (
             await session.scalars(
@@ -289,8 +310,12 @@ async def track_out(
     lot.equipment_id = None
     lot.tracked_in_at = None
     lot.state = LotState.WAITING
+    for quality_hold, quality_code in zip(quality_holds, quality_codes, strict=True):
+        place_hold(session, lot, quality_code, quality_hold.reason, actor="quality", at=now)
     if partial_code is not None and partial is not None:
         place_hold(session, lot, partial_code, partial, actor="system", at=now)
+    elif quality_holds:
+        pass  # held above; stays at the step
     elif decision is not None:
         if rework_counter is None:
             session.add(ReworkCount(lot_id=lot.id, step_id=step.id, count=decision.count))

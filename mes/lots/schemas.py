@@ -117,11 +117,26 @@ class Measurement(InputModel):
     unit: str | None = Field(default=None, max_length=16)
 
 
+class ReadingIn(InputModel):
+    """One value for the step's data collection plan: a parameter on a wafer slot and site
+    (site 1 if omitted). Its kind and unit are checked against the plan."""
+
+    parameter: str = Field(min_length=1, max_length=64)
+    value: FiniteFloat | int | str | bool | None
+    unit: str | None = Field(default=None, max_length=16)
+    slot: int | None = Field(default=None, ge=1, le=25)
+    site: int | None = Field(default=None, ge=1, le=25)
+    chamber: str | None = Field(default=None, max_length=16)
+
+
 class TrackOut(InputModel):
     version: Version = None
     wafers_processed: int | None = Field(default=None, ge=0, le=25)
     outcome: TrackOutcome = TrackOutcome.PASS
     measurements: list[Measurement] = Field(default_factory=list, max_length=100)
+    edc: list[ReadingIn] = Field(
+        default_factory=list, max_length=2500, description="data collection values"
+    )
 
 
 class HoldRequest(InputModel):
