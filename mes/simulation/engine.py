@@ -102,6 +102,7 @@ class Simulation:
             (FAB_ID, fid): policy.GroupLoad(0, 0.0, n) for fid, n in self.up.items()
         }
         self._wake_at: dict[int, float] = {}
+        self._dirty: set[int] = set()
         self.base: dict[int, tuple[list[float], float]] = {}  # tool -> buckets at the warm-up
         self.base_queue: dict[int, float] = {}
         self._rule_sets = {f.id: self.rules.for_family(f) for f in m.families}
@@ -138,6 +139,8 @@ class Simulation:
             self.now = t
             self.counters.events += 1
             handlers[kind](a, b)
+            if self._dirty and (not heap or heap[0][0] > t):
+                self._cycle()
             if self.progress is not None and t >= next_report:
                 next_report += DAY
                 self.progress((t - self.model.t0) / DAY)
@@ -292,6 +295,17 @@ class Simulation:
         )
 
     def dispatch(self, fid: int) -> None:
+        """Decide for the family once every event of this instant is in (lots arriving
+        together are ranked together, as in one cycle of the production dispatcher)."""
+        self._dirty.add(fid)
+
+    def _cycle(self) -> None:
+        while self._dirty:
+            dirty, self._dirty = sorted(self._dirty), set()
+            for fid in dirty:
+                self._decide(fid)
+
+    def _decide(self, fid: int) -> None:
         """What-next for every free tool of the family, as one dispatch cycle does it."""
         queue = self.queues[fid]
         if not queue:
