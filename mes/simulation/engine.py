@@ -19,8 +19,8 @@ import math
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 
-from mes.dispatch import policy
-from mes.simulation import streams
+import mes.dispatch.policy as policy
+import mes.simulation.streams as streams
 from mes.simulation.model import FAB_ID, FabModel, Step
 from mes.simulation.rulesets import SimRules
 from mes.simulation.state import BROKEN, BUSY, IDLE, Job, SimLot, Tool

@@ -13,8 +13,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from mes.dispatch import policy
-from mes.smt2020 import tables
+import mes.dispatch.policy as policy
+import mes.smt2020.tables as tables
 
 FAB_ID = 1
 

@@ -17,9 +17,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from mes.dispatch import policy
+import mes.dispatch.policy as policy
+import mes.smt2020.tables as tables
 from mes.simulation.model import Family
-from mes.smt2020 import tables
 
 BATCH_GATE: Mapping[str, Any] = {"rule": "batch", "weight": 0}
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import random
 
-from mes.dispatch import policy
-from mes.simulation import streams
+import mes.dispatch.policy as policy
+import mes.simulation.streams as streams
 from mes.simulation.model import FAB_ID, Family, Route, Step, priority_class
 
 IDLE, BUSY, BROKEN, MAINT = range(4)  # tool status, also the index of its time bucket
