@@ -21,12 +21,27 @@ from dataclasses import dataclass, field, replace
 
 import mes.dispatch.policy as policy
 import mes.simulation.streams as streams
+from mes.simulation.maintenance import Maintenance
 from mes.simulation.model import FAB_ID, FabModel, Step
 from mes.simulation.rulesets import SimRules
-from mes.simulation.state import BROKEN, BUSY, IDLE, Job, SimLot, Tool
+from mes.simulation.state import (
+    ARRIVE,
+    BROKEN,
+    BUSY,
+    DELAY_END,
+    END,
+    FREE,
+    IDLE,
+    QTIME,
+    RELEASE,
+    SAMPLE,
+    WAKE,
+    WARMUP,
+    Job,
+    SimLot,
+    Tool,
+)
 
-# Event kinds (the heap holds (time, seq, kind, a, b)).
-RELEASE, ARRIVE, END, FREE, DELAY_END, WAKE, QTIME, SAMPLE, WARMUP = range(9)
 DAY = 86400.0
 
 
@@ -122,6 +137,7 @@ class Simulation:
             SAMPLE: self._on_sample,
             WARMUP: self._on_warmup,
         }
+        self.maintenance = Maintenance(self)
 
     # --- the event loop --------------------------------------------------------------------
 
@@ -146,12 +162,13 @@ class Simulation:
                 self.progress((t - self.model.t0) / DAY)
         self.now = self.end
         for tool in self.tools:
-            self._account(tool, tool.status)
+            self.account(tool, tool.status)
         self._queue_accounts()
         return self
 
     def _start(self) -> None:
         m = self.model
+        self.maintenance.start()
         for lot in m.testbed.wip:
             route = m.routes[lot.part]
             index = next((s.index for s in route.steps if s.seq == lot.step), 0)
@@ -407,7 +424,7 @@ class Simulation:
         tool.snap = None
         self.counters.starts += 1
         if tool.status == IDLE:
-            self._account(tool, BUSY)
+            self.account(tool, BUSY)
         self.schedule(end, END, job, 0)
         if free_at < end:
             self.schedule(free_at, FREE, job, 0)
@@ -432,7 +449,7 @@ class Simulation:
             tool.blocker = None
         tool.snap = None
         if not tool.jobs and tool.status == BUSY:
-            self._account(tool, IDLE)
+            self.account(tool, IDLE)
         self.job_done(tool, job)
         step = job.step
         for lot in job.lots:
@@ -446,15 +463,19 @@ class Simulation:
         self.after_job(tool)
 
     def job_done(self, tool: Tool, job: Job) -> None:
-        """Hook: wafer counters of PMs (maintenance)."""
+        self.maintenance.job_done(tool, job)
 
     def after_job(self, tool: Tool) -> None:
         """The tool may take work again (or start a PM that waited for it)."""
-        self.dispatch(tool.family.id)
+        self.maintenance.after_job(tool)
+
+    def tools_up(self, fid: int, delta: int) -> None:
+        self.up[fid] = self.up.get(fid, 0) + delta
+        self._queue_change(fid, 0, 0.0)
 
     # --- accounting ------------------------------------------------------------------------
 
-    def _account(self, tool: Tool, status: int) -> None:
+    def account(self, tool: Tool, status: int) -> None:
         tool.buckets[tool.status] += self.now - tool.since
         tool.since = self.now
         tool.status = status
@@ -483,7 +504,7 @@ class Simulation:
 
     def _on_warmup(self, _a: object, _b: object) -> None:
         for tool in self.tools:
-            self._account(tool, tool.status)
+            self.account(tool, tool.status)
             self.base[tool.id] = (list(tool.buckets), tool.setup_s)
         self._queue_accounts()
         self.base_queue = dict(self.queue_area)

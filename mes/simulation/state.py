@@ -10,6 +10,9 @@ import mes.simulation.streams as streams
 from mes.simulation.model import FAB_ID, Family, Route, Step, priority_class
 
 IDLE, BUSY, BROKEN, MAINT = range(4)  # tool status, also the index of its time bucket
+# Event kinds (the heap holds (time, seq, kind, a, b)).
+RELEASE, ARRIVE, END, FREE, DELAY_END, WAKE, QTIME, SAMPLE, WARMUP = range(9)
+DOWN, UP, PM_DUE, PM_END = range(9, 13)
 
 
 class SimLot:
