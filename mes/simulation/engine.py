@@ -86,6 +86,8 @@ class Simulation:
     counters: Counters = field(default_factory=Counters)
     completed: list[Completed] = field(default_factory=list)
     wip_samples: list[tuple[float, int]] = field(default_factory=list)
+    # (part, priority) -> lots released at or after the warm-up
+    released_after_warmup: dict[tuple[str, int], int] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         m = self.model
@@ -202,6 +204,9 @@ class Simulation:
         if order.due is not None:
             lot.due = self.now + (order.due - order.start).total_seconds()
         self.counters.released += 1
+        if self.now >= self.warmup_at:
+            key = (lot.part, lot.prior)
+            self.released_after_warmup[key] = self.released_after_warmup.get(key, 0) + 1
         if order.repeat_s and (order.repetitions is None or k + 1 < order.repetitions):
             self.schedule(self.now + order.repeat_s, RELEASE, n, k + 1)
         self._advance(lot, -1, travel=False)
@@ -357,17 +362,19 @@ class Simulation:
 
     def _wake_for_batches(self, fid: int) -> None:
         """A batch below its minimum waits at most the batch rule's ``max_wait_s``: decide again
-        when the oldest waiting batch lot reaches it."""
+        when the next waiting batch (per step) reaches it."""
         limit = self._max_wait[fid]
         if math.isinf(limit):
             return
-        oldest = min(
-            (s.queued_at for s in self.queues[fid].values() if s.step.batch_max is not None),
-            default=None,
-        )
-        if oldest is None:
+        oldest: dict[int, float] = {}
+        for snap in self.queues[fid].values():
+            if snap.step.batch_max is not None:
+                step = snap.step.id
+                oldest[step] = min(oldest.get(step, math.inf), snap.queued_at)
+        later = [t + limit for t in oldest.values() if t + limit > self.now]
+        if not later:
             return
-        at = max(self.now + 1.0, oldest + limit)
+        at = min(later)
         if self._wake_at.get(fid, math.inf) > at:
             self._wake_at[fid] = at
             self.schedule(at, WAKE, fid)

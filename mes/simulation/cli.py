@@ -1,0 +1,66 @@
+"""``mes simulate``: run rule sets on an SMT2020-format testbed and compare them."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from mes.simulation import report, runner
+from mes.simulation.rulesets import RuleChoiceError, resolve_all
+from mes.smt2020.tables import TestbedError
+
+simulate_app = typer.Typer(help="Fab simulation on SMT2020-format testbeds.", no_args_is_help=True)
+
+
+@simulate_app.command("run")
+def simulate_run(
+    folder: Annotated[
+        Path, typer.Argument(help="an SMT2020-format folder, or 'example' for the shipped mini fab")
+    ],
+    rules: Annotated[
+        str, typer.Option(help="rule sets: fifo, cr, default, testbed or rule-set JSON files")
+    ] = "fifo,cr",
+    days: Annotated[float, typer.Option(min=0.01, help="simulated days per run")] = 30.0,
+    warmup: Annotated[float, typer.Option(min=0.0, help="days before the figures count")] = 0.0,
+    seeds: Annotated[int, typer.Option(min=1, help="seeds 1..N per rule set")] = 1,
+    jobs: Annotated[int, typer.Option(min=1, help="worker processes")] = 1,
+    out: Annotated[Path | None, typer.Option(help="folder for results.json/.csv/.png")] = None,
+) -> None:
+    """Simulate every rule set with the same seeds (common random numbers) and compare."""
+    if warmup >= days:
+        raise typer.BadParameter("the warm-up must be shorter than the run", param_hint="--warmup")
+    try:
+        chosen = resolve_all(rules)
+        runner._model(str(folder))
+    except (RuleChoiceError, TestbedError) as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from exc
+    plan = runner.Plan(
+        str(folder), tuple(rules.split(",")), tuple(range(1, seeds + 1)), days, warmup
+    )
+    results = runner.run_plan(plan, jobs=jobs)
+    if len({r.name for r in chosen}) != len(results):
+        typer.echo("error: two rule sets share a name", err=True)
+        raise typer.Exit(2)
+    if out is not None:
+        summaries, written = report.write_all(out, results)
+        typer.echo(report.table(summaries))
+        typer.echo("wrote " + ", ".join(str(p) for p in written))
+    else:
+        summaries = runner.summaries(results)
+        typer.echo(report.table(summaries))
+    typer.echo(
+        json.dumps(
+            {
+                name: {
+                    "weighted_cost": s["weighted_cost"],
+                    "throughput_lots_per_day": s["throughput_lots_per_day"],
+                    "sim_days_per_cpu_s": s["speed"]["sim_days_per_cpu_s"],
+                }
+                for name, s in summaries.items()
+            }
+        )
+    )
