@@ -37,6 +37,7 @@ from mes.simulation.state import (
     SAMPLE,
     WAKE,
     WARMUP,
+    InitialState,
     Job,
     SimLot,
     Tool,
@@ -82,6 +83,7 @@ class Simulation:
     warmup_days: float = 0.0
     sample_every_s: float = DAY / 4
     progress: Callable[[float], None] | None = None
+    initial: InitialState | None = None
     now: float = 0.0
     counters: Counters = field(default_factory=Counters)
     completed: list[Completed] = field(default_factory=list)
@@ -120,6 +122,7 @@ class Simulation:
         }
         self._wake_at: dict[int, float] = {}
         self._dirty: set[int] = set()
+        self._entered_at: float | None = None  # a what-if lot's own arrival at its step
         self.base: dict[int, tuple[list[float], float]] = {}  # tool -> buckets at the warm-up
         self.base_queue: dict[int, float] = {}
         self._rule_sets = {f.id: self.rules.for_family(f) for f in m.families}
@@ -171,6 +174,8 @@ class Simulation:
     def _start(self) -> None:
         m = self.model
         self.maintenance.start()
+        initial = self.initial or InitialState()
+        running: dict[tuple[str, int], list[tuple[SimLot, float]]] = {}
         for lot in m.testbed.wip:
             route = m.routes[lot.part]
             index = next((s.index for s in route.steps if s.seq == lot.step), 0)
@@ -178,12 +183,50 @@ class Simulation:
             sim.due = lot.due.timestamp() if lot.due else None
             rel = m.relative_due_s.get((lot.part, lot.priority))
             sim.released = sim.due - rel if sim.due is not None and rel is not None else m.t0
-            self._enter(sim, index)
+            by_seq = {s.seq: s.index for s in route.steps}
+            for seq, deadline in initial.windows.get(lot.name, {}).items():
+                if seq in by_seq:
+                    sim.windows[by_seq[seq]] = deadline
+            if lot.name in initial.running:
+                fam, n, until = initial.running[lot.name]
+                sim.index = index
+                running.setdefault((fam, n), []).append((sim, until))
+            else:
+                self._entered_at = initial.entered_at.get(lot.name)
+                self._enter(sim, index)
+        self._entered_at = None
+        self._start_tools(initial, running)
         for n, order in enumerate(m.testbed.orders):
             self.schedule(max(m.t0, order.start.timestamp()), RELEASE, n, 0)
         self.schedule(m.t0, SAMPLE)
         if self.warmup_at > m.t0:
             self.schedule(self.warmup_at, WARMUP)
+
+    def _start_tools(
+        self, initial: InitialState, running: dict[tuple[str, int], list[tuple[SimLot, float]]]
+    ) -> None:
+        """Setups, downs and running jobs of a what-if start."""
+        for tool in self.tools:
+            key = (tool.family.name, int(tool.code.rsplit("-", 1)[1]))
+            start = initial.tools.get(key)
+            if start is not None:
+                tool.setup, tool.since_setup = start.setup, start.lots_since_setup
+            on_tool = running.pop(key, [])
+            if on_tool:
+                lots = [lot for lot, _ in on_tool]
+                end = max(self.now, max(until for _, until in on_tool))
+                job = Job(tool, lots, lots[0].route.steps[lots[0].index], end, end)
+                for lot in lots:
+                    lot.tools_at[lot.index] = tool.id
+                tool.jobs.append(job)
+                tool.blocker = job
+                self.account(tool, BUSY)
+                self.schedule(end, END, job, 0)
+            if start is not None and (start.down_for_s > 0 or start.pm_for_s > 0):
+                self.maintenance.stop(tool, start.down_for_s, start.pm_for_s)
+        for left in running.values():  # on a tool the model does not know: they just finish
+            for lot, until in left:
+                self.schedule(max(self.now, until), DELAY_END, lot, lot.index)
 
     def _new_lot(self, name: str, part: str, prior: int, wafers: int) -> SimLot:
         self._next_lot += 1
@@ -266,7 +309,7 @@ class Simulation:
             priority=lot.priority,
             wafer_count=lot.wafers,
             step=step.snapshot,
-            queued_at=self.now,
+            queued_at=self.now if self._entered_at is None else self._entered_at,
             due_at=lot.due,
             remaining_process_s=step.remaining_s,
             next_tool_group_id=step.next_group,

@@ -43,6 +43,7 @@ class Maintenance:
         self.sim = sim
         self.downs = sim.model.downs
         self.pms = sim.model.pms
+        self._pm_for: dict[int, float] = {}  # tool id -> length of a what-if PM (calendar -1)
         sim.handlers.update(
             {
                 DOWN: self._on_down,
@@ -65,6 +66,17 @@ class Maintenance:
                 else:
                     first = pm.every if attach.first_in_wafers else attach.first
                     sim.schedule(t0 + first, PM_DUE, tool, k)
+
+    def stop(self, tool: Tool, down_for_s: float, pm_for_s: float) -> None:
+        """A tool down (or in a PM) when the run starts, for this long (what-if)."""
+        if down_for_s > 0:
+            self._go_down(tool, BROKEN, down_for_s, UP)
+            if pm_for_s > 0:
+                tool.pm_due = True
+                tool.pm_pending.append(-1)
+                self._pm_for[tool.id] = pm_for_s
+        elif pm_for_s > 0:
+            self._go_down(tool, MAINT, pm_for_s, PM_END)
 
     # --- breakdowns ------------------------------------------------------------------------
 
@@ -137,6 +149,9 @@ class Maintenance:
         calendars = self.pms[tool.family.id]
         duration = 0.0
         for k in sorted(tool.pm_pending):
+            if k < 0:
+                duration += self._pm_for.pop(tool.id, 0.0)
+                continue
             pm = calendars[k][0]
             duration += streams.draw(
                 tool.rng_pm, pm.duration_dist, pm.duration_s, pm.duration_spread_s

@@ -4,6 +4,7 @@ decides on made from them (cached until the state they show changes)."""
 from __future__ import annotations
 
 import random
+from dataclasses import dataclass, field
 
 import mes.dispatch.policy as policy
 import mes.simulation.streams as streams
@@ -124,3 +125,25 @@ class Tool:
                 lots_since_setup=self.since_setup,
             )
         return self.snap
+
+
+@dataclass(frozen=True)
+class ToolStart:
+    """A tool as it is when a what-if run starts."""
+
+    setup: str | None = None
+    lots_since_setup: int = 0
+    down_for_s: float = 0.0  # broken: back up after this long
+    pm_for_s: float = 0.0  # in (or due for) a PM of this length, started at once
+
+
+@dataclass(frozen=True)
+class InitialState:
+    """Where a run starts from beyond the testbed's WIP table (what-if from the live fab):
+    lots already running (on which tool, until when), when waiting lots reached their step,
+    open Q-time windows, tool setups and downs. Keys are lot names and (family, tool number)."""
+
+    running: dict[str, tuple[str, int, float]] = field(default_factory=dict)
+    entered_at: dict[str, float] = field(default_factory=dict)
+    windows: dict[str, dict[int, float]] = field(default_factory=dict)  # step sequence -> latest
+    tools: dict[tuple[str, int], ToolStart] = field(default_factory=dict)
