@@ -40,13 +40,15 @@ class SimRules:
 
     name: str
     spec: tuple[Mapping[str, Any], ...] = ()
-    per_family: bool = False
+    per_family: bool = False  # the testbed's own rules per family (tool.txt.1l)
+    # Specs of some families by name (what-if: the production set of each tool group).
+    family_specs: Mapping[str, tuple[Mapping[str, Any], ...]] = field(default_factory=dict)
     _cache: dict[str, policy.RuleSet] = field(default_factory=dict, compare=False, repr=False)
 
     def for_family(self, family: Family) -> policy.RuleSet:
         found = self._cache.get(family.name)
         if found is None:
-            spec: Sequence[Mapping[str, Any]] = self.spec
+            spec: Sequence[Mapping[str, Any]] = self.family_specs.get(family.name, self.spec)
             if self.per_family:
                 spec = _with_gate(tables.rule_set_for(family.source))
             found = policy.RuleSet.build(spec, name=self.name)
