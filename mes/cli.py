@@ -28,7 +28,7 @@ from mes.db.engine import Database
 from mes.db.transaction import unit_of_work
 from mes.errors import MesError
 from mes.seed import loader
-from mes.simulation.cli import simulate_app
+from mes.simulation.cli import simulate_app, simulate_whatif
 
 app = typer.Typer(help="Fab MES service and administration.", no_args_is_help=True)
 db_app = typer.Typer(help="Database schema.", no_args_is_help=True)
@@ -44,6 +44,9 @@ app.add_typer(audit_app, name="audit")
 app.add_typer(adapters_app, name="adapters")
 app.add_typer(opcua_app, name="opcua")
 app.add_typer(simulate_app, name="simulate")
+app.command("whatif", help="Simulate a fab from where it stands now (mes simulate whatif).")(
+    simulate_whatif
+)
 
 
 def _open_database(settings: Settings) -> Database:

@@ -2,14 +2,21 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
-from mes.simulation import report, runner
-from mes.simulation.rulesets import RuleChoiceError, resolve_all
+from mes.clock import SystemClock
+from mes.config import Settings
+from mes.db.engine import Database
+from mes.db.transaction import unit_of_work
+from mes.errors import MesError
+from mes.simulation import kpi, model, report, runner, whatif
+from mes.simulation.rulesets import RuleChoiceError, SimRules, resolve, resolve_all
 from mes.smt2020.tables import TestbedError
 
 simulate_app = typer.Typer(help="Fab simulation on SMT2020-format testbeds.", no_args_is_help=True)
@@ -45,6 +52,10 @@ def simulate_run(
     if len({r.name for r in chosen}) != len(results):
         typer.echo("error: two rule sets share a name", err=True)
         raise typer.Exit(2)
+    _print(results, out)
+
+
+def _print(results: Mapping[str, list[kpi.RunResult]], out: Path | None) -> None:
     if out is not None:
         summaries, written = report.write_all(out, results)
         typer.echo(report.table(summaries))
@@ -64,3 +75,51 @@ def simulate_run(
             }
         )
     )
+
+
+def choose(rules: str, production: SimRules) -> list[SimRules]:
+    """Rule-set names as for ``simulate run``, plus ``production`` (the fab's own sets)."""
+    chosen = [
+        production if r.strip().lower() == "production" else resolve(r)
+        for r in rules.split(",")
+        if r.strip()
+    ]
+    if not chosen:
+        raise RuleChoiceError("no rule set given")
+    if len({c.name for c in chosen}) != len(chosen):
+        raise RuleChoiceError("two rule sets share a name")
+    return chosen
+
+
+async def _read_live(fab: str) -> whatif.LiveFab:
+    settings = Settings()
+    database = Database.from_settings(settings)
+    try:
+        async with unit_of_work(database, write=False) as session:
+            return await whatif.read_fab(session, fab, SystemClock().now())
+    finally:
+        await database.dispose()
+
+
+@simulate_app.command("whatif")
+def simulate_whatif(
+    fab: Annotated[str, typer.Option(help="the fab to read from the MES database")],
+    rules: Annotated[
+        str, typer.Option(help="production (the fab's own rule sets), fifo, cr, ... or files")
+    ] = "production,fifo",
+    days: Annotated[float, typer.Option(min=0.01, help="days to simulate ahead")] = 14.0,
+    seeds: Annotated[int, typer.Option(min=1)] = 1,
+    out: Annotated[Path | None, typer.Option(help="folder for results.json/.csv/.png")] = None,
+) -> None:
+    """Simulate the fab from where it stands now under two or more rule sets."""
+    try:
+        live = asyncio.run(_read_live(fab))
+        chosen = choose(rules, live.production)
+    except (MesError, RuleChoiceError) as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from exc
+    typer.echo("read " + ", ".join(f"{k} {v}" for k, v in live.counts.items()))
+    results = runner.run_start(
+        model.build(live.testbed), chosen, seeds=seeds, days=days, initial=live.initial
+    )
+    _print(results, out)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,6 +14,7 @@ from typing import Any, TextIO
 from mes.simulation import kpi, model
 from mes.simulation.engine import Simulation
 from mes.simulation.rulesets import SimRules, resolve
+from mes.simulation.state import InitialState
 
 _MODELS: dict[str, model.FabModel] = {}  # per process: a worker reads the testbed once
 EXAMPLE = Path(__file__).resolve().parent / "example_fab"
@@ -47,9 +48,18 @@ def run_one(
     days: float,
     warmup_days: float = 0.0,
     progress: Callable[[float], None] | None = None,
+    initial: InitialState | None = None,
 ) -> kpi.RunResult:
     wall, cpu = time.perf_counter(), time.process_time()
-    sim = Simulation(fab, rules, seed=seed, days=days, warmup_days=warmup_days, progress=progress)
+    sim = Simulation(
+        fab,
+        rules,
+        seed=seed,
+        days=days,
+        warmup_days=warmup_days,
+        progress=progress,
+        initial=initial,
+    )
     sim.run()
     return kpi.collect(sim, wall_s=time.perf_counter() - wall, cpu_s=time.process_time() - cpu)
 
@@ -117,7 +127,7 @@ def _bar(out: TextIO | None, label: str, days: float) -> Callable[[float], None]
     return show
 
 
-def summaries(results: dict[str, list[kpi.RunResult]]) -> dict[str, dict[str, Any]]:
+def summaries(results: Mapping[str, list[kpi.RunResult]]) -> dict[str, dict[str, Any]]:
     return {name: kpi.summarize(runs) for name, runs in results.items()}
 
 
@@ -125,3 +135,32 @@ def plan_for(
     folder: str | Path, rules: Sequence[str], seeds: int, days: float, warmup: float
 ) -> Plan:
     return Plan(str(folder), tuple(rules), tuple(range(1, seeds + 1)), days, warmup)
+
+
+def run_start(
+    fab: model.FabModel,
+    rules: Sequence[SimRules],
+    *,
+    seeds: int,
+    days: float,
+    initial: InitialState | None = None,
+    progress: Callable[[float], None] | None = None,
+) -> dict[str, list[kpi.RunResult]]:
+    """Rule sets from one given start (what-if), in this process; ``progress`` gets the
+    fraction of all runs done."""
+    out: dict[str, list[kpi.RunResult]] = {}
+    total, done = len(rules) * seeds, 0
+    for chosen in rules:
+        for seed in range(1, seeds + 1):
+
+            def step(day: float, done: int = done) -> None:
+                if progress is not None:
+                    progress((done + day / days) / total)
+
+            out.setdefault(chosen.name, []).append(
+                run_one(fab, chosen, seed, days, 0.0, step, initial)
+            )
+            done += 1
+    if progress is not None:
+        progress(1.0)
+    return out
