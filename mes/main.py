@@ -44,6 +44,8 @@ from mes.problems import install_error_handlers
 from mes.products.router import router as products_router
 from mes.recipes.router import router as recipes_router
 from mes.routes.router import router as routes_router
+from mes.simulation.jobs import WhatIfJobs
+from mes.simulation.router import router as whatif_router
 
 API_PREFIX = "/api/v1"
 
@@ -113,6 +115,7 @@ def create_app(
         try:
             yield
         finally:
+            await _app.state.whatif.close()
             for task in (dispatcher, adapters, sealer, watchdog, qtime_watch):
                 if task is not None:
                     task.cancel()
@@ -130,6 +133,7 @@ def create_app(
     app.state.settings = settings
     app.state.db = db
     app.state.clock = clock
+    app.state.whatif = WhatIfJobs()
 
     api = APIRouter(prefix=API_PREFIX, dependencies=[Depends(authenticated)])
     for router in (
@@ -157,6 +161,7 @@ def create_app(
         lot_jobs_router,
         jobs_router,
         connection_router,
+        whatif_router,
     ):
         api.include_router(router)
     app.include_router(login_router, prefix=API_PREFIX)
