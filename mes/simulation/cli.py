@@ -15,7 +15,7 @@ from mes.config import Settings
 from mes.db.engine import Database
 from mes.db.transaction import unit_of_work
 from mes.errors import MesError
-from mes.simulation import kpi, model, report, runner, whatif
+from mes.simulation import kpi, model, report, runner, tune, whatif
 from mes.simulation.rulesets import RuleChoiceError, SimRules, resolve, resolve_all
 from mes.smt2020.tables import TestbedError
 
@@ -123,3 +123,65 @@ def simulate_whatif(
         model.build(live.testbed), chosen, seeds=seeds, days=days, initial=live.initial
     )
     _print(results, out)
+
+
+@simulate_app.command("tune")
+def simulate_tune(
+    folder: Annotated[Path, typer.Argument(help="an SMT2020-format folder, or 'example'")],
+    out: Annotated[Path, typer.Option(help="where to write the best rule-set document")],
+    fab: Annotated[str, typer.Option(help="the fab the document is for")] = "F1",
+    trials: Annotated[int, typer.Option(min=1, help="random rule sets to try")] = 20,
+    seeds: Annotated[int, typer.Option(min=1, help="training seeds (1..N)")] = 3,
+    holdout: Annotated[int, typer.Option(min=1, help="held-out seeds (N+1..N+H)")] = 2,
+    days: Annotated[float, typer.Option(min=0.01)] = 30.0,
+    warmup: Annotated[float, typer.Option(min=0.0)] = 0.0,
+    baselines: Annotated[str, typer.Option(help="rule sets to beat")] = "fifo,cr",
+    search_seed: Annotated[int, typer.Option(help="seed of the search itself")] = 0,
+) -> None:
+    """Search rule-set weights on training seeds, check the best on held-out seeds, write it
+    as a shadow rule set for ``POST /dispatch/rule-sets``."""
+    if warmup >= days:
+        raise typer.BadParameter("the warm-up must be shorter than the run", param_hint="--warmup")
+    try:
+        base = resolve_all(baselines)
+        testbed = runner._model(str(folder))
+    except (RuleChoiceError, TestbedError) as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from exc
+    train = list(range(1, seeds + 1))
+    held = list(range(seeds + 1, seeds + holdout + 1))
+
+    def note(i: int, trial: tune.Trial) -> None:
+        typer.echo(
+            f"[{i}/{trials + len(base)}] {trial.rules.name}: cost {trial.cost:.3f}", err=True
+        )
+
+    ranked = tune.search(
+        testbed,
+        trials=trials,
+        train=train,
+        days=days,
+        warmup=warmup,
+        seed=search_seed,
+        start=base,
+        note=note,
+    )
+    best = ranked[0]
+    typer.echo(f"best on the training seeds {train}: {best.rules.name} {list(best.rules.spec)}")
+    held_costs = {
+        r.name: tune.score(testbed, r, held, days, warmup)
+        for r in [best.rules, *(b for b in base if b.name != best.rules.name)]
+    }
+    for name, cost in held_costs.items():
+        typer.echo(f"held-out seeds {held}: {name} cost {cost:.3f}")
+    doc = tune.document(
+        best.rules,
+        fab,
+        f"mes simulate tune on {Path(folder).name}: cost {held_costs[best.rules.name]:.3f} on "
+        f"held-out seeds {held} against "
+        + ", ".join(f"{n} {c:.3f}" for n, c in held_costs.items() if n != best.rules.name),
+    )
+    out.write_text(json.dumps(doc, indent=1), "utf-8")
+    typer.echo(
+        json.dumps({"best": best.rules.name, "held_out_cost": held_costs, "wrote": str(out)})
+    )

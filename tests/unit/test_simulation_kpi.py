@@ -117,3 +117,20 @@ def test_parallel_runs_give_the_same_figures_as_one_process():
     parallel = runner.run_plan(plan, jobs=2, out=None)["fifo"]
     assert [r.lots for r in alone] == [r.lots for r in parallel]
     assert [r.seed for r in parallel] == [1, 2]
+
+
+def test_tune_writes_a_rule_set_the_api_accepts(tmp_path):
+    from mes.dispatch.schemas import RuleSetPublish
+
+    out = tmp_path / "best.json"
+    args = "simulate tune example --trials 2 --seeds 1 --holdout 1 --days 2 --baselines fifo"
+    result = CliRunner().invoke(app, [*args.split(), "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.output.strip().splitlines()[-1])
+    assert set(summary["held_out_cost"]) >= {summary["best"]}
+    doc = json.loads(out.read_text())
+    published = RuleSetPublish.model_validate(doc)
+    assert published.shadow is True
+    assert published.fab == "F1"
+    assert any(r["rule"] == "batch" for r in doc["rules"])
+    assert "held-out seeds [2]" in doc["note"]
