@@ -176,14 +176,14 @@ class Simulation:
         self.maintenance.start()
         initial = self.initial or InitialState()
         running: dict[tuple[str, int], list[tuple[SimLot, float]]] = {}
+        index_of = {part: {s.seq: s.index for s in route.steps} for part, route in m.routes.items()}
         for lot in m.testbed.wip:
-            route = m.routes[lot.part]
-            index = next((s.index for s in route.steps if s.seq == lot.step), 0)
+            by_seq = index_of[lot.part]
+            index = by_seq.get(lot.step or 0, 0)
             sim = self._new_lot(lot.name, lot.part, lot.priority, lot.pieces)
             sim.due = lot.due.timestamp() if lot.due else None
             rel = m.relative_due_s.get((lot.part, lot.priority))
             sim.released = sim.due - rel if sim.due is not None and rel is not None else m.t0
-            by_seq = {s.seq: s.index for s in route.steps}
             for seq, deadline in initial.windows.get(lot.name, {}).items():
                 if seq in by_seq:
                     sim.windows[by_seq[seq]] = deadline
