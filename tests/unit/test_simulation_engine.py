@@ -162,3 +162,38 @@ def test_rule_sets_see_the_same_releases_with_the_same_seed():
     fifo, cr = run(SAMPLE, days=20, rules="fifo"), run(SAMPLE, days=20, rules="cr")
     assert released(fifo) == released(cr)
     assert len(released(fifo)) == fifo.counters.released + len(fifo.model.testbed.wip)
+
+
+def test_every_decision_is_the_production_policys(monkeypatch):
+    # The engine decides only through policy.rank_lots + policy.choose_starts, on the
+    # production snapshot types; count the calls and check what they were given.
+    import mes.dispatch.policy as policy
+
+    seen: list[tuple[type, type, type]] = []
+    original = policy.rank_lots
+
+    def rank_lots(tool, lots, situation, rule_set, **kwargs):
+        lots = list(lots)
+        seen.append((type(tool), type(lots[0]), type(situation)))
+        return original(tool, lots, situation, rule_set, **kwargs)
+
+    monkeypatch.setattr(policy, "rank_lots", rank_lots)
+    sim = run(runner_example(), days=5)
+    assert len(seen) == sim.counters.decisions > 0
+    assert set(seen) == {(policy.ToolSnapshot, policy.LotSnapshot, policy.Situation)}
+
+
+def runner_example() -> Path:
+    from mes.simulation.runner import EXAMPLE
+
+    return EXAMPLE
+
+
+def test_the_example_fab_conserves_lots_through_breakdowns_and_pms():
+    sim = run(runner_example(), days=30, rules="testbed")
+    assert sim.counters.breakdowns > 0
+    assert sim.counters.pms > 0
+    assert sim.counters.setups > 0
+    assert sim.counters.reworks + sim.counters.skipped > 0
+    released = sim.counters.released + len(sim.model.testbed.wip)
+    assert released == len(sim.completed) + len(sim.lots)
