@@ -101,7 +101,9 @@ LOT_PRIORITY = _p("lot.priority", [E, S], "change priority class and due date")
 LOT_TERMINATE = _p("lot.terminate", [E, S], "terminate a lot", signature=True)
 LOT_TRANSFER = _p("lot.transfer", [OP, S], "ship lots to another fab and receive them")
 DISPATCH_RULES = _p(
-    "dispatch.rules", [E], "publish dispatching rule sets, setup and transfer-time data"
+    "dispatch.rules",
+    [E],
+    "publish dispatching rule sets, setup and transfer-time data; run what-if simulations",
 )
 DISPATCH_SEND = _p(
     "dispatch.send",
