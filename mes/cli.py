@@ -26,7 +26,9 @@ from mes.config import Settings
 from mes.db import migrate
 from mes.db.engine import Database
 from mes.db.transaction import unit_of_work
+from mes.equipment import wip
 from mes.errors import MesError
+from mes.lots.service import lots_running_on
 from mes.seed import loader
 from mes.simulation.cli import simulate_app, simulate_whatif
 
@@ -52,6 +54,7 @@ app.command("whatif", help="Simulate a fab from where it stands now (mes simulat
 def _open_database(settings: Settings) -> Database:
     # Every write of a command is audited in its own flush, as in the service.
     recorder.install()
+    wip.install(lots_running_on)
     return Database.from_settings(settings)
 
 
