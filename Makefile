@@ -14,7 +14,7 @@ UV := UV_PROJECT_ENVIRONMENT=$(VENV) UV_PYTHON_DOWNLOADS=never $(TOOLS_VENV)/bin
 SYNC := $(UV) sync --frozen --python $(PYTHON_EXE)
 
 .PHONY: run sims interop test test-sqlite test-postgres lint typecheck docs docs-build bench \
-	bench-dispatch bench-wakeup bench-opcua bench-scale-out bench-quality fuzz crash soak clean venv
+	bench-dispatch bench-wakeup bench-opcua bench-scale-out bench-quality bench-sim fuzz crash soak clean venv
 
 # uv itself, from the package index pip is configured with.
 $(TOOLS_VENV)/.uv-$(UV_VERSION):
@@ -119,6 +119,11 @@ bench-wakeup: $(VENV)/.installed-dev
 
 bench-dispatch: $(VENV)/.installed-dev
 	$(BIN)/python bench/dispatch_latency.py --data $${SMT2020:?set SMT2020 to an SMT2020-format folder} --database-url $${MES_BENCH_DATABASE_URL:-postgresql+asyncpg://postgres@127.0.0.1:5432/test}
+
+## bench-sim: the fab simulator on an SMT2020 testbed (SMT2020=<folder>, DAYS=30, RULES=fifo,cr,
+## SEEDS=1, WARMUP=0, JOBS=1): KPIs of the rule sets side by side, speed, memory
+bench-sim: $(VENV)/.installed-dev
+	$(BIN)/python bench/smt2020.py --data $${SMT2020:?set SMT2020 to an SMT2020-format folder} --days $${DAYS:-30} --rules $${RULES:-fifo,cr} --seeds $${SEEDS:-1} --warmup $${WARMUP:-0} --jobs $${JOBS:-1} --policy-share
 
 ## bench-opcua: one adapter process holding TOOLS (200) simulated tools, 20 changing values each
 ## at 1 Hz, on SQLite (MES_BENCH_DATABASE_URL=postgresql+asyncpg://... for PostgreSQL)

@@ -31,6 +31,7 @@ from mes.errors import MesError
 from mes.lots.service import lots_running_on
 from mes.quality import collection
 from mes.seed import loader
+from mes.simulation.cli import simulate_app, simulate_whatif
 
 app = typer.Typer(help="Fab MES service and administration.", no_args_is_help=True)
 db_app = typer.Typer(help="Database schema.", no_args_is_help=True)
@@ -45,6 +46,10 @@ app.add_typer(users_app, name="users")
 app.add_typer(audit_app, name="audit")
 app.add_typer(adapters_app, name="adapters")
 app.add_typer(opcua_app, name="opcua")
+app.add_typer(simulate_app, name="simulate")
+app.command("whatif", help="Simulate a fab from where it stands now (mes simulate whatif).")(
+    simulate_whatif
+)
 
 
 def _open_database(settings: Settings) -> Database:

@@ -51,6 +51,8 @@ from mes.quality.charts_router import router as quality_charts_router
 from mes.quality.plans_router import router as quality_plans_router
 from mes.recipes.router import router as recipes_router
 from mes.routes.router import router as routes_router
+from mes.simulation.jobs import WhatIfJobs
+from mes.simulation.router import router as whatif_router
 
 API_PREFIX = "/api/v1"
 
@@ -128,6 +130,7 @@ def create_app(
         try:
             yield
         finally:
+            await _app.state.whatif.close()
             for task in (dispatcher, adapters, sealer, watchdog, qtime_watch, pruner):
                 if task is not None:
                     task.cancel()
@@ -145,6 +148,7 @@ def create_app(
     app.state.settings = settings
     app.state.db = db
     app.state.clock = clock
+    app.state.whatif = WhatIfJobs()
 
     api = APIRouter(prefix=API_PREFIX, dependencies=[Depends(authenticated)])
     for router in (
@@ -174,6 +178,7 @@ def create_app(
         connection_router,
         quality_plans_router,
         quality_charts_router,
+        whatif_router,
     ):
         api.include_router(router)
     app.include_router(login_router, prefix=API_PREFIX)

@@ -31,7 +31,8 @@ LAYERS: tuple[frozenset[str], ...] = tuple(
         "lots",
         "jobs",
         "opcua dispatch",
-        "exchange smt2020 reports simulation quality check retention",
+        "exchange smt2020 reports quality check retention",
+        "simulation",  # reads SMT2020 tables, decides with the dispatch policy
         "seed",
     )
 )
@@ -53,6 +54,13 @@ PURE_EXTRA = (
     "dispatch/policy_inputs.py",
     "jobs/results.py",
     "quality/limits.py",
+    # The fab simulator's engine: no database, the policy and the table reader only.
+    "simulation/engine.py",
+    "simulation/maintenance.py",
+    "simulation/model.py",
+    "simulation/rulesets.py",
+    "simulation/state.py",
+    "simulation/streams.py",
 )
 
 

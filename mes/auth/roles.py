@@ -118,7 +118,9 @@ LOT_CANCEL_TRACK_IN = _p(
 )
 LOT_TRANSFER = _p("lot.transfer", [OP, S], "ship lots to another fab and receive them")
 DISPATCH_RULES = _p(
-    "dispatch.rules", [E], "publish dispatching rule sets, setup and transfer-time data"
+    "dispatch.rules",
+    [E],
+    "publish dispatching rule sets, setup and transfer-time data; run what-if simulations",
 )
 DISPATCH_SEND = _p(
     "dispatch.send",
