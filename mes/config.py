@@ -80,6 +80,12 @@ class Settings(BaseSettings):
     dispatch_fabs: str | None = Field(default=None, pattern=r"^[A-Za-z0-9_\-=,\s]*$")
     dispatch_lease_ttl_s: float = Field(default=90.0, gt=0.5, le=3600)
     dispatch_top_n: int = Field(default=5, ge=1, le=50)
+    # The releaser (mes.planning.releaser): off unless enabled; on, it releases the lots the
+    # active start plans have due every ``release_interval_s``. Each replica runs one; per
+    # fab, the holder of its lease releases.
+    release_enabled: bool = False
+    release_interval_s: float = Field(default=5.0, gt=0, le=3600)
+    release_lease_ttl_s: float = Field(default=30.0, gt=0.5, le=3600)
 
     @model_validator(mode="after")
     def _security_has_credentials(self) -> Settings:
