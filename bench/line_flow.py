@@ -10,36 +10,47 @@ from __future__ import annotations
 import argparse
 import json
 import time
+import urllib.parse
+import urllib.request
 from collections import Counter
 from typing import Any
 
-import httpx
+# The standard library only: `make run`'s environment has no dev tools (no httpx).
 
 
-def _all(client: httpx.Client, path: str, **params: Any) -> list[dict[str, Any]]:
-    items: list[dict[str, Any]] = []
-    while True:
-        page = client.get(path, params={**params, "limit": 500, "offset": len(items)})
-        page.raise_for_status()
-        body = page.json()
-        items.extend(body["items"])
-        if len(items) >= body["total"] or not body["items"]:
-            return items
+class Api:
+    def __init__(self, url: str, user: str, password: str) -> None:
+        self.url = url.rstrip("/")
+        form = urllib.parse.urlencode({"username": user, "password": password}).encode()
+        with urllib.request.urlopen(f"{self.url}/api/v1/auth/token", form, timeout=30) as answer:
+            self.token = json.load(answer)["access_token"]
+
+    def get(self, path: str, **params: Any) -> Any:
+        query = urllib.parse.urlencode(params)
+        request = urllib.request.Request(
+            f"{self.url}{path}?{query}", headers={"Authorization": f"Bearer {self.token}"}
+        )
+        with urllib.request.urlopen(request, timeout=30) as answer:
+            return json.load(answer)
+
+    def all(self, path: str) -> list[dict[str, Any]]:
+        items: list[dict[str, Any]] = []
+        while True:
+            body = self.get(path, limit=500, offset=len(items))
+            items.extend(body["items"])
+            if len(items) >= body["total"] or not body["items"]:
+                return items
 
 
 def measure(url: str, user: str, password: str) -> dict[str, Any]:
-    with httpx.Client(base_url=url, timeout=30) as client:
-        token = client.post(
-            "/api/v1/auth/token", data={"username": user, "password": password}
-        ).json()["access_token"]
-        client.headers["Authorization"] = f"Bearer {token}"
-        plans = _all(client, "/api/v1/start-plans")
-        lots = _all(client, "/api/v1/lots")
-        events: Counter[str] = Counter()
-        for lot in lots:
-            for event in _all(client, f"/api/v1/lots/{lot['code']}/history"):
-                events[event["event_type"]] += 1
-        tools = _all(client, "/api/v1/equipment")
+    api = Api(url, user, password)
+    plans = api.all("/api/v1/start-plans")
+    lots = api.all("/api/v1/lots")
+    events: Counter[str] = Counter()
+    for lot in lots:
+        for event in api.all(f"/api/v1/lots/{lot['code']}/history"):
+            events[event["event_type"]] += 1
+    tools = api.all("/api/v1/equipment")
     return {
         "plans": len(plans),
         "released_by_plans": sum(p["released"] for p in plans),
