@@ -94,7 +94,7 @@ class Releaser:
         report = CycleReport()
         async with unit_of_work(self.db, write=False) as session:
             plans = await service.active_plans(session)
-        fabs = sorted({fab_id for _, fab_id in plans})
+        fabs = sorted({fab_id for _, fab_id, _ in plans})
         for fab_id in fabs:
             if await self._lead(fab_id):
                 report.leading.add(fab_id)
@@ -104,13 +104,20 @@ class Releaser:
             async with unit_of_work(self.db) as session:
                 await FAB_LEASES.release(session, idle, self.owner, self.clock.now())
         self._held = set(report.leading)
-        for plan_id, fab_id in plans:
+        for plan_id, fab_id, code in plans:
             if fab_id in report.leading:
-                await self._release_plan(report, plan_id, fab_id)
+                await self._release_plan(report, plan_id, fab_id, code)
         return report
 
-    async def _release_plan(self, report: CycleReport, plan_id: int, fab_id: int) -> None:
+    async def _release_plan(
+        self, report: CycleReport, plan_id: int, fab_id: int, code: str
+    ) -> None:
         now: datetime = self.clock.now()
+        # Most cycles find nothing due: ask in a read transaction first, so the releaser takes
+        # the (SQLite: single) writer lock only when it has lots to start.
+        async with unit_of_work(self.db, write=False) as session:
+            if not (await service.slots_due(session, plan_id, now)).sequences:
+                return
         try:
             async with unit_of_work(self.db) as session:
                 bind(
@@ -133,7 +140,7 @@ class Releaser:
             # E.g. the product has no active route any more: nothing released, try next cycle.
             report.refused.append((plan_id, exc.code))
             if self._refusals.get(plan_id) != exc.code:
-                log.warning("start plan %s released nothing: %s (%s)", plan_id, exc, exc.code)
+                log.warning("start plan %s released nothing: %s (%s)", code, exc, exc.code)
             self._refusals[plan_id] = exc.code
             return
         self._refusals.pop(plan_id, None)

@@ -29,8 +29,7 @@ async def list_plans(
 ) -> Page[StartPlanRead]:
     """Start plans, by code (filters: fab, active)."""
     rows, total = await fetch_page(session, service.plan_query(fab, active), page)
-    now = clock.now()
-    items = [await service.plan_read(session, plan, now) for plan in rows]
+    items = await service.plan_reads(session, rows, clock.now())
     return Page(items=items, total=total, **page.model_dump())
 
 

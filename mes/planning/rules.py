@@ -26,11 +26,12 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from mes.errors import InvalidInput
+from mes.lots.states import PriorityClass
 
 SECONDS_PER = {"hour": 3600.0, "day": 86400.0}
 # A plan faster than this is a typo, not a fab (and would let the loop spin).
 MIN_INTERVAL_S = 1.0
-PRIORITY_CLASSES = ("normal", "hot", "super_hot")
+PRIORITY_CLASSES = tuple(c.value for c in PriorityClass)
 
 
 class RatePer(enum.StrEnum):

@@ -202,13 +202,35 @@ async def plan_wip(session: AsyncSession, plan_id: int) -> int:
     return int(count or 0)
 
 
-async def plan_read(session: AsyncSession, plan: StartPlan, now: datetime) -> StartPlanRead:
-    released = await session.scalar(
-        select(func.count()).where(StartPlanRelease.start_plan_id == plan.id)
+async def release_stats(
+    session: AsyncSession, plan_ids: list[int]
+) -> dict[int, tuple[int, int | None]]:
+    """(lots released, last sequence) of each plan, in one query."""
+    rows = await session.execute(
+        select(StartPlanRelease.start_plan_id, func.count(), func.max(StartPlanRelease.sequence))
+        .where(StartPlanRelease.start_plan_id.in_(plan_ids))
+        .group_by(StartPlanRelease.start_plan_id)
     )
-    last = await _last_release(session, plan.id)
+    found = {r[0]: (int(r[1]), r[2]) for r in rows.all()}
+    return {plan_id: found.get(plan_id, (0, None)) for plan_id in plan_ids}
+
+
+async def plan_reads(
+    session: AsyncSession, plans: list[StartPlan], now: datetime
+) -> list[StartPlanRead]:
+    stats = await release_stats(session, [p.id for p in plans])
+    return [_plan_read(plan, *stats[plan.id], now) for plan in plans]
+
+
+async def plan_read(session: AsyncSession, plan: StartPlan, now: datetime) -> StartPlanRead:
+    return (await plan_reads(session, [plan], now))[0]
+
+
+def _plan_read(
+    plan: StartPlan, released: int, last_sequence: int | None, now: datetime
+) -> StartPlanRead:
     schedule = schedule_of(plan)
-    next_sequence = max(schedule.anchor_sequence, (last[0] + 1) if last else 1)
+    next_sequence = max(schedule.anchor_sequence, (last_sequence or 0) + 1)
     return StartPlanRead(
         code=plan.code,
         fab=plan.fab.code,
@@ -229,8 +251,8 @@ async def plan_read(session: AsyncSession, plan: StartPlan, now: datetime) -> St
         note=plan.note,
         created_by=plan.created_by,
         version=plan.version,
-        released=int(released or 0),
-        last_sequence=last[0] if last else None,
+        released=released,
+        last_sequence=last_sequence,
         next_release_at=max(schedule.slot_at(next_sequence), now) if plan.active else None,
     )
 
@@ -255,6 +277,16 @@ async def _raw_process_s(session: AsyncSession, route_version_id: int) -> float:
     return rules.raw_process_s([r[0] for r in rows], [r[1] for r in rows])
 
 
+async def slots_due(session: AsyncSession, plan_id: int, now: datetime) -> rules.ReleaseSlots:
+    """What plan ``plan_id`` has due at ``now`` (nothing for an inactive or unknown plan)."""
+    plan = await session.get(StartPlan, plan_id)
+    if plan is None or not plan.active:
+        return rules.ReleaseSlots((), 0, 0)
+    last = await _last_release(session, plan.id)
+    wip = await plan_wip(session, plan.id) if plan.max_wip is not None else 0
+    return rules.slots_to_release(schedule_of(plan), last[0] if last else None, now, wip)
+
+
 async def release_due(
     session: AsyncSession, plan_id: int, *, owner: str, clock: Clock
 ) -> list[StartPlanRelease]:
@@ -264,11 +296,7 @@ async def release_due(
     unique: a slot is never released twice."""
     now = clock.now()
     plan = await get_plan(session, plan_id=plan_id, for_update=True)
-    if not plan.active:
-        return []
-    last = await _last_release(session, plan.id)
-    wip = await plan_wip(session, plan.id) if plan.max_wip is not None else 0
-    slots = rules.slots_to_release(schedule_of(plan), last[0] if last else None, now, wip)
+    slots = await slots_due(session, plan.id, now)
     if not slots.sequences:
         return []
     version = await lots_service.route_version_for_start(
@@ -316,11 +344,11 @@ async def release_due(
     return released
 
 
-async def active_plans(session: AsyncSession) -> list[tuple[int, int]]:
-    """(plan id, fab id) of every active plan."""
+async def active_plans(session: AsyncSession) -> list[tuple[int, int, str]]:
+    """(plan id, fab id, code) of every active plan."""
     rows = await session.execute(
-        select(StartPlan.id, StartPlan.fab_id)
+        select(StartPlan.id, StartPlan.fab_id, StartPlan.code)
         .where(StartPlan.active.is_(True))
         .order_by(StartPlan.fab_id, StartPlan.code)
     )
-    return [(r[0], r[1]) for r in rows.all()]
+    return [(r[0], r[1], r[2]) for r in rows.all()]
