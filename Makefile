@@ -45,10 +45,10 @@ venv: $(VENV)/.installed-dev
 run: $(VENV)/.installed-run
 	$(BIN)/mes db upgrade
 	$(BIN)/mes seed example --if-empty
-	@# The tools run in their own session, so that Ctrl-C stops the service first (its adapters
-	@# log off the tools) and the trap then stops the tools.
+	@# The tools run in their own session (where setsid exists), so that Ctrl-C stops the service
+	@# first (its adapters log off the tools) and the trap then stops the tools.
 	@echo "starting 30 simulated tools (log: var/sims.log)..."; \
-	setsid $(BIN)/mes-sims --fab mes/seed/example_fab.json --speed $${SPEED:-60} \
+	$$(command -v setsid) $(BIN)/mes-sims --fab mes/seed/example_fab.json --speed $${SPEED:-60} \
 		--fault-rate $${FAULT_RATE:-0.02} --fault-kinds $${FAULT_KINDS:-alarm,breakdown,chamber_down} \
 		> var/sims.log 2>&1 & sims=$$!; api=; \
 	trap 'kill -TERM $$api 2>/dev/null; wait $$api 2>/dev/null; \
