@@ -26,7 +26,9 @@ from mes.config import Settings
 from mes.db import migrate
 from mes.db.engine import Database
 from mes.db.transaction import unit_of_work
+from mes.equipment import wip
 from mes.errors import MesError
+from mes.lots.service import lots_running_on
 from mes.seed import loader
 
 app = typer.Typer(help="Fab MES service and administration.", no_args_is_help=True)
@@ -47,6 +49,7 @@ app.add_typer(opcua_app, name="opcua")
 def _open_database(settings: Settings) -> Database:
     # Every write of a command is audited in its own flush, as in the service.
     recorder.install()
+    wip.install(lots_running_on)
     return Database.from_settings(settings)
 
 

@@ -75,11 +75,14 @@ async def bulk_start(body: s.BulkStart, tx: Starter) -> Answer:
 async def track_in(lot: CodePath, body: s.TrackIn, tx: Mover) -> Answer:
     """Put the lot on a tool; answers the recipe version and parameters to run."""
     command = c.TrackIn(
-        tool=body.tool, version=tx.version(body.version), step_sequence=body.step_sequence
+        tool=body.tool,
+        version=tx.version(body.version),
+        step_sequence=body.step_sequence,
+        chambers=tuple(body.chambers) if body.chambers else None,
     )
 
     async def move() -> s.TrackInResult:
-        moved, tool, recipe = await service.track_in(
+        moved, tool, recipe, chambers = await service.track_in(
             tx.session, lot, command, actor=tx.by, clock=tx.clock
         )
         return s.TrackInResult(
@@ -91,6 +94,7 @@ async def track_in(lot: CodePath, body: s.TrackIn, tx: Mover) -> Answer:
                 checksum=recipe.checksum,
                 body=recipe.body,
             ),
+            chambers=chambers,
         )
 
     return await tx.run(move)
