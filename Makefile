@@ -38,16 +38,30 @@ $(VENV)/.installed-dev: pyproject.toml uv.lock | $(TOOLS_VENV)/.uv-$(UV_VERSION)
 venv: $(VENV)/.installed-dev
 
 ## run: migrate the embedded SQLite database, load the example fab if empty, start its 30 tools
-## as simulated OPC UA servers (ports 4841-4870, SPEED=60) and serve on :8000 with the adapters
-## connected to them and the dispatcher running both fabs every 5 s; Ctrl-C stops both
+## as simulated OPC UA servers (ports 4841-4870, SPEED=60, random faults at FAULT_RATE per tool,
+## kind and simulated hour) and serve on :8000 (PORT) with the adapters connected to them, the
+## dispatcher running both fabs every 5 s and the releaser starting lots by the example's start
+## plans; prints the console URL and the demo logins when ready. Ctrl-C stops all of it
 run: $(VENV)/.installed-run
 	$(BIN)/mes db upgrade
 	$(BIN)/mes seed example --if-empty
-	@$(BIN)/mes-sims --fab mes/seed/example_fab.json --speed $${SPEED:-60} & sims=$$!; \
-	trap 'kill $$sims 2>/dev/null' EXIT INT TERM; \
-	MES_ADAPTERS_ENABLED=$${MES_ADAPTERS_ENABLED:-true} \
+	@# The tools run in their own session (where setsid exists), so that Ctrl-C stops the service
+	@# first (its adapters log off the tools) and the trap then stops the tools.
+	@echo "starting 30 simulated tools (log: var/sims.log)..."; \
+	$$(command -v setsid) $(BIN)/mes-sims --fab mes/seed/example_fab.json --speed $${SPEED:-60} \
+		--fault-rate $${FAULT_RATE:-0.02} --fault-kinds $${FAULT_KINDS:-alarm,breakdown,chamber_down} \
+		> var/sims.log 2>&1 & sims=$$!; api=; \
+	trap 'kill -TERM $$api 2>/dev/null; wait $$api 2>/dev/null; \
+		kill -TERM $$sims 2>/dev/null; wait $$sims 2>/dev/null; echo "stopped"' EXIT; \
+	trap 'exit 130' INT TERM; \
+	until grep -q "Ctrl-C stops" var/sims.log; do \
+		kill -0 $$sims 2>/dev/null || { cat var/sims.log; exit 1; }; sleep 0.5; done; \
+	MES_ADAPTERS_ENABLED=$${MES_ADAPTERS_ENABLED:-true} MES_RELEASE_ENABLED=$${MES_RELEASE_ENABLED:-true} \
 	MES_DISPATCH_INTERVAL_S=$${MES_DISPATCH_INTERVAL_S:-5} MES_DISPATCH_FABS=$${MES_DISPATCH_FABS-F1,F2} \
-		$(BIN)/mes serve --host 127.0.0.1 --port 8000
+	MES_LOG_LEVEL=$${MES_LOG_LEVEL:-warning} \
+		$(BIN)/mes serve --host 127.0.0.1 --port $${PORT:-8000} & api=$$!; \
+	$(BIN)/mes seed welcome --url http://127.0.0.1:$${PORT:-8000} || exit 1; \
+	wait $$api
 
 ## sims: serve the seeded fab's tools as simulated OPC UA servers (ports 4841-4870), speed 60
 sims: $(VENV)/.installed-run

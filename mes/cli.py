@@ -68,6 +68,11 @@ def _configure_logging(settings: Settings) -> None:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     logging.getLogger("asyncua").setLevel(max(logging.WARNING, logging.root.level))
+    # A server granting a shorter session timeout than asked is ordinary negotiation, yet
+    # asyncua warns once per session: 30 lines at every start of the example fab.
+    logging.getLogger("asyncua.client.client").addFilter(
+        lambda record: not record.getMessage().startswith("Requested session timeout")
+    )
 
 
 def _long_statements(settings: Settings) -> Settings:
@@ -92,6 +97,7 @@ def serve(
 ) -> None:
     """Serve the REST API (and /docs) with uvicorn."""
     settings = Settings()
+    _configure_logging(settings)
     from mes.main import create_app
 
     uvicorn.run(
@@ -162,6 +168,20 @@ def seed_example(
         typer.echo("database already holds data; example not loaded")
     else:
         typer.echo("loaded example fab: " + json.dumps(counts))
+
+
+@seed_app.command("welcome")
+def seed_welcome(
+    url: Annotated[str, typer.Option(help="the service's base URL")] = "http://127.0.0.1:8000",
+    wait: Annotated[float, typer.Option(help="seconds to wait for it to be ready")] = 120.0,
+) -> None:
+    """Wait until the service is ready, then print its console URL and the demo logins."""
+    from mes.seed import welcome
+
+    if not welcome.wait_until_ready(url.rstrip("/"), wait):
+        typer.echo(f"{url} did not become ready within {wait:g} s", err=True)
+        raise typer.Exit(1)
+    typer.echo(welcome.banner(url.rstrip("/")))
 
 
 async def _create_admin(settings: Settings, data: UserCreate) -> None:

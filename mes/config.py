@@ -103,6 +103,13 @@ class Settings(BaseSettings):
     retention_state_events_days: float = Field(default=0, ge=0)
     retention_interval_s: float = Field(default=3600, ge=0, le=7 * 24 * 3600)
 
+    # The releaser (mes.planning.releaser): off unless enabled; on, it releases the lots the
+    # active start plans have due every ``release_interval_s``. Each replica runs one; per
+    # fab, the holder of its lease releases.
+    release_enabled: bool = False
+    release_interval_s: float = Field(default=5.0, gt=0, le=3600)
+    release_lease_ttl_s: float = Field(default=30.0, gt=0.5, le=3600)
+
     @model_validator(mode="after")
     def _security_has_credentials(self) -> Settings:
         # Refused here, at start-up, rather than at every connect (or by silently falling

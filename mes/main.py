@@ -44,6 +44,7 @@ from mes.lots.router import router as lots_router
 from mes.lots.service import lots_running_on
 from mes.lots.wafers_router import router as lot_wafers_router
 from mes.opcua.router import router as connection_router
+from mes.planning.router import router as start_plans_router
 from mes.problems import RequestLimits, install_error_handlers
 from mes.products.router import router as products_router
 from mes.quality import collection as quality_collection
@@ -111,6 +112,7 @@ def create_app(
         if registry is not None:
             adapters = asyncio.create_task(registry.run(), name="opcua-adapters")
         dispatcher = None
+        wake_dispatcher = None
         if run_background and settings.dispatch_interval_s > 0 and settings.dispatch_fabs:
             from mes.dispatch.scheduler import Dispatcher, parse_fabs
             from mes.opcua.registry import default_owner
@@ -127,11 +129,27 @@ def create_app(
             )
             _app.state.dispatcher = app_dispatcher
             dispatcher = asyncio.create_task(app_dispatcher.run(), name="dispatcher")
+            wake_dispatcher = app_dispatcher.wake
+        releaser = None
+        if run_background and settings.release_enabled:
+            from mes.opcua.registry import default_owner
+            from mes.planning.releaser import Releaser
+
+            app_releaser = Releaser(
+                db,
+                clock,
+                owner=default_owner(),
+                interval_s=settings.release_interval_s,
+                lease_ttl_s=settings.release_lease_ttl_s,
+                # New lots wait at their first step: let the dispatcher see them now.
+                on_release=wake_dispatcher,
+            )
+            releaser = asyncio.create_task(app_releaser.run(), name="releaser")
         try:
             yield
         finally:
             await _app.state.whatif.close()
-            for task in (dispatcher, adapters, sealer, watchdog, qtime_watch, pruner):
+            for task in (releaser, dispatcher, adapters, sealer, watchdog, qtime_watch, pruner):
                 if task is not None:
                     task.cancel()
                     with contextlib.suppress(asyncio.CancelledError):
@@ -163,6 +181,7 @@ def create_app(
         recipes_router,
         lots_router,
         lot_moves_router,
+        start_plans_router,
         lot_holds_router,
         lot_wafers_router,
         lot_control_router,

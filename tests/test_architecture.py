@@ -29,7 +29,7 @@ LAYERS: tuple[frozenset[str], ...] = tuple(
         "recipes",
         "routes",
         "lots",
-        "jobs",
+        "jobs planning",
         "opcua dispatch",
         "exchange smt2020 reports quality check retention",
         "simulation",  # reads SMT2020 tables, decides with the dispatch policy

@@ -99,6 +99,9 @@ USER_CERTIFY = _p("user.certify", [S, A], "certify operators for tool groups", s
 TOKEN_ADMIN = _p("token.admin", [A], "issue and revoke API tokens for service accounts")
 AUDIT_READ = _p("audit.read", [S, A], "read the audit trail")
 LOT_START = _p("lot.start", [E, S], "start (release) lots")
+START_PLAN_WRITE = _p(
+    "start_plan.write", [E, S], "define and change start plans (release planning)"
+)
 LOT_MOVE = _p("lot.move", [OP, E, S, Role.EQUIPMENT], "track lots in and out of tools")
 LOT_HOLD = _p("lot.hold", [OP, E, S, Role.EQUIPMENT], "hold lots, mass holds, future holds")
 LOT_RELEASE = _p(
@@ -162,6 +165,7 @@ ALL_PERMISSIONS: tuple[Permission, ...] = (
     AUDIT_READ,
     ACCOUNT_SELF,
     LOT_START,
+    START_PLAN_WRITE,
     LOT_MOVE,
     LOT_HOLD,
     LOT_RELEASE,

@@ -37,7 +37,7 @@ from mes.lots.queries import (
     lots_by_codes,
     reload_lot,
 )
-from mes.lots.start import start_lots
+from mes.lots.start import route_version_for_start, start_lots
 from mes.lots.transfer import TRANSIT_TIME, receive, ship
 from mes.lots.wafers import bonus, merge, scrap, split
 
@@ -71,6 +71,7 @@ __all__ = [
     "release",
     "reload_lot",
     "route_steps",
+    "route_version_for_start",
     "scrap",
     "ship",
     "split",

@@ -78,6 +78,17 @@ async def _active_route_version(
     return found
 
 
+async def route_version_for_start(
+    session: AsyncSession, product_code: str, route_code: str | None, now: datetime
+) -> RouteVersion:
+    """The route version a lot of the product started now would travel (what ``start_lots``
+    uses), for callers that derive something from it first (a start plan's due date)."""
+    product = await get_by_key(
+        session, Product, Product.code, product_code, code="product.not_found", what="product"
+    )
+    return await _active_route_version(session, product, route_code, now)
+
+
 async def _next_codes(session: AsyncSession, year: int, count: int) -> list[str]:
     # The year's first starts race to create its counter: the row is created with ON CONFLICT
     # DO NOTHING (the loser waits for the winner's commit) and then locked, instead of two

@@ -25,6 +25,8 @@ from mes.equipment.schemas import EquipmentCreate, PmPlanCreate, SubstateCreate
 from mes.fabs import service as fabs_service
 from mes.fabs.models import Fab
 from mes.fabs.schemas import AreaCreate, FabCreate, ToolGroupCreate
+from mes.planning import service as planning_service
+from mes.planning.schemas import StartPlanCreate
 from mes.products import service as products_service
 from mes.products.schemas import ProductCreate
 from mes.recipes import service as recipes_service
@@ -83,6 +85,8 @@ class ExampleData(BaseModel):
     substates: list[SubstateCreate] = Field(default_factory=list)
     pm_plans: list[PmPlanCreate] = Field(default_factory=list)
     durables: list[DurableSeed] = Field(default_factory=list)
+    # Active: `make run` turns the releaser on (MES_RELEASE_ENABLED), and they fill the line.
+    start_plans: list[StartPlanCreate] = Field(default_factory=list)
 
 
 def read_example() -> ExampleData:
@@ -183,6 +187,9 @@ async def load(session: AsyncSession, data: ExampleData, *, clock: Clock) -> dic
                 clock=clock,
             )
 
+    for start_plan in data.start_plans:
+        await planning_service.create_plan(session, start_plan, actor=SEED_ACTOR, clock=clock)
+
     for demo in data.users:
         certifications = [
             Certification(
@@ -219,4 +226,5 @@ async def load(session: AsyncSession, data: ExampleData, *, clock: Clock) -> dic
         "users": len(data.users),
         "pm_plans": len(data.pm_plans),
         "durables": len(data.durables),
+        "start_plans": len(data.start_plans),
     }
