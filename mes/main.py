@@ -18,6 +18,8 @@ from mes.auth.router import login_router
 from mes.auth.router import router as auth_router
 from mes.clock import Clock, SystemClock
 from mes.config import Settings
+from mes.console import mount as console
+from mes.console.feed import ChangeFeed
 from mes.db.engine import Database
 from mes.dispatch.router import router as dispatch_router
 from mes.durables.router import durables_router
@@ -67,6 +69,7 @@ def create_app(
     db = database or Database.from_settings(settings)
     clock = clock or SystemClock()
     run_background = owns_database if background is None else background
+    feed = ChangeFeed(db)
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
@@ -113,6 +116,7 @@ def create_app(
         try:
             yield
         finally:
+            await feed.stop()  # first: open console streams would hold up the shutdown
             for task in (dispatcher, adapters, sealer, watchdog, qtime_watch):
                 if task is not None:
                     task.cancel()
@@ -164,4 +168,5 @@ def create_app(
     app.include_router(health_router)
     app.add_middleware(RequestIdMiddleware)
     install_error_handlers(app)
+    console.install(app, feed)
     return app
