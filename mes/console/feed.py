@@ -56,7 +56,7 @@ class Interest:
         return self.fabs is None or fab in self.fabs
 
 
-@dataclass
+@dataclass(eq=False)  # hashed by identity: one per open stream
 class _Subscriber:
     interest: Interest
     queue: asyncio.Queue[set[str]] = field(default_factory=lambda: asyncio.Queue(maxsize=64))
@@ -85,18 +85,24 @@ class ChangeFeed:
             return
         async with unit_of_work(self.db, write=False) as session:
             if missing_fabs:
-                self._fabs.update((await session.execute(select(Fab.id, Fab.code))).tuples())
+                self._fabs.update((await session.execute(select(Fab.id, Fab.code))).tuples().all())
             if missing_tools:
                 rows = await session.execute(
                     select(Equipment.id, Equipment.code).where(Equipment.id.in_(missing_tools))
                 )
-                self._tools.update(rows.tuples())
+                self._tools.update(rows.tuples().all())
 
     async def poll(self) -> list[tuple[str, str | None]]:
         """The events of the records committed since the last poll: (name, fab code)."""
         async with unit_of_work(self.db, write=False) as session:
             if self._last is None:
+                # Start from now: what is already committed is on the pages being opened.
                 self._last = int(await session.scalar(select(func.max(AuditEvent.id))) or 0)
+                self._seen = set(
+                    await session.scalars(
+                        select(AuditEvent.id).where(AuditEvent.id > self._last - LOOK_BACK)
+                    )
+                )
                 return []
             rows = (
                 await session.execute(

@@ -166,7 +166,7 @@ async def _all(session: AsyncSession, stmt: Select[AuditEvent]) -> list[AuditEve
 
 
 @router.get("/recipes", response_class=HTMLResponse)
-async def recipes(request: Request, user: User) -> Response:
+async def recipes(request: Request, user: User, part: Part = None) -> Response:
     """Recipe versions awaiting approval (four eyes) and the latest approved ones."""
 
     async def load(session):  # type: ignore[no-untyped-def]
@@ -181,7 +181,8 @@ async def recipes(request: Request, user: User) -> Response:
     rows = await read(request, load)
     drafts = [(n, v) for n, v in rows if v.status == RecipeVersionStatus.DRAFT]
     others = [(n, v) for n, v in rows if v.status != RecipeVersionStatus.DRAFT][:50]
+    template = "fragments/recipe_drafts.html" if part == "drafts" else "recipes.html"
     return render(
-        request, "recipes.html", user, drafts=drafts, others=others,
+        request, template, user, drafts=drafts, others=others,
         may_approve=user.may(roles.RECIPE_APPROVE),
     )  # fmt: skip
