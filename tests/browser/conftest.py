@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-import subprocess
 import sys
 import tempfile
 from collections.abc import AsyncIterator
@@ -69,7 +68,7 @@ class Console:
     url: str
     sim: SimServer
     api: httpx.AsyncClient
-    process: subprocess.Popen[bytes]
+    process: asyncio.subprocess.Process
 
     async def token(self, username: str) -> str:
         answer = await self.api.post(
@@ -108,9 +107,9 @@ async def _seed(url: str, sim_port: int) -> None:
         await engine.dispose()
 
 
-async def _wait_healthy(api: httpx.AsyncClient, process: subprocess.Popen[bytes]) -> None:
+async def _wait_healthy(api: httpx.AsyncClient, process: asyncio.subprocess.Process) -> None:
     for _ in range(240):
-        if process.poll() is not None:
+        if process.returncode is not None:
             raise RuntimeError(f"mes serve exited with {process.returncode}")
         with contextlib.suppress(httpx.HTTPError):
             if (await api.get("/health")).status_code < 500:
@@ -138,12 +137,10 @@ async def console(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Con
     }
     log = (folder / "server.log").open("wb")
     mes = Path(sys.executable).parent / "mes"
-    process = subprocess.Popen(
-        [str(mes), "serve", "--host", "127.0.0.1", "--port", str(port)],
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
+    process = await asyncio.create_subprocess_exec(
+        str(mes), "serve", "--host", "127.0.0.1", "--port", str(port),
+        env=env, stdout=log, stderr=asyncio.subprocess.STDOUT,
+    )  # fmt: skip
     base = f"http://127.0.0.1:{port}"
     api = httpx.AsyncClient(base_url=base, timeout=30)
     try:
@@ -152,9 +149,10 @@ async def console(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Con
     finally:
         process.terminate()
         try:
-            process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
+            await asyncio.wait_for(process.wait(), 15)
+        except TimeoutError:
             process.kill()
+            await process.wait()
         await api.aclose()
         await sim.stop()
         log.close()

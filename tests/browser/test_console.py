@@ -38,7 +38,7 @@ async def test_wrong_password_is_refused(context: BrowserContext) -> None:
 async def test_a_tool_tile_changes_state_live(
     context: BrowserContext, console: Console, screenshot_dir: Path
 ) -> None:
-    page = await sign_in(context, "operator", f"/console/fabs/F1")
+    page = await sign_in(context, "operator", "/console/fabs/F1")
     tile = page.locator(f"#tile-{SIM_TOOL}")
     await expect(tile).to_have_attribute("data-state", "SBY")
     await check_page(page, screenshot_dir, "board")
@@ -91,7 +91,8 @@ async def test_scan_a_lot_then_hold_and_release_it_with_an_e_signature(
     # The trail names the signature, as for the API.
     trail = await console.call("supervisor", "GET", f"/api/v1/audit?target_id={lot}")
     signed = [e for e in trail["items"] if e.get("signature_meaning")]
-    assert signed and signed[0]["operation"] == "lots.release"
+    assert signed
+    assert signed[0]["operation"] == "lots.release"
     assert signed[0]["actor"] == "operator"
 
 
