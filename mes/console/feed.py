@@ -85,12 +85,12 @@ class ChangeFeed:
             return
         async with unit_of_work(self.db, write=False) as session:
             if missing_fabs:
-                self._fabs.update((await session.execute(select(Fab.id, Fab.code))).tuples().all())
+                self._fabs.update((await session.execute(select(Fab.id, Fab.code))).all())
             if missing_tools:
                 rows = await session.execute(
                     select(Equipment.id, Equipment.code).where(Equipment.id.in_(missing_tools))
                 )
-                self._tools.update(rows.tuples().all())
+                self._tools.update(rows.all())
 
     async def poll(self) -> list[tuple[str, str | None]]:
         """The events of the records committed since the last poll: (name, fab code)."""

@@ -11,6 +11,7 @@ from datetime import datetime
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from mes.equipment import pm, pm_rules
 from mes.equipment.models import Equipment, EquipmentAlarm
 from mes.equipment.states import E10State
 from mes.fabs.models import Area, Fab, ToolGroup
@@ -143,10 +144,35 @@ class Tile:
     job_status: str | None = None
     alarms: int = 0
     connection: str | None = None
+    pm: str | None = None  # "due" or "upcoming": the most urgent PM plan's status
+
+
+async def _pm_flags(
+    session: AsyncSession, tools: dict[int, Equipment], now: datetime
+) -> dict[int, str]:
+    """PM status of the tools a PM plan applies to (most boards: few), not of every tool."""
+    plans = [p for p in await pm.list_plans(session) if p.active]
+    groups = {p.tool_group_id for p in plans if p.tool_group_id is not None}
+    own = {p.equipment_id for p in plans if p.equipment_id is not None}
+    flags = {}
+    for tool_id, tool in tools.items():
+        if tool.tool_group_id not in groups and tool_id not in own:
+            continue
+        found = {st.status for st in await pm.pm_states(session, tool, now)}
+        for status in (pm_rules.PmStatus.DUE, pm_rules.PmStatus.UPCOMING):
+            if status in found:
+                flags[tool_id] = status.value
+                break
+    return flags
 
 
 async def tiles(
-    session: AsyncSession, fab: str, *, area: str | None = None, tools: Sequence[str] = ()
+    session: AsyncSession,
+    fab: str,
+    *,
+    now: datetime,
+    area: str | None = None,
+    tools: Sequence[str] = (),
 ) -> list[Tile]:
     """The board's tool tiles of a fab (or one area, or named tools), by area and code."""
     query = (
@@ -161,6 +187,7 @@ async def tiles(
         query = query.where(Area.code == area)
     if tools:
         query = query.where(Equipment.code.in_(list(tools)))
+    rows = (await session.execute(query)).all()
     found = {
         tool.id: Tile(
             tool.code,
@@ -171,7 +198,7 @@ async def tiles(
             tool.e10_substate,
             tool.state_since,
         )
-        for tool, area_code, group in (await session.execute(query)).all()
+        for tool, area_code, group in rows
     }
     ids = list(found)
     if not ids:
@@ -205,6 +232,9 @@ async def tiles(
     )
     for tool_id, connection in leases.all():
         found[tool_id].connection = connection.value
+    flags = await _pm_flags(session, {tool.id: tool for tool, _a, _g in rows}, now)
+    for tool_id, flag in flags.items():
+        found[tool_id].pm = flag
     return list(found.values())
 
 

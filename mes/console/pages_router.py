@@ -86,9 +86,9 @@ async def board(
     exists = await read(request, lambda s: s.scalar(select(Fab.code).where(Fab.code == fab)))
     if exists is None:
         raise NotFound(f"fab {fab!r} does not exist", code="fab.not_found")
-    found = await read(
-        request, lambda s: floor.tiles(s, fab, area=area, tools=[tool] if tool else ())
-    )
+    now = request.app.state.clock.now()
+    only = [tool] if tool else []
+    found = await read(request, lambda s: floor.tiles(s, fab, now=now, area=area, tools=only))
     if tool is not None and found:
         return render(request, "fragments/tile.html", user, tile=found[0])
     return render(request, "board.html", user, fab=fab, area=area, areas=floor.by_area(found))
