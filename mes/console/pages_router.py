@@ -90,7 +90,7 @@ async def board(
     only = [tool] if tool else []
     found = await read(request, lambda s: floor.tiles(s, fab, now=now, area=area, tools=only))
     if tool is not None and found:
-        return render(request, "fragments/tile.html", user, tile=found[0])
+        return render(request, "fragments/tile_one.html", user, tile=found[0], fab=fab)
     return render(request, "board.html", user, fab=fab, area=area, areas=floor.by_area(found))
 
 

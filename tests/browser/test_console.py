@@ -212,3 +212,19 @@ async def test_supervisor_pages_pass_accessibility_checks(
     await page.goto(f"/console/audit?target={lot}")
     await expect(page.locator("table")).to_contain_text("lots.hold")
     await check_page(page, screenshot_dir, "audit")
+
+
+async def test_the_overview_and_board_show_a_line_with_work_in_it(
+    context: BrowserContext, console: Console, screenshot_dir: Path
+) -> None:
+    lots = [await console.start_lot(fab) for fab in ("F1", "F1", "F1", "F2", "F2")]
+    await console.call(
+        "operator", "POST", f"/api/v1/lots/{lots[0]}/track-in", json={"tool": "F1-WETC02"}
+    )
+    page = await sign_in(context, "supervisor")
+    await expect(page.locator("#fab-F1")).to_contain_text("Running")
+    await check_page(page, screenshot_dir, "overview")
+    await page.goto("/console/fabs/F1")
+    await expect(page.locator("#tile-F1-WETC02")).to_contain_text(lots[0])
+    await expect(page.locator("#tile-F1-WETC02")).to_have_attribute("data-state", "PRD")
+    await check_page(page, screenshot_dir, "board")
