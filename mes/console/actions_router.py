@@ -14,7 +14,6 @@ from urllib.parse import quote
 
 from fastapi import APIRouter, Form, Path, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
-from pydantic import ValidationError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from mes.audit.context import AuditContext, bind
@@ -33,9 +32,6 @@ from mes.console.sessions import (
 )
 from mes.console.web import is_htmx, problem_fragment, render
 from mes.db.transaction import database, unit_of_work
-from mes.equipment import service as equipment_service
-from mes.equipment.schemas import StateChange
-from mes.equipment.states import E10State
 from mes.errors import InvalidInput, MesError, RuleViolation
 from mes.kit.api import CODE_PATTERN
 from mes.lots import commands as c
@@ -104,12 +100,12 @@ async def logout(request: Request, user: PostingUser) -> Response:
     return response
 
 
-async def _form(request: Request) -> dict[str, str]:
+async def form_of(request: Request) -> dict[str, str]:
     form = await request.form()
     return {k: v for k, v in form.items() if isinstance(v, str)}
 
 
-def _answer(request: Request, user: PostingUser, message: str, back: str) -> Response:
+def answer(request: Request, user: PostingUser, message: str, back: str) -> Response:
     if not is_htmx(request):
         return RedirectResponse(back + "?done=" + quote(message), status_code=303)
     response = render(request, "fragments/done.html", user, message=message)
@@ -117,17 +113,17 @@ def _answer(request: Request, user: PostingUser, message: str, back: str) -> Res
     return response
 
 
-async def _run(request: Request, user: PostingUser, back: str, action) -> Response:  # type: ignore[no-untyped-def]
+async def run_action(request: Request, user: PostingUser, back: str, action) -> Response:  # type: ignore[no-untyped-def]
     try:
         message = await action()
     except MesError as exc:
         return problem_fragment(request, user, exc)
-    return _answer(request, user, message, back)
+    return answer(request, user, message, back)
 
 
 @router.post("/lots/{lot}/hold", response_class=HTMLResponse)
 async def hold(request: Request, lot: Code, user: PostingUser) -> Response:
-    form = await _form(request)
+    form = await form_of(request)
 
     async def work(session: AsyncSession) -> str:
         command = c.Hold(hold_code=form.get("hold_code", ""), reason=form.get("reason", "").strip())
@@ -140,14 +136,14 @@ async def hold(request: Request, lot: Code, user: PostingUser) -> Response:
         )
         return f"Lot {lot} is on hold ({command.hold_code})."
 
-    return await _run(request, user, f"/console/lots/{lot}", lambda: perform(
+    return await run_action(request, user, f"/console/lots/{lot}", lambda: perform(
         request, user, roles.LOT_HOLD, "lots.hold", work, key=form.get("key")
     ))  # fmt: skip
 
 
 @router.post("/lots/{lot}/release", response_class=HTMLResponse)
 async def release(request: Request, lot: Code, user: PostingUser) -> Response:
-    form = await _form(request)
+    form = await form_of(request)
 
     async def action() -> str:
         signed = signature(form.get("reason"), form.get("password"), "responsibility")
@@ -165,12 +161,12 @@ async def release(request: Request, lot: Code, user: PostingUser) -> Response:
             signed=signed,
         )  # fmt: skip
 
-    return await _run(request, user, f"/console/lots/{lot}", action)
+    return await run_action(request, user, f"/console/lots/{lot}", action)
 
 
 @router.post("/lots/{lot}/track-in", response_class=HTMLResponse)
 async def track_in(request: Request, lot: Code, user: PostingUser) -> Response:
-    form = await _form(request)
+    form = await form_of(request)
     clock = request.app.state.clock
 
     async def work(session: AsyncSession) -> str:
@@ -183,7 +179,7 @@ async def track_in(request: Request, lot: Code, user: PostingUser) -> Response:
             f"version {recipe.version}."
         )
 
-    return await _run(request, user, f"/console/lots/{lot}", lambda: perform(
+    return await run_action(request, user, f"/console/lots/{lot}", lambda: perform(
         request, user, roles.LOT_MOVE, "lots.track_in", work, key=form.get("key")
     ))  # fmt: skip
 
@@ -205,7 +201,7 @@ async def track_in_check(request: Request, lot: Code, user: User, tool: str = ""
 
 @router.post("/lots/{lot}/track-out", response_class=HTMLResponse)
 async def track_out(request: Request, lot: Code, user: PostingUser) -> Response:
-    form = await _form(request)
+    form = await form_of(request)
     from mes.jobs import service as jobs_service
 
     async def work(session: AsyncSession) -> str:
@@ -223,34 +219,8 @@ async def track_out(request: Request, lot: Code, user: PostingUser) -> Response:
         where = f"step {moved.current_step.sequence}" if moved.current_step else moved.state.value
         return f"Lot {lot} tracked out: now at {where}."
 
-    return await _run(request, user, f"/console/lots/{lot}", lambda: perform(
+    return await run_action(request, user, f"/console/lots/{lot}", lambda: perform(
         request, user, roles.LOT_MOVE, "lots.track_out", work, key=form.get("key")
-    ))  # fmt: skip
-
-
-@router.post("/tools/{tool}/state", response_class=HTMLResponse)
-async def change_state(request: Request, tool: Code, user: PostingUser) -> Response:
-    form = await _form(request)
-
-    async def work(session: AsyncSession) -> str:
-        try:
-            change = StateChange(
-                state=E10State(form.get("state", "")),
-                substate=form.get("substate") or None,
-                reason=form.get("reason", "").strip() or None,
-                version=int(form.get("version", "0")),
-            )
-        except (ValidationError, ValueError) as exc:
-            raise InvalidInput(
-                "choose a state (and a substate of it)", code="request.invalid"
-            ) from exc
-        changed = await equipment_service.change_state(
-            session, tool, change, actor=user.username, clock=request.app.state.clock
-        )
-        return f"{tool} is now {changed.e10_state.value} ({changed.e10_substate})."
-
-    return await _run(request, user, f"/console/tools/{tool}", lambda: perform(
-        request, user, roles.EQUIPMENT_STATE, "equipment.change_state", work, key=form.get("key")
     ))  # fmt: skip
 
 
@@ -261,7 +231,7 @@ async def approve(
     version: Annotated[int, Path(ge=1, le=1_000_000)],
     user: PostingUser,
 ) -> Response:
-    form = await _form(request)
+    form = await form_of(request)
 
     async def action() -> str:
         signed = signature(form.get("reason"), form.get("password"), "approval")
@@ -277,4 +247,4 @@ async def approve(
             key=form.get("key"), signed=signed,
         )  # fmt: skip
 
-    return await _run(request, user, "/console/recipes", action)
+    return await run_action(request, user, "/console/recipes", action)

@@ -53,6 +53,7 @@ class ToolPage:
     pm_states: list[pm_rules.PmState]
     alarms: list[EquipmentAlarm]
     substates: list[tuple[str, str, str]]  # code, state, description
+    pm_open: bool = False  # a PM is in progress
 
 
 def _segments(intervals: list[metrics.Interval], start: datetime) -> list[Segment]:
@@ -108,6 +109,7 @@ async def tool_page(session: AsyncSession, code: str, clock: Clock) -> ToolPage:
         await pm.pm_states(session, tool, now),
         alarms,
         substates,
+        await pm.open_pm(session, tool.id) is not None,
     )
 
 

@@ -258,3 +258,60 @@ def age(now: datetime, then: datetime) -> str:
         hours, rest = divmod(seconds, 3600)
         return f"{hours} h {rest // 60} min"
     return f"{seconds // 86400} d"
+
+
+@dataclass
+class WipRow:
+    route: str
+    sequence: int
+    operation: str
+    tool_group: str
+    area: str
+    states: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def total(self) -> int:
+        return sum(self.states.values())
+
+
+async def wip_by_step(
+    session: AsyncSession,
+    fab: str,
+    *,
+    area: str | None = None,
+    product: str | None = None,
+    state: str | None = None,
+) -> list[WipRow]:
+    """Active lots of a fab by route step (in route order), with each step's area; filters."""
+    from mes.products.models import Product
+    from mes.routes.models import Route, RouteVersion
+
+    fab_id = await session.scalar(select(Fab.id).where(Fab.code == fab))
+    if fab_id is None:
+        return []
+    states = [s for s in ACTIVE_STATES if state is None or s.value == state]
+    query = (
+        select(
+            Route.code, Step.sequence, Step.operation, Step.tool_group_id, Lot.state, func.count()
+        )
+        .join(Step, Step.id == Lot.current_step_id)
+        .join(RouteVersion, RouteVersion.id == Lot.route_version_id)
+        .join(Route, Route.id == RouteVersion.route_id)
+        .where(Lot.fab_id == fab_id, Lot.state.in_(states))
+        .group_by(Route.code, Step.sequence, Step.operation, Step.tool_group_id, Lot.state)
+    )
+    if product is not None:
+        query = query.join(Product, Product.id == Lot.product_id).where(Product.code == product)
+    areas = await _group_areas(session)
+    groups = dict((await session.execute(select(ToolGroup.id, ToolGroup.code))).all())
+    rows: dict[tuple[str, int], WipRow] = {}
+    for route, sequence, operation, group, lot_state, count in (await session.execute(query)).all():
+        where = areas.get((fab_id, group), "-")
+        if area is not None and where != area:
+            continue
+        row = rows.setdefault(
+            (route, sequence),
+            WipRow(route, sequence, operation, groups.get(group, "?"), where),
+        )
+        row.states[lot_state.value] = row.states.get(lot_state.value, 0) + count
+    return [rows[key] for key in sorted(rows)]

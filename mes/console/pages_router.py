@@ -6,7 +6,8 @@ template block, so a refreshed part is exactly what a fresh page would show.
 
 from __future__ import annotations
 
-from typing import Annotated
+from datetime import timedelta
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
@@ -25,6 +26,7 @@ from mes.console.sessions import (
     login_seed,
 )
 from mes.console.web import render
+from mes.dispatch import decisions
 from mes.errors import NotFound
 from mes.fabs.models import Fab
 from mes.kit.api import CODE_PATTERN, PageParams
@@ -109,6 +111,8 @@ async def tool_page(request: Request, tool: str, user: User, part: Part = None) 
         page=page,
         tool=page.tool,
         may_state=user.may(roles.EQUIPMENT_STATE),
+        may_move=user.may(roles.LOT_MOVE),
+        may_pm=user.may(roles.PM_PERFORM),
     )
 
 
@@ -128,6 +132,56 @@ async def lot_page(request: Request, lot: str, user: User, part: Part = None) ->
         may_hold=user.may(roles.LOT_HOLD),
         may_release=user.may(roles.LOT_RELEASE),
     )
+
+
+@router.get("/wip", response_class=HTMLResponse)
+async def wip(
+    request: Request,
+    user: User,
+    fab: Code | None = None,
+    area: Code | None = None,
+    product: Code | None = None,
+    state: Annotated[str | None, Query(pattern="^(Waiting|Running|OnHold)$")] = None,
+) -> Response:
+    """WIP by route step and area, with filters (a bar per step and the table)."""
+    fabs = await read(request, lambda s: _all_codes(s))
+    chosen = fab or (fabs[0] if fabs else "")
+    rows = await read(
+        request, lambda s: floor.wip_by_step(s, chosen, area=area, product=product, state=state)
+    )
+    return render(
+        request, "wip.html", user, rows=rows, fab=chosen, fabs=fabs, area=area or "",
+        product=product or "", state=state or "",
+        widest=max((r.total for r in rows), default=1),
+    )  # fmt: skip
+
+
+async def _all_codes(session: AsyncSession) -> list[str]:
+    return list(await session.scalars(select(Fab.code).order_by(Fab.code)))
+
+
+@router.get("/dispatch", response_class=HTMLResponse)
+async def dispatch_log(
+    request: Request, user: User, fab: Code | None = None, tool: Code | None = None
+) -> Response:
+    """The dispatcher's decision log and how often people followed the lists (last 24 h)."""
+    fabs = await read(request, lambda s: _all_codes(s))
+    chosen = fab or (fabs[0] if fabs else "")
+    now = request.app.state.clock.now()
+
+    async def load(session: AsyncSession) -> tuple[list[Any], dict[str, Any]]:
+        rows = await decisions.decisions(session, fab=chosen, tool=tool, since=None, limit=200)
+        kept = await decisions.compliance(
+            session, fab=chosen, since=now - timedelta(hours=24), until=now,
+            max_age=timedelta(minutes=15),
+        )  # fmt: skip
+        return rows, kept
+
+    rows, kept = await read(request, load)
+    return render(
+        request, "dispatch.html", user, rows=rows, compliance=kept, fab=chosen, fabs=fabs,
+        tool=tool or "",
+    )  # fmt: skip
 
 
 @router.get("/holds", response_class=HTMLResponse)
