@@ -124,6 +124,9 @@ class LotPage:
     tools: list[str]  # tools of the current step's group in the lot's fab
     jobs: list[Any] = field(default_factory=list)
     on_tool: str | None = None  # the tool the lot runs on
+    genealogy: Any = None  # mes.lots.schemas.GenealogyRead
+    where_next: policy.WhereNext | None = None
+    fab_codes: dict[int, str] = field(default_factory=dict)
 
     @property
     def current_index(self) -> int | None:
@@ -132,7 +135,7 @@ class LotPage:
         )
 
 
-async def lot_page(session: AsyncSession, code: str) -> LotPage:
+async def lot_page(session: AsyncSession, code: str, clock: Clock) -> LotPage:
     lot = await lots_service.get_lot(session, code)
     steps = await lots_service.route_steps(session, lot.route_version_id)
     groups = dict(
@@ -169,6 +172,12 @@ async def lot_page(session: AsyncSession, code: str) -> LotPage:
         on_tool = await session.scalar(
             select(Equipment.code).where(Equipment.id == lot.equipment_id)
         )
+    where = None
+    if lot.current_step_id is not None:
+        try:
+            where = await dispatch_service.where_next(session, code, clock=clock)
+        except MesError:
+            where = None  # a finished or odd lot: the page shows no options
     return LotPage(
         lot,
         steps,
@@ -179,6 +188,9 @@ async def lot_page(session: AsyncSession, code: str) -> LotPage:
         tools,
         jobs[-5:],
         on_tool,
+        await lots_service.genealogy(session, code),
+        where,
+        await dispatch_service.fab_codes(session),
     )
 
 

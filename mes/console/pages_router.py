@@ -118,7 +118,8 @@ async def tool_page(request: Request, tool: str, user: User, part: Part = None) 
 
 @router.get("/lots/{lot}", response_class=HTMLResponse)
 async def lot_page(request: Request, lot: str, user: User, part: Part = None) -> Response:
-    page = await read(request, lambda s: detail.lot_page(s, lot))
+    clock = request.app.state.clock
+    page = await read(request, lambda s: detail.lot_page(s, lot, clock))
     template = {"body": "fragments/lot_body.html", "actions": "fragments/lot_actions.html"}.get(
         part or "", "lot.html"
     )
