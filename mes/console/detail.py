@@ -129,6 +129,10 @@ class LotPage:
     fab_codes: dict[int, str] = field(default_factory=dict)
 
     @property
+    def other_fabs(self) -> list[str]:
+        return sorted(code for fid, code in self.fab_codes.items() if fid != self.lot.fab_id)
+
+    @property
     def current_index(self) -> int | None:
         return next(
             (i for i, st in enumerate(self.steps) if st.id == self.lot.current_step_id), None

@@ -32,6 +32,7 @@ from mes.fabs.models import Fab
 from mes.kit.api import CODE_PATTERN, PageParams
 from mes.lots import service as lots_service
 from mes.lots.models import Lot
+from mes.lots.rules import SCRAP_CODES
 from mes.recipes.models import Recipe, RecipeVersion, RecipeVersionStatus
 
 router = APIRouter(prefix="/console", include_in_schema=False)
@@ -132,6 +133,10 @@ async def lot_page(request: Request, lot: str, user: User, part: Part = None) ->
         may_move=user.may(roles.LOT_MOVE),
         may_hold=user.may(roles.LOT_HOLD),
         may_release=user.may(roles.LOT_RELEASE),
+        may_split=user.may(roles.LOT_SPLIT),
+        may_scrap=user.may(roles.LOT_SCRAP),
+        may_ship=user.may(roles.LOT_TRANSFER),
+        scrap_codes=SCRAP_CODES,
     )
 
 
