@@ -14,7 +14,7 @@ UV := UV_PROJECT_ENVIRONMENT=$(VENV) UV_PYTHON_DOWNLOADS=never $(TOOLS_VENV)/bin
 SYNC := $(UV) sync --frozen --python $(PYTHON_EXE)
 
 .PHONY: run sims interop test test-sqlite test-postgres lint typecheck docs docs-build bench \
-	bench-dispatch bench-opcua bench-scale-out clean venv
+	bench-dispatch bench-opcua bench-scale-out bench-console clean venv
 
 # uv itself, from the package index pip is configured with.
 $(TOOLS_VENV)/.uv-$(UV_VERSION):
@@ -124,6 +124,11 @@ bench-opcua: $(VENV)/.installed-dev
 ## leader; print the take-over times (PostgreSQL: MES_BENCH_DATABASE_URL)
 bench-scale-out: $(VENV)/.installed-dev
 	$(BIN)/python bench/scale_out.py --tools $${TOOLS:-100} $${MES_BENCH_DATABASE_URL:+--database-url $$MES_BENCH_DATABASE_URL}
+
+## bench-console: console page server times and live-update delay on an SMT2020 fab
+## (SMT2020=<folder>; SQLite, or PostgreSQL with MES_BENCH_DATABASE_URL)
+bench-console: $(VENV)/.installed-dev
+	$(BIN)/python bench/console.py --data $${SMT2020:?set SMT2020 to an SMT2020-format folder} $${MES_BENCH_DATABASE_URL:+--database-url $$MES_BENCH_DATABASE_URL}
 
 clean:
 	rm -rf $(VENV) $(TOOLS_VENV) var .pytest_cache .ruff_cache .mypy_cache
