@@ -10,6 +10,7 @@ from fastapi.responses import RedirectResponse, Response, StreamingResponse
 from fastapi.staticfiles import StaticFiles
 
 from mes.console.actions_router import router as actions_router
+from mes.console.engineering_router import router as engineering_router
 from mes.console.feed import ChangeFeed, Interest
 from mes.console.lot_actions_router import router as lot_actions_router
 from mes.console.pages_router import router as pages_router
@@ -54,6 +55,7 @@ def install(app: FastAPI, feed: ChangeFeed) -> None:
     app.include_router(actions_router)
     app.include_router(tool_actions_router)
     app.include_router(lot_actions_router)
+    app.include_router(engineering_router)
 
     @app.get("/", include_in_schema=False)
     async def _root() -> RedirectResponse:

@@ -33,6 +33,7 @@ from mes.kit.api import CODE_PATTERN, PageParams
 from mes.lots import service as lots_service
 from mes.lots.models import Lot
 from mes.lots.rules import SCRAP_CODES
+from mes.recipes import service as recipes_service
 from mes.recipes.models import Recipe, RecipeVersion, RecipeVersionStatus
 
 router = APIRouter(prefix="/console", include_in_schema=False)
@@ -229,20 +230,29 @@ async def _all(session: AsyncSession, stmt: Select[AuditEvent]) -> list[AuditEve
 async def recipes(request: Request, user: User, part: Part = None) -> Response:
     """Recipe versions awaiting approval (four eyes) and the latest approved ones."""
 
-    async def load(session):  # type: ignore[no-untyped-def]
+    async def load(session: AsyncSession) -> tuple[list[Any], dict[tuple[str, int], Any]]:
         rows = await session.execute(
             select(Recipe.name, RecipeVersion)
             .join(Recipe, Recipe.id == RecipeVersion.recipe_id)
             .order_by(RecipeVersion.status, Recipe.name, RecipeVersion.version.desc())
             .limit(300)
         )
-        return [(name, v) for name, v in rows.all()]
+        found = [(name, v) for name, v in rows.all()]
+        # What a draft changes against the version before it: what the approver signs for.
+        changes = {}
+        for name, v in found:
+            if v.status == RecipeVersionStatus.DRAFT and v.version > 1:
+                _a, _b, diff = await recipes_service.diff_versions(
+                    session, name, v.version - 1, v.version
+                )
+                changes[(name, v.version)] = diff
+        return found, changes
 
-    rows = await read(request, load)
+    rows, changes = await read(request, load)
     drafts = [(n, v) for n, v in rows if v.status == RecipeVersionStatus.DRAFT]
     others = [(n, v) for n, v in rows if v.status != RecipeVersionStatus.DRAFT][:50]
     template = "fragments/recipe_drafts.html" if part == "drafts" else "recipes.html"
     return render(
-        request, template, user, drafts=drafts, others=others,
+        request, template, user, drafts=drafts, others=others, changes=changes,
         may_approve=user.may(roles.RECIPE_APPROVE),
     )  # fmt: skip
