@@ -69,6 +69,7 @@ class Console:
     sim: SimServer
     api: httpx.AsyncClient
     process: asyncio.subprocess.Process
+    database_url: str
 
     async def token(self, username: str) -> str:
         answer = await self.api.post(
@@ -145,7 +146,7 @@ async def console(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Con
     api = httpx.AsyncClient(base_url=base, timeout=30)
     try:
         await _wait_healthy(api, process)
-        yield Console(base, sim, api, process)
+        yield Console(base, sim, api, process, url)
     finally:
         process.terminate()
         try:

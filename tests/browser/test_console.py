@@ -4,10 +4,19 @@ track-in and track-out by hand, four-eyes approval, permissions, broken sessions
 from __future__ import annotations
 
 import re
+from datetime import UTC, datetime
 from pathlib import Path
 
 from playwright.async_api import BrowserContext, expect
 
+from mes.audit.context import AuditContext, bind
+from mes.clock import SystemClock
+from mes.config import Settings
+from mes.db.engine import Database
+from mes.db.transaction import unit_of_work
+from mes.equipment import service as equipment_service
+from mes.equipment.schemas import StateChange
+from mes.equipment.states import E10State
 from tests.browser.conftest import SIM_TOOL, Console, check_page, sign_in
 
 
@@ -228,3 +237,48 @@ async def test_the_overview_and_board_show_a_line_with_work_in_it(
     await expect(page.locator("#tile-F1-WETC02")).to_contain_text(lots[0])
     await expect(page.locator("#tile-F1-WETC02")).to_have_attribute("data-state", "PRD")
     await check_page(page, screenshot_dir, "board")
+
+
+async def test_engineering_and_planning_pages_pass_accessibility_checks(
+    context: BrowserContext, console: Console, screenshot_dir: Path
+) -> None:
+    lot = await console.start_lot()
+    page = await sign_in(context, "supervisor", "/console/wip?fab=F1")
+    await expect(page.locator("#wip-table")).to_contain_text("PAD_OX_CLEAN")
+    await check_page(page, screenshot_dir, "wip")
+    await page.goto("/console/dispatch?fab=F1")
+    await expect(page.locator("h1")).to_contain_text("Dispatch decisions")
+    await check_page(page, screenshot_dir, "dispatch")
+    await page.goto("/console/metrics?fab=F1")
+    await expect(page.locator("#metrics-table")).to_contain_text("WET_CLEAN")
+    await check_page(page, screenshot_dir, "metrics")
+    await page.goto(f"/console/lots/{lot}")
+    await expect(page.locator("#where-next-title")).to_be_visible()
+    await check_page(page, screenshot_dir, "lot-supervisor")
+
+
+async def test_a_change_committed_by_another_process_reaches_the_open_page(
+    context: BrowserContext, console: Console
+) -> None:
+    page = await sign_in(context, "operator", "/console/fabs/F2")
+    tile = page.locator("#tile-F2-ETPO01")
+    await expect(tile).to_have_attribute("data-state", "SBY")
+    # This test process is not the server: it commits through its own engine, as an adapter
+    # or dispatcher process would. The server's change feed finds it in the audit trail.
+    db = Database.from_settings(Settings(database_url=console.database_url))
+    try:
+        async with unit_of_work(db) as session:
+            bind(
+                session,
+                AuditContext(
+                    actor="other-process", role="system", operation="test", at=datetime.now(UTC)
+                ),
+            )
+            tool = await equipment_service.get_equipment(session, "F2-ETPO01")
+            change = StateChange(version=tool.version, state=E10State.ENG, reason="experiment")
+            await equipment_service.change_state(
+                session, "F2-ETPO01", change, actor="other-process", clock=SystemClock()
+            )
+    finally:
+        await db.dispose()
+    await expect(tile).to_have_attribute("data-state", "ENG", timeout=10_000)
