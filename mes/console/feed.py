@@ -36,7 +36,7 @@ log = logging.getLogger(__name__)
 FOLLOWED = ("equipment", "lot", "lot_hold", "equipment_alarm", "equipment_job", "recipe_version")
 # Columns that change on every heartbeat of a tool, not something a person needs to see.
 _NOISE = frozenset({"last_signal_at", "version", "updated_at", "control_state"})
-LOOK_BACK = 500
+LOOK_BACK = 2000
 BATCH = 2000
 
 
@@ -104,6 +104,16 @@ class ChangeFeed:
                     )
                 )
                 return []
+            # Ids first (cheap), details only of the records not seen yet.
+            window = await session.scalars(
+                select(AuditEvent.id).where(
+                    AuditEvent.id > self._last - LOOK_BACK,
+                    AuditEvent.target_type.in_(FOLLOWED),
+                )
+            )
+            unseen = sorted(set(window) - self._seen)[:BATCH]
+            if not unseen:
+                return []
             rows = (
                 await session.execute(
                     select(
@@ -114,12 +124,8 @@ class ChangeFeed:
                         AuditEvent.before,
                         AuditEvent.after,
                     )
-                    .where(
-                        AuditEvent.id > self._last - LOOK_BACK,
-                        AuditEvent.target_type.in_(FOLLOWED),
-                    )
+                    .where(AuditEvent.id.in_(unseen))
                     .order_by(AuditEvent.id)
-                    .limit(BATCH)
                 )
             ).all()
         fresh = [r for r in rows if r.id not in self._seen]

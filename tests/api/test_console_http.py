@@ -200,3 +200,25 @@ async def test_the_change_feed_names_what_changed(client, db: Database):
     board = Interest(prefixes=("tool-",), fabs=frozenset({"F2"}))
     assert not board.wants("tool-F1-ETPO01", "F1")
     assert Interest(names=frozenset({f"lot-{lot}"})).wants(f"lot-{lot}", "F1")
+
+
+async def test_the_feed_finds_a_record_committed_after_a_later_one(session, db: Database, clock):
+    # On PostgreSQL ids are taken at insert and seen at commit: a transaction that took a lower
+    # id may commit after one with a higher id was already read. The feed looks back for it.
+    feed = ChangeFeed(db)
+    assert await feed.poll() == []
+    top = int(await session.scalar(select(func.max(AuditEvent.id))) or 0)
+
+    def record(id_: int, lot: str) -> AuditEvent:
+        return AuditEvent(
+            id=id_, occurred_at=clock.now(), actor="t", role="system", operation="test",
+            action="update", target_type="lot", target_id=lot, fab_id=None,
+        )  # fmt: skip
+
+    session.add(record(top + 10, "LATE-HIGH"))
+    await session.flush()
+    assert [name for name, _fab in await feed.poll()] == ["lot-LATE-HIGH"]
+    session.add(record(top + 5, "EARLY-LOW"))
+    await session.flush()
+    assert [name for name, _fab in await feed.poll()] == ["lot-EARLY-LOW"]
+    assert await feed.poll() == []
