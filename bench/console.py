@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import re
 import statistics
 import sys
@@ -182,10 +183,14 @@ async def run(args: argparse.Namespace) -> dict[str, object]:
             await throwaway.drop_database(url, beside=args.database_url)
     figures: dict[str, object] = {
         "backend": "postgresql" if args.database_url else "sqlite",
+        # Page times are CPU-bound here: on a shared machine read them against its load.
+        "load_average_1m": round(os.getloadavg()[0], 1),
+        "cpus": os.cpu_count(),
         "tools": n_tools,
         "lots": n_lots,
         "rounds": args.rounds,
     }
+    print(f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs")
     print(f"{'page':10} {'p50 ms':>8} {'p95 ms':>8} {'max ms':>8}")
     worst = 0.0
     for name, values in times.items():
