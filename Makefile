@@ -14,7 +14,7 @@ UV := UV_PROJECT_ENVIRONMENT=$(VENV) UV_PYTHON_DOWNLOADS=never $(TOOLS_VENV)/bin
 SYNC := $(UV) sync --frozen --python $(PYTHON_EXE)
 
 .PHONY: run sims interop test test-sqlite test-postgres lint typecheck docs docs-build bench \
-	bench-dispatch bench-wakeup bench-opcua bench-scale-out bench-quality bench-sim fuzz crash soak clean venv
+	bench-dispatch bench-wakeup bench-opcua bench-scale-out bench-quality bench-sim bench-console fuzz crash soak clean venv
 
 # uv itself, from the package index pip is configured with.
 $(TOOLS_VENV)/.uv-$(UV_VERSION):
@@ -170,6 +170,11 @@ soak: $(VENV)/.installed-dev
 bench-quality: $(VENV)/.installed-dev
 	@mkdir -p var
 	$(BIN)/python bench/edc_track_out.py --database-url $${MES_BENCH_DATABASE_URL:-sqlite+aiosqlite:///var/bench-edc.db}
+
+## bench-console: console page server times and live-update delay on an SMT2020 fab
+## (SMT2020=<folder>; SQLite, or PostgreSQL with MES_BENCH_DATABASE_URL)
+bench-console: $(VENV)/.installed-dev
+	$(BIN)/python bench/console.py --data $${SMT2020:?set SMT2020 to an SMT2020-format folder} $${MES_BENCH_DATABASE_URL:+--database-url $$MES_BENCH_DATABASE_URL}
 
 clean:
 	rm -rf $(VENV) $(TOOLS_VENV) var .pytest_cache .ruff_cache .mypy_cache

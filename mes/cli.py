@@ -105,6 +105,9 @@ def serve(
         host=host or settings.host,
         port=port or settings.port,
         log_level=settings.log_level,
+        # Console event streams never end by themselves: on Ctrl-C give requests a moment,
+        # then close what is still open instead of waiting for every browser tab to go.
+        timeout_graceful_shutdown=3,
     )
 
 

@@ -19,6 +19,8 @@ from mes.auth.router import router as auth_router
 from mes.clock import Clock, SystemClock
 from mes.config import Settings
 from mes.contract import install_contract
+from mes.console import mount as console
+from mes.console.feed import ChangeFeed
 from mes.db.engine import Database
 from mes.dispatch.router import router as dispatch_router
 from mes.durables.router import durables_router
@@ -79,6 +81,7 @@ def create_app(
     db = database or Database.from_settings(settings)
     clock = clock or SystemClock()
     run_background = owns_database if background is None else background
+    feed = ChangeFeed(db)
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
@@ -148,6 +151,7 @@ def create_app(
         try:
             yield
         finally:
+            await feed.stop()  # first: open console streams would hold up the shutdown
             await _app.state.whatif.close()
             for task in (releaser, dispatcher, adapters, sealer, watchdog, qtime_watch, pruner):
                 if task is not None:
@@ -207,5 +211,6 @@ def create_app(
     app.add_middleware(RequestLimits, max_bytes=settings.max_body_bytes)
     app.add_middleware(RequestIdMiddleware)
     install_error_handlers(app)
+    console.install(app, feed)
     install_contract(app)
     return app
