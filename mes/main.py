@@ -18,9 +18,9 @@ from mes.auth.router import login_router
 from mes.auth.router import router as auth_router
 from mes.clock import Clock, SystemClock
 from mes.config import Settings
-from mes.contract import install_contract
 from mes.console import mount as console
 from mes.console.feed import ChangeFeed
+from mes.contract import install_contract
 from mes.db.engine import Database
 from mes.dispatch.router import router as dispatch_router
 from mes.durables.router import durables_router
