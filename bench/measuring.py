@@ -57,6 +57,17 @@ def latency_figures(values: list[float]) -> dict[str, float]:
     }
 
 
+def cpu_per_move(figures: dict[str, Any], seconds: float) -> dict[str, Any]:
+    """CPU milliseconds per move of each party: the figure that noise on a shared machine
+    disturbs least (wall-clock throughput depends on who else runs)."""
+    moves = figures["moves"]
+    return {
+        f"{party}_cpu_ms_per_move": round(figures[f"{party}_cores"] * seconds * 1000 / moves, 2)
+        for party in ("server", "postgres", "client")
+        if moves and f"{party}_cores" in figures
+    }
+
+
 def summarise(stats: Stats, seconds: float) -> dict[str, Any]:
     everything = [v for values in stats.latencies.values() for v in values]
     moves = len(everything)
