@@ -162,7 +162,7 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
                 await mover.moves(args.warmup)  # compiled caches, prepared statements
                 mover.kinds.clear()
                 trips.on = True
-                profiler = cProfile.Profile() if args.profile else None
+                profiler = cProfile.Profile(time.process_time) if args.profile else None
                 cpu0, wall0 = time.process_time(), time.perf_counter()
                 if profiler is not None:
                     profiler.enable()

@@ -157,8 +157,8 @@ def cpu_used(
         used[f"{party}_cores"] = round((user + kernel) / seconds, 2)
         used[f"{party}_kernel_cores"] = round(kernel / seconds, 2)
     if "server" in after:
-        # Per process: uvicorn's workers share one listening socket, and nothing balances the
-        # clients' keep-alive connections between them.
+        # Per process: whether every worker carries its share (the supervisor of
+        # ``mes serve --workers N`` is in the list too, idle).
         per_process = [
             (u + k - sum(before["server"].get(pid, (0.0, 0.0)))) / seconds
             for pid, (u, k) in after["server"].items()

@@ -36,7 +36,7 @@ LAYERS: tuple[frozenset[str], ...] = tuple(
     )
 )
 # The application: composition roots and HTTP plumbing that may import any domain.
-APPLICATION = frozenset({"main", "cli", "health", "problems", "all_models", "console"})
+APPLICATION = frozenset({"main", "cli", "serving", "health", "problems", "all_models", "console"})
 
 # Modules that hold domain rules: plain Python, testable without a database or network, usable
 # by the dispatcher and the simulator. They import the standard library and other pure modules.

@@ -13,10 +13,11 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import event, func, inspect, select
 from sqlalchemy.ext.asyncio import AsyncSession
-from sqlalchemy.orm import selectinload
+from sqlalchemy.orm import Session, UOWTransaction, selectinload
 
+from mes.db import memo
 from mes.durables.models import Carrier, CarrierState
 from mes.equipment import service as equipment_service
 from mes.equipment.models import Equipment, StateChangeSource
@@ -26,13 +27,30 @@ from mes.kit.lookup import get_by_key
 from mes.lots import rules
 from mes.lots.models import FutureAction, HoldCode, Lot, LotEvent, LotHold, QTimeWindow
 from mes.lots.states import FutureActionKind, LotState, QTimeStatus
-from mes.routes.models import Step
+from mes.routes.models import RouteVersion, RouteVersionStatus, Step
 
 # --- steps -----------------------------------------------------------------------------------
 
 
 async def route_steps(session: AsyncSession, route_version_id: int) -> tuple[rules.StepView, ...]:
-    """The steps of a route version, as plain views (columns only: no ORM objects to build)."""
+    """The steps of a route version, as plain views (columns only: no ORM objects to build).
+
+    Only a draft's steps change; once released (pending, active, obsolete) a version's steps
+    are fixed for good, so they are read once per database and remembered (mes.db.memo)."""
+    key = ("route_steps", route_version_id)
+    known: tuple[rules.StepView, ...] | None = memo.recall(session, key)
+    if known is not None:
+        return known
+    steps = await _read_steps(session, route_version_id)
+    status = await session.scalar(
+        select(RouteVersion.status).where(RouteVersion.id == route_version_id)
+    )
+    if status is not None and status != RouteVersionStatus.DRAFT:
+        memo.remember(session, key, steps)
+    return steps
+
+
+async def _read_steps(session: AsyncSession, route_version_id: int) -> tuple[rules.StepView, ...]:
     rows = await session.execute(
         select(
             Step.id,
@@ -147,7 +165,9 @@ class Change:
         equipment_id: int | None = None,
         details: dict[str, Any] | None = None,
     ) -> None:
-        holds = await hold_count(self.session, self.lot.id)
+        holds = self.holds
+        if _holds_may_have_changed(self.session, self.lot.id):
+            holds = await hold_count(self.session, self.lot.id)
         self.lot.state = rules.state_with_holds(self.lot.state, holds)
         after = snapshot(self.lot, holds)
         self.session.add(
@@ -165,6 +185,34 @@ class Change:
             )
         )
         await self.session.flush()
+
+
+# Lot ids whose holds a flush of the session wrote (see _holds_may_have_changed).
+_HOLDS_TOUCHED = "mes.lots.holds_touched"
+
+
+def _note_hold_writes(session: Session, _context: UOWTransaction) -> None:
+    for obj in (*session.new, *session.dirty, *session.deleted):
+        if isinstance(obj, LotHold):
+            touched = session.info.setdefault(_HOLDS_TOUCHED, set())
+            touched.add(obj.lot_id)
+            # A hold handed to another lot (merge) changed the count of the lot it left too.
+            touched.update(inspect(obj).attrs.lot_id.history.deleted)
+
+
+# Registered on import: whoever uses Change (HTTP, adapters, dispatcher, CLI, tests) has it.
+event.listen(Session, "after_flush", _note_hold_writes)
+
+
+def _holds_may_have_changed(session: AsyncSession, lot_id: int) -> bool:
+    """Whether this transaction wrote holds of the lot (or may have). The count taken at
+    ``begin`` stands otherwise: every writer of a lot's holds holds the lot's lock, as we do,
+    so re-counting them for the event's after-snapshot would be a round trip for nothing."""
+    touched = session.info.get(_HOLDS_TOUCHED, ())
+    if lot_id in touched or None in touched:
+        return True
+    sync = session.sync_session
+    return any(isinstance(o, LotHold) for o in (*sync.new, *sync.dirty, *sync.deleted))
 
 
 async def begin(
