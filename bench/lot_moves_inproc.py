@@ -36,6 +36,7 @@ from lot_moves_fixture import FAB, OPERATOR, PRODUCT, STARTER, prepare
 from pydantic import SecretStr
 from sqlalchemy import event
 from sqlalchemy.engine import make_url
+from sqlalchemy.engine.interfaces import CacheStats
 
 from mes.config import Settings
 from mes.db import throwaway
@@ -44,11 +45,21 @@ from mes.main import create_app
 DEFAULT_URL = "postgresql+asyncpg://postgres@127.0.0.1:5432/test"
 
 
+_CACHE_OUTCOME = {
+    CacheStats.CACHE_HIT: "cached",
+    CacheStats.CACHE_MISS: "generated",
+    CacheStats.CACHING_DISABLED: "caching disabled",
+    CacheStats.NO_CACHE_KEY: "no cache key (raw SQL, DDL, pings)",
+}
+
+
 class RoundTrips:
     """Every request the driver sends to the database, by kind."""
 
     def __init__(self) -> None:
         self.counts: Counter[str] = Counter()
+        self.cache: Counter[str] = Counter()
+        self.uncached: Counter[str] = Counter()
         self.on = False
 
     def add(self, kind: str) -> None:
@@ -64,6 +75,16 @@ class RoundTrips:
             yield  # SQLite: counted by the engine listener (see attach)
 
     def attach(self, engine: Any) -> None:
+        @event.listens_for(engine.sync_engine, "before_cursor_execute")
+        def _cache(_c: Any, _cur: Any, statement: str, _p: Any, context: Any, _m: Any) -> None:
+            # SQLAlchemy's compiled cache: a statement of the hot path compiled per request
+            # would show up here as "generated" (echo says "[generated in …]").
+            if self.on and context is not None and not statement.lstrip().startswith("BEGIN"):
+                outcome = _CACHE_OUTCOME.get(context.cache_hit, str(context.cache_hit))
+                self.cache[outcome] += 1
+                if outcome != "cached":
+                    self.uncached[_kind(statement)] += 1
+
         if engine.dialect.name != "sqlite":
             return
 
@@ -183,6 +204,8 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
         "wall_ms_per_move": round(wall * 1000 / done, 2),
         "round_trips_per_move": round(sum(trips.counts.values()) / done, 2),
         "round_trips": {k: round(v / done, 2) for k, v in trips.counts.most_common()},
+        "compiled_cache": dict(trips.cache),
+        "not_from_compiled_cache": dict(trips.uncached),
         "profiled": bool(args.profile),
         "python": sys.version.split()[0],
     }
@@ -194,6 +217,7 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
     )
     for kind, n in figures["round_trips"].items():
         print(f"    {n:6.2f}  {kind}")
+    print(f"    SQLAlchemy compiled cache: {dict(trips.cache)}; not cached: {dict(trips.uncached)}")
     if profiler is not None:
         stats = pstats.Stats(profiler)
         stats.sort_stats("cumulative").print_stats(args.profile)

@@ -40,7 +40,9 @@ class Profiler:
             "200",
             "--format",
             "raw",
-            "--nonblocking",
+            # Blocking: py-spy pauses the service for each sample. Without it (--nonblocking) the
+            # stacks are read while the process runs on, and time showed up in frames that were
+            # merely waiting (asyncpg's execute), which misled the earlier per-layer figures.
             "--output",
             str(self.output),
             stdout=asyncio.subprocess.DEVNULL,
@@ -86,7 +88,12 @@ UNDER = [
     ("lot service track_in", "track_in (mes/lots/moves"),
     ("lot service track_out", "track_out (mes/lots/moves"),
     ("audit recorder (_after_flush)", "_after_flush (mes/audit/"),
-    ("response body: lot reload + LotRead", "read (mes/lots/http"),
+    ("response body: lot answer + LotRead", "read (mes/lots/http"),
+    ("idempotency wrapper (runs the operation)", "idempotent (mes/kit/idempotency"),
+    ("route matching (FastAPI/Starlette)", "_match (fastapi/routing"),
+    ("ORM flush (unit of work)", "flush (sqlalchemy/orm/session"),
+    ("SQL compile + cache key", "_compile_w_cache (sqlalchemy/sql/elements"),
+    ("ORM result → objects (loading.instances)", "instances (sqlalchemy/orm/loading"),
     ("commit", "commit (sqlalchemy/ext/asyncio/session"),
     ("FastAPI request validation + dependencies", "solve_dependencies (fastapi/"),
     ("FastAPI response serialisation", "serialize_response (fastapi/"),

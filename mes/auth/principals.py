@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import time
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -50,8 +51,14 @@ class _Entry:
 class PrincipalCache:
     """Token → principal, per service (each app has its own: tests run many databases)."""
 
-    def __init__(self, ttl_s: float, *, max_entries: int = 10_000) -> None:
-        self.ttl_s, self.max_entries = ttl_s, max_entries
+    def __init__(
+        self,
+        ttl_s: float,
+        *,
+        max_entries: int = 10_000,
+        monotonic: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.ttl_s, self.max_entries, self.monotonic = ttl_s, max_entries, monotonic
         self._entries: OrderedDict[str, _Entry] = OrderedDict()
 
     def get(self, token: str, now: datetime) -> Principal | None:
@@ -60,7 +67,7 @@ class PrincipalCache:
             return None
         if (
             entry.generation != _generation
-            or time.monotonic() - entry.checked_at >= self.ttl_s
+            or self.monotonic() - entry.checked_at >= self.ttl_s
             or (entry.expires_at is not None and entry.expires_at <= now)
         ):
             del self._entries[token]
@@ -73,7 +80,7 @@ class PrincipalCache:
         """Remember a verified token; ``since`` is the generation read before the check."""
         if self.ttl_s <= 0 or since != _generation:
             return
-        self._entries[token] = _Entry(principal, expires_at, time.monotonic(), since)
+        self._entries[token] = _Entry(principal, expires_at, self.monotonic(), since)
         if len(self._entries) > self.max_entries:
             self._entries.popitem(last=False)
 

@@ -8,7 +8,7 @@ from typing import Any
 
 from sqlalchemy import or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
-from sqlalchemy.orm import selectinload
+from sqlalchemy.orm import joinedload
 
 from mes.auth.models import AccountKind, Certification
 from mes.auth.service import Principal
@@ -16,8 +16,7 @@ from mes.clock import Clock
 from mes.durables import service as durables_service
 from mes.equipment.models import Equipment
 from mes.equipment.states import E10State
-from mes.errors import Forbidden, RuleViolation
-from mes.kit.lookup import get_by_key
+from mes.errors import Forbidden, NotFound, RuleViolation
 from mes.lots import rules
 from mes.lots._core import (
     AFTER_TRACK_OUT,
@@ -47,16 +46,23 @@ from mes.recipes.models import RecipeVersion
 
 
 async def _lock_tool(session: AsyncSession, code: str) -> Equipment:
-    return await get_by_key(
-        session,
-        Equipment,
-        Equipment.code,
-        code,
-        code="tool.not_found",
-        what="tool",
-        options=(selectinload(Equipment.chambers),),
-        for_update=True,
+    # The chambers come in the same statement (a second one, selectinload, cost a round trip
+    # on every track-in); the row lock stays on the tool's row alone, as before.
+    tool = (
+        (
+            await session.scalars(
+                select(Equipment)
+                .where(Equipment.code == code)
+                .options(joinedload(Equipment.chambers))
+                .with_for_update(key_share=True, of=Equipment)
+            )
+        )
+        .unique()
+        .one_or_none()
     )
+    if tool is None:
+        raise NotFound(f"tool {code!r} does not exist", code="tool.not_found")
+    return tool
 
 
 def _tool_view(tool: Equipment) -> rules.ToolView:

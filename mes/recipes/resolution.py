@@ -11,7 +11,7 @@ from typing import Any
 
 from sqlalchemy import Select, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
-from sqlalchemy.orm import aliased, selectinload
+from sqlalchemy.orm import aliased, contains_eager
 
 from mes.equipment import service as equipment_service
 from mes.equipment.models import Chamber, Equipment
@@ -235,7 +235,8 @@ async def resolve_on_tool(
             RecipeVersion.status == RecipeVersionStatus.APPROVED,
             *where_qualified,
         )
-        .options(selectinload(RecipeVersion.recipe))
+        # The recipe from the join above (selectinload was a second round trip per track-in).
+        .options(contains_eager(RecipeVersion.recipe))
         .order_by(RecipeVersion.version.desc(), RecipeQualification.chamber_id.nulls_first())
         .limit(1)
     )
