@@ -75,9 +75,7 @@ async def test_deactivating_an_account_refuses_its_cached_token_at_once(client, 
         assert_problem(await supervisor.get("/api/v1/fabs"), 401, "auth.invalid_token")
 
 
-async def test_a_change_this_process_did_not_make_applies_within_the_ttl(
-    shared_app, db, client_as
-):
+async def test_a_change_this_process_did_not_make_applies_within_the_ttl(shared_app, db, client_as):
     # Another process (a second worker, the CLI) writing the account is, for this one, a write
     # its ORM never saw: here a Core UPDATE on the test's connection.
     ticks = Ticks()
