@@ -22,6 +22,7 @@ import json
 import os
 import pstats
 import re
+import signal
 import sys
 import tempfile
 import time
@@ -32,17 +33,28 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-from lot_moves_fixture import FAB, OPERATOR, PRODUCT, STARTER, prepare
+from lot_moves_fixture import FAB, OPERATOR, PRODUCT, STARTER, prepare, utc_now
+from py_spy_profile import analyse_profile, describe_profile
 from pydantic import SecretStr
-from sqlalchemy import event
+from sqlalchemy import event, select
 from sqlalchemy.engine import make_url
 from sqlalchemy.engine.interfaces import CacheStats
 
+from mes.audit.context import AuditContext, bind
+from mes.auth.models import AccountKind
+from mes.auth.service import Principal
+from mes.clock import SystemClock
 from mes.config import Settings
 from mes.db import throwaway
+from mes.db.transaction import unit_of_work
+from mes.fabs.models import ToolGroup
+from mes.lots import service as lots_service
+from mes.lots.commands import TrackIn, TrackOut
 from mes.main import create_app
+from mes.routes.models import Step
 
 DEFAULT_URL = "postgresql+asyncpg://postgres@127.0.0.1:5432/test"
+CLOCK = SystemClock()
 
 
 _CACHE_OUTCOME = {
@@ -179,11 +191,15 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
                     timeout=120,
                 )
                 started.raise_for_status()
-                mover = Mover(http, operator, fixture.tools[0], started.json()["lots"])
+                lots = started.json()["lots"]
+                mover: Mover | DirectMover = Mover(http, operator, fixture.tools[0], lots)
+                if args.direct:
+                    mover = await DirectMover.make(app.state.db, fixture.tools[0], lots)
                 await mover.moves(args.warmup)  # compiled caches, prepared statements
                 mover.kinds.clear()
                 trips.on = True
                 profiler = cProfile.Profile(time.process_time) if args.profile else None
+                spy = await _start_py_spy(args.py_spy) if args.py_spy else None
                 cpu0, wall0 = time.process_time(), time.perf_counter()
                 if profiler is not None:
                     profiler.enable()
@@ -191,6 +207,9 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
                 if profiler is not None:
                     profiler.disable()
                 cpu, wall = time.process_time() - cpu0, time.perf_counter() - wall0
+                if spy is not None:
+                    spy.send_signal(signal.SIGINT)  # py-spy writes its file and exits
+                    await spy.wait()
                 trips.on = False
     finally:
         if not sqlite:
@@ -218,12 +237,40 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
     for kind, n in figures["round_trips"].items():
         print(f"    {n:6.2f}  {kind}")
     print(f"    SQLAlchemy compiled cache: {dict(trips.cache)}; not cached: {dict(trips.uncached)}")
+    if args.py_spy and args.py_spy.exists():
+        profile = analyse_profile(args.py_spy)
+        figures["py_spy"] = profile
+        print(*describe_profile(profile), sep="\n")
+        print("    self time by component, ms of CPU per move (scaled by the figure above):")
+        for name, pct in profile["self_pct"].items():
+            print(f"      {pct * figures['cpu_ms_per_move'] / 100:6.2f}  {name}")
     if profiler is not None:
         stats = pstats.Stats(profiler)
         stats.sort_stats("cumulative").print_stats(args.profile)
         if args.profile_out:
             stats.dump_stats(args.profile_out)
     return figures
+
+
+async def _start_py_spy(output: Path) -> asyncio.subprocess.Process:
+    """py-spy sampling this very process (blocking: exact stacks) for the measured moves only,
+    so the seeding and warm-up stay out of the profile (bench/py_spy_profile.py reads it)."""
+    spy = await asyncio.create_subprocess_exec(
+        str(Path(sys.executable).with_name("py-spy")),
+        "record",
+        "--pid",
+        str(os.getpid()),
+        "--rate",
+        "250",
+        "--format",
+        "raw",
+        "--output",
+        str(output),
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.DEVNULL,
+    )
+    await asyncio.sleep(2.0)  # attached by then
+    return spy
 
 
 async def _login(http: httpx.AsyncClient, who: tuple[str, str]) -> dict[str, str]:
@@ -271,6 +318,61 @@ class Mover:
         return count
 
 
+class DirectMover(Mover):
+    """The same moves through the lots service itself, as the OPC UA adapters (job end →
+    track-out) and the dispatcher (job request → track-in) make them: a unit of work per
+    move, a service account as the actor (no certification query), no HTTP, no token."""
+
+    def __init__(self, db: Any, tools: dict[str, str], lots: list[dict[str, Any]]) -> None:
+        super().__init__(None, {}, tools, lots)  # type: ignore[arg-type]
+        self.db = db
+        self.actor = Principal(0, "tool-adapter", AccountKind.SERVICE, frozenset(), None)
+        self.group_of_step: dict[int, str] = {}
+
+    @classmethod
+    async def make(cls, db: Any, tools: dict[str, str], lots: list[dict[str, Any]]) -> DirectMover:
+        mover = cls(db, tools, lots)
+        async with unit_of_work(db, write=False) as session:
+            rows = await session.execute(
+                select(Step.id, ToolGroup.code).join(ToolGroup, ToolGroup.id == Step.tool_group_id)
+            )
+            mover.group_of_step = {step: group for step, group in rows.all()}
+        return mover
+
+    async def moves(self, count: int) -> int:
+        for _ in range(count):
+            code, group = self.lots[0]
+            kind = "track_in" if self.state == "Waiting" else "track_out"
+            async with unit_of_work(self.db) as session:
+                bind(
+                    session,
+                    AuditContext(self.actor.username, "tool-adapter", f"bench.{kind}", utc_now()),
+                )
+                if kind == "track_in":
+                    lot, _tool, _recipe = await lots_service.track_in(
+                        session,
+                        code,
+                        TrackIn(tool=self.tools[group]),
+                        actor=self.actor,
+                        clock=CLOCK,
+                    )
+                else:
+                    lot = await lots_service.track_out(
+                        session, code, TrackOut(), actor=self.actor, clock=CLOCK
+                    )
+                state, step = lot.state.value, lot.current_step_id
+            self.kinds[kind] += 1
+            self.state = state
+            if state == "Completed":
+                self.lots.pop(0)
+                self.state = "Waiting"
+            elif step is not None:
+                self.lots[0] = (code, self.group_of_step[step])
+            if self.state not in ("Waiting", "Running"):
+                raise RuntimeError(f"lot {code} is {self.state}")
+        return count
+
+
 def parse(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument(
@@ -280,11 +382,20 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--moves", type=int, default=600)
     parser.add_argument("--warmup", type=int, default=80)
+    parser.add_argument(
+        "--direct", action="store_true", help="call the lots service, not the HTTP API"
+    )
     parser.add_argument("--profile", type=int, default=0, help="cProfile; print the top N")
     parser.add_argument("--profile-out", type=Path, help="write the cProfile stats here")
+    parser.add_argument("--py-spy", type=Path, help="py-spy the measured moves into this file")
     return parser.parse_args(argv)
 
 
 if __name__ == "__main__":
     arguments = parse()
-    print(json.dumps(asyncio.run(main(arguments)), sort_keys=True))
+    try:
+        import uvloop  # the event loop the service runs on (uvicorn picks it)
+    except ImportError:
+        print(json.dumps(asyncio.run(main(arguments)), sort_keys=True))
+    else:
+        print(json.dumps(uvloop.run(main(arguments)), sort_keys=True))

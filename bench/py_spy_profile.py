@@ -60,6 +60,7 @@ class Profiler:
 
 # Where a sampled frame belongs, by its file (first match wins).
 CATEGORIES: list[tuple[str, tuple[str, ...]]] = [
+    ("HTTP client of the in-process benchmark (httpx)", ("httpx/", "lot_moves_inproc")),
     ("audit (mes.audit)", ("mes/audit/",)),
     ("auth (mes.auth, PyJWT)", ("mes/auth/", "jwt/")),
     ("idempotency (mes.kit.idempotency)", ("mes/kit/idempotency",)),
@@ -102,6 +103,17 @@ UNDER = [
 ]
 
 
+# Samples of a thread that waits rather than works (py-spy's blocking mode counts them):
+# the event loop polling, worker threads parked, the child watcher of a subprocess.
+IDLE_LEAVES = (
+    "EpollSelector.select (",
+    "._do_waitpid (",
+    "Condition.wait (",
+    "Event.wait (",
+    "Thread.join (",
+)
+
+
 def _category(frame: str) -> str:
     for name, needles in CATEGORIES:
         if any(needle in frame for needle in needles):
@@ -122,8 +134,10 @@ def analyse_profile(path: Path) -> dict[str, Any]:
             continue
         count = int(count_text)
         frames = stack.split(";")
-        total += count
         leaf = frames[-1]
+        if any(idle in leaf for idle in IDLE_LEAVES):
+            continue
+        total += count
         self_by_category[_category(leaf)] += count
         self_by_function[leaf] += count
         for name in {_category(f) for f in frames}:

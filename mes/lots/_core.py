@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import event, func, inspect, select
+from sqlalchemy import bindparam, event, func, inspect, select
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Session, UOWTransaction, selectinload
 
@@ -90,19 +90,26 @@ def by_sequence(steps: Sequence[rules.StepView], sequence: int) -> rules.StepVie
 # --- the lot and its event ------------------------------------------------------------------
 
 
+# The statements every lot transaction runs, built once: building a select and computing its
+# cache key cost more CPU than PostgreSQL spends running it (the cache key is memoised on the
+# statement object, so a statement made once is keyed once). Values go in as bind parameters.
+# FOR NO KEY UPDATE (key_share): see mes.kit.lookup.get_by_key.
+_LOCK_LOT = select(Lot).where(Lot.code == bindparam("code")).with_for_update(key_share=True)
+_LOCK_LOT_WITH_WAFERS = _LOCK_LOT.options(selectinload(Lot.wafers))
+_HOLD_COUNT = (
+    select(func.count())
+    .select_from(LotHold)
+    .where(LotHold.lot_id == bindparam("lot_id"), LotHold.released_at.is_(None))
+)
+
+
 async def lock_lot(
     session: AsyncSession, code: str, version: int | None, *, wafers: bool = False
 ) -> Lot:
-    lot = await get_by_key(
-        session,
-        Lot,
-        Lot.code,
-        code,
-        code="lot.not_found",
-        what="lot",
-        options=(selectinload(Lot.wafers),) if wafers else (),
-        for_update=True,
-    )
+    found = await session.scalars(_LOCK_LOT_WITH_WAFERS if wafers else _LOCK_LOT, {"code": code})
+    lot = found.unique().one_or_none()
+    if lot is None:
+        raise NotFound(f"lot {code!r} does not exist", code="lot.not_found")
     if version is not None and version != lot.version:
         raise StaleVersion(
             f"lot {code} is at version {lot.version}, not {version}",
@@ -113,14 +120,7 @@ async def lock_lot(
 
 
 async def hold_count(session: AsyncSession, lot_id: int) -> int:
-    return int(
-        await session.scalar(
-            select(func.count())
-            .select_from(LotHold)
-            .where(LotHold.lot_id == lot_id, LotHold.released_at.is_(None))
-        )
-        or 0
-    )
+    return int(await session.scalar(_HOLD_COUNT, {"lot_id": lot_id}) or 0)
 
 
 def lot_view(lot: Lot, holds: int) -> rules.LotView:
@@ -279,12 +279,15 @@ def finish(lot: Lot, state: LotState, at: datetime) -> None:
     lot.tracked_in_at = None
 
 
+_LOTS_ON_TOOL = (
+    select(Step.id, Step.recipe_name)
+    .join(Lot, Lot.current_step_id == Step.id)
+    .where(Lot.equipment_id == bindparam("tool_id"))
+)
+
+
 async def lots_on_tool(session: AsyncSession, tool_id: int) -> list[tuple[int, str | None]]:
-    rows = await session.execute(
-        select(Step.id, Step.recipe_name)
-        .join(Lot, Lot.current_step_id == Step.id)
-        .where(Lot.equipment_id == tool_id)
-    )
+    rows = await session.execute(_LOTS_ON_TOOL, {"tool_id": tool_id})
     return [(step_id, recipe) for step_id, recipe in rows.all()]
 
 
@@ -309,14 +312,15 @@ def tool_state(
 # --- future actions and Q-time windows ------------------------------------------------------
 
 
+_OPEN_ACTIONS = (
+    select(FutureAction)
+    .options(selectinload(FutureAction.hold_code))
+    .where(FutureAction.lot_id == bindparam("lot_id"), FutureAction.done_at.is_(None))
+)
+
+
 async def open_actions(session: AsyncSession, lot_id: int) -> list[FutureAction]:
-    return list(
-        await session.scalars(
-            select(FutureAction)
-            .options(selectinload(FutureAction.hold_code))
-            .where(FutureAction.lot_id == lot_id, FutureAction.done_at.is_(None))
-        )
-    )
+    return list(await session.scalars(_OPEN_ACTIONS, {"lot_id": lot_id}))
 
 
 ARRIVAL = FutureActionKind.HOLD_ON_ARRIVAL

@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import Select, select
+from sqlalchemy import Select, bindparam, select
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import aliased, joinedload, selectinload
 
@@ -257,6 +257,7 @@ _ANSWER = (
     .outerjoin(ToolGroup, ToolGroup.id == Step.tool_group_id)
     .outerjoin(Carrier, Carrier.id == Lot.carrier_id)
     .outerjoin(_PARENT, _PARENT.id == Lot.parent_lot_id)
+    .where(Lot.code == bindparam("code"))
 )
 
 
@@ -264,7 +265,7 @@ async def lot_answer(session: AsyncSession, code: str) -> s.LotRead:
     """The lot as the transaction left it, as the API shows it: one row of columns (the answer
     of every lot transaction), instead of the lot and six related objects loaded into the
     session again (populate_existing) only to read a code of each."""
-    row = (await session.execute(_ANSWER.where(Lot.code == code))).one()
+    row = (await session.execute(_ANSWER, {"code": code})).one()
     (code, fab, product, route, version, sequence, operation, group, *rest) = row
     state, priority, due_at, wafers, carrier, parent, started_at, ended_at, lot_version = rest
     return s.LotRead(
