@@ -396,6 +396,10 @@ if __name__ == "__main__":
     try:
         import uvloop  # the event loop the service runs on (uvicorn picks it)
     except ImportError:
+        uvloop = None
+    if uvloop is None or arguments.py_spy:
+        # Profiled: asyncio's own loop, whose waiting py-spy can tell from work (uvloop's
+        # C loop shows waiting, its callbacks and asyncpg's decoding as one frame).
         print(json.dumps(asyncio.run(main(arguments)), sort_keys=True))
     else:
         print(json.dumps(uvloop.run(main(arguments)), sort_keys=True))
