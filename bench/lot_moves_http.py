@@ -13,7 +13,7 @@ from typing import Any
 
 import httpx
 from lot_moves_fixture import FAB, OPERATOR, PRODUCT, STARTER, Fixture
-from measuring import Stats, Window, measure_cpu, summarise
+from measuring import Stats, Window, cpu_per_move, measure_cpu, summarise
 from py_spy_profile import Profiler
 from service_process import service, wait_ready
 
@@ -170,6 +170,7 @@ async def http_phase(
         **summarise(stats, args.seconds),
         **cpu,
     }
+    figures.update(cpu_per_move(figures, args.seconds))
     if crashed:
         figures["service_crashed"] = True
     if profiler is not None:

@@ -94,10 +94,20 @@ def _cli_context(operation: str) -> AuditContext:
 def serve(
     host: Annotated[str | None, typer.Option(help="interface to bind")] = None,
     port: Annotated[int | None, typer.Option(help="TCP port")] = None,
+    workers: Annotated[
+        int | None,
+        typer.Option(help="service processes, each with its own socket on the port", min=1),
+    ] = None,
 ) -> None:
     """Serve the REST API (and /docs) with uvicorn."""
     settings = Settings()
     _configure_logging(settings)
+    count = workers or settings.workers
+    if count > 1:
+        from mes.serving import serve_workers
+
+        serve_workers(settings, host or settings.host, port or settings.port, count)
+        return
     from mes.main import create_app
 
     uvicorn.run(

@@ -23,6 +23,8 @@ class Settings(BaseSettings):
     )
     database_echo: bool = False
     database_pool_size: int = Field(default=10, ge=1, le=200)
+    # PostgreSQL: a pooled connection idle this long is pinged before use (0: every checkout).
+    database_ping_idle_s: float = Field(default=1.0, ge=0, le=3600)
     # SQLite waits this long for the single writer lock before failing with "database is locked".
     sqlite_busy_timeout_ms: int = Field(default=10_000, ge=0)
     # Bounds on waiting for PostgreSQL, so that a request fails (503, Retry-After) instead of
@@ -35,6 +37,8 @@ class Settings(BaseSettings):
     database_retry_after_s: int = Field(default=5, ge=1, le=3600)
     host: str = "127.0.0.1"
     port: int = Field(default=8000, ge=1, le=65535)
+    # Service processes of ``mes serve`` (mes.serving: one socket each, SO_REUSEPORT).
+    workers: int = Field(default=1, ge=1, le=64)
     log_level: str = "info"
     # Larger request bodies are refused (413) before they are read: a process-exchange import,
     # the largest body the API takes, is a few hundred kB for a fab.
@@ -43,6 +47,10 @@ class Settings(BaseSettings):
     # unset, each process makes a random one and tokens do not survive a restart.
     jwt_secret: SecretStr | None = None
     access_token_ttl_s: int = Field(default=900, ge=60, le=24 * 3600)
+    # A verified bearer token is trusted for this long before its account is read again (0:
+    # every request reads it). Account changes made through this process apply at once; made
+    # through another (a second worker, the CLI), within this time (mes.auth.principals).
+    auth_cache_s: float = Field(default=5.0, ge=0, le=300)
     # An e-signature without the password again is accepted within this time of a login.
     esign_max_age_s: int = Field(default=300, ge=0, le=3600)
     login_max_failures: int = Field(default=5, ge=1, le=100)

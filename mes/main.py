@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from weakref import WeakKeyDictionary
 
 from fastapi import APIRouter, Depends, FastAPI
 
@@ -13,7 +14,9 @@ from mes import __version__
 from mes.audit import recorder
 from mes.audit.router import router as audit_router
 from mes.audit.sealer import seal_audit_forever
+from mes.auth import principals
 from mes.auth.dependencies import authenticated
+from mes.auth.principals import PrincipalCache
 from mes.auth.router import login_router
 from mes.auth.router import router as auth_router
 from mes.clock import Clock, SystemClock
@@ -77,6 +80,7 @@ def create_app(
     recorder.install()
     wip.install(lots_running_on)
     quality_collection.install()  # data collection and SPC in every track-out
+    principals.install()
     owns_database = database is None
     db = database or Database.from_settings(settings)
     clock = clock or SystemClock()
@@ -171,6 +175,8 @@ def create_app(
     app.state.db = db
     app.state.clock = clock
     app.state.whatif = WhatIfJobs()
+    # Verified bearer tokens, per database (mes.auth.principals).
+    app.state.principals = WeakKeyDictionary[Database, PrincipalCache]()
 
     api = APIRouter(prefix=API_PREFIX, dependencies=[Depends(authenticated)])
     for router in (

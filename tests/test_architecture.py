@@ -38,7 +38,7 @@ LAYERS: tuple[frozenset[str], ...] = tuple(
 )
 # The application: composition roots and HTTP plumbing that may import any domain.
 APPLICATION = frozenset(
-    {"main", "cli", "health", "problems", "contract", "links", "all_models", "console"}
+    {"main", "cli", "serving", "health", "problems", "contract", "links", "all_models", "console"}
 )
 
 # Modules that hold domain rules: plain Python, testable without a database or network, usable

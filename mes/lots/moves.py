@@ -6,9 +6,9 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import or_, select
+from sqlalchemy import bindparam, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
-from sqlalchemy.orm import selectinload
+from sqlalchemy.orm import joinedload
 
 from mes.auth.models import AccountKind, Certification
 from mes.auth.service import Principal
@@ -16,8 +16,7 @@ from mes.clock import Clock
 from mes.durables import service as durables_service
 from mes.equipment.models import Equipment
 from mes.equipment.states import E10State
-from mes.errors import Forbidden, RuleViolation
-from mes.kit.lookup import get_by_key
+from mes.errors import Forbidden, NotFound, RuleViolation
 from mes.lots import checks, rules
 from mes.lots._core import (
     AFTER_TRACK_OUT,
@@ -48,17 +47,32 @@ from mes.recipes.models import RecipeVersion
 # --- track-in --------------------------------------------------------------------------------
 
 
+# Built once (see mes.lots._core: building a statement costs more than running it).
+# The chambers come with the tool (selectinload was a second round trip on every track-in);
+# the row lock stays on the tool's row alone, as before.
+_LOCK_TOOL = (
+    select(Equipment)
+    .where(Equipment.code == bindparam("code"))
+    .options(joinedload(Equipment.chambers))
+    .with_for_update(key_share=True, of=Equipment)
+)
+_CERTIFIED = select(Certification.id).where(
+    Certification.user_id == bindparam("user_id"),
+    Certification.tool_group_id == bindparam("tool_group_id"),
+    or_(Certification.expires_at.is_(None), Certification.expires_at > bindparam("now")),
+)
+_WINDOWS_TO_STEP = select(QTimeWindow).where(
+    QTimeWindow.lot_id == bindparam("lot_id"),
+    QTimeWindow.to_step_id == bindparam("step_id"),
+    QTimeWindow.status == QTimeStatus.OPEN,
+)
+
+
 async def _lock_tool(session: AsyncSession, code: str) -> Equipment:
-    return await get_by_key(
-        session,
-        Equipment,
-        Equipment.code,
-        code,
-        code="tool.not_found",
-        what="tool",
-        options=(selectinload(Equipment.chambers),),
-        for_update=True,
-    )
+    tool = (await session.scalars(_LOCK_TOOL, {"code": code})).unique().one_or_none()
+    if tool is None:
+        raise NotFound(f"tool {code!r} does not exist", code="tool.not_found")
+    return tool
 
 
 def _tool_view(tool: Equipment) -> rules.ToolView:
@@ -102,11 +116,7 @@ async def _check_certified(
     if principal.kind != AccountKind.HUMAN:
         return  # machines act for the tool; people are certified
     certified = await session.scalar(
-        select(Certification.id).where(
-            Certification.user_id == principal.user_id,
-            Certification.tool_group_id == tool_group_id,
-            or_(Certification.expires_at.is_(None), Certification.expires_at > now),
-        )
+        _CERTIFIED, {"user_id": principal.user_id, "tool_group_id": tool_group_id, "now": now}
     )
     if certified is None:
         raise Forbidden(
@@ -151,15 +161,7 @@ async def track_in(
         earlier = by_sequence(steps, step.same_tool_as_sequence)
         rules.check_dedication(step, _tool_view(tool), await _tool_that_ran(session, lot, earlier))
     # Q-time: a window this step closes that has already run out holds the lot instead.
-    windows = list(
-        await session.scalars(
-            select(QTimeWindow).where(
-                QTimeWindow.lot_id == lot.id,
-                QTimeWindow.to_step_id == step.id,
-                QTimeWindow.status == QTimeStatus.OPEN,
-            )
-        )
-    )
+    windows = list(await session.scalars(_WINDOWS_TO_STEP, {"lot_id": lot.id, "step_id": step.id}))
     expired = [w for w in windows if rules.qtime_expired(w.deadline_at, now)]
     too_early = [w for w in windows if rules.qtime_too_early(w.earliest_at, now)]
     if too_early and not expired:
