@@ -58,6 +58,17 @@ LOCATIONS: dict[str, tuple[str, dict[str, str]]] = {
     "/lots/{lot}/split": ("/lots/{lot}", {"lot": "/child/code"}),
     "/dispatch/rule-sets": ("/dispatch/rule-sets", {}),
     "/hold-codes": ("/hold-codes", {}),
+    "/start-plans": ("/start-plans/{plan}", {"plan": "/code"}),
+    "/quality/plans": ("/quality/plans/{plan}", {"plan": "/name"}),
+    "/quality/plans/{plan}/versions": (
+        "/quality/plans/{plan}/versions/{version}",
+        {"plan": "path:plan", "version": "/version"},
+    ),
+    "/quality/charts": ("/quality/charts/{chart_id}", {"chart_id": "/id"}),
+    "/quality/charts/{chart_id}/limits": (
+        "/quality/charts/{chart_id}/limits",
+        {"chart_id": "path:chart_id"},
+    ),
     "/carriers": ("/carriers/{carrier}", {"carrier": "/code"}),
     "/durables": ("/durables/{durable}", {"durable": "/code"}),
     "/users": ("/users/{username}", {"username": "/username"}),

@@ -13,7 +13,7 @@ from __future__ import annotations
 from sqlalchemy import insert, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from mes.errors import InvalidInput
+from mes.errors import InvalidInput, refuses
 from mes.lots import checks
 from mes.lots.checks import CheckHold, TrackOutFacts
 from mes.lots.models import Wafer
@@ -146,3 +146,6 @@ def _one_per_code(holds: list[CheckHold]) -> list[CheckHold]:
 def install() -> None:
     """Register data collection and SPC in every track-out of this process (idempotent)."""
     checks.register(check_track_out)
+    # The track-out's contract (mes.contract) cannot follow a registered check: name its
+    # refusals on the hook the track-out calls.
+    refuses("edc.missing_values", "edc.invalid_value", status=422)(checks.run)

@@ -142,7 +142,7 @@ async def test_baseline_freezes_limits_and_a_shift_holds_the_lot_and_stops_the_t
     assert_problem(twice, 409, "spc.already_acknowledged")
     released = await client.post(
         f"/api/v1/lots/{held['code']}/release",
-        json={"reason": "OCAP closed", "hold_code": "SPC", "signature": {"reason": "OCAP closed"}},
+        json={"hold_code": "SPC", "signature": {"reason": "OCAP closed"}},
     )
     assert released.status_code == 200, released.text
     assert released.json()["state"] == "Waiting"

@@ -172,7 +172,7 @@ async def test_a_drifting_tool_is_caught_and_stopped_before_it_runs_many_lots(fa
         assert (await fab.tool(MET))["e10_state"] == "SBY"
         r = await fab.api.post(
             f"/api/v1/lots/{held}/release",
-            json={"reason": "OCAP closed", "hold_code": "SPC", "signature": {"reason": "OCAP"}},
+            json={"hold_code": "SPC", "signature": {"reason": "OCAP"}},
         )
         assert r.status_code == 200, r.text
         for lot in [*waiting, held]:
