@@ -187,7 +187,7 @@ class Change:
             )
         )
         if after["state"] == LotState.WAITING.value or (
-            self.before.get("equipment_id") is not None and after["equipment_id"] is None
+            (self.before or {}).get("equipment_id") is not None and after["equipment_id"] is None
         ):
             # A lot that can run now, or a tool it left: the fab's dispatcher should look.
             wakeups.request(self.session, self.lot.fab_id)
