@@ -2,7 +2,7 @@
 notifications; the hold codes SPC, OUT_OF_SPEC, EDC_MISSING and the substate UDT.SPC
 
 Revision ID: f382026bb7ef
-Revises: 6b4d2a8e0f13
+Revises: 7c5e1f3a9d24
 Create Date: 2026-12-04 05:14:34.928787+00:00
 """
 
@@ -15,7 +15,7 @@ from sqlalchemy.dialects import postgresql
 import mes.db.types
 
 revision: str = "f382026bb7ef"
-down_revision: str | None = "6b4d2a8e0f13"
+down_revision: str | None = "7c5e1f3a9d24"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
