@@ -54,7 +54,7 @@ run: $(VENV)/.installed-run
 	trap 'kill -TERM $$api 2>/dev/null; wait $$api 2>/dev/null; \
 		kill -TERM $$sims 2>/dev/null; wait $$sims 2>/dev/null; echo "stopped"' EXIT; \
 	trap 'exit 130' INT TERM; \
-	until grep -q "Ctrl-C stops" var/sims.log; do \
+	until grep -qs "Ctrl-C stops" var/sims.log; do \
 		kill -0 $$sims 2>/dev/null || { cat var/sims.log; exit 1; }; sleep 0.5; done; \
 	MES_ADAPTERS_ENABLED=$${MES_ADAPTERS_ENABLED:-true} MES_RELEASE_ENABLED=$${MES_RELEASE_ENABLED:-true} \
 	MES_DISPATCH_INTERVAL_S=$${MES_DISPATCH_INTERVAL_S:-5} MES_DISPATCH_FABS=$${MES_DISPATCH_FABS-F1,F2} \
