@@ -78,13 +78,15 @@ def _wait_ready(port: int, server: subprocess.Popen[bytes]) -> None:
     deadline = time.monotonic() + 240
     while time.monotonic() < deadline:
         assert server.poll() is None, "mes serve exited"
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
         try:
-            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
             conn.request("GET", "/readyz")
             if conn.getresponse().status == 200:
                 return
         except OSError:
             pass
+        finally:
+            conn.close()
         time.sleep(0.2)
     raise AssertionError("mes serve --workers 2 did not become ready")
 
@@ -99,8 +101,10 @@ def _spread(port: int, server: subprocess.Popen[bytes]) -> tuple[dict[int, int],
         headers={"Content-Type": "application/x-www-form-urlencoded"},
     )
     answer = login.getresponse()
-    assert answer.status == 200, answer.read()
-    token = json.loads(answer.read())["access_token"]
+    body = answer.read()
+    login.close()
+    assert answer.status == 200, body
+    token = json.loads(body)["access_token"]
     # Keep-alive connections opened at once, like terminals that log in together.
     connections = [
         http.client.HTTPConnection("127.0.0.1", port, timeout=30) for _ in range(CONNECTIONS)
