@@ -1,7 +1,7 @@
 """qtime minimum: a step may say how long a lot must wait, not only how long it may
 
 Revision ID: 7c5e1f3a9d24
-Revises: f382026bb7ef
+Revises: 6b4d2a8e0f13
 Create Date: 2026-12-04 05:10:00+00:00
 """
 
@@ -13,7 +13,7 @@ from alembic import op
 from mes.db.types import UTCDateTime
 
 revision: str = "7c5e1f3a9d24"
-down_revision: str | None = "f382026bb7ef"
+down_revision: str | None = "6b4d2a8e0f13"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

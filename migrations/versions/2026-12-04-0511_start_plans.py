@@ -1,7 +1,7 @@
 """start plans: release planning master data, the lots they released, the releaser's lease
 
 Revision ID: 6c90a86998bc
-Revises: 7c5e1f3a9d24
+Revises: f382026bb7ef
 Create Date: 2026-12-04 05:11:00+00:00
 """
 
@@ -13,7 +13,7 @@ from alembic import op
 from mes.db.types import JsonDocument, UTCDateTime
 
 revision: str = "6c90a86998bc"
-down_revision: str | None = "7c5e1f3a9d24"
+down_revision: str | None = "f382026bb7ef"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
