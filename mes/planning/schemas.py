@@ -16,7 +16,9 @@ class StartPlanCreate(BaseModel):
     fab: CodeStr
     product: CodeStr
     route: CodeStr | None = Field(default=None, description="default: the product's only route")
-    rate: float = Field(gt=0, le=1_000_000, description="lots per `rate_per`")
+    # At least one lot per hundred hours (or days): a smaller rate is no plan, and its
+    # interval would overflow the calendar.
+    rate: float = Field(ge=0.01, le=1_000_000, description="lots per `rate_per`")
     rate_per: RatePer = RatePer.DAY
     wafer_count: int = Field(default=25, ge=1, le=MAX_WAFERS_PER_LOT)
     due_rule: DueRule = DueRule.X_FACTOR
@@ -45,7 +47,7 @@ class StartPlanUpdate(BaseModel):
 
     version: int = Field(ge=1, le=2**31 - 1)
     route: CodeStr | None = None
-    rate: float | None = Field(default=None, gt=0, le=1_000_000)
+    rate: float | None = Field(default=None, ge=0.01, le=1_000_000)
     rate_per: RatePer | None = None
     wafer_count: int | None = Field(default=None, ge=1, le=MAX_WAFERS_PER_LOT)
     due_rule: DueRule | None = None

@@ -106,6 +106,7 @@ async def test_create_read_change_and_audit_a_plan(client) -> None:
         ({"rate": 2, "rate_per": "second"}, 422, "request.invalid"),
         ({"rate": 7200}, 422, "start_plan.rate"),
         ({"rate": 0}, 422, "request.invalid"),
+        ({"rate": 5e-324}, 422, "request.invalid"),  # found by the fuzzer: was a 500
         ({"priority_mix": {"urgent": 1}}, 422, "start_plan.priority_mix"),
         ({"priority_mix": {"normal": 0}}, 422, "start_plan.priority_mix"),
         ({"due_value": 0.5}, 422, "start_plan.due_rule"),
