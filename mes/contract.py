@@ -48,6 +48,9 @@ class Refusal:
 
 # The answers of the framework and of the problem handlers (mes.problems), not of an endpoint.
 VALIDATION = Refusal(422, "request.invalid")
+# A path parameter holding a "/" (sent as %2F) is decoded before routing and then matches no
+# route: the router's own 404, possible on every operation with a path parameter.
+NO_ROUTE = Refusal(404, "http.not_found")
 TOO_LARGE = Refusal(413, "request.too_large")
 MALFORMED_BODY = Refusal(400, "request.malformed_body")
 WRITE_RACES = frozenset(
@@ -288,6 +291,8 @@ def operation_refusals(route: Any) -> frozenset[Refusal]:
     # Parameters are validated, and a path or query with control characters is refused on
     # every route (mes.problems.RequestLimits).
     found.add(VALIDATION)
+    if "{" in route.path:
+        found.add(NO_ROUTE)
     if route.body_field is not None:
         found |= {TOO_LARGE, MALFORMED_BODY}
     if _WRITE_SESSION_DEPENDENCY in calls:
