@@ -14,7 +14,7 @@ UV := UV_PROJECT_ENVIRONMENT=$(VENV) UV_PYTHON_DOWNLOADS=never $(TOOLS_VENV)/bin
 SYNC := $(UV) sync --frozen --python $(PYTHON_EXE)
 
 .PHONY: run sims interop test test-sqlite test-postgres lint typecheck docs docs-build bench \
-	bench-dispatch bench-opcua bench-scale-out bench-console clean venv
+	bench-dispatch bench-wakeup bench-opcua bench-scale-out bench-console clean venv
 
 # uv itself, from the package index pip is configured with.
 $(TOOLS_VENV)/.uv-$(UV_VERSION):
@@ -112,6 +112,11 @@ bench: $(VENV)/.installed-dev
 	$(BIN)/python bench/lot_moves.py --database-url $${MES_BENCH_DATABASE_URL:-postgresql+asyncpg://postgres@127.0.0.1:5432/test}
 
 ## bench-dispatch: what-next latency and full refresh on an SMT2020 fab (SMT2020=<folder>)
+## bench-wakeup: a tool's idle time from being freed to its next job, periodic against
+## event-driven dispatch (SQLite; MES_BENCH_DATABASE_URL for PostgreSQL)
+bench-wakeup: $(VENV)/.installed-dev
+	$(BIN)/python bench/dispatch_wakeup.py $${MES_BENCH_DATABASE_URL:+--database-url $$MES_BENCH_DATABASE_URL}
+
 bench-dispatch: $(VENV)/.installed-dev
 	$(BIN)/python bench/dispatch_latency.py --data $${SMT2020:?set SMT2020 to an SMT2020-format folder} --database-url $${MES_BENCH_DATABASE_URL:-postgresql+asyncpg://postgres@127.0.0.1:5432/test}
 

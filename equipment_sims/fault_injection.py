@@ -36,6 +36,7 @@ class FaultInjection:
     faults: FaultSchedule
     fault_log: list[tuple[float, str]]  # random faults so far (sim time, kind)
     reply_delay: float  # real seconds every method reply waits (fault: slow_replies)
+    lost_replies: int  # job commands carried out but answered BadTimeout (fault: lose_replies)
     _lock: asyncio.Lock
     _silent_until: float | None  # real monotonic time; inf = until told
     _restarting: bool
@@ -68,6 +69,7 @@ class FaultInjection:
         "breakdown",
         "reject_downloads",
         "slow_replies",
+        "lose_replies",
         "restart",
     )
 
@@ -160,6 +162,13 @@ class FaultInjection:
         if seconds < 0:
             raise ValueError("seconds must not be negative")
         self.reply_delay = float(seconds)
+
+    async def lose_replies(self, count: int = 1) -> None:
+        """The next ``count`` job commands are carried out, but their answer is lost on the
+        way: the caller gets BadTimeout and cannot know the job started (0 ends it)."""
+        if count < 0:
+            raise ValueError("count must not be negative")
+        self.lost_replies = int(count)
 
     async def _fault(self, action: Callable[[], Any]) -> Any:
         return await self.command(action, slow=False)

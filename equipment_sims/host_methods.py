@@ -76,7 +76,11 @@ class HostMethods:
         action = _JOB_ACTIONS[name]
 
         async def handler(parent: ua.NodeId, *args: ua.Variant) -> Any:
-            return await self._call(args, 1, lambda key: action(self._sim.tool, key))
+            result = await self._call(args, 1, lambda key: action(self._sim.tool, key))
+            if self._sim.lost_replies > 0:  # fault: done, but the answer never arrives
+                self._sim.lost_replies -= 1
+                return ua.StatusCode(ua.StatusCodes.BadTimeout)
+            return result
 
         return handler
 

@@ -90,6 +90,7 @@ class SimServer(FaultInjection):
         self._restore = restore
         self._saved_revision = -1
         self.reply_delay = 0.0  # real seconds every method reply waits (fault: slow_replies)
+        self.lost_replies = 0  # job commands carried out but answered BadTimeout (lose_replies)
         self.faults = FaultSchedule(
             fault_rate, seed=seed, tool_id=spec.tool_id, kinds=fault_kinds, start=clock.now()
         )

@@ -26,7 +26,9 @@ from mes.config import Settings
 from mes.db import migrate
 from mes.db.engine import Database
 from mes.db.transaction import unit_of_work
+from mes.equipment import wip
 from mes.errors import MesError
+from mes.lots.service import lots_running_on
 from mes.seed import loader
 
 app = typer.Typer(help="Fab MES service and administration.", no_args_is_help=True)
@@ -47,6 +49,7 @@ app.add_typer(opcua_app, name="opcua")
 def _open_database(settings: Settings) -> Database:
     # Every write of a command is audited in its own flush, as in the service.
     recorder.install()
+    wip.install(lots_running_on)
     return Database.from_settings(settings)
 
 
@@ -471,6 +474,7 @@ async def _run_dispatcher(settings: Settings, fabs: str, owner: str | None) -> N
         interval_s=settings.dispatch_interval_s or 30.0,
         lease_ttl_s=settings.dispatch_lease_ttl_s,
         top_n=settings.dispatch_top_n,
+        min_gap_s=settings.dispatch_min_gap_s,
     )
     typer.echo(f"dispatcher {dispatcher.owner}: fabs {fabs}", err=True)
     try:

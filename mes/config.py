@@ -80,6 +80,9 @@ class Settings(BaseSettings):
     dispatch_fabs: str | None = Field(default=None, pattern=r"^[A-Za-z0-9_\-=,\s]*$")
     dispatch_lease_ttl_s: float = Field(default=90.0, gt=0.5, le=3600)
     dispatch_top_n: int = Field(default=5, ge=1, le=50)
+    # Event-driven dispatch: a committed track-out, start, release or tool coming up wakes the
+    # fab's dispatcher at once; cycles are at least this far apart (a busy line wakes it often).
+    dispatch_min_gap_s: float = Field(default=1.0, ge=0, le=60)
 
     @model_validator(mode="after")
     def _security_has_credentials(self) -> Settings:

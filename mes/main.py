@@ -24,6 +24,7 @@ from mes.db.engine import Database
 from mes.dispatch.router import router as dispatch_router
 from mes.durables.router import durables_router
 from mes.durables.router import router as carriers_router
+from mes.equipment import wip
 from mes.equipment.router import metrics_router, pm_router, substates_router
 from mes.equipment.router import router as equipment_router
 from mes.equipment.signals import watch_signals_forever
@@ -40,6 +41,7 @@ from mes.lots.moves_router import router as lot_moves_router
 from mes.lots.qtime import watch_qtime_forever
 from mes.lots.router import hold_codes_router
 from mes.lots.router import router as lots_router
+from mes.lots.service import lots_running_on
 from mes.lots.wafers_router import router as lot_wafers_router
 from mes.opcua.router import router as connection_router
 from mes.problems import install_error_handlers
@@ -65,6 +67,7 @@ def create_app(
     settings = settings or Settings()
     # Every session of the service writes its audit records in the same flush.
     recorder.install()
+    wip.install(lots_running_on)
     owns_database = database is None
     db = database or Database.from_settings(settings)
     clock = clock or SystemClock()
@@ -110,6 +113,7 @@ def create_app(
                 interval_s=settings.dispatch_interval_s,
                 lease_ttl_s=settings.dispatch_lease_ttl_s,
                 top_n=settings.dispatch_top_n,
+                min_gap_s=settings.dispatch_min_gap_s,
             )
             _app.state.dispatcher = app_dispatcher
             dispatcher = asyncio.create_task(app_dispatcher.run(), name="dispatcher")

@@ -99,6 +99,12 @@ LOT_BONUS = _p("lot.bonus", [E, S], "add wafers to a lot")
 LOT_JUMP = _p("lot.jump", [E], "move a lot to another step (skip / jump)", signature=True)
 LOT_PRIORITY = _p("lot.priority", [E, S], "change priority class and due date")
 LOT_TERMINATE = _p("lot.terminate", [E, S], "terminate a lot", signature=True)
+LOT_CANCEL_TRACK_IN = _p(
+    "lot.cancel_track_in",
+    [S],
+    "undo a track-in made by mistake (nothing processed)",
+    signature=True,
+)
 LOT_TRANSFER = _p("lot.transfer", [OP, S], "ship lots to another fab and receive them")
 DISPATCH_RULES = _p(
     "dispatch.rules", [E], "publish dispatching rule sets, setup and transfer-time data"
@@ -147,6 +153,7 @@ ALL_PERMISSIONS: tuple[Permission, ...] = (
     LOT_JUMP,
     LOT_PRIORITY,
     LOT_TERMINATE,
+    LOT_CANCEL_TRACK_IN,
     LOT_TRANSFER,
     HOLD_CODE_ADMIN,
     DISPATCH_RULES,

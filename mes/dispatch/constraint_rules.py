@@ -101,6 +101,13 @@ def pair_exclusion(
                 )
             if len(tool.running) >= min(step.batch_max, tool.max_lots):
                 return Exclusion("tool.full", f"the batch on {tool.code} is full")
+    if lot.qtime_earliest is not None:
+        start = situation.now + start_in_s
+        if start < lot.qtime_earliest:
+            return Exclusion(
+                "lot.qtime_min_not_reached",
+                f"its minimum Q-time ends {lot.qtime_earliest - situation.now:.0f} s from now",
+            )
     if lot.qtime_deadline is not None:
         start = situation.now + start_in_s + situation.setup_time(tool.current_setup, step.setup)
         if start > lot.qtime_deadline:

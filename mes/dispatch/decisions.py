@@ -28,7 +28,8 @@ WAITING = "waiting"
 NONE = "none"
 ADVISORY = "advisory"
 SHADOW = "shadow"
-PRODUCTION_OUTCOMES = (REQUESTED, REFUSED, WAITING, NONE, ADVISORY)
+BACKOFF = "backoff"  # the tool refused lately: not offered lots until its pause ends
+PRODUCTION_OUTCOMES = (REQUESTED, REFUSED, WAITING, NONE, ADVISORY, BACKOFF)
 
 
 def ranked_json(listing: policy.DispatchList, top_n: int) -> dict[str, Any]:

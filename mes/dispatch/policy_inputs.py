@@ -52,6 +52,8 @@ class LotSnapshot:
     next_tool_group_id: int | None = None
     # The earliest open Q-time deadline the current step must meet (start before it).
     qtime_deadline: float | None = None
+    # The latest minimum Q-time of those windows (the step may not start before it).
+    qtime_earliest: float | None = None
     # The tool the dedication names (from the lot's history), if the step is dedicated.
     dedicated_tool_id: int | None = None
     # Context rules that send the logical recipe to another recipe on some tools.

@@ -3,7 +3,10 @@
 (and its shadow set, logged only), and for each tool whose list offers a lot that batch
 formation says to start now, the same job request as ``POST /lots/{lot}/jobs``, one
 transaction per decision. A refused request (the lot was taken meanwhile, the tool went down) is
-logged with its code and not retried: the next cycle decides again on fresh data.
+logged with its code and not retried: the next cycle decides again on fresh data. A refusal by
+or about the tool — at the request, or when its adapter reports the job failed — pauses that
+tool's dispatch with a growing back-off per code (``backoff``), logged once per pause as a
+``backoff`` decision.
 """
 
 from __future__ import annotations
@@ -11,10 +14,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from enum import StrEnum
+
+from sqlalchemy import or_, select
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from mes.audit.context import AuditContext, bind
 from mes.auth.models import AccountKind
@@ -25,10 +31,14 @@ from mes.db.engine import Database
 from mes.db.transaction import unit_of_work
 from mes.dispatch import decisions, leader, policy
 from mes.dispatch import service as dispatch_service
+from mes.dispatch.backoff import Backoff, refusal_code
 from mes.dispatch.models import DispatchDecision
 from mes.errors import MesError
 from mes.fabs import service as fabs_service
 from mes.jobs import service as jobs_service
+from mes.jobs.models import EquipmentJob
+from mes.jobs.states import JobStatus
+from mes.kit import wakeups
 
 log = logging.getLogger(__name__)
 
@@ -82,6 +92,10 @@ class Dispatcher:
         interval_s: float = 30.0,
         lease_ttl_s: float = 90.0,
         top_n: int = 5,
+        backoff_base_s: float = 30.0,
+        backoff_max_s: float = 1800.0,
+        min_gap_s: float = 1.0,
+        event_driven: bool = True,
     ) -> None:
         self.db = db
         self.clock = clock
@@ -96,25 +110,61 @@ class Dispatcher:
         # A standby's next try: when the leader's lease runs out, not a whole interval later
         # (a take-over then costs one TTL, not one TTL + one cycle).
         self._lease_expiry: dict[str, datetime] = {}
+        self.backoff = Backoff(backoff_base_s, backoff_max_s)
+        self.min_gap_s = min_gap_s
+        self.event_driven = event_driven  # False: the periodic cycle only (bench baseline)
+        self.wakeups = 0  # cycles run early because a change asked for it
+        self.cycles = 0  # rounds over our fabs since run() began
+        # Up to when each fab's job outcomes were read (for the back-off).
+        self._outcomes_seen: dict[str, datetime] = {}
+        # (job, status) read last time: a boundary instant is read twice, acted on once.
+        self._jobs_seen: dict[str, set[tuple[int, JobStatus]]] = {}
 
     def wake(self) -> None:
         """Run the next cycle now (an event-driven trigger: a tool became free, a lot arrived)."""
         self._wake.set()
 
+    def on_wakeup(self, fab_ids: Iterable[int]) -> None:
+        """A committed change asked for its fab's dispatcher (``mes.kit.wakeups``): wake if it
+        is one of ours (once our fab ids are known; before that, the first cycle is due)."""
+        if set(fab_ids) & set(self._fab_ids.values()):
+            self.wake()
+
     async def run(self) -> None:
-        """Cycle until cancelled; gives the leases up on the way out."""
+        """Cycle until cancelled, every interval and whenever a committed change of one of our
+        fabs asks for it (in this process, or on PostgreSQL from another); gives the leases
+        up on the way out."""
+
+        def ignore(_fabs: Iterable[int]) -> None:
+            return None
+
+        hear = self.on_wakeup if self.event_driven else ignore
+        unsubscribe = wakeups.subscribe(hear)
+        listener = asyncio.create_task(
+            wakeups.listen_for_wakeups(self.db.engine, hear), name="dispatch-wakeups"
+        )
+        loop = asyncio.get_running_loop()
         try:
             while True:
+                started = loop.time()
+                self._wake.clear()  # changes from here on ask for the next cycle
                 for fab in self.fabs:
                     try:
                         self._note_leadership(await self.cycle(fab))
                     except Exception:
                         log.exception("dispatch cycle of %s failed; retrying", fab)
-                self._wake.clear()
+                self.cycles += 1
                 with contextlib.suppress(TimeoutError):
                     async with asyncio.timeout(self.next_wait_s()):  # cancellation-safe (3.11)
                         await self._wake.wait()
+                        self.wakeups += 1
+                        # A busy line asks often: one cycle per min_gap_s takes them all.
+                        await asyncio.sleep(max(0.0, started + self.min_gap_s - loop.time()))
         finally:
+            unsubscribe()
+            listener.cancel()
+            with contextlib.suppress(BaseException):
+                await listener
             with contextlib.suppress(Exception):
                 await self.release()
 
@@ -177,6 +227,7 @@ class Dispatcher:
         taken: set[int] = set()
         async with unit_of_work(self.db, write=False) as session:
             snap = await dispatch_service.fab_snapshot(session, fab, now)
+            await self._learn_job_outcomes(session, fab, fab_id, now)
         for tool in snap.tools:
             if policy.tool_exclusion(tool) is not None or len(tool.running) >= tool.max_lots:
                 continue  # not idle: down, due for PM, not remote, or full
@@ -185,6 +236,11 @@ class Dispatcher:
             if not listing.ranked and not listing.excluded:
                 continue  # no lot for its group at all: nothing to decide
             report.tools += 1
+            pause = self.backoff.paused(tool.id, now.timestamp())
+            if pause is not None:
+                if not pause.logged:  # once per pause, not once per cycle
+                    pause.logged = await self._log_backoff(fab_id, listing, pause.code, now)
+                continue
             shadow = snap.rank(tool, shadow=True, without=taken)
             # Lots chosen for a tool are off the lists of the tools decided after it.
             taken.update(r.lot.id for r in policy.choose_starts(listing).lots)
@@ -193,6 +249,70 @@ class Dispatcher:
                 log.warning("%s: lost the lease of %s mid-cycle; standing by", self.owner, fab)
                 break
         return report
+
+    async def _learn_job_outcomes(
+        self, session: AsyncSession, fab: str, fab_id: int, now: datetime
+    ) -> None:
+        """Jobs this dispatcher requested that the tool refused since the last look start a
+        back-off for that tool; a job the tool started clears it."""
+        since = self._outcomes_seen.get(fab, now)
+        self._outcomes_seen[fab] = now
+        if since >= now:
+            return  # first cycle as leader: nothing of ours to learn from yet
+        rows = await session.execute(
+            select(
+                EquipmentJob.id,
+                EquipmentJob.equipment_id,
+                EquipmentJob.status,
+                EquipmentJob.last_error,
+                EquipmentJob.started_at,
+            )
+            .where(
+                EquipmentJob.fab_id == fab_id,
+                EquipmentJob.requested_by == decisions.DISPATCH_ACTOR,
+                # >=: a job that ended at the very instant of the last look is read now;
+                # what was read last time is skipped, so nothing is acted on twice.
+                or_(EquipmentJob.ended_at >= since, EquipmentJob.started_at >= since),
+            )
+            .order_by(EquipmentJob.id)
+        )
+        seen_before = self._jobs_seen.get(fab, set())
+        self._jobs_seen[fab] = seen_now = set()
+        for job_id, tool_id, status, error, started_at in rows.all():
+            seen_now.add((job_id, status))
+            if (job_id, status) in seen_before:
+                continue
+            if started_at is not None and started_at >= since:
+                self.backoff.accepted(tool_id)
+            elif status == JobStatus.FAILED:
+                code = refusal_code(error)
+                pause = self.backoff.refused(tool_id, code, now.timestamp())
+                log.info(
+                    "tool %s refused a job (%s): dispatch paused %d s",
+                    tool_id,
+                    code,
+                    pause.until - now.timestamp(),
+                )
+
+    async def _log_backoff(
+        self, fab_id: int, listing: policy.DispatchList, code: str, now: datetime
+    ) -> bool:
+        async with unit_of_work(self.db) as session:
+            if not await leader.holds_lease(session, fab_id, self.owner, self.clock.now()):
+                return False
+            session.add(
+                decisions.decision_row(
+                    listing,
+                    fab_id=fab_id,
+                    at=now,
+                    owner=self.owner,
+                    outcome=decisions.BACKOFF,
+                    chosen=None,
+                    top_n=self.top_n,
+                    refusal_code=code,
+                )
+            )
+        return True
 
     async def _decide(
         self,
@@ -278,6 +398,8 @@ class Dispatcher:
             log.info(
                 "dispatch of %s to %s refused (%s): %s", lot_code, listing.tool.code, code, exc
             )
+            if not code.startswith("lot."):  # a lot taken meanwhile is a race, not the tool
+                self.backoff.refused(listing.tool.id, code, now.timestamp())
         report.refused.append((chosen.lot.code if chosen else "-", code))
         async with unit_of_work(self.db) as session:
             if not await leader.holds_lease(session, fab_id, self.owner, self.clock.now()):

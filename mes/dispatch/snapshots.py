@@ -12,7 +12,7 @@ from dataclasses import replace
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import ColumnElement, func, select
+from sqlalchemy import ColumnElement, func, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from mes.dispatch import policy
@@ -23,7 +23,7 @@ from mes.durables.rules import DurableLocation, DurableState
 from mes.equipment import pm_rules
 from mes.equipment import service as equipment_service
 from mes.equipment.models import Chamber, Equipment, PmPlan, PmRecord
-from mes.equipment.states import PRODUCTION_STATES
+from mes.equipment.states import PRODUCTION_STATES, E10State
 from mes.fabs.models import FabTransferTime, ToolGroup
 from mes.jobs.models import EquipmentJob
 from mes.jobs.states import JobStatus
@@ -111,9 +111,10 @@ async def tool_snapshots(
     running: dict[int, list[tuple[int, str | None]]] = defaultdict(list)
     busy: dict[int, float] = defaultdict(float)
     t_now = now.timestamp()
-    for on_tool, step_id, recipe, tracked_in_at, process_s in (
+    on_tools = (
         await session.execute(
             select(
+                Lot.id,
                 Lot.equipment_id,
                 Lot.current_step_id,
                 Step.recipe_name,
@@ -123,10 +124,14 @@ async def tool_snapshots(
             .join(Step, Step.id == Lot.current_step_id)
             .where(Lot.state == LotState.RUNNING, Lot.equipment_id.in_(ids))
         )
-    ).all():
+    ).all()
+    # The recipe each running lot was tracked in with (context rules may have resolved the
+    # logical one to another): a candidate joins a batch only if it resolves to the same.
+    ran = await _recipes_tracked_in(session, [row[0] for row in on_tools])
+    for lot_id, on_tool, step_id, logical, tracked_in_at, process_s in on_tools:
         if on_tool is None or step_id is None:
             continue
-        running[on_tool].append((step_id, recipe))
+        running[on_tool].append((step_id, ran.get(lot_id, logical)))
         end = (_ts(tracked_in_at) or t_now) + process_s
         busy[on_tool] = max(busy[on_tool], end - t_now)
     qualified: dict[int, set[str]] = defaultdict(set)
@@ -135,10 +140,16 @@ async def tool_snapshots(
             select(RecipeQualification.equipment_id, Recipe.name)
             .join(RecipeVersion, RecipeVersion.id == RecipeQualification.recipe_version_id)
             .join(Recipe, Recipe.id == RecipeVersion.recipe_id)
+            .outerjoin(Chamber, Chamber.id == RecipeQualification.chamber_id)
             .where(
                 RecipeQualification.equipment_id.in_(ids),
                 RecipeVersion.status == RecipeVersionStatus.APPROVED,
                 recipes_service.standing(now),
+                # A chamber's own qualification counts while that chamber can run lots.
+                or_(
+                    RecipeQualification.chamber_id.is_(None),
+                    Chamber.e10_state.in_((E10State.SBY, E10State.PRD)),
+                ),
             )
             .distinct()
         )
@@ -269,16 +280,22 @@ async def lot_snapshots(
     route = await route_info(session, {r.route_version_id for r in rows})
     lot_ids = [r.id for r in rows]
     deadlines: dict[tuple[int, int], float] = {}
+    earliest: dict[tuple[int, int], float] = {}
     for chunk in _chunks(lot_ids):
-        for lot_id, step_id, deadline in (
+        for lot_id, step_id, deadline, not_before in (
             await session.execute(
-                select(QTimeWindow.lot_id, QTimeWindow.to_step_id, QTimeWindow.deadline_at).where(
-                    QTimeWindow.lot_id.in_(chunk), QTimeWindow.status == QTimeStatus.OPEN
-                )
+                select(
+                    QTimeWindow.lot_id,
+                    QTimeWindow.to_step_id,
+                    QTimeWindow.deadline_at,
+                    QTimeWindow.earliest_at,
+                ).where(QTimeWindow.lot_id.in_(chunk), QTimeWindow.status == QTimeStatus.OPEN)
             )
         ).all():
             key = (lot_id, step_id)
             deadlines[key] = min(deadlines.get(key, float("inf")), deadline.timestamp())
+            if not_before is not None:
+                earliest[key] = max(earliest.get(key, 0.0), not_before.timestamp())
     reticle_of = await _reticles_of(
         session, {route.steps[row.current_step_id].recipe or "" for row in rows} - {""}
     )
@@ -305,11 +322,32 @@ async def lot_snapshots(
                 remaining_process_s=route.remaining_s[r.current_step_id],
                 next_tool_group_id=route.next_group[r.current_step_id],
                 qtime_deadline=closes,
+                qtime_earliest=earliest.get((r.id, r.current_step_id)),
                 dedicated_tool_id=dedicated.get(r.id),
                 recipe_by_tool=overrides.get(r.id),
             )
         )
     return lots
+
+
+async def _recipes_tracked_in(session: AsyncSession, lot_ids: list[int]) -> dict[int, str]:
+    """The recipe each of these (running) lots runs, from its latest TRACK_IN event."""
+    found: dict[int, str] = {}
+    for chunk in _chunks(lot_ids):
+        latest = (
+            select(func.max(LotEvent.id))
+            .where(LotEvent.lot_id.in_(chunk), LotEvent.event_type == "TRACK_IN")
+            .group_by(LotEvent.lot_id)
+        )
+        for lot_id, after in (
+            await session.execute(
+                select(LotEvent.lot_id, LotEvent.after).where(LotEvent.id.in_(latest))
+            )
+        ).all():
+            recipe = (after or {}).get("recipe")
+            if isinstance(recipe, str):
+                found[lot_id] = recipe
+    return found
 
 
 def _chunks(ids: Sequence[int], size: int = 5000) -> Iterable[list[int]]:

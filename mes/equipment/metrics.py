@@ -14,10 +14,14 @@ E10 metrics (``None`` when the denominator is zero):
 
 - total uptime            = uptime / total time
 - operational uptime      = uptime / operations time
-- failures                = UDT episodes that begin inside the window (a run of consecutive
-                            UDT intervals is one episode, whatever its substates)
+- failures                = equipment-dependent UDT episodes that begin inside the window (a
+                            run of consecutive UDT intervals is one episode, whatever its
+                            substates; it is equipment-dependent unless every substate in it is
+                            one E10 does not charge to the equipment: ``NOT_EQUIPMENT_DEPENDENT``,
+                            facilities, out-of-spec input, and NO_SIGNAL time nobody qualified)
 - MTBF(p)                 = productive (PRD) time / failures
-- MTTR                    = UDT time / UDT episodes overlapping the window
+- MTTR                    = equipment-dependent UDT time / such episodes overlapping the window
+- other failures          = the other UDT episodes, reported apart with their time
 - MTPM                    = PM time (substates ``SDT.PM*``) / PM episodes overlapping the window
 - operational utilisation = PRD time / operations time
 - total utilisation       = PRD time / total time
@@ -142,8 +146,27 @@ def episodes(
     return runs
 
 
+# E10 charges failures to the equipment only when the equipment caused them.
+NOT_EQUIPMENT_DEPENDENT = frozenset({"UDT.FACILITIES", "UDT.OUT_OF_SPEC_INPUT", "UDT.NO_SIGNAL"})
+
+
 def _is_udt(iv: Interval) -> bool:
     return iv.state == E10State.UDT
+
+
+def _udt_episodes(
+    intervals: Sequence[Interval],
+) -> tuple[list[tuple[datetime, datetime]], list[tuple[datetime, datetime]]]:
+    """UDT episodes split into (equipment-dependent, other)."""
+    runs = episodes(intervals, _is_udt)
+    own, other = [], []
+    for start, end in runs:
+        inside = [iv for iv in intervals if _is_udt(iv) and start <= iv.start < end]
+        if all(iv.substate in NOT_EQUIPMENT_DEPENDENT for iv in inside):
+            other.append((start, end))
+        else:
+            own.append((start, end))
+    return own, other
 
 
 def is_pm(iv: Interval) -> bool:
@@ -192,6 +215,9 @@ class E10Metrics:
     times: StateTimes
     failures: int
     repairs: int
+    # UDT not charged to the equipment (facilities, input, unqualified silence), apart.
+    other_failures: int
+    other_udt_s: float
     pm_count: int
     pm_seconds: float
     total_uptime: float | None
@@ -210,12 +236,18 @@ def e10_metrics(history: Sequence[Interval], start: datetime, end: datetime) -> 
     at ``start`` is known not to begin inside the window.
     """
     window = clip(history, start, end)
-    udt_runs = episodes(history, _is_udt)
+    udt_runs, other_runs = _udt_episodes(history)
     pm_runs = episodes(history, is_pm)
+
+    def overlap(s: datetime, e: datetime) -> float:
+        return max(0.0, (min(e, end) - max(s, start)).total_seconds())
+
     return _metrics(
         state_times(window),
         failures=sum(1 for s, _e in udt_runs if start <= s < end),
         repairs=sum(1 for s, e in udt_runs if s < end and e > start),
+        other_failures=sum(1 for s, _e in other_runs if start <= s < end),
+        other_udt_s=sum(overlap(s, e) for s, e in other_runs),
         pm_count=sum(1 for s, e in pm_runs if s < end and e > start),
         pm_seconds=sum(iv.seconds for iv in window if is_pm(iv)),
     )
@@ -233,25 +265,36 @@ def add_up(parts: Iterable[E10Metrics]) -> E10Metrics:
         StateTimes(seconds),
         failures=sum(p.failures for p in parts),
         repairs=sum(p.repairs for p in parts),
+        other_failures=sum(p.other_failures for p in parts),
+        other_udt_s=sum(p.other_udt_s for p in parts),
         pm_count=sum(p.pm_count for p in parts),
         pm_seconds=sum(p.pm_seconds for p in parts),
     )
 
 
 def _metrics(
-    times: StateTimes, *, failures: int, repairs: int, pm_count: int, pm_seconds: float
+    times: StateTimes,
+    *,
+    failures: int,
+    repairs: int,
+    other_failures: int,
+    other_udt_s: float,
+    pm_count: int,
+    pm_seconds: float,
 ) -> E10Metrics:
     prd = times[E10State.PRD]
     return E10Metrics(
         times=times,
         failures=failures,
         repairs=repairs,
+        other_failures=other_failures,
+        other_udt_s=other_udt_s,
         pm_count=pm_count,
         pm_seconds=pm_seconds,
         total_uptime=_ratio(times.uptime, times.total),
         operational_uptime=_ratio(times.uptime, times.operations),
         mtbf_p_s=_ratio(prd, failures),
-        mttr_s=_ratio(times[E10State.UDT], repairs),
+        mttr_s=_ratio(times[E10State.UDT] - other_udt_s, repairs),
         mtpm_s=_ratio(pm_seconds, pm_count),
         operational_utilisation=_ratio(prd, times.operations),
         total_utilisation=_ratio(prd, times.total),

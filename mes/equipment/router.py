@@ -454,6 +454,8 @@ async def equipment_metrics(
         downtime_s=e10.times.downtime,
         failures=e10.failures,
         repairs=e10.repairs,
+        other_failures=e10.other_failures,
+        other_udt_s=e10.other_udt_s,
         pm_count=e10.pm_count,
         pm_s=e10.pm_seconds,
         total_uptime=e10.total_uptime,

@@ -246,8 +246,11 @@ class MetricsRead(BaseModel):
     operations_s: float
     uptime_s: float
     downtime_s: float
+    # Equipment-dependent failures (E10); UDT for other causes is reported apart.
     failures: int
     repairs: int
+    other_failures: int
+    other_udt_s: float
     pm_count: int
     pm_s: float
     total_uptime: float | None

@@ -14,10 +14,11 @@ from __future__ import annotations
 
 from datetime import datetime
 
+from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from mes.clock import Clock
-from mes.equipment import states
+from mes.equipment import states, wip
 from mes.equipment.history import (
     corrections,
     history,
@@ -25,7 +26,7 @@ from mes.equipment.history import (
     state_history,
     unexplained_time,
 )
-from mes.equipment.models import Equipment, StateChangeSource
+from mes.equipment.models import Chamber, Equipment, EquipmentStateEvent, StateChangeSource
 from mes.equipment.pm import (
     DueRow,
     LotCount,
@@ -127,7 +128,8 @@ async def change_state(
             "a state change cannot take effect in the future", code="tool.future_time"
         )
     chamber = chamber_of(tool, change.chamber)
-    if chamber is None and occurred_at < tool.state_since:
+    since = await _current_state_since(session, tool, chamber)
+    if since is not None and occurred_at < since:
         raise InvalidInput(
             "a state change cannot take effect before the current state began",
             code="tool.time_before_current_state",
@@ -145,10 +147,27 @@ async def change_state(
         source=source,
         reason=change.reason,
         chamber=chamber,
+        lots_running=await wip.lots_running(session, tool.id) if chamber is not None else 0,
     )
     tool.last_signal_at = now
     await session.flush()
     return tool
+
+
+async def _current_state_since(
+    session: AsyncSession, tool: Equipment, chamber: Chamber | None
+) -> datetime | None:
+    """When the tool's (or the chamber's) current state began: a back-dated change may not
+    reach before it, or the history would hold two states at once (None: a chamber that never
+    changed state)."""
+    if chamber is None:
+        return tool.state_since
+    last = await session.scalar(
+        select(func.max(EquipmentStateEvent.occurred_at)).where(
+            EquipmentStateEvent.chamber_id == chamber.id
+        )
+    )
+    return last
 
 
 async def _refuse_leaving_open_pm(

@@ -26,6 +26,7 @@ from mes.equipment.schemas import EquipmentCreate, EquipmentUpdate, SubstateCrea
 from mes.errors import Conflict, InvalidInput, NotFound, StaleVersion
 from mes.fabs import service as fabs_service
 from mes.fabs.models import Area, Fab, ToolGroup
+from mes.kit import wakeups
 from mes.kit.lookup import get_by_key
 
 LOAD_OPTIONS = (
@@ -273,14 +274,18 @@ def record_state(
     source: StateChangeSource,
     reason: str | None,
     chamber: Chamber | None = None,
+    lots_running: int = 0,
 ) -> None:
     """Write one state event and move the tool (or chamber) into ``state``.
 
     A chamber change rolls up: when no chamber is up any more the tool goes down with them
     (``*.ALL_CHAMBERS_DOWN``), and when one comes back the tool returns to SBY if it was down
-    only because of its chambers. The caller holds the tool's row lock.
+    only because of its chambers — PRD if ``lots_running`` (lots still on it). The tool's
+    event is never dated before its current state began. The caller holds the tool's row lock.
     """
     holder: Equipment | Chamber = tool if chamber is None else chamber
+    if chamber is None and state in states.UP_STATES and holder.e10_state not in states.UP_STATES:
+        wakeups.request(session, tool.fab_id)  # a tool back up can take lots at once
     session.add(
         EquipmentStateEvent(
             fab_id=tool.fab_id,
@@ -305,6 +310,7 @@ def record_state(
     # concurrent writers of the tool notice.
     flag_modified(tool, "e10_substate")
     down = states.rollup([c.e10_state for c in tool.chambers])
+    tool_at = max(at, tool.state_since)
     if down is not None and tool.e10_state in states.UP_STATES:
         record_state(
             session,
@@ -312,19 +318,20 @@ def record_state(
             down,
             states.ALL_CHAMBERS_DOWN[down],
             actor=actor,
-            at=at,
+            at=tool_at,
             recorded_at=recorded_at,
             source=StateChangeSource.SYSTEM,
             reason=f"chamber {chamber.name} went {state.value}: no chamber is up",
         )
     elif down is None and tool.e10_substate in states.ALL_CHAMBERS_DOWN.values():
+        back = states.E10State.PRD if lots_running else states.E10State.SBY
         record_state(
             session,
             tool,
-            states.E10State.SBY,
-            states.DEFAULT_SUBSTATE[states.E10State.SBY],
+            back,
+            states.DEFAULT_SUBSTATE[back],
             actor=actor,
-            at=at,
+            at=tool_at,
             recorded_at=recorded_at,
             source=StateChangeSource.SYSTEM,
             reason=f"chamber {chamber.name} is up again",

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Annotated
 
 from pydantic import BaseModel, Field
 
@@ -14,6 +15,10 @@ class JobRequest(BaseModel):
     tool: Code
     version: Version = None
     step_sequence: int | None = Field(default=None, ge=1, le=100_000)
+    # Cluster tools: the chambers to run in (checked and recorded as at track-in).
+    chambers: list[Annotated[str, Field(min_length=1, max_length=16)]] | None = Field(
+        default=None, min_length=1, max_length=16
+    )
 
 
 class JobBatchRequest(BaseModel):

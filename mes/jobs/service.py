@@ -106,6 +106,7 @@ async def request_job(
         [code],
         version=data.version,
         step_sequence=data.step_sequence,
+        chambers=tuple(data.chambers) if data.chambers else None,
         principal=principal,
         clock=clock,
     )
@@ -120,6 +121,7 @@ async def request_batch(
     clock: Clock,
     version: int | None = None,
     step_sequence: int | None = None,
+    chambers: tuple[str, ...] | None = None,
 ) -> EquipmentJob:
     """Track every lot in on the tool and queue one job order that runs them together (a
     furnace or wet bench batch; one lot elsewhere). All or nothing: one refusal refuses the
@@ -144,6 +146,7 @@ async def request_batch(
             tool=tool_code,
             version=version if len(lot_codes) == 1 else None,
             step_sequence=step_sequence,
+            chambers=chambers,
         )
         for code in lot_codes
     }
@@ -151,7 +154,7 @@ async def request_batch(
     try:
         async with session.begin_nested():  # a savepoint before the first track-in
             for current in sorted(lot_codes):
-                lot, tool, recipe = await lots_service.track_in(
+                lot, tool, recipe, _chambers = await lots_service.track_in(
                     session, current, commands[current], actor=principal, clock=clock
                 )
                 tracked[current] = (lot, recipe)

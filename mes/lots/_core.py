@@ -22,6 +22,7 @@ from mes.equipment import service as equipment_service
 from mes.equipment.models import Equipment, StateChangeSource
 from mes.equipment.states import DEFAULT_SUBSTATE, E10State
 from mes.errors import NotFound, RuleViolation, StaleVersion
+from mes.kit import wakeups
 from mes.kit.lookup import get_by_key
 from mes.lots import rules
 from mes.lots.models import FutureAction, HoldCode, Lot, LotEvent, LotHold, QTimeWindow
@@ -45,6 +46,7 @@ async def route_steps(session: AsyncSession, route_version_id: int) -> tuple[rul
             Step.rework_limit,
             Step.qtime_to_sequence,
             Step.qtime_max_s,
+            Step.qtime_min_s,
             Step.batch_max,
             Step.setup,
             Step.same_tool_as_sequence,
@@ -164,6 +166,11 @@ class Change:
                 after={**after, **(details or {})},
             )
         )
+        if after["state"] == LotState.WAITING.value or (
+            self.before.get("equipment_id") is not None and after["equipment_id"] is None
+        ):
+            # A lot that can run now, or a tool it left: the fab's dispatcher should look.
+            wakeups.request(self.session, self.lot.fab_id)
         await self.session.flush()
 
 
@@ -240,6 +247,14 @@ async def lots_on_tool(session: AsyncSession, tool_id: int) -> list[tuple[int, s
     return [(step_id, recipe) for step_id, recipe in rows.all()]
 
 
+async def lots_running_on(session: AsyncSession, tool_id: int) -> int:
+    """How many lots are on the tool (installed as ``equipment.wip``'s counter)."""
+    count = await session.scalar(
+        select(func.count()).select_from(Lot).where(Lot.equipment_id == tool_id)
+    )
+    return int(count or 0)
+
+
 def tool_state(
     session: AsyncSession, tool: Equipment, state: E10State, *, actor: str, at: datetime
 ) -> None:
@@ -296,6 +311,30 @@ def fire(
     return placed
 
 
+def fire_passed_over(
+    session: AsyncSession,
+    lot: Lot,
+    actions: Sequence[FutureAction],
+    step_ids: Sequence[int],
+    *,
+    at: datetime,
+) -> list[int]:
+    """Fire every action armed on steps the lot passes over without running them (sampling
+    skipped them, or a jump went past): their holds land where the lot goes next. Dropping
+    them would leave an engineer's hold silently unmet and block shipping for good; firing
+    early stops the lot near where the engineer asked. Returns the ids fired."""
+    passed = set(step_ids)
+    fired = []
+    for action in actions:
+        if action.step_id in passed and action.done_at is None:
+            place_hold(
+                session, lot, action.hold_code, action.reason, actor=action.created_by, at=at
+            )
+            action.done_at = at
+            fired.append(action.id)
+    return fired
+
+
 async def arrive(session: AsyncSession, lot: Lot, step: rules.StepView, *, at: datetime) -> None:
     """Fire the hold-on-arrival actions armed for ``step``."""
     actions = await open_actions(session, lot.id)
@@ -316,3 +355,35 @@ async def void_windows(
         stmt = stmt.where(QTimeWindow.to_step_id.in_(to_step_ids))
     for window in await session.scalars(stmt):
         window.status, window.closed_at = QTimeStatus.VOID, at
+
+
+async def void_windows_sent_to(
+    session: AsyncSession,
+    lot: Lot,
+    steps: Sequence[rules.StepView],
+    target_sequence: int,
+    at: datetime,
+) -> list[int]:
+    """Void the open windows that a move to ``target_sequence`` (rework or jump) makes
+    meaningless, keeping those whose end step is still ahead; returns the voided ids."""
+    sequence_of = {st.id: st.sequence for st in steps}
+    open_windows = list(
+        await session.scalars(
+            select(QTimeWindow).where(
+                QTimeWindow.lot_id == lot.id, QTimeWindow.status == QTimeStatus.OPEN
+            )
+        )
+    )
+    voided = set(
+        rules.windows_made_meaningless(
+            target_sequence,
+            [
+                (w.id, sequence_of.get(w.from_step_id, 0), sequence_of.get(w.to_step_id, 0))
+                for w in open_windows
+            ],
+        )
+    )
+    for window in open_windows:
+        if window.id in voided:
+            window.status, window.closed_at = QTimeStatus.VOID, at
+    return sorted(voided)

@@ -62,6 +62,8 @@ class TrackIn:
     version: int | None = None
     # The step the caller believes the lot is at; refused if the lot is elsewhere.
     step_sequence: int | None = None
+    # The chambers of a cluster tool to run in (None: every up chamber qualified to run it).
+    chambers: tuple[str, ...] | None = None
 
 
 @dataclass(frozen=True)

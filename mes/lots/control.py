@@ -14,10 +14,12 @@ from mes.lots._core import (
     by_sequence,
     close_holds,
     finish,
+    fire_passed_over,
     lot_view,
+    open_actions,
     release_carrier,
     route_steps,
-    void_windows,
+    void_windows_sent_to,
 )
 from mes.lots.commands import ChangePriority, Jump, Terminate
 from mes.lots.models import Lot
@@ -40,14 +42,30 @@ async def jump(
         raise RuleViolation(
             "lot.already_there", f"lot {code} is at step {data.to_sequence}", status=422
         )
-    # Windows opened for the path the lot leaves no longer apply.
-    await void_windows(session, lot, None, now)
+    # Only the windows the jump makes meaningless are voided: one whose end step is still
+    # ahead keeps its deadline (a jump is no way around a Q-time).
+    voided = await void_windows_sent_to(session, lot, steps, target.sequence, now)
+    here = next(st for st in steps if st.id == lot.current_step_id)
+    # Forward past steps (this one included: it will not run now) carries their future actions.
+    passed = [st.id for st in steps if here.sequence <= st.sequence < target.sequence]
+    carried = fire_passed_over(session, lot, await open_actions(session, lot.id), passed, at=now)
     lot.current_step_id = target.id
     lot.step_entered_at = now
     lot.route_completed_at = None  # sent back into its route: the end is ahead again
     await arrive(session, lot, target, at=now)
     await session.flush()
-    await change.record("JUMP", actor=actor.username, at=now, reason=data.reason, step_id=target.id)
+    await change.record(
+        "JUMP",
+        actor=actor.username,
+        at=now,
+        reason=data.reason,
+        step_id=target.id,
+        details={
+            **({"qtime_voided": voided} if voided else {}),
+            **({"future_actions_carried": carried} if carried else {}),
+        }
+        or None,
+    )
     return lot
 
 

@@ -2,17 +2,18 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import selectinload
 
 from mes.equipment.models import Equipment
-from mes.errors import NotFound, RuleViolation
+from mes.errors import MesError, NotFound, RuleViolation
 from mes.kit.lookup import get_by_key
 from mes.lots import rules
 from mes.lots._core import route_steps, step_of
+from mes.lots.chambers import choose_run
 from mes.lots.models import Lot
 from mes.lots.queries import get_lot
 from mes.recipes import service as recipes_service
@@ -30,7 +31,8 @@ class RecipeQuestion:
     product: str
     tool_group: str
     outcome: recipes_service.RunnableRecipe | None
-    refusal: RuleViolation | None
+    refusal: MesError | None
+    chambers: list[str] = field(default_factory=list)
 
 
 async def explain_recipe(
@@ -72,18 +74,10 @@ async def explain_recipe(
                 "tool.wrong_group", f"tool {tool.code} is not in the tool group of the lot's step"
             ),
         )
-    if step.recipe_name is None:
-        return replace(
-            question,
-            refusal=RuleViolation("recipe.not_approved", f"step {step.sequence} names no recipe"),
-        )
-    outcome = await recipes_service.resolve_on_tool(
-        session,
-        logical_recipe=step.recipe_name,
-        product_id=lot.product_id,
-        operation=step.operation,
-        tool=tool,
-        chamber=chamber,
-        now=now,
+    # The same choice track-in makes: per chamber on a cluster tool.
+    choice = await choose_run(
+        session, lot, step, tool, now, (chamber,) if chamber else None, lock=False
     )
-    return replace(question, outcome=outcome, refusal=outcome.refusal)
+    return replace(
+        question, outcome=choice.outcome, refusal=choice.refusal, chambers=choice.chambers
+    )

@@ -83,5 +83,6 @@ async def resolve(
         if version and qualification
         else None,
         runnable=q.refusal is None,
+        chambers=q.chambers,
         refusal=Refusal(code=q.refusal.code, detail=q.refusal.detail) if q.refusal else None,
     )

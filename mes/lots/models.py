@@ -226,6 +226,8 @@ class QTimeWindow(Base):
     to_step_id: Mapped[int] = mapped_column(ForeignKey("step.id"))
     opened_at: Mapped[datetime]
     deadline_at: Mapped[datetime]
+    # A minimum Q-time: the closing step may not start before this (None: no minimum).
+    earliest_at: Mapped[datetime | None]
     status: Mapped[QTimeStatus] = mapped_column(enum_type(QTimeStatus, "qtime_status"))
     closed_at: Mapped[datetime | None]
 

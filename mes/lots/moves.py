@@ -26,6 +26,7 @@ from mes.lots._core import (
     by_sequence,
     finish,
     fire,
+    fire_passed_over,
     get_hold_code,
     lot_view,
     lots_on_tool,
@@ -36,11 +37,12 @@ from mes.lots._core import (
     step_of,
     tool_state,
     void_windows,
+    void_windows_sent_to,
 )
+from mes.lots.chambers import choose_run
 from mes.lots.commands import TrackIn, TrackOut, TrackOutcome
 from mes.lots.models import HoldCode, Lot, LotEvent, QTimeWindow, ReworkCount
 from mes.lots.states import LotState, QTimeStatus
-from mes.recipes import service as recipes_service
 from mes.recipes.models import RecipeVersion
 
 # --- track-in --------------------------------------------------------------------------------
@@ -77,27 +79,21 @@ def _tool_view(tool: Equipment) -> rules.ToolView:
 
 
 async def _recipe_to_run(
-    session: AsyncSession, lot: Lot, step: rules.StepView, tool: Equipment, now: datetime
-) -> RecipeVersion:
-    """The recipe version the step runs on this tool: context resolution of the step's logical
-    recipe, then the newest approved version with a standing qualification on the tool. The
-    qualification is share-locked so that a disqualification cannot slip in beside us."""
-    if step.recipe_name is None:  # only drafts lack recipes; lots run activated versions
-        raise RuleViolation("recipe.not_approved", f"step {step.sequence} names no recipe")
-    found = await recipes_service.resolve_on_tool(
-        session,
-        logical_recipe=step.recipe_name,
-        product_id=lot.product_id,
-        operation=step.operation,
-        tool=tool,
-        chamber=None,
-        now=now,
-        lock=True,
-    )
-    if found.refusal is not None:
-        raise found.refusal
-    assert found.version is not None
-    return found.version
+    session: AsyncSession,
+    lot: Lot,
+    step: rules.StepView,
+    tool: Equipment,
+    now: datetime,
+    asked: tuple[str, ...] | None,
+) -> tuple[RecipeVersion, list[str]]:
+    """The recipe version and chambers the run uses (see ``chambers.choose_run``), or the
+    refusal. The qualifications are share-locked so that a disqualification cannot slip in."""
+    choice = await choose_run(session, lot, step, tool, now, asked, lock=True)
+    if choice.refusal is not None:
+        raise choice.refusal
+    assert choice.outcome is not None
+    assert choice.outcome.version is not None
+    return choice.outcome.version, choice.chambers
 
 
 async def _check_certified(
@@ -135,8 +131,9 @@ async def _tool_that_ran(session: AsyncSession, lot: Lot, step: rules.StepView) 
 
 async def track_in(
     session: AsyncSession, code: str, data: TrackIn, *, actor: Principal, clock: Clock
-) -> tuple[Lot, Equipment, RecipeVersion]:
-    """Put a waiting lot on a tool and say which recipe version to run."""
+) -> tuple[Lot, Equipment, RecipeVersion, list[str]]:
+    """Put a waiting lot on a tool and say which recipe version to run (and, on a cluster
+    tool, in which chambers)."""
     now = clock.now()
     lot, change = await begin(session, code, data.version)
     steps = await route_steps(session, lot.route_version_id)
@@ -164,6 +161,14 @@ async def track_in(
         )
     )
     expired = [w for w in windows if rules.qtime_expired(w.deadline_at, now)]
+    too_early = [w for w in windows if rules.qtime_too_early(w.earliest_at, now)]
+    if too_early and not expired:
+        wait_until = max(w.earliest_at for w in too_early if w.earliest_at is not None)
+        raise RuleViolation(
+            "lot.qtime_min_not_reached",
+            f"lot {code} may not start step {step.sequence} before {wait_until.isoformat()} "
+            "(minimum Q-time)",
+        )
     if expired:
         for window in expired:
             window.status, window.closed_at = QTimeStatus.EXPIRED, now
@@ -182,7 +187,7 @@ async def track_in(
             f"the Q-time window of lot {code} to step {step.sequence} expired; the lot is on hold",
             keep_changes=True,
         )
-    recipe = await _recipe_to_run(session, lot, step, tool, now)
+    recipe, chambers = await _recipe_to_run(session, lot, step, tool, now, data.chambers)
     await _check_certified(session, actor, step.tool_group_id, now)
     # The equipment's side: no PM due, the recipe's reticle at the tool and under its
     # limit; counts the wafers on the tool and the reticle's uses.
@@ -210,9 +215,11 @@ async def track_in(
             # What was counted, so a run that never happens can give it back (abort_run).
             "counted_wafers": lot.wafer_count,
             "reticle": reticle.code if reticle is not None else None,
+            # The chambers the lot runs in (cluster tools), each qualified for the version.
+            **({"chambers": chambers} if chambers else {}),
         },
     )
-    return lot, tool, recipe
+    return lot, tool, recipe, chambers
 
 
 # --- track-out and abort --------------------------------------------------------------------
@@ -230,6 +237,9 @@ async def track_out(
     step = step_of(steps, lot.current_step_id)
     processed = lot.wafer_count if data.wafers_processed is None else data.wafers_processed
     rules.check_wafers_processed(processed, lot.wafer_count)
+    partial = rules.partial_run_reason(processed, lot.wafer_count, data.not_processed)
+    # FOR NO KEY UPDATE (key_share without read): concurrent writers of the tool's counters
+    # and state queue behind us, while inserts referencing the tool do not.
     tool = await session.get(Equipment, lot.equipment_id, with_for_update={"key_share": True})
     assert tool is not None  # the FK guarantees it
 
@@ -248,9 +258,9 @@ async def track_out(
     limit_code: HoldCode | None = None
     following: rules.StepView | None = None
     skipped: list[rules.StepView] = []
-    partial = rules.partial_run_reason(processed, lot.wafer_count, data.not_processed)
     partial_code = await get_hold_code(session, "PARTIAL_RUN") if partial else None
     if partial:
+        details["usage_given_back"] = await _give_back_usage(session, lot, tool, processed)
         # Never "pass" a step some wafers did not see: the lot stays at it, held, and an
         # engineer decides (re-run, split the unprocessed wafers off, scrap, jump on).
         details["partial_run"] = [list(pair) for pair in data.not_processed]
@@ -266,6 +276,11 @@ async def track_out(
         details["rework_count"] = decision.count
         if decision.target_sequence is None:
             limit_code = await get_hold_code(session, "REWORK_LIMIT")
+        else:
+            # Sent back to or before a window's start step: that window opens anew later.
+            voided = await void_windows_sent_to(session, lot, steps, decision.target_sequence, now)
+            if voided:
+                details["qtime_voided"] = voided
     else:
         following, skipped = rules.next_step(steps, step.sequence, lot.code)
         details["skipped"] = [sk.sequence for sk in skipped]
@@ -300,12 +315,21 @@ async def track_out(
                     to_step_id=closing.id,
                     opened_at=now,
                     deadline_at=now + timedelta(seconds=step.qtime_max_s),
+                    earliest_at=(
+                        now + timedelta(seconds=step.qtime_min_s)
+                        if step.qtime_min_s is not None
+                        else None
+                    ),
                     # Sampling skips its closing step for this lot: the window never applies.
                     status=QTimeStatus.VOID if closing in skipped else QTimeStatus.OPEN,
                     closed_at=now if closing in skipped else None,
                 )
             )
         armed = fire(session, lot, actions, kind=AFTER_TRACK_OUT, step_id=step.id, at=now)
+        carried = fire_passed_over(session, lot, actions, [sk.id for sk in skipped], at=now)
+        if carried:
+            details["future_actions_carried"] = carried
+            armed += len(carried)
         if following is None and change.holds + armed > 0:
             # Held material never completes: it waits OnHold at its last step, and the release
             # of its last hold completes it (holds.release).
@@ -341,11 +365,15 @@ async def abort_run(
     clock: Clock,
     details: dict[str, Any] | None = None,
     wafers_processed: int = 0,
+    reopen_qtime: bool = False,
+    version: int | None = None,
 ) -> Lot:
     """Take a running lot off its tool without moving it on: back to Waiting at the same step
-    (its job was aborted, lost or refused by the tool), optionally on hold ``EQUIPMENT``."""
+    (its job was aborted, lost or refused by the tool), optionally on hold ``EQUIPMENT``.
+    ``reopen_qtime``: the track-in is undone as if it never happened (cancel track-in), so the
+    Q-time windows it met are open again, with their deadlines."""
     now = clock.now()
-    lot, change = await begin(session, code, None)
+    lot, change = await begin(session, code, version)
     if lot.state != LotState.RUNNING or lot.equipment_id is None:
         raise RuleViolation("lot.not_running", f"lot {code} is not on a tool")
     tool = await session.get(Equipment, lot.equipment_id, with_for_update={"key_share": True})
@@ -355,6 +383,7 @@ async def abort_run(
     # Usage was counted at track-in; the wafers the tool never processed give theirs back, so
     # refused and lost jobs leave no phantom wear on the tool or the reticle.
     reversed_wafers = await _give_back_usage(session, lot, tool, wafers_processed)
+    reopened = await _reopen_windows(session, lot) if reopen_qtime else []
     lot.equipment_id = None
     lot.tracked_in_at = None
     lot.state = LotState.WAITING
@@ -369,9 +398,31 @@ async def abort_run(
         at=now,
         reason=reason,
         equipment_id=tool.id,
-        details={**(details or {}), "usage_given_back": reversed_wafers},
+        details={
+            **(details or {}),
+            "usage_given_back": reversed_wafers,
+            **({"qtime_reopened": reopened} if reopened else {}),
+        },
     )
     return lot
+
+
+async def _reopen_windows(session: AsyncSession, lot: Lot) -> list[int]:
+    """The windows the lot's track-in met at its step, open again (deadline unchanged: the
+    watch holds the lot if it has passed meanwhile)."""
+    met = list(
+        await session.scalars(
+            select(QTimeWindow).where(
+                QTimeWindow.lot_id == lot.id,
+                QTimeWindow.to_step_id == lot.current_step_id,
+                QTimeWindow.status == QTimeStatus.MET,
+                QTimeWindow.closed_at == lot.tracked_in_at,
+            )
+        )
+    )
+    for window in met:
+        window.status, window.closed_at = QTimeStatus.OPEN, None
+    return [w.id for w in met]
 
 
 async def _give_back_usage(

@@ -20,6 +20,7 @@ router = APIRouter(prefix="/lots", tags=["lots"])
 
 Starter = Annotated[LotWrite, lot_write(roles.LOT_START, if_match=False)]
 Mover = Annotated[LotWrite, lot_write(roles.LOT_MOVE)]
+Canceller = Annotated[LotWrite, lot_write(roles.LOT_CANCEL_TRACK_IN)]
 
 
 @router.post("", response_model=s.LotRead, status_code=status.HTTP_201_CREATED)
@@ -75,11 +76,14 @@ async def bulk_start(body: s.BulkStart, tx: Starter) -> Answer:
 async def track_in(lot: CodePath, body: s.TrackIn, tx: Mover) -> Answer:
     """Put the lot on a tool; answers the recipe version and parameters to run."""
     command = c.TrackIn(
-        tool=body.tool, version=tx.version(body.version), step_sequence=body.step_sequence
+        tool=body.tool,
+        version=tx.version(body.version),
+        step_sequence=body.step_sequence,
+        chambers=tuple(body.chambers) if body.chambers else None,
     )
 
     async def move() -> s.TrackInResult:
-        moved, tool, recipe = await service.track_in(
+        moved, tool, recipe, chambers = await service.track_in(
             tx.session, lot, command, actor=tx.by, clock=tx.clock
         )
         return s.TrackInResult(
@@ -91,6 +95,7 @@ async def track_in(lot: CodePath, body: s.TrackIn, tx: Mover) -> Answer:
                 checksum=recipe.checksum,
                 body=recipe.body,
             ),
+            chambers=chambers,
         )
 
     return await tx.run(move)
@@ -123,3 +128,36 @@ async def track_out(lot: CodePath, body: s.TrackOut, tx: Mover) -> Answer:
         return moved
 
     return await tx.run_lot(by_hand)
+
+
+@router.post("/{lot}/cancel-track-in", response_model=s.LotRead)
+async def cancel_track_in(lot: CodePath, body: s.CancelTrackInRequest, tx: Canceller) -> Answer:
+    """Undo a track-in made by mistake (supervisor, e-signature): the lot is Waiting at its step
+    again, the tool's state and the wafer and reticle counts are given back, the Q-time windows
+    the track-in met are open again. Refused once a job for the lot has gone to the tool."""
+
+    async def signed() -> Lot:
+        await tx.sign(body.signature)
+        cancelled = await service.abort_run(
+            tx.session,
+            lot,
+            event_type="TRACK_IN_CANCELLED",
+            reason=body.signature.reason,
+            hold=False,
+            actor=tx.by,
+            clock=tx.clock,
+            reopen_qtime=True,
+            version=tx.version(body.version),
+        )
+        # Asked after, under the lot's lock: a job being created for the lot has either
+        # committed (and is seen here, refusing and rolling back the cancel) or waits for us.
+        job = await jobs_service.open_job_of(tx.session, lot)
+        if job is not None:
+            raise RuleViolation(
+                "lot.job_open",
+                f"lot {lot} is in job {job}: abort the job instead (before it is sent, that "
+                "withdraws it; once the tool has it, the tool decides what was processed)",
+            )
+        return cancelled
+
+    return await tx.run_lot(signed)

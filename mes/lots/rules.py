@@ -34,6 +34,7 @@ class StepView:
     rework_limit: int = 2
     qtime_to_sequence: int | None = None
     qtime_max_s: int | None = None
+    qtime_min_s: int | None = None
     batch_max: int | None = None
     setup: str | None = None
     same_tool_as_sequence: int | None = None
@@ -215,6 +216,52 @@ def next_setup_count(current: str | None, count: int, wanted: str | None) -> tup
 
 def qtime_expired(deadline: datetime, now: datetime) -> bool:
     return now > deadline
+
+
+def chambers_to_run(runnable: Sequence[tuple[str, int]], *, asked: bool) -> list[str]:
+    """Which chambers of a cluster tool run the lot, from those that can run the step (chamber,
+    the recipe version it would run), in the order tried.
+
+    Chambers the caller named must all run one version (a lot runs one recipe). Otherwise the
+    MES picks: the version the most chambers may run (ties: the one the first chamber runs)
+    and every chamber that runs it — a chamber qualified for another version, or none, is
+    left out rather than given a recipe it was not qualified for.
+    """
+    if not runnable:
+        return []
+    versions = {version for _, version in runnable}
+    if asked and len(versions) > 1:
+        raise RuleViolation(
+            "recipe.chamber_mismatch",
+            "the chambers named would run different recipe versions: "
+            + ", ".join(f"{chamber}: {version}" for chamber, version in runnable),
+        )
+    count = {v: sum(1 for _, w in runnable if w == v) for v in versions}
+    first_of = {v: next(i for i, (_, w) in enumerate(runnable) if w == v) for v in versions}
+    chosen = max(versions, key=lambda v: (count[v], -first_of[v]))
+    return [chamber for chamber, version in runnable if version == chosen]
+
+
+def qtime_too_early(earliest: datetime | None, now: datetime) -> bool:
+    """A minimum Q-time not yet served: the closing step may not start."""
+    return earliest is not None and now < earliest
+
+
+def windows_made_meaningless(
+    target_sequence: int, windows: Sequence[tuple[int, int, int]]
+) -> list[int]:
+    """Which open Q-time windows (id, from-step sequence, to-step sequence) no longer apply
+    when a lot is sent to ``target_sequence`` by rework or a jump.
+
+    Back to or before a window's start step: the lot runs that step again and the window opens
+    anew when it leaves it. Beyond the window's end step: the lot will not start that step.
+    A window whose end step is still ahead of (or at) the target is kept: the deadline holds.
+    """
+    return [
+        wid
+        for wid, from_seq, to_seq in windows
+        if target_sequence <= from_seq or target_sequence > to_seq
+    ]
 
 
 # --- track-out -----------------------------------------------------------------------------

@@ -103,6 +103,11 @@ class TrackIn(BaseModel):
     version: Version = None
     # The step the operator believes the lot is at; refused if the lot is elsewhere.
     step_sequence: int | None = Field(default=None, ge=1, le=100_000)
+    # Cluster tools: the chambers to run in; without them, every up chamber qualified to run
+    # the step's recipe version.
+    chambers: list[Annotated[str, Field(min_length=1, max_length=16)]] | None = Field(
+        default=None, min_length=1, max_length=16
+    )
 
 
 class Measurement(BaseModel):
@@ -197,6 +202,11 @@ class TerminateRequest(BaseModel):
     version: Version = None
 
 
+class CancelTrackInRequest(BaseModel):
+    signature: ESignature
+    version: Version = None
+
+
 class ShipRequest(BaseModel):
     to_fab: Code
     version: Version = None
@@ -261,6 +271,8 @@ class TrackInResult(BaseModel):
     lot: LotRead
     tool: str
     recipe: RecipeToRun
+    # The chambers the lot runs in (cluster tools; empty for a tool without chambers).
+    chambers: list[str] = []
 
 
 class FutureActionRead(BaseModel):

@@ -18,7 +18,7 @@ Each verb takes a command of ``mes.lots.commands`` (or plain keyword arguments),
 
 from __future__ import annotations
 
-from mes.lots._core import get_hold_code, route_steps
+from mes.lots._core import get_hold_code, lots_running_on, route_steps
 from mes.lots.control import change_priority, jump, terminate
 from mes.lots.explain import RecipeQuestion, explain_recipe
 from mes.lots.holds import add_future_action, cancel_future_action, hold, mass_hold, release
@@ -64,6 +64,7 @@ __all__ = [
     "lot_history",
     "lot_query",
     "lots_by_codes",
+    "lots_running_on",
     "mass_hold",
     "merge",
     "receive",

@@ -72,6 +72,30 @@ class ToolModelError(Exception):
     """The server does not offer what the adapter needs (wrong endpoint or tool model)."""
 
 
+# The Bad statuses with which a tool says "no, and nothing was done" (model.REFUSAL_STATUS
+# and the call's own argument checks). Any other Bad status — BadTimeout, BadInternalError,
+# BadCommunicationError, BadServerHalted... — leaves the outcome unknown.
+DEFINITE_REFUSALS = frozenset(
+    {getattr(ua.StatusCodes, name) for name in m.REFUSAL_STATUS.values()}
+    | {
+        ua.StatusCodes.BadInvalidArgument,
+        ua.StatusCodes.BadArgumentsMissing,
+        ua.StatusCodes.BadTooManyArguments,
+        ua.StatusCodes.BadTypeMismatch,
+        ua.StatusCodes.BadMethodInvalid,
+        ua.StatusCodes.BadNotExecutable,
+        ua.StatusCodes.BadUserAccessDenied,
+        ua.StatusCodes.BadNodeIdUnknown,
+        ua.StatusCodes.BadNotFound,
+    }
+)
+
+
+class OutcomeUnknown(ConnectionError):
+    """A command got no definite answer (a timeout, a server fault): treated like a lost
+    connection, so the session ends and reconciliation settles what the tool did."""
+
+
 class ToolRefused(Exception):
     """The tool answered a command with a Bad status, or a check before a command failed:
     a definite answer (unlike a lost connection, after which nobody knows)."""
@@ -444,7 +468,12 @@ class ToolSession:
         try:
             return await node.call_method(f"{self.ns[ns_uri]}:{method}", *args)
         except ua.UaStatusCodeError as exc:
-            raise ToolRefused(f"{method} refused by the tool: {exc}") from exc
+            if exc.code in DEFINITE_REFUSALS:
+                raise ToolRefused(f"{method} refused by the tool: {exc}") from exc
+            # A timeout or a server fault says nothing about whether the tool acted: the job
+            # may have started. End the session; the reconnect reconciles the job with what
+            # the tool says about it, instead of failing a job that may be running.
+            raise OutcomeUnknown(f"{method}: no definite answer from the tool: {exc}") from exc
 
     async def recipe_checksums(self) -> dict[str, str]:
         node = await self.recipes.get_child(self.q((m.NS_FAB, m.RECIPE_CHECKSUMS)))

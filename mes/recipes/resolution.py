@@ -4,7 +4,7 @@ tool and picks the newest approved version with a standing qualification there."
 
 from __future__ import annotations
 
-from collections.abc import Collection
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -180,11 +180,40 @@ async def resolve_on_tool(
     lock: bool = False,
 ) -> RunnableRecipe:
     """Resolve a step's logical recipe by context, then pick the newest approved version of it
-    with a standing qualification on the tool (or the chamber).
+    with a standing qualification on the tool — tool-wide, or for ``chamber`` if one is named
+    (without a chamber, a chamber-only qualification does not qualify the tool).
 
     ``lock`` takes a share lock on the qualification used (track-in), so that a concurrent
     disqualification waits for this transaction and never races it.
     """
+    found = await resolve_in_chambers(
+        session,
+        logical_recipe=logical_recipe,
+        product_id=product_id,
+        operation=operation,
+        tool=tool,
+        chambers=[chamber],
+        now=now,
+        lock=lock,
+    )
+    return found[chamber]
+
+
+async def resolve_in_chambers(
+    session: AsyncSession,
+    *,
+    logical_recipe: str,
+    product_id: int,
+    operation: str,
+    tool: Equipment,
+    chambers: Sequence[str | None],
+    now: datetime,
+    lock: bool = False,
+) -> dict[str | None, RunnableRecipe]:
+    """``resolve_on_tool`` for several chambers of one tool at once (None: the tool as a
+    whole). The context rules are read once and one qualification query runs per distinct
+    recipe the chambers resolve to (usually one), so a cluster tool costs no more than a
+    single-chamber one."""
     candidates = await context_rules(session, logical_recipes=[logical_recipe])
     product_code = group_code = ""
     if candidates:  # codes are needed only to match rules, and most recipes have none
@@ -195,63 +224,92 @@ async def resolve_on_tool(
             await session.scalar(select(ToolGroup.code).where(ToolGroup.id == tool.tool_group_id))
             or ""
         )
-    context = rules.Context(
-        product=product_code,
-        step=operation,
-        tool_group=group_code,
-        tool=tool.code,
-        chamber=chamber,
-    )
-    resolution = rules.resolve(logical_recipe, [c for c, _ in candidates], context)
-    approved = (
-        select(RecipeVersion)
-        .join(Recipe, Recipe.id == RecipeVersion.recipe_id)
-        .where(
-            Recipe.name == resolution.recipe,
-            RecipeVersion.status == RecipeVersionStatus.APPROVED,
+    resolutions = {
+        chamber: rules.resolve(
+            logical_recipe,
+            [c for c, _ in candidates],
+            rules.Context(
+                product=product_code,
+                step=operation,
+                tool_group=group_code,
+                tool=tool.code,
+                chamber=chamber,
+            ),
         )
-    )
-    chamber_id = None
-    if chamber is not None:
-        chamber_id = next((c.id for c in tool.chambers if c.name == chamber), None)
-    where_qualified = [
-        RecipeQualification.equipment_id == tool.id,
-        standing(now),
-    ]
-    if chamber is not None:
-        # A chamber runs what the whole tool is qualified for, or what it is itself.
-        where_qualified.append(
-            or_(
-                RecipeQualification.chamber_id.is_(None),
-                RecipeQualification.chamber_id == chamber_id,
+        for chamber in chambers
+    }
+    chamber_ids = {c.name: c.id for c in tool.chambers}
+    outcomes: dict[str | None, RunnableRecipe] = {}
+    for recipe_name in sorted({r.recipe for r in resolutions.values()}):
+        wanted = [ch for ch, r in resolutions.items() if r.recipe == recipe_name]
+        rows = await _qualified_versions(
+            session, recipe_name, tool, [chamber_ids.get(ch or "") for ch in wanted], now, lock
+        )
+        for chamber in wanted:
+            cid = chamber_ids.get(chamber) if chamber is not None else None
+            # A chamber runs what the whole tool is qualified for, or what it is itself.
+            best = next(
+                ((v, q) for v, q in rows if q.chamber_id is None or q.chamber_id == cid), None
             )
-        )
+            if best is not None:
+                outcomes[chamber] = RunnableRecipe(resolutions[chamber], best[0], best[1], None)
+            else:
+                outcomes[chamber] = RunnableRecipe(
+                    resolutions[chamber],
+                    None,
+                    None,
+                    await _why_not(session, recipe_name, tool.code, chamber),
+                )
+    return outcomes
+
+
+async def _qualified_versions(
+    session: AsyncSession,
+    recipe_name: str,
+    tool: Equipment,
+    chamber_ids: Sequence[int | None],
+    now: datetime,
+    lock: bool,
+) -> list[tuple[RecipeVersion, RecipeQualification]]:
+    """Approved versions of a recipe with a standing qualification on the tool as a whole or
+    on one of these chambers: newest version first, the tool-wide qualification first."""
+    specific = [cid for cid in chamber_ids if cid is not None]
     stmt = (
         select(RecipeVersion, RecipeQualification)
         .join(Recipe, Recipe.id == RecipeVersion.recipe_id)
         .join(RecipeQualification, RecipeQualification.recipe_version_id == RecipeVersion.id)
         .where(
-            Recipe.name == resolution.recipe,
+            Recipe.name == recipe_name,
             RecipeVersion.status == RecipeVersionStatus.APPROVED,
-            *where_qualified,
+            RecipeQualification.equipment_id == tool.id,
+            standing(now),
+            or_(
+                RecipeQualification.chamber_id.is_(None),
+                RecipeQualification.chamber_id.in_(specific),
+            )
+            if specific
+            else RecipeQualification.chamber_id.is_(None),
         )
         .options(selectinload(RecipeVersion.recipe))
         .order_by(RecipeVersion.version.desc(), RecipeQualification.chamber_id.nulls_first())
-        .limit(1)
     )
     if lock:
         stmt = stmt.with_for_update(read=True, of=RecipeQualification)
-    found = (await session.execute(stmt)).first()
-    if found is not None:
-        return RunnableRecipe(resolution, found[0], found[1], None)
-    where = f"tool {tool.code}" + (f" chamber {chamber}" if chamber else "")
-    if (await session.scalars(approved.limit(1))).first() is None:
-        refusal = RuleViolation(
-            "recipe.not_approved", f"recipe {resolution.recipe} has no approved version"
-        )
-    else:
-        refusal = RuleViolation(
-            "tool.not_qualified",
-            f"no approved version of {resolution.recipe} is qualified on {where}",
-        )
-    return RunnableRecipe(resolution, None, None, refusal)
+    return [(v, q) for v, q in (await session.execute(stmt)).all()]
+
+
+async def _why_not(
+    session: AsyncSession, recipe_name: str, tool_code: str, chamber: str | None
+) -> RuleViolation:
+    approved = await session.scalar(
+        select(RecipeVersion.id)
+        .join(Recipe, Recipe.id == RecipeVersion.recipe_id)
+        .where(Recipe.name == recipe_name, RecipeVersion.status == RecipeVersionStatus.APPROVED)
+        .limit(1)
+    )
+    if approved is None:
+        return RuleViolation("recipe.not_approved", f"recipe {recipe_name} has no approved version")
+    where = f"tool {tool_code}" + (f" chamber {chamber}" if chamber else "")
+    return RuleViolation(
+        "tool.not_qualified", f"no approved version of {recipe_name} is qualified on {where}"
+    )

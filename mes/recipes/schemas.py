@@ -235,3 +235,5 @@ class Resolution(BaseModel):
     qualification: QualificationRead | None
     runnable: bool
     refusal: Refusal | None
+    # The chambers a track-in would run the lot in (cluster tools; empty otherwise).
+    chambers: list[str] = []

@@ -18,6 +18,7 @@ from mes.recipes.resolution import (
     context_rules,
     create_context_rule,
     delete_context_rule,
+    resolve_in_chambers,
     resolve_on_tool,
 )
 from mes.recipes.versions import (
@@ -53,6 +54,7 @@ __all__ = [
     "qualifications",
     "qualify",
     "replace_parameter_schema",
+    "resolve_in_chambers",
     "resolve_on_tool",
     "standing",
     "update_draft",

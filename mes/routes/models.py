@@ -106,6 +106,11 @@ class Step(Base):
             "qtime_to_sequence IS NULL OR qtime_to_sequence > sequence", name="qtime_forward"
         ),
         CheckConstraint("qtime_max_s IS NULL OR qtime_max_s > 0", name="qtime_positive"),
+        CheckConstraint(
+            "qtime_min_s IS NULL OR (qtime_max_s IS NOT NULL AND qtime_min_s >= 0"
+            " AND qtime_min_s < qtime_max_s)",
+            name="qtime_min_range",
+        ),
         CheckConstraint("rework_limit >= 0", name="rework_limit_nonnegative"),
         CheckConstraint(
             "rework_to_sequence IS NULL OR rework_to_sequence <= sequence",
@@ -139,6 +144,8 @@ class Step(Base):
     # Q-time: a lot that leaves this step must start step qtime_to_sequence within qtime_max_s.
     qtime_to_sequence: Mapped[int | None] = mapped_column(Integer)
     qtime_max_s: Mapped[int | None] = mapped_column(Integer)
+    # ... and not before qtime_min_s (a wait the process needs, e.g. a cool-down or outgassing).
+    qtime_min_s: Mapped[int | None] = mapped_column(Integer)
     rework_to_sequence: Mapped[int | None] = mapped_column(Integer)
     # Reworks allowed from this step before the lot goes on hold instead.
     rework_limit: Mapped[int] = mapped_column(Integer, default=2, server_default="2")

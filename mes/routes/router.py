@@ -64,6 +64,7 @@ def step_read(step: Step) -> StepRead:
         batch_max=step.batch_max,
         qtime_to_sequence=step.qtime_to_sequence,
         qtime_max_s=step.qtime_max_s,
+        qtime_min_s=step.qtime_min_s,
         rework_to_sequence=step.rework_to_sequence,
         rework_limit=step.rework_limit,
         sampling_rate=step.sampling_rate,

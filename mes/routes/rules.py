@@ -29,6 +29,7 @@ class StepShape:
     recipe: str | None
     qtime_to_sequence: int | None = None
     qtime_max_s: int | None = None
+    qtime_min_s: int | None = None
     rework_to_sequence: int | None = None
     batch_min: int | None = None
     batch_max: int | None = None
@@ -62,6 +63,14 @@ def route_problems(
         if (step.qtime_to_sequence is None) != (step.qtime_max_s is None):
             problems.append(
                 RouteProblem(step.sequence, "a Q-time window needs both its end step and length")
+            )
+        if step.qtime_min_s is not None and (
+            step.qtime_max_s is None or step.qtime_min_s >= step.qtime_max_s
+        ):
+            problems.append(
+                RouteProblem(
+                    step.sequence, "a minimum Q-time needs a longer maximum on the same window"
+                )
             )
         if step.qtime_to_sequence is not None:
             if step.qtime_to_sequence <= step.sequence:

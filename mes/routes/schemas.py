@@ -24,6 +24,8 @@ class StepIn(BaseModel):
     batch_max: int | None = Field(default=None, ge=1, le=50)
     qtime_to_sequence: int | None = Field(default=None, ge=1, le=100_000)
     qtime_max_s: int | None = Field(default=None, ge=1, le=30 * 24 * 3600)
+    # The least time between the two steps (the closing step may not start earlier).
+    qtime_min_s: int | None = Field(default=None, ge=0, le=30 * 24 * 3600)
     rework_to_sequence: int | None = Field(default=None, ge=1, le=100_000)
     rework_limit: int = Field(default=2, ge=0, le=100)
     sampling_rate: float = Field(default=1.0, ge=0.0, le=1.0)
@@ -44,6 +46,7 @@ class StepRead(BaseModel):
     batch_max: int | None
     qtime_to_sequence: int | None
     qtime_max_s: int | None
+    qtime_min_s: int | None = None
     rework_to_sequence: int | None
     rework_limit: int
     sampling_rate: float

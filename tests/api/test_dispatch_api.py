@@ -222,3 +222,27 @@ async def test_setup_data_is_engineer_edited_and_used(client, client_as):
         "/api/v1/dispatch/setups/min-runs", json={"setup": "GATE", "min_run": 1}
     )
     assert denied.status_code == 403
+
+
+async def test_a_batch_run_under_a_context_rule_takes_lots_resolving_to_the_same_recipe(client):
+    """On F1-FUOX01 the pad oxide step's logical recipe FUOX_PADOX runs as FUOX_GATEOX (a
+    context rule): a second lot at the step resolves to the same recipe and may join the
+    batch — the comparison is between what runs and what would run, not a logical name."""
+    rule = await client.post(
+        "/api/v1/recipes/context-rules",
+        json={"logical_recipe": "FUOX_PADOX", "recipe": "FUOX_GATEOX", "tool": "F1-FUOX01"},
+    )
+    assert rule.status_code == 201, rule.text
+    first, second = (await start(client))["code"], (await start(client))["code"]
+    for code in (first, second):
+        moved = await client.post(f"/api/v1/lots/{code}/track-in", json={"tool": "F1-WETC01"})
+        assert moved.status_code == 200, moved.text
+        assert (await client.post(f"/api/v1/lots/{code}/track-out", json={})).status_code == 200
+    tin = await client.post(f"/api/v1/lots/{first}/track-in", json={"tool": "F1-FUOX01"})
+    assert tin.status_code == 200, tin.text
+    assert tin.json()["recipe"]["name"] == "FUOX_GATEOX"
+    listing = await what_next(client, "F1-FUOX01")
+    excluded = {e["lot"]: [r["code"] for r in e["reasons"]] for e in listing["excluded"]}
+    assert second not in excluded, excluded.get(second)
+    offered = next(r for r in listing["ranked"] if r["lot"] == second)
+    assert offered["recipe"] == "FUOX_GATEOX"

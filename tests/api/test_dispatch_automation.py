@@ -202,3 +202,63 @@ async def test_a_standby_tries_again_when_the_leaders_lease_runs_out_not_a_cycle
     clock.advance(timedelta(seconds=1.05))
     assert (await standby.cycle("F1")).leader
     assert standby.next_wait_s() == 300
+
+
+async def test_a_tool_that_refuses_is_paused_with_a_growing_back_off(client, db, clock):
+    """The tool refuses the job (its adapter reports it failed): the dispatcher does not send
+    the lot straight back every cycle, but pauses that tool per refusal code, says so once in
+    the decision log, and tries again when the pause is over."""
+    from sqlalchemy import select
+
+    from mes.audit.context import AuditContext, bind
+    from mes.db.transaction import unit_of_work
+    from mes.equipment.models import Equipment
+    from mes.opcua import service as opcua_service
+    from mes.opcua.service import ToolRef
+
+    tool = (await client.get("/api/v1/equipment/F1-WETC02")).json()
+    down = await client.post(
+        "/api/v1/equipment/F1-WETC02/state",
+        json={"version": tool["version"], "state": "UDT", "reason": "only WETC01 here"},
+    )
+    assert down.status_code == 200, down.text
+    lot = await start(client, priority_class="hot")
+    d = Dispatcher(
+        db,
+        clock,
+        {"F1": Mode.AUTO},
+        owner="test-dispatcher",
+        lease_ttl_s=600,
+        backoff_base_s=30,
+    )
+    first = await d.cycle("F1")
+    (job_id,) = first.requested
+    async with unit_of_work(db) as session:
+        bind(
+            session,
+            AuditContext(
+                actor="F1-WETC01", role="equipment", operation="opcua.job_refused", at=clock.now()
+            ),
+        )
+        wet = (
+            await session.execute(
+                select(Equipment.id, Equipment.fab_id).where(Equipment.code == "F1-WETC01")
+            )
+        ).one()
+        ref = ToolRef(id=wet.id, code="F1-WETC01", fab_id=wet.fab_id, endpoint="-")
+        await opcua_service.fail_job(
+            session, ref, job_id, "recipe.checksum_mismatch: tool reports 00ff", clock=clock
+        )
+    assert (await client.get(f"/api/v1/lots/{lot['code']}")).json()["state"] == "Waiting"
+
+    clock.advance(timedelta(seconds=5))
+    assert (await d.cycle("F1")).requested == []
+    clock.advance(timedelta(seconds=5))
+    assert (await d.cycle("F1")).requested == []
+    paused = [x for x in await decisions(client) if x["outcome"] == "backoff"]
+    assert [(x["tool"], x["refusal_code"]) for x in paused] == [
+        ("F1-WETC01", "recipe.checksum_mismatch")  # once per pause, not once per cycle
+    ]
+    clock.advance(timedelta(seconds=25))  # 35 s after the refusal: the pause is over
+    again = await d.cycle("F1")
+    assert len(again.requested) == 1

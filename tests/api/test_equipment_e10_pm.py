@@ -84,6 +84,36 @@ async def test_all_chambers_down_takes_the_tool_down_and_one_back_brings_it_up(c
     assert (back["e10_state"], back["e10_substate"]) == ("SBY", "SBY.NO_PRODUCT")
 
 
+async def test_a_chamber_back_while_a_lot_is_on_the_tool_brings_it_back_productive(client, clock):
+    tool = "F1-ETPO01"
+    code = await start_lot(client, sequence=50)
+    tin = await client.post(f"/api/v1/lots/{code}/track-in", json={"tool": tool})
+    assert tin.status_code == 200, tin.text
+    for name in ("PM1", "PM2", "PM3", "PM4"):
+        await set_state(client, tool, "UDT", chamber=name)
+    assert (await client.get(f"{T}/{tool}")).json()["e10_state"] == "UDT"
+    back = (await set_state(client, tool, "SBY", chamber="PM1")).json()
+    # The lot is still on the tool: it is producing again, not standing by.
+    assert (back["e10_state"], back["e10_substate"]) == ("PRD", "PRD.REGULAR")
+    out = await client.post(f"/api/v1/lots/{code}/track-out", json={})
+    assert out.status_code == 200, out.text
+    assert (await client.get(f"{T}/{tool}")).json()["e10_state"] == "SBY"
+
+
+async def test_a_back_dated_chamber_change_may_not_reach_before_its_current_state(client, clock):
+    tool = "F1-ETPO01"
+    clock.advance(timedelta(hours=2))
+    assert (await set_state(client, tool, "UDT", chamber="PM2")).status_code == 200
+    clock.advance(timedelta(minutes=30))
+    earlier = clock.now() - timedelta(hours=1)  # before PM2 went down
+    refused = await set_state(client, tool, "SBY", chamber="PM2", occurred_at=earlier.isoformat())
+    assert_problem(refused, 422, "tool.time_before_current_state")
+    later = clock.now() - timedelta(minutes=10)
+    assert (
+        await set_state(client, tool, "SBY", chamber="PM2", occurred_at=later.isoformat())
+    ).status_code == 200
+
+
 async def test_track_in_needs_a_chamber_up(client):
     code = await start_lot(client, sequence=50)  # ETCH_POLY
     for name in ("PM1", "PM2", "PM3", "PM4"):

@@ -161,6 +161,7 @@ async def test_seeded_route_version_has_its_steps_in_sequence_order(client):
         "batch_max": None,
         "qtime_to_sequence": None,
         "qtime_max_s": None,
+        "qtime_min_s": None,
         "rework_to_sequence": None,
         "rework_limit": 2,
         "sampling_rate": 1.0,

@@ -55,7 +55,7 @@ async def test_migrate_seed_and_serve_over_http(tmp_path: Path) -> None:
         )
         try:
             async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as http:
-                for _ in range(100):
+                for _ in range(600):  # 60 s: a loaded CI machine starts Python slowly
                     try:
                         if (await http.get("/healthz")).status_code == 200:
                             break

@@ -275,3 +275,20 @@ async def test_operator_abort_through_the_api(fab: Fab) -> None:
     done = await fab.wait_job(job["job_order_id"], "aborted", "completed")
     assert done["status"] == "aborted"
     assert (await fab.lot(lot))["state"] == "OnHold"
+
+
+async def test_a_start_answered_with_a_timeout_is_reconciled_not_failed(fab: Fab) -> None:
+    """BadTimeout on StoreAndStart says nothing about whether the tool started the job (here
+    it did): the adapter must not fail the job and send the lot back while its wafers are in
+    the chamber, but reconnect and learn from the tool what happened."""
+    await _ready(fab, DEP, speed=60)
+    await fab.sims[DEP].lose_replies(1)
+    lot = await _at_dep_step(fab)
+    job = await fab.request_job(lot, DEP)
+    done = await fab.wait_job(job["job_order_id"], "completed", "aborted", "failed")
+    assert done["status"] == "completed", done
+    history = await fab.history(lot)
+    assert _count(history, "TRACK_OUT") == 2
+    assert _count(history, "JOB_FAILED") == 0
+    assert (await fab.lot(lot))["step"]["sequence"] == 30
+    assert list(fab.sims[DEP].tool.jobs) == [job["job_order_id"]]  # started once, not resent

@@ -109,6 +109,9 @@ class LotMachine(RuleBasedStateMachine):
         self.login(NOW)
         self.savepoint: AsyncTransaction = h.run(h.connection.begin_nested())
         self.baseline_lots = h.run(self._count_lots())
+        self.baseline_counters: dict[int, int] = dict(
+            h.run(h.connection.execute(select(Equipment.id, Equipment.wafers_processed))).all()
+        )
         self.lots: dict[str, dict[str, Any]] = {}  # code -> last detail read through the API
         self.started = self.bonus_wafers = self.scrapped = 0
         self.named = 0
@@ -255,10 +258,17 @@ class LotMachine(RuleBasedStateMachine):
             assert answer["state"] in ("Waiting", "OnHold", "Completed")
 
     @precondition(lambda self: self.any_in("Running"))
-    @rule(data=st.data(), outcome=st.sampled_from(["pass", "pass", "pass", "rework"]))
-    def track_out(self, data: st.DataObject, outcome: str) -> None:
+    @rule(
+        data=st.data(),
+        outcome=st.sampled_from(["pass", "pass", "pass", "rework"]),
+        partly=st.booleans(),
+    )
+    def track_out(self, data: st.DataObject, outcome: str, partly: bool) -> None:
         code = self.pick(data, lambda lot: lot["state"] == "Running")
-        body = {"outcome": outcome}
+        body: dict[str, Any] = {"outcome": outcome}
+        if partly:  # the tool did not process every wafer: the lot must stay, held
+            wafers = self.lots[code]["wafer_count"]
+            body["wafers_processed"] = data.draw(st.integers(0, max(0, wafers - 1)), "processed")
         answer = self.call("track-out", "POST", f"{API}/lots/{code}/track-out", body)
         self.touched.add(code)
         if answer is not None:
@@ -593,6 +603,52 @@ class LotMachine(RuleBasedStateMachine):
             assert on_tool <= tool.max_lots, f"{tool.code} runs {on_tool} lots"
             productive = E10State(tool.e10_state) == E10State.PRD
             assert productive == (on_tool > 0), f"{tool.code} is {tool.e10_state}, {on_tool} lots"
+        # (5) each tool's wafer counter is its ledger: the wafers counted at track-in, less
+        # the usage runs gave back (aborted, or tracked out partly processed)
+        # ... and a run tracked out with fewer wafers processed than the lot had gave back
+        # exactly the wafers it did not process
+        ledger: Counter[int] = Counter()
+        counted_at_track_in: dict[int, int] = {}
+        for lot_id, tool_id, kind, before, after in await conn.execute(
+            select(
+                LotEvent.lot_id,
+                LotEvent.equipment_id,
+                LotEvent.event_type,
+                LotEvent.before,
+                LotEvent.after,
+            )
+            # This machine's lots only: other tests may have run lots on the same tools.
+            .where(LotEvent.equipment_id.in_([t.id for t in tools]), LotEvent.lot_id.in_(ids))
+            .order_by(LotEvent.occurred_at, LotEvent.id)
+        ):
+            details = after or {}
+            if kind == "TRACK_IN":
+                counted_at_track_in[lot_id] = int(details.get("counted_wafers", 0))
+                ledger[tool_id] += counted_at_track_in[lot_id]
+            given_back = int(details.get("usage_given_back", 0))
+            ledger[tool_id] -= given_back
+            processed = details.get("wafers_processed")
+            partial = processed is not None and int(processed) < int(
+                (before or {}).get("wafer_count", 0)
+            )
+            if kind == "TRACK_OUT" and partial:
+                assert given_back == counted_at_track_in[lot_id] - int(processed), (
+                    f"a partial run of lot {lot_id} gave back {given_back} wafers"
+                )
+        counters = dict(
+            (
+                await conn.execute(
+                    select(Equipment.id, Equipment.wafers_processed).where(
+                        Equipment.id.in_([t.id for t in tools])
+                    )
+                )
+            ).all()
+        )
+        for tool in tools:
+            counted = counters[tool.id] - self.baseline_counters.get(tool.id, 0)
+            assert counted == ledger[tool.id], (
+                f"{tool.code} counted {counted} wafers, its runs account for {ledger[tool.id]}"
+            )
 
     def teardown(self) -> None:
         try:

@@ -70,6 +70,7 @@ def reasons(dl: p.DispatchList) -> dict[str, list[str]]:
         ({"step": replace(STEP, reticle="M1")}, {"reticles": {"M1": 24}}, "reticle.over_limit"),
         ({"dedicated_tool_id": 101}, {}, "lot.dedicated_tool"),
         ({"qtime_deadline": NOW - 1}, {}, "lot.qtime_at_risk"),
+        ({"qtime_earliest": NOW + 60}, {}, "lot.qtime_min_not_reached"),
     ],
 )
 def test_each_hard_constraint_excludes_with_its_code(
@@ -81,7 +82,12 @@ def test_each_hard_constraint_excludes_with_its_code(
 
 
 def test_a_legal_lot_is_offered() -> None:
-    ok = lot(step=replace(STEP, reticle="M1"), dedicated_tool_id=100, qtime_deadline=NOW + 60)
+    ok = lot(
+        step=replace(STEP, reticle="M1"),
+        dedicated_tool_id=100,
+        qtime_deadline=NOW + 60,
+        qtime_earliest=NOW,
+    )
     dl = p.rank_lots(replace(TOOL, reticles={"M1": 25}), [ok], SIT)
     assert codes(dl) == ["L1"]
     assert dl.excluded == ()

@@ -193,3 +193,31 @@ def test_oee_without_production_is_undefined():
     assert result.availability == 1.0
     assert result.rate_efficiency is None
     assert result.oee is None
+
+
+def test_only_equipment_dependent_downtime_counts_as_a_failure():
+    # PRD 0-4, UDT.FACILITIES 4-5 (a power dip), PRD 5-6, UDT.NO_SIGNAL 6-6.5 (nobody qualified
+    # it), PRD 6.5-8, UDT.ALARM 8-8.5 then UDT.FACILITIES 8.5-9 (one episode the tool started),
+    # PRD 9-10.
+    day = hist(
+        (0, PRD, "PRD.REGULAR"),
+        (4, UDT, "UDT.FACILITIES"),
+        (5, PRD, "PRD.REGULAR"),
+        (6, UDT, "UDT.NO_SIGNAL"),
+        (6.5, PRD, "PRD.REGULAR"),
+        (8, UDT, "UDT.ALARM"),
+        (8.5, UDT, "UDT.FACILITIES"),
+        (9, PRD, "PRD.REGULAR"),
+        until=10,
+    )
+    m = e10_metrics(day, h(0), h(10))
+    assert m.times[UDT] == 2.5 * 3600
+    assert (m.failures, m.repairs) == (1, 1)  # only the episode with an equipment substate
+    assert m.mtbf_p_s == 7.5 * 3600  # 7.5 h productive / 1 equipment failure
+    assert m.mttr_s == 1 * 3600  # its hour, not the facilities and silence time
+    assert (m.other_failures, m.other_udt_s) == (2, 1.5 * 3600)
+    # Clipped to a window that cuts the facilities episode: counted apart, from the edge.
+    part = e10_metrics(day, h(4.5), h(10))
+    assert (part.other_failures, part.other_udt_s) == (1, 1.0 * 3600)
+    group = add_up([m, part])
+    assert (group.failures, group.other_failures) == (2, 3)
