@@ -174,8 +174,9 @@ async def track_in(request: Request, lot: Code, user: PostingUser) -> Response:
         _lot, tool, recipe, _chambers = await lots_service.track_in(
             session, lot, command, actor=user.principal, clock=clock
         )
+        where = f" in chambers {', '.join(chambers)}" if chambers else ""
         return (
-            f"Lot {lot} tracked in on {tool.code}: run recipe {recipe.recipe.name} "
+            f"Lot {lot} tracked in on {tool.code}{where}: run recipe {recipe.recipe.name} "
             f"version {recipe.version}."
         )
 
