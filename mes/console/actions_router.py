@@ -171,7 +171,7 @@ async def track_in(request: Request, lot: Code, user: PostingUser) -> Response:
 
     async def work(session: AsyncSession) -> str:
         command = c.TrackIn(tool=form.get("tool", ""))
-        _lot, tool, recipe, _chambers = await lots_service.track_in(
+        _lot, tool, recipe, chambers = await lots_service.track_in(
             session, lot, command, actor=user.principal, clock=clock
         )
         where = f" in chambers {', '.join(chambers)}" if chambers else ""
