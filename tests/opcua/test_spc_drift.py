@@ -131,11 +131,7 @@ async def test_a_drifting_tool_is_caught_and_stopped_before_it_runs_many_lots(fa
         for lot in drifting:
             r = await fab.api.post(
                 f"/api/v1/lots/{lot}/release",
-                json={
-                    "reason": "go",
-                    "hold_code": "ENGINEERING",
-                    "signature": {"reason": "baseline in"},
-                },
+                json={"hold_code": "ENGINEERING", "signature": {"reason": "baseline in"}},
             )
             assert r.status_code == 200, r.text
 
