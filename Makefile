@@ -14,7 +14,7 @@ UV := UV_PROJECT_ENVIRONMENT=$(VENV) UV_PYTHON_DOWNLOADS=never $(TOOLS_VENV)/bin
 SYNC := $(UV) sync --frozen --python $(PYTHON_EXE)
 
 .PHONY: run sims interop test test-sqlite test-postgres lint typecheck docs docs-build bench \
-	bench-dispatch bench-wakeup bench-opcua bench-scale-out clean venv
+	bench-dispatch bench-wakeup bench-opcua bench-scale-out bench-quality bench-sim bench-console fuzz crash soak clean venv
 
 # uv itself, from the package index pip is configured with.
 $(TOOLS_VENV)/.uv-$(UV_VERSION):
@@ -38,16 +38,30 @@ $(VENV)/.installed-dev: pyproject.toml uv.lock | $(TOOLS_VENV)/.uv-$(UV_VERSION)
 venv: $(VENV)/.installed-dev
 
 ## run: migrate the embedded SQLite database, load the example fab if empty, start its 30 tools
-## as simulated OPC UA servers (ports 4841-4870, SPEED=60) and serve on :8000 with the adapters
-## connected to them and the dispatcher running both fabs every 5 s; Ctrl-C stops both
+## as simulated OPC UA servers (ports 4841-4870, SPEED=60, random faults at FAULT_RATE per tool,
+## kind and simulated hour) and serve on :8000 (PORT) with the adapters connected to them, the
+## dispatcher running both fabs every 5 s and the releaser starting lots by the example's start
+## plans; prints the console URL and the demo logins when ready. Ctrl-C stops all of it
 run: $(VENV)/.installed-run
 	$(BIN)/mes db upgrade
 	$(BIN)/mes seed example --if-empty
-	@$(BIN)/mes-sims --fab mes/seed/example_fab.json --speed $${SPEED:-60} & sims=$$!; \
-	trap 'kill $$sims 2>/dev/null' EXIT INT TERM; \
-	MES_ADAPTERS_ENABLED=$${MES_ADAPTERS_ENABLED:-true} \
+	@# The tools run in their own session (where setsid exists), so that Ctrl-C stops the service
+	@# first (its adapters log off the tools) and the trap then stops the tools.
+	@echo "starting 30 simulated tools (log: var/sims.log)..."; \
+	$$(command -v setsid) $(BIN)/mes-sims --fab mes/seed/example_fab.json --speed $${SPEED:-60} \
+		--fault-rate $${FAULT_RATE:-0.02} --fault-kinds $${FAULT_KINDS:-alarm,breakdown,chamber_down} \
+		> var/sims.log 2>&1 & sims=$$!; api=; \
+	trap 'kill -TERM $$api 2>/dev/null; wait $$api 2>/dev/null; \
+		kill -TERM $$sims 2>/dev/null; wait $$sims 2>/dev/null; echo "stopped"' EXIT; \
+	trap 'exit 130' INT TERM; \
+	until grep -qs "Ctrl-C stops" var/sims.log; do \
+		kill -0 $$sims 2>/dev/null || { cat var/sims.log; exit 1; }; sleep 0.5; done; \
+	MES_ADAPTERS_ENABLED=$${MES_ADAPTERS_ENABLED:-true} MES_RELEASE_ENABLED=$${MES_RELEASE_ENABLED:-true} \
 	MES_DISPATCH_INTERVAL_S=$${MES_DISPATCH_INTERVAL_S:-5} MES_DISPATCH_FABS=$${MES_DISPATCH_FABS-F1,F2} \
-		$(BIN)/mes serve --host 127.0.0.1 --port 8000
+	MES_LOG_LEVEL=$${MES_LOG_LEVEL:-warning} \
+		$(BIN)/mes serve --host 127.0.0.1 --port $${PORT:-8000} & api=$$!; \
+	$(BIN)/mes seed welcome --url http://127.0.0.1:$${PORT:-8000} || exit 1; \
+	wait $$api
 
 ## sims: serve the seeded fab's tools as simulated OPC UA servers (ports 4841-4870), speed 60
 sims: $(VENV)/.installed-run
@@ -120,6 +134,11 @@ bench-wakeup: $(VENV)/.installed-dev
 bench-dispatch: $(VENV)/.installed-dev
 	$(BIN)/python bench/dispatch_latency.py --data $${SMT2020:?set SMT2020 to an SMT2020-format folder} --database-url $${MES_BENCH_DATABASE_URL:-postgresql+asyncpg://postgres@127.0.0.1:5432/test}
 
+## bench-sim: the fab simulator on an SMT2020 testbed (SMT2020=<folder>, DAYS=30, RULES=fifo,cr,
+## SEEDS=1, WARMUP=0, JOBS=1): KPIs of the rule sets side by side, speed, memory
+bench-sim: $(VENV)/.installed-dev
+	$(BIN)/python bench/smt2020.py --data $${SMT2020:?set SMT2020 to an SMT2020-format folder} --days $${DAYS:-30} --rules $${RULES:-fifo,cr} --seeds $${SEEDS:-1} --warmup $${WARMUP:-0} --jobs $${JOBS:-1} --policy-share
+
 ## bench-opcua: one adapter process holding TOOLS (200) simulated tools, 20 changing values each
 ## at 1 Hz, on SQLite (MES_BENCH_DATABASE_URL=postgresql+asyncpg://... for PostgreSQL)
 bench-opcua: $(VENV)/.installed-dev
@@ -129,6 +148,33 @@ bench-opcua: $(VENV)/.installed-dev
 ## leader; print the take-over times (PostgreSQL: MES_BENCH_DATABASE_URL)
 bench-scale-out: $(VENV)/.installed-dev
 	$(BIN)/python bench/scale_out.py --tools $${TOOLS:-100} $${MES_BENCH_DATABASE_URL:+--database-url $$MES_BENCH_DATABASE_URL}
+
+## fuzz: schemathesis against `mes serve` on a throw-away database (PostgreSQL beside
+## MES_TEST_DATABASE_URL if set, else SQLite), every phase, FUZZ_SECONDS (600) long; prints the
+## operations covered, requests sent, links followed and failures (CI runs 100 s of it)
+fuzz: $(VENV)/.installed-dev
+	$(BIN)/python -m tests.fuzz.harness --max-time $${FUZZ_SECONDS:-600} --seed $${FUZZ_SEED:-19}
+
+## crash: SIGKILL the service KILLS (50) times under API load and restart it; prints kills survived
+## and acknowledged requests lost (PostgreSQL: MES_BENCH_DATABASE_URL, as bench)
+crash: $(VENV)/.installed-dev
+	$(BIN)/python bench/crash.py --kills $${KILLS:-50} --database-url $${MES_BENCH_DATABASE_URL:-postgresql+asyncpg://postgres@127.0.0.1:5432/test}
+
+## soak: the simulated fab, dispatcher and API load for SOAK_SECONDS (600); samples RSS, connections,
+## p99 latency, tool-event lag, table growth and invariants; a slope-based bounded verdict
+soak: $(VENV)/.installed-dev
+	$(BIN)/python bench/soak.py --seconds $${SOAK_SECONDS:-600} --database-url $${MES_BENCH_DATABASE_URL:-postgresql+asyncpg://postgres@127.0.0.1:5432/test}
+
+## bench-quality: track-out latency with and without data collection and SPC (225 values and
+## 25 chart points per lot), on SQLite (MES_BENCH_DATABASE_URL=postgresql+asyncpg://... for PostgreSQL)
+bench-quality: $(VENV)/.installed-dev
+	@mkdir -p var
+	$(BIN)/python bench/edc_track_out.py --database-url $${MES_BENCH_DATABASE_URL:-sqlite+aiosqlite:///var/bench-edc.db}
+
+## bench-console: console page server times and live-update delay on an SMT2020 fab
+## (SMT2020=<folder>; SQLite, or PostgreSQL with MES_BENCH_DATABASE_URL)
+bench-console: $(VENV)/.installed-dev
+	$(BIN)/python bench/console.py --data $${SMT2020:?set SMT2020 to an SMT2020-format folder} $${MES_BENCH_DATABASE_URL:+--database-url $$MES_BENCH_DATABASE_URL}
 
 clean:
 	rm -rf $(VENV) $(TOOLS_VENV) var .pytest_cache .ruff_cache .mypy_cache

@@ -12,7 +12,7 @@
    records the service writes: lot and tool changed), by as many concurrent workers as there are
    clients: the ceiling of the database on this machine. (The service's audit sealer, which
    later hashes each audit record into the chain, has no counterpart here.)
-3. Starts the real service in a subprocess (``mes serve``, then ``uvicorn --workers 2``) with
+3. Starts the real service in a subprocess (``mes serve --workers N``, N = 1 then 2) with
    its shipped settings (audit on, audit sealer running, log level info), bulk-starts lots
    through the API, logs every client in once as the demo operator and loops track-in →
    track-out over HTTP for the given time. A track-in and a track-out are two moves.

@@ -8,7 +8,7 @@ import time
 
 import asyncpg
 from lot_moves_fixture import OPERATOR, Fixture, utc_now
-from measuring import Stats, Window, measure_cpu, summarise
+from measuring import Stats, Window, cpu_per_move, measure_cpu, summarise
 from sqlalchemy.engine import make_url
 
 from mes.equipment.states import DEFAULT_SUBSTATE, E10State
@@ -175,6 +175,7 @@ async def raw_phase(url: str, fixture: Fixture, clients: int, warmup: float, sec
         workers = [RawWorker(conns[n], fixture, n, window, stats) for n in range(clients)]
         measure = asyncio.create_task(measure_cpu(window, None))
         await asyncio.gather(*(w.run() for w in workers))
-        return {**summarise(stats, seconds), **await measure}
+        figures = {**summarise(stats, seconds), **await measure}
+        return {**figures, **cpu_per_move(figures, seconds)}
     finally:
         await asyncio.gather(*(c.close() for c in conns))

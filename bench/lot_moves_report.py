@@ -27,6 +27,13 @@ def describe(label: str, figures: dict[str, Any]) -> list[str]:
         f"    CPU cores busy on average: {cpu}; other processes {figures['other_processes_cores']}"
         f"; machine {figures['machine_cores']} of {os.cpu_count()}"
     )
+    per_move = ", ".join(
+        f"{party} {figures[party + '_cpu_ms_per_move']}"
+        for party in ("server", "postgres", "client")
+        if party + "_cpu_ms_per_move" in figures
+    )
+    if per_move:
+        lines.append(f"    CPU ms per move: {per_move}")
     if len(figures.get("server_process_cores", [])) > 1:
         lines.append(f"    service processes (cores each): {figures['server_process_cores']}")
     if figures["other_processes_cores"] > 0.2:

@@ -57,6 +57,17 @@ def latency_figures(values: list[float]) -> dict[str, float]:
     }
 
 
+def cpu_per_move(figures: dict[str, Any], seconds: float) -> dict[str, Any]:
+    """CPU milliseconds per move of each party: the figure that noise on a shared machine
+    disturbs least (wall-clock throughput depends on who else runs)."""
+    moves = figures["moves"]
+    return {
+        f"{party}_cpu_ms_per_move": round(figures[f"{party}_cores"] * seconds * 1000 / moves, 2)
+        for party in ("server", "postgres", "client")
+        if moves and f"{party}_cores" in figures
+    }
+
+
 def summarise(stats: Stats, seconds: float) -> dict[str, Any]:
     everything = [v for values in stats.latencies.values() for v in values]
     moves = len(everything)
@@ -146,8 +157,8 @@ def cpu_used(
         used[f"{party}_cores"] = round((user + kernel) / seconds, 2)
         used[f"{party}_kernel_cores"] = round(kernel / seconds, 2)
     if "server" in after:
-        # Per process: uvicorn's workers share one listening socket, and nothing balances the
-        # clients' keep-alive connections between them.
+        # Per process: whether every worker carries its share (the supervisor of
+        # ``mes serve --workers N`` is in the list too, idle).
         per_process = [
             (u + k - sum(before["server"].get(pid, (0.0, 0.0)))) / seconds
             for pid, (u, k) in after["server"].items()

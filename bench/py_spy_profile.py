@@ -40,7 +40,9 @@ class Profiler:
             "200",
             "--format",
             "raw",
-            "--nonblocking",
+            # Blocking: py-spy pauses the service for each sample. Without it (--nonblocking) the
+            # stacks are read while the process runs on, and time showed up in frames that were
+            # merely waiting (asyncpg's execute), which misled the earlier per-layer figures.
             "--output",
             str(self.output),
             stdout=asyncio.subprocess.DEVNULL,
@@ -58,6 +60,7 @@ class Profiler:
 
 # Where a sampled frame belongs, by its file (first match wins).
 CATEGORIES: list[tuple[str, tuple[str, ...]]] = [
+    ("HTTP client of the in-process benchmark (httpx)", ("httpx/", "lot_moves_inproc")),
     ("audit (mes.audit)", ("mes/audit/",)),
     ("auth (mes.auth, PyJWT)", ("mes/auth/", "jwt/")),
     ("idempotency (mes.kit.idempotency)", ("mes/kit/idempotency",)),
@@ -86,13 +89,29 @@ UNDER = [
     ("lot service track_in", "track_in (mes/lots/moves"),
     ("lot service track_out", "track_out (mes/lots/moves"),
     ("audit recorder (_after_flush)", "_after_flush (mes/audit/"),
-    ("response body: lot reload + LotRead", "read (mes/lots/http"),
+    ("response body: lot answer + LotRead", "read (mes/lots/http"),
+    ("idempotency wrapper (runs the operation)", "idempotent (mes/kit/idempotency"),
+    ("route matching (FastAPI/Starlette)", "_match (fastapi/routing"),
+    ("ORM flush (unit of work)", "flush (sqlalchemy/orm/session"),
+    ("SQL compile + cache key", "_compile_w_cache (sqlalchemy/sql/elements"),
+    ("ORM result → objects (loading.instances)", "instances (sqlalchemy/orm/loading"),
     ("commit", "commit (sqlalchemy/ext/asyncio/session"),
     ("FastAPI request validation + dependencies", "solve_dependencies (fastapi/"),
     ("FastAPI response serialisation", "serialize_response (fastapi/"),
     ("uvicorn access log", "send (uvicorn/protocols/http/httptools_impl"),
     ("audit sealer (background)", "seal_audit_forever (mes/audit/sealer"),
 ]
+
+
+# Samples of a thread that waits rather than works (py-spy's blocking mode counts them):
+# the event loop polling, worker threads parked, the child watcher of a subprocess.
+IDLE_LEAVES = (
+    "EpollSelector.select (",
+    "._do_waitpid (",
+    "Condition.wait (",
+    "Event.wait (",
+    "Thread.join (",
+)
 
 
 def _category(frame: str) -> str:
@@ -115,8 +134,10 @@ def analyse_profile(path: Path) -> dict[str, Any]:
             continue
         count = int(count_text)
         frames = stack.split(";")
-        total += count
         leaf = frames[-1]
+        if any(idle in leaf for idle in IDLE_LEAVES):
+            continue
+        total += count
         self_by_category[_category(leaf)] += count
         self_by_function[leaf] += count
         for name in {_category(f) for f in frames}:

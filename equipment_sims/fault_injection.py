@@ -66,6 +66,7 @@ class FaultInjection:
         "abort_job",
         "set_control_state",
         "set_drift",
+        "shift_mean",
         "breakdown",
         "reject_downloads",
         "slow_replies",
@@ -142,7 +143,14 @@ class FaultInjection:
         await self._fault(lambda: self.tool.set_control_state(ControlState(state)))
 
     async def set_drift(self, per_wafer: float) -> None:
-        self.tool.measurement.drift_per_wafer = per_wafer
+        """Metrology results drift by ``per_wafer`` for each wafer measured from now on (a
+        trend); 0 stops the trend where it got to."""
+        self.tool.measurement.start_drift(float(per_wafer))
+
+    async def shift_mean(self, offset: float) -> None:
+        """Metrology results shift by ``offset`` from the next wafer on (a step change, as
+        after a bad calibration); 0 takes the shift back."""
+        self.tool.measurement.offset = float(offset)
 
     async def breakdown(self, alarm_id: str = "BREAKDOWN", text: str = "") -> None:
         """The tool breaks down mid-job: the job is Aborted, the tool OutOfService with a

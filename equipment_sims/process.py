@@ -6,6 +6,7 @@ run with the same seed measures the same values in the same order.
 
 from __future__ import annotations
 
+import math
 import random
 
 from mes.opcua.model import PROCESS_VALUES
@@ -56,7 +57,9 @@ def noisy_values(
 
 
 class MeasurementModel:
-    """Site measurements of one metrology tool: nominal + drift * wafers so far + noise."""
+    """Site measurements of one metrology tool: target + offset + drift * wafers since the
+    drift began + noise. ``offset`` is a mean shift and ``drift_per_wafer`` a trend, both
+    switched on by faults (``shift_mean``, ``set_drift``) so a chart can be seen to catch them."""
 
     def __init__(
         self,
@@ -71,6 +74,8 @@ class MeasurementModel:
         self.nominal = nominal
         self.sigma = default_sigma if sigma is None else sigma
         self.drift_per_wafer = drift_per_wafer
+        self.drift_from = 0  # wafers measured when the drift began
+        self.offset = 0.0
         self.wafers_measured = 0
         self._rng = rng
 
@@ -82,6 +87,17 @@ class MeasurementModel:
 
     def measure(self, recipe: Recipe) -> list[float]:
         sites = max(1, int(recipe.number("sites", 9.0)))
-        centre = self.target(recipe) + self.drift_per_wafer * self.wafers_measured
+        drifted = self.drift_per_wafer * (self.wafers_measured - self.drift_from)
+        centre = self.target(recipe) + self.offset + drifted
         self.wafers_measured += 1
         return [round(centre + self._rng.gauss(0.0, self.sigma), 4) for _ in range(sites)]
+
+    def start_drift(self, per_wafer: float) -> None:
+        """Drift by ``per_wafer`` for every wafer from now on (what was drifted so far stays,
+        as an offset: a trend changes its slope, the values do not jump). A drift that made
+        the values unreadable (NaN, a bad-message test) leaves nothing behind."""
+        drifted = self.drift_per_wafer * (self.wafers_measured - self.drift_from)
+        if math.isfinite(drifted):
+            self.offset += drifted
+        self.drift_per_wafer = per_wafer
+        self.drift_from = self.wafers_measured

@@ -341,7 +341,10 @@ class SimServer(FaultInjection):
             return
         tool = Tool(self.spec, seed=self.seed, control_state=self.tool.control_state)
         restore_tool(tool, data, self.clock.start)
+        # Faults in force survive a restart.
         tool.measurement.drift_per_wafer = self.tool.measurement.drift_per_wafer
+        tool.measurement.drift_from = self.tool.measurement.drift_from
+        tool.measurement.offset = self.tool.measurement.offset
         for alarm in tool.alarms.values():  # publish them again (new condition nodes)
             tool.events.append(AlarmEvent(tool.now, alarm))
         self.tool = tool

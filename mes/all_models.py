@@ -11,7 +11,9 @@ from mes.jobs import models as jobs_models
 from mes.kit import idempotency as idempotency_models
 from mes.lots import models as lots_models
 from mes.opcua import models as opcua_models
+from mes.planning import models as planning_models
 from mes.products import models as products_models
+from mes.quality import models as quality_models
 from mes.recipes import models as recipes_models
 from mes.routes import models as routes_models
 
@@ -27,7 +29,9 @@ __all__ = [
     "jobs_models",
     "lots_models",
     "opcua_models",
+    "planning_models",
     "products_models",
+    "quality_models",
     "recipes_models",
     "routes_models",
 ]

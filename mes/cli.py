@@ -9,7 +9,7 @@ import logging
 import socket
 from datetime import datetime
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 import uvicorn
@@ -29,7 +29,9 @@ from mes.db.transaction import unit_of_work
 from mes.equipment import wip
 from mes.errors import MesError
 from mes.lots.service import lots_running_on
+from mes.quality import collection
 from mes.seed import loader
+from mes.simulation.cli import simulate_app, simulate_whatif
 
 app = typer.Typer(help="Fab MES service and administration.", no_args_is_help=True)
 db_app = typer.Typer(help="Database schema.", no_args_is_help=True)
@@ -44,12 +46,17 @@ app.add_typer(users_app, name="users")
 app.add_typer(audit_app, name="audit")
 app.add_typer(adapters_app, name="adapters")
 app.add_typer(opcua_app, name="opcua")
+app.add_typer(simulate_app, name="simulate")
+app.command("whatif", help="Simulate a fab from where it stands now (mes simulate whatif).")(
+    simulate_whatif
+)
 
 
 def _open_database(settings: Settings) -> Database:
     # Every write of a command is audited in its own flush, as in the service.
     recorder.install()
     wip.install(lots_running_on)
+    collection.install()  # data collection and SPC in every track-out
     return Database.from_settings(settings)
 
 
@@ -61,6 +68,17 @@ def _configure_logging(settings: Settings) -> None:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     logging.getLogger("asyncua").setLevel(max(logging.WARNING, logging.root.level))
+    # A server granting a shorter session timeout than asked is ordinary negotiation, yet
+    # asyncua warns once per session: 30 lines at every start of the example fab.
+    logging.getLogger("asyncua.client.client").addFilter(
+        lambda record: not record.getMessage().startswith("Requested session timeout")
+    )
+
+
+def _long_statements(settings: Settings) -> Settings:
+    """Schema changes and bulk loads may run single statements (an index over a big table, an
+    ANALYZE) far longer than a request may: the request bound does not apply to them."""
+    return settings.model_copy(update={"database_command_timeout_s": 3600.0})
 
 
 def _cli_context(operation: str) -> AuditContext:
@@ -76,9 +94,20 @@ def _cli_context(operation: str) -> AuditContext:
 def serve(
     host: Annotated[str | None, typer.Option(help="interface to bind")] = None,
     port: Annotated[int | None, typer.Option(help="TCP port")] = None,
+    workers: Annotated[
+        int | None,
+        typer.Option(help="service processes, each with its own socket on the port", min=1),
+    ] = None,
 ) -> None:
     """Serve the REST API (and /docs) with uvicorn."""
     settings = Settings()
+    _configure_logging(settings)
+    count = workers or settings.workers
+    if count > 1:
+        from mes.serving import serve_workers
+
+        serve_workers(settings, host or settings.host, port or settings.port, count)
+        return
     from mes.main import create_app
 
     uvicorn.run(
@@ -86,6 +115,9 @@ def serve(
         host=host or settings.host,
         port=port or settings.port,
         log_level=settings.log_level,
+        # Console event streams never end by themselves: on Ctrl-C give requests a moment,
+        # then close what is still open instead of waiting for every browser tab to go.
+        timeout_graceful_shutdown=3,
     )
 
 
@@ -102,7 +134,7 @@ async def _upgrade(settings: Settings, revision: str) -> str | None:
 def db_upgrade(revision: Annotated[str, typer.Argument()] = "head") -> None:
     """Migrate the database to ``revision`` (default: the newest)."""
     settings = Settings()
-    current = asyncio.run(_upgrade(settings, revision))
+    current = asyncio.run(_upgrade(_long_statements(settings), revision))
     typer.echo(f"database at revision {current}")
 
 
@@ -117,7 +149,7 @@ async def _downgrade(settings: Settings, revision: str) -> None:
 @db_app.command("downgrade")
 def db_downgrade(revision: Annotated[str, typer.Argument()]) -> None:
     """Migrate the database back to ``revision`` ("base" empties it)."""
-    asyncio.run(_downgrade(Settings(), revision))
+    asyncio.run(_downgrade(_long_statements(Settings()), revision))
     typer.echo(f"database at revision {revision}")
 
 
@@ -149,6 +181,20 @@ def seed_example(
         typer.echo("database already holds data; example not loaded")
     else:
         typer.echo("loaded example fab: " + json.dumps(counts))
+
+
+@seed_app.command("welcome")
+def seed_welcome(
+    url: Annotated[str, typer.Option(help="the service's base URL")] = "http://127.0.0.1:8000",
+    wait: Annotated[float, typer.Option(help="seconds to wait for it to be ready")] = 120.0,
+) -> None:
+    """Wait until the service is ready, then print its console URL and the demo logins."""
+    from mes.seed import welcome
+
+    if not welcome.wait_until_ready(url.rstrip("/"), wait):
+        typer.echo(f"{url} did not become ready within {wait:g} s", err=True)
+        raise typer.Exit(1)
+    typer.echo(welcome.banner(url.rstrip("/")))
 
 
 async def _create_admin(settings: Settings, data: UserCreate) -> None:
@@ -240,6 +286,66 @@ def audit_verify() -> None:
     if not report.ok:
         raise typer.Exit(1)
     typer.echo("audit chain intact")
+
+
+async def _check(settings: Settings) -> Any:
+    from mes.check.invariants import check_database
+
+    database = _open_database(settings)
+    try:
+        return await check_database(database)
+    finally:
+        await database.dispose()
+
+
+@app.command("check")
+def check_invariants(
+    as_json: Annotated[bool, typer.Option("--json", help="one JSON document on stdout")] = False,
+) -> None:
+    """Check the database's invariants (wafers, steps, tools, histories, jobs, leases, audit
+    chain); names each violation with the rows involved and exits 1 on any."""
+    report = asyncio.run(_check(Settings()))
+    if as_json:
+        typer.echo(
+            json.dumps(
+                {
+                    "ok": report.ok,
+                    "counts": report.counts,
+                    "violations": [v.as_dict() for v in report.violations],
+                },
+                default=str,
+            )
+        )
+    else:
+        typer.echo("checked " + ", ".join(f"{n} {t}" for t, n in sorted(report.counts.items())))
+        for v in report.violations:
+            typer.echo(f"VIOLATION [{v.kind}] {v.message}")
+            for row in v.rows:
+                typer.echo(f"    {json.dumps(row, default=str)}")
+        typer.echo("all invariants hold" if report.ok else f"{len(report.violations)} violations")
+    if not report.ok:
+        raise typer.Exit(1)
+
+
+retention_app = typer.Typer(help="Pruning of the tables that grow by design.", no_args_is_help=True)
+app.add_typer(retention_app, name="retention")
+
+
+async def _prune(settings: Settings) -> dict[str, int]:
+    from mes.retention.service import prune
+
+    database = _open_database(settings)
+    try:
+        return await prune(database, settings, SystemClock().now())
+    finally:
+        await database.dispose()
+
+
+@retention_app.command("prune")
+def retention_prune() -> None:
+    """Delete dispatch decisions, idempotency records and (if set) E10 state events older than
+    their MES_RETENTION_* settings now (the service does it every MES_RETENTION_INTERVAL_S)."""
+    typer.echo(json.dumps(asyncio.run(_prune(Settings())), sort_keys=True))
 
 
 @opcua_app.command("make-certificate")
@@ -405,7 +511,7 @@ def import_smt2020(
         if start_at.tzinfo is None:
             raise typer.BadParameter("--start needs a time zone, e.g. 2026-01-05T06:00:00+00:00")
     try:
-        counts = asyncio.run(_import_smt2020(Settings(), folder, fab, start_at))
+        counts = asyncio.run(_import_smt2020(_long_statements(Settings()), folder, fab, start_at))
     except TestbedError as exc:
         typer.echo(f"refused: {exc}", err=True)
         raise typer.Exit(2) from exc

@@ -23,15 +23,34 @@ class Settings(BaseSettings):
     )
     database_echo: bool = False
     database_pool_size: int = Field(default=10, ge=1, le=200)
+    # PostgreSQL: a pooled connection idle this long is pinged before use (0: every checkout).
+    database_ping_idle_s: float = Field(default=1.0, ge=0, le=3600)
     # SQLite waits this long for the single writer lock before failing with "database is locked".
     sqlite_busy_timeout_ms: int = Field(default=10_000, ge=0)
+    # Bounds on waiting for PostgreSQL, so that a request fails (503, Retry-After) instead of
+    # hanging while the database refuses or stalls: opening a connection, one statement (the
+    # commit included), and waiting for a free connection of the pool.
+    database_connect_timeout_s: float = Field(default=5.0, gt=0, le=600)
+    database_command_timeout_s: float = Field(default=30.0, gt=0, le=3600)
+    database_pool_timeout_s: float = Field(default=5.0, gt=0, le=600)
+    # What a 503 for an unavailable or locked database tells the client to wait before retrying.
+    database_retry_after_s: int = Field(default=5, ge=1, le=3600)
     host: str = "127.0.0.1"
     port: int = Field(default=8000, ge=1, le=65535)
+    # Service processes of ``mes serve`` (mes.serving: one socket each, SO_REUSEPORT).
+    workers: int = Field(default=1, ge=1, le=64)
     log_level: str = "info"
+    # Larger request bodies are refused (413) before they are read: a process-exchange import,
+    # the largest body the API takes, is a few hundred kB for a fab.
+    max_body_bytes: int = Field(default=4 * 1024 * 1024, ge=1024, le=1024**3)
     # Signing key of access tokens. Set it (same value on every replica) in production; when
     # unset, each process makes a random one and tokens do not survive a restart.
     jwt_secret: SecretStr | None = None
     access_token_ttl_s: int = Field(default=900, ge=60, le=24 * 3600)
+    # A verified bearer token is trusted for this long before its account is read again (0:
+    # every request reads it). Account changes made through this process apply at once; made
+    # through another (a second worker, the CLI), within this time (mes.auth.principals).
+    auth_cache_s: float = Field(default=5.0, ge=0, le=300)
     # An e-signature without the password again is accepted within this time of a login.
     esign_max_age_s: int = Field(default=300, ge=0, le=3600)
     login_max_failures: int = Field(default=5, ge=1, le=100)
@@ -83,6 +102,21 @@ class Settings(BaseSettings):
     # Event-driven dispatch: a committed track-out, start, release or tool coming up wakes the
     # fab's dispatcher at once; cycles are at least this far apart (a busy line wakes it often).
     dispatch_min_gap_s: float = Field(default=1.0, ge=0, le=60)
+
+    # Retention of the tables that grow forever by design (mes.retention), in days (0: keep
+    # forever), and how often the service prunes them (0: never; `mes retention prune` does it
+    # on demand).
+    retention_dispatch_decisions_days: float = Field(default=30, ge=0)
+    retention_idempotency_days: float = Field(default=7, ge=0)
+    retention_state_events_days: float = Field(default=0, ge=0)
+    retention_interval_s: float = Field(default=3600, ge=0, le=7 * 24 * 3600)
+
+    # The releaser (mes.planning.releaser): off unless enabled; on, it releases the lots the
+    # active start plans have due every ``release_interval_s``. Each replica runs one; per
+    # fab, the holder of its lease releases.
+    release_enabled: bool = False
+    release_interval_s: float = Field(default=5.0, gt=0, le=3600)
+    release_lease_ttl_s: float = Field(default=30.0, gt=0.5, le=3600)
 
     @model_validator(mode="after")
     def _security_has_credentials(self) -> Settings:

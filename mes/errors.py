@@ -8,7 +8,8 @@ no framework, so pure rule modules (``rules.py``, ``policy.py``…) raise these 
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 
 class MesError(Exception):
@@ -106,3 +107,21 @@ class RuleViolation(MesError):
         if status is not None:
             self.status = status
         self.keep_changes = keep_changes
+
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def refuses(*codes: str, status: int = 409) -> Callable[[F], F]:
+    """Name the refusal codes a function raises with a code computed at run time.
+
+    The API contract (``mes.contract``) reads literal codes from the source; a code taken from
+    data (an exclusion's code, a table) is declared here instead, so that /openapi.json lists it.
+    """
+
+    def mark(fn: F) -> F:
+        declared = set(getattr(fn, "__refuses__", ()))
+        fn.__refuses__ = declared | {(status, code) for code in codes}  # type: ignore[attr-defined]
+        return fn
+
+    return mark

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
+
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel
 from sqlalchemy import text
 
 from mes.db.engine import Database
@@ -18,18 +21,35 @@ async def healthz() -> dict[str, str]:
     return {"status": "ok"}
 
 
-@router.get("/readyz")
+class Readiness(BaseModel):
+    status: str
+    database: str
+    detail: str | None = None
+    schema_revision: str | None = None
+    expected_revision: str | None = None
+
+
+# A probe's answer for load balancers, in its own shape (not a problem): 503 until ready.
+@router.get(
+    "/readyz",
+    response_model=Readiness,
+    responses={503: {"model": Readiness, "description": "not ready: database or schema"}},
+)
 async def readyz(request: Request) -> JSONResponse:
     """The database answers and its schema is at the migration head this build expects."""
     db: Database = request.app.state.db
+    settings = request.app.state.settings
     try:
-        async with db.read_sessions() as session:
-            await session.execute(text("SELECT 1"))
-        revision = await current_revision(db.engine)
+        # Bounded: a database that stalls makes the probe answer "not ready", not hang.
+        async with asyncio.timeout(settings.database_connect_timeout_s):
+            async with db.read_sessions() as session:
+                await session.execute(text("SELECT 1"))
+            revision = await current_revision(db.engine)
     except Exception as exc:  # readiness reports any failure instead of raising it
         return JSONResponse(
             {"status": "unavailable", "database": "unreachable", "detail": type(exc).__name__},
             status_code=503,
+            headers={"Retry-After": str(settings.database_retry_after_s)},
         )
     expected = head_revision()
     ready = revision == expected

@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from weakref import WeakKeyDictionary
 
 from fastapi import APIRouter, Depends, FastAPI
 
@@ -13,11 +14,16 @@ from mes import __version__
 from mes.audit import recorder
 from mes.audit.router import router as audit_router
 from mes.audit.sealer import seal_audit_forever
+from mes.auth import principals
 from mes.auth.dependencies import authenticated
+from mes.auth.principals import PrincipalCache
 from mes.auth.router import login_router
 from mes.auth.router import router as auth_router
 from mes.clock import Clock, SystemClock
 from mes.config import Settings
+from mes.console import mount as console
+from mes.console.feed import ChangeFeed
+from mes.contract import install_contract
 from mes.db.engine import Database
 from mes.dispatch.router import router as dispatch_router
 from mes.durables.router import durables_router
@@ -32,6 +38,7 @@ from mes.health import router as health_router
 from mes.jobs.router import lot_jobs_router
 from mes.jobs.router import router as jobs_router
 from mes.kit.request_id import RequestIdMiddleware
+from mes.links import CreatedLocation
 from mes.lots.control_router import router as lot_control_router
 from mes.lots.explain_router import router as recipe_explain_router
 from mes.lots.holds_router import router as lot_holds_router
@@ -42,10 +49,16 @@ from mes.lots.router import router as lots_router
 from mes.lots.service import lots_running_on
 from mes.lots.wafers_router import router as lot_wafers_router
 from mes.opcua.router import router as connection_router
-from mes.problems import install_error_handlers
+from mes.planning.router import router as start_plans_router
+from mes.problems import RequestLimits, install_error_handlers
 from mes.products.router import router as products_router
+from mes.quality import collection as quality_collection
+from mes.quality.charts_router import router as quality_charts_router
+from mes.quality.plans_router import router as quality_plans_router
 from mes.recipes.router import router as recipes_router
 from mes.routes.router import router as routes_router
+from mes.simulation.jobs import WhatIfJobs
+from mes.simulation.router import router as whatif_router
 
 API_PREFIX = "/api/v1"
 
@@ -66,10 +79,13 @@ def create_app(
     # Every session of the service writes its audit records in the same flush.
     recorder.install()
     wip.install(lots_running_on)
+    quality_collection.install()  # data collection and SPC in every track-out
+    principals.install()
     owns_database = database is None
     db = database or Database.from_settings(settings)
     clock = clock or SystemClock()
     run_background = owns_database if background is None else background
+    feed = ChangeFeed(db)
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
@@ -94,10 +110,16 @@ def create_app(
             if run_background and settings.qtime_check_interval_s > 0
             else None
         )
+        pruner = None
+        if run_background and settings.retention_interval_s > 0:
+            from mes.retention.service import prune_forever
+
+            pruner = asyncio.create_task(prune_forever(db, clock, settings), name="retention")
         adapters = None
         if registry is not None:
             adapters = asyncio.create_task(registry.run(), name="opcua-adapters")
         dispatcher = None
+        wake_dispatcher = None
         if run_background and settings.dispatch_interval_s > 0 and settings.dispatch_fabs:
             from mes.dispatch.scheduler import Dispatcher, parse_fabs
             from mes.opcua.registry import default_owner
@@ -114,10 +136,28 @@ def create_app(
             )
             _app.state.dispatcher = app_dispatcher
             dispatcher = asyncio.create_task(app_dispatcher.run(), name="dispatcher")
+            wake_dispatcher = app_dispatcher.wake
+        releaser = None
+        if run_background and settings.release_enabled:
+            from mes.opcua.registry import default_owner
+            from mes.planning.releaser import Releaser
+
+            app_releaser = Releaser(
+                db,
+                clock,
+                owner=default_owner(),
+                interval_s=settings.release_interval_s,
+                lease_ttl_s=settings.release_lease_ttl_s,
+                # New lots wait at their first step: let the dispatcher see them now.
+                on_release=wake_dispatcher,
+            )
+            releaser = asyncio.create_task(app_releaser.run(), name="releaser")
         try:
             yield
         finally:
-            for task in (dispatcher, adapters, sealer, watchdog, qtime_watch):
+            await feed.stop()  # first: open console streams would hold up the shutdown
+            await _app.state.whatif.close()
+            for task in (releaser, dispatcher, adapters, sealer, watchdog, qtime_watch, pruner):
                 if task is not None:
                     task.cancel()
                     with contextlib.suppress(asyncio.CancelledError):
@@ -134,6 +174,9 @@ def create_app(
     app.state.settings = settings
     app.state.db = db
     app.state.clock = clock
+    app.state.whatif = WhatIfJobs()
+    # Verified bearer tokens, per database (mes.auth.principals).
+    app.state.principals = WeakKeyDictionary[Database, PrincipalCache]()
 
     api = APIRouter(prefix=API_PREFIX, dependencies=[Depends(authenticated)])
     for router in (
@@ -148,6 +191,7 @@ def create_app(
         recipes_router,
         lots_router,
         lot_moves_router,
+        start_plans_router,
         lot_holds_router,
         lot_wafers_router,
         lot_control_router,
@@ -161,11 +205,18 @@ def create_app(
         lot_jobs_router,
         jobs_router,
         connection_router,
+        quality_plans_router,
+        quality_charts_router,
+        whatif_router,
     ):
         api.include_router(router)
     app.include_router(login_router, prefix=API_PREFIX)
     app.include_router(api)
     app.include_router(health_router)
+    app.add_middleware(CreatedLocation)
+    app.add_middleware(RequestLimits, max_bytes=settings.max_body_bytes)
     app.add_middleware(RequestIdMiddleware)
     install_error_handlers(app)
+    console.install(app, feed)
+    install_contract(app)
     return app

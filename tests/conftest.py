@@ -33,11 +33,15 @@ from mes.db.engine import Database, create_engine
 from mes.db.transaction import unit_of_work
 from mes.fabs.models import ToolGroup
 from mes.main import create_app
+from mes.quality import collection
 from mes.seed import loader
+from tests.contract import ContractCheck, contract_summary
 from tests.databases import BACKEND, create_database, drop_database
 
-# Every session in the tests writes its audit records at flush, as in the service.
+# Every session in the tests writes its audit records at flush, as in the service, and every
+# track-out runs data collection and SPC.
 recorder.install()
+collection.install()
 
 START = datetime(2026, 1, 5, 6, 0, tzinfo=UTC)
 NOW = START.replace(hour=8)  # the `clock` fixture's time
@@ -90,6 +94,12 @@ async def _create_test_accounts(session: AsyncSession) -> None:
 
 def pytest_report_header(config: pytest.Config) -> str:
     return f"MES test backend: {BACKEND}"
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    summary = contract_summary()
+    if summary:
+        terminalreporter.write_line(summary)
 
 
 @pytest.fixture(scope="session")
@@ -152,9 +162,15 @@ def shared_app(settings: Settings, engine: AsyncEngine) -> FastAPI:
     return create_app(settings, database=Database(engine), background=False)
 
 
+@pytest.fixture(scope="session")
+def contract_check(shared_app: FastAPI) -> ContractCheck:
+    """Checks every problem the API tests receive against /openapi.json (see the hook)."""
+    return ContractCheck(shared_app.openapi())
+
+
 @pytest.fixture
 async def client(
-    shared_app: FastAPI, db: Database, clock: FixedClock
+    shared_app: FastAPI, db: Database, clock: FixedClock, contract_check: ContractCheck
 ) -> AsyncIterator[httpx.AsyncClient]:
     """HTTP client signed in as ``tester`` (every human role; e-signatures fresh for 5 min)."""
     app = shared_app
@@ -163,7 +179,10 @@ async def client(
     app.state.db, app.state.clock = db, clock
     transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
     async with httpx.AsyncClient(
-        transport=transport, base_url="http://mes.test", headers=bearer(TESTER)
+        transport=transport,
+        base_url="http://mes.test",
+        headers=bearer(TESTER),
+        event_hooks={"response": [contract_check]},
     ) as client:
         yield client
 
@@ -171,7 +190,11 @@ async def client(
 @pytest.fixture
 def anonymous(client: httpx.AsyncClient) -> httpx.AsyncClient:
     """The same app without credentials (a fresh client sharing the transport)."""
-    return httpx.AsyncClient(transport=client._transport, base_url="http://mes.test")
+    return httpx.AsyncClient(
+        transport=client._transport,
+        base_url="http://mes.test",
+        event_hooks=client.event_hooks,
+    )
 
 
 @pytest.fixture
@@ -183,6 +206,7 @@ def client_as(client: httpx.AsyncClient) -> Callable[[str], httpx.AsyncClient]:
             transport=client._transport,
             base_url="http://mes.test",
             headers=bearer(username, **kwargs),
+            event_hooks=client.event_hooks,
         )
 
     return make

@@ -29,14 +29,17 @@ LAYERS: tuple[frozenset[str], ...] = tuple(
         "recipes",
         "routes",
         "lots",
-        "jobs",
+        "jobs planning",
         "opcua dispatch",
-        "exchange smt2020 reports simulation quality",
+        "exchange smt2020 reports quality check retention",
+        "simulation",  # reads SMT2020 tables, decides with the dispatch policy
         "seed",
     )
 )
 # The application: composition roots and HTTP plumbing that may import any domain.
-APPLICATION = frozenset({"main", "cli", "health", "problems", "all_models", "console"})
+APPLICATION = frozenset(
+    {"main", "cli", "serving", "health", "problems", "contract", "links", "all_models", "console"}
+)
 
 # Modules that hold domain rules: plain Python, testable without a database or network, usable
 # by the dispatcher and the simulator. They import the standard library and other pure modules.
@@ -51,6 +54,13 @@ PURE_EXTRA = (
     "dispatch/policy_inputs.py",
     "jobs/results.py",
     "quality/limits.py",
+    # The fab simulator's engine: no database, the policy and the table reader only.
+    "simulation/engine.py",
+    "simulation/maintenance.py",
+    "simulation/model.py",
+    "simulation/rulesets.py",
+    "simulation/state.py",
+    "simulation/streams.py",
 )
 
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import APIRouter, Query
-from pydantic import AwareDatetime
 
 from mes.audit import service
 from mes.audit.schemas import AuditEventRead
@@ -13,7 +12,7 @@ from mes.auth import roles
 from mes.auth.dependencies import requires
 from mes.db.transaction import ReadSession
 from mes.fabs import service as fabs_service
-from mes.kit.api import CodeStr, Page, PageQuery, fetch_page
+from mes.kit.api import CodeStr, Page, PageQuery, Timestamp, fetch_page
 
 router = APIRouter(tags=["audit"])
 
@@ -33,8 +32,8 @@ async def list_audit(
     target_type: Text = None,
     target_id: Text = None,
     fab: Annotated[CodeStr | None, Query()] = None,
-    since: AwareDatetime | None = None,
-    until: AwareDatetime | None = None,
+    since: Timestamp | None = None,
+    until: Timestamp | None = None,
 ) -> Page[AuditEventRead]:
     """Audit records, newest first, filterable by actor, operation, target, fab and time."""
     fab_id = (await fabs_service.get_fab(session, fab)).id if fab is not None else None

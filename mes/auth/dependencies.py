@@ -10,6 +10,7 @@ from __future__ import annotations
 import secrets
 from datetime import timedelta
 from typing import Annotated, Any
+from weakref import WeakKeyDictionary
 
 from fastapi import Depends, Request, Security
 from fastapi.routing import APIRoute
@@ -17,7 +18,8 @@ from fastapi.security import OAuth2PasswordBearer
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from mes.audit.context import AuditContext, bind
-from mes.auth import service
+from mes.auth import principals, service
+from mes.auth.principals import PrincipalCache
 from mes.auth.roles import ALL_PERMISSIONS, Permission, acting_role
 from mes.auth.schemas import ESignature
 from mes.auth.service import Principal
@@ -62,12 +64,33 @@ async def authenticated(
     if len(token) > 4096:
         raise Unauthenticated("token too long", code="auth.invalid_token")
     app_state = request.app.state
-    async with unit_of_work(database(request), write=False) as session:
-        principal = await service.principal_for_token(
-            session, token, secret=jwt_secret(app_state.settings), clock=app_state.clock
-        )
+    clock: Clock = app_state.clock
+    cache = _principal_cache(request)
+    principal = cache.get(token, clock.now()) if cache is not None else None
+    if principal is None:
+        since = principals.generation()
+        async with unit_of_work(database(request), write=False) as session:
+            principal, expires_at = await service.verify_token(
+                session, token, secret=jwt_secret(app_state.settings), clock=clock
+            )
+        if cache is not None:
+            cache.put(token, principal, expires_at, since)
     request.state.principal = principal
     return principal
+
+
+def _principal_cache(request: Request) -> PrincipalCache | None:
+    """The service's cache of verified tokens for its database (tests swap databases)."""
+    caches: WeakKeyDictionary[Database, PrincipalCache] | None = getattr(
+        request.app.state, "principals", None
+    )
+    if caches is None:
+        return None
+    db = database(request)
+    cache = caches.get(db)
+    if cache is None:
+        cache = caches[db] = PrincipalCache(request.app.state.settings.auth_cache_s)
+    return cache
 
 
 def requires(permission: Permission) -> Any:

@@ -82,12 +82,26 @@ PROCESS_IMPORT = _p(
     "import routes, recipes, context rules and qualifications (copy-exact)",
     signature=True,
 )
+EDC_WRITE = _p("edc.write", [E], "create data collection plans and edit draft versions")
+EDC_APPROVE = _p(
+    "edc.approve", [E], "approve a data collection plan version (not its author's)", signature=True
+)
+EDC_OBSOLETE = _p(
+    "edc.obsolete", [E], "retire an approved data collection plan version", signature=True
+)
+SPC_CHART = _p("spc.chart", [E], "define SPC charts, switch their rules and actions, set limits")
+SPC_ACKNOWLEDGE = _p(
+    "spc.acknowledge", [E, S], "acknowledge an SPC violation (OCAP closure), release its tool"
+)
 CARRIER_WRITE = _p("carrier.write", [S, A], "register carriers")
 USER_ADMIN = _p("user.admin", [A], "create users, change roles, enable/disable", signature=True)
 USER_CERTIFY = _p("user.certify", [S, A], "certify operators for tool groups", signature=True)
 TOKEN_ADMIN = _p("token.admin", [A], "issue and revoke API tokens for service accounts")
 AUDIT_READ = _p("audit.read", [S, A], "read the audit trail")
 LOT_START = _p("lot.start", [E, S], "start (release) lots")
+START_PLAN_WRITE = _p(
+    "start_plan.write", [E, S], "define and change start plans (release planning)"
+)
 LOT_MOVE = _p("lot.move", [OP, E, S, Role.EQUIPMENT], "track lots in and out of tools")
 LOT_HOLD = _p("lot.hold", [OP, E, S, Role.EQUIPMENT], "hold lots, mass holds, future holds")
 LOT_RELEASE = _p(
@@ -107,7 +121,9 @@ LOT_CANCEL_TRACK_IN = _p(
 )
 LOT_TRANSFER = _p("lot.transfer", [OP, S], "ship lots to another fab and receive them")
 DISPATCH_RULES = _p(
-    "dispatch.rules", [E], "publish dispatching rule sets, setup and transfer-time data"
+    "dispatch.rules",
+    [E],
+    "publish dispatching rule sets, setup and transfer-time data; run what-if simulations",
 )
 DISPATCH_SEND = _p(
     "dispatch.send",
@@ -137,6 +153,11 @@ ALL_PERMISSIONS: tuple[Permission, ...] = (
     RECIPE_DISQUALIFY,
     RECIPE_OBSOLETE,
     PROCESS_IMPORT,
+    EDC_WRITE,
+    EDC_APPROVE,
+    EDC_OBSOLETE,
+    SPC_CHART,
+    SPC_ACKNOWLEDGE,
     CARRIER_WRITE,
     USER_ADMIN,
     USER_CERTIFY,
@@ -144,6 +165,7 @@ ALL_PERMISSIONS: tuple[Permission, ...] = (
     AUDIT_READ,
     ACCOUNT_SELF,
     LOT_START,
+    START_PLAN_WRITE,
     LOT_MOVE,
     LOT_HOLD,
     LOT_RELEASE,

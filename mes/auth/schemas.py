@@ -4,11 +4,11 @@ import enum
 from datetime import datetime
 from typing import Annotated
 
-from pydantic import AwareDatetime, BaseModel, Field, SecretStr
+from pydantic import BaseModel, Field, SecretStr
 
 from mes.auth.models import AccountKind
 from mes.auth.roles import Role
-from mes.kit.api import CodeStr
+from mes.kit.api import CodeStr, InputModel, Timestamp
 
 Username = Annotated[str, Field(min_length=2, max_length=64, pattern=r"^[a-z0-9][a-z0-9._\-]*$")]
 Password = Annotated[SecretStr, Field(min_length=1, max_length=256)]
@@ -23,7 +23,7 @@ class SignatureMeaning(enum.StrEnum):
     AUTHORSHIP = "authorship"
 
 
-class ESignature(BaseModel):
+class ESignature(InputModel):
     """The signer's password again (or a login of the last few minutes) plus a reason."""
 
     reason: str = Field(min_length=3, max_length=500)
@@ -37,7 +37,7 @@ class TokenResponse(BaseModel):
     expires_in: int
 
 
-class UserCreate(BaseModel):
+class UserCreate(InputModel):
     username: Username
     display_name: str = Field(min_length=1, max_length=128)
     kind: AccountKind = AccountKind.HUMAN
@@ -46,7 +46,7 @@ class UserCreate(BaseModel):
     signature: ESignature
 
 
-class UserUpdate(BaseModel):
+class UserUpdate(InputModel):
     version: int = Field(ge=1, le=2**31 - 1)
     display_name: str | None = Field(default=None, min_length=1, max_length=128)
     roles: list[Role] | None = Field(default=None, min_length=1, max_length=6)
@@ -56,7 +56,7 @@ class UserUpdate(BaseModel):
     signature: ESignature
 
 
-class PasswordChange(BaseModel):
+class PasswordChange(InputModel):
     current_password: Password
     new_password: Password
 
@@ -79,19 +79,19 @@ class UserRead(BaseModel):
     certifications: list[CertificationRead]
 
 
-class CertificationCreate(BaseModel):
+class CertificationCreate(InputModel):
     tool_group: CodeStr
-    expires_at: AwareDatetime | None = None
+    expires_at: Timestamp | None = None
     signature: ESignature
 
 
-class CertificationRevoke(BaseModel):
+class CertificationRevoke(InputModel):
     signature: ESignature
 
 
-class ApiTokenCreate(BaseModel):
+class ApiTokenCreate(InputModel):
     name: str = Field(min_length=1, max_length=64)
-    expires_at: AwareDatetime | None = None
+    expires_at: Timestamp | None = None
 
 
 class ApiTokenRead(BaseModel):

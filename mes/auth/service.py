@@ -140,6 +140,14 @@ async def principal_for_token(
     session: AsyncSession, token: str, *, secret: str, clock: Clock
 ) -> Principal:
     """Resolve a bearer token (access JWT or API token) to its active account."""
+    principal, _expires_at = await verify_token(session, token, secret=secret, clock=clock)
+    return principal
+
+
+async def verify_token(
+    session: AsyncSession, token: str, *, secret: str, clock: Clock
+) -> tuple[Principal, datetime | None]:
+    """``principal_for_token``, and until when the token itself is valid (None: no expiry)."""
     now = clock.now()
     api_token = tokens.split_api_token(token)
     if api_token is not None:
@@ -165,7 +173,7 @@ async def principal_for_token(
             raise Unauthenticated(
                 "invalid, expired or revoked API token", code="auth.invalid_token"
             )
-        return _principal(row.user, None)
+        return _principal(row.user, None), row.expires_at
     try:
         claims = tokens.decode_access_token(token, secret=secret, now=now)
     except tokens.InvalidToken as exc:
@@ -189,7 +197,7 @@ async def principal_for_token(
         raise Unauthenticated(
             "the password changed since this token was issued", code="auth.invalid_token"
         )
-    return _principal(user, claims.auth_time)
+    return _principal(user, claims.auth_time), claims.expires_at
 
 
 async def sign(

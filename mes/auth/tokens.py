@@ -27,6 +27,7 @@ class AccessClaims:
     # When the user last proved their password: e-signatures accept a recent one.
     auth_time: datetime
     token_id: str
+    expires_at: datetime
 
 
 class InvalidToken(Exception):
@@ -68,6 +69,7 @@ def decode_access_token(token: str, *, secret: str, now: datetime) -> AccessClai
         issued_at=datetime.fromtimestamp(int(payload["iat"]), tz=now.tzinfo),
         auth_time=datetime.fromtimestamp(int(payload["auth_time"]), tz=now.tzinfo),
         token_id=str(payload["jti"]),
+        expires_at=datetime.fromtimestamp(int(payload["exp"]), tz=now.tzinfo),
     )
 
 

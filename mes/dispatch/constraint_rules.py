@@ -90,6 +90,9 @@ def pair_exclusion(
         if step.batch_max is None:
             if len(tool.running) >= tool.max_lots:
                 return Exclusion("tool.full", f"{tool.code} is busy")
+            if tool.batch_busy:
+                # Room for lots, but not for a second job: the tool would refuse it as busy.
+                return Exclusion("tool.full", f"{tool.code} runs a job; it takes the next after")
         else:
             if tool.job_started:
                 return Exclusion(

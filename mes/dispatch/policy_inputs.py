@@ -85,6 +85,9 @@ class ToolSnapshot:
     # A job order has gone to the tool (sent, running or paused): a batch that has started
     # takes no more lots; offering one only earns a "busy" refusal from the tool, again and again.
     job_started: bool = False
+    # A batch tool (wet bench, furnace) runs one job at a time, and this one has a job order
+    # on it (sent, running or paused): it takes no other job until that one ends.
+    batch_busy: bool = False
     pm_due: bool = False
     # Recipes with an approved version standing-qualified on the tool (or a chamber of it).
     qualified: frozenset[str] = frozenset()

@@ -35,7 +35,7 @@ from mes.dispatch.schemas import (
     TransferTimeSet,
     WhereNextRead,
 )
-from mes.kit.api import ClockDep, CodePath, CodeStr
+from mes.kit.api import ClockDep, CodePath, CodeStr, Timestamp
 from mes.kit.idempotency import KeyHeader, idempotent
 from mes.lots import service as lots_service
 from mes.lots.http import Answer, lot_read
@@ -273,7 +273,7 @@ async def list_decisions(
     session: ReadSession,
     fab: Annotated[CodeStr, Query()],
     tool: Annotated[CodeStr | None, Query()] = None,
-    since: datetime | None = None,
+    since: Timestamp | None = None,
     limit: Annotated[int, Query(ge=1, le=5000)] = 500,
 ) -> list[DecisionRead]:
     """The automatic dispatcher's decisions, newest first: per idle tool and cycle the rule
@@ -306,8 +306,8 @@ async def compliance(
     session: ReadSession,
     clock: ClockDep,
     fab: Annotated[CodeStr, Query()],
-    since: datetime,
-    until: datetime | None = None,
+    since: Timestamp,
+    until: Timestamp | None = None,
     max_age_s: Annotated[int, Query(ge=1, le=24 * 3600)] = 900,
 ) -> ComplianceRead:
     """How often people ran the lot at the top of the tool's list: every manual track-in (job
@@ -327,7 +327,7 @@ async def compliance(
 async def shadow_report(
     session: ReadSession,
     fab: Annotated[CodeStr, Query()],
-    since: datetime | None = None,
+    since: Timestamp | None = None,
     limit: Annotated[int, Query(ge=1, le=5000)] = 200,
 ) -> ShadowReportRead:
     """Shadow rule sets against production: decisions compared (same tool and cycle), the

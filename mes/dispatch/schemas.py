@@ -5,16 +5,16 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
-from mes.kit.api import CodeStr
+from mes.kit.api import CodeStr, InputModel
 
 
-class RuleEntry(BaseModel):
+class RuleEntry(InputModel):
     rule: str = Field(min_length=1, max_length=32)
     weight: float = Field(default=1.0, ge=-1e6, le=1e6)
     params: dict[str, float] = Field(default_factory=dict, max_length=16)
 
 
-class RuleSetPublish(BaseModel):
+class RuleSetPublish(InputModel):
     """A new version of a scope's rule set: a fab's default, or an area or a tool group of it."""
 
     fab: CodeStr
@@ -119,12 +119,12 @@ class WhereNextRead(BaseModel):
     refused: list[RefusedTool]
 
 
-class SendToFab(BaseModel):
+class SendToFab(InputModel):
     to_fab: CodeStr
     version: int | None = Field(default=None, ge=1)
 
 
-class TransferTimeSet(BaseModel):
+class TransferTimeSet(InputModel):
     from_fab: CodeStr
     to_fab: CodeStr
     time_s: int = Field(ge=0, le=30 * 24 * 3600)
@@ -138,7 +138,7 @@ SETUP_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,31}$"
 SetupCode = Field(min_length=1, max_length=32, pattern=SETUP_PATTERN)
 
 
-class SetupChangeSet(BaseModel):
+class SetupChangeSet(InputModel):
     """How long a tool takes to change over to ``to_setup`` (from ``from_setup``; none: any)."""
 
     from_setup: str | None = Field(default=None, min_length=1, max_length=32, pattern=SETUP_PATTERN)
@@ -146,7 +146,7 @@ class SetupChangeSet(BaseModel):
     time_s: int = Field(ge=0, le=7 * 24 * 3600)
 
 
-class MinRunSet(BaseModel):
+class MinRunSet(InputModel):
     """Lots to run after changing over to ``setup`` before changing again."""
 
     setup: str = SetupCode

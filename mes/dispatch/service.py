@@ -29,7 +29,7 @@ from mes.dispatch.setups import set_min_run, set_setup_change, setup_data
 from mes.dispatch.snapshots import any_state_snapshot, lot_snapshots, situation, tool_snapshots
 from mes.dispatch.transfer_times import set_transfer_time
 from mes.equipment.models import Equipment
-from mes.errors import NotFound, RuleViolation
+from mes.errors import NotFound, RuleViolation, refuses
 from mes.fabs import service as fabs_service
 from mes.fabs.models import Fab
 from mes.kit.lookup import get_by_key
@@ -176,6 +176,8 @@ async def where_next(session: AsyncSession, lot_code: str, *, clock: Clock) -> p
     return policy.rank_tools(snapshot, tools, await situation(session, now, {group_id}))
 
 
+# The lot exclusion's codes (dispatch.constraint_rules.lot_exclusion), raised as found.
+@refuses("lot.on_hold", "lot.running", "lot.in_transit", "lot.finished")
 async def send_to_fab(
     session: AsyncSession,
     lot_code: str,

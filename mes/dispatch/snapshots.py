@@ -24,7 +24,7 @@ from mes.equipment import pm_rules
 from mes.equipment import service as equipment_service
 from mes.equipment.models import Chamber, Equipment, PmPlan, PmRecord
 from mes.equipment.states import PRODUCTION_STATES, E10State
-from mes.fabs.models import FabTransferTime, ToolGroup
+from mes.fabs.models import FabTransferTime, ProcessingKind, ToolGroup
 from mes.jobs.models import EquipmentJob
 from mes.jobs.states import JobStatus
 from mes.lots import service as lots_service
@@ -186,6 +186,14 @@ async def tool_snapshots(
             .distinct()
         )
     )
+    batch_groups = set(
+        await session.scalars(
+            select(ToolGroup.id).where(
+                ToolGroup.id.in_({t.tool_group_id for t in tools}),
+                ToolGroup.processing_kind.in_([ProcessingKind.BATCH, ProcessingKind.WET_BENCH]),
+            )
+        )
+    )
     snapshots = []
     for t in tools:
         states = chambers.get(t.id)
@@ -207,6 +215,7 @@ async def tool_snapshots(
                 running=tuple(running.get(t.id, ())),
                 busy_for_s=max(0.0, busy.get(t.id, 0.0)),
                 job_started=t.id in started,
+                batch_busy=t.id in started and t.tool_group_id in batch_groups,
                 pm_due=t.id in pm_due,
                 qualified=frozenset(qualified.get(t.id, ())),
                 reticles=reticles.get(t.id, {}),

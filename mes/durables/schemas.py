@@ -6,10 +6,10 @@ from pydantic import BaseModel, Field
 
 from mes.durables.models import CarrierState
 from mes.durables.rules import DurableKind, DurableLocation, DurableState
-from mes.kit.api import CodeStr
+from mes.kit.api import CodeStr, InputModel
 
 
-class CarrierCreate(BaseModel):
+class CarrierCreate(InputModel):
     code: CodeStr
     fab: CodeStr
     capacity: int = Field(default=25, ge=1, le=25)
@@ -25,7 +25,7 @@ class CarrierRead(BaseModel):
     cleanings: int
 
 
-class DurableCreate(BaseModel):
+class DurableCreate(InputModel):
     code: CodeStr
     design: str = Field(min_length=1, max_length=64)
     kind: DurableKind = DurableKind.RETICLE
@@ -34,12 +34,12 @@ class DurableCreate(BaseModel):
     usage_limit: int | None = Field(default=None, ge=1, le=10**9)
 
 
-class DurableMove(BaseModel):
+class DurableMove(InputModel):
     to: DurableLocation
     tool: CodeStr | None = None
 
 
-class DurableStateChange(BaseModel):
+class DurableStateChange(InputModel):
     state: DurableState
     reason: str = Field(min_length=1, max_length=2000)
     # Reset the use counter (a requalified probe card, a re-pelliclised reticle).

@@ -76,6 +76,8 @@ def intervals_from_events(
     """
     ordered = sorted(events, key=lambda e: e[0])
     result: list[Interval] = []
+    if not ordered:  # a window before the tool's first state: no history, not an error
+        return result
     for (at, state, substate), following in zip(
         ordered, [*(e[0] for e in ordered[1:]), until], strict=True
     ):

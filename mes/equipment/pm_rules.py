@@ -58,9 +58,19 @@ class PmState:
     due_at: datetime | None  # calendar plans only
 
 
+MAX_CALENDAR_DAYS = 36_500
+
+
 def check_plan(trigger: PmTrigger, interval: float, warning: float) -> None:
     if interval <= 0:
         raise RuleViolation("pm.invalid_plan", "a PM interval must be positive", status=422)
+    if trigger == PmTrigger.CALENDAR and interval > MAX_CALENDAR_DAYS:
+        # A due date past the calendar's end broke every dispatch list of the tool (a 500).
+        raise RuleViolation(
+            "pm.invalid_plan",
+            f"a calendar PM interval is at most {MAX_CALENDAR_DAYS} days",
+            status=422,
+        )
     if not 0 <= warning < interval:
         raise RuleViolation(
             "pm.invalid_plan",

@@ -7,7 +7,6 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query, Request, status
 from fastapi.responses import JSONResponse
-from pydantic import AwareDatetime
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -50,9 +49,10 @@ from mes.equipment.schemas import (
 )
 from mes.equipment.states import E10State
 from mes.errors import InvalidInput
-from mes.kit.api import ClockDep, CodePath, CodeStr, Page, PageQuery, fetch_page
+from mes.kit.api import ClockDep, CodePath, CodeStr, Page, PageQuery, Timestamp, fetch_page
 from mes.kit.idempotency import KeyHeader, idempotent
 from mes.lots import service as lots_service
+from mes.quality import ocap
 from mes.reports import equipment_performance as performance
 
 router = APIRouter(prefix="/equipment", tags=["equipment"])
@@ -163,6 +163,7 @@ async def change_state(
     """
 
     async def op() -> EquipmentRead:
+        await ocap.refuse_release_by_hand(session, tool, body.chamber, body.state)
         return to_read(
             await service.change_state(session, tool, body, actor=by.username, clock=clock)
         )
@@ -172,7 +173,7 @@ async def change_state(
 
 @router.get("/{tool}/state-history", response_model=Page[StateEventRead])
 async def state_history(
-    tool: CodePath, session: ReadSession, page: PageQuery, since: AwareDatetime | None = None
+    tool: CodePath, session: ReadSession, page: PageQuery, since: Timestamp | None = None
 ) -> Page[StateEventRead]:
     """The tool's E10 state changes, newest first."""
     rows, total = await service.state_history(session, tool, page, since=since)
@@ -244,8 +245,8 @@ async def unexplained_time(
     tool: CodePath,
     session: ReadSession,
     clock: ClockDep,
-    start: AwareDatetime | None = None,
-    end: AwareDatetime | None = None,
+    start: Timestamp | None = None,
+    end: Timestamp | None = None,
 ) -> list[IntervalRead]:
     """NO_SIGNAL time not yet qualified by a correction (default: the last 7 days)."""
     lo, hi = _window(start, end, clock.now(), timedelta(days=7))
@@ -259,8 +260,8 @@ async def intervals(
     tool: CodePath,
     session: ReadSession,
     clock: ClockDep,
-    start: AwareDatetime | None = None,
-    end: AwareDatetime | None = None,
+    start: Timestamp | None = None,
+    end: Timestamp | None = None,
     chamber: Annotated[str | None, Query(max_length=16)] = None,
 ) -> list[IntervalRead]:
     """The tool's (or a chamber's) E10 intervals in the window, corrections applied."""
@@ -425,8 +426,8 @@ async def complete_pm(
 async def equipment_metrics(
     session: ReadSession,
     clock: ClockDep,
-    start: AwareDatetime | None = None,
-    end: AwareDatetime | None = None,
+    start: Timestamp | None = None,
+    end: Timestamp | None = None,
     fab: Annotated[CodeStr | None, Query()] = None,
     area: Annotated[CodeStr | None, Query()] = None,
     tool_group: Annotated[CodeStr | None, Query()] = None,

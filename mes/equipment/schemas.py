@@ -3,17 +3,17 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated
 
-from pydantic import AwareDatetime, BaseModel, Field, field_validator
+from pydantic import BaseModel, Field, field_validator
 
 from mes.equipment.models import LoadPortTransferState, StateChangeSource
 from mes.equipment.pm_rules import PmStatus, PmTrigger
 from mes.equipment.states import E10State
-from mes.kit.api import CodeStr, Name
+from mes.kit.api import CodeStr, InputModel, Name, Timestamp
 
 ChamberName = Annotated[str, Field(min_length=1, max_length=16, pattern=r"^[A-Za-z0-9_\-]+$")]
 
 
-class EquipmentCreate(BaseModel):
+class EquipmentCreate(InputModel):
     code: CodeStr
     name: Name
     fab: CodeStr
@@ -34,7 +34,7 @@ class EquipmentCreate(BaseModel):
         return names
 
 
-class EquipmentUpdate(BaseModel):
+class EquipmentUpdate(InputModel):
     """Master-data changes. ``version`` is the one the caller read (optimistic locking)."""
 
     version: int = Field(ge=1, le=2**31 - 1)
@@ -45,14 +45,14 @@ class EquipmentUpdate(BaseModel):
     max_lots: int | None = Field(default=None, ge=1, le=50)
 
 
-class StateChange(BaseModel):
+class StateChange(InputModel):
     version: int = Field(ge=1, le=2**31 - 1)
     state: E10State
     substate: str | None = Field(default=None, max_length=48)
     chamber: ChamberName | None = None
     reason: str | None = Field(default=None, max_length=2000)
     # When it happened on the floor, if earlier than now (e.g. a tool that reports late).
-    occurred_at: AwareDatetime | None = None
+    occurred_at: Timestamp | None = None
 
 
 class ChamberRead(BaseModel):
@@ -105,7 +105,7 @@ SubstateCode = Annotated[
 ]
 
 
-class SubstateCreate(BaseModel):
+class SubstateCreate(InputModel):
     code: SubstateCode
     description: str = Field(min_length=1, max_length=255)
 
@@ -116,7 +116,7 @@ class SubstateRead(BaseModel):
     description: str
 
 
-class SignalReport(BaseModel):
+class SignalReport(InputModel):
     """A sign of life from a tool's adapter, optionally with an alarm."""
 
     alarm: str | None = Field(default=None, max_length=64)
@@ -124,9 +124,9 @@ class SignalReport(BaseModel):
     breaking: bool = False
 
 
-class CorrectionCreate(BaseModel):
-    start_at: AwareDatetime
-    end_at: AwareDatetime
+class CorrectionCreate(InputModel):
+    start_at: Timestamp
+    end_at: Timestamp
     substate: SubstateCode
     chamber: ChamberName | None = None
     reason: str = Field(min_length=1, max_length=2000)
@@ -151,7 +151,7 @@ class IntervalRead(BaseModel):
     seconds: float
 
 
-class PmPlanCreate(BaseModel):
+class PmPlanCreate(InputModel):
     code: CodeStr
     name: Name
     tool: CodeStr | None = None
@@ -160,10 +160,10 @@ class PmPlanCreate(BaseModel):
     # In the trigger's unit: days (calendar), wafers, or process hours.
     interval: float = Field(gt=0, le=1e9)
     warning: float = Field(default=0, ge=0, le=1e9)
-    starts_at: AwareDatetime | None = None
+    starts_at: Timestamp | None = None
 
 
-class PmPlanChange(BaseModel):
+class PmPlanChange(InputModel):
     """Change a PM plan: its name, interval, warning, or whether it is in force. The change is
     audited; the plan's history of PMs done stays as it is."""
 
@@ -186,11 +186,11 @@ class PmPlanRead(BaseModel):
     active: bool
 
 
-class PmStart(BaseModel):
+class PmStart(InputModel):
     plan: CodeStr
 
 
-class PmComplete(BaseModel):
+class PmComplete(InputModel):
     notes: str | None = Field(default=None, max_length=2000)
 
 

@@ -78,6 +78,7 @@ DEFAULT_SUBSTATES: Mapping[str, str] = {
     "UDT.ALARM": "breaking alarm reported by the tool",
     "UDT.NO_SIGNAL": "the tool reported nothing while it should be up (time to qualify)",
     "UDT.ALL_CHAMBERS_DOWN": "every chamber is down, at least one unscheduled",
+    "UDT.SPC": "taken out of production by an SPC violation (OCAP) until an engineer releases it",
     "NST.UNWORKED": "unworked shift",
     "NST.INSTALLATION": "installation, modification, upgrade",
     "NST.SHUTDOWN": "planned shutdown",

@@ -12,11 +12,11 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Literal
 
-from pydantic import AwareDatetime, BaseModel, Field
+from pydantic import BaseModel, Field
 
 from mes.auth.schemas import ESignature
 from mes.fabs.models import ProcessingKind
-from mes.kit.api import CodeStr, Name
+from mes.kit.api import CodeStr, InputModel, Name, Timestamp
 from mes.recipes.models import RecipeVersionStatus
 from mes.recipes.schemas import ContextRuleCreate, ParameterSpecIn, RecipeBody, RecipeName
 from mes.routes.models import RouteVersionStatus
@@ -25,50 +25,50 @@ from mes.routes.schemas import MAX_STEPS, StepIn
 MAX_ITEMS = 10_000
 
 
-class ToolGroupDoc(BaseModel):
+class ToolGroupDoc(InputModel):
     code: CodeStr
     name: Name
     processing_kind: ProcessingKind
     parameter_schema: list[ParameterSpecIn] = Field(default_factory=list, max_length=500)
 
 
-class ProductDoc(BaseModel):
+class ProductDoc(InputModel):
     code: CodeStr
     name: Name
     description: str | None = Field(default=None, max_length=2000)
 
 
-class RecipeVersionDoc(BaseModel):
+class RecipeVersionDoc(InputModel):
     version: int = Field(ge=1, le=1_000_000)
     status: RecipeVersionStatus
     body: RecipeBody
     checksum: str = Field(pattern=r"^[0-9a-f]{64}$")
     created_by: str = Field(min_length=1, max_length=64)
     approved_by: str | None = Field(default=None, max_length=64)
-    approved_at: AwareDatetime | None = None
+    approved_at: Timestamp | None = None
     obsoleted_by: str | None = Field(default=None, max_length=64)
-    obsoleted_at: AwareDatetime | None = None
+    obsoleted_at: Timestamp | None = None
 
 
-class RecipeDoc(BaseModel):
+class RecipeDoc(InputModel):
     name: RecipeName
     tool_group: CodeStr
     description: str | None = Field(default=None, max_length=2000)
     versions: list[RecipeVersionDoc] = Field(min_length=1, max_length=1000)
 
 
-class RouteVersionDoc(BaseModel):
+class RouteVersionDoc(InputModel):
     version: int = Field(ge=1, le=1_000_000)
     status: RouteVersionStatus
     created_by: str = Field(min_length=1, max_length=64)
-    activated_at: AwareDatetime | None = None
+    activated_at: Timestamp | None = None
     activated_by: str | None = Field(default=None, max_length=64)
-    effective_at: AwareDatetime | None = None
+    effective_at: Timestamp | None = None
     notes: str | None = Field(default=None, max_length=2000)
     steps: list[StepIn] = Field(min_length=1, max_length=MAX_STEPS)
 
 
-class RouteDoc(BaseModel):
+class RouteDoc(InputModel):
     code: CodeStr
     name: Name
     product: CodeStr
@@ -79,20 +79,20 @@ class ContextRuleDoc(ContextRuleCreate):
     created_by: str = Field(min_length=1, max_length=64)
 
 
-class QualificationDoc(BaseModel):
+class QualificationDoc(InputModel):
     recipe: RecipeName
     version: int = Field(ge=1, le=1_000_000)
     tool: CodeStr
     chamber: str | None = Field(default=None, min_length=1, max_length=16)
-    qualified_at: AwareDatetime
+    qualified_at: Timestamp
     qualified_by: str = Field(min_length=1, max_length=64)
-    expires_at: AwareDatetime | None = None
-    disqualified_at: AwareDatetime | None = None
+    expires_at: Timestamp | None = None
+    disqualified_at: Timestamp | None = None
     disqualified_by: str | None = Field(default=None, max_length=64)
     disqualify_reason: str | None = Field(default=None, max_length=2000)
 
 
-class ProcessDocument(BaseModel):
+class ProcessDocument(InputModel):
     format: Literal["mes-process/1"] = "mes-process/1"
     exported_at: datetime | None = None
     exported_by: str | None = None
@@ -104,7 +104,7 @@ class ProcessDocument(BaseModel):
     qualifications: list[QualificationDoc] = Field(default_factory=list, max_length=MAX_ITEMS)
 
 
-class ImportRequest(BaseModel):
+class ImportRequest(InputModel):
     document: ProcessDocument
     signature: ESignature
     dry_run: bool = Field(

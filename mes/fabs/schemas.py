@@ -6,7 +6,7 @@ from zoneinfo import available_timezones
 from pydantic import BaseModel, Field, field_validator
 
 from mes.fabs.models import ProcessingKind
-from mes.kit.api import CodeStr, Name, ReadModel
+from mes.kit.api import CodeStr, InputModel, Name, ReadModel
 
 _ZONES = frozenset(available_timezones()) | {"UTC"}
 
@@ -17,7 +17,7 @@ def _check_zone(value: str | None) -> str | None:
     return value
 
 
-class FabCreate(BaseModel):
+class FabCreate(InputModel):
     code: CodeStr = Field(max_length=16)
     name: Name
     timezone: str = Field(default="UTC", max_length=64)
@@ -25,7 +25,7 @@ class FabCreate(BaseModel):
     _zone = field_validator("timezone")(_check_zone)
 
 
-class FabUpdate(BaseModel):
+class FabUpdate(InputModel):
     name: Name | None = None
     timezone: str | None = Field(default=None, max_length=64)
 
@@ -40,12 +40,12 @@ class FabRead(ReadModel):
     updated_at: datetime
 
 
-class AreaCreate(BaseModel):
+class AreaCreate(InputModel):
     code: CodeStr
     name: Name
 
 
-class AreaUpdate(BaseModel):
+class AreaUpdate(InputModel):
     name: Name
 
 
@@ -55,13 +55,13 @@ class AreaRead(BaseModel):
     name: str
 
 
-class ToolGroupCreate(BaseModel):
+class ToolGroupCreate(InputModel):
     code: CodeStr
     name: Name
     processing_kind: ProcessingKind
 
 
-class ToolGroupUpdate(BaseModel):
+class ToolGroupUpdate(InputModel):
     name: Name
 
 

@@ -9,9 +9,12 @@ lots out by them.
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Final
+
+from mes.lots.commands import Reading
 
 # The SEMI E90 substrate state of a wafer the tool processed (as the tool contract spells it:
 # ``mes.opcua.model.SubstrateState.PROCESSED``, which a test holds equal).
@@ -71,3 +74,47 @@ class ProcessValueBuffer:
     def add(self, substrate_id: str, name: str, value: float, at: datetime) -> None:
         for key in {(substrate_id, name), ("", name)}:
             self.stats.setdefault(key, ValueStats()).add(value, at)
+
+
+@dataclass(frozen=True)
+class ValueSummary:
+    """A stored process-value summary of one wafer (``substrate_id``) or of the job ("")."""
+
+    substrate_id: str
+    name: str
+    mean: float
+    minimum: float
+    maximum: float
+
+
+def tool_readings(
+    slots: Mapping[str, int], reports: Sequence[WaferReport], summaries: Sequence[ValueSummary]
+) -> tuple[Reading, ...]:
+    """What the tool reported for a lot's wafers (``slots``: scribe id -> slot), as readings
+    for the step's data collection plan: each metrology site as ``metrology`` (site 1, 2…),
+    each wafer's process-value statistics as ``pv.<Name>.<mean|min|max>``. The plan picks
+    what it samples; the rest is ignored there."""
+    chambers = {w.substrate_id: w.chamber or None for w in reports}
+    found: list[Reading] = []
+    for w in reports:
+        slot = slots.get(w.substrate_id)
+        if slot is None:
+            continue
+        found += [
+            Reading("metrology", value, slot=slot, site=site, chamber=chambers[w.substrate_id])
+            for site, value in enumerate(w.measurements, start=1)
+        ]
+    for pv in summaries:
+        slot = slots.get(pv.substrate_id)
+        if slot is None:
+            continue  # the job-level summary ("") or another lot's wafer
+        for stat, value in (("mean", pv.mean), ("min", pv.minimum), ("max", pv.maximum)):
+            found.append(
+                Reading(
+                    f"pv.{pv.name}.{stat}",
+                    value,
+                    slot=slot,
+                    chamber=chambers.get(pv.substrate_id),
+                )
+            )
+    return tuple(found)

@@ -6,10 +6,11 @@ from typing import Annotated
 from pydantic import BaseModel, Field
 
 from mes.jobs.states import JobCommand, JobStatus
+from mes.kit.api import InputModel
 from mes.lots.schemas import Code, Version
 
 
-class JobRequest(BaseModel):
+class JobRequest(InputModel):
     """Track the lot in on ``tool`` and have the tool's adapter start the job there."""
 
     tool: Code
@@ -21,7 +22,7 @@ class JobRequest(BaseModel):
     )
 
 
-class JobBatchRequest(BaseModel):
+class JobBatchRequest(InputModel):
     """Track the lots in on ``tool`` together and have its adapter start one job order that
     runs them as a batch (furnace, wet bench); the first lot leads."""
 
@@ -30,7 +31,7 @@ class JobBatchRequest(BaseModel):
     step_sequence: int | None = Field(default=None, ge=1, le=100_000)
 
 
-class JobCommandRequest(BaseModel):
+class JobCommandRequest(InputModel):
     command: JobCommand
 
 

@@ -21,7 +21,14 @@ from mes.errors import MesError, RuleViolation
 from mes.jobs import schemas as s
 from mes.jobs import states
 from mes.jobs.models import EquipmentJob, EquipmentJobLot, JobWaferResult, ProcessValueSummary
-from mes.jobs.results import WAFER_PROCESSED, JobResult, ProcessValueBuffer, WaferReport
+from mes.jobs.results import (
+    WAFER_PROCESSED,
+    JobResult,
+    ProcessValueBuffer,
+    ValueSummary,
+    WaferReport,
+    tool_readings,
+)
 from mes.jobs.states import JobCommand, JobStatus
 from mes.kit.lookup import get_by_key
 from mes.lots import service as lots_service
@@ -418,6 +425,12 @@ async def complete(
     job.tool_state = f"{result.state}/{result.substate}"
     job.ended_at, job.wafers_processed, job.command = now, result.wafers_processed, None
     await record_wafers(session, job, result.wafers, now)
+    summaries = [
+        ValueSummary(r.substrate_id, r.name, r.mean, r.minimum, r.maximum)
+        for r in await session.scalars(
+            select(ProcessValueSummary).where(ProcessValueSummary.job_id == job.id)
+        )
+    ]
     gone = []
     for lot, processed, reports in split_by_lot(await member_lots(session, job), result):
         if not _lot_on_tool(job, lot):
@@ -445,6 +458,13 @@ async def complete(
                 wafers_processed=processed,
                 measurements=tuple(measurements),
                 not_processed=not_processed,
+                # For the step's data collection plan (metrology sites, process values).
+                readings=tool_readings(
+                    {w.scribe_id: w.slot for w in lot.wafers if w.slot is not None},
+                    reports,
+                    summaries,
+                ),
+                by_tool=True,
             ),
             actor=principal,
             clock=clock,

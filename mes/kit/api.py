@@ -2,10 +2,21 @@
 
 from __future__ import annotations
 
+import math
+import re
+from datetime import UTC, datetime
 from typing import Annotated, Any, Generic, TypeVar
 
 from fastapi import Depends, Path, Query, Request
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import (
+    AfterValidator,
+    AwareDatetime,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    field_validator,
+)
 from sqlalchemy import Select, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -23,6 +34,33 @@ Name = Annotated[str, Field(min_length=1, max_length=128)]
 Actor = Annotated[str, Field(min_length=1, max_length=64)]
 
 MAX_PAGE_SIZE = 500
+
+# Times a caller sends: with a UTC offset (a naive time is ambiguous across fabs' time zones)
+# and within two centuries, so that no date arithmetic on them (a due date, a PM interval, a
+# report window) leaves the calendar and fails deep in a request.
+EARLIEST = datetime(1970, 1, 1, tzinfo=UTC)
+LATEST = datetime(2200, 1, 1, tzinfo=UTC)
+
+
+def _within_calendar(value: datetime) -> datetime:
+    if not EARLIEST <= value <= LATEST:
+        raise ValueError(f"must lie between {EARLIEST.isoformat()} and {LATEST.isoformat()}")
+    return value
+
+
+_NUMBER = re.compile(r"\s*[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?\s*")
+
+
+def _not_a_number(value: Any) -> Any:
+    # Pydantic would read 1700000000 or "0.5" as seconds since 1970; the schema says date-time.
+    if isinstance(value, int | float) or (isinstance(value, str) and _NUMBER.fullmatch(value)):
+        raise ValueError("a time is an ISO 8601 date-time with a UTC offset, not a number")
+    return value
+
+
+Timestamp = Annotated[
+    AwareDatetime, BeforeValidator(_not_a_number), AfterValidator(_within_calendar)
+]
 
 
 class PageParams(BaseModel):
@@ -45,6 +83,43 @@ class Page(BaseModel, Generic[T]):
     total: int
     limit: int
     offset: int
+
+
+# Control characters other than tab and line breaks, and lone UTF-16 surrogates (which JSON
+# can spell as "\\ud800" but no database can store): refused in every text a caller sends.
+UNPRINTABLE = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f\ud800-\udfff]")
+
+
+def printable(value: Any) -> Any:
+    """``value`` unchanged, if no text in it (at any depth) holds an unprintable character and
+    no number is NaN or infinite (JSON has neither; Python's parser lets them through)."""
+    if isinstance(value, str):
+        if UNPRINTABLE.search(value):
+            raise ValueError("control characters and lone surrogates are not allowed in text")
+    elif isinstance(value, float):
+        if not math.isfinite(value):
+            raise ValueError("numbers must be finite")
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            printable(key)
+            printable(item)
+    elif isinstance(value, list | tuple):
+        for item in value:
+            printable(item)
+    return value
+
+
+class InputModel(BaseModel):
+    """A request body: a field the model does not know is refused (422), not dropped, so that a
+    misspelt field (``priorty``) cannot pass for a request that set it; and no text in it may
+    carry control characters (a NUL byte reached PostgreSQL and failed there, a 500)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _printable(cls, value: Any) -> Any:
+        return printable(value)
 
 
 class ReadModel(BaseModel):

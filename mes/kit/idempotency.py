@@ -140,6 +140,9 @@ def _refusal(exc: MesError) -> dict[str, Any]:
 class ReplayedRefusal(MesError):
     """The refusal a first attempt was given, told again to a retry with the same key."""
 
+    # Its code is one the operation itself refused with: the API contract lists no code of its own.
+    replays = True
+
     def __init__(self, status: int, stored: dict[str, Any]) -> None:
         super().__init__(
             str(stored.get("detail", "")),

@@ -13,10 +13,11 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import bindparam, event, func, inspect, select
 from sqlalchemy.ext.asyncio import AsyncSession
-from sqlalchemy.orm import selectinload
+from sqlalchemy.orm import Session, UOWTransaction, selectinload
 
+from mes.db import memo
 from mes.durables.models import Carrier, CarrierState
 from mes.equipment import service as equipment_service
 from mes.equipment.models import Equipment, StateChangeSource
@@ -27,13 +28,30 @@ from mes.kit.lookup import get_by_key
 from mes.lots import rules
 from mes.lots.models import FutureAction, HoldCode, Lot, LotEvent, LotHold, QTimeWindow
 from mes.lots.states import FutureActionKind, LotState, QTimeStatus
-from mes.routes.models import Step
+from mes.routes.models import RouteVersion, RouteVersionStatus, Step
 
 # --- steps -----------------------------------------------------------------------------------
 
 
 async def route_steps(session: AsyncSession, route_version_id: int) -> tuple[rules.StepView, ...]:
-    """The steps of a route version, as plain views (columns only: no ORM objects to build)."""
+    """The steps of a route version, as plain views (columns only: no ORM objects to build).
+
+    Only a draft's steps change; once released (pending, active, obsolete) a version's steps
+    are fixed for good, so they are read once per database and remembered (mes.db.memo)."""
+    key = ("route_steps", route_version_id)
+    known: tuple[rules.StepView, ...] | None = memo.recall(session, key)
+    if known is not None:
+        return known
+    steps = await _read_steps(session, route_version_id)
+    status = await session.scalar(
+        select(RouteVersion.status).where(RouteVersion.id == route_version_id)
+    )
+    if status is not None and status != RouteVersionStatus.DRAFT:
+        memo.remember(session, key, steps)
+    return steps
+
+
+async def _read_steps(session: AsyncSession, route_version_id: int) -> tuple[rules.StepView, ...]:
     rows = await session.execute(
         select(
             Step.id,
@@ -74,19 +92,26 @@ def by_sequence(steps: Sequence[rules.StepView], sequence: int) -> rules.StepVie
 # --- the lot and its event ------------------------------------------------------------------
 
 
+# The statements every lot transaction runs, built once: building a select and computing its
+# cache key cost more CPU than PostgreSQL spends running it (the cache key is memoised on the
+# statement object, so a statement made once is keyed once). Values go in as bind parameters.
+# FOR NO KEY UPDATE (key_share): see mes.kit.lookup.get_by_key.
+_LOCK_LOT = select(Lot).where(Lot.code == bindparam("code")).with_for_update(key_share=True)
+_LOCK_LOT_WITH_WAFERS = _LOCK_LOT.options(selectinload(Lot.wafers))
+_HOLD_COUNT = (
+    select(func.count())
+    .select_from(LotHold)
+    .where(LotHold.lot_id == bindparam("lot_id"), LotHold.released_at.is_(None))
+)
+
+
 async def lock_lot(
     session: AsyncSession, code: str, version: int | None, *, wafers: bool = False
 ) -> Lot:
-    lot = await get_by_key(
-        session,
-        Lot,
-        Lot.code,
-        code,
-        code="lot.not_found",
-        what="lot",
-        options=(selectinload(Lot.wafers),) if wafers else (),
-        for_update=True,
-    )
+    found = await session.scalars(_LOCK_LOT_WITH_WAFERS if wafers else _LOCK_LOT, {"code": code})
+    lot = found.unique().one_or_none()
+    if lot is None:
+        raise NotFound(f"lot {code!r} does not exist", code="lot.not_found")
     if version is not None and version != lot.version:
         raise StaleVersion(
             f"lot {code} is at version {lot.version}, not {version}",
@@ -97,14 +122,7 @@ async def lock_lot(
 
 
 async def hold_count(session: AsyncSession, lot_id: int) -> int:
-    return int(
-        await session.scalar(
-            select(func.count())
-            .select_from(LotHold)
-            .where(LotHold.lot_id == lot_id, LotHold.released_at.is_(None))
-        )
-        or 0
-    )
+    return int(await session.scalar(_HOLD_COUNT, {"lot_id": lot_id}) or 0)
 
 
 def lot_view(lot: Lot, holds: int) -> rules.LotView:
@@ -149,7 +167,9 @@ class Change:
         equipment_id: int | None = None,
         details: dict[str, Any] | None = None,
     ) -> None:
-        holds = await hold_count(self.session, self.lot.id)
+        holds = self.holds
+        if _holds_may_have_changed(self.session, self.lot.id):
+            holds = await hold_count(self.session, self.lot.id)
         self.lot.state = rules.state_with_holds(self.lot.state, holds)
         after = snapshot(self.lot, holds)
         self.session.add(
@@ -172,6 +192,34 @@ class Change:
             # A lot that can run now, or a tool it left: the fab's dispatcher should look.
             wakeups.request(self.session, self.lot.fab_id)
         await self.session.flush()
+
+
+# Lot ids whose holds a flush of the session wrote (see _holds_may_have_changed).
+_HOLDS_TOUCHED = "mes.lots.holds_touched"
+
+
+def _note_hold_writes(session: Session, _context: UOWTransaction) -> None:
+    for obj in (*session.new, *session.dirty, *session.deleted):
+        if isinstance(obj, LotHold):
+            touched = session.info.setdefault(_HOLDS_TOUCHED, set())
+            touched.add(obj.lot_id)
+            # A hold handed to another lot (merge) changed the count of the lot it left too.
+            touched.update(inspect(obj).attrs.lot_id.history.deleted)
+
+
+# Registered on import: whoever uses Change (HTTP, adapters, dispatcher, CLI, tests) has it.
+event.listen(Session, "after_flush", _note_hold_writes)
+
+
+def _holds_may_have_changed(session: AsyncSession, lot_id: int) -> bool:
+    """Whether this transaction wrote holds of the lot (or may have). The count taken at
+    ``begin`` stands otherwise: every writer of a lot's holds holds the lot's lock, as we do,
+    so re-counting them for the event's after-snapshot would be a round trip for nothing."""
+    touched = session.info.get(_HOLDS_TOUCHED, ())
+    if lot_id in touched or None in touched:
+        return True
+    sync = session.sync_session
+    return any(isinstance(o, LotHold) for o in (*sync.new, *sync.dirty, *sync.deleted))
 
 
 async def begin(
@@ -238,12 +286,15 @@ def finish(lot: Lot, state: LotState, at: datetime) -> None:
     lot.tracked_in_at = None
 
 
+_LOTS_ON_TOOL = (
+    select(Step.id, Step.recipe_name)
+    .join(Lot, Lot.current_step_id == Step.id)
+    .where(Lot.equipment_id == bindparam("tool_id"))
+)
+
+
 async def lots_on_tool(session: AsyncSession, tool_id: int) -> list[tuple[int, str | None]]:
-    rows = await session.execute(
-        select(Step.id, Step.recipe_name)
-        .join(Lot, Lot.current_step_id == Step.id)
-        .where(Lot.equipment_id == tool_id)
-    )
+    rows = await session.execute(_LOTS_ON_TOOL, {"tool_id": tool_id})
     return [(step_id, recipe) for step_id, recipe in rows.all()]
 
 
@@ -276,14 +327,15 @@ def tool_state(
 # --- future actions and Q-time windows ------------------------------------------------------
 
 
+_OPEN_ACTIONS = (
+    select(FutureAction)
+    .options(selectinload(FutureAction.hold_code))
+    .where(FutureAction.lot_id == bindparam("lot_id"), FutureAction.done_at.is_(None))
+)
+
+
 async def open_actions(session: AsyncSession, lot_id: int) -> list[FutureAction]:
-    return list(
-        await session.scalars(
-            select(FutureAction)
-            .options(selectinload(FutureAction.hold_code))
-            .where(FutureAction.lot_id == lot_id, FutureAction.done_at.is_(None))
-        )
-    )
+    return list(await session.scalars(_OPEN_ACTIONS, {"lot_id": lot_id}))
 
 
 ARRIVAL = FutureActionKind.HOLD_ON_ARRIVAL

@@ -57,6 +57,21 @@ class Measurement:
 
 
 @dataclass(frozen=True)
+class Reading:
+    """One data-collection value of a track-out, for the step's EDC plan: named by the plan's
+    parameter (an operator's entry) or by what the tool measured (``metrology``,
+    ``pv.<Name>.<mean|min|max>``), on a wafer slot and site. The value is checked against the
+    plan (kind, unit), so it arrives as the caller sent it."""
+
+    parameter: str
+    value: float | int | str | bool | None
+    unit: str | None = None
+    slot: int | None = None
+    site: int | None = None
+    chamber: str | None = None
+
+
+@dataclass(frozen=True)
 class TrackIn:
     tool: str
     version: int | None = None
@@ -77,6 +92,10 @@ class TrackOut:
     # What the tool said of the wafers it did not process (scribe id -> E90 state or reason),
     # recorded with the hold.
     not_processed: tuple[tuple[str, str], ...] = ()
+    # Data-collection values for the step's plan; ``by_tool``: reported by the tool (through
+    # its adapter), which may report more than the plan samples and is never refused.
+    readings: tuple[Reading, ...] = ()
+    by_tool: bool = False
 
 
 @dataclass(frozen=True)

@@ -102,8 +102,8 @@ class LotWrite:
         await auth.sign(self.request, self.session, self.by, signature)
 
     async def read(self, code: str) -> LotRead:
-        """The lot as the transaction left it (relationships reloaded, not the stale ones)."""
-        return lot_read(await service.reload_lot(self.session, code))
+        """The lot as the transaction left it (read again, not the session's stale objects)."""
+        return await service.lot_answer(self.session, code)
 
     async def run(self, operation: Callable[[], Awaitable[BaseModel]]) -> Answer:
         """Run ``operation`` once per Idempotency-Key; answer with the route's status code."""

@@ -6,9 +6,9 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import or_, select
+from sqlalchemy import bindparam, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
-from sqlalchemy.orm import selectinload
+from sqlalchemy.orm import joinedload
 
 from mes.auth.models import AccountKind, Certification
 from mes.auth.service import Principal
@@ -16,9 +16,8 @@ from mes.clock import Clock
 from mes.durables import service as durables_service
 from mes.equipment.models import Equipment
 from mes.equipment.states import E10State
-from mes.errors import Forbidden, RuleViolation
-from mes.kit.lookup import get_by_key
-from mes.lots import rules
+from mes.errors import Forbidden, NotFound, RuleViolation
+from mes.lots import checks, rules
 from mes.lots._core import (
     AFTER_TRACK_OUT,
     ARRIVAL,
@@ -48,17 +47,32 @@ from mes.recipes.models import RecipeVersion
 # --- track-in --------------------------------------------------------------------------------
 
 
+# Built once (see mes.lots._core: building a statement costs more than running it).
+# The chambers come with the tool (selectinload was a second round trip on every track-in);
+# the row lock stays on the tool's row alone, as before.
+_LOCK_TOOL = (
+    select(Equipment)
+    .where(Equipment.code == bindparam("code"))
+    .options(joinedload(Equipment.chambers))
+    .with_for_update(key_share=True, of=Equipment)
+)
+_CERTIFIED = select(Certification.id).where(
+    Certification.user_id == bindparam("user_id"),
+    Certification.tool_group_id == bindparam("tool_group_id"),
+    or_(Certification.expires_at.is_(None), Certification.expires_at > bindparam("now")),
+)
+_WINDOWS_TO_STEP = select(QTimeWindow).where(
+    QTimeWindow.lot_id == bindparam("lot_id"),
+    QTimeWindow.to_step_id == bindparam("step_id"),
+    QTimeWindow.status == QTimeStatus.OPEN,
+)
+
+
 async def _lock_tool(session: AsyncSession, code: str) -> Equipment:
-    return await get_by_key(
-        session,
-        Equipment,
-        Equipment.code,
-        code,
-        code="tool.not_found",
-        what="tool",
-        options=(selectinload(Equipment.chambers),),
-        for_update=True,
-    )
+    tool = (await session.scalars(_LOCK_TOOL, {"code": code})).unique().one_or_none()
+    if tool is None:
+        raise NotFound(f"tool {code!r} does not exist", code="tool.not_found")
+    return tool
 
 
 def _tool_view(tool: Equipment) -> rules.ToolView:
@@ -102,11 +116,7 @@ async def _check_certified(
     if principal.kind != AccountKind.HUMAN:
         return  # machines act for the tool; people are certified
     certified = await session.scalar(
-        select(Certification.id).where(
-            Certification.user_id == principal.user_id,
-            Certification.tool_group_id == tool_group_id,
-            or_(Certification.expires_at.is_(None), Certification.expires_at > now),
-        )
+        _CERTIFIED, {"user_id": principal.user_id, "tool_group_id": tool_group_id, "now": now}
     )
     if certified is None:
         raise Forbidden(
@@ -151,15 +161,7 @@ async def track_in(
         earlier = by_sequence(steps, step.same_tool_as_sequence)
         rules.check_dedication(step, _tool_view(tool), await _tool_that_ran(session, lot, earlier))
     # Q-time: a window this step closes that has already run out holds the lot instead.
-    windows = list(
-        await session.scalars(
-            select(QTimeWindow).where(
-                QTimeWindow.lot_id == lot.id,
-                QTimeWindow.to_step_id == step.id,
-                QTimeWindow.status == QTimeStatus.OPEN,
-            )
-        )
-    )
+    windows = list(await session.scalars(_WINDOWS_TO_STEP, {"lot_id": lot.id, "step_id": step.id}))
     expired = [w for w in windows if rules.qtime_expired(w.deadline_at, now)]
     too_early = [w for w in windows if rules.qtime_too_early(w.earliest_at, now)]
     if too_early and not expired:
@@ -253,6 +255,24 @@ async def track_out(
         "wafers_processed": processed,
         "measurements": [m.as_json() for m in data.measurements],
     }
+    # Data collection and SPC (registered by the quality domain): they may refuse the whole
+    # track-out, or hold the lot at this step.
+    quality_holds = await checks.run(
+        session,
+        checks.TrackOutFacts(
+            lot=lot,
+            step=step,
+            tool=tool,
+            data=data,
+            actor=actor.username,
+            at=now,
+        ),
+    )
+    quality_codes = [await get_hold_code(session, h.hold_code) for h in quality_holds]
+    if quality_holds:
+        details["quality_holds"] = [
+            {"hold_code": h.hold_code, "reason": h.reason} for h in quality_holds
+        ]
     rework_counter: ReworkCount | None = None
     decision: rules.ReworkDecision | None = None
     limit_code: HoldCode | None = None
@@ -264,6 +284,9 @@ async def track_out(
         # Never "pass" a step some wafers did not see: the lot stays at it, held, and an
         # engineer decides (re-run, split the unprocessed wafers off, scrap, jump on).
         details["partial_run"] = [list(pair) for pair in data.not_processed]
+    elif quality_holds:
+        # Measured out of spec or out of control: it waits at the step for an engineer.
+        details["stays_at_step"] = True
     elif data.outcome == TrackOutcome.REWORK:
         rework_counter = (
             await session.scalars(
@@ -289,8 +312,12 @@ async def track_out(
     lot.equipment_id = None
     lot.tracked_in_at = None
     lot.state = LotState.WAITING
+    for quality_hold, quality_code in zip(quality_holds, quality_codes, strict=True):
+        place_hold(session, lot, quality_code, quality_hold.reason, actor="quality", at=now)
     if partial_code is not None and partial is not None:
         place_hold(session, lot, partial_code, partial, actor="system", at=now)
+    elif quality_holds:
+        pass  # held above; stays at the step
     elif decision is not None:
         if rework_counter is None:
             session.add(ReworkCount(lot_id=lot.id, step_id=step.id, count=decision.count))

@@ -103,7 +103,10 @@ async def track_in(lot: CodePath, body: s.TrackIn, tx: Mover) -> Answer:
 
 @router.post("/{lot}/track-out", response_model=s.LotRead)
 async def track_out(lot: CodePath, body: s.TrackOut, tx: Mover) -> Answer:
-    """Take the lot off its tool: next step (sampling applied), rework, or completion."""
+    """Take the lot off its tool: next step (sampling applied), rework, or completion. The
+    values of the step's data collection plan come along (``edc``): a required one missing
+    refuses the track-out (``edc.missing_values``), as does a value of the wrong kind or unit
+    (``edc.invalid_value``); out-of-spec or out-of-control values hold the lot at the step."""
     command = c.TrackOut(
         version=tx.version(body.version),
         wafers_processed=body.wafers_processed,
@@ -111,6 +114,17 @@ async def track_out(lot: CodePath, body: s.TrackOut, tx: Mover) -> Answer:
         measurements=tuple(
             c.Measurement(name=m.name, values=tuple(m.values), unit=m.unit)
             for m in body.measurements
+        ),
+        readings=tuple(
+            c.Reading(
+                parameter=r.parameter,
+                value=r.value,
+                unit=r.unit,
+                slot=r.slot,
+                site=r.site,
+                chamber=r.chamber,
+            )
+            for r in body.edc
         ),
     )
 

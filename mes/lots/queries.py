@@ -6,10 +6,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import Select, select
+from sqlalchemy import Select, bindparam, select
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import aliased, joinedload, selectinload
 
+from mes.durables.models import Carrier
 from mes.equipment.models import Equipment
 from mes.fabs.models import Area, Fab, ToolGroup
 from mes.kit.api import PageParams, fetch_page
@@ -223,6 +224,68 @@ async def lots_by_codes(session: AsyncSession, codes: Sequence[str]) -> list[Lot
             .order_by(Lot.code)
             .execution_options(populate_existing=True)
         )
+    )
+
+
+_PARENT = aliased(Lot)
+_ANSWER = (
+    select(
+        Lot.code,
+        Fab.code,
+        Product.code,
+        Route.code,
+        RouteVersion.version,
+        Step.sequence,
+        Step.operation,
+        ToolGroup.code,
+        Lot.state,
+        Lot.priority_class,
+        Lot.due_at,
+        Lot.wafer_count,
+        Carrier.code,
+        _PARENT.code,
+        Lot.started_at,
+        Lot.ended_at,
+        Lot.version,
+    )
+    .select_from(Lot)
+    .join(Fab, Fab.id == Lot.fab_id)
+    .join(Product, Product.id == Lot.product_id)
+    .join(RouteVersion, RouteVersion.id == Lot.route_version_id)
+    .join(Route, Route.id == RouteVersion.route_id)
+    .outerjoin(Step, Step.id == Lot.current_step_id)
+    .outerjoin(ToolGroup, ToolGroup.id == Step.tool_group_id)
+    .outerjoin(Carrier, Carrier.id == Lot.carrier_id)
+    .outerjoin(_PARENT, _PARENT.id == Lot.parent_lot_id)
+    .where(Lot.code == bindparam("code"))
+)
+
+
+async def lot_answer(session: AsyncSession, code: str) -> s.LotRead:
+    """The lot as the transaction left it, as the API shows it: one row of columns (the answer
+    of every lot transaction), instead of the lot and six related objects loaded into the
+    session again (populate_existing) only to read a code of each."""
+    row = (await session.execute(_ANSWER, {"code": code})).one()
+    (code, fab, product, route, version, sequence, operation, group, *rest) = row
+    state, priority, due_at, wafers, carrier, parent, started_at, ended_at, lot_version = rest
+    return s.LotRead(
+        code=code,
+        fab=fab,
+        product=product,
+        route=route,
+        route_version=version,
+        step=s.CurrentStep(sequence=sequence, operation=operation, tool_group=group)
+        if sequence is not None
+        else None,
+        state=state,
+        priority_class=priority,
+        due_at=due_at,
+        wafer_count=wafers,
+        carrier=carrier,
+        parent=parent,
+        started_at=started_at,
+        ended_at=ended_at,
+        version=lot_version,
     )
 
 

@@ -17,7 +17,7 @@ from datetime import datetime
 from typing import Any
 
 from mes.equipment.states import E10State, allows_production
-from mes.errors import RuleViolation
+from mes.errors import RuleViolation, refuses
 from mes.lots.states import FINAL_STATES, MAX_WAFERS_PER_LOT, LotState
 
 
@@ -410,6 +410,7 @@ BONUS_CODES: Mapping[str, str] = {
 }
 
 
+@refuses("lot.unknown_scrap_code", "lot.unknown_bonus_code", status=422)
 def check_reason(code: str, table: Mapping[str, str], what: str) -> None:
     if code not in table:
         raise RuleViolation(

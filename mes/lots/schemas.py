@@ -3,10 +3,11 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any
 
-from pydantic import AwareDatetime, BaseModel, Field, FiniteFloat
+from pydantic import BaseModel, Field, FiniteFloat
 
 from mes.auth.roles import Role
 from mes.auth.schemas import ESignature
+from mes.kit.api import InputModel, Timestamp
 from mes.lots.commands import TrackOutcome
 from mes.lots.rules import MAX_STARTED_LOT_CODE_LENGTH
 from mes.lots.states import (
@@ -72,7 +73,7 @@ Reason = Annotated[str, Field(min_length=1, max_length=2000)]
 Code = Annotated[str, Field(min_length=1, max_length=32, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$")]
 
 
-class LotStart(BaseModel):
+class LotStart(InputModel):
     product: Code
     fab: Code
     route: Code | None = Field(default=None, description="default: the product's only route")
@@ -84,21 +85,21 @@ class LotStart(BaseModel):
     )
     wafer_count: int = Field(default=25, ge=1, le=25)
     priority_class: PriorityClass = PriorityClass.NORMAL
-    due_at: AwareDatetime | None = None
+    due_at: Timestamp | None = None
     carrier: Code | None = None
 
 
-class BulkStart(BaseModel):
+class BulkStart(InputModel):
     product: Code
     fab: Code
     route: Code | None = None
     count: int = Field(ge=1, le=200)
     wafer_count: int = Field(default=25, ge=1, le=25)
     priority_class: PriorityClass = PriorityClass.NORMAL
-    due_at: AwareDatetime | None = None
+    due_at: Timestamp | None = None
 
 
-class TrackIn(BaseModel):
+class TrackIn(InputModel):
     tool: Code
     version: Version = None
     # The step the operator believes the lot is at; refused if the lot is elsewhere.
@@ -110,26 +111,41 @@ class TrackIn(BaseModel):
     )
 
 
-class Measurement(BaseModel):
+class Measurement(InputModel):
     name: str = Field(min_length=1, max_length=64)
     values: list[FiniteFloat] = Field(min_length=1, max_length=1000)
     unit: str | None = Field(default=None, max_length=16)
 
 
-class TrackOut(BaseModel):
+class ReadingIn(InputModel):
+    """One value for the step's data collection plan: a parameter on a wafer slot and site
+    (site 1 if omitted). Its kind and unit are checked against the plan."""
+
+    parameter: str = Field(min_length=1, max_length=64)
+    value: FiniteFloat | int | str | bool | None
+    unit: str | None = Field(default=None, max_length=16)
+    slot: int | None = Field(default=None, ge=1, le=25)
+    site: int | None = Field(default=None, ge=1, le=25)
+    chamber: str | None = Field(default=None, max_length=16)
+
+
+class TrackOut(InputModel):
     version: Version = None
     wafers_processed: int | None = Field(default=None, ge=0, le=25)
     outcome: TrackOutcome = TrackOutcome.PASS
     measurements: list[Measurement] = Field(default_factory=list, max_length=100)
+    edc: list[ReadingIn] = Field(
+        default_factory=list, max_length=2500, description="data collection values"
+    )
 
 
-class HoldRequest(BaseModel):
+class HoldRequest(InputModel):
     hold_code: Code
     reason: Reason
     version: Version = None
 
 
-class ReleaseRequest(BaseModel):
+class ReleaseRequest(InputModel):
     # Release these holds (ids from the lot detail); default: every hold of ``hold_code``.
     hold_ids: list[int] | None = Field(default=None, max_length=50)
     hold_code: Code | None = None
@@ -137,7 +153,7 @@ class ReleaseRequest(BaseModel):
     version: Version = None
 
 
-class MassHold(BaseModel):
+class MassHold(InputModel):
     hold_code: Code
     reason: Reason
     fab: Code | None = None
@@ -147,14 +163,14 @@ class MassHold(BaseModel):
     step_sequence: int | None = Field(default=None, ge=1, le=100_000)
 
 
-class FutureActionCreate(BaseModel):
+class FutureActionCreate(InputModel):
     step_sequence: int = Field(ge=1, le=100_000)
     kind: FutureActionKind = FutureActionKind.HOLD_ON_ARRIVAL
     hold_code: Code
     reason: Reason
 
 
-class SplitRequest(BaseModel):
+class SplitRequest(InputModel):
     wafers: list[Annotated[str, Field(min_length=1, max_length=32)]] = Field(
         min_length=1, max_length=24, description="scribe ids of the wafers that move"
     )
@@ -162,12 +178,12 @@ class SplitRequest(BaseModel):
     version: Version = None
 
 
-class MergeRequest(BaseModel):
+class MergeRequest(InputModel):
     source: Code = Field(description="the lot whose wafers move into this one")
     version: Version = None
 
 
-class ScrapRequest(BaseModel):
+class ScrapRequest(InputModel):
     wafers: list[Annotated[str, Field(min_length=1, max_length=32)]] = Field(
         min_length=1, max_length=25
     )
@@ -177,42 +193,42 @@ class ScrapRequest(BaseModel):
     version: Version = None
 
 
-class BonusRequest(BaseModel):
+class BonusRequest(InputModel):
     count: int = Field(ge=1, le=24)
     reason_code: Code
     comment: str | None = Field(default=None, max_length=2000)
     version: Version = None
 
 
-class JumpRequest(BaseModel):
+class JumpRequest(InputModel):
     to_sequence: int = Field(ge=1, le=100_000)
     signature: ESignature
     version: Version = None
 
 
-class PriorityChange(BaseModel):
+class PriorityChange(InputModel):
     priority_class: PriorityClass
     reason: Reason
-    due_at: AwareDatetime | None = None
+    due_at: Timestamp | None = None
     version: Version = None
 
 
-class TerminateRequest(BaseModel):
+class TerminateRequest(InputModel):
     signature: ESignature
     version: Version = None
 
 
-class CancelTrackInRequest(BaseModel):
+class CancelTrackInRequest(InputModel):
     signature: ESignature
     version: Version = None
 
 
-class ShipRequest(BaseModel):
+class ShipRequest(InputModel):
     to_fab: Code
     version: Version = None
 
 
-class ReceiveRequest(BaseModel):
+class ReceiveRequest(InputModel):
     version: Version = None
 
 
@@ -305,7 +321,7 @@ class HoldCodeRead(BaseModel):
     release_role: str
 
 
-class HoldCodeCreate(BaseModel):
+class HoldCodeCreate(InputModel):
     code: Code
     description: str = Field(min_length=1, max_length=255)
     release_role: Role

@@ -32,12 +32,13 @@ from mes.lots.queries import (
     get_lot,
     hold_list,
     hold_read,
+    lot_answer,
     lot_history,
     lot_query,
     lots_by_codes,
     reload_lot,
 )
-from mes.lots.start import start_lots
+from mes.lots.start import route_version_for_start, start_lots
 from mes.lots.transfer import TRANSIT_TIME, receive, ship
 from mes.lots.wafers import bonus, merge, scrap, split
 
@@ -61,6 +62,7 @@ __all__ = [
     "hold_list",
     "hold_read",
     "jump",
+    "lot_answer",
     "lot_history",
     "lot_query",
     "lots_by_codes",
@@ -71,6 +73,7 @@ __all__ = [
     "release",
     "reload_lot",
     "route_steps",
+    "route_version_for_start",
     "scrap",
     "ship",
     "split",

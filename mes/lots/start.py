@@ -5,6 +5,8 @@ from __future__ import annotations
 from datetime import datetime
 
 from sqlalchemy import select
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from mes.auth.service import Principal
@@ -76,11 +78,28 @@ async def _active_route_version(
     return found
 
 
+async def route_version_for_start(
+    session: AsyncSession, product_code: str, route_code: str | None, now: datetime
+) -> RouteVersion:
+    """The route version a lot of the product started now would travel (what ``start_lots``
+    uses), for callers that derive something from it first (a start plan's due date)."""
+    product = await get_by_key(
+        session, Product, Product.code, product_code, code="product.not_found", what="product"
+    )
+    return await _active_route_version(session, product, route_code, now)
+
+
 async def _next_codes(session: AsyncSession, year: int, count: int) -> list[str]:
-    counter = await session.get(LotCounter, year, with_for_update=True)
-    if counter is None:
-        counter = LotCounter(year=year, next_number=1)
-        session.add(counter)
+    # The year's first starts race to create its counter: the row is created with ON CONFLICT
+    # DO NOTHING (the loser waits for the winner's commit) and then locked, instead of two
+    # INSERTs of which one fails on the primary key (found by the crash test's concurrent
+    # starts: a 409 db.constraint_violated for a valid request).
+    insert = pg_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
+    await session.execute(
+        insert(LotCounter).values(year=year, next_number=1).on_conflict_do_nothing()
+    )
+    counter = await session.get(LotCounter, year, with_for_update=True, populate_existing=True)
+    assert counter is not None  # created above or by the transaction we waited for
     first = counter.next_number
     counter.next_number = first + count
     await session.flush()

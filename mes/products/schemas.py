@@ -1,17 +1,17 @@
 from __future__ import annotations
 
-from pydantic import BaseModel, Field
+from pydantic import Field
 
-from mes.kit.api import CodeStr, Name, ReadModel
+from mes.kit.api import CodeStr, InputModel, Name, ReadModel
 
 
-class ProductCreate(BaseModel):
+class ProductCreate(InputModel):
     code: CodeStr
     name: Name
     description: str | None = Field(default=None, max_length=2000)
 
 
-class ProductUpdate(BaseModel):
+class ProductUpdate(InputModel):
     name: Name | None = None
     description: str | None = Field(default=None, max_length=2000)
 

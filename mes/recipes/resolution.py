@@ -9,9 +9,9 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Select, or_, select
+from sqlalchemy import Select, bindparam, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
-from sqlalchemy.orm import aliased, selectinload
+from sqlalchemy.orm import aliased, contains_eager
 
 from mes.equipment import service as equipment_service
 from mes.equipment.models import Chamber, Equipment
@@ -71,14 +71,23 @@ def _rule_view(row: Any) -> rules.ContextRule:
     )
 
 
+# The rules of one logical recipe (every track-in asks): a six-join statement, built once.
+_RULES_OF_ONE = _rule_query().where(RecipeContextRule.logical_recipe == bindparam("logical_recipe"))
+
+
 async def context_rules(
     session: AsyncSession, *, logical_recipes: Collection[str] | None = None
 ) -> list[tuple[rules.ContextRule, RecipeContextRule]]:
     """Context rules with their codes, optionally only those for some logical recipe names."""
-    stmt = _rule_query()
-    if logical_recipes is not None:
-        stmt = stmt.where(RecipeContextRule.logical_recipe.in_(logical_recipes))
-    rows: list[Any] = list((await session.execute(stmt)).all())
+    if logical_recipes is not None and len(logical_recipes) == 1:
+        (name,) = logical_recipes
+        found = await session.execute(_RULES_OF_ONE, {"logical_recipe": name})
+    else:
+        stmt = _rule_query()
+        if logical_recipes is not None:
+            stmt = stmt.where(RecipeContextRule.logical_recipe.in_(logical_recipes))
+        found = await session.execute(stmt)
+    rows: list[Any] = list(found.all())
     return [(_rule_view(row), row[0]) for row in rows]
 
 
@@ -290,7 +299,8 @@ async def _qualified_versions(
             if specific
             else RecipeQualification.chamber_id.is_(None),
         )
-        .options(selectinload(RecipeVersion.recipe))
+        # The recipe from the join above (selectinload was a second round trip per track-in).
+        .options(contains_eager(RecipeVersion.recipe))
         .order_by(RecipeVersion.version.desc(), RecipeQualification.chamber_id.nulls_first())
     )
     if lock:

@@ -5,7 +5,6 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import APIRouter, Path, Query, Request, status
-from pydantic import BaseModel
 from sqlalchemy import select
 from sqlalchemy.orm import selectinload
 
@@ -16,7 +15,16 @@ from mes.auth.service import Principal
 from mes.db.transaction import ReadSession, WriteSession
 from mes.fabs import service as fabs_service
 from mes.fabs.models import ToolGroup
-from mes.kit.api import ClockDep, CodePath, CodeStr, Page, PageQuery, VersionPath, fetch_page
+from mes.kit.api import (
+    ClockDep,
+    CodePath,
+    CodeStr,
+    InputModel,
+    Page,
+    PageQuery,
+    VersionPath,
+    fetch_page,
+)
 from mes.recipes import service
 from mes.recipes.models import (
     Recipe,
@@ -53,7 +61,7 @@ RecipeDisqualifier = Annotated[Principal, requires(roles.RECIPE_DISQUALIFY)]
 RecipeRetirer = Annotated[Principal, requires(roles.RECIPE_OBSOLETE)]
 
 
-class Approval(BaseModel):
+class Approval(InputModel):
     signature: ESignature
 
 

@@ -3,16 +3,16 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any
 
-from pydantic import AwareDatetime, BaseModel, Field, FiniteFloat, model_validator
+from pydantic import BaseModel, Field, FiniteFloat, model_validator
 
-from mes.kit.api import CodeStr
+from mes.kit.api import CodeStr, InputModel, Timestamp
 from mes.recipes.models import RecipeVersionStatus
 from mes.recipes.rules import Kind
 
 RecipeName = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9][\w.\-]*$")]
 
 
-class Parameter(BaseModel):
+class Parameter(InputModel):
     """One recipe parameter; numeric values are checked against their limits."""
 
     name: str = Field(min_length=1, max_length=64)
@@ -35,7 +35,7 @@ class Parameter(BaseModel):
         return self
 
 
-class RecipeBody(BaseModel):
+class RecipeBody(InputModel):
     parameters: list[Parameter] = Field(min_length=1, max_length=500)
 
     @model_validator(mode="after")
@@ -46,18 +46,18 @@ class RecipeBody(BaseModel):
         return self
 
 
-class RecipeCreate(BaseModel):
+class RecipeCreate(InputModel):
     name: RecipeName
     tool_group: CodeStr
     description: str | None = Field(default=None, max_length=2000)
     body: RecipeBody
 
 
-class RecipeUpdate(BaseModel):
+class RecipeUpdate(InputModel):
     description: str | None = Field(default=None, max_length=2000)
 
 
-class RecipeVersionCreate(BaseModel):
+class RecipeVersionCreate(InputModel):
     body: RecipeBody
 
 
@@ -85,10 +85,10 @@ class RecipeVersionRead(RecipeVersionSummary):
     created_at: datetime
 
 
-class QualificationCreate(BaseModel):
+class QualificationCreate(InputModel):
     tool: CodeStr
     chamber: str | None = Field(default=None, min_length=1, max_length=16)
-    expires_at: AwareDatetime | None = None
+    expires_at: Timestamp | None = None
 
 
 class QualificationRead(BaseModel):
@@ -105,12 +105,12 @@ class QualificationRead(BaseModel):
     standing: bool = True
 
 
-class Disqualification(BaseModel):
+class Disqualification(InputModel):
     chamber: str | None = Field(default=None, min_length=1, max_length=16)
     reason: str = Field(min_length=3, max_length=2000)
 
 
-class ParameterSpecIn(BaseModel):
+class ParameterSpecIn(InputModel):
     name: str = Field(min_length=1, max_length=64)
     kind: Kind
     unit: str | None = Field(default=None, min_length=1, max_length=16)
@@ -128,7 +128,7 @@ class ParameterSpecIn(BaseModel):
         return self
 
 
-class ParameterSchema(BaseModel):
+class ParameterSchema(InputModel):
     """The parameters recipes of a tool group may set. Empty: recipes are not checked."""
 
     parameters: list[ParameterSpecIn] = Field(default_factory=list, max_length=500)
@@ -163,7 +163,7 @@ class RecipeDiff(BaseModel):
     changes: list[ParameterChangeRead]
 
 
-class ContextRuleCreate(BaseModel):
+class ContextRuleCreate(InputModel):
     """Where ``logical_recipe`` (a step's recipe name) means ``recipe``. Unnamed dimensions
     match anything; a chamber needs its tool."""
 

@@ -3,16 +3,16 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from pydantic import AwareDatetime, BaseModel, Field, model_validator
+from pydantic import BaseModel, Field, model_validator
 
 from mes.auth.schemas import ESignature
-from mes.kit.api import CodeStr, Name
+from mes.kit.api import CodeStr, InputModel, Name, Timestamp
 from mes.routes.models import RouteVersionStatus
 
 MAX_STEPS = 2000  # SMT2020's longest route has 583 steps
 
 
-class StepIn(BaseModel):
+class StepIn(InputModel):
     sequence: int = Field(ge=1, le=100_000)
     operation: str = Field(min_length=1, max_length=64)
     description: str | None = Field(default=None, max_length=255)
@@ -54,7 +54,7 @@ class StepRead(BaseModel):
     same_tool_as_sequence: int | None = None
 
 
-class RouteVersionCreate(BaseModel):
+class RouteVersionCreate(InputModel):
     """A new draft: either its steps, or the version to copy them from."""
 
     steps: list[StepIn] | None = Field(default=None, min_length=1, max_length=MAX_STEPS)
@@ -68,7 +68,7 @@ class RouteVersionCreate(BaseModel):
         return self
 
 
-class RouteCreate(BaseModel):
+class RouteCreate(InputModel):
     code: CodeStr
     name: Name
     product: CodeStr
@@ -76,15 +76,15 @@ class RouteCreate(BaseModel):
     notes: str | None = Field(default=None, max_length=2000)
 
 
-class RouteUpdate(BaseModel):
+class RouteUpdate(InputModel):
     name: Name
 
 
-class StepsReplace(BaseModel):
+class StepsReplace(InputModel):
     steps: list[StepIn] = Field(min_length=1, max_length=MAX_STEPS)
 
 
-class Renumbering(BaseModel):
+class Renumbering(InputModel):
     """New order of a draft's steps (all of them, by current sequence; default: as they are),
     numbered ``start``, ``start + increment``, …"""
 
@@ -93,9 +93,9 @@ class Renumbering(BaseModel):
     increment: int = Field(default=10, ge=1, le=1000)
 
 
-class Activation(BaseModel):
+class Activation(InputModel):
     signature: ESignature
-    effective_at: AwareDatetime | None = Field(
+    effective_at: Timestamp | None = Field(
         default=None, description="when new lots start taking this version; default now"
     )
 

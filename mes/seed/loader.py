@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 from importlib import resources
-from typing import Literal
+from typing import Literal, TypeVar
 
 from pydantic import BaseModel, Field
 from sqlalchemy import select
@@ -25,6 +25,8 @@ from mes.equipment.schemas import EquipmentCreate, PmPlanCreate, SubstateCreate
 from mes.fabs import service as fabs_service
 from mes.fabs.models import Fab
 from mes.fabs.schemas import AreaCreate, FabCreate, ToolGroupCreate
+from mes.planning import service as planning_service
+from mes.planning.schemas import StartPlanCreate
 from mes.products import service as products_service
 from mes.products.schemas import ProductCreate
 from mes.recipes import service as recipes_service
@@ -83,12 +85,22 @@ class ExampleData(BaseModel):
     substates: list[SubstateCreate] = Field(default_factory=list)
     pm_plans: list[PmPlanCreate] = Field(default_factory=list)
     durables: list[DurableSeed] = Field(default_factory=list)
+    # Active: `make run` turns the releaser on (MES_RELEASE_ENABLED), and they fill the line.
+    start_plans: list[StartPlanCreate] = Field(default_factory=list)
 
 
 def read_example() -> ExampleData:
     """The example shipped inside the package."""
     text = resources.files("mes.seed").joinpath("example_fab.json").read_text("utf-8")
     return ExampleData.model_validate(json.loads(text))
+
+
+M = TypeVar("M", bound=BaseModel)
+
+
+def _as(model: type[M], seed: BaseModel) -> M:
+    """A request body from a seed record, which carries more than the body takes."""
+    return model.model_validate(seed.model_dump(include=set(model.model_fields)))
 
 
 async def database_is_empty(session: AsyncSession) -> bool:
@@ -102,7 +114,7 @@ async def load(session: AsyncSession, data: ExampleData, *, clock: Clock) -> dic
     )
     bind(session, context)
     for fab in data.fabs:
-        await fabs_service.create_fab(session, FabCreate.model_validate(fab.model_dump()))
+        await fabs_service.create_fab(session, _as(FabCreate, fab))
         for area in fab.areas:
             await fabs_service.create_area(session, fab.code, area)
     for group in data.tool_groups:
@@ -114,9 +126,7 @@ async def load(session: AsyncSession, data: ExampleData, *, clock: Clock) -> dic
 
     qualifications = 0
     for recipe in data.recipes:
-        await recipes_service.create_recipe(
-            session, RecipeCreate.model_validate(recipe.model_dump()), actor=SEED_ACTOR
-        )
+        await recipes_service.create_recipe(session, _as(RecipeCreate, recipe), actor=SEED_ACTOR)
         if recipe.approve:
             await recipes_service.approve_version(
                 session, recipe.name, 1, actor=SEED_APPROVER, clock=clock
@@ -144,9 +154,7 @@ async def load(session: AsyncSession, data: ExampleData, *, clock: Clock) -> dic
             qualifications += 1
 
     for route in data.routes:
-        await routes_service.create_route(
-            session, RouteCreate.model_validate(route.model_dump()), actor=SEED_ACTOR
-        )
+        await routes_service.create_route(session, _as(RouteCreate, route), actor=SEED_ACTOR)
         if route.activate:
             await routes_service.activate_version(
                 session, route.code, 1, actor=SEED_ACTOR, clock=clock
@@ -170,9 +178,7 @@ async def load(session: AsyncSession, data: ExampleData, *, clock: Clock) -> dic
     for plan in data.pm_plans:
         await equipment_service.create_plan(session, plan, actor=SEED_ACTOR, clock=clock)
     for durable in data.durables:
-        await durables_service.create_durable(
-            session, DurableCreate.model_validate(durable.model_dump()), clock=clock
-        )
+        await durables_service.create_durable(session, _as(DurableCreate, durable), clock=clock)
         if durable.at_tool is not None:
             await durables_service.move_durable(
                 session,
@@ -180,6 +186,9 @@ async def load(session: AsyncSession, data: ExampleData, *, clock: Clock) -> dic
                 DurableMove(to=DurableLocation.TOOL, tool=durable.at_tool),
                 clock=clock,
             )
+
+    for start_plan in data.start_plans:
+        await planning_service.create_plan(session, start_plan, actor=SEED_ACTOR, clock=clock)
 
     for demo in data.users:
         certifications = [
@@ -217,4 +226,5 @@ async def load(session: AsyncSession, data: ExampleData, *, clock: Clock) -> dic
         "users": len(data.users),
         "pm_plans": len(data.pm_plans),
         "durables": len(data.durables),
+        "start_plans": len(data.start_plans),
     }

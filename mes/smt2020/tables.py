@@ -12,7 +12,7 @@ from __future__ import annotations
 import csv
 import math
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -65,6 +65,16 @@ class RouteStep:
     step_percent: float  # sampling: % of lots that run the step
     cqt_step: int | None  # the step a critical queue-time window ends at
     cqt_s: float | None
+    # Cascading tools: the next lot may start this long after this one (PartInterval per wafer,
+    # BatchInterval per lot or batch) while this one still runs; None: not cascading.
+    cascade_s: float | None = None
+    cascade_per: str = "per_piece"
+
+    def cascade_lot_s(self, wafers: int = WAFERS_PER_LOT) -> float | None:
+        """How long after its start a lot frees a cascading tool for the next lot."""
+        if self.cascade_s is None:
+            return None
+        return self.cascade_s * wafers if self.cascade_per == "per_piece" else self.cascade_s
 
     def lot_process_s(self, wafers: int = WAFERS_PER_LOT) -> float:
         """Processing time of one lot (per_batch: of one batch)."""
@@ -118,6 +128,44 @@ class MinRun:
 
 
 @dataclass(frozen=True)
+class DownCalendar:
+    """Breakdowns (``downcal.txt``): time to failure in calendar time, time to repair."""
+
+    name: str
+    mttf_dist: str  # exponential, constant or uniform
+    mttf_s: float
+    mttr_dist: str
+    mttr_s: float
+
+
+@dataclass(frozen=True)
+class PmCalendar:
+    """Preventive maintenance (``pmcal.txt``): every ``every`` seconds of calendar time, or
+    every ``every`` wafers when ``by_wafers``; the PM takes ``duration_s`` (uniform ± spread)."""
+
+    name: str
+    every: float
+    by_wafers: bool
+    duration_dist: str
+    duration_s: float
+    duration_spread_s: float
+
+
+@dataclass(frozen=True)
+class Attachment:
+    """``attach.txt``: a calendar on an area (``stngrp``) or a tool family (``stnfam``), with
+    its first occurrence (seconds, or wafers for a wafer-count PM)."""
+
+    calendar: str
+    kind: str  # down or pm
+    resource_type: str  # stngrp or stnfam
+    resource: str
+    first_dist: str
+    first: float
+    first_in_wafers: bool
+
+
+@dataclass(frozen=True)
 class Testbed:
     families: Mapping[str, ToolFamily]
     parts: tuple[Part, ...]
@@ -127,6 +175,10 @@ class Testbed:
     setup_times: tuple[SetupTime, ...] = ()
     min_runs: tuple[MinRun, ...] = ()
     transport_s: float | None = None
+    transport_spread_s: float = 0.0
+    downs: Mapping[str, DownCalendar] = field(default_factory=dict)
+    pms: Mapping[str, PmCalendar] = field(default_factory=dict)
+    attachments: tuple[Attachment, ...] = ()
 
     @property
     def start(self) -> datetime:
@@ -217,6 +269,7 @@ def read_route(path: Path) -> dict[str, tuple[RouteStep, ...]]:
         unit = r.get("PTUNITS") or "min"
         cqt = r.get("CQT", "")
         stime = r.get("STIME", "")
+        cascade = _cascade(r, where)
         step = RouteStep(
             route=r["ROUTE"],
             step=_int(r.get("STEP", ""), where) or 0,
@@ -237,11 +290,21 @@ def read_route(path: Path) -> dict[str, tuple[RouteStep, ...]]:
             step_percent=_float(r.get("StepPercent", ""), where, default=100.0),
             cqt_step=_int(r.get("STEP_CQT", ""), where),
             cqt_s=seconds(cqt, r.get("CQTUNITS") or "min", where) if cqt else None,
+            cascade_s=cascade[0],
+            cascade_per=cascade[1],
         )
         if step.step < 1 or not step.family:
             raise TestbedError(f"{where}: a step needs STEP >= 1 and STNFAM")
         by_route.setdefault(step.route, []).append(step)
     return {k: tuple(sorted(v, key=lambda s: s.step)) for k, v in by_route.items()}
+
+
+def _cascade(r: dict[str, str], where: str) -> tuple[float | None, str]:
+    if r.get("PartInterval"):
+        return seconds(r["PartInterval"], r.get("PartIntUnits") or "min", where), "per_piece"
+    if r.get("BatchInterval"):
+        return seconds(r["BatchInterval"], r.get("BatchIntUnits") or "min", where), "per_batch"
+    return None, "per_piece"
 
 
 def read_parts(path: Path) -> tuple[Part, ...]:
@@ -294,9 +357,76 @@ def read_min_runs(path: Path) -> tuple[MinRun, ...]:
 
 
 def read_transport(path: Path) -> float | None:
+    return read_transport_spread(path)[0]
+
+
+def read_transport_spread(path: Path) -> tuple[float | None, float]:
+    """Mean and spread of the (single, Fab → Fab) transport time."""
     for n, r in rows(path):
-        return seconds(r.get("DTIME", "0"), r.get("DUNITS") or "min", f"{path.name}:{n}")
-    return None
+        unit, where = r.get("DUNITS") or "min", f"{path.name}:{n}"
+        spread = seconds(r["DTIME2"], unit, where) if r.get("DTIME2") else 0.0
+        return seconds(r.get("DTIME", "0"), unit, where), spread
+    return None, 0.0
+
+
+def read_downs(path: Path) -> dict[str, DownCalendar]:
+    out = {}
+    for n, r in rows(path):
+        where = f"{path.name}:{n}"
+        out[r["DOWNCALNAME"]] = DownCalendar(
+            name=r["DOWNCALNAME"],
+            mttf_dist=(r.get("MTTFDIST") or "exponential").lower(),
+            mttf_s=seconds(r.get("MTTF", ""), r.get("MTTFUNITS") or "min", where),
+            mttr_dist=(r.get("MTTRDIST") or "exponential").lower(),
+            mttr_s=seconds(r.get("MTTR", ""), r.get("MTTRUNITS") or "min", where),
+        )
+    return out
+
+
+def read_pms(path: Path) -> dict[str, PmCalendar]:
+    out = {}
+    for n, r in rows(path):
+        where = f"{path.name}:{n}"
+        unit = (r.get("MTBPMUNITS") or "day").lower()
+        by_wafers = unit in ("pieces", "piece", "wafers")
+        every = _float(r.get("MTBPM", ""), where) if by_wafers else seconds(r["MTBPM"], unit, where)
+        if every <= 0:
+            raise TestbedError(f"{where}: MTBPM must be positive")
+        units = r.get("MTTRUNITS") or "hr"
+        out[r["PMCALNAME"]] = PmCalendar(
+            name=r["PMCALNAME"],
+            every=every,
+            by_wafers=by_wafers,
+            duration_dist=(r.get("MTTRDIST") or "constant").lower(),
+            duration_s=seconds(r.get("MTTR", ""), units, where),
+            duration_spread_s=seconds(r["MTTR2"], units, where) if r.get("MTTR2") else 0.0,
+        )
+    return out
+
+
+def read_attachments(path: Path) -> tuple[Attachment, ...]:
+    out = []
+    for n, r in rows(path):
+        where = f"{path.name}:{n}"
+        units = r.get("FOAUNITS", "")
+        kind = r.get("CALTYPE", "").lower()
+        if kind not in ("down", "pm"):
+            raise TestbedError(f"{where}: CALTYPE must be down or pm")
+        out.append(
+            Attachment(
+                calendar=r["CALNAME"],
+                kind=kind,
+                resource_type=(r.get("RESTYPE") or "stnfam").lower(),
+                resource=r.get("RESNAME", ""),
+                first_dist=(r.get("FOADIST") or "constant").lower(),
+                # No unit: a wafer-count PM, first due after FOA wafers.
+                first=seconds(r.get("FOA", "0"), units, where)
+                if units
+                else _float(r.get("FOA", ""), where, default=0.0),
+                first_in_wafers=not units,
+            )
+        )
+    return tuple(out)
 
 
 def read_testbed(folder: Path | str) -> Testbed:
@@ -320,7 +450,17 @@ def read_testbed(folder: Path | str) -> Testbed:
     orders = read_lots(optional[0], wip=False) if optional[0].exists() else ()
     setup_times = read_setup_times(optional[1]) if optional[1].exists() else ()
     min_runs = read_min_runs(optional[2]) if optional[2].exists() else ()
-    transport = read_transport(folder / "fromto.txt") if (folder / "fromto.txt").exists() else None
+    transport, spread = (
+        read_transport_spread(folder / "fromto.txt")
+        if (folder / "fromto.txt").exists()
+        else (None, 0.0)
+    )
+    downs = read_downs(folder / "downcal.txt") if (folder / "downcal.txt").exists() else {}
+    pms = read_pms(folder / "pmcal.txt") if (folder / "pmcal.txt").exists() else {}
+    attached = read_attachments(folder / "attach.txt") if (folder / "attach.txt").exists() else ()
+    for a in attached:
+        if a.calendar not in (downs if a.kind == "down" else pms):
+            raise TestbedError(f"attach.txt: unknown {a.kind} calendar {a.calendar}")
     wip = read_lots(folder / "WIP.txt", wip=True) if (folder / "WIP.txt").exists() else ()
     known_parts = {p.part for p in parts}
     for lot in (*wip, *orders):
@@ -335,6 +475,10 @@ def read_testbed(folder: Path | str) -> Testbed:
         setup_times=setup_times,
         min_runs=min_runs,
         transport_s=transport,
+        transport_spread_s=spread,
+        downs=downs,
+        pms=pms,
+        attachments=attached,
     )
 
 

@@ -53,9 +53,9 @@ async def test_seeded_products_are_listed_in_code_order(client):
     response = await client.get("/api/v1/products")
     assert response.status_code == 200
     page = response.json()
-    assert page["total"] == 3
-    assert [p["code"] for p in page["items"]] == ["ANALOG180", "LOGIC28", "MONITOR"]
-    assert page["items"][1]["name"] == "28 nm logic test chip"
+    assert page["total"] == 4
+    assert [p["code"] for p in page["items"]] == ["ANALOG180", "CLEANMON", "LOGIC28", "MONITOR"]
+    assert page["items"][2]["name"] == "28 nm logic test chip"
 
 
 async def test_create_product_then_read_it_back(client):
@@ -68,7 +68,7 @@ async def test_create_product_then_read_it_back(client):
     fetched = await client.get("/api/v1/products/RF65")
     assert fetched.status_code == 200
     assert fetched.json() == created.json()
-    assert (await client.get("/api/v1/products")).json()["total"] == 4
+    assert (await client.get("/api/v1/products")).json()["total"] == 5
 
 
 async def test_duplicate_product_is_refused(client):
@@ -93,7 +93,7 @@ async def test_malformed_product_is_refused(client):
     ):
         response = await client.post("/api/v1/products", json=body)
         assert_problem(response, 422, "request.invalid")
-    assert (await client.get("/api/v1/products")).json()["total"] == 3
+    assert (await client.get("/api/v1/products")).json()["total"] == 4
 
 
 async def test_patch_product_changes_only_the_given_fields(client):
@@ -199,25 +199,26 @@ async def test_version_number_below_one_is_malformed(client):
 
 async def test_route_list_is_ordered_and_paginated(client):
     page = (await client.get("/api/v1/routes")).json()
-    assert page["total"] == 3
+    assert page["total"] == 4
     assert (page["limit"], page["offset"]) == (50, 0)
-    assert [r["code"] for r in page["items"]] == ["R-ANALOG", "R-LOGIC28", "R-TESTWF"]
+    assert [r["code"] for r in page["items"]] == ["R-ANALOG", "R-CLEANMON", "R-LOGIC28", "R-TESTWF"]
     assert {r["code"]: r["versions"][0]["step_count"] for r in page["items"]} == {
         "R-ANALOG": 32,
+        "R-CLEANMON": 2,
         "R-LOGIC28": 38,
         "R-TESTWF": 5,
     }
 
     first = (await client.get("/api/v1/routes", params={"limit": 2})).json()
-    assert (first["total"], first["limit"], first["offset"]) == (3, 2, 0)
-    assert [r["code"] for r in first["items"]] == ["R-ANALOG", "R-LOGIC28"]
+    assert (first["total"], first["limit"], first["offset"]) == (4, 2, 0)
+    assert [r["code"] for r in first["items"]] == ["R-ANALOG", "R-CLEANMON"]
 
     rest = (await client.get("/api/v1/routes", params={"limit": 2, "offset": 2})).json()
-    assert (rest["total"], rest["limit"], rest["offset"]) == (3, 2, 2)
-    assert [r["code"] for r in rest["items"]] == ["R-TESTWF"]
+    assert (rest["total"], rest["limit"], rest["offset"]) == (4, 2, 2)
+    assert [r["code"] for r in rest["items"]] == ["R-LOGIC28", "R-TESTWF"]
 
     beyond = (await client.get("/api/v1/routes", params={"offset": 10})).json()
-    assert (beyond["total"], beyond["items"]) == (3, [])
+    assert (beyond["total"], beyond["items"]) == (4, [])
 
 
 async def test_route_list_refuses_bad_page_parameters(client):

@@ -16,6 +16,7 @@ from sqlalchemy import select, update
 from mes.audit.context import AuditContext, bind
 from mes.auth.models import AccountKind
 from mes.auth.service import Principal
+from mes.check.invariants import check_database
 from mes.clock import SystemClock
 from mes.config import Settings
 from mes.db import migrate
@@ -153,6 +154,8 @@ async def test_standby_takes_over_after_the_leader_dies_and_no_lot_gets_two_jobs
         )
         assert max(live.values()) == 1
         assert len({j.lot_id for j in all_jobs}) == len(all_jobs)
+        report = await check_database(admin)
+        assert report.ok, [v.as_dict() for v in report.violations]
     finally:
         for task in tasks:
             task.cancel()

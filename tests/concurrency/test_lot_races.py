@@ -17,6 +17,7 @@ import uuid
 from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
@@ -24,6 +25,8 @@ import pytest
 from sqlalchemy import func, or_, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from mes.auth.tokens import issue_access_token
+from mes.check.invariants import check_database
 from mes.clock import FixedClock
 from mes.config import Settings
 from mes.db.engine import Database
@@ -32,7 +35,7 @@ from mes.lots.models import Lot, LotHold, Wafer
 from mes.lots.rules import fold
 from mes.lots.states import FINAL_STATES, LotState, WaferState
 from mes.main import create_app
-from tests.conftest import NOW, TESTER, bearer
+from tests.conftest import JWT_SECRET, NOW, TESTER, bearer
 
 # --- a: one lot, many track-ins --------------------------------------------------------------
 
@@ -171,7 +174,7 @@ def _report(capsys: pytest.CaptureFixture[str], line: str) -> None:
 
 
 async def test_fifty_track_ins_of_one_lot_put_it_on_exactly_one_tool(
-    fab: Fab, capsys: pytest.CaptureFixture[str]
+    fab: Fab, committed_db: Database, capsys: pytest.CaptureFixture[str]
 ) -> None:
     (lot,) = await fab.start(count=1, wafer_count=5)
     code = lot["code"]
@@ -206,6 +209,8 @@ async def test_fifty_track_ins_of_one_lot_put_it_on_exactly_one_tool(
     assert len(track_ins) == 1, [e["event_type"] for e in events]
     assert track_ins[0]["tool"] == on_tool
     assert fold((e["before"], e["after"]) for e in events)["state"] == "Running"
+    report = await check_database(committed_db)
+    assert report.ok, [v.as_dict() for v in report.violations]
 
 
 # --- b ---------------------------------------------------------------------------------------
@@ -383,6 +388,9 @@ async def test_split_merge_hold_release_churn_conserves_wafers_and_history(
             lot.wafer_count,
             holds,
         ), lot.code
+    # And the whole database, by the invariant checker.
+    checked = await check_database(committed_db)
+    assert checked.ok, [v.as_dict() for v in checked.violations]
 
 
 # --- found by the churn ----------------------------------------------------------------------
@@ -409,3 +417,35 @@ async def test_a_split_too_deep_for_a_lot_code_is_refused_not_a_server_error(cli
     assert response.json()["code"] == "lot.code_too_long"
     assert len(code) <= 32
     assert (await client.get(f"/api/v1/lots/{code}")).json()["wafer_count"] == len(wafers)
+
+
+async def test_the_first_starts_of_a_year_race_to_one_lot_counter(
+    settings: Settings, committed_db: Database
+) -> None:
+    """Found by the crash test: the year's first starts, made at once, all created the year's
+    lot-number counter, and all but one were refused (409 db.constraint_violated)."""
+    year = NOW.replace(year=2041)  # a year no other test starts lots in
+    app = create_app(settings, database=committed_db, clock=FixedClock(year))
+    transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
+    body = {"product": "LOGIC28", "fab": "F1", "wafer_count": 1}
+    # Issued now (the token library checks the issue time against the real clock), valid until
+    # the test's year, signed in then (e-signatures need a fresh login).
+    real_now = datetime.now(UTC)
+    token = issue_access_token(
+        TESTER, secret=JWT_SECRET, now=real_now, ttl=year - real_now + timedelta(days=1),
+        auth_time=year,
+    )  # fmt: skip
+    async with httpx.AsyncClient(
+        transport=transport,
+        base_url="http://mes.test",
+        headers={"Authorization": f"Bearer {token}"},
+    ) as http:
+        answers = await asyncio.gather(*(http.post("/api/v1/lots", json=body) for _ in range(6)))
+        assert [a.status_code for a in answers] == [201] * 6, [a.text for a in answers]
+        codes = sorted(a.json()["code"] for a in answers)
+        assert codes == [f"L41-{n:04d}" for n in range(1, 7)]
+        for code in codes:  # leave nothing in the line for later tests
+            done = await http.post(
+                f"/api/v1/lots/{code}/terminate", json={"signature": {"reason": "test"}}
+            )
+            assert done.status_code == 200, done.text

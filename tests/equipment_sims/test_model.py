@@ -10,6 +10,7 @@ import pytest
 
 from equipment_sims.clock import ManualClock, SimClock
 from equipment_sims.fab import FabFileError, load_fab, parse_fab
+from equipment_sims.process import MeasurementModel, seeded_rng
 from equipment_sims.recipes import Recipe, wafer_steps
 from equipment_sims.spec import ToolSpec
 from equipment_sims.tool import JobEvent, Refused, SubstrateEvent, Tool
@@ -339,6 +340,31 @@ def test_metrology_drift_moves_the_mean() -> None:
     drifting = run_metrology(1, drift=0.1)
     first, last = statistics.mean(drifting[0]), statistics.mean(drifting[-1])
     assert last - first == pytest.approx(2.4, abs=1.0)
+
+
+def _means(model: MeasurementModel, recipe: Recipe, wafers: int) -> list[float]:
+    return [statistics.fmean(model.measure(recipe)) for _ in range(wafers)]
+
+
+def test_metrology_faults_shift_the_mean_or_start_a_trend_from_now() -> None:
+    recipe = Recipe.from_body("R1", {"parameters": [{"name": "sites", "value": 5}]})
+    plain = MeasurementModel("METRO_THK", seeded_rng(1, "M", "measure"))
+    shifted = MeasurementModel("METRO_THK", seeded_rng(1, "M", "measure"))
+    assert _means(plain, recipe, 3) == _means(shifted, recipe, 3)  # same seed, same noise
+    shifted.offset = 4.0  # the shift_mean fault
+    for a, b in zip(_means(plain, recipe, 3), _means(shifted, recipe, 3), strict=True):
+        assert b - a == pytest.approx(4.0, abs=1e-3)
+    # A drift started after 6 wafers adds nothing to the 7th, then 0.5 per wafer.
+    trending = MeasurementModel("METRO_THK", seeded_rng(1, "M", "measure"))
+    _means(trending, recipe, 6)
+    trending.start_drift(0.5)
+    for k, (a, b) in enumerate(
+        zip(_means(plain, recipe, 4), _means(trending, recipe, 4), strict=True)
+    ):
+        assert b - a == pytest.approx(0.5 * k, abs=1e-3)
+    trending.start_drift(0.0)  # stops where it got to: no jump back
+    (a,), (b,) = _means(plain, recipe, 1), _means(trending, recipe, 1)
+    assert b - a == pytest.approx(2.0, abs=1e-3)
 
 
 # --- alarms --------------------------------------------------------------------------------

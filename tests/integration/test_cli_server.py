@@ -49,7 +49,8 @@ async def test_migrate_seed_and_serve_over_http(tmp_path: Path) -> None:
             "127.0.0.1",
             "--port",
             str(port),
-            env=env,
+            # The releaser on, as in `make run`: the example's start plans release lots.
+            env={**env, "MES_RELEASE_ENABLED": "true", "MES_RELEASE_INTERVAL_S": "0.5"},
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
@@ -79,11 +80,37 @@ async def test_migrate_seed_and_serve_over_http(tmp_path: Path) -> None:
                 missing = await http.get("/api/v1/lots/NOPE")
                 assert missing.status_code == 404
                 assert missing.headers["content-type"] == "application/problem+json"
+
+                welcome = await asyncio.to_thread(
+                    _run, ["seed", "welcome", "--url", f"http://127.0.0.1:{port}"], env
+                )
+                assert f"http://127.0.0.1:{port}/console" in welcome
+                assert "supervisor  change-me-supervisor" in welcome
+                for _ in range(150):
+                    lots = (await http.get("/api/v1/lots", params={"limit": 100})).json()
+                    if lots["total"] >= 6:
+                        break
+                    await asyncio.sleep(0.2)
+                plans = (await http.get("/api/v1/start-plans")).json()["items"]
+                assert sum(p["released"] for p in plans) == lots["total"] >= 6
+                history = await http.get(f"/api/v1/lots/{lots['items'][0]['code']}/history")
+                assert history.json()["items"][0]["actor"] == "releaser"
         finally:
             server.terminate()
             await asyncio.wait_for(server.wait(), timeout=10)
     finally:
         await drop_database(url)
+
+
+def test_welcome_gives_up_on_a_service_that_never_answers() -> None:
+    done = subprocess.run(
+        [*MES, "seed", "welcome", "--url", f"http://127.0.0.1:{_free_port()}", "--wait", "1"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 1
+    assert "did not become ready" in done.stderr
 
 
 async def test_seed_refuses_a_database_with_data_without_if_empty(tmp_path: Path) -> None:

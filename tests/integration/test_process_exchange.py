@@ -39,7 +39,14 @@ async def empty_fab(tmp_path: Path) -> AsyncIterator[tuple[httpx.AsyncClient, Da
     try:
         await migrate.upgrade(engine)
         bare = loader.read_example().model_copy(
-            update={"products": [], "recipes": [], "routes": [], "carriers": [], "users": []}
+            update={
+                "products": [],
+                "recipes": [],
+                "routes": [],
+                "carriers": [],
+                "users": [],
+                "start_plans": [],
+            }
         )
         async with unit_of_work(Database(engine)) as session:
             await loader.load(session, bare, clock=FixedClock(START))

@@ -4,9 +4,14 @@ from __future__ import annotations
 
 from sqlalchemy import func, select
 
+from mes.audit.context import AuditContext, bind
+from mes.clock import FixedClock
 from mes.db.transaction import unit_of_work
-from mes.jobs.models import JobWaferResult, ProcessValueSummary
-from mes.lots.models import LotEvent
+from mes.jobs.models import EquipmentJob, JobWaferResult, ProcessValueSummary
+from mes.lots.models import LotEvent, Wafer
+from mes.quality import plans
+from mes.quality.schemas import ParameterIn, PlanBody, PlanCreate
+from tests.conftest import START
 
 from .conftest import ROUTE, TOOLS, Fab, wait_for
 
@@ -17,6 +22,7 @@ async def test_a_lot_runs_its_whole_route_through_the_adapter(fab: Fab) -> None:
     fab.start_adapter()
     for code in TOOLS:
         await wait_for(lambda code=code: _connected(fab, code), f"{code} connected", within=20)
+    await _plan_for_the_deposition_temperature(fab)
     lot = await fab.start_lot(wafers=5)
     for sequence, _op, _group, _recipe, tool in ROUTE:
         job = await fab.request_job(lot, tool)
@@ -46,6 +52,27 @@ async def test_a_lot_runs_its_whole_route_through_the_adapter(fab: Fab) -> None:
     assert wafers == 20
     assert (pvs or 0) > 0
     assert events
+    # The step's data collection plan took each wafer's chamber temperature as the tool sampled
+    # it while the wafer was in process: every per-wafer summary of the deposition job (how many
+    # there are depends on the samples that fell within each wafer's time on a loaded machine).
+    collected = (await fab.api.get("/api/v1/quality/values", params={"lot": lot})).json()
+    async with unit_of_work(fab.db, write=False) as session:
+        rows = await session.execute(
+            select(Wafer.slot, ProcessValueSummary.mean)
+            .join(Wafer, Wafer.scribe_id == ProcessValueSummary.substrate_id)
+            .join(EquipmentJob, EquipmentJob.id == ProcessValueSummary.job_id)
+            .where(
+                EquipmentJob.job_order_id == f"{lot}-20-1",
+                ProcessValueSummary.name == "ChamberTemperature",
+            )
+        )
+        expected = sorted((slot, mean) for slot, mean in rows.all())
+    temps = [v for v in collected if v["parameter"] == "TEMP"]
+    assert sorted((v["slot"], v["value"]) for v in temps) == expected
+    assert {(v["operation"], v["tool"], v["source"]) for v in temps} <= {
+        ("DEP", "T1-DEP01", "tool")
+    }
+    assert all(380 < v["value"] < 420 and v["chamber"] in ("PM1", "PM2") for v in temps)
     connection = await fab.connection("T1-DEP01")
     assert connection["state"] in ("connected", "stale")
     assert connection["owner"] == "adapter-a"
@@ -53,3 +80,17 @@ async def test_a_lot_runs_its_whole_route_through_the_adapter(fab: Fab) -> None:
 
 async def _connected(fab: Fab, code: str) -> bool:
     return (await fab.connection(code))["state"] == "connected"
+
+
+async def _plan_for_the_deposition_temperature(fab: Fab) -> None:
+    async with unit_of_work(fab.db) as session:
+        bind(session, AuditContext(actor="eng-a", role="engineer", operation="test", at=START))
+        temp = ParameterIn(
+            name="TEMP", unit="C", source="pv.ChamberTemperature.mean", required=False
+        )
+        await plans.create_plan(
+            session,
+            PlanCreate(name="DEP-TEMP", operation="DEP", body=PlanBody(parameters=[temp])),
+            actor="eng-a",
+        )
+        await plans.approve_version(session, "DEP-TEMP", 1, actor="eng-b", clock=FixedClock(START))

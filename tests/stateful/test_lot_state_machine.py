@@ -53,6 +53,8 @@ from hypothesis.stateful import (
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncTransaction
 
+from mes.check.invariants import check
+from mes.check.report import Report
 from mes.clock import FixedClock
 from mes.equipment.models import Equipment
 from mes.equipment.states import E10State
@@ -119,6 +121,11 @@ class LotMachine(RuleBasedStateMachine):
         self.touched: set[str] = set()
 
     # --- plumbing --------------------------------------------------------------------------
+
+    async def _check_everything(self) -> Report:
+        """The invariant checker over the whole database, as this example left it."""
+        async with self.h.app.state.db.read_sessions() as session:
+            return await check(session)
 
     async def _count_lots(self) -> int:
         return int(await self.h.connection.scalar(select(func.count()).select_from(Lot)) or 0)
@@ -654,6 +661,8 @@ class LotMachine(RuleBasedStateMachine):
         try:
             for code in sorted(self.lots):
                 self.check_through_api(code)
+            report = self.h.run(self._check_everything())
+            assert report.ok, [v.as_dict() for v in report.violations]
         finally:
             self.h.run(self.savepoint.rollback())
 

@@ -121,6 +121,17 @@ def test_batch_tool_takes_only_the_same_step_and_recipe_up_to_its_size() -> None
     assert reasons(p.rank_lots(small, [lot(step=step)], SIT)) == {"L1": ["tool.full"]}
 
 
+def test_a_batch_tool_running_a_job_takes_no_second_one_for_a_single_lot_step() -> None:
+    # A wet bench of two lots runs one job at a time: with a job on it, a lot of a step without
+    # batch sizes would only earn a "busy" refusal from the tool, again every cycle.
+    bench = replace(TOOL, max_lots=2, running=((1, "R1"),))
+    assert codes(p.rank_lots(bench, [lot()], SIT)) == ["L1"]  # requested, not yet on the tool
+    on_tool = replace(bench, job_started=True, batch_busy=True)
+    assert reasons(p.rank_lots(on_tool, [lot()], SIT)) == {"L1": ["tool.full"]}
+    # A tool that is no batch tool (two jobs side by side) still takes the second lot.
+    assert codes(p.rank_lots(replace(bench, job_started=True), [lot()], SIT)) == ["L1"]
+
+
 def test_down_tool_excludes_every_lot_and_says_so_once() -> None:
     dl = p.rank_lots(replace(TOOL, e10_state="SDT"), [lot("L1"), lot("L2", holds=1)], SIT)
     assert dl.tool_exclusion is not None

@@ -221,3 +221,8 @@ def test_only_equipment_dependent_downtime_counts_as_a_failure():
     assert (part.other_failures, part.other_udt_s) == (1, 1.0 * 3600)
     group = add_up([m, part])
     assert (group.failures, group.other_failures) == (2, 3)
+
+
+def test_a_window_before_the_first_state_has_no_intervals():
+    # A tool with no state yet in the window: an empty history, not an error (it was a 500).
+    assert hist(until=4) == []

@@ -81,6 +81,15 @@ def test_plan_needs_positive_interval_and_shorter_warning(interval, warning):
         check_plan(PmTrigger.WAFERS, interval, warning)
 
 
+def test_a_calendar_interval_stays_within_the_calendar():
+    # 10**9 days put the due date past year 9999: every dispatch list of the tool was a 500.
+    check_plan(PmTrigger.CALENDAR, 36_500, 30)
+    with pytest.raises(RuleViolation, match="at most 36500 days") as exc:
+        check_plan(PmTrigger.CALENDAR, 1e9, 0)
+    assert (exc.value.code, exc.value.status) == ("pm.invalid_plan", 422)
+    check_plan(PmTrigger.WAFERS, 1e9, 0)  # a wafer count has no calendar to leave
+
+
 def test_substate_table_decides():
     table = set(DEFAULT_SUBSTATES)
     assert "UDT.NO_SIGNAL" in table

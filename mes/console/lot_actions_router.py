@@ -1,0 +1,97 @@
+"""Console actions on a lot's wafers and place (POST, CSRF-checked): split, scrap, ship.
+
+Each runs the API's service function through ``actions.perform``, as ``actions_router`` does.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Path, Request
+from fastapi.responses import HTMLResponse, Response
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from mes.auth import roles
+from mes.console.actions import perform, signature
+from mes.console.actions_router import form_of, run_action
+from mes.console.sessions import PostingUser
+from mes.errors import InvalidInput
+from mes.kit.api import CODE_PATTERN
+from mes.lots import commands as c
+from mes.lots import service as lots_service
+
+router = APIRouter(prefix="/console", include_in_schema=False)
+
+Code = Annotated[str, Path(min_length=1, max_length=32, pattern=CODE_PATTERN)]
+
+
+async def _wafers(request: Request) -> tuple[str, ...]:
+    """The wafers ticked on the form (scribe ids)."""
+    form = await request.form()
+    chosen = tuple(v for v in form.getlist("wafer") if isinstance(v, str) and v)
+    if not chosen:
+        raise InvalidInput("tick the wafers first", code="lot.no_wafers_chosen")
+    return chosen
+
+
+@router.post("/lots/{lot}/split", response_class=HTMLResponse)
+async def split(request: Request, lot: Code, user: PostingUser) -> Response:
+    form = await form_of(request)
+
+    async def action() -> str:
+        wafers = await _wafers(request)
+
+        async def work(session: AsyncSession) -> str:
+            _parent, child = await lots_service.split(
+                session, lot, c.Split(wafers=wafers), actor=user.principal,
+                clock=request.app.state.clock,
+            )  # fmt: skip
+            return f"{len(wafers)} wafer(s) split from {lot} into the new lot {child.code}."
+
+        return await perform(
+            request, user, roles.LOT_SPLIT, "lots.split", work, key=form.get("key")
+        )
+
+    return await run_action(request, user, f"/console/lots/{lot}", action)
+
+
+@router.post("/lots/{lot}/scrap", response_class=HTMLResponse)
+async def scrap(request: Request, lot: Code, user: PostingUser) -> Response:
+    form = await form_of(request)
+
+    async def action() -> str:
+        wafers = await _wafers(request)
+        signed = signature(form.get("reason"), form.get("password"), "responsibility")
+        command = c.Scrap(
+            wafers=wafers, reason_code=form.get("reason_code", ""), comment=signed.reason
+        )
+
+        async def work(session: AsyncSession) -> str:
+            await lots_service.scrap(
+                session, lot, command, actor=user.principal, clock=request.app.state.clock
+            )
+            return f"{len(wafers)} wafer(s) of {lot} scrapped ({command.reason_code})."
+
+        return await perform(
+            request, user, roles.LOT_SCRAP, "lots.scrap", work, key=form.get("key"),
+            signed=signed,
+        )  # fmt: skip
+
+    return await run_action(request, user, f"/console/lots/{lot}", action)
+
+
+@router.post("/lots/{lot}/ship", response_class=HTMLResponse)
+async def ship(request: Request, lot: Code, user: PostingUser) -> Response:
+    form = await form_of(request)
+    to_fab = form.get("to_fab", "")
+
+    async def work(session: AsyncSession) -> str:
+        await lots_service.ship(
+            session, lot, c.Ship(to_fab=to_fab), actor=user.principal,
+            clock=request.app.state.clock,
+        )  # fmt: skip
+        return f"Lot {lot} shipped to {to_fab}: in transit until received there."
+
+    return await run_action(request, user, f"/console/lots/{lot}", lambda: perform(
+        request, user, roles.LOT_TRANSFER, "lots.ship", work, key=form.get("key")
+    ))  # fmt: skip

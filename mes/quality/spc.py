@@ -1,0 +1,291 @@
+"""Judging the values of a track-out: out of specification, and every matching SPC chart's new
+points against its limits and run rules (the pure ``limits`` and ``rules``), with the OCAP
+actions of what fires. Runs inside the track-out's transaction.
+
+A chart's first ``baseline_points`` points (at least) are its baseline (phase I): not judged;
+the track-out that completes them computes the limits from all of them and freezes them
+(limits version 1, source ``baseline``). Later limits are set by an engineer
+(``charts.set_limits``), as new versions. Each point keeps the limits version it was judged
+against.
+"""
+
+from __future__ import annotations
+
+import statistics
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from sqlalchemy import func, select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from mes.lots.checks import CheckHold, TrackOutFacts
+from mes.quality import ocap, rules
+from mes.quality.edc_rules import Collected, ParameterSpec
+from mes.quality.limits import ChartKind, ChartLimits, Limits, LimitsError, individuals_limits
+from mes.quality.limits import subgroup_limits as xbar_limits
+from mes.quality.models import EdcPlan, SpcChart, SpcLimits, SpcPoint, SpcViolation
+
+# The longest pattern a run rule looks at (15 within 1 sigma).
+WINDOW = 15
+OOS_ACTIONS = ("hold_lot", "notify")
+# A baseline completed within a track-out takes all its points, up to this many.
+MAX_BASELINE = 1000
+
+
+@dataclass(frozen=True)
+class Subgroup:
+    values: tuple[float, ...]
+    slot: int | None
+    chamber: str | None
+
+
+def subgroups(kind: str, values: Sequence[Collected]) -> list[Subgroup]:
+    """A wafer's sites are one subgroup (``wafer``); or the lot's wafer means are (``lot``)."""
+    by_slot: dict[int, list[Collected]] = {}
+    for v in values:
+        by_slot.setdefault(v.slot, []).append(v)
+    wafers = [
+        Subgroup(tuple(v.value for v in vs), slot, vs[0].chamber)
+        for slot, vs in sorted(by_slot.items())
+    ]
+    if kind == "wafer":
+        return wafers
+    chambers = {w.chamber for w in wafers}
+    means = tuple(statistics.fmean(w.values) for w in wafers)
+    return [Subgroup(means, None, chambers.pop() if len(chambers) == 1 else None)] if means else []
+
+
+def chart_limits(chart: SpcChart, row: SpcLimits) -> ChartLimits:
+    return ChartLimits(
+        ChartKind(chart.kind), row.center, row.sigma_within, row.dispersion_center,
+        row.subgroup_size,
+    )  # fmt: skip
+
+
+def point_limits(chart: SpcChart, row: SpcLimits, size: int) -> Limits:
+    limits = chart_limits(chart, row)
+    return limits.location() if chart.kind == ChartKind.INDIVIDUALS else limits.location(size)
+
+
+def rule_settings(chart: SpcChart) -> rules.RuleSettings:
+    return rules.RuleSettings(
+        enabled=frozenset(rules.RunRule(r) for r in chart.rules.get("enabled", [])),
+        run_length=int(chart.rules.get("run_length", 9)),
+    )
+
+
+def baseline(chart: SpcChart, points: Sequence[SpcPoint]) -> ChartLimits:
+    """Limits from baseline points (raises LimitsError when they cannot mean anything)."""
+    if chart.kind == ChartKind.INDIVIDUALS:
+        return individuals_limits([p.value for p in points])
+    return xbar_limits([p.values["values"] for p in points], ChartKind(chart.kind))
+
+
+async def judge(
+    session: AsyncSession,
+    facts: TrackOutFacts,
+    plan: EdcPlan,
+    specs: Sequence[ParameterSpec],
+    values: Sequence[Collected],
+    *,
+    product: str,
+    scribes: dict[int, str],
+) -> list[CheckHold]:
+    holds: list[CheckHold] = []
+    for spec in specs:
+        bad = [v for v in values if v.parameter == spec.name and spec.out_of_spec(v.value)]
+        if bad:
+            holds += await _out_of_spec(session, facts, plan, spec, bad)
+    names = sorted({v.parameter for v in values})
+    if not names:
+        return holds
+    # Locked (after the lot and the tool, in id order): two tools' track-outs numbering points
+    # on one chart queue here instead of colliding.
+    charts = await session.scalars(
+        select(SpcChart)
+        .where(SpcChart.plan_id == plan.id, SpcChart.active, SpcChart.parameter.in_(names))
+        .order_by(SpcChart.id)
+        .with_for_update()
+    )
+    context = {"product": product, "operation": facts.step.operation, "tool": facts.tool.code}
+    for chart in charts:
+        if any(k != "chamber" and context.get(k) != v for k, v in chart.context.items()):
+            continue
+        chosen = [
+            v
+            for v in values
+            if v.parameter == chart.parameter
+            and ("chamber" not in chart.context or v.chamber == chart.context["chamber"])
+        ]
+        groups = subgroups(chart.subgroup, chosen)
+        if groups:
+            holds += await _add_points(session, facts, chart, groups, scribes)
+    return holds
+
+
+async def _out_of_spec(
+    session: AsyncSession,
+    facts: TrackOutFacts,
+    plan: EdcPlan,
+    spec: ParameterSpec,
+    bad: Sequence[Collected],
+) -> list[CheckHold]:
+    where = ", ".join(f"slot {v.slot} site {v.site}: {v.value:g}" for v in bad[:10])
+    violation = SpcViolation(
+        fab_id=facts.lot.fab_id,
+        chart_id=None,
+        plan_id=plan.id,
+        parameter=spec.name,
+        rule="out_of_spec",
+        point_number=None,
+        points={"values": [{"slot": v.slot, "site": v.site, "value": v.value} for v in bad]},
+        lot_id=facts.lot.id,
+        equipment_id=facts.tool.id,
+        chamber=bad[0].chamber,
+        detail=f"{spec.name} outside [{spec.lsl}, {spec.usl}] on lot {facts.lot.code} ({where})",
+        actions={},
+        detected_at=facts.at,
+    )
+    session.add(violation)
+    await session.flush()
+    return await ocap.apply(session, violation, OOS_ACTIONS, tool=facts.tool, at=facts.at)
+
+
+async def _add_points(
+    session: AsyncSession,
+    facts: TrackOutFacts,
+    chart: SpcChart,
+    groups: Sequence[Subgroup],
+    scribes: dict[int, str],
+) -> list[CheckHold]:
+    """Append a track-out's points to a chart and judge each on the points before it: a few
+    queries per chart and track-out, whatever the number of points."""
+    versions = {
+        row.version: row
+        for row in await session.scalars(select(SpcLimits).where(SpcLimits.chart_id == chart.id))
+    }
+    current = versions[max(versions)] if versions else None
+    number = await session.scalar(
+        select(func.max(SpcPoint.number)).where(SpcPoint.chart_id == chart.id)
+    )
+    number = number or 0
+    window: list[SpcPoint] = []
+    if current is not None:
+        window = list(
+            await session.scalars(
+                select(SpcPoint)
+                .where(SpcPoint.chart_id == chart.id, SpcPoint.limits_version.is_not(None))
+                .order_by(SpcPoint.number.desc())
+                .limit(WINDOW)
+            )
+        )[::-1]
+    holds: list[CheckHold] = []
+    done: set[str] = set()  # each action once per chart and track-out
+    for group in groups:
+        number += 1
+        point = _point(chart, facts, group, number, scribes, current)
+        session.add(point)
+        if current is None:
+            continue
+        window = [*window, point][-WINDOW:]
+        judged = [
+            rules.ChartPoint(p.value, point_limits(chart, versions[p.limits_version], p.size))
+            for p in window
+            if p.limits_version is not None
+        ]
+        for v in rules.evaluate_at(judged, len(judged) - 1, rule_settings(chart)):
+            configured = chart.actions.get(v.rule.value, chart.actions.get("*", []))
+            violation = SpcViolation(
+                fab_id=facts.lot.fab_id,
+                chart_id=chart.id,
+                plan_id=chart.plan_id,
+                parameter=chart.parameter,
+                rule=v.rule.value,
+                point_number=number,
+                points={"points": [window[i].number for i in v.points]},
+                lot_id=facts.lot.id,
+                equipment_id=facts.tool.id,
+                chamber=group.chamber,
+                detail=f"chart {chart.code}: {v.rule.value} at point {number} "
+                f"({point.value:g}, lot {facts.lot.code})",
+                actions={},
+                detected_at=facts.at,
+            )
+            session.add(violation)
+            await session.flush()
+            todo = [a for a in configured if a not in done]
+            done.update(todo)
+            holds += await ocap.apply(
+                session, violation, todo, tool=facts.tool, at=facts.at, next_lots=chart.next_lots
+            )
+    await session.flush()
+    if current is None:
+        await _freeze_baseline(session, chart, facts)
+    return holds
+
+
+def _point(
+    chart: SpcChart,
+    facts: TrackOutFacts,
+    group: Subgroup,
+    number: int,
+    scribes: dict[int, str],
+    limits: SpcLimits | None,
+) -> SpcPoint:
+    values = group.values
+    dispersion = None
+    if len(values) > 1:
+        spread = max(values) - min(values)
+        dispersion = statistics.stdev(values) if chart.kind == ChartKind.XBAR_S else spread
+    return SpcPoint(
+        chart_id=chart.id,
+        number=number,
+        value=statistics.fmean(values),
+        dispersion=dispersion,
+        size=len(values),
+        values={"values": list(values)},
+        limits_version=limits.version if limits else None,
+        lot_id=facts.lot.id,
+        slot=group.slot,
+        scribe_id=scribes.get(group.slot) if group.slot is not None else None,
+        equipment_id=facts.tool.id,
+        chamber=group.chamber,
+        collected_at=facts.at,
+    )
+
+
+async def _freeze_baseline(session: AsyncSession, chart: SpcChart, facts: TrackOutFacts) -> None:
+    """Once the chart has its baseline points, compute the limits from them and freeze them
+    (version 1): the phase I points, the last ``MAX_BASELINE`` at most (a baseline without
+    variation waits for more points)."""
+    recent = list(
+        await session.scalars(
+            select(SpcPoint)
+            .where(SpcPoint.chart_id == chart.id)
+            .order_by(SpcPoint.number.desc())
+            .limit(max(chart.baseline_points, MAX_BASELINE))
+        )
+    )[::-1]
+    if len(recent) < chart.baseline_points:
+        return
+    try:
+        limits = baseline(chart, recent)
+    except LimitsError:
+        return
+    session.add(
+        SpcLimits(
+            chart_id=chart.id,
+            version=1,
+            source="baseline",
+            center=limits.center,
+            sigma_within=limits.sigma_within,
+            dispersion_center=limits.dispersion_center,
+            subgroup_size=limits.subgroup_size,
+            baseline_first=recent[0].number,
+            baseline_last=recent[-1].number,
+            reason=f"baseline of {len(recent)} points",
+            set_by=ocap.ACTOR,
+            set_at=facts.at,
+        )
+    )
+    await session.flush()

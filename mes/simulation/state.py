@@ -1,0 +1,149 @@
+"""The mutable state of a simulation: lots, jobs and tools, with the snapshots the policy
+decides on made from them (cached until the state they show changes)."""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass, field
+
+import mes.dispatch.policy as policy
+import mes.simulation.streams as streams
+from mes.simulation.model import FAB_ID, Family, Route, Step, priority_class
+
+IDLE, BUSY, BROKEN, MAINT = range(4)  # tool status, also the index of its time bucket
+# Event kinds (the heap holds (time, seq, kind, a, b)).
+RELEASE, ARRIVE, END, FREE, DELAY_END, WAKE, QTIME, SAMPLE, WARMUP = range(9)
+DOWN, UP, PM_DUE, PM_END = range(9, 13)
+
+
+class SimLot:
+    __slots__ = (
+        "arrivals",
+        "due",
+        "id",
+        "index",
+        "name",
+        "part",
+        "prior",
+        "priority",
+        "released",
+        "rng",
+        "route",
+        "snap",
+        "tools_at",
+        "wafers",
+        "windows",
+    )
+
+    def __init__(self, lot_id: int, name: str, part: str, prior: int, wafers: int) -> None:
+        self.id = lot_id
+        self.name = name
+        self.part = part
+        self.prior = prior
+        self.priority = priority_class(prior)
+        self.wafers = wafers
+        self.route: Route
+        self.index = 0
+        self.released = 0.0
+        self.due: float | None = None
+        self.rng: random.Random
+        self.snap: policy.LotSnapshot | None = None
+        self.tools_at: dict[int, int] = {}  # route index -> tool id (dedication)
+        self.windows: dict[int, float] = {}  # route index -> latest start (Q-time)
+        self.arrivals = 0  # to tell a stale Q-time event from a current one
+
+
+class Job:
+    __slots__ = ("end", "epoch", "free_at", "free_left", "left", "lots", "step", "tool")
+
+    def __init__(self, tool: Tool, lots: list[SimLot], step: Step, end: float, free_at: float):
+        self.tool = tool
+        self.lots = lots
+        self.step = step
+        self.end = end
+        self.free_at = free_at
+        self.epoch = 0  # bumped when a breakdown suspends the job: its old events are void
+        self.left = 0.0
+        self.free_left = 0.0
+
+
+class Tool:
+    __slots__ = (
+        "blocker",
+        "buckets",
+        "code",
+        "downs_pending",
+        "family",
+        "id",
+        "jobs",
+        "pm_due",
+        "pm_pending",
+        "rng_down",
+        "rng_pm",
+        "setup",
+        "setup_s",
+        "since",
+        "since_setup",
+        "snap",
+        "status",
+        "wafers_left",
+    )
+
+    def __init__(self, tool_id: int, code: str, family: Family, t: float, seed: int) -> None:
+        self.id = tool_id
+        self.code = code
+        self.family = family
+        self.jobs: list[Job] = []
+        self.blocker: Job | None = None  # the job the tool cannot take another lot beside
+        self.setup: str | None = None
+        self.since_setup = 0
+        self.status = IDLE
+        self.since = t
+        self.buckets = [0.0, 0.0, 0.0, 0.0]  # seconds idle, busy, broken, in maintenance
+        self.setup_s = 0.0
+        self.pm_due = False
+        self.pm_pending: list[int] = []  # PM calendars due (indexes into the family's)
+        self.downs_pending: list[float] = []  # repair times of failures that hit a down tool
+        self.wafers_left: dict[int, float] = {}  # wafer-count PM calendar -> wafers to go
+        self.snap: policy.ToolSnapshot | None = None
+        self.rng_down = streams.stream(seed, "down", code)
+        self.rng_pm = streams.stream(seed, "pm", code)
+
+    def snapshot(self) -> policy.ToolSnapshot:
+        if self.snap is None:
+            down = self.status in (BROKEN, MAINT)
+            self.snap = policy.ToolSnapshot(
+                id=self.id,
+                code=self.code,
+                fab_id=FAB_ID,
+                tool_group_id=self.family.id,
+                e10_state="UDT" if down else ("PRD" if self.jobs else "SBY"),
+                max_lots=self.family.max_lots,
+                pm_due=self.pm_due,
+                qualified=self.family.recipes,
+                current_setup=self.setup,
+                lots_since_setup=self.since_setup,
+            )
+        return self.snap
+
+
+@dataclass(frozen=True)
+class ToolStart:
+    """A tool as it is when a what-if run starts."""
+
+    setup: str | None = None
+    lots_since_setup: int = 0
+    down_for_s: float = 0.0  # broken: back up after this long
+    pm_for_s: float = 0.0  # in (or due for) a PM of this length, started at once
+
+
+@dataclass(frozen=True)
+class InitialState:
+    """Where a run starts from beyond the testbed's WIP table (what-if from the live fab):
+    lots already running (on which tool, until when), when waiting lots reached their step,
+    open Q-time windows, tool setups and downs. Keys are lot names and (family, tool number)."""
+
+    running: dict[str, tuple[str, int, float]] = field(default_factory=dict)
+    entered_at: dict[str, float] = field(default_factory=dict)
+    windows: dict[str, dict[int, float]] = field(default_factory=dict)  # step sequence -> latest
+    tools: dict[tuple[str, int], ToolStart] = field(default_factory=dict)

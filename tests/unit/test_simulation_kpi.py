@@ -1,0 +1,136 @@
+"""Simulation KPIs on a hand-checked queue, rule-set choices, and ``mes simulate run``."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from typer.testing import CliRunner
+
+from mes.cli import app
+from mes.simulation import engine, kpi, model, runner
+from mes.simulation.rulesets import RuleChoiceError, resolve, resolve_all
+from tests.unit import smt2020_writer as w
+
+
+def queue_fab(tmp_path):
+    # One tool, 60 min a lot, a lot every 30 min due 2 h after its release: lot k (0-based)
+    # is released at 30k and done at 60 (k + 1) min, so its cycle time is 60 + 30k min.
+    return w.make_testbed(
+        tmp_path,
+        families=[w.family("Etch")],
+        steps=[w.step(1, "Etch", 60)],
+        orders=[w.order("Lot_1", 30, 1000, due="01/01/18 02:00:00")],
+    )
+
+
+def summary(folder, days, warmup=0.0):
+    sim = engine.Simulation(
+        model.load(folder), resolve("fifo"), seed=1, days=days, warmup_days=warmup
+    ).run()
+    return kpi.summarize([kpi.collect(sim)])
+
+
+def test_lot_type_figures_of_a_hand_checked_queue(tmp_path):
+    s = summary(queue_fab(tmp_path), days=10 / 24)
+    (t,) = s["lot_types"]
+    assert (t["lot_type"], t["completed"], t["released"]) == ("Lot_1", 10, 21)
+    assert t["ct_mean_days"] == pytest.approx(195 / 1440, abs=1e-4)  # 60 + 30 x 4.5 min
+    assert t["ct_p90_days"] == pytest.approx(300 / 1440, abs=1e-4)  # the 9th of 10: k = 8
+    assert t["flow_factor"] == pytest.approx(195 / 60, abs=1e-4)
+    # Late when 60 + 30k > 120, i.e. k >= 3: 7 of 10, by 30, 60, ..., 210 min (840 in all).
+    assert t["on_time_pct"] == pytest.approx(30.0)
+    assert t["tardiness_mean_days"] == pytest.approx(840 / 1440 / 10, abs=1e-4)
+    assert t["cost"] == pytest.approx((10 * 7 + 840 / 1440) / 10, abs=1e-4)
+    assert s["weighted_cost"] == pytest.approx(t["cost"], abs=1e-4)  # normal lots weigh 1
+    assert s["throughput_lots_per_day"] == pytest.approx(10 / (10 / 24))
+    (fam,) = s["families"]
+    assert (fam["family"], fam["utilisation_pct"], fam["availability_pct"]) == ("Etch", 100, 100)
+
+
+def test_the_warm_up_keeps_earlier_releases_out(tmp_path):
+    s = summary(queue_fab(tmp_path), days=10 / 24, warmup=2 / 24)
+    (t,) = s["lot_types"]
+    # Released at 120 min or later: k = 4..20 (17 lots), of which k = 4..9 are done.
+    assert (t["released"], t["completed"]) == (17, 6)
+    assert t["ct_mean_days"] == pytest.approx((60 + 30 * 6.5) / 1440, abs=1e-4)
+
+
+def test_hot_lots_weigh_more_in_the_cost():
+    types = [
+        {"cost": 1.0, "weight": kpi.PRIORITY_WEIGHT[10]},
+        {"cost": 1.0, "weight": kpi.PRIORITY_WEIGHT[20]},
+        {"cost": 1.0, "weight": kpi.PRIORITY_WEIGHT[30]},
+        {"cost": None, "weight": 1.0},  # a lot type with no completed lot
+    ]
+    assert kpi.weighted_cost(types) == 7.0
+
+
+def test_rule_sets_by_name_and_from_a_rule_set_document(tmp_path):
+    assert [r.name for r in resolve_all("fifo, CR,testbed,default")] == [
+        "fifo",
+        "cr",
+        "testbed",
+        "default",
+    ]
+    doc = tmp_path / "tuned.json"
+    doc.write_text(json.dumps({"fab": "F1", "rules": [{"rule": "edd", "weight": 3}]}))
+    tuned = resolve(str(doc))
+    assert tuned.name == "tuned"
+    assert tuned.document()["rules"] == [{"rule": "edd", "weight": 3}]
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps({"rules": [{"rule": "no_such_rule"}]}))
+    for choice in (str(bad), "no-such-set", str(tmp_path / "missing.json")):
+        with pytest.raises(RuleChoiceError):
+            resolve(choice)
+
+
+def test_mes_simulate_run_on_the_shipped_example(tmp_path):
+    out = tmp_path / "out"
+    result = CliRunner().invoke(
+        app,
+        ["simulate", "run", "example", "--rules", "fifo,testbed", "--days", "4", "--out", str(out)],
+    )
+    assert result.exit_code == 0, result.output
+    figures = json.loads(result.output.strip().splitlines()[-1])
+    assert set(figures) == {"fifo", "testbed"}
+    data = json.loads((out / "results.json").read_text())
+    assert data["fifo"]["counters"]["decisions"] > 0
+    assert {t["lot_type"] for t in data["fifo"]["lot_types"]} >= {"Lot_A", "Lot_B"}
+    assert (out / "results.csv").read_text().startswith("rules,section,key,figure,value")
+    assert (out / "results.png").stat().st_size > 1000
+
+
+def test_mes_simulate_run_refuses_bad_input(tmp_path):
+    runner_ = CliRunner()
+    bad_rules = runner_.invoke(app, ["simulate", "run", "example", "--rules", "nope"])
+    assert bad_rules.exit_code == 2
+    assert "nope" in bad_rules.output
+    no_folder = runner_.invoke(app, ["simulate", "run", str(tmp_path / "none")])
+    assert no_folder.exit_code == 2
+    assert "not a folder" in no_folder.output
+
+
+def test_parallel_runs_give_the_same_figures_as_one_process():
+    plan = runner.plan_for("example", ["fifo"], seeds=2, days=3, warmup=0)
+    alone = runner.run_plan(plan, jobs=1, out=None)["fifo"]
+    parallel = runner.run_plan(plan, jobs=2, out=None)["fifo"]
+    assert [r.lots for r in alone] == [r.lots for r in parallel]
+    assert [r.seed for r in parallel] == [1, 2]
+
+
+def test_tune_writes_a_rule_set_the_api_accepts(tmp_path):
+    from mes.dispatch.schemas import RuleSetPublish
+
+    out = tmp_path / "best.json"
+    args = "simulate tune example --trials 2 --seeds 1 --holdout 1 --days 2 --baselines fifo"
+    result = CliRunner().invoke(app, [*args.split(), "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.output.strip().splitlines()[-1])
+    assert set(summary["held_out_cost"]) >= {summary["best"]}
+    doc = json.loads(out.read_text())
+    published = RuleSetPublish.model_validate(doc)
+    assert published.shadow is True
+    assert published.fab == "F1"
+    assert any(r["rule"] == "batch" for r in doc["rules"])
+    assert "held-out seeds [2]" in doc["note"]
