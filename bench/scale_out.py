@@ -103,7 +103,15 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
         async with unit_of_work(db) as session:
             await loader.load(
                 session,
-                loader.ExampleData.model_validate(fab),
+                # "sensors" is the simulators' setting, not master data: the loader refuses it.
+                loader.ExampleData.model_validate(
+                    {
+                        **fab,
+                        "tools": [
+                            {k: v for k, v in t.items() if k != "sensors"} for t in fab["tools"]
+                        ],
+                    }
+                ),
                 clock=FixedClock(SystemClock().now()),
             )
         env = dict(
