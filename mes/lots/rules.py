@@ -349,6 +349,16 @@ def check_split(lot: LotView, chosen: int, available: int) -> None:
         )
 
 
+def check_bonus(lot: LotView) -> None:
+    """Wafers join a lot only while it is at a step: a lot on a tool was counted, charged and
+    given its job's slot map at track-in, which added wafers would contradict."""
+    require_active(lot)
+    if lot.state == LotState.RUNNING:
+        raise RuleViolation("lot.running", f"lot {lot.code} is running on a tool")
+    if lot.state == LotState.IN_TRANSIT:
+        raise RuleViolation("lot.in_transit", f"lot {lot.code} is travelling to another fab")
+
+
 @dataclass(frozen=True)
 class MergeView:
     lot: LotView

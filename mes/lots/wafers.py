@@ -232,7 +232,7 @@ async def bonus(
     now = clock.now()
     rules.check_reason(data.reason_code, rules.BONUS_CODES, "bonus")
     lot, change = await begin(session, code, data.version, wafers=True)
-    rules.require_active(lot_view(lot, change.holds))
+    rules.check_bonus(lot_view(lot, change.holds))
     if lot.wafer_count + data.count > 25:
         raise RuleViolation("lot.too_many_wafers", "a lot holds at most 25 wafers")
     slots = rules.free_slots(_slots(lot.wafers), data.count)
