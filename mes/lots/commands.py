@@ -20,8 +20,8 @@ import math
 from dataclasses import dataclass
 from datetime import datetime
 
-from mes.lots import type_rules
 from mes.lots.states import FutureActionKind, LotType, PriorityClass
+from mes.lots.type_rules import Release as SignedRelease
 
 # Bounds of one measurement, as a lot event can hold it (the HTTP schema has the same ones).
 MAX_MEASUREMENT_NAME = 64
@@ -77,7 +77,7 @@ class EngineeringRun:
     """An engineering lot's run on a tool in ENG or on an unreleased recipe version: who
     signed the release (verified by the caller) and, optionally, the version to run."""
 
-    release: type_rules.Release
+    release: SignedRelease
     recipe_version: int | None = None
 
 

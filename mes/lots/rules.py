@@ -18,8 +18,8 @@ from typing import Any
 
 from mes.equipment.states import E10State, allows_production
 from mes.errors import RuleViolation, refuses
-from mes.lots import type_rules
 from mes.lots.states import FINAL_STATES, MAX_WAFERS_PER_LOT, LotState, LotType
+from mes.lots.type_rules import check_eng_tool
 
 
 @dataclass(frozen=True)
@@ -181,8 +181,8 @@ def check_track_in(
         )
     if tool.e10_state == E10State.ENG:
         # Engineering time: engineering lots only (their signed release is checked once the
-        # recipe to run is known: mes.lots.type_rules.check_engineering_run).
-        type_rules.check_eng_tool(lot.code, lot.lot_type, tool.code)
+        # recipe to run is known: type_rules.check_engineering_run).
+        check_eng_tool(lot.code, lot.lot_type, tool.code)
     elif not allows_production(tool.e10_state):
         raise RuleViolation(
             "tool.not_available", f"tool {tool.code} is {tool.e10_state.value}, not SBY or PRD"
