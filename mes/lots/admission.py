@@ -58,6 +58,15 @@ async def recipe_to_run(
     )
     if not override or choice.outcome is None:
         if choice.refusal is not None:
+            if (
+                lot.lot_type == LotType.ENGINEERING
+                and choice.outcome is not None
+                and choice.refusal.code in _OVERRIDABLE
+            ):
+                # Say what would let it run: an engineer's signed release.
+                type_rules.check_engineering_run(
+                    lot.code, lot.lot_type, eng_tool=False, unreleased_recipe=True, release=None
+                )
             raise choice.refusal
         assert choice.outcome is not None
         assert choice.outcome.version is not None
