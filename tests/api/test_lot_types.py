@@ -132,6 +132,22 @@ async def test_a_tool_in_eng_runs_engineering_lots_only_under_an_engineers_signa
     assert back.status_code == 200, back.text
 
 
+async def test_a_job_on_an_eng_tool_takes_the_same_signed_release(client):
+    tool = "F1-WETC02"  # connected to its (simulated) tool through an adapter
+    await _tool_to(client, tool, "ENG")
+    production = await start(client)
+    refused = await client.post(f"/api/v1/lots/{production['code']}/jobs", json={"tool": tool})
+    assert_problem(refused, 409, "tool.engineering_only")
+    eng = await start(client, lot_type="engineering")
+    unsigned = await client.post(f"/api/v1/lots/{eng['code']}/jobs", json={"tool": tool})
+    assert_problem(unsigned, 409, "lot.engineering_signature_required")
+    job = await client.post(
+        f"/api/v1/lots/{eng['code']}/jobs", json={"tool": tool, "engineering": RELEASE}
+    )
+    assert job.status_code == 201, job.text
+    assert (await client.get(f"/api/v1/lots/{eng['code']}")).json()["state"] == "Running"
+
+
 async def test_unqualified_and_draft_recipe_versions_run_for_signed_engineering_lots_only(client):
     production = await start(client)
     eng = await start(client, lot_type="engineering")

@@ -152,7 +152,7 @@ def test_a_rule_set_weighs_lot_types_and_shows_the_contribution() -> None:
         lot("L3", lot_type="monitor"),
     ]
     fifo_only = p.RuleSet.build([{"rule": "fifo", "weight": 1}])
-    assert [r.lot.code for r in p.rank_lots(TOOL, lots, SIT, fifo_only).ranked][0] == "L1"
+    assert p.rank_lots(TOOL, lots, SIT, fifo_only).ranked[0].lot.code == "L1"
     weighed = p.RuleSet.build(
         [
             {"rule": "lot_type", "weight": 10, "params": {"monitor": -1.0}},
