@@ -1,13 +1,17 @@
 """Lot types through the API: set at start, shown, filtered, changed with a signed reason;
 engineering lots on ENG tools and unreleased recipe versions only under an engineer's
-e-signature (production lots never); monitor lots out of output; a furnace batch of two
-products on one recipe version."""
+e-signature (production lots never); monitor lots out of output and released by monitor
+start plans; a furnace batch of two products on one recipe version."""
 
 from __future__ import annotations
 
 from datetime import timedelta
 
+from sqlalchemy import update
+
 from mes.console import floor
+from mes.planning.models import StartPlan
+from mes.planning.releaser import Releaser
 from tests.api.problems import assert_problem
 from tests.api.test_lot_transactions import SIGNED, move, start, tools_for
 
@@ -249,3 +253,25 @@ async def test_monitor_lots_are_no_output(client, clock, session):
     assert figures.json()["oee"]["units"] == 5
     # The console's moves of the day count the production lot's track-out only.
     assert await _moves_today(session, clock) == moves + 1
+
+
+async def test_a_monitor_start_plan_releases_monitor_lots(client, db, clock, session):
+    seeded = (await client.get("/api/v1/start-plans/F1-MONITOR")).json()
+    assert seeded["lot_type"] == "monitor"  # the example's monitor plans
+    await session.execute(update(StartPlan).values(active=False))
+    await session.flush()
+    plan = {
+        "code": "T-MON",
+        "fab": "F1",
+        "product": "MONITOR",
+        "rate": 1,
+        "rate_per": "hour",
+        "lot_type": "monitor",
+        "starts_at": clock.now().isoformat(),
+    }
+    created = await client.post("/api/v1/start-plans", json=plan)
+    assert created.status_code == 201, created.text
+    assert created.json()["lot_type"] == "monitor"
+    (release,) = (await Releaser(db, clock, owner="t", lease_ttl_s=600).cycle()).released
+    lot = (await client.get(f"/api/v1/lots/{release}")).json()
+    assert lot["lot_type"] == "monitor"
