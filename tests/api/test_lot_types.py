@@ -226,6 +226,19 @@ async def test_two_products_sharing_a_recipe_version_share_a_furnace_batch(clien
     assert_problem(mismatch, 409, "tool.batch_mismatch")
 
 
+async def test_one_job_order_runs_a_batch_of_two_products(client):
+    logic = await start(client)
+    analog = await start(client, product="ANALOG180")
+    for lot in (logic, analog):
+        await move(client, lot["code"])
+    job = await client.post(
+        "/api/v1/jobs", json={"tool": "F1-FUOX01", "lots": [logic["code"], analog["code"]]}
+    )
+    assert job.status_code == 201, job.text
+    assert sorted(job.json()["lots"]) == sorted([logic["code"], analog["code"]])
+    assert (job.json()["recipe"], job.json()["recipe_version"]) == ("FUOX_PADOX", 1)
+
+
 async def _moves_today(session, clock) -> int:
     session.expire_all()
     (fab,) = await floor.network(session, clock.now(), "F1")
