@@ -186,3 +186,18 @@ def test_a_batch_forms_across_steps_on_one_recipe_up_to_the_smallest_batch_size(
     starts = p.choose_starts(p.rank_lots(qualified, lots, SIT))
     # Two steps, one recipe: one batch of 3 (step b's size), never the R2 lot.
     assert sorted(r.lot.code for r in starts.lots) == ["L1", "L2", "L3"]
+
+
+def test_only_lots_of_one_type_merge() -> None:
+    from mes.lots import rules
+    from mes.lots.states import LotState
+
+    def view(code: str, kind: LotType) -> rules.MergeView:
+        lot = rules.LotView(code, LotState.WAITING, 1, None, 5, 0, 1, kind)
+        return rules.MergeView(lot, product_id=1, route_version_id=1)
+
+    rules.check_merge(view("A", LotType.REWORK), view("B", LotType.REWORK))
+    refused = code_of(
+        lambda: rules.check_merge(view("A", LotType.PRODUCTION), view("B", LotType.MONITOR))
+    )
+    assert refused == "lot.merge_mismatch"
