@@ -68,6 +68,7 @@ async def split(
         route_version_id=parent.route_version_id,
         current_step_id=parent.current_step_id,
         state=LotState.WAITING,
+        lot_type=parent.lot_type,
         priority_class=parent.priority_class,
         due_at=parent.due_at,
         wafer_count=len(wafers),
