@@ -61,18 +61,26 @@ def _open_database(settings: Settings) -> Database:
 
 
 def _configure_logging(settings: Settings) -> None:
-    """One timestamped line per event for the long-running roles; asyncua's per-connection
-    chatter (INFO) only from WARNING up, or a reconnect storm drowns everything else."""
-    logging.basicConfig(
-        level=settings.log_level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
-    logging.getLogger("asyncua").setLevel(max(logging.WARNING, logging.root.level))
-    # A server granting a shorter session timeout than asked is ordinary negotiation, yet
-    # asyncua warns once per session: 30 lines at every start of the example fab.
-    logging.getLogger("asyncua.client.client").addFilter(
-        lambda record: not record.getMessage().startswith("Requested session timeout")
-    )
+    """Text or JSON lines (MES_LOG_FORMAT) for the long-running roles."""
+    from mes.observability import logs
+
+    logs.configure(settings.log_level, settings.log_format)
+
+
+def _start_role(settings: Settings, role: str, actor: str | None = None) -> None:
+    """Logging, tracing (if OTEL_EXPORTER_OTLP_ENDPOINT) and the metrics port of a role
+    without HTTP (if MES_METRICS_PORT), before its database is opened."""
+    from mes.observability import exposition, logs, tracing
+
+    _configure_logging(settings)
+    if actor is not None:
+        logs.set_process_actor(actor)
+    tracing.start(role)
+    try:
+        exposition.serve_metrics(settings.metrics_port, role)
+    except OSError as exc:
+        typer.echo(f"refused: MES_METRICS_PORT={settings.metrics_port}: {exc}", err=True)
+        raise typer.Exit(2) from exc
 
 
 def _long_statements(settings: Settings) -> Settings:
@@ -109,12 +117,14 @@ def serve(
         serve_workers(settings, host or settings.host, port or settings.port, count)
         return
     from mes.main import create_app
+    from mes.observability.logs import uvicorn_log_config
 
     uvicorn.run(
         create_app(settings),
         host=host or settings.host,
         port=port or settings.port,
         log_level=settings.log_level,
+        log_config=uvicorn_log_config(settings.log_format),
         # Console event streams never end by themselves: on Ctrl-C give requests a moment,
         # then close what is still open instead of waiting for every browser tab to go.
         timeout_graceful_shutdown=3,
@@ -545,6 +555,7 @@ def adapters_run(
 ) -> None:
     """Run OPC UA adapters for a fab's tools until interrupted (each tool leased to one adapter;
     a dead adapter's tools are taken over by another within the lease TTL)."""
+    from mes.opcua.registry import default_owner
     from mes.opcua.runtime import adapter_settings
 
     settings = Settings()
@@ -554,6 +565,8 @@ def adapters_run(
     except ValueError as exc:
         typer.echo(f"refused: {exc}", err=True)
         raise typer.Exit(2) from exc
+    owner = owner or default_owner()
+    _start_role(settings, "adapters", f"adapter:{owner}")
     try:
         asyncio.run(_run_adapters(settings, fab, shard, owner))
     except KeyboardInterrupt:
@@ -595,6 +608,7 @@ def dispatcher_run(
     the holder decides every MES_DISPATCH_INTERVAL_S (30 s if unset), and a standby takes over
     within MES_DISPATCH_LEASE_TTL_S of the leader's death."""
     from mes.dispatch.scheduler import parse_fabs
+    from mes.opcua.registry import default_owner
 
     settings = Settings()
     _configure_logging(settings)
@@ -604,6 +618,8 @@ def dispatcher_run(
     except ValueError as exc:
         typer.echo(f"refused: --fab {fab!r}: {exc}", err=True)
         raise typer.Exit(2) from exc
+    owner = owner or default_owner()
+    _start_role(settings, "dispatcher", f"dispatcher:{owner}")
     try:
         asyncio.run(_run_dispatcher(settings, fab, owner))
     except KeyboardInterrupt:
