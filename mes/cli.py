@@ -541,7 +541,9 @@ async def _run_adapters(settings: Settings, fab: str | None, shard: str, owner: 
         registry = build_registry(
             database, SystemClock(), settings, fab=fab, shard=shard, owner=owner
         )
-        typer.echo(f"adapter {registry.owner}: fab {fab or 'all'}, shard {shard}")
+        logging.getLogger("mes.opcua").info(
+            "adapter %s: fab %s, shard %s", registry.owner, fab or "all", shard
+        )
         await registry.run()
     finally:
         await database.dispose()
@@ -592,7 +594,7 @@ async def _run_dispatcher(settings: Settings, fabs: str, owner: str | None) -> N
         top_n=settings.dispatch_top_n,
         min_gap_s=settings.dispatch_min_gap_s,
     )
-    typer.echo(f"dispatcher {dispatcher.owner}: fabs {fabs}", err=True)
+    logging.getLogger("mes.dispatch").info("dispatcher %s: fabs %s", dispatcher.owner, fabs)
     try:
         await dispatcher.run()
     finally:

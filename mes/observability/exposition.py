@@ -37,7 +37,8 @@ def note_problem(scope_state: Any, code: str) -> None:
 class Observe:
     """Outermost middleware: binds the request's state for the log lines, then records the
     request's latency by route template and status (paths no API route serves share one
-    label, so that random URLs cannot grow the label set) and, for lot routes, the transaction's outcome."""
+    label, so that random URLs cannot grow the label set) and, for lot routes, the
+    transaction's outcome."""
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app

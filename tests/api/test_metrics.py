@@ -81,7 +81,8 @@ async def test_dispatch_decisions_and_leadership_are_counted(client, anonymous, 
     dispatcher = Dispatcher(db, clock, {"F1": "auto"}, owner="metrics-test", lease_ttl_s=60)
     report = await dispatcher.cycle("F1")
     dispatcher._note_leadership(report)
-    assert report.leader and report.requested
+    assert report.leader
+    assert report.requested
     after = await scrape(anonymous)
     requested = figure(after, "mes_dispatch_decisions_total", fab="F1", outcome="requested")
     assert requested - figure(
