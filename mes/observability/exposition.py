@@ -55,8 +55,9 @@ class Observe:
             self._templates = {
                 id(context.original_route): context.path_format
                 for context in iter_route_contexts(scope["app"].routes)
+                if context.path_format
             }
-        return self._templates.get(id(route)) or getattr(route, "path", OTHER)
+        return self._templates.get(id(route)) or str(getattr(route, "path", OTHER))
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
