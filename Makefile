@@ -32,7 +32,7 @@ $(VENV)/.installed-run: pyproject.toml uv.lock | $(TOOLS_VENV)/.uv-$(UV_VERSION)
 	touch $@
 
 $(VENV)/.installed-dev: pyproject.toml uv.lock | $(TOOLS_VENV)/.uv-$(UV_VERSION)
-	$(SYNC) --extra dev
+	$(SYNC) --extra dev --extra otel
 	touch $@ $(VENV)/.installed-run
 
 venv: $(VENV)/.installed-dev

@@ -40,6 +40,13 @@ class Settings(BaseSettings):
     # Service processes of ``mes serve`` (mes.serving: one socket each, SO_REUSEPORT).
     workers: int = Field(default=1, ge=1, le=64)
     log_level: str = "info"
+    # One JSON object per log line (request id, actor) for a log collector, or text lines.
+    log_format: str = Field(default="text", pattern=r"^(text|json)$")
+    # Prometheus metrics: /metrics on the API (unauthenticated: route templates, fab codes and
+    # problem codes, no business data; keep it on the cluster network); the roles without HTTP
+    # (adapters, dispatcher) serve theirs on this port (unset or 0: none).
+    metrics_enabled: bool = True
+    metrics_port: int | None = Field(default=None, ge=0, le=65535)
     # Larger request bodies are refused (413) before they are read: a process-exchange import,
     # the largest body the API takes, is a few hundred kB for a fab.
     max_body_bytes: int = Field(default=4 * 1024 * 1024, ge=1024, le=1024**3)

@@ -48,6 +48,8 @@ from mes.lots.router import hold_codes_router
 from mes.lots.router import router as lots_router
 from mes.lots.service import lots_running_on
 from mes.lots.wafers_router import router as lot_wafers_router
+from mes.observability import instruments, tracing
+from mes.observability.exposition import Observe, metrics_endpoint
 from mes.opcua.router import router as connection_router
 from mes.planning.router import router as start_plans_router
 from mes.problems import RequestLimits, install_error_handlers
@@ -81,6 +83,8 @@ def create_app(
     wip.install(lots_running_on)
     quality_collection.install()  # data collection and SPC in every track-out
     principals.install()
+    tracing.start("api")  # before the engine is made, so that its statements are traced
+    instruments.role("api")
     owns_database = database is None
     db = database or Database.from_settings(settings)
     clock = clock or SystemClock()
@@ -216,7 +220,11 @@ def create_app(
     app.add_middleware(CreatedLocation)
     app.add_middleware(RequestLimits, max_bytes=settings.max_body_bytes)
     app.add_middleware(RequestIdMiddleware)
+    app.add_middleware(Observe)  # outermost: times everything the others do too
+    if settings.metrics_enabled:
+        app.add_api_route("/metrics", metrics_endpoint, include_in_schema=False)
     install_error_handlers(app)
     console.install(app, feed)
     install_contract(app)
+    tracing.instrument_app(app)
     return app

@@ -23,6 +23,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from mes.db.engine import outage_code
 from mes.errors import MesError, StaleVersion
 from mes.kit.api import UNPRINTABLE
+from mes.observability.exposition import note_problem
 
 log = logging.getLogger(__name__)
 
@@ -145,12 +146,20 @@ def _json_safe_validation_errors(exc: RequestValidationError) -> list[dict[str, 
     return safe
 
 
+def _problem(request: Request, **fields: Any) -> JSONResponse:
+    # The code goes to the request's state too: the lot transaction counter labels refusals
+    # with it (mes.observability.exposition).
+    note_problem(request.state, fields["code"])
+    return problem_response(**fields)
+
+
 def install_error_handlers(app: FastAPI) -> None:
     """Render every error, expected or not, as one problem+json shape."""
 
     @app.exception_handler(MesError)
     async def _mes_error(request: Request, exc: MesError) -> JSONResponse:
-        return problem_response(
+        return _problem(
+            request,
             status=exc.status,
             code=exc.code,
             title=exc.title,
@@ -162,7 +171,8 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(RequestValidationError)
     async def _validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
-        return problem_response(
+        return _problem(
+            request,
             status=422,
             code="request.invalid",
             title="Malformed request",
@@ -178,7 +188,8 @@ def install_error_handlers(app: FastAPI) -> None:
         if exc.status_code == 405:
             # Every method of the path, not only those of the first route that matched it.
             headers["Allow"] = ", ".join(sorted(_methods_of(request)))
-        return problem_response(
+        return _problem(
+            request,
             status=exc.status_code,
             code=code,
             title=str(exc.detail),
@@ -190,7 +201,8 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(StaleDataError)
     async def _stale(request: Request, exc: StaleDataError) -> JSONResponse:
         # Optimistic locking caught a concurrent writer between our read and our update.
-        return problem_response(
+        return _problem(
+            request,
             status=409,
             code=StaleVersion.code,
             title=StaleVersion.title,
@@ -202,7 +214,8 @@ def install_error_handlers(app: FastAPI) -> None:
     async def _integrity(request: Request, exc: IntegrityError) -> JSONResponse:
         # Services check business keys first; this is the database's last word on a race.
         log.info("integrity error on %s: %s", request.url.path, exc.orig)
-        return problem_response(
+        return _problem(
+            request,
             status=409,
             code="db.constraint_violated",
             title="Conflict with existing data",
@@ -220,7 +233,8 @@ def install_error_handlers(app: FastAPI) -> None:
         log.warning("database unavailable on %s: %s: %s", request.url.path, type(exc).__name__, exc)
         retry_after = getattr(request.app.state.settings, "database_retry_after_s", 5)
         locked = code == "db.locked"
-        return problem_response(
+        return _problem(
+            request,
             status=503,
             code=code,
             title="Database busy" if locked else "Database unavailable",
@@ -241,7 +255,8 @@ def install_error_handlers(app: FastAPI) -> None:
         if outage_code(exc) is not None:  # raised where the specific handlers do not see it
             return await _database_outage(request, exc)
         log.exception("unhandled error on %s", request.url.path)
-        return problem_response(
+        return _problem(
+            request,
             status=500,
             code="internal",
             title="Internal error",

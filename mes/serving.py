@@ -56,10 +56,16 @@ def reuse_port_socket(host: str, port: int, *, listen: bool = True) -> socket.so
 def _worker(host: str, port: int, log_level: str) -> None:
     """One service process: its own socket on the shared port, the app, uvicorn."""
     from mes.main import create_app
+    from mes.observability import logs
 
     settings = Settings()
+    logs.configure(settings.log_level, settings.log_format)  # a spawned process starts bare
     sock = reuse_port_socket(host, port)
-    config = uvicorn.Config(create_app(settings), log_level=log_level)
+    config = uvicorn.Config(
+        create_app(settings),
+        log_level=log_level,
+        log_config=logs.uvicorn_log_config(settings.log_format),
+    )
     uvicorn.Server(config).run(sockets=[sock])
 
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import Select, Table, bindparam, func, select, update
@@ -12,6 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from mes.audit.chain import CHAINED_FIELDS, GENESIS_HASH, ChainProblem, ChainVerifier, record_hash
 from mes.audit.models import AuditChainHead, AuditEvent
 from mes.clock import Clock
+from mes.observability import instruments
 
 # Key of the PostgreSQL advisory lock that makes one sealer run at a time (SQLite needs none:
 # the sealer's BEGIN IMMEDIATE already excludes other writers).
@@ -38,8 +39,11 @@ async def seal(session: AsyncSession, *, clock: Clock, batch: int = SEAL_BATCH) 
         .mappings()
         .all()
     )
+    now = clock.now()
     if not rows:
+        instruments.audit_sealed(0, 0.0)
         return 0
+    instruments.audit_sealed(len(rows), _age_s(rows[0]["occurred_at"], now))
     seq = head.chain_seq if head else 0
     prev = head.hash if head else GENESIS_HASH
     sealed = []
@@ -58,13 +62,18 @@ async def seal(session: AsyncSession, *, clock: Clock, batch: int = SEAL_BATCH) 
         ),
         sealed,
     )
-    now = clock.now()
     if head is None:
         session.add(AuditChainHead(id=1, chain_seq=seq, hash=prev, sealed_at=now))
     else:
         head.chain_seq, head.hash, head.sealed_at = seq, prev, now
     await session.flush()
     return len(sealed)
+
+
+def _age_s(occurred_at: datetime, now: datetime) -> float:
+    if occurred_at.tzinfo is None:  # stored as UTC
+        occurred_at = occurred_at.replace(tzinfo=UTC)
+    return (now - occurred_at).total_seconds()
 
 
 @dataclass(frozen=True)

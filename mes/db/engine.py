@@ -10,17 +10,18 @@ from sqlalchemy import event
 from sqlalchemy import exc as exc_module
 from sqlalchemy.engine import URL, Connection, make_url
 from sqlalchemy.exc import DisconnectionError
+from sqlalchemy.ext import asyncio as sqlalchemy_asyncio
 from sqlalchemy.ext.asyncio import (
     AsyncConnection,
     AsyncEngine,
     AsyncSession,
     async_sessionmaker,
-    create_async_engine,
 )
 
 from mes.config import Settings
 from mes.db.memo import SESSION_KEY as MEMO_KEY
 from mes.db.memo import Memo
+from mes.observability import instruments
 
 # Execution option set on the writing engine: SQLite then opens transactions with
 # BEGIN IMMEDIATE, taking the write lock up front instead of failing at the first write
@@ -76,7 +77,9 @@ def create_engine(settings: Settings) -> AsyncEngine:
                 "timeout": settings.database_connect_timeout_s,
                 "command_timeout": settings.database_command_timeout_s,
             }
-    engine = create_async_engine(url, **kwargs)
+    # Through the module: OpenTelemetry's SQLAlchemy instrumentation (when tracing is on,
+    # mes.observability.tracing) wraps the module's function, not a name imported earlier.
+    engine = sqlalchemy_asyncio.create_async_engine(url, **kwargs)
     if is_sqlite(url):
         _install_sqlite_behaviour(engine, settings.sqlite_busy_timeout_ms)
     elif settings.database_ping_idle_s > 0:
@@ -128,6 +131,7 @@ class Database:
         self.read_sessions: async_sessionmaker[AsyncSession]
         self.write_sessions: async_sessionmaker[AsyncSession]
         if bind is None:
+            instruments.watch_database(self)  # its pool, in mes_db_pool_connections
             self.read_sessions = async_sessionmaker(engine, expire_on_commit=False, info=info)
             self.write_sessions = async_sessionmaker(
                 engine.execution_options(**{WRITE_OPTION: True}),

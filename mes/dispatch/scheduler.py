@@ -39,6 +39,7 @@ from mes.jobs import service as jobs_service
 from mes.jobs.models import EquipmentJob
 from mes.jobs.states import JobStatus
 from mes.kit import wakeups
+from mes.observability import instruments
 
 log = logging.getLogger(__name__)
 
@@ -150,7 +151,11 @@ class Dispatcher:
                 self._wake.clear()  # changes from here on ask for the next cycle
                 for fab in self.fabs:
                     try:
-                        self._note_leadership(await self.cycle(fab))
+                        cycle_started = loop.time()
+                        report = await self.cycle(fab)
+                        if report.leader:
+                            instruments.dispatch_cycle(fab, loop.time() - cycle_started)
+                        self._note_leadership(report)
                     except Exception:
                         log.exception("dispatch cycle of %s failed; retrying", fab)
                 self.cycles += 1
@@ -176,6 +181,7 @@ class Dispatcher:
         return max(0.05, min([self.interval_s, *waits]))
 
     def _note_leadership(self, report: CycleReport) -> None:
+        instruments.dispatch_leading(report.fab, report.leader)
         # One line per change of role: a take-over's timing is read from these (bench/scale_out).
         if report.leader and report.fab not in self.leading:
             self.leading.add(report.fab)
@@ -194,6 +200,9 @@ class Dispatcher:
         async with unit_of_work(self.db) as session:
             for fab_id in self._fab_ids.values():
                 await leader.release_lease(session, fab_id, self.owner, now)
+
+    def _fab_code(self, fab_id: int) -> str:
+        return next((code for code, i in self._fab_ids.items() if i == fab_id), str(fab_id))
 
     async def _fab_id(self, fab: str) -> int:
         if fab not in self._fab_ids:
@@ -312,6 +321,7 @@ class Dispatcher:
                     refusal_code=code,
                 )
             )
+        instruments.dispatch_decision(self._fab_code(fab_id), decisions.BACKOFF)
         return True
 
     async def _decide(
@@ -391,6 +401,7 @@ class Dispatcher:
                 session.add_all(rows(outcome, job=",".join(jobs) or None))
             report.requested.extend(jobs)
             report.logged += 1
+            instruments.dispatch_decision(report.fab, outcome)
             return True
         except MesError as exc:  # refused: logged, not retried
             code = exc.code
@@ -406,4 +417,5 @@ class Dispatcher:
                 return False
             session.add_all(rows(decisions.REFUSED, refusal=code))
         report.logged += 1
+        instruments.dispatch_decision(report.fab, decisions.REFUSED)
         return True

@@ -38,6 +38,7 @@ from mes.jobs.models import EquipmentJob, EquipmentJobLot
 from mes.jobs.states import JobCommand
 from mes.lots.models import Lot, Wafer
 from mes.lots.states import WaferState
+from mes.observability import instruments
 from mes.opcua import mapping
 from mes.opcua import service as opcua_service
 from mes.opcua.client import Received, Security, ToolRefused, ToolSession
@@ -293,23 +294,28 @@ class ToolAdapter:
         if isinstance(event, mapping.AlarmEvent) and event.active and self._replayed is not None:
             self._replayed.add(event.code[:64])
         self.last_event_at = self.clock.now()
+        kind = type(event).__name__
         try:
             applied = await self._apply_in_transaction(event)
+            done = "applied"
         except (asyncio.CancelledError, LeaseLost):
             raise
         except POISON as exc:
             # Deterministic: applying it again would fail again, and the adapter would stall
             # on it (reconnect, resync, same message...). Quarantine it and go on.
             applied = await self._quarantine(event, exc)
+            done = "quarantined"
         if applied is None:
             return
+        lag = asyncio.get_running_loop().time() - received
+        instruments.tool_event(kind, done, lag)
         outcome = applied
         if isinstance(event, mapping.JobEvent) and event.state in ("Ended", "Aborted"):
             self._pv.pop(event.job_order_id, None)
         if isinstance(event, mapping.AlarmEvent) and "abort" in outcome:
             await self._queue_open_commands()
         self.applied += 1
-        self.latencies.append(asyncio.get_running_loop().time() - received)
+        self.latencies.append(lag)
         if len(self.latencies) > 100_000:
             del self.latencies[:50_000]
         log.debug("%s: %s -> %s", self.tool.code, type(event).__name__, outcome)

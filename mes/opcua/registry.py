@@ -24,6 +24,7 @@ from mes.db.engine import Database
 from mes.db.transaction import unit_of_work
 from mes.jobs.models import EquipmentJob
 from mes.jobs.states import JobStatus
+from mes.observability import instruments
 from mes.opcua import service as opcua_service
 from mes.opcua.adapter import AdapterSettings, ToolAdapter
 from mes.opcua.models import ConnectionState
@@ -68,10 +69,18 @@ class AdapterRegistry:
     def owner(self) -> str:
         return self.settings.owner
 
+    def session_states(self) -> dict[str, int]:
+        """How many of this registry's tool sessions are in each state (for the metrics)."""
+        counts = dict.fromkeys((s.value for s in ConnectionState), 0)
+        for adapter in list(self.adapters.values()):
+            counts[adapter.state.value] += 1
+        return counts
+
     async def run(self) -> None:
         """Serve until cancelled; releases the leases on the way out."""
         loop = asyncio.get_running_loop()
         next_lease = 0.0
+        instruments.watch_adapters(self)
         try:
             while True:
                 if loop.time() >= next_lease:
@@ -91,6 +100,7 @@ class AdapterRegistry:
                 self._reap()
                 await asyncio.sleep(self.poll_s)
         finally:
+            instruments.unwatch_adapters(self)
             await self.stop()
 
     async def refresh(self) -> datetime | None:
@@ -161,6 +171,7 @@ class AdapterRegistry:
 
     async def poll_outbox(self) -> None:
         if not self.adapters:
+            instruments.outbox_depth(0)
             return
         async with unit_of_work(self.db, write=False) as session:
             rows = (
@@ -172,6 +183,7 @@ class AdapterRegistry:
                     )
                 )
             ).all()
+        instruments.outbox_depth(len(rows))
         for equipment_id, job_order_id in rows:
             adapter = self.adapters.get(equipment_id)
             if adapter is not None:

@@ -1,4 +1,6 @@
-"""The ``mes`` command: serve the API, migrate the database, load example data."""
+"""The ``mes`` command's administration: schema, example data, accounts, the audit trail,
+invariants, retention, OPC UA certificates, process documents and imports. The long-running
+process roles are in ``mes.cli.roles``."""
 
 from __future__ import annotations
 
@@ -12,7 +14,6 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-import uvicorn
 from pydantic import SecretStr, ValidationError
 
 from mes.audit import recorder
@@ -38,13 +39,11 @@ db_app = typer.Typer(help="Database schema.", no_args_is_help=True)
 seed_app = typer.Typer(help="Example data.", no_args_is_help=True)
 users_app = typer.Typer(help="Accounts.", no_args_is_help=True)
 audit_app = typer.Typer(help="The audit trail.", no_args_is_help=True)
-adapters_app = typer.Typer(help="OPC UA equipment adapters.", no_args_is_help=True)
 opcua_app = typer.Typer(help="OPC UA security.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
 app.add_typer(seed_app, name="seed")
 app.add_typer(users_app, name="users")
 app.add_typer(audit_app, name="audit")
-app.add_typer(adapters_app, name="adapters")
 app.add_typer(opcua_app, name="opcua")
 app.add_typer(simulate_app, name="simulate")
 app.command("whatif", help="Simulate a fab from where it stands now (mes simulate whatif).")(
@@ -52,7 +51,7 @@ app.command("whatif", help="Simulate a fab from where it stands now (mes simulat
 )
 
 
-def _open_database(settings: Settings) -> Database:
+def open_database(settings: Settings) -> Database:
     # Every write of a command is audited in its own flush, as in the service.
     recorder.install()
     wip.install(lots_running_on)
@@ -60,22 +59,7 @@ def _open_database(settings: Settings) -> Database:
     return Database.from_settings(settings)
 
 
-def _configure_logging(settings: Settings) -> None:
-    """One timestamped line per event for the long-running roles; asyncua's per-connection
-    chatter (INFO) only from WARNING up, or a reconnect storm drowns everything else."""
-    logging.basicConfig(
-        level=settings.log_level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
-    logging.getLogger("asyncua").setLevel(max(logging.WARNING, logging.root.level))
-    # A server granting a shorter session timeout than asked is ordinary negotiation, yet
-    # asyncua warns once per session: 30 lines at every start of the example fab.
-    logging.getLogger("asyncua.client.client").addFilter(
-        lambda record: not record.getMessage().startswith("Requested session timeout")
-    )
-
-
-def _long_statements(settings: Settings) -> Settings:
+def long_statements(settings: Settings) -> Settings:
     """Schema changes and bulk loads may run single statements (an index over a big table, an
     ANALYZE) far longer than a request may: the request bound does not apply to them."""
     return settings.model_copy(update={"database_command_timeout_s": 3600.0})
@@ -90,39 +74,8 @@ def _cli_context(operation: str) -> AuditContext:
     )
 
 
-@app.command()
-def serve(
-    host: Annotated[str | None, typer.Option(help="interface to bind")] = None,
-    port: Annotated[int | None, typer.Option(help="TCP port")] = None,
-    workers: Annotated[
-        int | None,
-        typer.Option(help="service processes, each with its own socket on the port", min=1),
-    ] = None,
-) -> None:
-    """Serve the REST API (and /docs) with uvicorn."""
-    settings = Settings()
-    _configure_logging(settings)
-    count = workers or settings.workers
-    if count > 1:
-        from mes.serving import serve_workers
-
-        serve_workers(settings, host or settings.host, port or settings.port, count)
-        return
-    from mes.main import create_app
-
-    uvicorn.run(
-        create_app(settings),
-        host=host or settings.host,
-        port=port or settings.port,
-        log_level=settings.log_level,
-        # Console event streams never end by themselves: on Ctrl-C give requests a moment,
-        # then close what is still open instead of waiting for every browser tab to go.
-        timeout_graceful_shutdown=3,
-    )
-
-
 async def _upgrade(settings: Settings, revision: str) -> str | None:
-    database = _open_database(settings)
+    database = open_database(settings)
     try:
         await migrate.upgrade(database.engine, revision)
         return await migrate.current_revision(database.engine)
@@ -134,12 +87,12 @@ async def _upgrade(settings: Settings, revision: str) -> str | None:
 def db_upgrade(revision: Annotated[str, typer.Argument()] = "head") -> None:
     """Migrate the database to ``revision`` (default: the newest)."""
     settings = Settings()
-    current = asyncio.run(_upgrade(_long_statements(settings), revision))
+    current = asyncio.run(_upgrade(long_statements(settings), revision))
     typer.echo(f"database at revision {current}")
 
 
 async def _downgrade(settings: Settings, revision: str) -> None:
-    database = _open_database(settings)
+    database = open_database(settings)
     try:
         await migrate.downgrade(database.engine, revision)
     finally:
@@ -149,12 +102,12 @@ async def _downgrade(settings: Settings, revision: str) -> None:
 @db_app.command("downgrade")
 def db_downgrade(revision: Annotated[str, typer.Argument()]) -> None:
     """Migrate the database back to ``revision`` ("base" empties it)."""
-    asyncio.run(_downgrade(_long_statements(Settings()), revision))
+    asyncio.run(_downgrade(long_statements(Settings()), revision))
     typer.echo(f"database at revision {revision}")
 
 
 async def _seed_example(settings: Settings, *, if_empty: bool) -> dict[str, int] | None:
-    database = _open_database(settings)
+    database = open_database(settings)
     try:
         async with unit_of_work(database) as session:
             if not await loader.database_is_empty(session):
@@ -198,7 +151,7 @@ def seed_welcome(
 
 
 async def _create_admin(settings: Settings, data: UserCreate) -> None:
-    database = _open_database(settings)
+    database = open_database(settings)
     try:
         async with unit_of_work(database) as session:
             bind(session, _cli_context("users.create_admin"))
@@ -239,7 +192,7 @@ def create_admin(
 
 
 async def _seal(settings: Settings) -> int:
-    database = _open_database(settings)
+    database = open_database(settings)
     total = 0
     try:
         while True:
@@ -265,7 +218,7 @@ def audit_seal() -> None:
 
 
 async def _verify(settings: Settings) -> audit_service.VerificationReport:
-    database = _open_database(settings)
+    database = open_database(settings)
     try:
         async with unit_of_work(database, write=False) as session:
             return await audit_service.verify(session)
@@ -291,7 +244,7 @@ def audit_verify() -> None:
 async def _check(settings: Settings) -> Any:
     from mes.check.invariants import check_database
 
-    database = _open_database(settings)
+    database = open_database(settings)
     try:
         return await check_database(database)
     finally:
@@ -334,7 +287,7 @@ app.add_typer(retention_app, name="retention")
 async def _prune(settings: Settings) -> dict[str, int]:
     from mes.retention.service import prune
 
-    database = _open_database(settings)
+    database = open_database(settings)
     try:
         return await prune(database, settings, SystemClock().now())
     finally:
@@ -392,7 +345,7 @@ app.add_typer(process_app, name="process")
 async def _export(settings: Settings, products: list[str] | None, qualifications: bool) -> str:
     from mes.exchange import service as exchange_service
 
-    database = _open_database(settings)
+    database = open_database(settings)
     try:
         async with unit_of_work(database, write=False) as session:
             document = await exchange_service.export(
@@ -426,7 +379,7 @@ async def _import(settings: Settings, text: str, dry_run: bool) -> str:
     from mes.exchange.schemas import ProcessDocument
 
     document = ProcessDocument.model_validate_json(text)
-    database = _open_database(settings)
+    database = open_database(settings)
     try:
         async with unit_of_work(database) as session:
             bind(session, _cli_context("process.import"))
@@ -487,7 +440,7 @@ async def import_smt2020_into(
 async def _import_smt2020(
     settings: Settings, folder: str, fab: str, start_at: datetime | None
 ) -> dict[str, int]:
-    database = _open_database(settings)
+    database = open_database(settings)
     try:
         return await import_smt2020_into(database, folder, fab, start_at)
     finally:
@@ -511,7 +464,7 @@ def import_smt2020(
         if start_at.tzinfo is None:
             raise typer.BadParameter("--start needs a time zone, e.g. 2026-01-05T06:00:00+00:00")
     try:
-        counts = asyncio.run(_import_smt2020(_long_statements(Settings()), folder, fab, start_at))
+        counts = asyncio.run(_import_smt2020(long_statements(Settings()), folder, fab, start_at))
     except TestbedError as exc:
         typer.echo(f"refused: {exc}", err=True)
         raise typer.Exit(2) from exc
@@ -521,94 +474,3 @@ def import_smt2020(
             typer.echo(f"  - {error}", err=True)
         raise typer.Exit(2) from exc
     typer.echo(json.dumps(counts, sort_keys=True))
-
-
-async def _run_adapters(settings: Settings, fab: str | None, shard: str, owner: str | None) -> None:
-    from mes.opcua.runtime import build_registry
-
-    database = _open_database(settings)
-    try:
-        registry = build_registry(
-            database, SystemClock(), settings, fab=fab, shard=shard, owner=owner
-        )
-        typer.echo(f"adapter {registry.owner}: fab {fab or 'all'}, shard {shard}")
-        await registry.run()
-    finally:
-        await database.dispose()
-
-
-@adapters_app.command("run")
-def adapters_run(
-    fab: Annotated[str | None, typer.Option(help="serve this fab's tools (default: all)")] = None,
-    shard: Annotated[str, typer.Option(help="i/n: serve the tools of shard i of n")] = "0/1",
-    owner: Annotated[str | None, typer.Option(help="lease owner name (default: host:pid)")] = None,
-) -> None:
-    """Run OPC UA adapters for a fab's tools until interrupted (each tool leased to one adapter;
-    a dead adapter's tools are taken over by another within the lease TTL)."""
-    from mes.opcua.runtime import adapter_settings
-
-    settings = Settings()
-    _configure_logging(settings)
-    try:
-        adapter_settings(settings)  # unusable security files: refuse before connecting
-    except ValueError as exc:
-        typer.echo(f"refused: {exc}", err=True)
-        raise typer.Exit(2) from exc
-    try:
-        asyncio.run(_run_adapters(settings, fab, shard, owner))
-    except KeyboardInterrupt:
-        typer.echo("adapters stopped")
-
-
-dispatcher_app = typer.Typer(help="The automatic dispatcher as its own process.")
-app.add_typer(dispatcher_app, name="dispatcher")
-
-
-async def _run_dispatcher(settings: Settings, fabs: str, owner: str | None) -> None:
-    from mes.dispatch.scheduler import Dispatcher, parse_fabs
-    from mes.opcua.registry import default_owner
-
-    database = _open_database(settings)
-    dispatcher = Dispatcher(
-        database,
-        SystemClock(),
-        parse_fabs(fabs),
-        owner=owner or default_owner(),
-        interval_s=settings.dispatch_interval_s or 30.0,
-        lease_ttl_s=settings.dispatch_lease_ttl_s,
-        top_n=settings.dispatch_top_n,
-        min_gap_s=settings.dispatch_min_gap_s,
-    )
-    typer.echo(f"dispatcher {dispatcher.owner}: fabs {fabs}", err=True)
-    try:
-        await dispatcher.run()
-    finally:
-        await database.dispose()
-
-
-@dispatcher_app.command("run")
-def dispatcher_run(
-    fab: Annotated[str, typer.Option(help='fabs to dispatch: "F1,F2" or "F1,F2=advise"')],
-    owner: Annotated[str | None, typer.Option(help="lease owner name (default: host:pid)")] = None,
-) -> None:
-    """Dispatch fabs until interrupted: every candidate started for a fab waits on its lease;
-    the holder decides every MES_DISPATCH_INTERVAL_S (30 s if unset), and a standby takes over
-    within MES_DISPATCH_LEASE_TTL_S of the leader's death."""
-    from mes.dispatch.scheduler import parse_fabs
-
-    settings = Settings()
-    _configure_logging(settings)
-    try:
-        if not parse_fabs(fab):
-            raise ValueError("name at least one fab")
-    except ValueError as exc:
-        typer.echo(f"refused: --fab {fab!r}: {exc}", err=True)
-        raise typer.Exit(2) from exc
-    try:
-        asyncio.run(_run_dispatcher(settings, fab, owner))
-    except KeyboardInterrupt:
-        typer.echo("dispatcher stopped", err=True)
-
-
-if __name__ == "__main__":
-    app()
