@@ -150,17 +150,12 @@ class Tile:
 async def _pm_flags(
     session: AsyncSession, tools: dict[int, Equipment], now: datetime
 ) -> dict[int, str]:
-    """PM status of the tools a PM plan applies to (most boards: few), not of every tool."""
-    plans = [p for p in await pm.list_plans(session) if p.active]
-    groups = {p.tool_group_id for p in plans if p.tool_group_id is not None}
-    own = {p.equipment_id for p in plans if p.equipment_id is not None}
+    """The most urgent PM status of each tool a plan applies to, read for all tools at once."""
     flags = {}
-    for tool_id, tool in tools.items():
-        if tool.tool_group_id not in groups and tool_id not in own:
-            continue
-        found = {st.status for st in await pm.pm_states(session, tool, now)}
+    for tool_id, found in (await pm.pm_states_many(session, list(tools.values()), now)).items():
+        statuses = {st.status for st in found}
         for status in (pm_rules.PmStatus.DUE, pm_rules.PmStatus.UPCOMING):
-            if status in found:
+            if status in statuses:
                 flags[tool_id] = status.value
                 break
     return flags
