@@ -147,9 +147,9 @@ async def pm_states_many(
     usages: dict[tuple[int, int], pm_rules.PmUsage] = {}
     for tool in tools:
         for plan in applying[tool.id]:
-            record = last.get((plan.id, tool.id))
-            if record is not None and record.completed_at is not None:
-                since, wafers_then = record.completed_at, record.wafers_at_completion or 0
+            done = last.get((plan.id, tool.id))
+            if done is not None and done.completed_at is not None:
+                since, wafers_then = done.completed_at, done.wafers_at_completion or 0
             else:
                 baseline = baselines.get((plan.id, tool.id))
                 since, wafers_then = plan.starts_at, baseline.wafers if baseline else 0
