@@ -29,14 +29,16 @@ async def test_chart_list_and_page_show_limits_violations_and_capability(client,
         row = re.search(
             r'<tr><td><a href="/console/spc/(\d+)">THK-WETC01</a>.*?</tr>', listed.text, re.S
         )
-        assert row is not None and int(row.group(1)) == chart["id"]
+        assert row is not None
+        assert int(row.group(1)) == chart["id"]
         assert '<span class="alarm">1</span>' in row.group(0)  # one open violation
         assert ">10</td>" in row.group(0)  # points
         for query in (f"tool={TOOL}", f"lot={held['code']}"):
             mine = await web.get(f"/console/spc?{query}")
             assert f'href="/console/spc/{chart["id"]}"' in mine.text, query
         other = await web.get("/console/spc?tool=F1-LI9301")
-        assert "THK-WETC01" not in other.text and "No charts" in other.text
+        assert "THK-WETC01" not in other.text
+        assert "No charts" in other.text
 
         page = await web.get(f"/console/spc/{chart['id']}")
         assert page.status_code == 200, page.text[:300]
@@ -49,10 +51,12 @@ async def test_chart_list_and_page_show_limits_violations_and_capability(client,
         assert marked == ["9"]
         assert "nelson_1" in svg  # the point's title says what it broke
         limits = api["chart"]["limits"]
-        assert f"UCL {limits['ucl']:.4g}" in svg and f"LCL {limits['lcl']:.4g}" in svg
+        assert f"UCL {limits['ucl']:.4g}" in svg
+        assert f"LCL {limits['lcl']:.4g}" in svg
         for name in ("cp", "cpk", "pp", "ppk"):
             shown = re.search(rf'id="cap-{name}">\w+ <b>([^<]+)</b>', page.text)
-            assert shown is not None and shown.group(1) == f"{api['capability'][name]:.2f}"
+            assert shown is not None
+            assert shown.group(1) == f"{api['capability'][name]:.2f}"
         assert f'href="/console/lots/{held["code"]}"' in page.text  # the violation's lot
 
         for path in (f"/console/tools/{TOOL}", f"/console/lots/{held['code']}"):
@@ -63,6 +67,7 @@ async def test_chart_list_and_page_show_limits_violations_and_capability(client,
         assert "No SPC chart concerns it." in unrelated.text
 
         missing = await web.get("/console/spc/987654")
-        assert missing.status_code == 404 and "spc.chart_not_found" in missing.text
+        assert missing.status_code == 404
+        assert "spc.chart_not_found" in missing.text
         bad = await web.get("/console/spc/0")
         assert bad.status_code == 422

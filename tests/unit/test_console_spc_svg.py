@@ -24,7 +24,8 @@ def test_points_and_lines_are_placed_by_value_inside_the_plot():
     assert d.marks[4].label == "#5 14: nelson_1"
     assert d.marks[0].y == by_name["CL"]  # 10.0 on the centre line
     assert d.path.count(",") == 6
-    assert d.ticks and all(y0 <= y <= y1 for y, _label in d.ticks)
+    assert d.ticks
+    assert all(y0 <= y <= y1 for y, _label in d.ticks)
 
 
 def test_no_limits_one_point_and_a_flat_series_are_drawn():
@@ -32,4 +33,5 @@ def test_no_limits_one_point_and_a_flat_series_are_drawn():
     (only,) = spc_svg.draw([PointIn(1, 5.0)]).marks
     assert only.x == (spc_svg.LEFT + spc_svg.WIDTH - spc_svg.RIGHT) / 2
     flat = spc_svg.draw([PointIn(1, 0.0), PointIn(2, 0.0)])
-    assert len({m.y for m in flat.marks}) == 1 and flat.lines == []
+    assert len({m.y for m in flat.marks}) == 1
+    assert flat.lines == []
