@@ -126,6 +126,7 @@ class LotPage:
     genealogy: Any = None  # mes.lots.schemas.GenealogyRead
     where_next: policy.WhereNext | None = None
     fab_codes: dict[int, str] = field(default_factory=dict)
+    future: list[Any] = field(default_factory=list)  # armed future holds (FutureAction)
 
     @property
     def other_fabs(self) -> list[str]:
@@ -191,6 +192,7 @@ async def lot_page(session: AsyncSession, code: str, clock: Clock) -> LotPage:
         await lots_service.genealogy(session, lot),
         where,
         await dispatch_service.fab_codes(session),
+        await lots_service.future_actions(session, lot),
     )
 
 

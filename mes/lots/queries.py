@@ -207,8 +207,8 @@ async def genealogy(session: AsyncSession, code: str | Lot) -> s.GenealogyRead:
     )
 
 
-async def future_actions(session: AsyncSession, code: str) -> list[FutureAction]:
-    lot = await get_lot(session, code)
+async def future_actions(session: AsyncSession, code: str | Lot) -> list[FutureAction]:
+    lot = await _the_lot(session, code)
     return list(
         await session.scalars(
             select(FutureAction)
