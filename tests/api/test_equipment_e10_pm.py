@@ -597,3 +597,18 @@ async def test_pm_states_of_many_tools_match_one_by_one(client, session, clock):
     assert ("PMM-W", "ok") in seen
     assert ("PMM-H", "upcoming") in seen
     assert len([t for t, states in many.items() if states]) >= 2
+    # The dispatcher's snapshots read the same states: a tool is PM-due there exactly when a
+    # plan of it is due here.
+    from mes.dispatch.snapshots import tool_snapshots
+
+    clock.advance(timedelta(days=1))  # the calendar plan comes due
+    due_now = {
+        tool.id
+        for tool in tools
+        if any(st.status.value == "due" for st in await pm.pm_states(session, tool, clock.now()))
+    }
+    snapshots = await tool_snapshots(
+        session, [Equipment.id.in_([t.id for t in tools])], clock.now()
+    )
+    assert due_now
+    assert {t.id for t in snapshots if t.pm_due} == due_now
