@@ -8,6 +8,7 @@ import dataclasses
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Protocol
 
 from sqlalchemy import func, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -91,8 +92,20 @@ async def pm_states(
     ]
 
 
+class ToolCounters(Protocol):
+    """What ``pm_states_many`` reads of a tool: an Equipment row, or its columns (a board
+    reads a thousand tools as plain rows, not ORM objects)."""
+
+    @property
+    def id(self) -> int: ...
+    @property
+    def tool_group_id(self) -> int: ...
+    @property
+    def wafers_processed(self) -> int: ...
+
+
 async def pm_states_many(
-    session: AsyncSession, tools: Sequence[Equipment], now: datetime
+    session: AsyncSession, tools: Sequence[ToolCounters], now: datetime
 ) -> dict[int, list[pm_rules.PmState]]:
     """``pm_states`` of many tools (a board) in a few queries instead of a few per tool: the
     plans, the last completed PM per plan and tool, the baselines, and for process-hours plans
@@ -172,9 +185,10 @@ async def pm_states_many(
                 if iv.state == states.E10State.PRD
             )
             usages[(plan_id, tool_id)] = dataclasses.replace(usage, process_s=process_s)
+    views = {plan.id: plan_view(plan) for plan in plans}
     return {
         tool.id: [
-            pm_rules.status(plan_view(plan), usages[(plan.id, tool.id)], now)
+            pm_rules.status(views[plan.id], usages[(plan.id, tool.id)], now)
             for plan in applying[tool.id]
         ]
         for tool in tools

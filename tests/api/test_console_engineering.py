@@ -72,14 +72,13 @@ async def test_an_operator_is_not_offered_activation_and_is_refused_it(client):
     assert route["active_version"] == 1
 
 
-async def test_qualification_matrix_and_rule_sets_show_what_the_api_has(client):
+async def test_qualification_matrix_and_rule_sets_show_what_the_api_has(client, client_as):
     api = (
         await client.get(
             "/api/v1/recipes/qualifications", params={"fab": "F1", "tool_group": "WET_CLEAN"}
         )
     ).json()
     assert api, "the example fab qualifies wet clean recipes"
-    sets = (await client.get("/api/v1/dispatch/rule-sets", params={"fab": "F1"})).json()
     async with browser(client) as web:
         await sign_in(web, TESTER, TESTER_PASSWORD)
         page = await web.get("/console/qualifications?fab=F1&tool_group=WET_CLEAN")
@@ -90,13 +89,26 @@ async def test_qualification_matrix_and_rule_sets_show_what_the_api_has(client):
             assert f'<th scope="col">{q["recipe"]}</th>' in matrix
         empty = await web.get("/console/qualifications?fab=F1&tool_group=NO_GROUP")
         assert "No standing qualification" in empty.text
-        rules = await web.get("/console/rule-sets?fab=F1")
-        assert rules.status_code == 200
-        for rs in sets:  # every active set's rules with their weights
-            for r in rs["rules"]:
-                assert f"{r['weight']}</span> \u00d7 {r['rule']}" in rules.text
-        if not sets:
-            assert "built-in default applies" in rules.text
+
+        none_yet = await web.get("/console/rule-sets?fab=F1")
+        assert "built-in default applies" in none_yet.text
+        engineer = client_as("t-engineer")
+        for rules in (
+            [{"rule": "fifo", "weight": 1, "params": {"scale_s": 3600}}],
+            [{"rule": "priority", "weight": 10}, {"rule": "fifo", "weight": 2}],
+        ):
+            body = {"fab": "F1", "tool_group": "WET_CLEAN", "rules": rules, "note": "wet"}
+            published = await engineer.post("/api/v1/dispatch/rule-sets", json=body)
+            assert published.status_code == 201, published.text
+        shown = await web.get("/console/rule-sets?fab=F1")
+        table = shown.text[shown.text.index('id="rule-sets-table"') :]
+        assert '<th scope="row">F1/group/WET_CLEAN</th><td class="num">2</td>' in table
+        assert "10</span> \u00d7 priority" in table
+        assert "2</span> \u00d7 fifo" in table
+        assert "scale_s" not in table  # version 1 is history
+        history = await web.get("/console/rule-sets?fab=F1&history=true")
+        assert "scale_s 3600" in history.text
+        assert "(replaced)" in history.text
 
 
 async def test_future_hold_is_armed_shown_and_cancelled_from_the_lot_page(client):

@@ -116,11 +116,19 @@ async def test_a_route_draft_is_read_and_activated_with_an_e_signature(
 async def test_qualifications_and_rule_sets_pages(
     context: BrowserContext, console: Console, screenshot_dir: Path
 ) -> None:
+    body = {
+        "fab": "F1",
+        "tool_group": "WET_CLEAN",
+        "rules": [{"rule": "priority", "weight": 10}, {"rule": "fifo", "weight": 2}],
+        "note": "hot lots first on the wet benches",
+    }
+    await console.call("engineer", "POST", "/api/v1/dispatch/rule-sets", json=body)
     page = await sign_in(context, "engineer", "/console/qualifications?fab=F1&tool_group=WET_CLEAN")
     await expect(page.locator("#qual-matrix")).to_contain_text("F1-WETC01")
     await check_page(page, screenshot_dir, "qualifications")
     await page.get_by_role("link", name="Dispatch rule sets").click()
     await expect(page.locator("h1")).to_contain_text("Dispatching rule sets of F1")
+    await expect(page.locator("#rule-sets-table")).to_contain_text("F1/group/WET_CLEAN")
     await check_page(page, screenshot_dir, "rule-sets")
 
 
@@ -144,6 +152,8 @@ async def test_a_future_hold_and_a_merge_from_the_lot_page(
     await page.fill("#merge-source", child)
     await page.click("#merge-form button[type=submit]")
     await expect(page.locator("#action-result")).to_contain_text(f"{child} merged into {lot}")
+    # The page refreshes itself: the lot has its wafers back, the genealogy shows the merge.
+    await expect(page.locator("h1")).to_contain_text(f"{len(scribes)} wafers")
     await check_page(page, screenshot_dir, "lot-future-merge")
     await page.get_by_role("button", name="Cancel the future hold at step 30").click()
     await expect(page.locator("#action-result")).to_contain_text("cancelled")
