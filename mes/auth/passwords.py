@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
+from concurrent.futures import ThreadPoolExecutor
+
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
 
@@ -22,6 +25,23 @@ def verify_password(password_hash: str | None, password: str) -> bool:
         return _hasher.verify(password_hash or _DUMMY_HASH, password) and password_hash is not None
     except (VerifyMismatchError, VerificationError, InvalidHashError):
         return False
+
+
+# Argon2id costs tens of milliseconds of CPU and 64 MiB per hash. Run on the event loop it would
+# stall every other request for that long (a login, an e-signed hold); run in the loop's default
+# pool a burst of logins could take 32 x 64 MiB. Two workers: the machine's cores, not more.
+_HASHING = ThreadPoolExecutor(max_workers=2, thread_name_prefix="argon2")
+
+
+async def verify_password_off_loop(password_hash: str | None, password: str) -> bool:
+    """``verify_password`` in the hashing threads, so the event loop keeps serving."""
+    loop = asyncio.get_running_loop()
+    return await loop.run_in_executor(_HASHING, verify_password, password_hash, password)
+
+
+async def hash_password_off_loop(password: str) -> str:
+    loop = asyncio.get_running_loop()
+    return await loop.run_in_executor(_HASHING, hash_password, password)
 
 
 def needs_rehash(password_hash: str) -> bool:

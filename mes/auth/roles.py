@@ -112,6 +112,9 @@ LOT_SCRAP = _p("lot.scrap", [OP, E, S], "scrap wafers", signature=True)
 LOT_BONUS = _p("lot.bonus", [E, S], "add wafers to a lot")
 LOT_JUMP = _p("lot.jump", [E], "move a lot to another step (skip / jump)", signature=True)
 LOT_PRIORITY = _p("lot.priority", [E, S], "change priority class and due date")
+LOT_TYPE = _p(
+    "lot.type", [E, S], "change a lot's type (production, engineering, monitor …)", signature=True
+)
 LOT_TERMINATE = _p("lot.terminate", [E, S], "terminate a lot", signature=True)
 LOT_CANCEL_TRACK_IN = _p(
     "lot.cancel_track_in",
@@ -174,6 +177,7 @@ ALL_PERMISSIONS: tuple[Permission, ...] = (
     LOT_BONUS,
     LOT_JUMP,
     LOT_PRIORITY,
+    LOT_TYPE,
     LOT_TERMINATE,
     LOT_CANCEL_TRACK_IN,
     LOT_TRANSFER,

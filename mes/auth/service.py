@@ -114,11 +114,11 @@ async def login(
     now = clock.now()
     user = await find_user(session, username)
     if user is None or user.kind != AccountKind.HUMAN or not user.is_active:
-        passwords.verify_password(None, password)  # same cost as a real check
+        await passwords.verify_password_off_loop(None, password)  # same cost as a real check
         return LoginOutcome(None)
     if user.locked_until is not None and user.locked_until > now:
         return LoginOutcome(None, locked_until=user.locked_until)
-    if not passwords.verify_password(user.password_hash, password):
+    if not await passwords.verify_password_off_loop(user.password_hash, password):
         _count_failure(user, now, policy)
         await session.flush()
         return LoginOutcome(
@@ -131,7 +131,7 @@ async def login(
         user.failed_logins = 0
         user.locked_until = None
     if user.password_hash is not None and passwords.needs_rehash(user.password_hash):
-        user.password_hash = passwords.hash_password(password)
+        user.password_hash = await passwords.hash_password_off_loop(password)
     await session.flush()
     return LoginOutcome(_principal(user, now))
 
@@ -220,7 +220,8 @@ async def sign(
                 f"account locked after repeated wrong passwords until {user.locked_until}",
                 code="auth.locked",
             )
-        if not passwords.verify_password(user.password_hash, signature.password.get_secret_value()):
+        typed = signature.password.get_secret_value()
+        if not await passwords.verify_password_off_loop(user.password_hash, typed):
             raise Unauthenticated(
                 "the signature's password is wrong", code="auth.signature_invalid"
             )
@@ -331,7 +332,7 @@ async def change_own_password(
     user = await get_user(session, principal.username)
     if user.kind != AccountKind.HUMAN:
         raise Forbidden("service accounts have no password", code="user.password_not_allowed")
-    if not passwords.verify_password(user.password_hash, current):
+    if not await passwords.verify_password_off_loop(user.password_hash, current):
         raise Unauthenticated("the current password is wrong", code="auth.invalid_credentials")
     user.password_hash = _new_password_hash(user.username, new)
     user.password_changed_at = clock.now()

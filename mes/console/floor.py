@@ -19,6 +19,7 @@ from mes.jobs.models import EquipmentJob
 from mes.jobs.states import FINAL as FINAL_JOBS
 from mes.lots.models import HoldCode, Lot, LotEvent, LotHold
 from mes.lots.states import FINAL_STATES, LotState
+from mes.lots.type_rules import OUTPUT_TYPES
 from mes.opcua.models import AdapterLease
 from mes.routes.models import Step
 
@@ -84,12 +85,15 @@ async def network(session: AsyncSession, now: datetime, fab: str | None = None) 
         cell = by_id[fab_id].wip.setdefault(area, {})
         cell[lot_state.value] = cell.get(lot_state.value, 0) + count
     day = start_of_day(now)
+    # Output counts product wafers only: monitor and dummy lots are no moves, no completions.
     moves = await session.execute(
         select(LotEvent.fab_id, func.count())
+        .join(Lot, Lot.id == LotEvent.lot_id)
         .where(
             LotEvent.fab_id.in_(ids),
             LotEvent.event_type == "TRACK_OUT",
             LotEvent.occurred_at >= day,
+            Lot.lot_type.in_(OUTPUT_TYPES),
         )
         .group_by(LotEvent.fab_id)
     )
@@ -97,7 +101,12 @@ async def network(session: AsyncSession, now: datetime, fab: str | None = None) 
         by_id[fab_id].moves_today = count
     done = await session.execute(
         select(Lot.fab_id, func.count())
-        .where(Lot.fab_id.in_(ids), Lot.state == LotState.COMPLETED, Lot.ended_at >= day)
+        .where(
+            Lot.fab_id.in_(ids),
+            Lot.state == LotState.COMPLETED,
+            Lot.ended_at >= day,
+            Lot.lot_type.in_(OUTPUT_TYPES),
+        )
         .group_by(Lot.fab_id)
     )
     for fab_id, count in done.all():

@@ -98,9 +98,13 @@ def pair_exclusion(
                 return Exclusion(
                     "tool.batch_started", f"the batch on {tool.code} has started; it takes no more"
                 )
-            if any(s != step.id or r != recipe for s, r in tool.running):
+            # Lots of other products, routes or steps join when they run the same recipe (and
+            # need no setup change under the running batch); track-in checks the version.
+            if any(r != recipe for _s, r in tool.running) or (
+                step.setup is not None and step.setup != tool.current_setup
+            ):
                 return Exclusion(
-                    "tool.batch_mismatch", f"{tool.code} runs a batch of another step or recipe"
+                    "tool.batch_mismatch", f"{tool.code} runs a batch of another recipe or setup"
                 )
             if len(tool.running) >= min(step.batch_max, tool.max_lots):
                 return Exclusion("tool.full", f"the batch on {tool.code} is full")

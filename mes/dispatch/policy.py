@@ -36,6 +36,7 @@ from mes.dispatch.constraint_rules import (
     tool_exclusion,
 )
 from mes.dispatch.policy_inputs import (
+    LOT_TYPES,
     ONLINE_REMOTE,
     PRIORITY_CLASSES,
     UP_FOR_PRODUCTION,
@@ -66,6 +67,7 @@ __all__ = [
     "DEFAULT_RULE_SET",
     "DEFAULT_RULE_SET_SPEC",
     "HOUR",
+    "LOT_TYPES",
     "ONLINE_REMOTE",
     "PRIORITY_CLASSES",
     "RULES",
@@ -152,15 +154,21 @@ def _score_only(candidate: Candidate, situation: Situation, rule_set: RuleSet) -
     return sum(r.weight * r.fn(candidate, situation, r.params)[0] for r in rule_set.rules)
 
 
+def _batch_key(lot: LotSnapshot, tool: ToolSnapshot) -> tuple[str | None, str | None]:
+    """Lots that may share a batch on ``tool``: the same recipe there (whatever their product,
+    route or step) and the same setup."""
+    return (lot.recipe_on(tool.id), lot.step.setup)
+
+
 def _batch_groups(
     lots: Sequence[LotSnapshot], tool: ToolSnapshot, situation: Situation
-) -> dict[tuple[int, str | None], tuple[int, float, bool]]:
-    """Per (step, recipe) of the eligible lots: how many, the longest wait, any urgent."""
-    groups: dict[tuple[int, str | None], tuple[int, float, bool]] = {}
+) -> dict[tuple[str | None, str | None], tuple[int, float, bool]]:
+    """Per batch key of the eligible lots: how many, the longest wait, any urgent."""
+    groups: dict[tuple[str | None, str | None], tuple[int, float, bool]] = {}
     for lot in lots:
         if lot.step.batch_max is None:
             continue
-        key = (lot.step.id, lot.recipe_on(tool.id))
+        key = _batch_key(lot, tool)
         n, oldest, urgent = groups.get(key, (0, 0.0, False))
         wait = situation.now - lot.queued_at
         lot_urgent = lot.priority != "normal" or (
@@ -203,7 +211,7 @@ def rank_lots(
     groups = _batch_groups(eligible, tool, situation)
     scored: list[tuple[float, float, str, Candidate, Ranked | None]] = []
     for lot in eligible:
-        n, oldest, urgent = groups.get((lot.step.id, lot.recipe_on(tool.id)), (1, 0.0, False))
+        n, oldest, urgent = groups.get(_batch_key(lot, tool), (1, 0.0, False))
         candidate = Candidate(lot, tool, n, oldest, urgent)
         if explain_all:
             full = explain(candidate, situation, rule_set)
@@ -251,12 +259,20 @@ def choose_starts(listing: DispatchList) -> Starts:
     for c in top.contributions:
         if c.rule == "batch" and c.value < 0:
             return Starts((), c.why)
-    recipe = top.lot.recipe_on(tool.id)
-    size = min(step.batch_max, tool.max_lots) - len(tool.running)
-    batch = [
-        r for r in listing.ranked if r.lot.step.id == step.id and r.lot.recipe_on(tool.id) == recipe
-    ]
-    return Starts(tuple(batch[: max(1, min(size, free))]))
+    key = _batch_key(top.lot, tool)
+    # Lots of other steps (products, routes) on the same recipe fill the batch too; it holds
+    # as many lots as the smallest batch size among its steps allows.
+    batch: list[Ranked] = []
+    size = min(step.batch_max, tool.max_lots)
+    for r in listing.ranked:
+        other = r.lot.step.batch_max
+        if other is None or _batch_key(r.lot, tool) != key:
+            continue
+        if len(tool.running) + len(batch) + 1 > min(size, other):
+            continue
+        batch.append(r)
+        size = min(size, other)
+    return Starts(tuple(batch[: max(1, free)]))
 
 
 # --- where-next ----------------------------------------------------------------------------

@@ -15,6 +15,8 @@ WAITING = "Waiting"
 UP_FOR_PRODUCTION = frozenset({"SBY", "PRD"})
 ONLINE_REMOTE = "OnlineRemote"
 PRIORITY_CLASSES = ("normal", "hot", "super_hot")
+# mes.lots.states.LotType values (the simulator's lots are production lots).
+LOT_TYPES = ("production", "engineering", "monitor", "dummy", "rework")
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,6 +60,7 @@ class LotSnapshot:
     dedicated_tool_id: int | None = None
     # Context rules that send the logical recipe to another recipe on some tools.
     recipe_by_tool: Mapping[int, str] | None = None
+    lot_type: str = "production"  # LotType value
 
     def recipe_on(self, tool_id: int) -> str | None:
         if self.recipe_by_tool is not None:
@@ -78,7 +81,8 @@ class ToolSnapshot:
     area_id: int | None = None
     chambers_up: int | None = None  # None: not a cluster tool
     max_lots: int = 1
-    # (step id, recipe) of each lot on the tool now.
+    # (step id, recipe) of each lot on the tool now. A batch takes lots of any step whose
+    # recipe is the same (one recipe version on one tool: the newest approved and qualified).
     running: tuple[tuple[int, str | None], ...] = ()
     # Seconds until the tool is free again (remaining time of what runs on it).
     busy_for_s: float = 0.0

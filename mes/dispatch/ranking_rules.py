@@ -63,6 +63,10 @@ def _priority(c: Candidate, _s: Situation, p: Mapping[str, float]) -> Valued:
     return value, "priority class {}", (c.lot.priority,)
 
 
+def _lot_type(c: Candidate, _s: Situation, p: Mapping[str, float]) -> Valued:
+    return p.get(c.lot.lot_type, 0.0), "{} lot", (c.lot.lot_type,)
+
+
 def _fifo(c: Candidate, s: Situation, p: Mapping[str, float]) -> Valued:
     wait = max(0.0, s.now - c.lot.queued_at)
     return 1.0 - _decay(wait, p["scale_s"]), "waiting {:.1f} h at the step", (wait / 3600,)
@@ -173,6 +177,13 @@ RULES: Mapping[str, RuleDef] = {
             _priority,
             {"normal": 0.0, "hot": 0.5, "super_hot": 1.0},
             "class value: normal 0, hot 0.5, super_hot 1 (parameters)",
+        ),
+        RuleDef(
+            "lot_type",
+            _lot_type,
+            {"production": 0.0, "engineering": 1.0, "monitor": 0.5, "dummy": 0.0, "rework": 0.5},
+            "type value: production 0, engineering 1, monitor 0.5, dummy 0, rework 0.5 "
+            "(parameters; any number, negative holds a type back)",
         ),
         RuleDef("fifo", _fifo, {"scale_s": DAY}, "1 - scale / (scale + wait)"),
         RuleDef(

@@ -238,6 +238,7 @@ async def lot_snapshots(
                 Lot.step_entered_at,
                 Lot.due_at,
                 Lot.product_id,
+                Lot.lot_type,
             )
             .join(Step, Step.id == Lot.current_step_id)
             .where(Lot.state.in_((LotState.WAITING, LotState.ON_HOLD)), *where)
@@ -283,6 +284,7 @@ async def lot_snapshots(
                 state=r.state.value,
                 holds=1 if r.state == LotState.ON_HOLD else 0,
                 priority=r.priority_class.value,
+                lot_type=r.lot_type.value,
                 wafer_count=r.wafer_count,
                 step=step,
                 queued_at=r.step_entered_at.timestamp(),
@@ -461,6 +463,7 @@ async def any_state_snapshot(session: AsyncSession, lot: Lot, now: datetime) -> 
         state=lot.state.value,
         holds=0,
         priority=lot.priority_class.value,
+        lot_type=lot.lot_type.value,
         wafer_count=lot.wafer_count,
         step=route.steps[lot.current_step_id],
         queued_at=lot.step_entered_at.timestamp(),

@@ -9,13 +9,16 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 
 from mes.auth import roles
-from mes.auth.dependencies import requires
+from mes.auth.dependencies import requires, sign
+from mes.auth.roles import Role
 from mes.auth.service import Principal
 from mes.db.transaction import ReadSession, WriteSession
 from mes.jobs import schemas as s
 from mes.jobs import service
 from mes.kit.api import ClockDep, CodePath
 from mes.kit.idempotency import KeyHeader, idempotent
+from mes.lots.commands import EngineeringRun
+from mes.lots.type_rules import Release
 
 lot_jobs_router = APIRouter(prefix="/lots", tags=["jobs"])
 router = APIRouter(prefix="/jobs", tags=["jobs"])
@@ -38,10 +41,22 @@ async def request_job(
 ) -> JSONResponse | BaseModel:
     """Track the lot in on the tool and queue its job order (state ``requested``) in the same
     transaction; the adapter owning the tool then downloads and selects the recipe and starts
-    the job, and tracks the lot out when the tool reports the job ended."""
+    the job, and tracks the lot out when the tool reports the job ended. An engineering lot's
+    run on an ENG tool or an unreleased recipe version takes ``engineering`` (e-signature of
+    an engineer), as at track-in."""
 
     async def op() -> s.JobRead:
-        job = await service.request_job(session, lot, body, principal=by, clock=clock)
+        engineering = None
+        if body.engineering is not None:
+            # As at track-in: the caller signs, and must be an engineer for the run to go.
+            await sign(request, session, by, body.engineering.signature)
+            engineering = EngineeringRun(
+                Release(by.username, signer_is_engineer=Role.ENGINEER in by.roles),
+                body.engineering.recipe_version,
+            )
+        job = await service.request_job(
+            session, lot, body, principal=by, clock=clock, engineering=engineering
+        )
         return service.job_read(await service.get_job(session, job.job_order_id))
 
     return await idempotent(request, session, key, by.username, clock.now(), op, status_code=201)

@@ -7,7 +7,7 @@ from pydantic import BaseModel, Field
 
 from mes.jobs.states import JobCommand, JobStatus
 from mes.kit.api import InputModel
-from mes.lots.schemas import Code, Version
+from mes.lots.schemas import Code, EngineeringRelease, Version
 
 
 class JobRequest(InputModel):
@@ -20,6 +20,8 @@ class JobRequest(InputModel):
     chambers: list[Annotated[str, Field(min_length=1, max_length=16)]] | None = Field(
         default=None, min_length=1, max_length=16
     )
+    # An engineering lot's signed run on an ENG tool or an unreleased version (as at track-in).
+    engineering: EngineeringRelease | None = None
 
 
 class JobBatchRequest(InputModel):

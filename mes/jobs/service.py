@@ -32,7 +32,7 @@ from mes.jobs.results import (
 from mes.jobs.states import JobCommand, JobStatus
 from mes.kit.lookup import get_by_key
 from mes.lots import service as lots_service
-from mes.lots.commands import Measurement, TrackIn, TrackOut
+from mes.lots.commands import EngineeringRun, Measurement, TrackIn, TrackOut
 from mes.lots.models import Lot
 from mes.lots.states import LotState, WaferState
 from mes.recipes.models import RecipeVersion
@@ -105,9 +105,16 @@ async def open_jobs_of_tool(session: AsyncSession, equipment_id: int) -> list[Eq
 
 
 async def request_job(
-    session: AsyncSession, code: str, data: s.JobRequest, *, principal: Principal, clock: Clock
+    session: AsyncSession,
+    code: str,
+    data: s.JobRequest,
+    *,
+    principal: Principal,
+    clock: Clock,
+    engineering: EngineeringRun | None = None,
 ) -> EquipmentJob:
-    """Track the lot in and queue its job order for the tool's adapter (one transaction)."""
+    """Track the lot in and queue its job order for the tool's adapter (one transaction).
+    ``engineering``: the signed release of an engineering lot's run (verified by the caller)."""
     return await request_batch(
         session,
         data.tool,
@@ -117,6 +124,7 @@ async def request_job(
         chambers=tuple(data.chambers) if data.chambers else None,
         principal=principal,
         clock=clock,
+        engineering=engineering,
     )
 
 
@@ -130,6 +138,7 @@ async def request_batch(
     version: int | None = None,
     step_sequence: int | None = None,
     chambers: tuple[str, ...] | None = None,
+    engineering: EngineeringRun | None = None,
 ) -> EquipmentJob:
     """Track every lot in on the tool and queue one job order that runs them together (a
     furnace or wet bench batch; one lot elsewhere). All or nothing: one refusal refuses the
@@ -155,6 +164,7 @@ async def request_batch(
             version=version if len(lot_codes) == 1 else None,
             step_sequence=step_sequence,
             chambers=chambers,
+            engineering=engineering,
         )
         for code in lot_codes
     }

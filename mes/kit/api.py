@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import math
 import re
+import types
 from datetime import UTC, datetime
-from typing import Annotated, Any, Generic, TypeVar
+from typing import Annotated, Any, Generic, TypeVar, Union, get_args, get_origin
 
 from fastapi import Depends, Path, Query, Request
 from pydantic import (
@@ -15,6 +16,7 @@ from pydantic import (
     BeforeValidator,
     ConfigDict,
     Field,
+    ValidationInfo,
     field_validator,
 )
 from sqlalchemy import Select, func, select
@@ -118,8 +120,38 @@ class InputModel(BaseModel):
 
     @field_validator("*", mode="before")
     @classmethod
-    def _printable(cls, value: Any) -> Any:
+    def _printable(cls, value: Any, info: ValidationInfo) -> Any:
+        if info.field_name is not None:
+            field = cls.model_fields[info.field_name]
+            if _bool_where_not_allowed(field.annotation, value):
+                raise ValueError("true/false is not a number")
         return printable(value)
+
+
+def _admits_bool(annotation: Any) -> bool:
+    """Whether a field typed ``annotation`` may hold true/false (bool, Any, or a union with
+    either); Pydantic's lax mode would otherwise read ``false`` as the number 0."""
+    if annotation in (bool, Any, object):
+        return True
+    origin = get_origin(annotation)
+    if origin is Annotated:
+        return _admits_bool(get_args(annotation)[0])
+    if origin in (Union, types.UnionType):
+        return any(_admits_bool(arg) for arg in get_args(annotation))
+    return False
+
+
+def _bool_where_not_allowed(annotation: Any, value: Any) -> bool:
+    if isinstance(value, bool):
+        return not _admits_bool(annotation)
+    origin = get_origin(annotation)
+    if origin is Annotated:
+        return _bool_where_not_allowed(get_args(annotation)[0], value)
+    if origin in (list, tuple, set, frozenset) and isinstance(value, list):
+        args = [arg for arg in get_args(annotation) if arg is not Ellipsis]
+        # A list of one element type: every element is checked against it.
+        return len(args) == 1 and any(_bool_where_not_allowed(args[0], item) for item in value)
+    return False
 
 
 class ReadModel(BaseModel):

@@ -134,6 +134,7 @@ def lot_view(lot: Lot, holds: int) -> rules.LotView:
         wafer_count=lot.wafer_count,
         active_holds=holds,
         fab_id=lot.fab_id,
+        lot_type=lot.lot_type,
     )
 
 

@@ -37,13 +37,15 @@ async def choose_run(
     asked: tuple[str, ...] | None,
     *,
     lock: bool,
+    up: tuple[E10State, ...] = UP,
 ) -> ChamberChoice:
     """Resolve the step's logical recipe in each chamber (context rules may name a chamber),
     then the newest approved version with a standing qualification on the tool or on that
     chamber. The chambers are those named — each must exist, be up and be qualified, and all
     run one version — or, if none are named, the up chambers that may run it
     (``rules.chambers_to_run``). A tool without chambers runs as a whole and needs a
-    tool-wide qualification."""
+    tool-wide qualification. ``up``: the chamber states that may run the lot (a signed
+    engineering run may use chambers in ENG too)."""
     if step.recipe_name is None:  # only drafts lack recipes; lots run activated versions
         return ChamberChoice(
             None,
@@ -57,7 +59,7 @@ async def choose_run(
             raise NotFound(
                 f"tool {tool.code} has no chamber {unknown[0]!r}", code="tool.chamber_not_found"
             )
-        down = [name for name in asked if by_name[name].e10_state not in UP]
+        down = [name for name in asked if by_name[name].e10_state not in up]
         if down:
             state = by_name[down[0]].e10_state.value
             return ChamberChoice(
@@ -69,7 +71,7 @@ async def choose_run(
             )
         tried = list(dict.fromkeys(asked))
     elif by_name:
-        tried = [name for name in sorted(by_name) if by_name[name].e10_state in UP]
+        tried = [name for name in sorted(by_name) if by_name[name].e10_state in up]
         if not tried:
             return ChamberChoice(
                 None,

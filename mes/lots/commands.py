@@ -20,7 +20,8 @@ import math
 from dataclasses import dataclass
 from datetime import datetime
 
-from mes.lots.states import FutureActionKind, PriorityClass
+from mes.lots.states import FutureActionKind, LotType, PriorityClass
+from mes.lots.type_rules import Release as SignedRelease
 
 # Bounds of one measurement, as a lot event can hold it (the HTTP schema has the same ones).
 MAX_MEASUREMENT_NAME = 64
@@ -72,6 +73,15 @@ class Reading:
 
 
 @dataclass(frozen=True)
+class EngineeringRun:
+    """An engineering lot's run on a tool in ENG or on an unreleased recipe version: who
+    signed the release (verified by the caller) and, optionally, the version to run."""
+
+    release: SignedRelease
+    recipe_version: int | None = None
+
+
+@dataclass(frozen=True)
 class TrackIn:
     tool: str
     version: int | None = None
@@ -79,6 +89,7 @@ class TrackIn:
     step_sequence: int | None = None
     # The chambers of a cluster tool to run in (None: every up chamber qualified to run it).
     chambers: tuple[str, ...] | None = None
+    engineering: EngineeringRun | None = None
 
 
 @dataclass(frozen=True)
@@ -177,6 +188,13 @@ class ChangePriority:
     priority_class: PriorityClass
     reason: str
     due_at: datetime | None = None  # None: keep the due date
+    version: int | None = None
+
+
+@dataclass(frozen=True)
+class ChangeLotType:
+    lot_type: LotType
+    reason: str
     version: int | None = None
 
 

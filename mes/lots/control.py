@@ -1,4 +1,4 @@
-"""Lot control by the planners: jump to another step, change priority, terminate."""
+"""Lot control by the planners: jump to another step, change priority or lot type, terminate."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from mes.auth.service import Principal
 from mes.clock import Clock
 from mes.errors import RuleViolation
-from mes.lots import rules
+from mes.lots import rules, type_rules
 from mes.lots._core import (
     arrive,
     begin,
@@ -21,7 +21,7 @@ from mes.lots._core import (
     route_steps,
     void_windows_sent_to,
 )
-from mes.lots.commands import ChangePriority, Jump, Terminate
+from mes.lots.commands import ChangeLotType, ChangePriority, Jump, Terminate
 from mes.lots.models import Lot
 from mes.lots.states import LotState
 
@@ -80,6 +80,29 @@ async def change_priority(
     if data.due_at is not None:
         lot.due_at = data.due_at
     await change.record("PRIORITY", actor=actor.username, at=now, reason=data.reason)
+    return lot
+
+
+async def change_lot_type(
+    session: AsyncSession, code: str, data: ChangeLotType, *, actor: Principal, clock: Clock
+) -> Lot:
+    """Change what a lot is for (production, engineering, monitor, dummy, rework). Not while
+    it runs: its run was admitted under the type it had."""
+    now = clock.now()
+    lot, change = await begin(session, code, data.version)
+    rules.require_active(lot_view(lot, change.holds))
+    if lot.state == LotState.RUNNING:
+        raise RuleViolation("lot.running", f"lot {code} is running; track it out first")
+    type_rules.check_type_change(code, lot.lot_type, data.lot_type)
+    before = lot.lot_type
+    lot.lot_type = data.lot_type
+    await change.record(
+        "LOT_TYPE",
+        actor=actor.username,
+        at=now,
+        reason=data.reason,
+        details={"lot_type_before": before.value, "lot_type": data.lot_type.value},
+    )
     return lot
 
 

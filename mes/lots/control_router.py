@@ -1,4 +1,5 @@
-"""Lots: jump to another step, change priority, terminate; ship to another fab, receive."""
+"""Lots: jump to another step, change priority or lot type, terminate; ship to another fab,
+receive."""
 
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ router = APIRouter(prefix="/lots", tags=["lots"])
 
 Jumper = Annotated[LotWrite, lot_write(roles.LOT_JUMP)]
 Prioritiser = Annotated[LotWrite, lot_write(roles.LOT_PRIORITY)]
+Retyper = Annotated[LotWrite, lot_write(roles.LOT_TYPE)]
 Terminator = Annotated[LotWrite, lot_write(roles.LOT_TERMINATE)]
 Transferrer = Annotated[LotWrite, lot_write(roles.LOT_TRANSFER)]
 
@@ -50,6 +52,22 @@ async def change_priority(lot: CodePath, body: s.PriorityChange, tx: Prioritiser
     return await tx.run_lot(
         lambda: service.change_priority(tx.session, lot, command, actor=tx.by, clock=tx.clock)
     )
+
+
+@router.post("/{lot}/lot-type", response_model=s.LotRead)
+async def change_lot_type(lot: CodePath, body: s.LotTypeChange, tx: Retyper) -> Answer:
+    """Change the lot type (production, engineering, monitor, dummy, rework) with a reason
+    (e-signature): what the lot may run on, whether it counts as output, how dispatch weighs
+    it. Refused while the lot runs."""
+    command = c.ChangeLotType(
+        lot_type=body.lot_type, reason=body.signature.reason, version=tx.version(body.version)
+    )
+
+    async def signed() -> Lot:
+        await tx.sign(body.signature)
+        return await service.change_lot_type(tx.session, lot, command, actor=tx.by, clock=tx.clock)
+
+    return await tx.run_lot(signed)
 
 
 @router.post("/{lot}/terminate", response_model=s.LotRead)

@@ -52,6 +52,7 @@ def lot_read(lot: Lot) -> LotRead:
         if step is not None
         else None,
         state=lot.state,
+        lot_type=lot.lot_type,
         priority_class=lot.priority_class,
         due_at=lot.due_at,
         wafer_count=lot.wafer_count,

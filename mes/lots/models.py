@@ -24,6 +24,7 @@ from mes.lots.states import (
     FutureActionKind,
     GenealogyRelation,
     LotState,
+    LotType,
     PriorityClass,
     QTimeStatus,
     WaferState,
@@ -66,6 +67,10 @@ class Lot(TimestampMixin, Base):
     state: Mapped[LotState] = mapped_column(enum_type(LotState, "lot_state"))
     priority_class: Mapped[PriorityClass] = mapped_column(
         enum_type(PriorityClass, "priority_class"), default=PriorityClass.NORMAL
+    )
+    # What the lot is for (mes.lots.type_rules): set at start, changed by an audited operation.
+    lot_type: Mapped[LotType] = mapped_column(
+        enum_type(LotType, "lot_type"), default=LotType.PRODUCTION, server_default="production"
     )
     due_at: Mapped[datetime | None]
     wafer_count: Mapped[int] = mapped_column(Integer)

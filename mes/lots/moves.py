@@ -38,7 +38,8 @@ from mes.lots._core import (
     void_windows,
     void_windows_sent_to,
 )
-from mes.lots.chambers import choose_run
+from mes.lots.admission import ENGINEERING_UP, check_batch, engineering_up, recipe_to_run
+from mes.lots.chambers import UP
 from mes.lots.commands import TrackIn, TrackOut, TrackOutcome
 from mes.lots.models import HoldCode, Lot, LotEvent, QTimeWindow, ReworkCount
 from mes.lots.states import LotState, QTimeStatus
@@ -75,12 +76,10 @@ async def _lock_tool(session: AsyncSession, code: str) -> Equipment:
     return tool
 
 
-def _tool_view(tool: Equipment) -> rules.ToolView:
-    chambers_up = (
-        sum(1 for c in tool.chambers if c.e10_state in (E10State.SBY, E10State.PRD))
-        if tool.chambers
-        else None
-    )
+def _tool_view(
+    tool: Equipment, up: tuple[E10State, ...] = (E10State.SBY, E10State.PRD)
+) -> rules.ToolView:
+    chambers_up = sum(1 for c in tool.chambers if c.e10_state in up) if tool.chambers else None
     return rules.ToolView(
         id=tool.id,
         code=tool.code,
@@ -90,24 +89,6 @@ def _tool_view(tool: Equipment) -> rules.ToolView:
         max_lots=tool.max_lots,
         chambers_up=chambers_up,
     )
-
-
-async def _recipe_to_run(
-    session: AsyncSession,
-    lot: Lot,
-    step: rules.StepView,
-    tool: Equipment,
-    now: datetime,
-    asked: tuple[str, ...] | None,
-) -> tuple[RecipeVersion, list[str]]:
-    """The recipe version and chambers the run uses (see ``chambers.choose_run``), or the
-    refusal. The qualifications are share-locked so that a disqualification cannot slip in."""
-    choice = await choose_run(session, lot, step, tool, now, asked, lock=True)
-    if choice.refusal is not None:
-        raise choice.refusal
-    assert choice.outcome is not None
-    assert choice.outcome.version is not None
-    return choice.outcome.version, choice.chambers
 
 
 async def _check_certified(
@@ -150,11 +131,13 @@ async def track_in(
     rules.require_waiting(lot_view(lot, change.holds))
     step = step_of(steps, lot.current_step_id)
     tool = await _lock_tool(session, data.tool)
+    view = _tool_view(tool, ENGINEERING_UP if engineering_up(lot, data) else UP)
+    on_tool = await lots_on_tool(session, tool.id)
     rules.check_track_in(
         lot_view(lot, change.holds),
         step,
-        _tool_view(tool),
-        lots_on_tool=await lots_on_tool(session, tool.id),
+        view,
+        lots_on_tool=on_tool,
         expected_step_sequence=data.step_sequence,
     )
     if step.same_tool_as_sequence is not None:
@@ -189,7 +172,9 @@ async def track_in(
             f"the Q-time window of lot {code} to step {step.sequence} expired; the lot is on hold",
             keep_changes=True,
         )
-    recipe, chambers = await _recipe_to_run(session, lot, step, tool, now, data.chambers)
+    recipe, chambers, engineering = await recipe_to_run(session, lot, step, tool, now, data)
+    if on_tool:
+        await check_batch(session, step, tool, recipe)
     await _check_certified(session, actor, step.tool_group_id, now)
     # The equipment's side: no PM due, the recipe's reticle at the tool and under its
     # limit; counts the wafers on the tool and the reticle's uses.
@@ -219,6 +204,8 @@ async def track_in(
             "reticle": reticle.code if reticle is not None else None,
             # The chambers the lot runs in (cluster tools), each qualified for the version.
             **({"chambers": chambers} if chambers else {}),
+            # An engineering lot's signed run on an ENG tool or an unreleased version.
+            **({"engineering": engineering} if engineering else {}),
         },
     )
     return lot, tool, recipe, chambers

@@ -7,12 +7,13 @@ from typing import Annotated
 from fastapi import APIRouter, status
 
 from mes.auth import roles
+from mes.auth.roles import Role
 from mes.errors import RuleViolation
 from mes.jobs import service as jobs_service
 from mes.kit.api import CodePath
 from mes.lots import commands as c
 from mes.lots import schemas as s
-from mes.lots import service
+from mes.lots import service, type_rules
 from mes.lots.http import Answer, LotWrite, lot_read, lot_write
 from mes.lots.models import Lot
 
@@ -35,6 +36,7 @@ async def start_lot(body: s.LotStart, tx: Starter) -> Answer:
             route_code=body.route,
             count=1,
             wafer_count=body.wafer_count,
+            lot_type=body.lot_type,
             priority_class=body.priority_class,
             due_at=body.due_at,
             code=body.code,
@@ -59,6 +61,7 @@ async def bulk_start(body: s.BulkStart, tx: Starter) -> Answer:
             route_code=body.route,
             count=body.count,
             wafer_count=body.wafer_count,
+            lot_type=body.lot_type,
             priority_class=body.priority_class,
             due_at=body.due_at,
             code=None,
@@ -74,15 +77,29 @@ async def bulk_start(body: s.BulkStart, tx: Starter) -> Answer:
 
 @router.post("/{lot}/track-in", response_model=s.TrackInResult)
 async def track_in(lot: CodePath, body: s.TrackIn, tx: Mover) -> Answer:
-    """Put the lot on a tool; answers the recipe version and parameters to run."""
+    """Put the lot on a tool; answers the recipe version and parameters to run. An engineering
+    lot runs on a tool in ENG, or on a recipe version not approved or not qualified there, only
+    with ``engineering`` signed by an engineer (``lot.engineering_signature_required``,
+    ``lot.signer_not_engineer``); other lots never do (``tool.engineering_only``,
+    ``lot.not_engineering``)."""
+    engineering = None
+    if body.engineering is not None:
+        release = type_rules.Release(
+            signed_by=tx.by.username, signer_is_engineer=Role.ENGINEER in tx.by.roles
+        )
+        engineering = c.EngineeringRun(release, body.engineering.recipe_version)
     command = c.TrackIn(
         tool=body.tool,
         version=tx.version(body.version),
         step_sequence=body.step_sequence,
         chambers=tuple(body.chambers) if body.chambers else None,
+        engineering=engineering,
     )
 
     async def move() -> s.TrackInResult:
+        if body.engineering is not None:
+            # The signer is the caller: an engineer releases the run by tracking it in.
+            await tx.sign(body.engineering.signature)
         moved, tool, recipe, chambers = await service.track_in(
             tx.session, lot, command, actor=tx.by, clock=tx.clock
         )

@@ -17,7 +17,7 @@ from mes.kit.api import PageParams, fetch_page
 from mes.kit.lookup import get_by_key
 from mes.lots import schemas as s
 from mes.lots.models import FutureAction, Genealogy, HoldCode, Lot, LotEvent, LotHold
-from mes.lots.states import LotState, PriorityClass
+from mes.lots.states import LotState, LotType, PriorityClass
 from mes.products.models import Product
 from mes.routes.models import Route, RouteVersion, Step
 
@@ -43,6 +43,7 @@ class LotFilter:
     route: str | None = None
     step_sequence: int | None = None
     tool: str | None = None
+    lot_type: LotType | None = None
 
 
 def lot_query(flt: LotFilter) -> Select[Lot]:
@@ -55,6 +56,8 @@ def lot_query(flt: LotFilter) -> Select[Lot]:
         stmt = stmt.where(Lot.state == flt.state)
     if flt.priority_class is not None:
         stmt = stmt.where(Lot.priority_class == flt.priority_class)
+    if flt.lot_type is not None:
+        stmt = stmt.where(Lot.lot_type == flt.lot_type)
     if flt.tool_group is not None or flt.step_sequence is not None or flt.area is not None:
         current = aliased(Step)
         stmt = stmt.join(current, current.id == Lot.current_step_id)
@@ -252,6 +255,7 @@ _ANSWER = (
         Lot.started_at,
         Lot.ended_at,
         Lot.version,
+        Lot.lot_type,
     )
     .select_from(Lot)
     .join(Fab, Fab.id == Lot.fab_id)
@@ -272,7 +276,7 @@ async def lot_answer(session: AsyncSession, code: str) -> s.LotRead:
     session again (populate_existing) only to read a code of each."""
     row = (await session.execute(_ANSWER, {"code": code})).one()
     (code, fab, product, route, version, sequence, operation, group, *rest) = row
-    state, priority, due_at, wafers, carrier, parent, started_at, ended_at, lot_version = rest
+    state, priority, due_at, wafers, carrier, parent, started_at, ended_at, lot_version, kind = rest
     return s.LotRead(
         code=code,
         fab=fab,
@@ -283,6 +287,7 @@ async def lot_answer(session: AsyncSession, code: str) -> s.LotRead:
         if sequence is not None
         else None,
         state=state,
+        lot_type=kind,
         priority_class=priority,
         due_at=due_at,
         wafer_count=wafers,

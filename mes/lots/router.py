@@ -26,7 +26,7 @@ from mes.lots import schemas as s
 from mes.lots.http import future_read, lot_read
 from mes.lots.models import HoldCode
 from mes.lots.schemas import LotDetail, LotEventRead, LotRead, WaferRead
-from mes.lots.states import LotState, PriorityClass
+from mes.lots.states import LotState, LotType, PriorityClass
 
 router = APIRouter(prefix="/lots", tags=["lots"])
 hold_codes_router = APIRouter(prefix="/hold-codes", tags=["lots"])
@@ -45,18 +45,21 @@ async def list_lots(
     product: Annotated[CodeStr | None, Query()] = None,
     state: LotState | None = None,
     priority_class: PriorityClass | None = None,
+    lot_type: LotType | None = None,
     area: Annotated[CodeStr | None, Query()] = None,
     tool_group: Annotated[CodeStr | None, Query()] = None,
     route: Annotated[CodeStr | None, Query()] = None,
     step_sequence: Annotated[int | None, Query(ge=1, le=100_000)] = None,
     tool: Annotated[CodeStr | None, Query()] = None,
 ) -> Page[LotRead]:
-    """WIP and finished lots, filterable by fab, area, tool group, step, tool, state, priority."""
+    """WIP and finished lots, filterable by fab, area, tool group, step, tool, state, priority
+    and lot type."""
     flt = service.LotFilter(
         fab=fab,
         product=product,
         state=state,
         priority_class=priority_class,
+        lot_type=lot_type,
         area=area,
         tool_group=tool_group,
         route=route,

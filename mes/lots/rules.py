@@ -18,7 +18,8 @@ from typing import Any
 
 from mes.equipment.states import E10State, allows_production
 from mes.errors import RuleViolation, refuses
-from mes.lots.states import FINAL_STATES, MAX_WAFERS_PER_LOT, LotState
+from mes.lots.states import FINAL_STATES, MAX_WAFERS_PER_LOT, LotState, LotType
+from mes.lots.type_rules import check_eng_tool
 
 
 @dataclass(frozen=True)
@@ -49,6 +50,7 @@ class LotView:
     wafer_count: int
     active_holds: int
     fab_id: int
+    lot_type: LotType = LotType.PRODUCTION
 
 
 @dataclass(frozen=True)
@@ -177,7 +179,11 @@ def check_track_in(
         raise RuleViolation(
             "tool.no_chamber_available", f"no chamber of tool {tool.code} is up (SBY or PRD)"
         )
-    if not allows_production(tool.e10_state):
+    if tool.e10_state == E10State.ENG:
+        # Engineering time: engineering lots only (their signed release is checked once the
+        # recipe to run is known: type_rules.check_engineering_run).
+        check_eng_tool(lot.code, lot.lot_type, tool.code)
+    elif not allows_production(tool.e10_state):
         raise RuleViolation(
             "tool.not_available", f"tool {tool.code} is {tool.e10_state.value}, not SBY or PRD"
         )
@@ -185,14 +191,10 @@ def check_track_in(
         if step.batch_max is None:
             if len(lots_on_tool) >= tool.max_lots:
                 raise RuleViolation("tool.full", f"tool {tool.code} is busy")
-        else:
-            if any(s != step.id or r != step.recipe_name for s, r in lots_on_tool):
-                raise RuleViolation(
-                    "tool.batch_mismatch",
-                    f"tool {tool.code} runs a batch of another step or recipe",
-                )
-            if len(lots_on_tool) >= min(step.batch_max, tool.max_lots):
-                raise RuleViolation("tool.full", f"the batch on tool {tool.code} is full")
+        # A batch: whether the lot may join (same recipe version, batch steps, setup) is
+        # decided once its recipe version is known (type_rules.check_batch_join).
+        elif len(lots_on_tool) >= min(step.batch_max, tool.max_lots):
+            raise RuleViolation("tool.full", f"the batch on tool {tool.code} is full")
 
 
 def check_dedication(step: StepView, tool: ToolView, dedicated_tool_id: int | None) -> None:
@@ -349,6 +351,16 @@ def check_split(lot: LotView, chosen: int, available: int) -> None:
         )
 
 
+def check_bonus(lot: LotView) -> None:
+    """Wafers join a lot only while it is at a step: a lot on a tool was counted, charged and
+    given its job's slot map at track-in, which added wafers would contradict."""
+    require_active(lot)
+    if lot.state == LotState.RUNNING:
+        raise RuleViolation("lot.running", f"lot {lot.code} is running on a tool")
+    if lot.state == LotState.IN_TRANSIT:
+        raise RuleViolation("lot.in_transit", f"lot {lot.code} is travelling to another fab")
+
+
 @dataclass(frozen=True)
 class MergeView:
     lot: LotView
@@ -366,7 +378,8 @@ def check_merge(target: MergeView, source: MergeView) -> None:
                 "lot.not_mergeable", f"lot {view.lot.code} is {view.lot.state.value}"
             )
     same = (
-        target.product_id == source.product_id
+        target.lot.lot_type == source.lot.lot_type
+        and target.product_id == source.product_id
         and target.route_version_id == source.route_version_id
         and target.lot.step_id == source.lot.step_id
         and target.lot.state == source.lot.state
@@ -375,7 +388,7 @@ def check_merge(target: MergeView, source: MergeView) -> None:
     if not same:
         raise RuleViolation(
             "lot.merge_mismatch",
-            "merged lots need the same product, route version, step, state and fab",
+            "merged lots need the same lot type, product, route version, step, state and fab",
         )
     if target.lot.wafer_count + source.lot.wafer_count > MAX_WAFERS_PER_LOT:
         raise RuleViolation(

@@ -14,6 +14,7 @@ from mes.lots.states import (
     FutureActionKind,
     GenealogyRelation,
     LotState,
+    LotType,
     PriorityClass,
     WaferState,
 )
@@ -39,6 +40,7 @@ class LotRead(BaseModel):
     route_version: int
     step: CurrentStep | None
     state: LotState
+    lot_type: LotType
     priority_class: PriorityClass
     due_at: datetime | None
     wafer_count: int
@@ -84,6 +86,7 @@ class LotStart(InputModel):
         description="default: the next L<yy>-<nnnn>",
     )
     wafer_count: int = Field(default=25, ge=1, le=25)
+    lot_type: LotType = LotType.PRODUCTION
     priority_class: PriorityClass = PriorityClass.NORMAL
     due_at: Timestamp | None = None
     carrier: Code | None = None
@@ -95,8 +98,23 @@ class BulkStart(InputModel):
     route: Code | None = None
     count: int = Field(ge=1, le=200)
     wafer_count: int = Field(default=25, ge=1, le=25)
+    lot_type: LotType = LotType.PRODUCTION
     priority_class: PriorityClass = PriorityClass.NORMAL
     due_at: Timestamp | None = None
+
+
+class EngineeringRelease(InputModel):
+    """An engineer's signed release of an engineering lot's run on a tool in ENG, or on a
+    recipe version not approved or not qualified on the tool (the signer tracks the lot in)."""
+
+    recipe_version: int | None = Field(
+        default=None,
+        ge=1,
+        le=2**31 - 1,
+        description="the version of the step's recipe to run (default: the newest approved and "
+        "qualified one, else the newest one that is not obsolete)",
+    )
+    signature: ESignature
 
 
 class TrackIn(InputModel):
@@ -109,6 +127,8 @@ class TrackIn(InputModel):
     chambers: list[Annotated[str, Field(min_length=1, max_length=16)]] | None = Field(
         default=None, min_length=1, max_length=16
     )
+    # Engineering lots only: run on an ENG tool or an unreleased recipe version.
+    engineering: EngineeringRelease | None = None
 
 
 class Measurement(InputModel):
@@ -210,6 +230,12 @@ class PriorityChange(InputModel):
     priority_class: PriorityClass
     reason: Reason
     due_at: Timestamp | None = None
+    version: Version = None
+
+
+class LotTypeChange(InputModel):
+    lot_type: LotType
+    signature: ESignature
     version: Version = None
 
 

@@ -7,7 +7,7 @@ Callers import this face (``from mes.lots import service as lots_service``); the
 - ``moves``: track-in, track-out, and taking a lot off its tool when its job ends unrun;
 - ``holds``: hold, release, mass hold, future actions;
 - ``wafers``: split, merge, scrap, bonus;
-- ``control``: jump, priority, terminate;
+- ``control``: jump, priority, lot type, terminate;
 - ``transfer``: ship to another fab, receive there;
 - ``explain``: what recipe a lot would run on a tool, and why not.
 
@@ -19,7 +19,7 @@ Each verb takes a command of ``mes.lots.commands`` (or plain keyword arguments),
 from __future__ import annotations
 
 from mes.lots._core import get_hold_code, lots_running_on, route_steps
-from mes.lots.control import change_priority, jump, terminate
+from mes.lots.control import change_lot_type, change_priority, jump, terminate
 from mes.lots.explain import RecipeQuestion, explain_recipe
 from mes.lots.holds import add_future_action, cancel_future_action, hold, mass_hold, release
 from mes.lots.moves import abort_run, track_in, track_out
@@ -52,6 +52,7 @@ __all__ = [
     "add_future_action",
     "bonus",
     "cancel_future_action",
+    "change_lot_type",
     "change_priority",
     "explain_recipe",
     "future_actions",

@@ -18,7 +18,7 @@ from mes.kit.lookup import get_by_key
 from mes.lots import rules
 from mes.lots._core import Change, arrive, route_steps
 from mes.lots.models import Lot, LotCounter, Wafer
-from mes.lots.states import LotState, PriorityClass
+from mes.lots.states import LotState, LotType, PriorityClass
 from mes.products.models import Product
 from mes.routes import rules as route_rules
 from mes.routes import service as routes_service
@@ -120,8 +120,10 @@ async def start_lots(
     carrier_code: str | None,
     actor: Principal,
     clock: Clock,
+    lot_type: LotType = LotType.PRODUCTION,
 ) -> list[Lot]:
-    """Release ``count`` lots of a product onto its active route version."""
+    """Release ``count`` lots of a product onto its active route version (``lot_type``: what
+    they are for; production unless said otherwise)."""
     now = clock.now()
     product = await get_by_key(
         session, Product, Product.code, product_code, code="product.not_found", what="product"
@@ -168,6 +170,7 @@ async def start_lots(
             route_version_id=version.id,
             current_step_id=first_step.id,
             state=LotState.WAITING,
+            lot_type=lot_type,
             priority_class=priority_class,
             due_at=due_at,
             wafer_count=wafer_count,
@@ -184,7 +187,10 @@ async def start_lots(
         change = Change(session, lot, 0)
         change.before = None  # type: ignore[assignment]
         await change.record(
-            "START", actor=actor.username, at=now, details={"route_version": version.version}
+            "START",
+            actor=actor.username,
+            at=now,
+            details={"route_version": version.version, "lot_type": lot_type.value},
         )
         await arrive(session, lot, first_step, at=now)
         started.append(lot)

@@ -30,6 +30,24 @@ class PriorityClass(enum.StrEnum):
     SUPER_HOT = "super_hot"
 
 
+class LotType(enum.StrEnum):
+    """What a lot is for (fab practice; SEMI leaves lot types to the MES, as Critical
+    Manufacturing and Opcenter do with a configurable material/lot type).
+
+    Production lots carry product wafers for customers. Engineering lots run experiments:
+    they may use tools in E10 ENG and recipe versions not (yet) approved or qualified, each
+    run under an engineer's e-signature. Monitor lots (test wafers that measure a tool) and
+    dummy lots (filler wafers in a furnace batch) are non-product wafers: they do not count
+    as output. Rework lots carry product wafers sent to be reprocessed.
+    """
+
+    PRODUCTION = "production"
+    ENGINEERING = "engineering"
+    MONITOR = "monitor"
+    DUMMY = "dummy"
+    REWORK = "rework"
+
+
 class WaferState(enum.StrEnum):
     ACTIVE = "active"
     SCRAPPED = "scrapped"

@@ -68,6 +68,7 @@ async def split(
         route_version_id=parent.route_version_id,
         current_step_id=parent.current_step_id,
         state=LotState.WAITING,
+        lot_type=parent.lot_type,
         priority_class=parent.priority_class,
         due_at=parent.due_at,
         wafer_count=len(wafers),
@@ -232,7 +233,7 @@ async def bonus(
     now = clock.now()
     rules.check_reason(data.reason_code, rules.BONUS_CODES, "bonus")
     lot, change = await begin(session, code, data.version, wafers=True)
-    rules.require_active(lot_view(lot, change.holds))
+    rules.check_bonus(lot_view(lot, change.holds))
     if lot.wafer_count + data.count > 25:
         raise RuleViolation("lot.too_many_wafers", "a lot holds at most 25 wafers")
     slots = rules.free_slots(_slots(lot.wafers), data.count)

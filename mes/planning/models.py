@@ -18,6 +18,7 @@ from mes.db.base import Base, BigIntPK, TimestampMixin
 from mes.db.types import enum_type
 from mes.fabs.models import Fab
 from mes.lots.models import Lot
+from mes.lots.states import LotType
 from mes.planning.rules import DueRule, RatePer
 from mes.products.models import Product
 
@@ -50,6 +51,12 @@ class StartPlan(TimestampMixin, Base):
     due_value: Mapped[float] = mapped_column(Float)
     # {"normal": 80, "hot": 15, "super_hot": 5}: weights, not percentages.
     priority_mix: Mapped[dict[str, Any]]
+    # The type of the lots it releases (monitor plans start monitor lots).
+    lot_type: Mapped[LotType] = mapped_column(
+        enum_type(LotType, "start_plan_lot_type"),
+        default=LotType.PRODUCTION,
+        server_default="production",
+    )
     max_wip: Mapped[int | None] = mapped_column(Integer)
     catch_up_max: Mapped[int] = mapped_column(Integer, default=1)
     seed: Mapped[int] = mapped_column(Integer, default=0)

@@ -5,7 +5,7 @@ from datetime import datetime
 from pydantic import AwareDatetime, BaseModel, Field
 
 from mes.kit.api import CodeStr, ReadModel
-from mes.lots.states import MAX_WAFERS_PER_LOT
+from mes.lots.states import MAX_WAFERS_PER_LOT, LotType
 from mes.planning.rules import DueRule, RatePer
 
 PriorityMix = dict[str, float]
@@ -36,6 +36,7 @@ class StartPlanCreate(BaseModel):
         default=1, ge=1, le=1000, description="most lots released at once after downtime"
     )
     seed: int = Field(default=0, ge=0, le=2**31 - 1, description="of the priority draw")
+    lot_type: LotType = Field(default=LotType.PRODUCTION, description="of the lots it starts")
     starts_at: AwareDatetime | None = Field(default=None, description="default: now")
     active: bool = True
     note: str | None = Field(default=None, max_length=2000)
@@ -56,6 +57,7 @@ class StartPlanUpdate(BaseModel):
     max_wip: int | None = Field(default=None, ge=1, le=100_000)
     catch_up_max: int | None = Field(default=None, ge=1, le=1000)
     seed: int | None = Field(default=None, ge=0, le=2**31 - 1)
+    lot_type: LotType | None = None
     starts_at: AwareDatetime | None = None
     active: bool | None = None
     note: str | None = Field(default=None, max_length=2000)
@@ -76,6 +78,7 @@ class StartPlanRead(BaseModel):
     max_wip: int | None
     catch_up_max: int
     seed: int
+    lot_type: LotType
     starts_at: datetime
     active: bool
     note: str | None

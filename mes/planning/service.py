@@ -117,6 +117,7 @@ async def create_plan(
         max_wip=data.max_wip,
         catch_up_max=data.catch_up_max,
         seed=data.seed,
+        lot_type=data.lot_type,
         starts_at=starts_at,
         anchor_at=starts_at,
         anchor_sequence=1,
@@ -246,6 +247,7 @@ def _plan_read(
         max_wip=plan.max_wip,
         catch_up_max=plan.catch_up_max,
         seed=plan.seed,
+        lot_type=plan.lot_type,
         starts_at=plan.starts_at,
         active=plan.active,
         note=plan.note,
@@ -325,6 +327,7 @@ async def release_due(
             carrier_code=None,
             actor=PRINCIPAL,
             clock=clock,
+            lot_type=plan.lot_type,
         )
         release = StartPlanRelease(
             start_plan_id=plan.id,

@@ -16,7 +16,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from mes.equipment import metrics
 from mes.equipment import service as equipment_service
 from mes.errors import InvalidInput, NotFound
-from mes.lots.models import LotEvent
+from mes.lots.models import Lot, LotEvent
+from mes.lots.type_rules import OUTPUT_TYPES
 from mes.routes.models import Step
 
 MAX_WINDOW_DAYS = 400
@@ -45,14 +46,18 @@ async def runs(
 
     Theoretical time per wafer = the step's processing-time estimate for a lot, shared by its
     wafers, and by the lots of a full batch on batch steps. Good wafers are the processed wafers
-    of a run whose outcome was ``pass`` (a rework outcome makes none of them good).
+    of a run whose outcome was ``pass`` (a rework outcome makes none of them good). Runs of
+    monitor and dummy lots are left out: their wafers are not product units.
     """
     if not tool_ids:
         return []
     rows = await session.execute(
         select(LotEvent.before, LotEvent.after, Step.process_time_s, Step.batch_max)
         .join(Step, Step.id == LotEvent.step_id)
+        .join(Lot, Lot.id == LotEvent.lot_id)
         .where(
+            # E79 units are product units: monitor and dummy wafers are no output.
+            Lot.lot_type.in_(OUTPUT_TYPES),
             LotEvent.event_type == "TRACK_OUT",
             LotEvent.equipment_id.in_(tool_ids),
             # A run belongs to the window it ends in; one ending at ``end`` ran inside it.

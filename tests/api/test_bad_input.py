@@ -173,6 +173,7 @@ async def test_page_sizes_and_offsets_are_bounded(client, params, status):
         {"wafer_count": 1.5},
         {"wafer_count": "many"},
         {"wafer_count": None},
+        {"wafer_count": True},  # pydantic's lax mode read true as 1
     ],
     ids=str,
 )
@@ -181,6 +182,27 @@ async def test_negative_and_absurd_quantities_are_refused(client, change):
     before = await _snapshot(client, lot)
     assert_problem(await client.post(LOTS, json={**START, **change}), 422, "request.invalid")
     assert await _snapshot(client, lot) == before
+
+
+async def test_true_and_false_are_not_numbers(client):
+    """The fuzzer's finding: a setup change time of ``false`` was stored as 0 s; and in a list
+    of numbers, ``true`` is no measurement."""
+    change = {"from_setup": "S1", "to_setup": "S2", "time_s": False}
+    assert_problem(
+        await client.put("/api/v1/dispatch/setups/changes", json=change), 422, "request.invalid"
+    )
+    listed = (await client.get("/api/v1/dispatch/setups")).json()["changes"]
+    assert all(row["from_setup"] != "S1" for row in listed), listed
+    lot = await _lot(client)
+    before = await _snapshot(client, lot)
+    answer = await client.post(
+        f"{LOTS}/{lot}/track-out", json={"measurements": [{"name": "CD", "values": [True]}]}
+    )
+    assert_problem(answer, 422, "request.invalid")
+    assert await _snapshot(client, lot) == before
+    # The same change with a number is taken.
+    taken = await client.put("/api/v1/dispatch/setups/changes", json={**change, "time_s": 30})
+    assert taken.status_code == 200, taken.text
 
 
 async def test_non_finite_numbers_are_refused(client):

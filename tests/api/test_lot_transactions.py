@@ -309,6 +309,25 @@ async def test_bonus_priority_terminate(client):
     assert_problem(late, 409, "lot.finished")
 
 
+async def test_no_bonus_wafers_join_a_lot_on_a_tool_or_travelling(client):
+    """Found by the state machine: a bonus during a run made the lot bigger than what the tool
+    was charged for at track-in, and a partial track-out then gave back a negative count."""
+    lot = await start(client, wafer_count=3)
+    code = lot["code"]
+    tool = (await tools_for(client, lot))[0]
+    assert (await client.post(f"/api/v1/lots/{code}/track-in", json={"tool": tool})).is_success
+    bonus = {"count": 3, "reason_code": "FOUND"}
+    assert_problem(await client.post(f"/api/v1/lots/{code}/bonus", json=bonus), 409, "lot.running")
+    out = await client.post(f"/api/v1/lots/{code}/track-out", json={})
+    assert out.json()["wafer_count"] == 3, out.text
+    assert (await client.post(f"/api/v1/lots/{code}/ship", json={"to_fab": "F2"})).is_success
+    travelling = await client.post(f"/api/v1/lots/{code}/bonus", json=bonus)
+    assert_problem(travelling, 409, "lot.in_transit")
+    received = await client.post(f"/api/v1/lots/{code}/receive", json={})
+    grown = await client.post(f"/api/v1/lots/{code}/bonus", json=bonus)
+    assert (received.status_code, grown.json()["wafer_count"]) == (200, 6), grown.text
+
+
 async def test_ship_and_receive_between_fabs(client):
     lot = await start(client)
     code = lot["code"]

@@ -220,6 +220,7 @@ async def test_list_row_content(client, lots):
         "route_version": 1,
         "step": {"sequence": 150, "operation": "GATE_LITHO", "tool_group": "LITHO_193"},
         "state": "Running",
+        "lot_type": "production",
         "priority_class": "hot",
         "due_at": None,
         "wafer_count": 25,

@@ -104,13 +104,21 @@ def test_qtime_counts_the_setup_change_before_the_start() -> None:
     assert codes(p.rank_lots(replace(tool, current_setup="B"), [lot(step=step)], s)) == ["L1"]
 
 
-def test_batch_tool_takes_only_the_same_step_and_recipe_up_to_its_size() -> None:
+def test_batch_tool_takes_only_the_same_recipe_up_to_its_size() -> None:
     step = replace(STEP, batch_min=2, batch_max=3)
     furnace = replace(TOOL, max_lots=3, running=((1, "R1"),))
     dl = p.rank_lots(furnace, [lot(step=step)], SIT)
     assert codes(dl) == ["L1"]
-    other = replace(furnace, running=((2, "R1"),))
+    # A lot of another step (product, route) on the same recipe joins the batch ...
+    other_step = replace(furnace, running=((2, "R1"),))
+    assert codes(p.rank_lots(other_step, [lot(step=step)], SIT)) == ["L1"]
+    # ... one on another recipe does not, nor one needing another setup under the batch.
+    other = replace(furnace, running=((1, "R2"),))
     assert reasons(p.rank_lots(other, [lot(step=step)], SIT)) == {"L1": ["tool.batch_mismatch"]}
+    setup = replace(furnace, current_setup="A")
+    assert reasons(p.rank_lots(setup, [lot(step=replace(step, setup="B"))], SIT)) == {
+        "L1": ["tool.batch_mismatch"]
+    }
     full = replace(furnace, running=((1, "R1"),) * 3)
     assert reasons(p.rank_lots(full, [lot(step=step)], SIT)) == {"L1": ["tool.full"]}
     # Once its job has gone to the tool, the batch is closed, however much room is left.
@@ -428,8 +436,11 @@ def legal(lot_: p.LotSnapshot, tool: p.ToolSnapshot, s: p.Situation) -> bool:
         if step.batch_max is None:
             if len(tool.running) >= tool.max_lots:
                 return False
-        elif any(r != (step.id, recipe) for r in tool.running) or len(tool.running) >= min(
-            step.batch_max, tool.max_lots
+        # A batch takes lots of any step on the same recipe, without a setup change.
+        elif (
+            any(r != recipe for _s, r in tool.running)
+            or (step.setup is not None and step.setup != tool.current_setup)
+            or len(tool.running) >= min(step.batch_max, tool.max_lots)
         ):
             return False
     if lot_.qtime_deadline is not None:
