@@ -2,7 +2,7 @@
 from the tool and lot pages look points up by tool and by lot)
 
 Revision ID: 3b8d0e6c5a71
-Revises: 6c90a86998bc
+Revises: 8d3b7e2c4f15
 Create Date: 2026-12-04 08:30:00.000000+00:00
 """
 
@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from alembic import op
 
 revision: str = "3b8d0e6c5a71"
-down_revision: str | None = "6c90a86998bc"
+down_revision: str | None = "8d3b7e2c4f15"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
