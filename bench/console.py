@@ -5,7 +5,8 @@
 
 1. Creates a throw-away database (SQLite in a temporary folder, or PostgreSQL beside the given
    one, dropped at the end), migrates it, imports the SMT2020 folder as fab ``HV`` (the code of
-   ``mes import smt2020``) and adds one account with every human role.
+   ``mes import smt2020``), adds one account with every human role and a PM plan per tool group
+   (a running fab's boards show PM status; the import brings no plans).
 2. Signs in through the console's form and requests each main page ``--rounds`` times through the
    service's ASGI app in this process (server time: routing, reads, rendering; no network):
    network overview, fab board, one tool tile, tool pages and lot pages (round-robin over tools and
@@ -22,14 +23,16 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import cProfile
 import json
 import os
+import pstats
 import re
 import statistics
 import sys
 import tempfile
 import time
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import httpx
@@ -51,10 +54,13 @@ from mes.console.feed import ChangeFeed, Interest  # noqa: E402
 from mes.db import migrate, throwaway  # noqa: E402
 from mes.db.engine import Database  # noqa: E402
 from mes.db.transaction import unit_of_work  # noqa: E402
+from mes.equipment import pm  # noqa: E402
 from mes.equipment import service as equipment_service  # noqa: E402
 from mes.equipment.models import Equipment  # noqa: E402
-from mes.equipment.schemas import StateChange  # noqa: E402
+from mes.equipment.pm_rules import PmTrigger  # noqa: E402
+from mes.equipment.schemas import PmPlanCreate, StateChange  # noqa: E402
 from mes.equipment.states import E10State  # noqa: E402
+from mes.fabs.models import ToolGroup  # noqa: E402
 from mes.lots.models import Lot  # noqa: E402
 from mes.main import create_app  # noqa: E402
 
@@ -85,6 +91,35 @@ async def _account(db: Database, clock: FixedClock) -> None:
         )
 
 
+async def _activity(db: Database, clock: FixedClock) -> int:
+    """PM plans as a running fab has them (SMT2020's calendars are not imported as plans): one
+    per tool group, calendar or wafer count, started at staggered past times so that boards show
+    some tools due and some upcoming, and a few process-hours plans (those read tool history)."""
+    async with unit_of_work(db) as session:
+        bind(session, AuditContext(actor="bench", role="system", operation="bench", at=clock.now()))
+        groups = list(await session.scalars(select(ToolGroup.code).order_by(ToolGroup.code)))
+        for i, group in enumerate(groups):
+            trigger = (PmTrigger.PROCESS_HOURS, PmTrigger.WAFERS, PmTrigger.CALENDAR)[
+                0 if i % 20 == 0 else 1 if i % 3 == 0 else 2
+            ]
+            interval, warning = {
+                PmTrigger.CALENDAR: (7.0, 1.0),
+                PmTrigger.WAFERS: (5000.0, 500.0),
+                PmTrigger.PROCESS_HOURS: (100.0, 10.0),
+            }[trigger]
+            plan = PmPlanCreate(
+                code=f"PM-{i:03d}",
+                name=f"PM of {group}",
+                tool_group=group,
+                trigger=trigger,
+                interval=interval,
+                warning=warning,
+                starts_at=clock.now() - timedelta(days=i % 9),
+            )
+            await pm.create_plan(session, plan, actor="bench", clock=clock)
+    return len(groups)
+
+
 async def _sign_in(web: httpx.AsyncClient) -> None:
     page = await web.get("/console/login")
     token = re.search(r'name="csrf" value="([^"]+)"', page.text)
@@ -95,7 +130,9 @@ async def _sign_in(web: httpx.AsyncClient) -> None:
     assert answer.status_code == 303, answer.text
 
 
-async def _pages(web: httpx.AsyncClient, db: Database, rounds: int) -> dict[str, list[float]]:
+async def _pages(
+    web: httpx.AsyncClient, db: Database, rounds: int, only: list[str], slow: dict[str, str]
+) -> dict[str, list[float]]:
     async with unit_of_work(db, write=False) as session:
         tools = list(await session.scalars(select(Equipment.code).order_by(Equipment.code)))
         lots = list(await session.scalars(select(Lot.code).order_by(Lot.code)))
@@ -109,13 +146,18 @@ async def _pages(web: httpx.AsyncClient, db: Database, rounds: int) -> dict[str,
         "recipes": lambda i: "/console/recipes",
         "audit": lambda i: "/console/audit",
     }
+    if only:
+        paths = {name: path for name, path in paths.items() if name in only}
     times: dict[str, list[float]] = {name: [] for name in paths}
     for name, path in paths.items():
         await web.get(path(0))  # warm-up
         for i in range(rounds):
             began = time.perf_counter()
             answer = await web.get(path(i))
-            times[name].append((time.perf_counter() - began) * 1000)
+            took = (time.perf_counter() - began) * 1000
+            if took > max(times[name], default=0.0):
+                slow[name] = path(i)
+            times[name].append(took)
             assert answer.status_code == 200, (name, answer.status_code, answer.text[:300])
     return times
 
@@ -167,15 +209,24 @@ async def run(args: argparse.Namespace) -> dict[str, object]:
         counts = await import_smt2020_into(db, args.data, FAB, None, clock=clock)
         import_s = time.perf_counter() - began
         await _account(db, clock)
+        plans = await _activity(db, clock)
         async with unit_of_work(db, write=False) as session:
             n_tools = len(list(await session.scalars(select(Equipment.id))))
             n_lots = len(list(await session.scalars(select(Lot.id))))
         print(f"imported {n_tools} tools and {n_lots} lots in {import_s:.1f} s ({counts})")
+        print(f"added {plans} PM plans (one per tool group)")
         app = create_app(settings, database=db, background=False)
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://bench") as web:
             await _sign_in(web)
-            times = await _pages(web, db, args.rounds)
+            profiler = cProfile.Profile() if args.profile else None
+            if profiler is not None:
+                profiler.enable()
+            slow: dict[str, str] = {}
+            times = await _pages(web, db, args.rounds, args.pages, slow)
+            if profiler is not None:
+                profiler.disable()
+                pstats.Stats(profiler).sort_stats("cumulative").print_stats(args.profile)
         delays = await _live(db, args.changes)
     finally:
         await db.dispose()
@@ -196,7 +247,7 @@ async def run(args: argparse.Namespace) -> dict[str, object]:
     for name, values in times.items():
         p50, p95 = statistics.median(values), percentile(values, 0.95)
         worst = max(worst, p95)
-        print(f"{name:10} {p50:8.1f} {p95:8.1f} {max(values):8.1f}")
+        print(f"{name:10} {p50:8.1f} {p95:8.1f} {max(values):8.1f}  slowest: {slow[name]}")
         figures[f"{name}_p50_ms"] = round(p50, 1)
         figures[f"{name}_p95_ms"] = round(p95, 1)
     live_p95 = percentile(delays, 0.95)
@@ -220,6 +271,10 @@ def main() -> None:
     parser.add_argument("--database-url", default=None, help="PostgreSQL (default: SQLite)")
     parser.add_argument("--rounds", type=int, default=40)
     parser.add_argument("--changes", type=int, default=12)
+    parser.add_argument("--pages", nargs="*", default=[], help="only these pages (names above)")
+    parser.add_argument(
+        "--profile", type=int, default=0, help="print the N costliest calls (cProfile)"
+    )
     figures = asyncio.run(run(parser.parse_args()))
     print(json.dumps(figures))
 

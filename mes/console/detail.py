@@ -19,7 +19,7 @@ from mes.equipment import service as equipment_service
 from mes.equipment.history import history
 from mes.equipment.models import Equipment, EquipmentAlarm
 from mes.errors import MesError
-from mes.fabs.models import Fab
+from mes.fabs.models import Fab, ToolGroup
 from mes.jobs import service as jobs_service
 from mes.jobs.models import EquipmentJob
 from mes.kit.api import PageParams
@@ -27,7 +27,6 @@ from mes.lots import commands as c
 from mes.lots import service as lots_service
 from mes.lots.models import HoldCode, Lot, LotEvent, LotHold
 from mes.lots.rules import StepView
-from mes.routes.models import Step
 
 DAY = timedelta(hours=24)
 
@@ -127,6 +126,7 @@ class LotPage:
     genealogy: Any = None  # mes.lots.schemas.GenealogyRead
     where_next: policy.WhereNext | None = None
     fab_codes: dict[int, str] = field(default_factory=dict)
+    future: list[Any] = field(default_factory=list)  # armed future holds (FutureAction)
 
     @property
     def other_fabs(self) -> list[str]:
@@ -142,19 +142,16 @@ class LotPage:
 async def lot_page(session: AsyncSession, code: str, clock: Clock) -> LotPage:
     lot = await lots_service.get_lot(session, code)
     steps = await lots_service.route_steps(session, lot.route_version_id)
-    groups = dict(
+    # The route's own steps name their tool groups: no second read of the steps.
+    wanted = {st.tool_group_id for st in steps}
+    names = dict(
         (
             await session.execute(
-                select(Step.id, Step.tool_group_id).where(
-                    Step.route_version_id == lot.route_version_id
-                )
+                select(ToolGroup.id, ToolGroup.code).where(ToolGroup.id.in_(sorted(wanted)))
             )
         ).all()
     )
-    from mes.fabs.models import ToolGroup
-
-    names = dict((await session.execute(select(ToolGroup.id, ToolGroup.code))).all())
-    events, _total = await lots_service.lot_history(session, code, PageParams(limit=200, offset=0))
+    events, _total = await lots_service.lot_history(session, lot, PageParams(limit=200, offset=0))
     holds = await lots_service.active_holds(session, [lot.id])
     codes = list(await session.scalars(select(HoldCode).order_by(HoldCode.code)))
     tools: list[str] = []
@@ -170,7 +167,7 @@ async def lot_page(session: AsyncSession, code: str, clock: Clock) -> LotPage:
                 .order_by(Equipment.code)
             )
         )
-    jobs = await jobs_service.jobs_of_lot(session, code)
+    jobs = await jobs_service.jobs_of_lot(session, lot)
     on_tool = None
     if lot.equipment_id is not None:
         on_tool = await session.scalar(
@@ -185,16 +182,17 @@ async def lot_page(session: AsyncSession, code: str, clock: Clock) -> LotPage:
     return LotPage(
         lot,
         steps,
-        {sid: names.get(gid, "?") for sid, gid in groups.items()},
+        {st.id: names.get(st.tool_group_id, "?") for st in steps},
         events,
         holds,
         codes,
         tools,
         jobs[-5:],
         on_tool,
-        await lots_service.genealogy(session, code),
+        await lots_service.genealogy(session, lot),
         where,
         await dispatch_service.fab_codes(session),
+        await lots_service.future_actions(session, lot),
     )
 
 

@@ -157,19 +157,14 @@ class Tile:
 
 
 async def _pm_flags(
-    session: AsyncSession, tools: dict[int, Equipment], now: datetime
+    session: AsyncSession, tools: Sequence[pm.ToolCounters], now: datetime
 ) -> dict[int, str]:
-    """PM status of the tools a PM plan applies to (most boards: few), not of every tool."""
-    plans = [p for p in await pm.list_plans(session) if p.active]
-    groups = {p.tool_group_id for p in plans if p.tool_group_id is not None}
-    own = {p.equipment_id for p in plans if p.equipment_id is not None}
+    """The most urgent PM status of each tool a plan applies to, read for all tools at once."""
     flags = {}
-    for tool_id, tool in tools.items():
-        if tool.tool_group_id not in groups and tool_id not in own:
-            continue
-        found = {st.status for st in await pm.pm_states(session, tool, now)}
+    for tool_id, found in (await pm.pm_states_many(session, tools, now)).items():
+        statuses = {st.status for st in found}
         for status in (pm_rules.PmStatus.DUE, pm_rules.PmStatus.UPCOMING):
-            if status in found:
+            if status in statuses:
                 flags[tool_id] = status.value
                 break
     return flags
@@ -184,8 +179,20 @@ async def tiles(
     tools: Sequence[str] = (),
 ) -> list[Tile]:
     """The board's tool tiles of a fab (or one area, or named tools), by area and code."""
+    # Columns, not ORM objects: a board reads a thousand tools.
     query = (
-        select(Equipment, Area.code, ToolGroup.code)
+        select(
+            Equipment.id,
+            Equipment.code,
+            Equipment.name,
+            Area.code,
+            ToolGroup.code,
+            Equipment.e10_state,
+            Equipment.e10_substate,
+            Equipment.state_since,
+            Equipment.tool_group_id,
+            Equipment.wafers_processed,
+        )
         .join(Fab, Fab.id == Equipment.fab_id)
         .join(Area, Area.id == Equipment.area_id)
         .join(ToolGroup, ToolGroup.id == Equipment.tool_group_id)
@@ -198,16 +205,8 @@ async def tiles(
         query = query.where(Equipment.code.in_(list(tools)))
     rows = (await session.execute(query)).all()
     found = {
-        tool.id: Tile(
-            tool.code,
-            tool.name,
-            area_code,
-            group,
-            tool.e10_state.value,
-            tool.e10_substate,
-            tool.state_since,
-        )
-        for tool, area_code, group in rows
+        r.id: Tile(r.code, r.name, r[3], r[4], r.e10_state.value, r.e10_substate, r.state_since)
+        for r in rows
     }
     ids = list(found)
     if not ids:
@@ -241,7 +240,7 @@ async def tiles(
     )
     for tool_id, connection in leases.all():
         found[tool_id].connection = connection.value
-    flags = await _pm_flags(session, {tool.id: tool for tool, _a, _g in rows}, now)
+    flags = await _pm_flags(session, list(rows), now)
     for tool_id, flag in flags.items():
         found[tool_id].pm = flag
     return list(found.values())

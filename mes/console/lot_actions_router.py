@@ -1,4 +1,5 @@
-"""Console actions on a lot's wafers and place (POST, CSRF-checked): split, scrap, ship.
+"""Console actions on a lot's wafers and place (POST, CSRF-checked): split, merge, scrap, ship,
+and future holds (arm, cancel).
 
 Each runs the API's service function through ``actions.perform``, as ``actions_router`` does.
 """
@@ -9,6 +10,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Path, Request
 from fastapi.responses import HTMLResponse, Response
+from pydantic import ValidationError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from mes.auth import roles
@@ -19,6 +21,8 @@ from mes.errors import InvalidInput
 from mes.kit.api import CODE_PATTERN
 from mes.lots import commands as c
 from mes.lots import service as lots_service
+from mes.lots.schemas import FutureActionCreate
+from mes.lots.states import FutureActionKind
 
 router = APIRouter(prefix="/console", include_in_schema=False)
 
@@ -94,4 +98,84 @@ async def ship(request: Request, lot: Code, user: PostingUser) -> Response:
 
     return await run_action(request, user, f"/console/lots/{lot}", lambda: perform(
         request, user, roles.LOT_TRANSFER, "lots.ship", work, key=form.get("key")
+    ))  # fmt: skip
+
+
+@router.post("/lots/{lot}/merge", response_class=HTMLResponse)
+async def merge(request: Request, lot: Code, user: PostingUser) -> Response:
+    """Merge another lot (its every wafer) into this one: the API's checks (same product, route
+    version, step and state)."""
+    form = await form_of(request)
+    source = form.get("source", "").strip()
+
+    async def work(session: AsyncSession) -> str:
+        if not source:
+            raise InvalidInput("name the lot to merge into this one", code="lot.merge_source")
+        await lots_service.merge(
+            session, lot, c.Merge(source=source), actor=user.principal,
+            clock=request.app.state.clock,
+        )  # fmt: skip
+        return f"Lot {source} merged into {lot}."
+
+    return await run_action(request, user, f"/console/lots/{lot}", lambda: perform(
+        request, user, roles.LOT_SPLIT, "lots.merge", work, key=form.get("key")
+    ))  # fmt: skip
+
+
+def _future_hold(form: dict[str, str]) -> c.AddFutureAction:
+    """The form as the API's body (FutureActionCreate): the same bounds, refused the same way."""
+    try:
+        body = FutureActionCreate.model_validate(
+            {
+                "step_sequence": form.get("step_sequence", ""),
+                "kind": form.get("kind") or FutureActionKind.HOLD_ON_ARRIVAL.value,
+                "hold_code": form.get("hold_code", ""),
+                "reason": form.get("reason", "").strip(),
+            }
+        )
+    except ValidationError as exc:
+        raise InvalidInput(
+            "choose a later step, a hold code and say why (3 characters or more)",
+            code="lot.future_hold_incomplete",
+        ) from exc
+    return c.AddFutureAction(
+        step_sequence=body.step_sequence, hold_code=body.hold_code, reason=body.reason,
+        kind=body.kind,
+    )  # fmt: skip
+
+
+@router.post("/lots/{lot}/future-holds", response_class=HTMLResponse)
+async def future_hold(request: Request, lot: Code, user: PostingUser) -> Response:
+    """Arm a hold at a later step (on arrival there, or after track-out there)."""
+    form = await form_of(request)
+
+    async def work(session: AsyncSession) -> str:
+        command = _future_hold(form)
+        await lots_service.add_future_action(
+            session, lot, command, actor=user.principal, clock=request.app.state.clock
+        )
+        return f"Lot {lot} will be held ({command.hold_code}) at step {command.step_sequence}."
+
+    return await run_action(request, user, f"/console/lots/{lot}", lambda: perform(
+        request, user, roles.LOT_HOLD, "lots.add_future_action", work, key=form.get("key")
+    ))  # fmt: skip
+
+
+@router.post("/lots/{lot}/future-holds/{action_id}/cancel", response_class=HTMLResponse)
+async def cancel_future_hold(
+    request: Request,
+    lot: Code,
+    action_id: Annotated[int, Path(ge=1, le=2**62)],
+    user: PostingUser,
+) -> Response:
+    form = await form_of(request)
+
+    async def work(session: AsyncSession) -> str:
+        await lots_service.cancel_future_action(
+            session, lot, action_id, clock=request.app.state.clock
+        )
+        return f"The future hold of lot {lot} is cancelled."
+
+    return await run_action(request, user, f"/console/lots/{lot}", lambda: perform(
+        request, user, roles.LOT_HOLD, "lots.cancel_future_action", work, key=form.get("key")
     ))  # fmt: skip

@@ -25,6 +25,7 @@ from mes.console.sessions import (
     csrf_for,
     login_seed,
 )
+from mes.console.spc_router import chart_links
 from mes.console.web import render
 from mes.dispatch import decisions
 from mes.errors import NotFound
@@ -102,6 +103,7 @@ async def board(
 async def tool_page(request: Request, tool: str, user: User, part: Part = None) -> Response:
     clock = request.app.state.clock
     page = await read(request, lambda s: detail.tool_page(s, tool, clock))
+    charts = [] if part else await read(request, lambda s: chart_links(s, tool=page.tool.code))
     template = {
         "status": "fragments/tool_status.html",
         "dispatch": "fragments/tool_dispatch.html",
@@ -112,6 +114,7 @@ async def tool_page(request: Request, tool: str, user: User, part: Part = None) 
         user,
         page=page,
         tool=page.tool,
+        charts=charts,
         may_state=user.may(roles.EQUIPMENT_STATE),
         may_move=user.may(roles.LOT_MOVE),
         may_pm=user.may(roles.PM_PERFORM),
@@ -122,6 +125,7 @@ async def tool_page(request: Request, tool: str, user: User, part: Part = None) 
 async def lot_page(request: Request, lot: str, user: User, part: Part = None) -> Response:
     clock = request.app.state.clock
     page = await read(request, lambda s: detail.lot_page(s, lot, clock))
+    charts = [] if part else await read(request, lambda s: chart_links(s, lot=page.lot.code))
     template = {"body": "fragments/lot_body.html", "actions": "fragments/lot_actions.html"}.get(
         part or "", "lot.html"
     )
@@ -131,6 +135,7 @@ async def lot_page(request: Request, lot: str, user: User, part: Part = None) ->
         user,
         page=page,
         lot=page.lot,
+        charts=charts,
         may_move=user.may(roles.LOT_MOVE),
         may_hold=user.may(roles.LOT_HOLD),
         may_release=user.may(roles.LOT_RELEASE),

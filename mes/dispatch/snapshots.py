@@ -22,7 +22,7 @@ from mes.durables.models import Durable
 from mes.durables.rules import DurableLocation, DurableState
 from mes.equipment import pm_rules
 from mes.equipment import service as equipment_service
-from mes.equipment.models import Chamber, Equipment, PmPlan, PmRecord
+from mes.equipment.models import Chamber, Equipment
 from mes.equipment.states import PRODUCTION_STATES, E10State
 from mes.fabs.models import FabTransferTime, ProcessingKind, ToolGroup
 from mes.jobs.models import EquipmentJob
@@ -42,55 +42,14 @@ def _ts(value: datetime | None) -> float | None:
 
 
 async def _pm_due(session: AsyncSession, tools: Sequence[Equipment], now: datetime) -> set[int]:
-    """Tools with a due PM: calendar and wafer plans set-based, process-hour plans per tool."""
-    if not tools:
-        return set()
-    ids = [t.id for t in tools]
-    groups = {t.tool_group_id for t in tools}
-    plans = list(
-        await session.scalars(
-            select(PmPlan).where(
-                PmPlan.active.is_(True),
-                (PmPlan.equipment_id.in_(ids)) | (PmPlan.tool_group_id.in_(groups)),
-            )
-        )
-    )
-    if not plans:
-        return set()
-    last: dict[tuple[int, int], tuple[datetime, int]] = {}
-    rows = await session.execute(
-        select(
-            PmRecord.pm_plan_id,
-            PmRecord.equipment_id,
-            PmRecord.completed_at,
-            PmRecord.wafers_at_completion,
-        )
-        .where(
-            PmRecord.pm_plan_id.in_([p.id for p in plans]),
-            PmRecord.completed_at.is_not(None),
-        )
-        .order_by(PmRecord.completed_at, PmRecord.id)
-    )
-    for plan_id, done_on, completed_at, wafers in rows.all():
-        if completed_at is not None:
-            last[(plan_id, done_on)] = (completed_at, wafers or 0)
-    due = set()
-    for tool in tools:
-        for plan in plans:
-            if plan.equipment_id not in (None, tool.id) or plan.tool_group_id not in (
-                None,
-                tool.tool_group_id,
-            ):
-                continue
-            if plan.trigger == pm_rules.PmTrigger.PROCESS_HOURS:
-                usage = await equipment_service.usage_since_pm(session, tool, plan, now)
-            else:
-                since, wafers_then = last.get((plan.id, tool.id), (plan.starts_at, 0))
-                usage = pm_rules.PmUsage(since, tool.wafers_processed - wafers_then, 0.0)
-            state = pm_rules.status(equipment_service.plan_view(plan), usage, now)
-            if state.status == pm_rules.PmStatus.DUE:
-                due.add(tool.id)
-    return due
+    """Tools with a due PM, read for all of them at once (the states track-in checks, baselines
+    and process hours included)."""
+    states = await equipment_service.pm_states_many(session, tools, now)
+    return {
+        tool_id
+        for tool_id, found in states.items()
+        if any(st.status == pm_rules.PmStatus.DUE for st in found)
+    }
 
 
 async def tool_snapshots(

@@ -4,6 +4,7 @@ and the paged event list."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime
 
 from sqlalchemy import func, select
@@ -81,6 +82,64 @@ async def history(
         intervals,
         [metrics.Correction(f.start_at, f.end_at, f.state, f.substate) for f in fixes],
     )
+
+
+async def histories(
+    session: AsyncSession, tool_ids: Sequence[int], start: datetime, end: datetime
+) -> dict[int, list[metrics.Interval]]:
+    """``history`` of many tools (not chambers) in three queries: each tool's last change at or
+    before ``start``, the changes after it, and the corrections of that time."""
+    if not tool_ids:
+        return {}
+    ids = list(tool_ids)
+    event = EquipmentStateEvent
+    before = (
+        select(event.equipment_id, func.max(event.occurred_at).label("at"))
+        .where(event.equipment_id.in_(ids), event.chamber_id.is_(None), event.occurred_at <= start)
+        .group_by(event.equipment_id)
+        .subquery()
+    )
+    columns = (event.equipment_id, event.occurred_at, event.to_state, event.substate)
+    first = select(*columns).join(
+        before, (before.c.equipment_id == event.equipment_id) & (before.c.at == event.occurred_at)
+    )
+    later = select(*columns).where(
+        event.equipment_id.in_(ids),
+        event.chamber_id.is_(None),
+        event.occurred_at > start,
+        event.occurred_at < end,
+    )
+    changes: dict[int, list[tuple[datetime, states.E10State, str]]] = {i: [] for i in ids}
+    # Ordered as ``history`` orders them: by time, then id (the later record wins a tie).
+    for stmt in (first.where(event.chamber_id.is_(None)), later):
+        for tool_id, at, state, sub in (
+            await session.execute(stmt.order_by(event.occurred_at, event.id))
+        ).all():
+            changes[tool_id].append((at, state, sub))
+    fixes: dict[int, list[EquipmentStateCorrection]] = {i: [] for i in ids}
+    for fix in await session.scalars(
+        select(EquipmentStateCorrection)
+        .where(
+            EquipmentStateCorrection.equipment_id.in_(ids),
+            EquipmentStateCorrection.chamber_id.is_(None),
+            EquipmentStateCorrection.start_at < end,
+        )
+        .order_by(EquipmentStateCorrection.recorded_at, EquipmentStateCorrection.id)
+    ):
+        fixes[fix.equipment_id].append(fix)
+    found = {}
+    for tool_id in ids:
+        intervals = metrics.intervals_from_events(changes[tool_id], end)
+        begins = intervals[0].start if intervals else start
+        found[tool_id] = metrics.apply_corrections(
+            intervals,
+            [
+                metrics.Correction(f.start_at, f.end_at, f.state, f.substate)
+                for f in fixes[tool_id]
+                if f.end_at > begins
+            ],
+        )
+    return found
 
 
 async def qualify_time(

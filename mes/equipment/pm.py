@@ -4,17 +4,19 @@ The rules (triggers, thresholds, status) are in ``pm_rules``."""
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Protocol
 
-from sqlalchemy import or_, select
+from sqlalchemy import func, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import selectinload
 
 from mes.clock import Clock
 from mes.equipment import metrics, pm_rules, states
-from mes.equipment.history import history
+from mes.equipment.history import histories, history
 from mes.equipment.models import Equipment, PmBaseline, PmPlan, PmRecord, StateChangeSource
 from mes.equipment.schemas import PmPlanChange, PmPlanCreate
 from mes.equipment.tools import EquipmentFilter, equipment_query, get_equipment, record_state
@@ -88,6 +90,109 @@ async def pm_states(
         pm_rules.status(plan_view(plan), await usage_since_pm(session, tool, plan, now), now)
         for plan in await plans_for(session, tool)
     ]
+
+
+class ToolCounters(Protocol):
+    """What ``pm_states_many`` reads of a tool: an Equipment row, or its columns (a board
+    reads a thousand tools as plain rows, not ORM objects)."""
+
+    @property
+    def id(self) -> int: ...
+    @property
+    def tool_group_id(self) -> int: ...
+    @property
+    def wafers_processed(self) -> int: ...
+
+
+async def pm_states_many(
+    session: AsyncSession, tools: Sequence[ToolCounters], now: datetime
+) -> dict[int, list[pm_rules.PmState]]:
+    """``pm_states`` of many tools (a board) in a few queries instead of a few per tool: the
+    plans, the last completed PM per plan and tool, the baselines, and for process-hours plans
+    the histories of the tools they apply to."""
+    plans = list(
+        await session.scalars(select(PmPlan).where(PmPlan.active.is_(True)).order_by(PmPlan.code))
+    )
+    # Indexed once: a thousand tools times a hundred plans' ORM attributes cost a second.
+    by_tool: dict[int, list[PmPlan]] = {}
+    by_group: dict[int, list[PmPlan]] = {}
+    for plan in plans:
+        if plan.equipment_id is not None:
+            by_tool.setdefault(plan.equipment_id, []).append(plan)
+        if plan.tool_group_id is not None:
+            by_group.setdefault(plan.tool_group_id, []).append(plan)
+    trigger = {plan.id: plan.trigger for plan in plans}
+    applying = {
+        tool.id: sorted(
+            by_tool.get(tool.id, []) + by_group.get(tool.tool_group_id, []), key=lambda p: p.code
+        )
+        for tool in tools
+    }
+    ids = [tool_id for tool_id, found in applying.items() if found]
+    if not ids:
+        return {tool.id: [] for tool in tools}
+    latest = (
+        select(
+            PmRecord.pm_plan_id,
+            PmRecord.equipment_id,
+            func.max(PmRecord.completed_at).label("at"),
+        )
+        .where(PmRecord.equipment_id.in_(ids), PmRecord.completed_at.is_not(None))
+        .group_by(PmRecord.pm_plan_id, PmRecord.equipment_id)
+        .subquery()
+    )
+    last: dict[tuple[int, int], PmRecord] = {}
+    for record in await session.scalars(
+        select(PmRecord)
+        .join(
+            latest,
+            (latest.c.pm_plan_id == PmRecord.pm_plan_id)
+            & (latest.c.equipment_id == PmRecord.equipment_id)
+            & (latest.c.at == PmRecord.completed_at),
+        )
+        .order_by(PmRecord.id)
+    ):
+        last[(record.pm_plan_id, record.equipment_id)] = record  # ties: the highest id wins
+    baselines = {
+        (b.pm_plan_id, b.equipment_id): b
+        for b in await session.scalars(select(PmBaseline).where(PmBaseline.equipment_id.in_(ids)))
+    }
+    usages: dict[tuple[int, int], pm_rules.PmUsage] = {}
+    for tool in tools:
+        for plan in applying[tool.id]:
+            done = last.get((plan.id, tool.id))
+            if done is not None and done.completed_at is not None:
+                since, wafers_then = done.completed_at, done.wafers_at_completion or 0
+            else:
+                baseline = baselines.get((plan.id, tool.id))
+                since, wafers_then = plan.starts_at, baseline.wafers if baseline else 0
+            usages[(plan.id, tool.id)] = pm_rules.PmUsage(
+                since=since, wafers=tool.wafers_processed - wafers_then, process_s=0.0
+            )
+    # Process hours: the tools' histories since the earliest count start, in one read.
+    hourly = {
+        key: usage
+        for key, usage in usages.items()
+        if trigger[key[0]] == pm_rules.PmTrigger.PROCESS_HOURS
+    }
+    if hourly:
+        start = min(usage.since for usage in hourly.values())
+        timelines = await histories(session, sorted({tool for _p, tool in hourly}), start, now)
+        for (plan_id, tool_id), usage in hourly.items():
+            process_s = sum(
+                iv.seconds
+                for iv in metrics.clip(timelines[tool_id], usage.since, now)
+                if iv.state == states.E10State.PRD
+            )
+            usages[(plan_id, tool_id)] = dataclasses.replace(usage, process_s=process_s)
+    views = {plan.id: plan_view(plan) for plan in plans}
+    return {
+        tool.id: [
+            pm_rules.status(views[plan.id], usages[(plan.id, tool.id)], now)
+            for plan in applying[tool.id]
+        ]
+        for tool in tools
+    }
 
 
 async def check_not_due(session: AsyncSession, tool: Equipment, now: datetime) -> None:

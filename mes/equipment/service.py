@@ -41,6 +41,7 @@ from mes.equipment.pm import (
     plans_for,
     pm_due,
     pm_states,
+    pm_states_many,
     start_pm,
     usage_since_pm,
 )
@@ -96,6 +97,7 @@ __all__ = [
     "plans_for",
     "pm_due",
     "pm_states",
+    "pm_states_many",
     "qualify_time",
     "record_state",
     "report_signal",

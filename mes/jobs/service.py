@@ -74,9 +74,10 @@ async def find_job(
     return (await session.scalars(stmt)).one_or_none()
 
 
-async def jobs_of_lot(session: AsyncSession, code: str) -> list[EquipmentJob]:
-    """Every job order the lot was part of (alone or in a batch), oldest first."""
-    lot = await lots_service.get_lot(session, code)
+async def jobs_of_lot(session: AsyncSession, code: str | Lot) -> list[EquipmentJob]:
+    """Every job order the lot was part of (alone or in a batch), oldest first (a lot already
+    read may be given instead of its code)."""
+    lot = code if isinstance(code, Lot) else await lots_service.get_lot(session, code)
     return list(
         await session.scalars(
             select(EquipmentJob)

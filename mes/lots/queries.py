@@ -102,11 +102,16 @@ async def get_lot(session: AsyncSession, code: str) -> Lot:
     )
 
 
+async def _the_lot(session: AsyncSession, lot: str | Lot) -> Lot:
+    """A lot by code, or the lot the caller has already read (a page reads it once)."""
+    return lot if isinstance(lot, Lot) else await get_lot(session, lot)
+
+
 async def lot_history(
-    session: AsyncSession, code: str, page: PageParams
+    session: AsyncSession, code: str | Lot, page: PageParams
 ) -> tuple[list[tuple[LotEvent, str, int | None, str | None]], int]:
     """A lot's events, oldest first: (event, fab code, step sequence, tool code)."""
-    lot = await get_lot(session, code)
+    lot = await _the_lot(session, code)
     step = aliased(Step)
     stmt = (
         select(LotEvent, Fab.code, step.sequence, Equipment.code)
@@ -168,9 +173,9 @@ async def hold_list(
     return [(h, f) for h, f in rows], total
 
 
-async def genealogy(session: AsyncSession, code: str) -> s.GenealogyRead:
+async def genealogy(session: AsyncSession, code: str | Lot) -> s.GenealogyRead:
     """Ancestors and descendants of a lot through splits and merges."""
-    lot = await get_lot(session, code)
+    lot = await _the_lot(session, code)
     parent, child = aliased(Lot), aliased(Lot)
     link_stmt = (
         select(Genealogy, parent.code, child.code)
@@ -205,8 +210,8 @@ async def genealogy(session: AsyncSession, code: str) -> s.GenealogyRead:
     )
 
 
-async def future_actions(session: AsyncSession, code: str) -> list[FutureAction]:
-    lot = await get_lot(session, code)
+async def future_actions(session: AsyncSession, code: str | Lot) -> list[FutureAction]:
+    lot = await _the_lot(session, code)
     return list(
         await session.scalars(
             select(FutureAction)

@@ -171,7 +171,12 @@ class SpcPoint(Base):
 
     __tablename__ = "spc_point"
     __audit_exclude__ = True  # data; violations and their actions are audited
-    __table_args__ = (UniqueConstraint("chart_id", "number"),)
+    __table_args__ = (
+        UniqueConstraint("chart_id", "number"),
+        # The console's charts of a tool and of a lot.
+        Index("ix_spc_point_equipment", "equipment_id", "chart_id"),
+        Index("ix_spc_point_lot", "lot_id", "chart_id"),
+    )
 
     id: Mapped[int] = mapped_column(BigIntPK, primary_key=True)
     chart_id: Mapped[int] = mapped_column(ForeignKey("spc_chart.id"))

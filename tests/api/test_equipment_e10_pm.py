@@ -558,3 +558,57 @@ async def test_a_plan_can_be_changed_and_deactivated_and_it_is_audited(client):
     assert bad.status_code == 422, bad.text
     trail = (await client.get("/api/v1/audit", params={"target_type": "pm_plan"})).json()
     assert any((r.get("after") or {}).get("active") is False for r in trail["items"])
+
+
+async def test_pm_states_of_many_tools_match_one_by_one(client, session, clock):
+    """The board reads PM states of all tools at once: the same answers as tool by tool, for
+    every trigger, with PMs done, with states changed and qualified after the fact."""
+    from sqlalchemy import select
+
+    from mes.equipment import pm
+    from mes.equipment.models import Equipment
+
+    for body in (
+        {"code": "PMM-W", "tool": "F1-WETC01", "trigger": "wafers", "interval": 8, "warning": 3},
+        {"code": "PMM-H", "tool_group": "WET_CLEAN", "trigger": "process_hours", "interval": 1,
+         "warning": 0.5},
+        {"code": "PMM-C", "tool_group": "WET_CLEAN", "trigger": "calendar", "interval": 1},
+    ):  # fmt: skip
+        made = await client.post("/api/v1/pm/plans", json={"name": "pm", **body})
+        assert made.status_code == 201, made.text
+    lot = await start_lot(client)
+    assert (
+        await client.post(f"/api/v1/lots/{lot}/track-in", json={"tool": "F1-WETC01"})
+    ).status_code == 200
+    clock.advance(timedelta(minutes=50))
+    await client.post(f"/api/v1/lots/{lot}/track-out", json={})
+    started = await client.post(f"{T}/F1-WETC01/pm/start", json={"plan": "PMM-W"})
+    assert started.status_code == 200, started.text
+    clock.advance(timedelta(minutes=20))
+    assert (await client.post(f"{T}/F1-WETC01/pm/complete", json={})).status_code == 200
+    clock.advance(timedelta(hours=2))
+    tools = list(await session.scalars(select(Equipment).order_by(Equipment.code)))
+    many = await pm.pm_states_many(session, tools, clock.now())
+    one_by_one = {tool.id: await pm.pm_states(session, tool, clock.now()) for tool in tools}
+    assert many == one_by_one
+    seen = {(st.plan.code, st.status.value) for states in many.values() for st in states}
+    # The wafer plan was reset by its PM; the calendar plan is upcoming or due; the process
+    # hours plan counted the 50 minutes the lot ran (upcoming: within half an hour of 1 h).
+    assert ("PMM-W", "ok") in seen
+    assert ("PMM-H", "upcoming") in seen
+    assert len([t for t, states in many.items() if states]) >= 2
+    # The dispatcher's snapshots read the same states: a tool is PM-due there exactly when a
+    # plan of it is due here.
+    from mes.dispatch.snapshots import tool_snapshots
+
+    clock.advance(timedelta(days=1))  # the calendar plan comes due
+    due_now = {
+        tool.id
+        for tool in tools
+        if any(st.status.value == "due" for st in await pm.pm_states(session, tool, clock.now()))
+    }
+    snapshots = await tool_snapshots(
+        session, [Equipment.id.in_([t.id for t in tools])], clock.now()
+    )
+    assert due_now
+    assert {t.id for t in snapshots if t.pm_due} == due_now
