@@ -22,6 +22,7 @@ from mes.auth.router import router as auth_router
 from mes.clock import Clock, SystemClock
 from mes.config import Settings
 from mes.console import mount as console
+from mes.carriers.router import router as carrier_moves_router
 from mes.console.feed import ChangeFeed
 from mes.contract import install_contract
 from mes.db.engine import Database
@@ -198,6 +199,7 @@ def create_app(
         dispatch_router,
         hold_codes_router,
         carriers_router,
+        carrier_moves_router,
         durables_router,
         auth_router,
         audit_router,

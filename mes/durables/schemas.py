@@ -5,7 +5,7 @@ from datetime import datetime
 from pydantic import BaseModel, Field
 
 from mes.durables.models import CarrierState
-from mes.durables.rules import DurableKind, DurableLocation, DurableState
+from mes.durables.rules import CarrierLocation, DurableKind, DurableLocation, DurableState
 from mes.kit.api import CodeStr, InputModel
 
 
@@ -23,6 +23,10 @@ class CarrierRead(BaseModel):
     uses_since_clean: int
     last_cleaned_at: datetime | None
     cleanings: int
+    location: CarrierLocation
+    stocker: str | None  # in a stocker: which (None: not recorded)
+    tool: str | None  # on a load port: the tool and the port
+    port_number: int | None
 
 
 class DurableCreate(InputModel):
