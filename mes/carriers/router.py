@@ -240,7 +240,9 @@ def job_read(job: SorterJob) -> s.SorterJobRead:
         source_carrier=None if job.source_carrier is None else job.source_carrier.code,
         target_carrier=None if job.target_carrier is None else job.target_carrier.code,
         moves=[
-            s.SorterMove(wafer=m[0], from_carrier=m[1], from_slot=m[2], to_carrier=m[3], to_slot=m[4])
+            s.SorterMove(
+                wafer=m[0], from_carrier=m[1], from_slot=m[2], to_carrier=m[3], to_slot=m[4]
+            )
             for m in job.moves
         ],
         requested_by=job.requested_by,
@@ -249,7 +251,9 @@ def job_read(job: SorterJob) -> s.SorterJobRead:
 
 
 async def _job(session: AsyncSession, job_id: int) -> SorterJob:
-    job = await session.scalar(select(SorterJob).options(*_JOB_OPTIONS).where(SorterJob.id == job_id))
+    job = await session.scalar(
+        select(SorterJob).options(*_JOB_OPTIONS).where(SorterJob.id == job_id)
+    )
     if job is None:
         raise NotFound(f"sorter job {job_id} does not exist", code="sorter.not_found")
     return job

@@ -46,7 +46,9 @@ async def slot_map(session: AsyncSession, carrier: Carrier) -> list[SlotEntry]:
 
 async def lots_in(session: AsyncSession, carrier_id: int) -> list[str]:
     return list(
-        await session.scalars(select(Lot.code).where(Lot.carrier_id == carrier_id).order_by(Lot.code))
+        await session.scalars(
+            select(Lot.code).where(Lot.carrier_id == carrier_id).order_by(Lot.code)
+        )
     )
 
 
@@ -100,7 +102,9 @@ async def carriers_on(session: AsyncSession, port_ids: list[int]) -> dict[int, C
     return {c.load_port_id: c for c in found if c.load_port_id is not None}
 
 
-async def _lock_port(session: AsyncSession, tool_code: str, number: int) -> tuple[Equipment, LoadPort]:
+async def _lock_port(
+    session: AsyncSession, tool_code: str, number: int
+) -> tuple[Equipment, LoadPort]:
     tool = await get_by_key(
         session, Equipment, Equipment.code, tool_code, code="tool.not_found", what="tool"
     )

@@ -97,9 +97,7 @@ async def assign(
     wafers = _active(lot)
     requested = dict(slots) if slots is not None else {w.scribe_id: w.slot or 0 for w in wafers}
     source_id = lot.carrier_id
-    target, _ = await durables_service.claim_carrier(
-        session, lot.fab_id, carrier_code, len(wafers)
-    )
+    target, _ = await durables_service.claim_carrier(session, lot.fab_id, carrier_code, len(wafers))
     new_map = rules.check_slot_map(requested, [w.scribe_id for w in wafers], target.capacity)
     source = await _code(session, source_id)
     before = {w.scribe_id: w.slot for w in wafers}
@@ -222,11 +220,10 @@ async def split(
         )
     target = await session.get(Carrier, child.carrier_id)
     assert target is not None
-    placed = dict(
-        (await session.execute(select(Wafer.scribe_id, Wafer.slot).where(Wafer.lot_id == child.id)))
-        .tuples()
-        .all()
+    rows = await session.execute(
+        select(Wafer.scribe_id, Wafer.slot).where(Wafer.lot_id == child.id)
     )
+    placed = {scribe: slot for scribe, slot in rows.all()}
     moves: list[Move] = [[w, source, before[w], target.code, placed[w]] for w in sorted(wafers)]
     job = _record(
         session,
@@ -274,15 +271,10 @@ async def merge(
     await lots_service.merge(
         session, lot_code, Merge(source=source_code, version=version), actor=actor, clock=clock
     )
-    placed = dict(
-        (
-            await session.execute(
-                select(Wafer.scribe_id, Wafer.slot).where(Wafer.scribe_id.in_(list(before)))
-            )
-        )
-        .tuples()
-        .all()
+    rows = await session.execute(
+        select(Wafer.scribe_id, Wafer.slot).where(Wafer.scribe_id.in_(list(before)))
     )
+    placed = {scribe: slot for scribe, slot in rows.all()}
     moves: list[Move] = [[w, from_carrier, before[w], into, placed[w]] for w in sorted(before)]
     job = _record(
         session,

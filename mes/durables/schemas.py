@@ -13,6 +13,7 @@ class CarrierCreate(InputModel):
     code: CodeStr
     fab: CodeStr
     capacity: int = Field(default=25, ge=1, le=25)
+    stocker: str | None = Field(default=None, min_length=1, max_length=32)
 
 
 class CarrierRead(BaseModel):

@@ -65,7 +65,13 @@ async def create_carrier(session: AsyncSession, data: CarrierCreate) -> Carrier:
     if await session.scalar(select(Carrier.id).where(Carrier.code == data.code)) is not None:
         raise Conflict(f"carrier {data.code!r} already exists", code="carrier.duplicate")
     fab = await fabs_service.get_fab(session, data.fab)
-    carrier = Carrier(code=data.code, fab=fab, capacity=data.capacity)
+    carrier = Carrier(
+        code=data.code,
+        fab=fab,
+        capacity=data.capacity,
+        location=rules.CarrierLocation.STOCKER,
+        stocker=data.stocker,
+    )
     session.add(carrier)
     await session.flush()
     return carrier

@@ -42,9 +42,7 @@ def upgrade() -> None:
         )
         batch.add_column(sa.Column("stocker", sa.String(length=32), nullable=True))
         batch.add_column(sa.Column("load_port_id", _ID, nullable=True))
-        batch.add_column(
-            sa.Column("location_since", UTCDateTime(timezone=True), nullable=True)
-        )
+        batch.add_column(sa.Column("location_since", UTCDateTime(timezone=True), nullable=True))
         batch.create_foreign_key(
             op.f("fk_carrier_load_port_id_load_port"), "load_port", ["load_port_id"], ["id"]
         )
