@@ -19,10 +19,10 @@ from mes.auth.dependencies import authenticated
 from mes.auth.principals import PrincipalCache
 from mes.auth.router import login_router
 from mes.auth.router import router as auth_router
+from mes.carriers.router import router as carrier_moves_router
 from mes.clock import Clock, SystemClock
 from mes.config import Settings
 from mes.console import mount as console
-from mes.carriers.router import router as carrier_moves_router
 from mes.console.feed import ChangeFeed
 from mes.contract import install_contract
 from mes.db.engine import Database

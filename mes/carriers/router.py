@@ -13,8 +13,8 @@ from sqlalchemy.orm import selectinload
 from mes.auth import roles
 from mes.auth.dependencies import requires
 from mes.auth.service import Principal
-from mes.carriers import service, sorter
 from mes.carriers import schemas as s
+from mes.carriers import service, sorter
 from mes.carriers.models import SorterJob, SorterJobKind
 from mes.db.transaction import ReadSession, WriteSession
 from mes.durables import service as durables_service

@@ -41,7 +41,7 @@ async def slot_map(session: AsyncSession, carrier: Carrier) -> list[SlotEntry]:
         )
         .order_by(Wafer.slot)
     )
-    return [SlotEntry(slot, wafer, lot) for slot, wafer, lot in rows.all()]
+    return [SlotEntry(slot or 0, wafer, lot) for slot, wafer, lot in rows.all()]  # slot: not None
 
 
 async def lots_in(session: AsyncSession, carrier_id: int) -> list[str]:

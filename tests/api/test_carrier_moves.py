@@ -298,7 +298,9 @@ async def test_sorter_jobs_reslot_split_merge(client):
     assert one.json() == listed["items"][0]
     assert_problem(await client.get(f"{API}/sorter-jobs/999999"), 404, "sorter.not_found")
     kinds = [e["event_type"] for e in await events(client, code)]
-    assert kinds.count("RESLOT") == 2 and "SPLIT" in kinds and "MERGE" in kinds
+    assert kinds.count("RESLOT") == 2
+    assert "SPLIT" in kinds
+    assert "MERGE" in kinds
 
 
 async def test_sorter_job_requests_that_cannot_run(client, client_as):
