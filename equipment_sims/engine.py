@@ -144,14 +144,14 @@ class ToolEngine:
         if not 1 <= port <= self.spec.load_ports:
             raise Refused("invalid", f"no load port {port}")
         if port in self.docked:
-            raise Refused("state", f"load port {port} holds {self.docked[port][0]}")
+            raise Refused("wrong_state", f"load port {port} holds {self.docked[port][0]}")
         if not carrier_id or not all(1 <= s <= self.spec.slots for s in slots):
             raise Refused("invalid", "a carrier id and slots 1..slots")
         self.docked[port] = (carrier_id, frozenset(slots))
 
     def remove_carrier(self, port: int) -> None:
         if self.docked.pop(port, None) is None:
-            raise Refused("state", f"load port {port} is empty")
+            raise Refused("wrong_state", f"load port {port} is empty")
 
     def current_wafer(self) -> Wafer | None:
         for station in self.stations.values():
