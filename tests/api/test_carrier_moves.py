@@ -331,3 +331,23 @@ async def test_sorter_job_requests_that_cannot_run(client, client_as):
         f"{API}/sorter-jobs", json={"kind": "reslot", "lot": loose["code"], "slots": {"X": 1}}
     )
     assert denied.status_code == 403
+
+
+async def test_the_carrier_travels_with_a_shipped_lot(client):
+    lot = await start(client, carrier="F1-FP0013")
+    code = lot["code"]
+    base = f"{API}/tools/F1-ETPO02/load-ports/2"
+    assert (await client.post(f"{base}/load", json={"carrier": "F1-FP0013"})).status_code == 200
+    docked = await client.post(f"{API}/lots/{code}/ship", json={"to_fab": "F2"})
+    assert_problem(docked, 409, "carrier.at_load_port")
+    assert (await client.get(f"{API}/lots/{code}")).json()["state"] == "Waiting"
+    await client.post(f"{base}/ready-to-unload")
+    assert (await client.post(f"{base}/unload", json={})).status_code == 200
+    shipped = await client.post(f"{API}/lots/{code}/ship", json={"to_fab": "F2"})
+    assert shipped.status_code == 200, shipped.text
+    carrier = (await client.get(f"{API}/carriers/F1-FP0013")).json()
+    assert (carrier["location"], carrier["fab"]) == ("in_transit", "F1")
+    received = await client.post(f"{API}/lots/{code}/receive", json={})
+    assert received.status_code == 200, received.text
+    carrier = (await client.get(f"{API}/carriers/F1-FP0013")).json()
+    assert (carrier["location"], carrier["stocker"], carrier["fab"]) == ("stocker", None, "F2")
