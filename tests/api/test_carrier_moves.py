@@ -129,6 +129,12 @@ async def test_assign_then_transfer_with_a_slot_map(client):
 
 
 async def test_load_port_transfer_states(client):
+    assert_problem(await client.get(f"{API}/tools/NOPE/load-ports"), 404, "tool.not_found")
+    assert_problem(
+        await client.post(f"{API}/tools/NOPE/load-ports/1/load", json={"carrier": "F1-FP0010"}),
+        404,
+        "tool.not_found",
+    )
     ports = (await client.get(f"{API}/tools/F1-ETPO01/load-ports")).json()
     assert [
         (p["port_number"], p["transfer_state"], p["in_service"], p["carrier"]) for p in ports
@@ -324,6 +330,11 @@ async def test_sorter_job_requests_that_cannot_run(client, client_as):
         ({"kind": "sort", "lot": loose["code"]}, 422, "request.invalid"),
     ):
         assert_problem(await client.post(f"{API}/sorter-jobs", json=body), status, problem)
+    boxed = await start(client, carrier="F1-FP0009")
+    into_itself = await client.post(
+        f"{API}/sorter-jobs", json={"kind": "merge", "lot": boxed["code"], "source": boxed["code"]}
+    )
+    assert_problem(into_itself, 422, "lot.merge_self")
     # The failed transfer changed nothing: the carrier is still free.
     assert (await client.get(f"{API}/carriers/F1-FP0008")).json()["state"] == "available"
     dispatcher = client_as("t-dispatcher")
