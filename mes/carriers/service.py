@@ -215,3 +215,22 @@ async def set_service(
     _advance(port, action, occupied=occupied)
     await session.flush()
     return tool, port
+
+
+async def check_at_tool(session: AsyncSession, carrier_ids: set[int], tool: Equipment) -> None:
+    """A job's carriers must not be docked on another tool's port: that tool holds them."""
+    if not carrier_ids:
+        return
+    elsewhere = await session.execute(
+        select(Carrier.code, Equipment.code)
+        .join(LoadPort, LoadPort.id == Carrier.load_port_id)
+        .join(Equipment, Equipment.id == LoadPort.equipment_id)
+        .where(Carrier.id.in_(carrier_ids), LoadPort.equipment_id != tool.id)
+        .order_by(Carrier.code)
+    )
+    found = elsewhere.first()
+    if found is not None:
+        raise RuleViolation(
+            "carrier.at_other_tool",
+            f"carrier {found[0]} is on a load port of {found[1]}, not of {tool.code}",
+        )

@@ -362,3 +362,20 @@ async def test_the_carrier_travels_with_a_shipped_lot(client):
     assert received.status_code == 200, received.text
     carrier = (await client.get(f"{API}/carriers/F1-FP0013")).json()
     assert (carrier["location"], carrier["stocker"], carrier["fab"]) == ("stocker", None, "F2")
+
+
+async def test_no_job_on_one_tool_for_a_carrier_docked_on_another(client):
+    lot = await start(client, carrier="F1-FP0014")
+    group = lot["step"]["tool_group"]
+    tools = await client.get(
+        f"{API}/equipment", params={"fab": "F1", "tool_group": group, "limit": 5}
+    )
+    first, second = [t["code"] for t in tools.json()["items"][:2]]
+    base = f"{API}/tools/{first}/load-ports/1"
+    assert (await client.post(f"{base}/load", json={"carrier": "F1-FP0014"})).status_code == 200
+    refused = await client.post(f"{API}/lots/{lot['code']}/jobs", json={"tool": second})
+    assert_problem(refused, 409, "carrier.at_other_tool")
+    after = (await client.get(f"{API}/lots/{lot['code']}")).json()
+    assert (after["state"], after["version"]) == ("Waiting", lot["version"])
+    here = await client.post(f"{API}/lots/{lot['code']}/jobs", json={"tool": first})
+    assert here.status_code == 201, here.text
