@@ -317,6 +317,7 @@ async def _counters(b: _Builder, machine: Node, tool: Tool) -> None:
     await b.var(counters, "Counters/Lot", m.CURRENT_LOT_ID, "", S)
     await b.var(counters, "Counters/Substrate", m.CURRENT_SUBSTRATE_ID, "", S)
     await b.var(counters, "Counters/SlotMap", m.SLOT_MAP, tool.slot_map(), S)
+    await b.var(counters, "Counters/LoadPorts", m.LOAD_PORTS, tool.load_ports_report(), S)
 
 
 async def _chambers(b: _Builder, machine: Node, spec: ToolSpec) -> None:

@@ -15,6 +15,7 @@ wafers in process and skips the rest.
 
 from __future__ import annotations
 
+import json
 import random
 
 from mes.opcua.model import (
@@ -72,6 +73,10 @@ class ToolEngine:
         self.rejected_downloads = 0
         self.rejection_reason = "checksum"
         self.revision = 0  # bumped on every change worth persisting
+        # The carriers on the load ports as the port's mapper reads them: port -> (carrier id,
+        # occupied slots). The physical world's doing (fault API ``place_carrier``), not the
+        # host's: the host only compares what the tool reports with what it believes.
+        self.docked: dict[int, tuple[str, frozenset[int]]] = {}
         self.measurement = MeasurementModel(
             spec.tool_group,
             seeded_rng(seed, spec.tool_id, "measure"),
@@ -122,6 +127,31 @@ class ToolEngine:
             if w.lot_id == lot_id:
                 slots[w.slot - 1] = w.state.value
         return slots
+
+    def load_ports_report(self) -> str:
+        """The load ports as JSON: per port its id, the carrier id read there ("" when empty)
+        and its slot map ("Occupied" or "" per slot)."""
+        ports = []
+        for port in range(1, self.spec.load_ports + 1):
+            carrier, slots = self.docked.get(port, ("", frozenset()))
+            slot_map = ["Occupied" if n in slots else "" for n in range(1, self.spec.slots + 1)]
+            ports.append(
+                {"PortID": port, "CarrierID": carrier, "SlotMap": slot_map if carrier else []}
+            )
+        return json.dumps(ports)
+
+    def place_carrier(self, port: int, carrier_id: str, slots: list[int]) -> None:
+        if not 1 <= port <= self.spec.load_ports:
+            raise Refused("invalid", f"no load port {port}")
+        if port in self.docked:
+            raise Refused("wrong_state", f"load port {port} holds {self.docked[port][0]}")
+        if not carrier_id or not all(1 <= s <= self.spec.slots for s in slots):
+            raise Refused("invalid", "a carrier id and slots 1..slots")
+        self.docked[port] = (carrier_id, frozenset(slots))
+
+    def remove_carrier(self, port: int) -> None:
+        if self.docked.pop(port, None) is None:
+            raise Refused("wrong_state", f"load port {port} is empty")
 
     def current_wafer(self) -> Wafer | None:
         for station in self.stations.values():

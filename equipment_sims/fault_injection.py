@@ -72,6 +72,8 @@ class FaultInjection:
         "slow_replies",
         "lose_replies",
         "restart",
+        "place_carrier",
+        "remove_carrier",
     )
 
     def check_fault(self, fault: str, **kwargs: Any) -> None:
@@ -177,6 +179,14 @@ class FaultInjection:
         if count < 0:
             raise ValueError("count must not be negative")
         self.lost_replies = int(count)
+
+    async def place_carrier(self, port: int, carrier_id: str, slots: list[int]) -> None:
+        """A carrier arrives on load port ``port`` and the mapper finds wafers in ``slots``
+        (the physical world: the host compares this with the slot map it holds)."""
+        await self._fault(lambda: self.tool.place_carrier(int(port), str(carrier_id), list(slots)))
+
+    async def remove_carrier(self, port: int) -> None:
+        await self._fault(lambda: self.tool.remove_carrier(int(port)))
 
     async def _fault(self, action: Callable[[], Any]) -> Any:
         return await self.command(action, slow=False)

@@ -119,6 +119,7 @@ class Publisher:
             ("Counters/Lot", wafer.lot_id if wafer else "", S),
             ("Counters/Substrate", wafer.substrate_id if wafer else "", S),
             ("Counters/SlotMap", tool.slot_map(), S),
+            ("Counters/LoadPorts", tool.load_ports_report(), S),
         ]
         if self.spec.kind is ProcessingKind.CLUSTER:
             for name, station in tool.stations.items():

@@ -40,6 +40,7 @@ class ToolSpec:
     min_batch: int = 1  # lots per job
     max_batch: int = 1
     slots: int = 25
+    load_ports: int = 2  # E87 load ports, each reporting the carrier on it and its slot map
     transfer_s: float = 15.0  # handling time per wafer (simulated seconds)
     manufacturer: str = "Simulated Equipment Inc."
     model: str = "SIM-1"
@@ -57,6 +58,8 @@ class ToolSpec:
             raise ValueError(f"cluster tool {self.tool_id} needs chambers")
         if not 0 <= self.sensors <= 999:
             raise ValueError(f"{self.tool_id}: sensors must be between 0 and 999")
+        if not 0 <= self.load_ports <= 16:
+            raise ValueError(f"{self.tool_id}: load_ports must be between 0 and 16")
         if not 1 <= self.min_batch <= self.max_batch:
             raise ValueError(f"{self.tool_id}: need 1 <= min_batch <= max_batch")
 

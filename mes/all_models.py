@@ -2,6 +2,7 @@
 
 from mes.audit import models as audit_models
 from mes.auth import models as auth_models
+from mes.carriers import models as carriers_models
 from mes.db.base import Base
 from mes.dispatch import models as dispatch_models
 from mes.durables import models as durables_models
@@ -21,6 +22,7 @@ __all__ = [
     "Base",
     "audit_models",
     "auth_models",
+    "carriers_models",
     "dispatch_models",
     "durables_models",
     "equipment_models",

@@ -71,6 +71,7 @@ LOCATIONS: dict[str, tuple[str, dict[str, str]]] = {
     ),
     "/carriers": ("/carriers/{carrier}", {"carrier": "/code"}),
     "/durables": ("/durables/{durable}", {"durable": "/code"}),
+    "/sorter-jobs": ("/sorter-jobs/{job_id}", {"job_id": "/job/id"}),
     "/users": ("/users/{username}", {"username": "/username"}),
     "/users/{username}/certifications": ("/users/{username}", {"username": "path:username"}),
     "/users/{username}/tokens": ("/users/{username}/tokens", {"username": "path:username"}),

@@ -19,6 +19,7 @@ from mes.auth.dependencies import authenticated
 from mes.auth.principals import PrincipalCache
 from mes.auth.router import login_router
 from mes.auth.router import router as auth_router
+from mes.carriers.router import router as carrier_moves_router
 from mes.clock import Clock, SystemClock
 from mes.config import Settings
 from mes.console import mount as console
@@ -202,6 +203,7 @@ def create_app(
         dispatch_router,
         hold_codes_router,
         carriers_router,
+        carrier_moves_router,
         durables_router,
         auth_router,
         audit_router,

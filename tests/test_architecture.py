@@ -31,6 +31,7 @@ LAYERS: tuple[frozenset[str], ...] = tuple(
         "recipes",
         "routes",
         "lots",
+        "carriers",  # lots in carriers, load ports, sorter jobs: lot transactions use lots
         "jobs planning",
         "opcua dispatch",
         "exchange smt2020 reports quality check retention",

@@ -94,6 +94,15 @@ SPC_ACKNOWLEDGE = _p(
     "spc.acknowledge", [E, S], "acknowledge an SPC violation (OCAP closure), release its tool"
 )
 CARRIER_WRITE = _p("carrier.write", [S, A], "register carriers")
+CARRIER_MOVE = _p(
+    "carrier.move",
+    [OP, E, S, Role.EQUIPMENT],
+    "move carriers between stockers and load ports; load and unload ports",
+)
+LOAD_PORT_SERVICE = _p("load_port.service", [E, S], "take load ports out of service and back")
+SORTER_RUN = _p(
+    "sorter.run", [OP, E, S], "put lots into carriers; sorter jobs (re-slot, split, merge)"
+)
 USER_ADMIN = _p("user.admin", [A], "create users, change roles, enable/disable", signature=True)
 USER_CERTIFY = _p("user.certify", [S, A], "certify operators for tool groups", signature=True)
 TOKEN_ADMIN = _p("token.admin", [A], "issue and revoke API tokens for service accounts")
@@ -162,6 +171,9 @@ ALL_PERMISSIONS: tuple[Permission, ...] = (
     SPC_CHART,
     SPC_ACKNOWLEDGE,
     CARRIER_WRITE,
+    CARRIER_MOVE,
+    LOAD_PORT_SERVICE,
+    SORTER_RUN,
     USER_ADMIN,
     USER_CERTIFY,
     TOKEN_ADMIN,

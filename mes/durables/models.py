@@ -8,8 +8,8 @@ from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from mes.db.base import Base, BigIntPK, TimestampMixin
 from mes.db.types import enum_type
-from mes.durables.rules import DurableKind, DurableLocation, DurableState
-from mes.equipment.models import Equipment
+from mes.durables.rules import CarrierLocation, DurableKind, DurableLocation, DurableState
+from mes.equipment.models import Equipment, LoadPort
 from mes.fabs.models import Fab, ToolGroup
 
 
@@ -27,6 +27,9 @@ class Carrier(TimestampMixin, Base):
     __table_args__ = (
         CheckConstraint("capacity BETWEEN 1 AND 25", name="capacity_range"),
         CheckConstraint("uses_since_clean >= 0", name="uses_nonnegative"),
+        CheckConstraint(
+            "(location = 'load_port') = (load_port_id IS NOT NULL)", name="port_iff_at_port"
+        ),
     )
 
     id: Mapped[int] = mapped_column(BigIntPK, primary_key=True)
@@ -40,8 +43,19 @@ class Carrier(TimestampMixin, Base):
     last_cleaned_at: Mapped[datetime | None]
     # Cleaning cycles done (a lot leaving the carrier makes it dirty; cleaning makes it available).
     cleanings: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    # Where it is (mes.carriers): a stocker (``stocker`` names it, None = not recorded), a
+    # tool's load port (one carrier per port: the unique index), or travelling between them.
+    location: Mapped[CarrierLocation] = mapped_column(
+        enum_type(CarrierLocation, "carrier_location"),
+        default=CarrierLocation.STOCKER,
+        server_default=CarrierLocation.STOCKER.value,
+    )
+    stocker: Mapped[str | None] = mapped_column(String(32))
+    load_port_id: Mapped[int | None] = mapped_column(ForeignKey("load_port.id"), unique=True)
+    location_since: Mapped[datetime | None]
 
     fab: Mapped[Fab] = relationship()
+    load_port: Mapped[LoadPort | None] = relationship()
 
 
 class Durable(TimestampMixin, Base):

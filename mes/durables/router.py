@@ -40,6 +40,10 @@ def carrier_read(carrier: Carrier) -> CarrierRead:
         uses_since_clean=carrier.uses_since_clean,
         last_cleaned_at=carrier.last_cleaned_at,
         cleanings=carrier.cleanings,
+        location=carrier.location,
+        stocker=carrier.stocker,
+        tool=None if carrier.load_port is None else carrier.load_port.equipment.code,
+        port_number=None if carrier.load_port is None else carrier.load_port.port_number,
     )
 
 

@@ -28,6 +28,14 @@ class DurableLocation(enum.StrEnum):
     CLEANING = "cleaning"  # out for cleaning or inspection
 
 
+class CarrierLocation(enum.StrEnum):
+    """Where a carrier is (SEMI E87 leaves the stocker and the transport to the MES)."""
+
+    STOCKER = "stocker"
+    LOAD_PORT = "load_port"  # docked on a tool's load port
+    IN_TRANSIT = "in_transit"  # on the AMHS or a cart between stocker and tool
+
+
 class DurableState(enum.StrEnum):
     AVAILABLE = "available"
     ON_HOLD = "on_hold"  # suspect (defect, inspection due): not to be used
@@ -105,3 +113,40 @@ def check_move(durable: DurableView, to: DurableLocation, tool_id: int | None) -
         raise RuleViolation(
             "durable.not_available", f"{durable.code} is {durable.state.value}, not available"
         )
+
+
+@dataclass(frozen=True)
+class CarrierView:
+    code: str
+    fab_id: int
+    capacity: int
+    available: bool  # empty and clean: state ``available``
+    location: CarrierLocation
+
+
+def check_claim(carrier: CarrierView, fab_id: int, wafers: int) -> None:
+    """Refuse to put ``wafers`` wafers of a lot in ``fab_id`` into this carrier."""
+    if carrier.fab_id != fab_id or not carrier.available:
+        raise RuleViolation(
+            "carrier.not_available", f"carrier {carrier.code} is not an available carrier here"
+        )
+    if carrier.capacity < wafers:
+        raise RuleViolation(
+            "carrier.too_small", f"carrier {carrier.code} holds {carrier.capacity} wafers"
+        )
+
+
+def choose_free(candidates: list[CarrierView], fab_id: int, wafers: int) -> CarrierView:
+    """The free carrier the MES takes when none is named: one waiting in a stocker (not docked
+    on a port or travelling, where it belongs to a move already under way), the lowest code."""
+    for candidate in sorted(candidates, key=lambda c: c.code):
+        if candidate.location != CarrierLocation.STOCKER:
+            continue
+        try:
+            check_claim(candidate, fab_id, wafers)
+        except RuleViolation:
+            continue
+        return candidate
+    raise RuleViolation(
+        "carrier.none_free", f"no empty, clean carrier for {wafers} wafers in a stocker of the fab"
+    )

@@ -5,7 +5,7 @@ from datetime import datetime
 from pydantic import BaseModel, Field
 
 from mes.durables.models import CarrierState
-from mes.durables.rules import DurableKind, DurableLocation, DurableState
+from mes.durables.rules import CarrierLocation, DurableKind, DurableLocation, DurableState
 from mes.kit.api import CodeStr, InputModel
 
 
@@ -13,6 +13,7 @@ class CarrierCreate(InputModel):
     code: CodeStr
     fab: CodeStr
     capacity: int = Field(default=25, ge=1, le=25)
+    stocker: str | None = Field(default=None, min_length=1, max_length=32)
 
 
 class CarrierRead(BaseModel):
@@ -23,6 +24,10 @@ class CarrierRead(BaseModel):
     uses_since_clean: int
     last_cleaned_at: datetime | None
     cleanings: int
+    location: CarrierLocation
+    stocker: str | None  # in a stocker: which (None: not recorded)
+    tool: str | None  # on a load port: the tool and the port
+    port_number: int | None
 
 
 class DurableCreate(InputModel):

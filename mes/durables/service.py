@@ -18,7 +18,7 @@ from mes.durables import rules
 from mes.durables.models import Carrier, CarrierState, Durable
 from mes.durables.schemas import CarrierCreate, DurableCreate, DurableMove, DurableStateChange
 from mes.equipment import service as equipment_service
-from mes.equipment.models import Equipment
+from mes.equipment.models import Equipment, LoadPort
 from mes.errors import Conflict, RuleViolation
 from mes.fabs import service as fabs_service
 from mes.fabs.models import Fab
@@ -31,8 +31,14 @@ class CarrierFilter:
     state: CarrierState | None = None
 
 
+CARRIER_OPTIONS = (
+    selectinload(Carrier.fab),
+    selectinload(Carrier.load_port).selectinload(LoadPort.equipment),
+)
+
+
 def carrier_query(flt: CarrierFilter) -> Select[Carrier]:
-    stmt = select(Carrier).options(selectinload(Carrier.fab)).order_by(Carrier.code)
+    stmt = select(Carrier).options(*CARRIER_OPTIONS).order_by(Carrier.code)
     if flt.fab is not None:
         stmt = stmt.join(Fab, Fab.id == Carrier.fab_id).where(Fab.code == flt.fab)
     if flt.state is not None:
@@ -49,7 +55,7 @@ async def get_carrier(session: AsyncSession, code: str, *, for_update: bool = Fa
         code,
         code="carrier.not_found",
         what="carrier",
-        options=(selectinload(Carrier.fab),),
+        options=CARRIER_OPTIONS,
         for_update=for_update,
     )
 
@@ -59,7 +65,13 @@ async def create_carrier(session: AsyncSession, data: CarrierCreate) -> Carrier:
     if await session.scalar(select(Carrier.id).where(Carrier.code == data.code)) is not None:
         raise Conflict(f"carrier {data.code!r} already exists", code="carrier.duplicate")
     fab = await fabs_service.get_fab(session, data.fab)
-    carrier = Carrier(code=data.code, fab=fab, capacity=data.capacity)
+    carrier = Carrier(
+        code=data.code,
+        fab=fab,
+        capacity=data.capacity,
+        location=rules.CarrierLocation.STOCKER,
+        stocker=data.stocker,
+    )
     session.add(carrier)
     await session.flush()
     return carrier
@@ -78,6 +90,50 @@ async def clean_carrier(session: AsyncSession, code: str, *, clock: Clock) -> Ca
     carrier.last_cleaned_at = clock.now()
     await session.flush()
     return carrier
+
+
+def carrier_view(carrier: Carrier) -> rules.CarrierView:
+    return rules.CarrierView(
+        code=carrier.code,
+        fab_id=carrier.fab_id,
+        capacity=carrier.capacity,
+        available=carrier.state == CarrierState.AVAILABLE,
+        location=carrier.location,
+    )
+
+
+async def claim_carrier(
+    session: AsyncSession, fab_id: int, code: str | None, wafers: int
+) -> tuple[Carrier, bool]:
+    """An empty, clean carrier for a lot of ``wafers`` wafers in ``fab_id``, marked in use:
+    carrier ``code``, or when None the one ``rules.choose_free`` takes. Also answers whether
+    the MES chose it (the caller's event says so)."""
+    if code is not None:
+        carrier = await get_carrier(session, code, for_update=True)
+        rules.check_claim(carrier_view(carrier), fab_id, wafers)
+        chosen = False
+    else:
+        # SKIP LOCKED: a carrier another transaction is claiming is passed over, so two splits
+        # at once take two carriers instead of the second finding none after the wait.
+        free = list(
+            await session.scalars(
+                select(Carrier)
+                .where(
+                    Carrier.fab_id == fab_id,
+                    Carrier.state == CarrierState.AVAILABLE,
+                    Carrier.location == rules.CarrierLocation.STOCKER,
+                    Carrier.capacity >= wafers,
+                )
+                .order_by(Carrier.code)
+                .limit(1)
+                .with_for_update(skip_locked=True)
+            )
+        )
+        picked = rules.choose_free([carrier_view(c) for c in free], fab_id, wafers)
+        carrier = next(c for c in free if c.code == picked.code)
+        chosen = True
+    carrier.state = CarrierState.IN_USE
+    return carrier, chosen
 
 
 # --- reticles and probe cards -------------------------------------------------------------

@@ -16,6 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import selectinload
 
 from mes.auth.service import Principal
+from mes.carriers import service as carriers_service
 from mes.clock import Clock
 from mes.errors import MesError, RuleViolation
 from mes.jobs import schemas as s
@@ -187,6 +188,9 @@ async def request_batch(
         raise RuleViolation(  # the refusal did not repeat: refuse the batch, keep nothing
             "job.batch_refused", f"lot {current} was refused in the batch: {exc.detail}"
         ) from exc
+    await carriers_service.check_at_tool(
+        session, {lot.carrier_id for lot, _ in tracked.values() if lot.carrier_id}, tool
+    )
     if not tool.opcua_endpoint:
         raise RuleViolation(
             "job.tool_not_connected",

@@ -152,6 +152,8 @@ class AddFutureAction:
 class Split:
     wafers: tuple[str, ...]  # scribe ids of the wafers that move to the child lot
     version: int | None = None
+    # The child's carrier; None: a free one the MES chooses (when the parent has a carrier).
+    carrier: str | None = None
 
 
 @dataclass(frozen=True)

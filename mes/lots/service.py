@@ -11,14 +11,23 @@ Callers import this face (``from mes.lots import service as lots_service``); the
 - ``transfer``: ship to another fab, receive there;
 - ``explain``: what recipe a lot would run on a tool, and why not.
 
-They share the building blocks of ``_core`` (locking a lot, its event, holds, future actions).
+They share the building blocks of ``_core`` (locking a lot, its event, holds, future actions);
+``begin``, ``lock_lot`` and ``release_carrier`` are exported for the lot transactions of
+``mes.carriers`` (lots into carriers, sorter jobs).
 Each verb takes a command of ``mes.lots.commands`` (or plain keyword arguments), the caller as
 ``actor: Principal`` and the clock; it flushes and never commits.
 """
 
 from __future__ import annotations
 
-from mes.lots._core import get_hold_code, lots_running_on, route_steps
+from mes.lots._core import (
+    begin,
+    get_hold_code,
+    lock_lot,
+    lots_running_on,
+    release_carrier,
+    route_steps,
+)
 from mes.lots.control import change_lot_type, change_priority, jump, terminate
 from mes.lots.explain import RecipeQuestion, explain_recipe
 from mes.lots.holds import add_future_action, cancel_future_action, hold, mass_hold, release
@@ -50,6 +59,7 @@ __all__ = [
     "abort_run",
     "active_holds",
     "add_future_action",
+    "begin",
     "bonus",
     "cancel_future_action",
     "change_lot_type",
@@ -63,6 +73,7 @@ __all__ = [
     "hold_list",
     "hold_read",
     "jump",
+    "lock_lot",
     "lot_answer",
     "lot_history",
     "lot_query",
@@ -72,6 +83,7 @@ __all__ = [
     "merge",
     "receive",
     "release",
+    "release_carrier",
     "reload_lot",
     "route_steps",
     "route_version_for_start",

@@ -10,6 +10,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from mes.auth.service import Principal
 from mes.clock import Clock
 from mes.durables.models import Carrier
+from mes.durables.rules import CarrierLocation
 from mes.errors import RuleViolation
 from mes.fabs import service as fabs_service
 from mes.fabs.models import FabTransferTime
@@ -62,6 +63,19 @@ async def ship(
         now=now,
         transit_s=int((await transit_time(session, lot.fab_id, destination.id)).total_seconds()),
     )
+    # The carrier travels with the lot; one docked on a tool's port is unloaded first.
+    carrier = None if lot.carrier_id is None else await session.get(Carrier, lot.carrier_id)
+    if carrier is not None:
+        if carrier.location == CarrierLocation.LOAD_PORT:
+            raise RuleViolation(
+                "carrier.at_load_port",
+                f"carrier {carrier.code} of lot {code} is on a load port: unload it first",
+            )
+        carrier.location, carrier.stocker, carrier.location_since = (
+            CarrierLocation.IN_TRANSIT,
+            None,
+            now,
+        )
     session.add(
         LotTransfer(
             lot_id=lot.id,
@@ -103,6 +117,7 @@ async def receive(
         carrier = await session.get(Carrier, lot.carrier_id)
         assert carrier is not None  # the FK guarantees it
         carrier.fab_id = lot.fab_id
+        carrier.location, carrier.location_since = CarrierLocation.STOCKER, now
     for hold in await active_holds(session, [lot.id]):
         hold.fab_id = lot.fab_id
     await session.flush()

@@ -9,6 +9,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from mes.auth.service import Principal
 from mes.clock import Clock
+from mes.durables import service as durables_service
 from mes.equipment.models import Equipment
 from mes.equipment.states import E10State
 from mes.errors import Conflict, RuleViolation
@@ -80,6 +81,16 @@ async def split(
     )
     if await session.scalar(select(Lot.id).where(Lot.code == child.code)) is not None:
         raise Conflict(f"lot {child.code} already exists", code="lot.duplicate")
+    # The child's wafers leave the parent's carrier: a physical split is a sorter move into
+    # another carrier, named or chosen (and said so on the event). A lot the MES tracks
+    # without a carrier splits without one, unless one is named.
+    carrier_details: dict[str, object] = {}
+    if data.carrier is not None or parent.carrier_id is not None:
+        carrier, chosen = await durables_service.claim_carrier(
+            session, parent.fab_id, data.carrier, len(wafers)
+        )
+        child.carrier_id = carrier.id
+        carrier_details = {"carrier": carrier.code, "carrier_chosen_by_mes": chosen}
     session.add(child)
     await session.flush()
     for wafer in wafers:
@@ -99,12 +110,18 @@ async def split(
     await session.flush()
     moved = {"wafers": list(data.wafers)}
     await change.record(
-        "SPLIT", actor=actor.username, at=now, details={**moved, "child": child.code}
+        "SPLIT",
+        actor=actor.username,
+        at=now,
+        details={**moved, "child": child.code, **carrier_details},
     )
     child_change = Change(session, child, 0)
     child_change.before = None  # type: ignore[assignment]
     await child_change.record(
-        "SPLIT_FROM", actor=actor.username, at=now, details={**moved, "parent": parent.code}
+        "SPLIT_FROM",
+        actor=actor.username,
+        at=now,
+        details={**moved, "parent": parent.code, **carrier_details},
     )
     return parent, child
 

@@ -23,8 +23,11 @@ Bonus = Annotated[LotWrite, lot_write(roles.LOT_BONUS)]
 
 @router.post("/{lot}/split", response_model=s.SplitResult, status_code=status.HTTP_201_CREATED)
 async def split(lot: CodePath, body: s.SplitRequest, tx: Splitter) -> Answer:
-    """Move chosen wafers into a child lot (`<lot>.01`, …) at the same step."""
-    command = c.Split(wafers=tuple(body.wafers), version=tx.version(body.version))
+    """Move chosen wafers into a child lot (`<lot>.01`, …) at the same step; the child goes
+    into `carrier`, or (parent in a carrier, none named) a free carrier the MES chooses."""
+    command = c.Split(
+        wafers=tuple(body.wafers), version=tx.version(body.version), carrier=body.carrier
+    )
 
     async def split_off() -> s.SplitResult:
         parent, child = await service.split(tx.session, lot, command, actor=tx.by, clock=tx.clock)

@@ -33,6 +33,7 @@ from sqlalchemy.orm import selectinload
 from mes.clock import Clock
 from mes.db.engine import Database
 from mes.db.transaction import unit_of_work
+from mes.durables.models import Carrier
 from mes.errors import MesError
 from mes.jobs.models import EquipmentJob, EquipmentJobLot
 from mes.jobs.states import JobCommand
@@ -76,6 +77,8 @@ class _JobToSend:
     body: dict[str, Any]
     checksum: str
     document: str
+    # carrier -> the slots the MES holds wafers in, for the carriers of the job's lots
+    carrier_slots: dict[str, frozenset[int]] = field(default_factory=dict)
 
 
 class ToolAdapter:
@@ -453,6 +456,7 @@ class ToolAdapter:
                     f"recipe.checksum_mismatch: tool reports {reported} for {order.recipe_id}, "
                     f"the approved version has {order.checksum}; job not started"
                 )
+            await _check_slot_maps(session, order)
             await session.select_recipe(order.recipe_id)
             await session.store_and_start(order.document, f"MES job {job_order_id}")
         except ToolRefused as exc:
@@ -497,6 +501,22 @@ async def _job_to_send(session: Any, job: EquipmentJob) -> _JobToSend:
             .order_by(EquipmentJobLot.position)
         )
     )
+    carrier_ids = {lot.carrier_id for lot in lots if lot.carrier_id is not None}
+    held = await session.execute(
+        select(Carrier.code, Wafer.slot)
+        .join(Lot, Lot.carrier_id == Carrier.id)
+        .join(Wafer, Wafer.lot_id == Lot.id)
+        .where(
+            Carrier.id.in_(carrier_ids),
+            Wafer.state == WaferState.ACTIVE,
+            Wafer.slot.is_not(None),
+        )
+    )
+    carrier_slots: dict[str, set[int]] = {
+        lot.carrier.code: set() for lot in lots if lot.carrier is not None
+    }
+    for carrier_code, slot in held.all():
+        carrier_slots[carrier_code].add(slot)
     version = job.recipe_version
     recipe_id = mapping.tool_recipe_id(version.recipe.name, version.version)
     return _JobToSend(
@@ -516,7 +536,29 @@ async def _job_to_send(session: Any, job: EquipmentJob) -> _JobToSend:
                 for lot in lots
             ],
         ),
+        carrier_slots={c: frozenset(slots) for c, slots in carrier_slots.items()},
     )
+
+
+async def _check_slot_maps(session: ToolSession, order: _JobToSend) -> None:
+    """E87 slot-map verification before the job starts: each of the job's carriers that the
+    tool has on a load port must hold wafers exactly where the MES has them. A mismatch (a
+    wafer missing, one too many, one in the wrong slot) refuses the job before it runs."""
+    if not order.carrier_slots:
+        return
+    try:
+        reported = await session.carriers_on_ports()
+    except ValueError as exc:
+        raise ToolRefused(f"carrier.slot_map_unreadable: {exc}; job not started") from exc
+    if reported is None:
+        return  # a tool model without load ports: nothing to compare
+    mismatches = mapping.slot_map_mismatches(dict(order.carrier_slots), reported)
+    if mismatches:
+        raise ToolRefused(
+            "carrier.slot_map_mismatch: "
+            + "; ".join(str(m) for m in mismatches)
+            + "; job not started"
+        )
 
 
 def _active_wafer(wafer: Wafer) -> bool:

@@ -172,6 +172,7 @@ class ToolSession:
         self.last_message_at = asyncio.get_running_loop().time()
         self.notifications = 0
         self.process_value_names: frozenset[str] = frozenset()
+        self.load_ports: Node | None = None  # optional in the tool model
         self._subscription: Any = None
 
     # --- connection ------------------------------------------------------------------------
@@ -200,7 +201,8 @@ class ToolSession:
             "ProcessData": (m.PROCESS_DATA,),
             **WATCHED,
         }
-        found = await self._children(self.machine, [*required.values(), (m.CHAMBERS,)])
+        optional = [(m.CHAMBERS,), (m.COUNTERS, (m.NS_FAB, m.LOAD_PORTS))]
+        found = await self._children(self.machine, [*required.values(), *optional])
         missing = [name for name, node in zip(required, found, strict=False) if node is None]
         if missing:
             raise ToolModelError(f"{self.tool_code}: the tool model lacks {', '.join(missing)}")
@@ -223,7 +225,7 @@ class ToolSession:
             chosen = mapping.selected_process_values(offered, self.process_values)
             self.nodes.update({name: self.client.get_node(offered[name]) for name in chosen})
             self.process_value_names = chosen
-        chambers = found[-1]
+        chambers, self.load_ports = found[-2], found[-1]
         if chambers is not None:
             names = [
                 str(d.BrowseName.Name)
@@ -439,6 +441,13 @@ class ToolSession:
     # --- reads ----------------------------------------------------------------------------
     async def read(self, name: str) -> Any:
         return await self.nodes[name].read_value()
+
+    async def carriers_on_ports(self) -> dict[str, frozenset[int]] | None:
+        """The carriers on the tool's load ports with the slots its mapper found occupied;
+        None when the tool does not report its load ports."""
+        if self.load_ports is None:
+            return None
+        return mapping.carriers_on_ports(str(await self.load_ports.read_value()))
 
     async def probe(self, within: float) -> None:
         """A cheap round trip: does the server still answer?"""

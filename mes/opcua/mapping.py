@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from mes.carriers.rules import SlotMapMismatch, compare_slot_maps, occupied_slots
 from mes.equipment.states import DEFAULT_SUBSTATE, E10State
 
 # The job result types live with the jobs (the layer below); re-exported here, where the
@@ -164,6 +165,36 @@ def job_order_document(job_order_id: str, recipe_id: str, lots: Sequence[JobOrde
         },
         separators=(",", ":"),
     )
+
+
+def carriers_on_ports(report: str) -> dict[str, frozenset[int]]:
+    """The carriers a tool reports on its load ports (``model.LOAD_PORTS``) and the slots its
+    mapper found occupied. ValueError: the report cannot be read."""
+    try:
+        ports = json.loads(report)
+        found: dict[str, frozenset[int]] = {}
+        for port in ports:
+            carrier = str(port["CarrierID"])
+            if carrier:
+                found[carrier] = occupied_slots([str(s) for s in port["SlotMap"]])
+    except (TypeError, KeyError, ValueError) as exc:
+        raise ValueError(f"unreadable load-port report: {exc}") from exc
+    return found
+
+
+def slot_map_mismatches(
+    expected: dict[str, frozenset[int]], reported: dict[str, frozenset[int]]
+) -> list[SlotMapMismatch]:
+    """Each carrier of the job that the tool has on a port and maps differently from the MES
+    (``expected``: carrier -> the slots the MES holds wafers in). A carrier not on a port is
+    not checked: the tool has not read it (the load-port operations are optional)."""
+    found = []
+    for carrier in sorted(expected):
+        if carrier in reported:
+            mismatch = compare_slot_maps(carrier, expected[carrier], reported[carrier])
+            if mismatch is not None:
+                found.append(mismatch)
+    return found
 
 
 # --- alarms ----------------------------------------------------------------------------------

@@ -101,6 +101,9 @@ CURRENT_JOB_ORDER_ID: Final = "CurrentJobOrderId"
 CURRENT_LOT_ID: Final = "CurrentLotId"
 CURRENT_SUBSTRATE_ID: Final = "CurrentSubstrateId"
 SLOT_MAP: Final = "SlotMap"  # String[25]: per slot "" (empty) or the E90 substrate state
+# String (JSON), optional: the E87 load ports as the tool's mapper reads them,
+# [{"PortID": int, "CarrierID": str ("" empty), "SlotMap": one str per slot, "" empty}]
+LOAD_PORTS: Final = "LoadPorts"
 
 CHAMBERS: Final[BrowseName] = (NS_FAB, "Chambers")
 CHAMBER_STATE: Final = "State"

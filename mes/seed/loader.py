@@ -66,6 +66,7 @@ class CarrierBatch(BaseModel):
     fab: str
     prefix: str = Field(max_length=24)
     count: int = Field(ge=0, le=9999)
+    stocker: str | None = Field(default=None, max_length=32)  # where they wait
 
 
 class DurableSeed(DurableCreate):
@@ -164,7 +165,8 @@ async def load(session: AsyncSession, data: ExampleData, *, clock: Clock) -> dic
     for batch in data.carriers:
         for n in range(1, batch.count + 1):
             await durables_service.create_carrier(
-                session, CarrierCreate(code=f"{batch.prefix}{n:04d}", fab=batch.fab)
+                session,
+                CarrierCreate(code=f"{batch.prefix}{n:04d}", fab=batch.fab, stocker=batch.stocker),
             )
             carriers += 1
 

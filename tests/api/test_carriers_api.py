@@ -23,6 +23,10 @@ async def test_list_carriers_of_one_fab(client, fab, count):
         "uses_since_clean": 0,
         "last_cleaned_at": None,
         "cleanings": 0,
+        "location": "stocker",
+        "stocker": f"{fab}-STK01",
+        "tool": None,
+        "port_number": None,
     }
 
 
@@ -80,6 +84,10 @@ async def test_create_carrier(client):
         "uses_since_clean": 0,
         "last_cleaned_at": None,
         "cleanings": 0,
+        "location": "stocker",
+        "stocker": None,
+        "tool": None,
+        "port_number": None,
     }
     assert (await client.get("/api/v1/carriers/F2-FP0100")).json() == response.json()
     page = (await client.get("/api/v1/carriers", params={"fab": "F2"})).json()
