@@ -6,6 +6,7 @@ it. Each failed constraint gives an ``Exclusion`` with a stable code (``lot.on_h
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import UTC, datetime
 
 from mes.dispatch.policy_inputs import (
     ONLINE_REMOTE,
@@ -15,6 +16,7 @@ from mes.dispatch.policy_inputs import (
     Situation,
     ToolSnapshot,
 )
+from mes.lots.qtime_gate_rules import gate
 
 
 @dataclass(frozen=True, slots=True)
@@ -31,8 +33,26 @@ def lot_exclusion(lot: LotSnapshot) -> Exclusion | None:
         code = {"Running": "lot.running", "InTransit": "lot.in_transit"}.get(
             lot.state, "lot.finished"
         )
+        if lot.arrives_at is not None:
+            eta = datetime.fromtimestamp(lot.arrives_at, UTC).isoformat(timespec="minutes")
+            return Exclusion(
+                code, f"lot {lot.code} arrives about {eta}; it starts only once received"
+            )
         return Exclusion(code, f"lot {lot.code} is {lot.state}")
     return None
+
+
+def gate_exclusion(lot: LotSnapshot, situation: Situation) -> Exclusion | None:
+    """Q-time gating (``mes.lots.qtime_gate_rules``): a lot at a window's opening step is not
+    started when the closing tool group could not take it before the window closes."""
+    chain = lot.step.qtime_chain
+    if chain is None:
+        return None
+    downstream = situation.downstream.get((lot.fab_id, chain.to_group_id))
+    if downstream is None:
+        return None
+    verdict = gate(chain, downstream)
+    return None if verdict.ok else Exclusion("lot.qtime_gated", verdict.why)
 
 
 def tool_exclusion(tool: ToolSnapshot, *, capacity: bool = True) -> Exclusion | None:

@@ -27,10 +27,11 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from mes.dispatch.constraint_rules import (
     Exclusion,
+    gate_exclusion,
     lot_exclusion,
     pair_exclusion,
     tool_exclusion,
@@ -60,6 +61,7 @@ from mes.dispatch.ranking_rules import (
     Valued,
     WeightedRule,
 )
+from mes.lots.qtime_gate_rules import Chain, Downstream
 
 __all__ = [
     "DAY",
@@ -72,8 +74,10 @@ __all__ = [
     "UP_FOR_PRODUCTION",
     "WAITING",
     "Candidate",
+    "Chain",
     "Contribution",
     "DispatchList",
+    "Downstream",
     "Excluded",
     "Exclusion",
     "GroupLoad",
@@ -94,11 +98,13 @@ __all__ = [
     "WhereNext",
     "choose_starts",
     "explain",
+    "gate_exclusion",
     "lot_exclusion",
     "pair_exclusion",
     "rank_lots",
     "rank_tools",
     "tool_exclusion",
+    "with_committed",
 ]
 
 # --- what-next -----------------------------------------------------------------------------
@@ -191,6 +197,10 @@ def rank_lots(
         own = lot_exclusion(lot)
         if own is not None:
             reasons.append(own)
+        else:
+            gated = gate_exclusion(lot, situation)
+            if gated is not None:
+                reasons.append(gated)
         if blocked is not None:
             reasons.append(blocked)
         pair = pair_exclusion(lot, tool, situation)
@@ -236,10 +246,13 @@ class Starts:
     waiting: str | None = None
 
 
-def choose_starts(listing: DispatchList) -> Starts:
+def choose_starts(listing: DispatchList, situation: Situation | None = None) -> Starts:
     """Batch formation decides for a batch step: when the ``batch`` rule says the batch is
     worth waiting for (value < 0), nothing starts; else the batch starts now with every
-    compatible lot offered (up to the free batch size). Other steps: the top lot."""
+    compatible lot offered (up to the free batch size). Other steps: the top lot.
+
+    With ``situation``, a batch at a step that opens a Q-time window keeps only the lots the
+    gate still lets in once the lots before them in the batch are committed too."""
     tool = listing.tool
     if not listing.ranked or listing.tool_exclusion is not None:
         return Starts(())
@@ -255,8 +268,33 @@ def choose_starts(listing: DispatchList) -> Starts:
     size = min(step.batch_max, tool.max_lots) - len(tool.running)
     batch = [
         r for r in listing.ranked if r.lot.step.id == step.id and r.lot.recipe_on(tool.id) == recipe
-    ]
-    return Starts(tuple(batch[: max(1, min(size, free))]))
+    ][: max(1, min(size, free))]
+    if situation is not None and step.qtime_chain is not None:
+        fits = 1  # the top lot passed the gate (it is ranked, not excluded)
+        while fits < len(batch):
+            committed = with_committed(situation, [r.lot for r in batch[:fits]])
+            if gate_exclusion(batch[fits].lot, committed) is not None:
+                break
+            fits += 1
+        batch = batch[:fits]
+    return Starts(tuple(batch))
+
+
+def with_committed(situation: Situation, lots: Iterable[LotSnapshot]) -> Situation:
+    """The situation after these lots started: those at a window's opening step are now
+    committed to it, so the gate counts them for the lots decided after them (same cycle)."""
+    added: dict[tuple[int, int], int] = {}
+    for lot in lots:
+        chain = lot.step.qtime_chain
+        if chain is not None and (lot.fab_id, chain.to_group_id) in situation.downstream:
+            key = (lot.fab_id, chain.to_group_id)
+            added[key] = added.get(key, 0) + 1
+    if not added:
+        return situation
+    downstream = dict(situation.downstream)
+    for key, n in added.items():
+        downstream[key] = replace(downstream[key], committed=downstream[key].committed + n)
+    return replace(situation, downstream=downstream)
 
 
 # --- where-next ----------------------------------------------------------------------------

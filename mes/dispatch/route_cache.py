@@ -3,7 +3,8 @@ the process time left from each step, the next step's tool group), cached per pr
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -73,6 +74,9 @@ async def _load_routes(session: AsyncSession, route_version_ids: set[int]) -> di
                 Step.batch_max,
                 Step.setup,
                 Step.same_tool_as_sequence,
+                Step.qtime_to_sequence,
+                Step.qtime_max_s,
+                Step.qtime_min_s,
             )
             .where(Step.route_version_id.in_(list(route_version_ids)))
             .order_by(Step.route_version_id, Step.sequence.desc())
@@ -101,4 +105,34 @@ async def _load_routes(session: AsyncSession, route_version_ids: set[int]) -> di
         info.next_group[r.id] = following
         following = r.tool_group_id
         info.by_sequence[r.route_version_id][r.sequence] = r.id
+    for r in rows:  # the windows each step opens, now that every step is known
+        if r.qtime_to_sequence is not None and r.qtime_max_s is not None:
+            info = out[r.route_version_id]
+            info.steps[r.id] = replace(
+                info.steps[r.id], qtime_chain=_chain(info, r.route_version_id, r)
+            )
     return out
+
+
+def _chain(info: RouteInfo, route_version_id: int, r: Any) -> policy.Chain | None:
+    """The window step ``r`` opens, for the Q-time gate (None: its closing step is gone)."""
+    sequences = info.by_sequence[route_version_id]
+    closing_id = sequences.get(r.qtime_to_sequence)
+    if closing_id is None:
+        return None
+    closing = info.steps[closing_id]
+    between = sum(
+        info.steps[step_id].process_time_s
+        for seq, step_id in sequences.items()
+        if r.sequence < seq < r.qtime_to_sequence
+    )
+    return policy.Chain(
+        max_s=float(r.qtime_max_s),
+        lead_s=float(r.process_time_s),
+        between_s=between,
+        to_sequence=closing.sequence,
+        to_group_id=closing.tool_group_id,
+        to_process_s=closing.process_time_s,
+        to_batch=closing.batch_max or 1,
+        min_s=float(r.qtime_min_s or 0),
+    )

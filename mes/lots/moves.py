@@ -17,7 +17,7 @@ from mes.durables import service as durables_service
 from mes.equipment.models import Equipment
 from mes.equipment.states import E10State
 from mes.errors import Forbidden, NotFound, RuleViolation
-from mes.lots import checks, rules
+from mes.lots import checks, qtime_gate, rules
 from mes.lots._core import (
     AFTER_TRACK_OUT,
     ARRIVAL,
@@ -191,6 +191,9 @@ async def track_in(
         )
     recipe, chambers = await _recipe_to_run(session, lot, step, tool, now, data.chambers)
     await _check_certified(session, actor, step.tool_group_id, now)
+    gated = await qtime_gate.check(
+        session, lot, steps, step, actor=actor, override=data.qtime_gate_override, now=now
+    )
     # The equipment's side: no PM due, the recipe's reticle at the tool and under its
     # limit; counts the wafers on the tool and the reticle's uses.
     reticle = await durables_service.admit_lot(
@@ -219,6 +222,8 @@ async def track_in(
             "reticle": reticle.code if reticle is not None else None,
             # The chambers the lot runs in (cluster tools), each qualified for the version.
             **({"chambers": chambers} if chambers else {}),
+            # The Q-time gate's verdict where this step opens a window (and any override).
+            **({"qtime_gate": gated} if gated is not None else {}),
         },
     )
     return lot, tool, recipe, chambers

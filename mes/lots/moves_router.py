@@ -80,9 +80,12 @@ async def track_in(lot: CodePath, body: s.TrackIn, tx: Mover) -> Answer:
         version=tx.version(body.version),
         step_sequence=body.step_sequence,
         chambers=tuple(body.chambers) if body.chambers else None,
+        qtime_gate_override=body.qtime_gate_override.reason if body.qtime_gate_override else None,
     )
 
     async def move() -> s.TrackInResult:
+        if body.qtime_gate_override is not None:
+            await tx.sign(body.qtime_gate_override)
         moved, tool, recipe, chambers = await service.track_in(
             tx.session, lot, command, actor=tx.by, clock=tx.clock
         )

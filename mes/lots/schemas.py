@@ -109,6 +109,8 @@ class TrackIn(InputModel):
     chambers: list[Annotated[str, Field(min_length=1, max_length=16)]] | None = Field(
         default=None, min_length=1, max_length=16
     )
+    # A supervisor starts the lot although the Q-time gate refuses it: e-signature and reason.
+    qtime_gate_override: ESignature | None = None
 
 
 class Measurement(InputModel):
@@ -229,6 +231,11 @@ class ShipRequest(InputModel):
 
 
 class ReceiveRequest(InputModel):
+    version: Version = None
+
+
+class RecallRequest(InputModel):
+    reason: str = Field(min_length=3, max_length=500)
     version: Version = None
 
 

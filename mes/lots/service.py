@@ -39,7 +39,7 @@ from mes.lots.queries import (
     reload_lot,
 )
 from mes.lots.start import route_version_for_start, start_lots
-from mes.lots.transfer import TRANSIT_TIME, receive, ship
+from mes.lots.transfer import TRANSIT_TIME, recall, receive, ship, transit_time
 from mes.lots.wafers import bonus, merge, scrap, split
 
 __all__ = [
@@ -69,6 +69,7 @@ __all__ = [
     "lots_running_on",
     "mass_hold",
     "merge",
+    "recall",
     "receive",
     "release",
     "reload_lot",
@@ -81,4 +82,5 @@ __all__ = [
     "terminate",
     "track_in",
     "track_out",
+    "transit_time",
 ]

@@ -1,4 +1,4 @@
-"""Inter-fab transfer: ship a lot to another fab, receive it there."""
+"""Inter-fab transfer: ship a lot to another fab, receive it there, or recall it before."""
 
 from __future__ import annotations
 
@@ -12,10 +12,10 @@ from mes.clock import Clock
 from mes.durables.models import Carrier
 from mes.errors import RuleViolation
 from mes.fabs import service as fabs_service
-from mes.fabs.models import FabTransferTime
+from mes.fabs.models import Fab, FabTransferTime
 from mes.lots import rules
 from mes.lots._core import begin, lot_view
-from mes.lots.commands import Receive, Ship
+from mes.lots.commands import Recall, Receive, Ship
 from mes.lots.models import FutureAction, Lot, LotTransfer, QTimeWindow
 from mes.lots.queries import active_holds
 from mes.lots.states import LotState, QTimeStatus
@@ -87,13 +87,7 @@ async def receive(
     lot, change = await begin(session, code, data.version, wafers=True)
     if lot.state != LotState.IN_TRANSIT or lot.destination_fab_id is None:
         raise RuleViolation("lot.not_in_transit", f"lot {code} is not travelling")
-    transfer = (
-        await session.scalars(
-            select(LotTransfer).where(
-                LotTransfer.lot_id == lot.id, LotTransfer.received_at.is_(None)
-            )
-        )
-    ).one()
+    transfer = await _open_transfer(session, lot)
     transfer.received_at, transfer.received_by = now, actor.username
     lot.fab_id = lot.destination_fab_id
     lot.destination_fab_id = None
@@ -110,4 +104,46 @@ async def receive(
     for wafer in lot.wafers:
         session.expire(wafer, ["fab_id"])
     await change.record("RECEIVE", actor=actor.username, at=now)
+    return lot
+
+
+async def _open_transfer(session: AsyncSession, lot: Lot) -> LotTransfer:
+    """The shipment the lot travels on (neither received nor recalled)."""
+    return (
+        await session.scalars(
+            select(LotTransfer).where(
+                LotTransfer.lot_id == lot.id,
+                LotTransfer.received_at.is_(None),
+                LotTransfer.recalled_at.is_(None),
+            )
+        )
+    ).one()
+
+
+async def recall(
+    session: AsyncSession, code: str, data: Recall, *, actor: Principal, clock: Clock
+) -> Lot:
+    """Call a travelling lot back before the destination receives it: it is at its step in the
+    shipping fab again, Waiting (or OnHold, if held on the road), as before the shipment."""
+    now = clock.now()
+    lot, change = await begin(session, code, data.version)
+    if lot.state != LotState.IN_TRANSIT or lot.destination_fab_id is None:
+        raise RuleViolation(
+            "lot.not_in_transit", f"lot {code} is not travelling (received, or never shipped)"
+        )
+    transfer = await _open_transfer(session, lot)
+    transfer.recalled_at, transfer.recalled_by = now, actor.username
+    transfer.recall_reason = data.reason
+    destination = await session.get(Fab, lot.destination_fab_id)
+    assert destination is not None  # the FK guarantees it
+    lot.destination_fab_id = None
+    lot.state = LotState.WAITING  # OnHold if it was held on the road (Change.record)
+    await session.flush()
+    await change.record(
+        "RECALL",
+        actor=actor.username,
+        at=now,
+        reason=data.reason,
+        details={"to_fab": destination.code, "shipped_at": transfer.shipped_at.isoformat()},
+    )
     return lot

@@ -1,0 +1,158 @@
+"""Q-time gating against the database: the window a step opens (``chain_of``), the closing
+tool groups as the gate sees them (``downstream``), and the check at track-in (``check``).
+
+The rule itself is pure (``qtime_gate_rules.gate``); the dispatcher applies the same rule on
+its snapshot (``mes.dispatch``), and a track-in applies it here, so a lot is not started into a
+window it would miss whoever starts it. A supervisor may start it anyway, with a reason (an
+e-signature on the request), recorded in the TRACK_IN event.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Sequence
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import and_, func, select, tuple_
+from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import aliased
+
+from mes.auth.models import AccountKind
+from mes.auth.roles import Role
+from mes.auth.service import Principal
+from mes.equipment.models import Equipment
+from mes.equipment.states import PRODUCTION_STATES
+from mes.errors import Forbidden, RuleViolation
+from mes.lots import rules
+from mes.lots.models import Lot, QTimeWindow
+from mes.lots.qtime_gate_rules import Chain, Downstream, gate
+from mes.lots.states import FINAL_STATES, LotState, QTimeStatus
+from mes.routes.models import Step
+
+Key = tuple[int, int]  # (fab id, tool group id)
+
+
+def chain_of(steps: Sequence[rules.StepView], step: rules.StepView) -> Chain | None:
+    """The window ``step`` opens (None: it opens none, or its closing step is not on the route)."""
+    if step.qtime_to_sequence is None or step.qtime_max_s is None:
+        return None
+    closing = next((s for s in steps if s.sequence == step.qtime_to_sequence), None)
+    if closing is None:
+        return None
+    return Chain(
+        max_s=float(step.qtime_max_s),
+        lead_s=float(step.process_time_s),
+        between_s=float(
+            sum(s.process_time_s for s in steps if step.sequence < s.sequence < closing.sequence)
+        ),
+        to_sequence=closing.sequence,
+        to_group_id=closing.tool_group_id,
+        to_process_s=float(closing.process_time_s),
+        to_batch=closing.batch_max or 1,
+        min_s=float(step.qtime_min_s or 0),
+    )
+
+
+async def downstream(
+    session: AsyncSession, keys: Collection[Key], now: datetime
+) -> dict[Key, Downstream]:
+    """For each (fab, closing tool group): the lots committed to windows closing there and
+    when each of its tools that is up is free. Three queries whatever the number of keys."""
+    if not keys:
+        return {}
+    wanted = sorted(set(keys))
+    committed: dict[Key, int] = dict.fromkeys(wanted, 0)
+    closing = aliased(Step)
+    # Lots whose window is open: they have left the opening step and not started the closing.
+    open_rows = await session.execute(
+        select(Lot.fab_id, closing.tool_group_id, func.count(func.distinct(Lot.id)))
+        .join(QTimeWindow, QTimeWindow.lot_id == Lot.id)
+        .join(closing, closing.id == QTimeWindow.to_step_id)
+        .where(
+            QTimeWindow.status == QTimeStatus.OPEN,
+            Lot.state.not_in(list(FINAL_STATES)),
+            tuple_(Lot.fab_id, closing.tool_group_id).in_(wanted),
+        )
+        .group_by(Lot.fab_id, closing.tool_group_id)
+    )
+    # Lots running at an opening step: their window opens at the track-out.
+    opening = aliased(Step)
+    running_rows = await session.execute(
+        select(Lot.fab_id, closing.tool_group_id, func.count())
+        .join(opening, opening.id == Lot.current_step_id)
+        .join(
+            closing,
+            and_(
+                closing.route_version_id == opening.route_version_id,
+                closing.sequence == opening.qtime_to_sequence,
+            ),
+        )
+        .where(
+            Lot.state == LotState.RUNNING,
+            opening.qtime_max_s.is_not(None),
+            tuple_(Lot.fab_id, closing.tool_group_id).in_(wanted),
+        )
+        .group_by(Lot.fab_id, closing.tool_group_id)
+    )
+    for fab_id, group_id, n in [*open_rows.all(), *running_rows.all()]:
+        committed[(fab_id, group_id)] += int(n)
+    free: dict[Key, dict[int, float]] = {key: {} for key in wanted}
+    t_now = now.timestamp()
+    tools = await session.execute(
+        select(
+            Equipment.id,
+            Equipment.fab_id,
+            Equipment.tool_group_id,
+            Lot.tracked_in_at,
+            Step.process_time_s,
+        )
+        .outerjoin(Lot, and_(Lot.equipment_id == Equipment.id, Lot.state == LotState.RUNNING))
+        .outerjoin(Step, Step.id == Lot.current_step_id)
+        .where(
+            Equipment.e10_state.in_(list(PRODUCTION_STATES)),
+            tuple_(Equipment.fab_id, Equipment.tool_group_id).in_(wanted),
+        )
+    )
+    for tool_id, fab_id, group_id, tracked_in_at, process_s in tools.all():
+        left = 0.0
+        if tracked_in_at is not None and process_s is not None:
+            left = max(0.0, tracked_in_at.timestamp() + process_s - t_now)
+        per_tool = free[(fab_id, group_id)]
+        per_tool[tool_id] = max(per_tool.get(tool_id, 0.0), left)
+    return {key: Downstream(committed[key], tuple(sorted(free[key].values()))) for key in wanted}
+
+
+async def check(
+    session: AsyncSession,
+    lot: Lot,
+    steps: Sequence[rules.StepView],
+    step: rules.StepView,
+    *,
+    actor: Principal,
+    override: str | None,
+    now: datetime,
+) -> dict[str, Any] | None:
+    """The gate at track-in: refuse (409 ``lot.qtime_gated``) a start the closing group could
+    not take in time, unless a supervisor overrides it with a reason. Returns what the
+    TRACK_IN event records of it (None: the step opens no window)."""
+    chain = chain_of(steps, step)
+    if chain is None:
+        return None
+    key = (lot.fab_id, chain.to_group_id)
+    verdict = gate(chain, (await downstream(session, [key], now))[key])
+    record: dict[str, Any] = {"ok": verdict.ok, "why": verdict.why}
+    if verdict.ok:
+        return record
+    if override is None:
+        raise RuleViolation(
+            "lot.qtime_gated",
+            f"{verdict.why}; wait, or a supervisor may start it with a reason "
+            "(qtime_gate_override)",
+        )
+    if actor.kind != AccountKind.HUMAN or Role.SUPERVISOR not in actor.roles:
+        raise Forbidden(
+            "only a supervisor may start a lot past the Q-time gate",
+            code="lot.qtime_override_forbidden",
+        )
+    record["override"] = override
+    return record
