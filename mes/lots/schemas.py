@@ -274,6 +274,20 @@ class QTimeWindowRead(BaseModel):
     remaining_s: float  # negative: already past (the watch holds it at its next round)
 
 
+class InTransitRead(BaseModel):
+    lot: str
+    from_fab: str
+    to_fab: str
+    step_sequence: int | None  # the step it resumes at once received
+    operation: str | None
+    wafer_count: int
+    priority_class: str
+    shipped_at: datetime
+    shipped_by: str
+    expected_arrival_at: datetime  # shipped at + the transfer time between the two fabs
+    remaining_s: float  # negative: overdue
+
+
 class SkippedLot(BaseModel):
     lot: str
     reason: str

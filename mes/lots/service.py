@@ -39,7 +39,15 @@ from mes.lots.queries import (
     reload_lot,
 )
 from mes.lots.start import route_version_for_start, start_lots
-from mes.lots.transfer import TRANSIT_TIME, recall, receive, ship, transit_time
+from mes.lots.transfer import (
+    TRANSIT_TIME,
+    Travelling,
+    in_transit,
+    recall,
+    receive,
+    ship,
+    transit_time,
+)
 from mes.lots.wafers import bonus, merge, scrap, split
 
 __all__ = [
@@ -47,6 +55,7 @@ __all__ = [
     "TRANSIT_TIME",
     "LotFilter",
     "RecipeQuestion",
+    "Travelling",
     "abort_run",
     "active_holds",
     "add_future_action",
@@ -61,6 +70,7 @@ __all__ = [
     "hold",
     "hold_list",
     "hold_read",
+    "in_transit",
     "jump",
     "lot_answer",
     "lot_history",

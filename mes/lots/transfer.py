@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
+from dataclasses import dataclass
+from datetime import datetime, timedelta
 
-from sqlalchemy import func, select
+from sqlalchemy import func, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import aliased
 
 from mes.auth.service import Principal
 from mes.clock import Clock
@@ -19,6 +21,7 @@ from mes.lots.commands import Recall, Receive, Ship
 from mes.lots.models import FutureAction, Lot, LotTransfer, QTimeWindow
 from mes.lots.queries import active_holds
 from mes.lots.states import LotState, QTimeStatus
+from mes.routes.models import Step
 
 # Transit between fabs takes time: a Q-time window closer than the transit refuses the
 # shipment. The configured time between the two fabs (fab_transfer_time) counts; this is the
@@ -147,3 +150,71 @@ async def recall(
         details={"to_fab": destination.code, "shipped_at": transfer.shipped_at.isoformat()},
     )
     return lot
+
+
+@dataclass(frozen=True)
+class Travelling:
+    lot: str
+    from_fab: str
+    to_fab: str
+    step_sequence: int | None
+    operation: str | None
+    tool_group_id: int | None
+    wafer_count: int
+    priority_class: str
+    shipped_at: datetime
+    shipped_by: str
+    expected_arrival_at: datetime
+    remaining_s: float  # negative: overdue
+
+
+async def in_transit(
+    session: AsyncSession, clock: Clock, *, fab: str | None, arriving: bool | None = None
+) -> list[Travelling]:
+    """Lots on their way between fabs, soonest expected arrival first: with ``fab``, those
+    arriving there (``arriving`` True), leaving it (False) or both (None)."""
+    now = clock.now()
+    origin, destination = aliased(Fab), aliased(Fab)
+    query = (
+        select(LotTransfer, Lot, origin.code, destination.code, Step)
+        .join(Lot, Lot.id == LotTransfer.lot_id)
+        .join(origin, origin.id == LotTransfer.from_fab_id)
+        .join(destination, destination.id == LotTransfer.to_fab_id)
+        .outerjoin(Step, Step.id == Lot.current_step_id)
+        .where(
+            Lot.state == LotState.IN_TRANSIT,
+            LotTransfer.received_at.is_(None),
+            LotTransfer.recalled_at.is_(None),
+        )
+        .limit(1000)
+    )
+    if fab is not None:
+        to_here, from_here = destination.code == fab, origin.code == fab
+        query = query.where(
+            to_here if arriving else from_here if arriving is False else or_(to_here, from_here)
+        )
+    transit: dict[tuple[int, int], timedelta] = {}
+    out = []
+    for transfer, lot, from_code, to_code, step in (await session.execute(query)).all():
+        key = (transfer.from_fab_id, transfer.to_fab_id)
+        if key not in transit:
+            transit[key] = await transit_time(session, *key)
+        eta = transfer.shipped_at + transit[key]
+        out.append(
+            Travelling(
+                lot=lot.code,
+                from_fab=from_code,
+                to_fab=to_code,
+                step_sequence=step.sequence if step is not None else None,
+                operation=step.operation if step is not None else None,
+                tool_group_id=step.tool_group_id if step is not None else None,
+                wafer_count=lot.wafer_count,
+                priority_class=lot.priority_class.value,
+                shipped_at=transfer.shipped_at,
+                shipped_by=transfer.shipped_by,
+                expected_arrival_at=eta,
+                remaining_s=(eta - now).total_seconds(),
+            )
+        )
+    out.sort(key=lambda t: (t.expected_arrival_at, t.lot))
+    return out

@@ -9,8 +9,8 @@ use. The fab id is 1 (a testbed is one fab).
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import mes.dispatch.policy as policy
@@ -183,7 +183,7 @@ def build(testbed: tables.Testbed) -> FabModel:
                     remaining_s=remaining[i],
                 )
             )
-        built_routes[route_name] = Route(route_name, tuple(steps), remaining[0])
+        built_routes[route_name] = Route(route_name, _with_chains(steps, raw), remaining[0])
     for part in testbed.parts:
         routes[part.part] = built_routes[part.route]
     setup_times: dict[tuple[str | None, str], float] = {}
@@ -226,6 +226,28 @@ def build(testbed: tables.Testbed) -> FabModel:
         t0=testbed.start.timestamp(),
         relative_due_s=relative_due,
     )
+
+
+def _with_chains(steps: list[Step], raw: Sequence[tables.RouteStep]) -> tuple[Step, ...]:
+    """Each step that opens a Q-time window gets the window's chain (the gate's input); not a
+    window closing at a delay, which has no queue to wait in."""
+    out = list(steps)
+    for i, step in enumerate(steps):
+        to = step.qtime_to
+        if to is None or step.qtime_s is None or steps[to].is_delay:
+            continue
+        closing = steps[to]
+        chain = policy.Chain(
+            max_s=step.qtime_s,
+            lead_s=step.snapshot.process_time_s,
+            between_s=sum(_expected(raw[j]) for j in range(i + 1, to)),
+            to_sequence=closing.seq,
+            to_group_id=closing.family,
+            to_process_s=closing.snapshot.process_time_s,
+            to_batch=closing.snapshot.batch_max or 1,
+        )
+        out[i] = replace(step, snapshot=replace(step.snapshot, qtime_chain=chain))
+    return tuple(out)
 
 
 def load(folder: Path | str) -> FabModel:
