@@ -59,9 +59,7 @@ def main() -> None:
     started = time.perf_counter()
     for seed in range(1, args.seeds + 1):
         for label, gating in (("without", False), ("with", True)):
-            result = runner.run_one(
-                fab, rules, seed, args.days, args.warmup, qtime_gating=gating
-            )
+            result = runner.run_one(fab, rules, seed, args.days, args.warmup, qtime_gating=gating)
             figures = {"seed": seed, **_figures(result)}
             runs[label].append(figures)
             print(

@@ -58,7 +58,8 @@ async def test_a_shipped_lot_is_arriving_wip_of_the_destination(client, clock):
     (excluded,) = [e for e in listing["excluded"] if e["lot"] == code]
     (reason,) = excluded["reasons"]
     assert reason["code"] == "lot.in_transit"
-    assert "arrives about" in reason["detail"] and "once received" in reason["detail"]
+    assert "arrives about" in reason["detail"]
+    assert "once received" in reason["detail"]
     # ... and where-next counts it in F2's queue for the group (one 40-minute step, one tool).
     assert (await _f2_wetc_option(client, other))["queue_s"] == queue_before + 2400
 

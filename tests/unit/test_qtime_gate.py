@@ -45,11 +45,14 @@ def test_case_2_two_tools_five_committed_fit_exactly_six_do_not() -> None:
     #   lot 5: 2 → 3      (2.5, 3)
     # Ours starts at 2.5 h = its deadline (0.5 + 2): it fits, just.
     five = gate(chain(), Downstream(committed=5, free_in_s=(0.5 * H, 0.0)))
-    assert five.ok and five.start_in_s == 2.5 * H
+    assert five.ok
+    assert five.start_in_s == 2.5 * H
     # A sixth committed lot takes 2.5 → 3.5; ours would start at 3 h > 2.5 h: refused.
     six = gate(chain(), Downstream(committed=6, free_in_s=(0.0, 0.5 * H)))
-    assert not six.ok and six.start_in_s == 3 * H
-    assert "6 lots committed, 2 tools up" in six.why and "would miss it" in six.why
+    assert not six.ok
+    assert six.start_in_s == 3 * H
+    assert "6 lots committed, 2 tools up" in six.why
+    assert "would miss it" in six.why
 
 
 def test_case_3_a_batch_furnace_downstream() -> None:
@@ -60,27 +63,32 @@ def test_case_3_a_batch_furnace_downstream() -> None:
     # 6 committed: one full run before ours (6 // 4 = 1), 1 → 5 h; ours joins the next run at
     # 5 h (lots 5, 6 and ours share it) <= 7 h: fits.
     six = gate(furnace, Downstream(committed=6, free_in_s=(1 * H,)))
-    assert six.ok and six.start_in_s == 5 * H
+    assert six.ok
+    assert six.start_in_s == 5 * H
     # 8 committed: two full runs first, 1 → 5 → 9 h; ours at 9 h > 7 h: refused.
     eight = gate(furnace, Downstream(committed=8, free_in_s=(1 * H,)))
-    assert not eight.ok and eight.start_in_s == 9 * H
+    assert not eight.ok
+    assert eight.start_in_s == 9 * H
 
 
 def test_case_4_no_tool_up_refuses_and_an_impossible_window_is_not_gated() -> None:
     # Nothing up downstream: however long the window, the lot could only wait in it.
     down = gate(chain(), Downstream(committed=0, free_in_s=()))
-    assert not down.ok and "no tool" in down.why
+    assert not down.ok
+    assert "no tool" in down.why
     # The steps inside the window take 3 h, the window is 2 h: every lot misses it whatever
     # the load, so gating would only stop the line; it says so and lets the lot go.
     impossible = gate(chain(between_s=3 * H), Downstream(committed=50, free_in_s=()))
-    assert impossible.ok and "not gated" in impossible.why
+    assert impossible.ok
+    assert "not gated" in impossible.why
 
 
 def test_the_minimum_qtime_delays_the_arrival() -> None:
     # Arrival = lead 0.5 h + max(between 0, minimum 1.5 h) = 2 h <= deadline 2.5 h: fits; with
     # one committed lot on the one tool (0 → 1 h) the tool is free before the lot arrives.
     verdict = gate(chain(min_s=1.5 * H), Downstream(committed=1, free_in_s=(0.0,)))
-    assert verdict.ok and verdict.start_in_s == 2 * H
+    assert verdict.ok
+    assert verdict.start_in_s == 2 * H
 
 
 # --- in the dispatch policy ------------------------------------------------------------------
