@@ -43,10 +43,12 @@ def lot_exclusion(lot: LotSnapshot) -> Exclusion | None:
 
 
 def gate_exclusion(lot: LotSnapshot, situation: Situation) -> Exclusion | None:
-    """Q-time gating (``mes.lots.qtime_gate_rules``): a lot at a window's opening step is not
-    started when the closing tool group could not take it before the window closes."""
+    """Q-time gating (``mes.lots.qtime_gate_rules``): a lot at the first step of a Q-time chain
+    is not started when the closing tool group could not take it before the window closes."""
     chain = lot.step.qtime_chain
-    if chain is None:
+    if chain is None or lot.qtime_deadline is not None:
+        # Not the first step of a chain: the lot is inside a window closing here, committed
+        # since the chain's first step; held back here it could only miss that window.
         return None
     downstream = situation.downstream.get((lot.fab_id, chain.to_group_id))
     if downstream is None:

@@ -192,7 +192,14 @@ async def track_in(
     recipe, chambers = await _recipe_to_run(session, lot, step, tool, now, data.chambers)
     await _check_certified(session, actor, step.tool_group_id, now)
     gated = await qtime_gate.check(
-        session, lot, steps, step, actor=actor, override=data.qtime_gate_override, now=now
+        session,
+        lot,
+        steps,
+        step,
+        actor=actor,
+        override=data.qtime_gate_override,
+        inside_window=bool(windows),
+        now=now,
     )
     # The equipment's side: no PM due, the recipe's reticle at the tool and under its
     # limit; counts the wafers on the tool and the reticle's uses.

@@ -130,13 +130,16 @@ async def check(
     *,
     actor: Principal,
     override: str | None,
+    inside_window: bool,
     now: datetime,
 ) -> dict[str, Any] | None:
     """The gate at track-in: refuse (409 ``lot.qtime_gated``) a start the closing group could
     not take in time, unless a supervisor overrides it with a reason. Returns what the
-    TRACK_IN event records of it (None: the step opens no window)."""
+    TRACK_IN event records of it (None: the step opens no window, or the lot is inside a
+    window closing here: the gate stands at the first step of a chain, and holding a lot that
+    is already committed back could only make it miss the window it is in)."""
     chain = chain_of(steps, step)
-    if chain is None:
+    if chain is None or inside_window:
         return None
     key = (lot.fab_id, chain.to_group_id)
     verdict = gate(chain, (await downstream(session, [key], now))[key])

@@ -4,6 +4,8 @@ counted within one cycle."""
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 
 from mes.dispatch import policy as p
@@ -137,6 +139,13 @@ def test_the_policy_excludes_a_gated_lot_with_the_gates_words() -> None:
     assert reason.code == "lot.qtime_gated"
     assert "3 lots committed, 1 tools up" in reason.detail
     assert "start there in 3.00 h, window closes in 2.50 h" in reason.detail
+
+
+def test_a_lot_inside_a_chain_is_not_gated_again() -> None:
+    # The lot's window from the step before closes here (it is committed since the chain's
+    # first step): holding it back at this opening step could only make it miss that window.
+    inside = replace(lot(1), qtime_deadline=NOW + 0.5 * H)
+    assert [r.lot.code for r in p.rank_lots(TOOL, [inside], situation(3)).ranked] == ["L1"]
 
 
 def test_without_downstream_data_nothing_is_gated() -> None:
