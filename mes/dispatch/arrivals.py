@@ -13,6 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from mes.dispatch import policy
 from mes.dispatch.route_cache import route_info
+from mes.dispatch.rule_sets import RuleSets
 from mes.lots import qtime_gate
 from mes.lots import service as lots_service
 from mes.lots.models import Lot, LotTransfer
@@ -78,9 +79,12 @@ async def with_downstream(
     situation: policy.Situation,
     lots: Iterable[policy.LotSnapshot],
     now: datetime,
+    rule_sets: RuleSets,
 ) -> policy.Situation:
     """The situation with the closing tool groups of the windows ``lots`` would open (the Q-time
-    gate's input); unchanged (no query) when none of them waits at an opening step."""
+    gate's input); unchanged (no query) when none of them waits at an opening step. Where a
+    closing group's rule set does not rank window lots first (no ``qtime`` rule), the lots
+    waiting there count as ahead."""
     keys = {
         (lot.fab_id, lot.step.qtime_chain.to_group_id)
         for lot in lots
@@ -88,5 +92,6 @@ async def with_downstream(
     }
     if not keys:
         return situation
-    found = await qtime_gate.downstream(session, keys, now)
+    queue_keys = [key for key in keys if not policy.window_first(rule_sets.for_group(*key))]
+    found = await qtime_gate.downstream(session, keys, now, queue_keys)
     return replace(situation, downstream={**situation.downstream, **found})

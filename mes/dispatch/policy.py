@@ -104,6 +104,7 @@ __all__ = [
     "rank_lots",
     "rank_tools",
     "tool_exclusion",
+    "window_first",
     "with_committed",
 ]
 
@@ -295,6 +296,12 @@ def with_committed(situation: Situation, lots: Iterable[LotSnapshot]) -> Situati
     for key, n in added.items():
         downstream[key] = replace(downstream[key], committed=downstream[key].committed + n)
     return replace(situation, downstream=downstream)
+
+
+def window_first(rule_set: RuleSet) -> bool:
+    """Does the rule set rank a lot in a Q-time window before the others (``qtime`` rule)? The
+    Q-time gate counts the other lots waiting at a closing group as ahead where it does not."""
+    return any(rule.name == "qtime" and rule.weight > 0 for rule in rule_set.rules)
 
 
 # --- where-next ----------------------------------------------------------------------------

@@ -84,7 +84,7 @@ async def dispatch_list(
     sets = await active_rule_sets(session, [tool.fab_id])
     # Only the loads WIP balancing looks at: the tool groups of the lots' next steps.
     nexts = {lot.next_tool_group_id for lot in lots if lot.next_tool_group_id is not None}
-    sit = await with_downstream(session, await situation(session, now, nexts), lots, now)
+    sit = await with_downstream(session, await situation(session, now, nexts), lots, now, sets)
     # Lots on their way here are listed (excluded until received), never started.
     lots += await arriving_snapshots(
         session, tool.fab_id, [Step.tool_group_id == tool.tool_group_id]
@@ -135,7 +135,8 @@ async def fab_snapshot(session: AsyncSession, fab_code: str, now: datetime) -> F
     fab = await fabs_service.get_fab(session, fab_code)
     tools = await tool_snapshots(session, [Equipment.fab_id == fab.id], now)
     lots = await lot_snapshots(session, [Lot.fab_id == fab.id], now, tools)
-    sit = await with_downstream(session, await situation(session, now), lots, now)
+    sets = await active_rule_sets(session, [fab.id])
+    sit = await with_downstream(session, await situation(session, now), lots, now, sets)
     by_group: dict[int, list[policy.LotSnapshot]] = defaultdict(list)
     for lot in [*lots, *await arriving_snapshots(session, fab.id)]:
         by_group[lot.step.tool_group_id].append(lot)
@@ -143,7 +144,7 @@ async def fab_snapshot(session: AsyncSession, fab_code: str, now: datetime) -> F
         fab.id,
         tools,
         dict(by_group),
-        await active_rule_sets(session, [fab.id]),
+        sets,
         await active_rule_sets(session, [fab.id], shadow=True),
         sit,
     )

@@ -54,12 +54,35 @@ def chain_of(steps: Sequence[rules.StepView], step: rules.StepView) -> Chain | N
 
 
 async def downstream(
-    session: AsyncSession, keys: Collection[Key], now: datetime
+    session: AsyncSession, keys: Collection[Key], now: datetime, queue_keys: Collection[Key] = ()
 ) -> dict[Key, Downstream]:
     """For each (fab, closing tool group): the lots committed to windows closing there and
-    when each of its tools that is up is free. Three queries whatever the number of keys."""
+    when each of its tools that is up is free; for ``queue_keys`` (groups whose dispatching does
+    not put window lots first), the other lots waiting there too. At most four queries."""
     if not keys:
         return {}
+    queued: dict[Key, int] = {}
+    if queue_keys:
+        in_window = (
+            select(QTimeWindow.id)
+            .where(
+                QTimeWindow.lot_id == Lot.id,
+                QTimeWindow.to_step_id == Lot.current_step_id,
+                QTimeWindow.status == QTimeStatus.OPEN,
+            )
+            .exists()
+        )
+        for fab_id, group_id, n in await session.execute(
+            select(Lot.fab_id, Step.tool_group_id, func.count())
+            .join(Step, Step.id == Lot.current_step_id)
+            .where(
+                Lot.state == LotState.WAITING,
+                ~in_window,
+                tuple_(Lot.fab_id, Step.tool_group_id).in_(sorted(set(queue_keys))),
+            )
+            .group_by(Lot.fab_id, Step.tool_group_id)
+        ):
+            queued[(fab_id, group_id)] = int(n)
     wanted = sorted(set(keys))
     committed: dict[Key, int] = dict.fromkeys(wanted, 0)
     closing = aliased(Step)
@@ -119,7 +142,10 @@ async def downstream(
             left = max(0.0, tracked_in_at.timestamp() + process_s - t_now)
         per_tool = free[(fab_id, group_id)]
         per_tool[tool_id] = max(per_tool.get(tool_id, 0.0), left)
-    return {key: Downstream(committed[key], tuple(sorted(free[key].values()))) for key in wanted}
+    return {
+        key: Downstream(committed[key], tuple(sorted(free[key].values())), queued.get(key, 0))
+        for key in wanted
+    }
 
 
 async def check(

@@ -39,6 +39,9 @@ class Downstream:
 
     committed: int  # lots committed to windows closing at this group, not started there yet
     free_in_s: tuple[float, ...]  # each tool up: seconds until it is free (0: idle)
+    # Other lots waiting at the group that it would start before a window lot (all of them
+    # when its dispatching does not put window lots first, as FIFO does not).
+    queued: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,6 +57,7 @@ def gate(chain: Chain, downstream: Downstream) -> Verdict:
     deadline = chain.lead_s + chain.max_s
     arrival = chain.lead_s + max(chain.between_s, chain.min_s)
     committed = max(0, downstream.committed)
+    ahead = committed + max(0, downstream.queued)
     if chain.between_s >= chain.max_s:
         # The route itself cannot meet the window; holding lots back would only stop the line.
         return Verdict(
@@ -72,7 +76,7 @@ def gate(chain: Chain, downstream: Downstream) -> Verdict:
         )
     # List scheduling: each run before the lot's own takes the tool that is free first.
     free = sorted(max(0.0, t) for t in downstream.free_in_s)
-    for _ in range(committed // max(1, chain.to_batch)):
+    for _ in range(ahead // max(1, chain.to_batch)):
         heapq.heapreplace(free, free[0] + chain.to_process_s)
     start = max(arrival, free[0])
     ok = start <= deadline
@@ -81,7 +85,9 @@ def gate(chain: Chain, downstream: Downstream) -> Verdict:
         ok,
         start,
         deadline,
-        f"Q-time gate to step {chain.to_sequence}: {committed} lots committed, "
+        f"Q-time gate to step {chain.to_sequence}: {committed} lots committed"
+        + (f" and {downstream.queued} queued ahead" if downstream.queued else "")
+        + ", "
         f"{len(free)} tools up; start there in {start / 3600:.2f} h, window closes in "
         f"{deadline / 3600:.2f} h: {verdict}",
     )

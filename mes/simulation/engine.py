@@ -68,6 +68,7 @@ class Counters:
     skipped: int = 0
     qtime_checked: int = 0
     qtime_violated: int = 0
+    qtime_gated: int = 0  # decisions that left a lot out at the gate (gating on)
     breakdowns: int = 0
     pms: int = 0
     released: int = 0
@@ -135,6 +136,9 @@ class Simulation:
             for fid, rs in self._rule_sets.items()
         }
         self._transport = (m.testbed.transport_s or 0.0, m.testbed.transport_spread_s)
+        # Families whose rule set ranks a lot in a Q-time window first (the gate counts the
+        # other lots waiting at a closing family only where it does not).
+        self._window_first = {fid: policy.window_first(rs) for fid, rs in self._rule_sets.items()}
         self.handlers: dict[int, Callable[[object, object], None]] = {
             RELEASE: self._on_release,
             ARRIVE: self._on_arrive,
@@ -360,15 +364,21 @@ class Simulation:
     def situation(self, fid: int | None = None) -> policy.Situation:
         """What a decision for family ``fid`` sees; with gating, the closing families of the
         windows its lots may open."""
-        gated = self.qtime_gating and fid in self.commitments.closing_of
+        downstream = {}
+        if self.qtime_gating and fid is not None and fid in self.commitments.closing_of:
+            # Lots waiting at a closing family that does not rank window lots first are ahead.
+            queued = {
+                to: sum(1 for snap in self.queues[to].values() if snap.qtime_deadline is None)
+                for to in self.commitments.closing_of[fid]
+                if not self._window_first[to]
+            }
+            downstream = self.commitments.downstream(fid, self.tools_of, self.now, queued)
         return policy.Situation(
             now=self.now,
             loads=self.loads,
             setup_times=self.model.setup_times,
             min_run=self.model.min_run,
-            downstream=self.commitments.downstream(fid, self.tools_of, self.now)
-            if gated and fid is not None
-            else {},
+            downstream=downstream,
         )
 
     def dispatch(self, fid: int) -> None:
@@ -405,6 +415,10 @@ class Simulation:
                 snap, list(queue.values()), situation, rule_set, explain_all=False
             )
             self.counters.decisions += 1
+            if situation.downstream:
+                self.counters.qtime_gated += sum(
+                    1 for e in listing.excluded if e.reasons[0].code == "lot.qtime_gated"
+                )
             starts = policy.choose_starts(listing, situation)
             if starts.lots:
                 self._start_job(tool, [self.lots[r.lot.id] for r in starts.lots])

@@ -50,7 +50,11 @@ class Commitments:
             self.committed[fid] -= 1
 
     def downstream(
-        self, opening: int, tools_of: dict[int, list[Tool]], now: float
+        self,
+        opening: int,
+        tools_of: dict[int, list[Tool]],
+        now: float,
+        queued: Mapping[int, int] | None = None,
     ) -> dict[tuple[int, int], policy.Downstream]:
         """The closing families of the windows lots of family ``opening`` may open."""
         out = {}
@@ -62,5 +66,6 @@ class Commitments:
                     if tool.status < BROKEN
                 )
             )
-            out[(FAB_ID, fid)] = policy.Downstream(self.committed.get(fid, 0), free)
+            ahead = 0 if queued is None else queued.get(fid, 0)
+            out[(FAB_ID, fid)] = policy.Downstream(self.committed.get(fid, 0), free, ahead)
         return out

@@ -96,3 +96,37 @@ async def test_a_step_opening_no_window_is_not_gated(client):
     tin = await client.post(f"/api/v1/lots/{code}/track-in", json={"tool": "F1-WETC01"})
     assert tin.status_code == 200, tin.text
     assert "qtime_gate" not in (await _track_in_event(client, code))["after"]
+
+
+async def test_lots_waiting_at_a_fifo_furnace_count_as_ahead(client, client_as, session, clock):
+    from mes.dispatch import service as dispatch_service
+    from mes.fabs import service as fabs_service
+
+    await _at_the_clean(client)  # a lot at the opening step: the gate reads the furnace
+    # Two lots wait at the furnace step outside any window (a jump voids windows).
+    for _ in range(2):
+        other = (await start(client))["code"]
+        jumped = await client.post(
+            f"/api/v1/lots/{other}/jump", json={"to_sequence": 120, "signature": SIGNED}
+        )
+        assert jumped.status_code == 200, jumped.text
+    f1 = (await fabs_service.get_fab(session, "F1")).id
+    furnace = (await fabs_service.get_tool_group(session, "FURN_OX")).id
+
+    async def downstream():
+        snap = await dispatch_service.fab_snapshot(session, "F1", clock.now())
+        return snap.situation.downstream[(f1, furnace)]
+
+    # The default rule set ranks window lots first: the two lots are not ahead of ours.
+    default = await downstream()
+    assert (default.committed, default.queued, default.free_in_s) == (0, 0, (0.0,))
+    fifo_only = {
+        "fab": "F1",
+        "tool_group": "FURN_OX",
+        "rules": [{"rule": "fifo", "weight": 1, "params": {}}],
+        "note": "FIFO on the furnace",
+    }
+    published = await client_as("t-engineer").post("/api/v1/dispatch/rule-sets", json=fifo_only)
+    assert published.status_code == 201, published.text
+    fifo = await downstream()
+    assert (fifo.committed, fifo.queued) == (0, 2)

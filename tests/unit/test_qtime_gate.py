@@ -196,3 +196,16 @@ def test_a_batch_takes_only_the_lots_the_gate_lets_in(committed: int, expected: 
     sit = situation(committed)
     listing = p.rank_lots(tool, [lot(n, bench) for n in range(1, 5)], sit)
     assert len(p.choose_starts(listing, sit).lots) == expected
+
+
+def test_lots_queued_ahead_count_where_window_lots_do_not_go_first() -> None:
+    # A FIFO closing group: 1 committed and 2 other lots already waiting there are all served
+    # before ours on the one 1-hour tool: 0 → 1 → 2 → 3 h; ours at 3 h > its deadline 2.5 h.
+    # The same group ranking window lots first (queued 0) would start it at 1 h.
+    fifo = gate(chain(), Downstream(committed=1, free_in_s=(0.0,), queued=2))
+    assert not fifo.ok
+    assert fifo.start_in_s == 3 * H
+    assert "1 lots committed and 2 queued ahead" in fifo.why
+    assert gate(chain(), Downstream(committed=1, free_in_s=(0.0,))).start_in_s == 1 * H
+    assert p.window_first(p.DEFAULT_RULE_SET)
+    assert not p.window_first(p.RuleSet((p.DEFAULT_RULE_SET.rules[-1],), "fifo"))
