@@ -86,9 +86,10 @@ async def with_downstream(
     closing group's rule set does not rank window lots first (no ``qtime`` rule), the lots
     waiting there count as ahead."""
     keys = {
-        (lot.fab_id, lot.step.qtime_chain.to_group_id)
+        (lot.fab_id, leg.to_group_id)
         for lot in lots
-        if lot.step.qtime_chain is not None and lot.state == policy.WAITING
+        if lot.state == policy.WAITING
+        for leg in lot.step.qtime_chain
     }
     if not keys:
         return situation

@@ -16,7 +16,7 @@ from mes.dispatch.policy_inputs import (
     Situation,
     ToolSnapshot,
 )
-from mes.lots.qtime_gate_rules import gate
+from mes.lots.qtime_gate_rules import gate_chain
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,17 +44,18 @@ def lot_exclusion(lot: LotSnapshot) -> Exclusion | None:
 
 def gate_exclusion(lot: LotSnapshot, situation: Situation) -> Exclusion | None:
     """Q-time gating (``mes.lots.qtime_gate_rules``): a lot at the first step of a Q-time chain
-    is not started when the closing tool group could not take it before the window closes."""
-    chain = lot.step.qtime_chain
-    if chain is None or lot.qtime_deadline is not None:
+    is not started when a closing tool group of the chain could not take it in time."""
+    if not lot.step.qtime_chain or lot.qtime_deadline is not None:
         # Not the first step of a chain: the lot is inside a window closing here, committed
         # since the chain's first step; held back here it could only miss that window.
         return None
-    downstream = situation.downstream.get((lot.fab_id, chain.to_group_id))
-    if downstream is None:
+    downstream = {
+        group: found for (fab, group), found in situation.downstream.items() if fab == lot.fab_id
+    }
+    verdict = gate_chain(lot.step.qtime_chain, downstream)
+    if verdict is None or verdict.ok:
         return None
-    verdict = gate(chain, downstream)
-    return None if verdict.ok else Exclusion("lot.qtime_gated", verdict.why)
+    return Exclusion("lot.qtime_gated", verdict.why)
 
 
 def tool_exclusion(tool: ToolSnapshot, *, capacity: bool = True) -> Exclusion | None:

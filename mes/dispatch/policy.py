@@ -270,7 +270,7 @@ def choose_starts(listing: DispatchList, situation: Situation | None = None) -> 
     batch = [
         r for r in listing.ranked if r.lot.step.id == step.id and r.lot.recipe_on(tool.id) == recipe
     ][: max(1, min(size, free))]
-    if situation is not None and step.qtime_chain is not None:
+    if situation is not None and step.qtime_chain:
         fits = 1  # the top lot passed the gate (it is ranked, not excluded)
         while fits < len(batch):
             committed = with_committed(situation, [r.lot for r in batch[:fits]])
@@ -286,10 +286,12 @@ def with_committed(situation: Situation, lots: Iterable[LotSnapshot]) -> Situati
     committed to it, so the gate counts them for the lots decided after them (same cycle)."""
     added: dict[tuple[int, int], int] = {}
     for lot in lots:
-        chain = lot.step.qtime_chain
-        if chain is not None and (lot.fab_id, chain.to_group_id) in situation.downstream:
-            key = (lot.fab_id, chain.to_group_id)
-            added[key] = added.get(key, 0) + 1
+        # Committed to the window the step opens (the later ones of the chain count when the
+        # lot reaches them: the database counts open windows and lots running at their step).
+        if lot.step.qtime_chain:
+            key = (lot.fab_id, lot.step.qtime_chain[0].to_group_id)
+            if key in situation.downstream:
+                added[key] = added.get(key, 0) + 1
     if not added:
         return situation
     downstream = dict(situation.downstream)

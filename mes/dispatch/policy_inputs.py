@@ -35,8 +35,9 @@ class StepSnapshot:
     reticle: str | None = None  # design of the reticle the recipe needs
     # Lens / tool dedication: the step must run on the tool that ran this earlier sequence.
     same_tool_as_sequence: int | None = None
-    # The Q-time window a start here commits the lot to (this step opens it): the gate.
-    qtime_chain: Chain | None = None
+    # The Q-time windows a start here commits the lot to (this step opens the first; its closing
+    # step may open the next, a chain): the gate's input. Empty: the step opens no window.
+    qtime_chain: tuple[Chain, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

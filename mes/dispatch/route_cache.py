@@ -10,6 +10,7 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from mes.dispatch import policy
+from mes.lots import qtime_gate_rules as gate_rules
 from mes.routes.models import RouteVersion, Step
 
 
@@ -105,34 +106,28 @@ async def _load_routes(session: AsyncSession, route_version_ids: set[int]) -> di
         info.next_group[r.id] = following
         following = r.tool_group_id
         info.by_sequence[r.route_version_id][r.sequence] = r.id
-    for r in rows:  # the windows each step opens, now that every step is known
-        if r.qtime_to_sequence is not None and r.qtime_max_s is not None:
-            info = out[r.route_version_id]
-            info.steps[r.id] = replace(
-                info.steps[r.id], qtime_chain=_chain(info, r.route_version_id, r)
+    # The Q-time chains starting at each step that opens a window (the gate's input).
+    by_route: dict[int, list[Any]] = {}
+    for r in rows:
+        by_route.setdefault(r.route_version_id, []).append(r)
+    for rv, route_rows in by_route.items():
+        route_rows.sort(key=lambda r: r.sequence)
+        plain = [
+            gate_rules.RouteStep(
+                sequence=r.sequence,
+                group_id=r.tool_group_id,
+                process_s=float(r.process_time_s),
+                batch=r.batch_max or 1,
+                qtime_to_sequence=r.qtime_to_sequence,
+                qtime_max_s=None if r.qtime_max_s is None else float(r.qtime_max_s),
+                qtime_min_s=None if r.qtime_min_s is None else float(r.qtime_min_s),
             )
+            for r in route_rows
+        ]
+        for i, r in enumerate(route_rows):
+            if r.qtime_to_sequence is not None:
+                chain = gate_rules.chain_from(plain, i)
+                if chain:
+                    info = out[rv]
+                    info.steps[r.id] = replace(info.steps[r.id], qtime_chain=chain)
     return out
-
-
-def _chain(info: RouteInfo, route_version_id: int, r: Any) -> policy.Chain | None:
-    """The window step ``r`` opens, for the Q-time gate (None: its closing step is gone)."""
-    sequences = info.by_sequence[route_version_id]
-    closing_id = sequences.get(r.qtime_to_sequence)
-    if closing_id is None:
-        return None
-    closing = info.steps[closing_id]
-    between = sum(
-        info.steps[step_id].process_time_s
-        for seq, step_id in sequences.items()
-        if r.sequence < seq < r.qtime_to_sequence
-    )
-    return policy.Chain(
-        max_s=float(r.qtime_max_s),
-        lead_s=float(r.process_time_s),
-        between_s=between,
-        to_sequence=closing.sequence,
-        to_group_id=closing.tool_group_id,
-        to_process_s=closing.process_time_s,
-        to_batch=closing.batch_max or 1,
-        min_s=float(r.qtime_min_s or 0),
-    )

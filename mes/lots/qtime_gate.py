@@ -1,4 +1,4 @@
-"""Q-time gating against the database: the window a step opens (``chain_of``), the closing
+"""Q-time gating against the database: the windows a step commits to (``chain_of``), the closing
 tool groups as the gate sees them (``downstream``), and the check at track-in (``check``).
 
 The rule itself is pure (``qtime_gate_rules.gate``); the dispatcher applies the same rule on
@@ -25,32 +25,29 @@ from mes.equipment.states import PRODUCTION_STATES
 from mes.errors import Forbidden, RuleViolation
 from mes.lots import rules
 from mes.lots.models import Lot, QTimeWindow
-from mes.lots.qtime_gate_rules import Chain, Downstream, gate
+from mes.lots.qtime_gate_rules import Chain, Downstream, RouteStep, chain_from, gate_chain
 from mes.lots.states import FINAL_STATES, LotState, QTimeStatus
 from mes.routes.models import Step
 
 Key = tuple[int, int]  # (fab id, tool group id)
 
 
-def chain_of(steps: Sequence[rules.StepView], step: rules.StepView) -> Chain | None:
-    """The window ``step`` opens (None: it opens none, or its closing step is not on the route)."""
-    if step.qtime_to_sequence is None or step.qtime_max_s is None:
-        return None
-    closing = next((s for s in steps if s.sequence == step.qtime_to_sequence), None)
-    if closing is None:
-        return None
-    return Chain(
-        max_s=float(step.qtime_max_s),
-        lead_s=float(step.process_time_s),
-        between_s=float(
-            sum(s.process_time_s for s in steps if step.sequence < s.sequence < closing.sequence)
-        ),
-        to_sequence=closing.sequence,
-        to_group_id=closing.tool_group_id,
-        to_process_s=float(closing.process_time_s),
-        to_batch=closing.batch_max or 1,
-        min_s=float(step.qtime_min_s or 0),
-    )
+def chain_of(steps: Sequence[rules.StepView], step: rules.StepView) -> tuple[Chain, ...]:
+    """The windows a start at ``step`` commits the lot to (empty: it opens none)."""
+    plain = [
+        RouteStep(
+            sequence=s.sequence,
+            group_id=s.tool_group_id,
+            process_s=float(s.process_time_s),
+            batch=s.batch_max or 1,
+            qtime_to_sequence=s.qtime_to_sequence,
+            qtime_max_s=None if s.qtime_max_s is None else float(s.qtime_max_s),
+            qtime_min_s=None if s.qtime_min_s is None else float(s.qtime_min_s),
+        )
+        for s in steps
+    ]
+    index = next((i for i, s in enumerate(steps) if s.id == step.id), None)
+    return () if index is None else chain_from(plain, index)
 
 
 async def downstream(
@@ -165,10 +162,11 @@ async def check(
     window closing here: the gate stands at the first step of a chain, and holding a lot that
     is already committed back could only make it miss the window it is in)."""
     chain = chain_of(steps, step)
-    if chain is None or inside_window:
+    if not chain or inside_window:
         return None
-    key = (lot.fab_id, chain.to_group_id)
-    verdict = gate(chain, (await downstream(session, [key], now))[key])
+    found = await downstream(session, [(lot.fab_id, leg.to_group_id) for leg in chain], now)
+    verdict = gate_chain(chain, {group: d for (_fab, group), d in found.items()})
+    assert verdict is not None  # every group of the chain was read
     record: dict[str, Any] = {"ok": verdict.ok, "why": verdict.why}
     if verdict.ok:
         return record

@@ -16,6 +16,7 @@ other steps that compete for those tools are not counted.
 from __future__ import annotations
 
 import heapq
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 
@@ -91,3 +92,68 @@ def gate(chain: Chain, downstream: Downstream) -> Verdict:
         f"{len(free)} tools up; start there in {start / 3600:.2f} h, window closes in "
         f"{deadline / 3600:.2f} h: {verdict}",
     )
+
+
+@dataclass(frozen=True, slots=True)
+class RouteStep:
+    """What ``chain_from`` needs of a route's step (each caller maps its own step type)."""
+
+    sequence: int
+    group_id: int
+    process_s: float  # one run, raw
+    batch: int = 1  # lots per run
+    qtime_to_sequence: int | None = None
+    qtime_max_s: float | None = None
+    qtime_min_s: float | None = None
+    gateable: bool = True  # False: a closing step no queue precedes (a simulator delay)
+
+
+def chain_from(steps: Sequence[RouteStep], index: int) -> tuple[Chain, ...]:
+    """The windows a start at ``steps[index]`` commits the lot to: the one this step opens and,
+    where its closing step opens the next (a chain), that one and so on. Each window's
+    ``lead_s`` counts from the start of the chain, as if nothing waited on the way."""
+    by_sequence = {s.sequence: i for i, s in enumerate(steps)}
+    legs: list[Chain] = []
+    lead = 0.0
+    i = index
+    while True:
+        step = steps[i]
+        if step.qtime_to_sequence is None or step.qtime_max_s is None:
+            break
+        j = by_sequence.get(step.qtime_to_sequence)
+        if j is None or j <= i or not steps[j].gateable:
+            break
+        lead += step.process_s
+        between = sum(steps[k].process_s for k in range(i + 1, j))
+        closing = steps[j]
+        legs.append(
+            Chain(
+                max_s=step.qtime_max_s,
+                lead_s=lead,
+                between_s=between,
+                to_sequence=closing.sequence,
+                to_group_id=closing.group_id,
+                to_process_s=closing.process_s,
+                to_batch=max(1, closing.batch),
+                min_s=step.qtime_min_s or 0.0,
+            )
+        )
+        lead += between
+        i = j
+    return tuple(legs)
+
+
+def gate_chain(legs: Sequence[Chain], downstream: Mapping[int, Downstream]) -> Verdict | None:
+    """The gate over every window of a chain (``downstream`` by closing tool group; a group
+    missing is not gated): the first window the lot would miss, else the first window's
+    verdict. None: nothing to gate."""
+    first: Verdict | None = None
+    for leg in legs:
+        found = downstream.get(leg.to_group_id)
+        if found is None:
+            continue
+        verdict = gate(leg, found)
+        if not verdict.ok:
+            return verdict
+        first = first or verdict
+    return first

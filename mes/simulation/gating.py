@@ -26,10 +26,9 @@ class Commitments:
         self.opening_of: dict[int, set[int]] = {}
         for route in routes.values():
             for step in route.steps:
-                chain = step.snapshot.qtime_chain
-                if chain is not None:
-                    self.closing_of.setdefault(step.family, set()).add(chain.to_group_id)
-                    self.opening_of.setdefault(chain.to_group_id, set()).add(step.family)
+                for leg in step.snapshot.qtime_chain:
+                    self.closing_of.setdefault(step.family, set()).add(leg.to_group_id)
+                    self.opening_of.setdefault(leg.to_group_id, set()).add(step.family)
 
     def started(self, lot: SimLot, index: int) -> None:
         """``lot`` starts route index ``index``: windows it reaches (or passed) are fulfilled;
@@ -41,9 +40,10 @@ class Commitments:
                 self.committed[reached[1]] -= 1
         step = lot.route.steps[index]
         chain, closing = step.snapshot.qtime_chain, step.qtime_to
-        if chain is not None and closing is not None:
-            self._of.setdefault(lot.id, []).append((closing, chain.to_group_id))
-            self.committed[chain.to_group_id] = self.committed.get(chain.to_group_id, 0) + 1
+        if chain and closing is not None:  # committed to the window this step opens
+            group = chain[0].to_group_id
+            self._of.setdefault(lot.id, []).append((closing, group))
+            self.committed[group] = self.committed.get(group, 0) + 1
 
     def done(self, lot: SimLot) -> None:
         for _to, fid in self._of.pop(lot.id, ()):

@@ -9,11 +9,12 @@ use. The fab id is 1 (a testbed is one fab).
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
 
 import mes.dispatch.policy as policy
+import mes.lots.qtime_gate_rules as gate_rules
 import mes.smt2020.tables as tables
 
 FAB_ID = 1
@@ -183,7 +184,7 @@ def build(testbed: tables.Testbed) -> FabModel:
                     remaining_s=remaining[i],
                 )
             )
-        built_routes[route_name] = Route(route_name, _with_chains(steps, raw), remaining[0])
+        built_routes[route_name] = Route(route_name, _with_chains(steps), remaining[0])
     for part in testbed.parts:
         routes[part.part] = built_routes[part.route]
     setup_times: dict[tuple[str | None, str], float] = {}
@@ -228,25 +229,27 @@ def build(testbed: tables.Testbed) -> FabModel:
     )
 
 
-def _with_chains(steps: list[Step], raw: Sequence[tables.RouteStep]) -> tuple[Step, ...]:
-    """Each step that opens a Q-time window gets the window's chain (the gate's input); not a
-    window closing at a delay, which has no queue to wait in."""
+def _with_chains(steps: list[Step]) -> tuple[Step, ...]:
+    """Each step that opens a Q-time window gets the chain a start there commits to (the gate's
+    input); a window closing at a delay, which has no queue to wait in, ends the chain."""
+    plain = [
+        gate_rules.RouteStep(
+            sequence=step.seq,
+            group_id=step.family,
+            process_s=step.snapshot.process_time_s,
+            batch=step.snapshot.batch_max or 1,
+            qtime_to_sequence=steps[step.qtime_to].seq if step.qtime_to is not None else None,
+            qtime_max_s=step.qtime_s,
+            gateable=not step.is_delay,
+        )
+        for step in steps
+    ]
     out = list(steps)
     for i, step in enumerate(steps):
-        to = step.qtime_to
-        if to is None or step.qtime_s is None or steps[to].is_delay:
-            continue
-        closing = steps[to]
-        chain = policy.Chain(
-            max_s=step.qtime_s,
-            lead_s=step.snapshot.process_time_s,
-            between_s=sum(_expected(raw[j]) for j in range(i + 1, to)),
-            to_sequence=closing.seq,
-            to_group_id=closing.family,
-            to_process_s=closing.snapshot.process_time_s,
-            to_batch=closing.snapshot.batch_max or 1,
-        )
-        out[i] = replace(step, snapshot=replace(step.snapshot, qtime_chain=chain))
+        if step.qtime_to is not None:
+            chain = gate_rules.chain_from(plain, i)
+            if chain:
+                out[i] = replace(step, snapshot=replace(step.snapshot, qtime_chain=chain))
     return tuple(out)
 
 

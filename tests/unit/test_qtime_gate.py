@@ -9,7 +9,7 @@ from dataclasses import replace
 import pytest
 
 from mes.dispatch import policy as p
-from mes.lots.qtime_gate_rules import Chain, Downstream, gate
+from mes.lots.qtime_gate_rules import Chain, Downstream, RouteStep, chain_from, gate, gate_chain
 
 H = 3600.0
 NOW = 1_000_000.0
@@ -103,7 +103,7 @@ OPENING = p.StepSnapshot(
     operation="CLEAN",
     recipe="R1",
     process_time_s=0.5 * H,
-    qtime_chain=CHAIN,
+    qtime_chain=(CHAIN,),
 )
 TOOL = p.ToolSnapshot(
     id=100, code="CL01", fab_id=1, tool_group_id=7, e10_state="SBY", qualified=frozenset({"R1"})
@@ -182,7 +182,7 @@ def test_a_batch_takes_only_the_lots_the_gate_lets_in(committed: int, expected: 
         process_time_s=0.5 * H,
         batch_min=1,
         batch_max=4,
-        qtime_chain=CHAIN,
+        qtime_chain=(CHAIN,),
     )
     tool = p.ToolSnapshot(
         id=100,
@@ -209,3 +209,32 @@ def test_lots_queued_ahead_count_where_window_lots_do_not_go_first() -> None:
     assert gate(chain(), Downstream(committed=1, free_in_s=(0.0,))).start_in_s == 1 * H
     assert p.window_first(p.DEFAULT_RULE_SET)
     assert not p.window_first(p.RuleSet((p.DEFAULT_RULE_SET.rules[-1],), "fifo"))
+
+
+def test_a_chain_is_gated_on_its_every_window() -> None:
+    # Route: 10 clean (0.5 h) -2 h-> 20 etch (1 h, group 8) -2 h-> 30 dep (1 h, group 9).
+    route = [
+        RouteStep(10, 7, 0.5 * H, qtime_to_sequence=20, qtime_max_s=2 * H),
+        RouteStep(20, 8, 1 * H, qtime_to_sequence=30, qtime_max_s=2 * H),
+        RouteStep(30, 9, 1 * H),
+    ]
+    first, second = chain_from(route, 0)
+    # The second window opens when the etch ends: 0.5 + 1 = 1.5 h from the start, if nothing
+    # waits; it closes 2 h later, at 3.5 h.
+    assert (first.lead_s, first.to_group_id) == (0.5 * H, 8)
+    assert (second.lead_s, second.max_s, second.to_group_id) == (1.5 * H, 2 * H, 9)
+    assert chain_from(route, 1) == (replace(second, lead_s=1 * H),)  # started at the etch
+    assert chain_from(route, 2) == ()
+    # Etch idle, nothing committed: the first window is met (start at 0.5 h <= 2.5 h). The dep
+    # group has one tool and 3 lots committed: 0 → 1 → 2 → 3 h, ours at 3 h <= 3.5 h: fits;
+    # with 4 committed at 4 h > 3.5 h: the start at the clean is refused for the second window.
+    idle = Downstream(0, (0.0,))
+    fits = gate_chain((first, second), {8: idle, 9: Downstream(3, (0.0,))})
+    assert fits is not None
+    assert fits.ok
+    late = gate_chain((first, second), {8: idle, 9: Downstream(4, (0.0,))})
+    assert late is not None
+    assert not late.ok
+    assert "to step 30" in late.why
+    assert late.start_in_s == 4 * H
+    assert gate_chain((first, second), {}) is None  # nothing read: not gated
