@@ -136,9 +136,6 @@ class Simulation:
             for fid, rs in self._rule_sets.items()
         }
         self._transport = (m.testbed.transport_s or 0.0, m.testbed.transport_spread_s)
-        # Families whose rule set ranks a lot in a Q-time window first (the gate counts the
-        # other lots waiting at a closing family only where it does not).
-        self._window_first = {fid: policy.window_first(rs) for fid, rs in self._rule_sets.items()}
         self.handlers: dict[int, Callable[[object, object], None]] = {
             RELEASE: self._on_release,
             ARRIVE: self._on_arrive,
@@ -151,7 +148,7 @@ class Simulation:
             WARMUP: self._on_warmup,
         }
         self.maintenance = Maintenance(self)
-        self.commitments = Commitments(m.routes)
+        self.commitments = Commitments(m.routes, self._rule_sets)
 
     # --- the event loop --------------------------------------------------------------------
 
@@ -365,14 +362,8 @@ class Simulation:
         """What a decision for family ``fid`` sees; with gating, the closing families of the
         windows its lots may open."""
         downstream = {}
-        if self.qtime_gating and fid is not None and fid in self.commitments.closing_of:
-            # Lots waiting at a closing family that does not rank window lots first are ahead.
-            queued = {
-                to: sum(1 for snap in self.queues[to].values() if snap.qtime_deadline is None)
-                for to in self.commitments.closing_of[fid]
-                if not self._window_first[to]
-            }
-            downstream = self.commitments.downstream(fid, self.tools_of, self.now, queued)
+        if self.qtime_gating and fid is not None:
+            downstream = self.commitments.downstream(fid, self.tools_of, self.queues, self.now)
         return policy.Situation(
             now=self.now,
             loads=self.loads,

@@ -17,7 +17,12 @@ from mes.simulation.state import BROKEN, SimLot, Tool
 
 
 class Commitments:
-    def __init__(self, routes: Mapping[str, Route]) -> None:
+    def __init__(
+        self, routes: Mapping[str, Route], rule_sets: Mapping[int, policy.RuleSet]
+    ) -> None:
+        # Families whose rule set ranks a lot in a Q-time window first: elsewhere the gate
+        # counts the other lots waiting at a closing family as ahead.
+        self.window_first = {fid: policy.window_first(rs) for fid, rs in rule_sets.items()}
         self.committed: dict[int, int] = {}  # closing family -> lots committed
         self._of: dict[int, list[tuple[int, int]]] = {}  # lot id -> (closing index, family)
         # opening family -> the closing families of the windows its steps open
@@ -52,13 +57,16 @@ class Commitments:
     def downstream(
         self,
         opening: int,
-        tools_of: dict[int, list[Tool]],
+        tools_of: Mapping[int, list[Tool]],
+        queues: Mapping[int, Mapping[int, policy.LotSnapshot]],
         now: float,
-        queued: Mapping[int, int] | None = None,
     ) -> dict[tuple[int, int], policy.Downstream]:
         """The closing families of the windows lots of family ``opening`` may open."""
         out = {}
         for fid in self.closing_of.get(opening, ()):
+            ahead = 0
+            if not self.window_first.get(fid, True):
+                ahead = sum(1 for snap in queues[fid].values() if snap.qtime_deadline is None)
             free = tuple(
                 sorted(
                     max(0.0, tool.blocker.free_at - now) if tool.blocker is not None else 0.0
@@ -66,6 +74,5 @@ class Commitments:
                     if tool.status < BROKEN
                 )
             )
-            ahead = 0 if queued is None else queued.get(fid, 0)
             out[(FAB_ID, fid)] = policy.Downstream(self.committed.get(fid, 0), free, ahead)
         return out

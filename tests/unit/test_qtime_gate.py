@@ -238,3 +238,29 @@ def test_a_chain_is_gated_on_its_every_window() -> None:
     assert "to step 30" in late.why
     assert late.start_in_s == 4 * H
     assert gate_chain((first, second), {}) is None  # nothing read: not gated
+
+
+def test_the_simulator_gates_with_the_switch_on_and_keeps_its_commitments() -> None:
+    # The example fab with its windows 20 times tighter (as bench/qtime_gating.py
+    # --qtime-scale 0.05): with the switch off the gate never acts; on, it leaves lots out,
+    # and every commitment it counts belongs to a lot still in the fab.
+    from mes.simulation import model, runner
+    from mes.simulation.engine import Simulation
+    from mes.simulation.rulesets import resolve
+    from mes.smt2020 import tables
+
+    testbed = tables.read_testbed(runner.folder_of("example"))
+    tight = replace(
+        testbed,
+        routes={
+            name: tuple(replace(s, cqt_s=s.cqt_s * 0.05) if s.cqt_s else s for s in steps)
+            for name, steps in testbed.routes.items()
+        },
+    )
+    fab = model.build(tight)
+    off = Simulation(fab, resolve("default"), seed=2, days=30).run()
+    on = Simulation(fab, resolve("default"), seed=2, days=30, qtime_gating=True).run()
+    assert off.counters.qtime_gated == 0
+    assert on.counters.qtime_gated > 0
+    assert all(n >= 0 for n in on.commitments.committed.values())
+    assert sum(on.commitments.committed.values()) <= len(on.lots)
