@@ -59,6 +59,7 @@ PURE_EXTRA = (
     "quality/limits.py",
     # The fab simulator's engine: no database, the policy and the table reader only.
     "simulation/engine.py",
+    "simulation/gating.py",
     "simulation/maintenance.py",
     "simulation/model.py",
     "simulation/rulesets.py",

@@ -1,5 +1,5 @@
 """Console actions on a lot's wafers and place (POST, CSRF-checked): split, merge, scrap, ship,
-and future holds (arm, cancel).
+recall a shipment, and future holds (arm, cancel).
 
 Each runs the API's service function through ``actions.perform``, as ``actions_router`` does.
 """
@@ -178,4 +178,23 @@ async def cancel_future_hold(
 
     return await run_action(request, user, f"/console/lots/{lot}", lambda: perform(
         request, user, roles.LOT_HOLD, "lots.cancel_future_action", work, key=form.get("key")
+    ))  # fmt: skip
+
+
+@router.post("/lots/{lot}/recall", response_class=HTMLResponse)
+async def recall(request: Request, lot: Code, user: PostingUser) -> Response:
+    form = await form_of(request)
+    reason = form.get("reason", "").strip()
+
+    async def work(session: AsyncSession) -> str:
+        if len(reason) < 3:
+            raise InvalidInput("say why the shipment is recalled", code="lot.reason_required")
+        await lots_service.recall(
+            session, lot, c.Recall(reason=reason), actor=user.principal,
+            clock=request.app.state.clock,
+        )  # fmt: skip
+        return f"Shipment of {lot} recalled: it is back at its step here."
+
+    return await run_action(request, user, f"/console/lots/{lot}", lambda: perform(
+        request, user, roles.LOT_TRANSFER, "lots.recall", work, key=form.get("key")
     ))  # fmt: skip

@@ -161,10 +161,16 @@ async def wip(
     rows = await read(
         request, lambda s: floor.wip_by_step(s, chosen, area=area, product=product, state=state)
     )
+    # Lots between fabs: those arriving are part of this fab's WIP before they are received.
+    travelling = await read(
+        request, lambda s: lots_service.in_transit(s, request.app.state.clock, fab=chosen)
+    )
     return render(
         request, "wip.html", user, rows=rows, fab=chosen, fabs=fabs, area=area or "",
         product=product or "", state=state or "",
         widest=max((r.total for r in rows), default=1),
+        arriving=[t for t in travelling if t.to_fab == chosen],
+        leaving=[t for t in travelling if t.from_fab == chosen],
     )  # fmt: skip
 
 

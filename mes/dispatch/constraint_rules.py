@@ -6,6 +6,7 @@ it. Each failed constraint gives an ``Exclusion`` with a stable code (``lot.on_h
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import UTC, datetime
 
 from mes.dispatch.policy_inputs import (
     ONLINE_REMOTE,
@@ -15,6 +16,7 @@ from mes.dispatch.policy_inputs import (
     Situation,
     ToolSnapshot,
 )
+from mes.lots.qtime_gate_rules import gate_chain
 
 
 @dataclass(frozen=True, slots=True)
@@ -31,8 +33,29 @@ def lot_exclusion(lot: LotSnapshot) -> Exclusion | None:
         code = {"Running": "lot.running", "InTransit": "lot.in_transit"}.get(
             lot.state, "lot.finished"
         )
+        if lot.arrives_at is not None:
+            eta = datetime.fromtimestamp(lot.arrives_at, UTC).isoformat(timespec="minutes")
+            return Exclusion(
+                code, f"lot {lot.code} arrives about {eta}; it starts only once received"
+            )
         return Exclusion(code, f"lot {lot.code} is {lot.state}")
     return None
+
+
+def gate_exclusion(lot: LotSnapshot, situation: Situation) -> Exclusion | None:
+    """Q-time gating (``mes.lots.qtime_gate_rules``): a lot at the first step of a Q-time chain
+    is not started when a closing tool group of the chain could not take it in time."""
+    if not lot.step.qtime_chain or lot.qtime_deadline is not None:
+        # Not the first step of a chain: the lot is inside a window closing here, committed
+        # since the chain's first step; held back here it could only miss that window.
+        return None
+    downstream = {
+        group: found for (fab, group), found in situation.downstream.items() if fab == lot.fab_id
+    }
+    verdict = gate_chain(lot.step.qtime_chain, downstream)
+    if verdict is None or verdict.ok:
+        return None
+    return Exclusion("lot.qtime_gated", verdict.why)
 
 
 def tool_exclusion(tool: ToolSnapshot, *, capacity: bool = True) -> Exclusion | None:

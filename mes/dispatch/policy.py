@@ -27,10 +27,11 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from mes.dispatch.constraint_rules import (
     Exclusion,
+    gate_exclusion,
     lot_exclusion,
     pair_exclusion,
     tool_exclusion,
@@ -61,6 +62,7 @@ from mes.dispatch.ranking_rules import (
     Valued,
     WeightedRule,
 )
+from mes.lots.qtime_gate_rules import Chain, Downstream
 
 __all__ = [
     "DAY",
@@ -74,8 +76,10 @@ __all__ = [
     "UP_FOR_PRODUCTION",
     "WAITING",
     "Candidate",
+    "Chain",
     "Contribution",
     "DispatchList",
+    "Downstream",
     "Excluded",
     "Exclusion",
     "GroupLoad",
@@ -96,11 +100,14 @@ __all__ = [
     "WhereNext",
     "choose_starts",
     "explain",
+    "gate_exclusion",
     "lot_exclusion",
     "pair_exclusion",
     "rank_lots",
     "rank_tools",
     "tool_exclusion",
+    "window_first",
+    "with_committed",
 ]
 
 # --- what-next -----------------------------------------------------------------------------
@@ -199,6 +206,10 @@ def rank_lots(
         own = lot_exclusion(lot)
         if own is not None:
             reasons.append(own)
+        else:
+            gated = gate_exclusion(lot, situation)
+            if gated is not None:
+                reasons.append(gated)
         if blocked is not None:
             reasons.append(blocked)
         pair = pair_exclusion(lot, tool, situation)
@@ -244,10 +255,13 @@ class Starts:
     waiting: str | None = None
 
 
-def choose_starts(listing: DispatchList) -> Starts:
+def choose_starts(listing: DispatchList, situation: Situation | None = None) -> Starts:
     """Batch formation decides for a batch step: when the ``batch`` rule says the batch is
     worth waiting for (value < 0), nothing starts; else the batch starts now with every
-    compatible lot offered (up to the free batch size). Other steps: the top lot."""
+    compatible lot offered (up to the free batch size). Other steps: the top lot.
+
+    With ``situation``, a batch at a step that opens a Q-time window keeps only the lots the
+    gate still lets in once the lots before them in the batch are committed too."""
     tool = listing.tool
     if not listing.ranked or listing.tool_exclusion is not None:
         return Starts(())
@@ -272,7 +286,41 @@ def choose_starts(listing: DispatchList) -> Starts:
             continue
         batch.append(r)
         size = min(size, other)
-    return Starts(tuple(batch[: max(1, free)]))
+    batch = batch[: max(1, free)]
+    if situation is not None and any(r.lot.step.qtime_chain for r in batch):
+        fits = 1  # the top lot passed the gate (it is ranked, not excluded)
+        while fits < len(batch):
+            committed = with_committed(situation, [r.lot for r in batch[:fits]])
+            if gate_exclusion(batch[fits].lot, committed) is not None:
+                break
+            fits += 1
+        batch = batch[:fits]
+    return Starts(tuple(batch))
+
+
+def with_committed(situation: Situation, lots: Iterable[LotSnapshot]) -> Situation:
+    """The situation after these lots started: those at a window's opening step are now
+    committed to it, so the gate counts them for the lots decided after them (same cycle)."""
+    added: dict[tuple[int, int], int] = {}
+    for lot in lots:
+        # Committed to the window the step opens (the later ones of the chain count when the
+        # lot reaches them: the database counts open windows and lots running at their step).
+        if lot.step.qtime_chain:
+            key = (lot.fab_id, lot.step.qtime_chain[0].to_group_id)
+            if key in situation.downstream:
+                added[key] = added.get(key, 0) + 1
+    if not added:
+        return situation
+    downstream = dict(situation.downstream)
+    for key, n in added.items():
+        downstream[key] = replace(downstream[key], committed=downstream[key].committed + n)
+    return replace(situation, downstream=downstream)
+
+
+def window_first(rule_set: RuleSet) -> bool:
+    """Does the rule set rank a lot in a Q-time window before the others (``qtime`` rule)? The
+    Q-time gate counts the other lots waiting at a closing group as ahead where it does not."""
+    return any(rule.name == "qtime" and rule.weight > 0 for rule in rule_set.rules)
 
 
 # --- where-next ----------------------------------------------------------------------------

@@ -11,6 +11,8 @@ import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
+from mes.lots.qtime_gate_rules import Chain, Downstream
+
 WAITING = "Waiting"
 UP_FOR_PRODUCTION = frozenset({"SBY", "PRD"})
 ONLINE_REMOTE = "OnlineRemote"
@@ -35,6 +37,9 @@ class StepSnapshot:
     reticle: str | None = None  # design of the reticle the recipe needs
     # Lens / tool dedication: the step must run on the tool that ran this earlier sequence.
     same_tool_as_sequence: int | None = None
+    # The Q-time windows a start here commits the lot to (this step opens the first; its closing
+    # step may open the next, a chain): the gate's input. Empty: the step opens no window.
+    qtime_chain: tuple[Chain, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,6 +66,8 @@ class LotSnapshot:
     # Context rules that send the logical recipe to another recipe on some tools.
     recipe_by_tool: Mapping[int, str] | None = None
     lot_type: str = "production"  # LotType value
+    # A lot travelling to this fab (state InTransit): when it is expected to arrive.
+    arrives_at: float | None = None
 
     def recipe_on(self, tool_id: int) -> str | None:
         if self.recipe_by_tool is not None:
@@ -108,6 +115,8 @@ class GroupLoad:
     queued_lots: int = 0
     queued_work_s: float = 0.0
     tools_up: int = 0
+    # Of the queued lots, those still on their way from another fab (not received yet).
+    arriving_lots: int = 0
 
     @property
     def workload_s(self) -> float:
@@ -131,6 +140,9 @@ class Situation:
     # (from fab, to fab) → seconds of transfer.
     transfer_s: Mapping[tuple[int, int], float] = field(default_factory=dict)
     default_transfer_s: float = 4 * 3600.0
+    # (fab id, tool group id) → the closing group of Q-time windows as the gate sees it. A lot
+    # whose window closes at a group missing here is not gated (gating off, or no data).
+    downstream: Mapping[tuple[int, int], Downstream] = field(default_factory=dict)
 
     def setup_time(self, current: str | None, wanted: str | None) -> float:
         if wanted is None or current == wanted:

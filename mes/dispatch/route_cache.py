@@ -3,12 +3,14 @@ the process time left from each step, the next step's tool group), cached per pr
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from mes.dispatch import policy
+from mes.lots import qtime_gate_rules as gate_rules
 from mes.routes.models import RouteVersion, Step
 
 
@@ -73,6 +75,9 @@ async def _load_routes(session: AsyncSession, route_version_ids: set[int]) -> di
                 Step.batch_max,
                 Step.setup,
                 Step.same_tool_as_sequence,
+                Step.qtime_to_sequence,
+                Step.qtime_max_s,
+                Step.qtime_min_s,
             )
             .where(Step.route_version_id.in_(list(route_version_ids)))
             .order_by(Step.route_version_id, Step.sequence.desc())
@@ -101,4 +106,28 @@ async def _load_routes(session: AsyncSession, route_version_ids: set[int]) -> di
         info.next_group[r.id] = following
         following = r.tool_group_id
         info.by_sequence[r.route_version_id][r.sequence] = r.id
+    # The Q-time chains starting at each step that opens a window (the gate's input).
+    by_route: dict[int, list[Any]] = {}
+    for r in rows:
+        by_route.setdefault(r.route_version_id, []).append(r)
+    for rv, route_rows in by_route.items():
+        route_rows.sort(key=lambda r: r.sequence)
+        plain = [
+            gate_rules.RouteStep(
+                sequence=r.sequence,
+                group_id=r.tool_group_id,
+                process_s=float(r.process_time_s),
+                batch=r.batch_max or 1,
+                qtime_to_sequence=r.qtime_to_sequence,
+                qtime_max_s=None if r.qtime_max_s is None else float(r.qtime_max_s),
+                qtime_min_s=None if r.qtime_min_s is None else float(r.qtime_min_s),
+            )
+            for r in route_rows
+        ]
+        for i, r in enumerate(route_rows):
+            if r.qtime_to_sequence is not None:
+                chain = gate_rules.chain_from(plain, i)
+                if chain:
+                    info = out[rv]
+                    info.steps[r.id] = replace(info.steps[r.id], qtime_chain=chain)
     return out

@@ -117,6 +117,15 @@ class RuleSets:
         """Tool group in the tool's fab, else its area, else the fab's default, else built-in."""
         return self.own(tool) or policy.DEFAULT_RULE_SET
 
+    def for_group(self, fab_id: int, tool_group_id: int) -> policy.RuleSet:
+        """The set a tool group's tools use in a fab, without area-level sets (the Q-time gate
+        asks of groups whose tools it has not read)."""
+        return (
+            self.by_group.get((fab_id, tool_group_id))
+            or self.by_fab.get(fab_id)
+            or policy.DEFAULT_RULE_SET
+        )
+
     def own(self, tool: policy.ToolSnapshot) -> policy.RuleSet | None:
         """The stored set that applies to the tool, without the built-in fallback."""
         found = self.by_group.get((tool.fab_id, tool.tool_group_id))

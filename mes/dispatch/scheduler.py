@@ -251,9 +251,12 @@ class Dispatcher:
                     pause.logged = await self._log_backoff(fab_id, listing, pause.code, now)
                 continue
             shadow = snap.rank(tool, shadow=True, without=taken)
-            # Lots chosen for a tool are off the lists of the tools decided after it.
-            taken.update(r.lot.id for r in policy.choose_starts(listing).lots)
-            if not await self._decide(report, fab_id, mode, listing, shadow, now):
+            starts = policy.choose_starts(listing, snap.situation)
+            # Lots chosen for a tool are off the lists of the tools decided after it, and those
+            # that open a Q-time window count for the gate of the lots decided after them.
+            taken.update(r.lot.id for r in starts.lots)
+            snap.situation = policy.with_committed(snap.situation, [r.lot for r in starts.lots])
+            if not await self._decide(report, fab_id, mode, listing, starts, shadow, now):
                 report.lost_lease = True
                 log.warning("%s: lost the lease of %s mid-cycle; standing by", self.owner, fab)
                 break
@@ -330,12 +333,12 @@ class Dispatcher:
         fab_id: int,
         mode: Mode,
         listing: policy.DispatchList,
+        starts: policy.Starts,
         shadow: policy.DispatchList | None,
         now: datetime,
     ) -> bool:
         """One decision, one transaction: the jobs and the log rows commit together. Returns
         False when the lease is no longer ours."""
-        starts = policy.choose_starts(listing)
         chosen = starts.lots[0] if starts.lots else None
         if chosen is None:
             outcome = decisions.WAITING if starts.waiting else decisions.NONE

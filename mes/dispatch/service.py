@@ -16,6 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from mes.auth.service import Principal
 from mes.clock import Clock
 from mes.dispatch import policy
+from mes.dispatch.arrivals import arriving_snapshots, with_downstream
 from mes.dispatch.rule_sets import (
     SHADOW_SUFFIX,
     RuleSets,
@@ -83,14 +84,19 @@ async def dispatch_list(
     sets = await active_rule_sets(session, [tool.fab_id])
     # Only the loads WIP balancing looks at: the tool groups of the lots' next steps.
     nexts = {lot.next_tool_group_id for lot in lots if lot.next_tool_group_id is not None}
-    sit = await situation(session, now, nexts)
+    sit = await with_downstream(session, await situation(session, now, nexts), lots, now, sets)
+    # Lots on their way here are listed (excluded until received), never started.
+    lots += await arriving_snapshots(
+        session, tool.fab_id, [Step.tool_group_id == tool.tool_group_id]
+    )
     return policy.rank_lots(tool, lots, sit, sets.for_tool(tool))
 
 
-@dataclass(frozen=True)
+@dataclass
 class FabSnapshot:
-    """One consistent read of a fab for a dispatch cycle: its tools, the lots waiting per tool
-    group, the rule sets (production and shadow) and the situation."""
+    """One consistent read of a fab for a dispatch cycle: its tools, the lots waiting (and
+    arriving) per tool group, the rule sets (production and shadow) and the situation, which
+    the cycle updates as it starts lots (``policy.with_committed``: the Q-time gate counts them)."""
 
     fab_id: int
     tools: list[policy.ToolSnapshot]
@@ -129,16 +135,18 @@ async def fab_snapshot(session: AsyncSession, fab_code: str, now: datetime) -> F
     fab = await fabs_service.get_fab(session, fab_code)
     tools = await tool_snapshots(session, [Equipment.fab_id == fab.id], now)
     lots = await lot_snapshots(session, [Lot.fab_id == fab.id], now, tools)
+    sets = await active_rule_sets(session, [fab.id])
+    sit = await with_downstream(session, await situation(session, now), lots, now, sets)
     by_group: dict[int, list[policy.LotSnapshot]] = defaultdict(list)
-    for lot in lots:
+    for lot in [*lots, *await arriving_snapshots(session, fab.id)]:
         by_group[lot.step.tool_group_id].append(lot)
     return FabSnapshot(
         fab.id,
         tools,
         dict(by_group),
-        await active_rule_sets(session, [fab.id]),
+        sets,
         await active_rule_sets(session, [fab.id], shadow=True),
-        await situation(session, now),
+        sit,
     )
 
 

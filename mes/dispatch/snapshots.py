@@ -414,10 +414,31 @@ async def situation(
         wanted = sorted(groups)
         queued_stmt = queued_stmt.where(Step.tool_group_id.in_(wanted))
         up_stmt = up_stmt.where(Equipment.tool_group_id.in_(wanted))
+    # Lots on their way to a fab join its queue: they will be there before long.
+    arriving_stmt = (
+        select(
+            Lot.destination_fab_id, Step.tool_group_id, func.count(), func.sum(Step.process_time_s)
+        )
+        .join(Step, Step.id == Lot.current_step_id)
+        .where(Lot.state == LotState.IN_TRANSIT)
+        .group_by(Lot.destination_fab_id, Step.tool_group_id)
+    )
+    if groups is not None:
+        arriving_stmt = arriving_stmt.where(Step.tool_group_id.in_(sorted(groups)))
     queued = (await session.execute(queued_stmt)).all()
     up = dict(((fab, group), n) for fab, group, n in (await session.execute(up_stmt)).all())
     for fab, group, n, work in queued:
         loads[(fab, group)] = policy.GroupLoad(n, float(work or 0), up.get((fab, group), 0))
+    for to_fab, group, n, work in (await session.execute(arriving_stmt)).all():
+        if to_fab is None:
+            continue  # the lot table's check constraint rules it out
+        had = loads.get((to_fab, group), policy.GroupLoad(0, 0.0, up.get((to_fab, group), 0)))
+        loads[(to_fab, group)] = replace(
+            had,
+            queued_lots=had.queued_lots + n,
+            queued_work_s=had.queued_work_s + float(work or 0),
+            arriving_lots=n,
+        )
     for key, n in up.items():
         loads.setdefault(key, policy.GroupLoad(0, 0.0, n))
     setup_times = {

@@ -68,6 +68,7 @@ async def _read_steps(session: AsyncSession, route_version_id: int) -> tuple[rul
             Step.batch_max,
             Step.setup,
             Step.same_tool_as_sequence,
+            Step.process_time_s,
         )
         .where(Step.route_version_id == route_version_id)
         .order_by(Step.sequence)

@@ -90,6 +90,9 @@ class TrackIn:
     # The chambers of a cluster tool to run in (None: every up chamber qualified to run it).
     chambers: tuple[str, ...] | None = None
     engineering: EngineeringRun | None = None
+    # A supervisor's reason to start the lot although the Q-time gate says it would miss its
+    # window (mes.lots.qtime_gate); None: the gate refuses such a start.
+    qtime_gate_override: str | None = None
 
 
 @dataclass(frozen=True)
@@ -214,4 +217,12 @@ class Ship:
 
 @dataclass(frozen=True)
 class Receive:
+    version: int | None = None
+
+
+@dataclass(frozen=True)
+class Recall:
+    """Call a shipment back before the destination received it."""
+
+    reason: str
     version: int | None = None

@@ -1,5 +1,5 @@
 """Lots: jump to another step, change priority or lot type, terminate; ship to another fab,
-receive."""
+receive there, or recall the shipment before."""
 
 from __future__ import annotations
 
@@ -97,4 +97,14 @@ async def receive(lot: CodePath, body: s.ReceiveRequest, tx: Transferrer) -> Ans
     command = c.Receive(version=tx.version(body.version))
     return await tx.run_lot(
         lambda: service.receive(tx.session, lot, command, actor=tx.by, clock=tx.clock)
+    )
+
+
+@router.post("/{lot}/recall", response_model=s.LotRead)
+async def recall(lot: CodePath, body: s.RecallRequest, tx: Transferrer) -> Answer:
+    """Call a shipment back before the destination received it (with a reason): the lot is at
+    its step in the shipping fab again. Refused with ``lot.not_in_transit`` once received."""
+    command = c.Recall(reason=body.reason, version=tx.version(body.version))
+    return await tx.run_lot(
+        lambda: service.recall(tx.session, lot, command, actor=tx.by, clock=tx.clock)
     )

@@ -280,6 +280,12 @@ class LotTransfer(Base):
     __table_args__ = (
         CheckConstraint("from_fab_id <> to_fab_id", name="between_fabs"),
         CheckConstraint("(received_at IS NULL) = (received_by IS NULL)", name="receipt_recorded"),
+        CheckConstraint(
+            "(recalled_at IS NULL) = (recalled_by IS NULL)"
+            " AND (recalled_at IS NULL) = (recall_reason IS NULL)",
+            name="recall_recorded",
+        ),
+        CheckConstraint("received_at IS NULL OR recalled_at IS NULL", name="received_or_recalled"),
     )
 
     id: Mapped[int] = mapped_column(BigIntPK, primary_key=True)
@@ -292,6 +298,10 @@ class LotTransfer(Base):
     shipped_by: Mapped[str] = mapped_column(String(64))
     received_at: Mapped[datetime | None]
     received_by: Mapped[str | None] = mapped_column(String(64))
+    # Called back by the shipping fab before the destination received it.
+    recalled_at: Mapped[datetime | None]
+    recalled_by: Mapped[str | None] = mapped_column(String(64))
+    recall_reason: Mapped[str | None] = mapped_column(String(500))
 
 
 class LotCounter(Base):

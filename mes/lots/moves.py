@@ -17,7 +17,7 @@ from mes.durables import service as durables_service
 from mes.equipment.models import Equipment
 from mes.equipment.states import E10State
 from mes.errors import Forbidden, NotFound, RuleViolation
-from mes.lots import checks, rules
+from mes.lots import checks, qtime_gate, rules
 from mes.lots._core import (
     AFTER_TRACK_OUT,
     ARRIVAL,
@@ -176,6 +176,16 @@ async def track_in(
     if on_tool:
         await check_batch(session, step, tool, recipe)
     await _check_certified(session, actor, step.tool_group_id, now)
+    gated = await qtime_gate.check(
+        session,
+        lot,
+        steps,
+        step,
+        actor=actor,
+        override=data.qtime_gate_override,
+        inside_window=bool(windows),
+        now=now,
+    )
     # The equipment's side: no PM due, the recipe's reticle at the tool and under its
     # limit; counts the wafers on the tool and the reticle's uses.
     reticle = await durables_service.admit_lot(
@@ -206,6 +216,8 @@ async def track_in(
             **({"chambers": chambers} if chambers else {}),
             # An engineering lot's signed run on an ENG tool or an unreleased version.
             **({"engineering": engineering} if engineering else {}),
+            # The Q-time gate's verdict where this step opens a window (and any override).
+            **({"qtime_gate": gated} if gated is not None else {}),
         },
     )
     return lot, tool, recipe, chambers

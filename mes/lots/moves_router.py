@@ -94,12 +94,15 @@ async def track_in(lot: CodePath, body: s.TrackIn, tx: Mover) -> Answer:
         step_sequence=body.step_sequence,
         chambers=tuple(body.chambers) if body.chambers else None,
         engineering=engineering,
+        qtime_gate_override=body.qtime_gate_override.reason if body.qtime_gate_override else None,
     )
 
     async def move() -> s.TrackInResult:
         if body.engineering is not None:
             # The signer is the caller: an engineer releases the run by tracking it in.
             await tx.sign(body.engineering.signature)
+        if body.qtime_gate_override is not None:
+            await tx.sign(body.qtime_gate_override)
         moved, tool, recipe, chambers = await service.track_in(
             tx.session, lot, command, actor=tx.by, clock=tx.clock
         )

@@ -10,7 +10,7 @@ retry returns the first answer and changes nothing (``mes.lots.http``).
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Literal
 
 from fastapi import APIRouter, Query, status
 from sqlalchemy import select
@@ -97,6 +97,25 @@ async def list_qtime_windows(
     that run out within that many seconds: the lots to hurry."""
     found = await qtime.open_windows(session, clock, fab=fab, within_s=within_s)
     return [s.QTimeWindowRead(**vars(w)) for w in found]
+
+
+@router.get("/in-transit", response_model=list[s.InTransitRead])
+async def list_in_transit(
+    session: ReadSession,
+    clock: ClockDep,
+    fab: Annotated[CodeStr | None, Query()] = None,
+    direction: Annotated[Literal["arriving", "leaving"] | None, Query()] = None,
+) -> list[s.InTransitRead]:
+    """Lots travelling between fabs, soonest expected arrival first (at most 1,000): with
+    ``fab``, those arriving there and those leaving it (``direction`` keeps one side). A lot
+    arriving is part of the destination's WIP; its dispatcher shows it but never starts it
+    before it is received."""
+    found = await service.in_transit(
+        session, clock, fab=fab, arriving=None if direction is None else direction == "arriving"
+    )
+    return [
+        s.InTransitRead(**{k: v for k, v in vars(t).items() if k != "tool_group_id"}) for t in found
+    ]
 
 
 @router.get("/{lot}", response_model=LotDetail)

@@ -39,6 +39,7 @@ class StepView:
     batch_max: int | None = None
     setup: str | None = None
     same_tool_as_sequence: int | None = None
+    process_time_s: float = 0.0
 
 
 @dataclass(frozen=True)

@@ -129,6 +129,8 @@ class TrackIn(InputModel):
     )
     # Engineering lots only: run on an ENG tool or an unreleased recipe version.
     engineering: EngineeringRelease | None = None
+    # A supervisor starts the lot although the Q-time gate refuses it: e-signature and reason.
+    qtime_gate_override: ESignature | None = None
 
 
 class Measurement(InputModel):
@@ -258,6 +260,11 @@ class ReceiveRequest(InputModel):
     version: Version = None
 
 
+class RecallRequest(InputModel):
+    reason: str = Field(min_length=3, max_length=500)
+    version: Version = None
+
+
 # --- answers -------------------------------------------------------------------------------
 
 
@@ -291,6 +298,20 @@ class QTimeWindowRead(BaseModel):
     opened_at: datetime
     deadline_at: datetime
     remaining_s: float  # negative: already past (the watch holds it at its next round)
+
+
+class InTransitRead(BaseModel):
+    lot: str
+    from_fab: str
+    to_fab: str
+    step_sequence: int | None  # the step it resumes at once received
+    operation: str | None
+    wafer_count: int
+    priority_class: str
+    shipped_at: datetime
+    shipped_by: str
+    expected_arrival_at: datetime  # shipped at + the transfer time between the two fabs
+    remaining_s: float  # negative: overdue
 
 
 class SkippedLot(BaseModel):

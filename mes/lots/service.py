@@ -48,7 +48,15 @@ from mes.lots.queries import (
     reload_lot,
 )
 from mes.lots.start import route_version_for_start, start_lots
-from mes.lots.transfer import TRANSIT_TIME, receive, ship
+from mes.lots.transfer import (
+    TRANSIT_TIME,
+    Travelling,
+    in_transit,
+    recall,
+    receive,
+    ship,
+    transit_time,
+)
 from mes.lots.wafers import bonus, merge, scrap, split
 
 __all__ = [
@@ -56,6 +64,7 @@ __all__ = [
     "TRANSIT_TIME",
     "LotFilter",
     "RecipeQuestion",
+    "Travelling",
     "abort_run",
     "active_holds",
     "add_future_action",
@@ -72,6 +81,7 @@ __all__ = [
     "hold",
     "hold_list",
     "hold_read",
+    "in_transit",
     "jump",
     "lock_lot",
     "lot_answer",
@@ -81,6 +91,7 @@ __all__ = [
     "lots_running_on",
     "mass_hold",
     "merge",
+    "recall",
     "receive",
     "release",
     "release_carrier",
@@ -94,4 +105,5 @@ __all__ = [
     "terminate",
     "track_in",
     "track_out",
+    "transit_time",
 ]

@@ -35,6 +35,13 @@ def simulate_run(
     seeds: Annotated[int, typer.Option(min=1, help="seeds 1..N per rule set")] = 1,
     jobs: Annotated[int, typer.Option(min=1, help="worker processes")] = 1,
     out: Annotated[Path | None, typer.Option(help="folder for results.json/.csv/.png")] = None,
+    qtime_gating: Annotated[
+        bool,
+        typer.Option(
+            help="hold lots back at a Q-time window's opening step when the closing tool "
+            "group could not take them in time (as the production dispatcher does)"
+        ),
+    ] = False,
 ) -> None:
     """Simulate every rule set with the same seeds (common random numbers) and compare."""
     if warmup >= days:
@@ -46,7 +53,12 @@ def simulate_run(
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from exc
     plan = runner.Plan(
-        str(folder), tuple(rules.split(",")), tuple(range(1, seeds + 1)), days, warmup
+        str(folder),
+        tuple(rules.split(",")),
+        tuple(range(1, seeds + 1)),
+        days,
+        warmup,
+        qtime_gating=qtime_gating,
     )
     results = runner.run_plan(plan, jobs=jobs)
     if len({r.name for r in chosen}) != len(results):
@@ -69,6 +81,8 @@ def _print(results: Mapping[str, list[kpi.RunResult]], out: Path | None) -> None
                 name: {
                     "weighted_cost": s["weighted_cost"],
                     "throughput_lots_per_day": s["throughput_lots_per_day"],
+                    "qtime_violated": s["counters"]["qtime_violated"],
+                    "qtime_checked": s["counters"]["qtime_checked"],
                     "sim_days_per_cpu_s": s["speed"]["sim_days_per_cpu_s"],
                 }
                 for name, s in summaries.items()

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field, replace
 
 import mes.dispatch.policy as policy
 import mes.simulation.streams as streams
+from mes.simulation.gating import Commitments
 from mes.simulation.maintenance import Maintenance
 from mes.simulation.model import FAB_ID, FabModel, Step
 from mes.simulation.rulesets import SimRules
@@ -67,6 +68,7 @@ class Counters:
     skipped: int = 0
     qtime_checked: int = 0
     qtime_violated: int = 0
+    qtime_gated: int = 0  # decisions that left a lot out at the gate (gating on)
     breakdowns: int = 0
     pms: int = 0
     released: int = 0
@@ -84,6 +86,9 @@ class Simulation:
     sample_every_s: float = DAY / 4
     progress: Callable[[float], None] | None = None
     initial: InitialState | None = None
+    # Q-time gating: a lot is not started at a window's opening step when the closing family
+    # could not take it in time (mes.lots.qtime_gate_rules), as the production dispatcher does.
+    qtime_gating: bool = False
     now: float = 0.0
     counters: Counters = field(default_factory=Counters)
     completed: list[Completed] = field(default_factory=list)
@@ -143,6 +148,7 @@ class Simulation:
             WARMUP: self._on_warmup,
         }
         self.maintenance = Maintenance(self)
+        self.commitments = Commitments(m.routes, self._rule_sets)
 
     # --- the event loop --------------------------------------------------------------------
 
@@ -337,6 +343,7 @@ class Simulation:
 
     def _complete(self, lot: SimLot) -> None:
         del self.lots[lot.id]
+        self.commitments.done(lot)
         self.completed.append(
             Completed(
                 lot.part,
@@ -351,12 +358,18 @@ class Simulation:
 
     # --- dispatching -----------------------------------------------------------------------
 
-    def situation(self) -> policy.Situation:
+    def situation(self, fid: int | None = None) -> policy.Situation:
+        """What a decision for family ``fid`` sees; with gating, the closing families of the
+        windows its lots may open."""
+        downstream = {}
+        if self.qtime_gating and fid is not None:
+            downstream = self.commitments.downstream(fid, self.tools_of, self.queues, self.now)
         return policy.Situation(
             now=self.now,
             loads=self.loads,
             setup_times=self.model.setup_times,
             min_run=self.model.min_run,
+            downstream=downstream,
         )
 
     def dispatch(self, fid: int) -> None:
@@ -388,14 +401,20 @@ class Simulation:
             if policy.tool_exclusion(snap) is not None:
                 continue
             if situation is None:
-                situation = self.situation()
+                situation = self.situation(fid)
             listing = policy.rank_lots(
                 snap, list(queue.values()), situation, rule_set, explain_all=False
             )
             self.counters.decisions += 1
-            starts = policy.choose_starts(listing)
+            if situation.downstream:
+                self.counters.qtime_gated += sum(
+                    1 for e in listing.excluded if e.reasons[0].code == "lot.qtime_gated"
+                )
+            starts = policy.choose_starts(listing, situation)
             if starts.lots:
                 self._start_job(tool, [self.lots[r.lot.id] for r in starts.lots])
+                if situation.downstream:
+                    situation = None  # the start committed lots and took a tool: read again
                 if not queue:
                     break
             elif starts.waiting is not None:
@@ -447,6 +466,7 @@ class Simulation:
             del queue[lot.id]
             lot.snap = None
             lot.tools_at[lot.index] = tool.id
+            self.commitments.started(lot, lot.index)
             deadline = lot.windows.pop(lot.index, None)
             if deadline is not None:
                 self.counters.qtime_checked += 1
@@ -459,6 +479,7 @@ class Simulation:
             self.counters.setups += 1
             tool.setup_s += setup_s
         tool.since_setup += len(lots)
+        self._wake_gated(fam.id)  # the lots it starts leave their windows
         process = self._process_time(step, lots)
         begin = self.now + fam.load_s + setup_s
         end = begin + process + fam.unload_s
@@ -518,10 +539,20 @@ class Simulation:
     def after_job(self, tool: Tool) -> None:
         """The tool may take work again (or start a PM that waited for it)."""
         self.maintenance.after_job(tool)
+        self._wake_gated(tool.family.id)
+
+    def _wake_gated(self, fid: int) -> None:
+        """Family ``fid`` closes Q-time windows and has more room now: the lots the gate held
+        back at the opening families are decided again."""
+        if self.qtime_gating:
+            for opening in self.commitments.opening_of.get(fid, ()):
+                self.dispatch(opening)
 
     def tools_up(self, fid: int, delta: int) -> None:
         self.up[fid] = self.up.get(fid, 0) + delta
         self._queue_change(fid, 0, 0.0)
+        if delta > 0:
+            self._wake_gated(fid)
 
     # --- accounting ------------------------------------------------------------------------
 

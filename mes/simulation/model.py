@@ -10,10 +10,11 @@ use. The fab id is 1 (a testbed is one fab).
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import mes.dispatch.policy as policy
+import mes.lots.qtime_gate_rules as gate_rules
 import mes.smt2020.tables as tables
 
 FAB_ID = 1
@@ -183,7 +184,7 @@ def build(testbed: tables.Testbed) -> FabModel:
                     remaining_s=remaining[i],
                 )
             )
-        built_routes[route_name] = Route(route_name, tuple(steps), remaining[0])
+        built_routes[route_name] = Route(route_name, _with_chains(steps), remaining[0])
     for part in testbed.parts:
         routes[part.part] = built_routes[part.route]
     setup_times: dict[tuple[str | None, str], float] = {}
@@ -226,6 +227,30 @@ def build(testbed: tables.Testbed) -> FabModel:
         t0=testbed.start.timestamp(),
         relative_due_s=relative_due,
     )
+
+
+def _with_chains(steps: list[Step]) -> tuple[Step, ...]:
+    """Each step that opens a Q-time window gets the chain a start there commits to (the gate's
+    input); a window closing at a delay, which has no queue to wait in, ends the chain."""
+    plain = [
+        gate_rules.RouteStep(
+            sequence=step.seq,
+            group_id=step.family,
+            process_s=step.snapshot.process_time_s,
+            batch=step.snapshot.batch_max or 1,
+            qtime_to_sequence=steps[step.qtime_to].seq if step.qtime_to is not None else None,
+            qtime_max_s=step.qtime_s,
+            gateable=not step.is_delay,
+        )
+        for step in steps
+    ]
+    out = list(steps)
+    for i, step in enumerate(steps):
+        if step.qtime_to is not None:
+            chain = gate_rules.chain_from(plain, i)
+            if chain:
+                out[i] = replace(step, snapshot=replace(step.snapshot, qtime_chain=chain))
+    return tuple(out)
 
 
 def load(folder: Path | str) -> FabModel:

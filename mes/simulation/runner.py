@@ -7,7 +7,7 @@ import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -39,6 +39,7 @@ class Plan:
     seeds: tuple[int, ...]
     days: float
     warmup_days: float = 0.0
+    qtime_gating: bool = False
 
 
 def run_one(
@@ -49,6 +50,8 @@ def run_one(
     warmup_days: float = 0.0,
     progress: Callable[[float], None] | None = None,
     initial: InitialState | None = None,
+    *,
+    qtime_gating: bool = False,
 ) -> kpi.RunResult:
     wall, cpu = time.perf_counter(), time.process_time()
     sim = Simulation(
@@ -59,20 +62,23 @@ def run_one(
         warmup_days=warmup_days,
         progress=progress,
         initial=initial,
+        qtime_gating=qtime_gating,
     )
     sim.run()
     return kpi.collect(sim, wall_s=time.perf_counter() - wall, cpu_s=time.process_time() - cpu)
 
 
-def _work(folder: str, rules: str, seed: int, days: float, warmup: float) -> kpi.RunResult:
-    return run_one(_model(folder), resolve(rules), seed, days, warmup)
+def _work(
+    folder: str, rules: str, seed: int, days: float, warmup: float, gating: bool
+) -> kpi.RunResult:
+    return run_one(_model(folder), resolve(rules), seed, days, warmup, qtime_gating=gating)
 
 
 def run_plan(
     plan: Plan, *, jobs: int = 1, out: TextIO | None = sys.stderr
 ) -> dict[str, list[kpi.RunResult]]:
     """Every (rule set, seed) of the plan; results by rule-set name, in seed order."""
-    plan = Plan(folder_of(plan.folder), plan.rules, plan.seeds, plan.days, plan.warmup_days)
+    plan = replace(plan, folder=folder_of(plan.folder))
     tasks = [(r, s) for r in plan.rules for s in plan.seeds]
     done: dict[tuple[str, int], kpi.RunResult] = {}
 
@@ -91,13 +97,21 @@ def run_plan(
         for i, (rules, seed) in enumerate(tasks, start=1):
             bar = _bar(out, f"{rules} seed {seed}", plan.days)
             done[(rules, seed)] = run_one(
-                fab, resolve(rules), seed, plan.days, plan.warmup_days, progress=bar
+                fab,
+                resolve(rules),
+                seed,
+                plan.days,
+                plan.warmup_days,
+                progress=bar,
+                qtime_gating=plan.qtime_gating,
             )
             note(i, rules, seed, done[(rules, seed)])
     else:
         with ProcessPoolExecutor(max_workers=jobs) as pool:
             futures = {
-                pool.submit(_work, plan.folder, r, s, plan.days, plan.warmup_days): (r, s)
+                pool.submit(
+                    _work, plan.folder, r, s, plan.days, plan.warmup_days, plan.qtime_gating
+                ): (r, s)
                 for r, s in tasks
             }
             for i, future in enumerate(as_completed(futures), start=1):
