@@ -250,7 +250,7 @@ async def wip(
     h = await history(session, w)
     steps = await step_infos(session)
     return rules.wip_and_cycle_time(
-        h.lives, h.initial, h.replayed, steps, w.start, w.as_of, w.fab_ids
+        h.lives, h.initial, h.replayed, steps, w.start, w.end, w.as_of, w.fab_ids
     )
 
 

@@ -172,10 +172,11 @@ def _arrives(event: Event) -> bool:
 def state_at(
     initial: LotState | None, states: Sequence[tuple[Event, LotState]], instant: datetime
 ) -> LotState | None:
-    """The lot's state at ``instant``: after its last event before it."""
-    found = initial if initial is not None and initial.at < instant else None
+    """The lot's state at ``instant``: after its last event up to it (one at the instant
+    counts: a report made now shows the track-out that happened now)."""
+    found = initial if initial is not None and initial.at <= instant else None
     for event, state in states:
-        if event.at >= instant:
+        if event.at > instant:
             break
         found = state
     return found
@@ -269,9 +270,10 @@ def wip_and_cycle_time(
     steps: Mapping[int, StepInfo],
     start: datetime,
     end: datetime,
+    as_of: datetime,
     fabs: frozenset[int] | None,
 ) -> tuple[list[ProductStep], list[ProductCycle]]:
-    """WIP at ``end`` and mean step cycle time of the track-outs in [start, end), per product
+    """WIP at ``as_of`` and mean step cycle time of the track-outs in [start, end), per product
     and step; and per product the lots completed in the range and their mean cycle time."""
     rows: dict[tuple[str, int], ProductStep] = {}
 
@@ -310,9 +312,9 @@ def wip_and_cycle_time(
             last = states[-1][1] if states else initial.get(life.lot_id)
             if last is not None and last.state == "Completed" and _in_scope(fabs, last.fab_id):
                 completed[life.product].append((life.ended_at - life.started_at).total_seconds())
-        if life.started_at >= end or (life.ended_at is not None and life.ended_at <= end):
+        if life.started_at > as_of or (life.ended_at is not None and life.ended_at <= as_of):
             continue
-        st = state_at(initial.get(life.lot_id), states, end)
+        st = state_at(initial.get(life.lot_id), states, as_of)
         if st is None or st.state in NOT_WIP or not _in_scope(fabs, st.fab_id):
             continue
         if st.step_id is not None and (r := row(life.product, st.step_id)) is not None:

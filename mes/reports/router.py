@@ -3,7 +3,7 @@ rework, on-time delivery; per fab (``fab=``) or across the network, over ``from`
 
 from __future__ import annotations
 
-from datetime import date, datetime
+from datetime import UTC, date, datetime
 from typing import Annotated
 
 from fastapi import APIRouter, Query, Request
@@ -41,8 +41,8 @@ def _range(w: morning.Window) -> Range:
         time_zone=str(w.zone),
         first_day=w.first,
         last_day=w.last,
-        start=w.start,
-        end=w.end,
+        start=w.start.astimezone(UTC),
+        end=w.end.astimezone(UTC),
         as_of=w.as_of,
     )
 
