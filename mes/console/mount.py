@@ -14,6 +14,7 @@ from mes.console.engineering_router import router as engineering_router
 from mes.console.feed import ChangeFeed, Interest
 from mes.console.lot_actions_router import router as lot_actions_router
 from mes.console.pages_router import router as pages_router
+from mes.console.reports_router import router as reports_router
 from mes.console.sessions import LoginRequired, User
 from mes.console.tool_actions_router import router as tool_actions_router
 from mes.console.web import STATIC_DIR, login_redirect, problem_fragment
@@ -56,6 +57,7 @@ def install(app: FastAPI, feed: ChangeFeed) -> None:
     app.include_router(tool_actions_router)
     app.include_router(lot_actions_router)
     app.include_router(engineering_router)
+    app.include_router(reports_router)
 
     @app.get("/", include_in_schema=False)
     async def _root() -> RedirectResponse:

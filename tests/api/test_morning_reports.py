@@ -28,6 +28,7 @@ import pytest
 
 from tests.api.problems import assert_problem
 from tests.api.process_engineering import SIGNED, step
+from tests.api.test_console_http import browser, sign_in
 from tests.conftest import TESTER, TESTER_PASSWORD, bearer
 
 PASSWORD_SIGNED = {"reason": "reviewed", "password": TESTER_PASSWORD}
@@ -245,3 +246,34 @@ async def test_ranges_are_bounded_with_clear_codes(client):
         "2026-01-04",
         "2026-01-04",
     )
+
+
+async def test_each_console_report_page_shows_the_apis_figures(client, history):
+    async with browser(client) as web:
+        await sign_in(web, TESTER, TESTER_PASSWORD)
+        query = "?fab=F1&from=2026-01-05&to=2026-01-06"
+        expected = {
+            "moves": ["Moves and turns", "2.33", "0.80", "METRO", "WET"],
+            "wip": ["WIP and cycle time", "8.50", "8.67", "1.07", "P-RPT"],
+            "holds": ["Hold Pareto", "QUALITY", "22.0", "50.6 %", "No hold past the threshold"],
+            "scrap": ["Scrap and rework", "PARTICLES", "THK", "100.0 %"],
+            "delivery": ["On-time delivery", "50.0 %", "0.0 %", "100.0 %", "4.0"],
+        }
+        for name, needles in expected.items():
+            page = await web.get(f"/console/reports/{name}{query}")
+            assert page.status_code == 200, (name, page.text[:500])
+            assert 'href="/console/reports" aria-current="page"' in page.text  # the nav entry
+            for needle in needles:
+                assert needle in page.text, (name, needle)
+        index = await web.get("/console/reports")
+        assert index.headers["location"] == "/console/reports/moves"
+        network = await web.get("/console/reports/moves?fab=&from=2026-01-05&to=2026-01-06")
+        assert network.status_code == 200
+        assert "network" in network.text
+        assert "2.33" in network.text
+        refused = await web.get("/console/reports/holds?fab=F1&from=2025-01-01&to=2025-12-31")
+        assert refused.status_code == 422
+        assert "report.range_too_large" in refused.text
+        bad_day = await web.get("/console/reports/wip?from=yesterday")
+        assert bad_day.status_code == 422
+        assert "report.invalid_range" in bad_day.text

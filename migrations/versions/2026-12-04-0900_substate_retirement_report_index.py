@@ -1,4 +1,5 @@
-"""substate retirement: a retired E10 substate stays in history but cannot be entered
+"""substate retirement (a retired E10 substate stays in history but cannot be entered); an index
+of lot events by time for the morning reports
 
 Revision ID: 3b7d1e5a9c42
 Revises: 6c90a86998bc
@@ -22,9 +23,11 @@ def upgrade() -> None:
     with op.batch_alter_table("equipment_substate") as batch:
         batch.add_column(sa.Column("retired_at", UTCDateTime(timezone=True), nullable=True))
         batch.add_column(sa.Column("retired_by", sa.String(length=64), nullable=True))
+    op.create_index("ix_lot_event_time", "lot_event", ["occurred_at"])
 
 
 def downgrade() -> None:
+    op.drop_index("ix_lot_event_time", table_name="lot_event")
     with op.batch_alter_table("equipment_substate") as batch:
         batch.drop_column("retired_by")
         batch.drop_column("retired_at")
