@@ -17,7 +17,7 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import date, datetime, timedelta, tzinfo
+from datetime import UTC, date, datetime, timedelta, tzinfo
 
 # Lots in these states are no WIP (finished, or between fabs).
 NOT_WIP = frozenset({"Completed", "Scrapped", "Terminated", "InTransit"})
@@ -64,9 +64,12 @@ def days(first: date, last: date, zone: tzinfo, *, max_days: int) -> list[Day]:
     found = []
     for offset in range(count):
         d = first + timedelta(days=offset)
-        start = datetime(d.year, d.month, d.day, tzinfo=zone)
         nxt = d + timedelta(days=1)
-        found.append(Day(d, start, datetime(nxt.year, nxt.month, nxt.day, tzinfo=zone)))
+        # Midnights of the fab's calendar as UTC instants: arithmetic on aware datetimes of one
+        # zone ignores its offset changes (a 23-hour day would count 24).
+        start = datetime(d.year, d.month, d.day, tzinfo=zone).astimezone(UTC)
+        end = datetime(nxt.year, nxt.month, nxt.day, tzinfo=zone).astimezone(UTC)
+        found.append(Day(d, start, end))
     return found
 
 
