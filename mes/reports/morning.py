@@ -29,6 +29,7 @@ from mes.routes.models import Step
 
 # A morning report reads days, a quarter at most: longer ranges are exports, not reports.
 MAX_DAYS = 92
+QUIET = ("TRACK_IN", "HOLD", "TRACK_IN_CANCELLED")
 # Events that put a lot at a (new) step: its arrival time there.
 ARRIVALS = ("START", "TRACK_OUT", "JUMP", "RECEIVE", "SPLIT_FROM")
 
@@ -117,44 +118,21 @@ async def history(session: AsyncSession, w: Window) -> History:
             LotEvent.fab_id,
             LotEvent.step_id,
             after["step_id"].as_integer(),
-            after["state"].as_string(),
-            after["wafer_count"].as_integer(),
-            after["wafers_processed"].as_integer(),
+            func.coalesce(after["state"].as_string(), ""),
+            func.coalesce(after["wafer_count"].as_integer(), 0),
+            func.coalesce(after["wafers_processed"].as_integer(), 0),
             after["outcome"].as_string(),
-            before["wafer_count"].as_integer(),
+            func.coalesce(before["wafer_count"].as_integer(), 0),
             after["reason_code"].as_string(),
-        ).where(LotEvent.occurred_at >= w.start, LotEvent.occurred_at < w.end)
-    )
-    events = [
-        rules.Event(
-            lot_id,
-            at,
-            kind,
-            fab_id,
-            step_id,
-            step_after,
-            state or "",
-            wafers or 0,
-            processed or 0,
-            outcome,
-            wafers_before or 0,
-            reason,
+        ).where(
+            LotEvent.occurred_at >= w.start,
+            LotEvent.occurred_at < w.end,
+            # Events that change neither the step, the wafers nor whether the lot is WIP: half
+            # of a history is track-ins.
+            LotEvent.event_type.not_in(QUIET),
         )
-        for (
-            lot_id,
-            at,
-            kind,
-            fab_id,
-            step_id,
-            step_after,
-            state,
-            wafers,
-            processed,
-            outcome,
-            wafers_before,
-            reason,
-        ) in rows
-    ]
+    )
+    events = [rules.Event._make(row) for row in rows]
     # A shipped lot's snapshot says InTransit until its receipt: no WIP meanwhile.
     return History(lives, initial, events, rules.replay(initial, events))
 

@@ -18,6 +18,7 @@ from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta, tzinfo
+from typing import NamedTuple
 
 # Lots in these states are no WIP (finished, or between fabs).
 NOT_WIP = frozenset({"Completed", "Scrapped", "Terminated", "InTransit"})
@@ -76,8 +77,7 @@ def days(first: date, last: date, zone: tzinfo, *, max_days: int) -> list[Day]:
 # --- inputs -------------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class LotState:
+class LotState(NamedTuple):
     """Where a lot stands after an event (its snapshot), or at the start of the report."""
 
     at: datetime
@@ -88,8 +88,9 @@ class LotState:
     entered_at: datetime | None  # arrival at ``step_id``, if known
 
 
-@dataclass(frozen=True)
-class Event:
+class Event(NamedTuple):
+    """One lot event, the fields the reports read (tuples: a report reads many thousands)."""
+
     lot_id: int
     at: datetime
     kind: str
