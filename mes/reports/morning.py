@@ -1,8 +1,9 @@
 """The morning reports of a fab (or the network): the queries behind ``morning_rules``.
 
-Each report reads a date range of the fab's calendar (the network's: UTC). The lot history is
-read once per report as plain columns (the JSON snapshot fields are extracted by the database,
-never whole documents): each alive lot's last state before the range, and the events inside it.
+Each report reads a date range of the fab's calendar (the network's: UTC). Nothing reads a
+lot's whole history: moves are counted by the database per step and day, the lots' positions at
+an instant are one index seek per lot (``snapshot``), and a track-out's arrival time is one
+index seek per track-out; the JSON snapshot fields are extracted by the database.
 """
 
 from __future__ import annotations
@@ -13,8 +14,9 @@ from datetime import UTC, date, datetime, timedelta, tzinfo
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import Select, and_, func, or_, select
+from sqlalchemy import and_, case, func, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import aliased
 from sqlalchemy.sql.elements import ColumnElement
 
 from mes.equipment.models import Equipment
@@ -29,7 +31,6 @@ from mes.routes.models import Step
 
 # A morning report reads days, a quarter at most: longer ranges are exports, not reports.
 MAX_DAYS = 92
-QUIET = ("TRACK_IN", "HOLD", "TRACK_IN_CANCELLED")
 # Events that put a lot at a (new) step: its arrival time there.
 ARRIVALS = ("START", "TRACK_OUT", "JUMP", "RECEIVE", "SPLIT_FROM")
 
@@ -82,102 +83,53 @@ def _fab_filter(column: Any, w: Window) -> ColumnElement[bool]:
     return found
 
 
-# --- the lot history ----------------------------------------------------------------------------
+# --- the lots at an instant ---------------------------------------------------------------------
 
 
-@dataclass
-class History:
-    lives: list[rules.LotLife]
-    initial: dict[int, rules.LotState]
-    events: list[rules.Event]
-    replayed: dict[int, list[tuple[rules.Event, rules.LotState]]]
+async def snapshot(
+    session: AsyncSession, instant: datetime, *, inclusive: bool
+) -> list[rules.Snapshot]:
+    """Every lot started by ``instant`` and not finished at it, as its last event up to then
+    (``inclusive``: an event at the instant counts) left it.
 
-
-def _alive(w: Window) -> Select[Any]:
-    return select(Lot.id).where(
-        Lot.started_at < w.end, or_(Lot.ended_at.is_(None), Lot.ended_at >= w.start)
+    One index seek per lot (``ix_lot_event_lot_time``, newest first), not a read of the lots'
+    history: a long-lived lot has hundreds of events.
+    """
+    inner = aliased(LotEvent)
+    upto = inner.occurred_at <= instant if inclusive else inner.occurred_at < instant
+    last = (
+        select(inner.id)
+        .where(inner.lot_id == Lot.id, upto)
+        .order_by(inner.lot_id.desc(), inner.occurred_at.desc(), inner.id.desc())
+        .limit(1)
+        .correlate(Lot)
+        .scalar_subquery()
     )
-
-
-async def history(session: AsyncSession, w: Window) -> History:
-    lives = [
-        rules.LotLife(lot_id, product, started, ended)
-        for lot_id, product, started, ended in await session.execute(
-            select(Lot.id, Product.code, Lot.started_at, Lot.ended_at)
-            .join(Product, Product.id == Lot.product_id)
-            .where(Lot.started_at < w.end, or_(Lot.ended_at.is_(None), Lot.ended_at >= w.start))
-        )
-    ]
-    initial = await _initial(session, w)
-    after, before = LotEvent.after, LotEvent.before
+    alive = (
+        select(Lot.id.label("lot_id"), Product.code.label("product"), last.label("last"))
+        .join(Product, Product.id == Lot.product_id)
+        .where(Lot.started_at <= instant, or_(Lot.ended_at.is_(None), Lot.ended_at > instant))
+        .subquery()
+    )
+    after = LotEvent.after
     rows = await session.execute(
         select(
-            LotEvent.lot_id,
-            LotEvent.occurred_at,
-            LotEvent.event_type,
-            LotEvent.fab_id,
-            LotEvent.step_id,
+            alive.c.lot_id,
+            alive.c.product,
             after["step_id"].as_integer(),
             func.coalesce(after["state"].as_string(), ""),
             func.coalesce(after["wafer_count"].as_integer(), 0),
-            func.coalesce(after["wafers_processed"].as_integer(), 0),
-            after["outcome"].as_string(),
-            func.coalesce(before["wafer_count"].as_integer(), 0),
-            after["reason_code"].as_string(),
-        ).where(
-            LotEvent.occurred_at >= w.start,
-            LotEvent.occurred_at < w.end,
-            # Events that change neither the step, the wafers nor whether the lot is WIP: half
-            # of a history is track-ins.
-            LotEvent.event_type.not_in(QUIET),
-        )
-    )
-    events = [rules.Event._make(row) for row in rows]
-    # A shipped lot's snapshot says InTransit until its receipt: no WIP meanwhile.
-    return History(lives, initial, events, rules.replay(initial, events))
-
-
-async def _initial(session: AsyncSession, w: Window) -> dict[int, rules.LotState]:
-    """Each alive lot's state after its last event before the range, with its arrival time."""
-    alive = _alive(w).scalar_subquery()
-
-    def last_before(types: tuple[str, ...] | None) -> Select[int, datetime]:
-        query = select(LotEvent.lot_id, func.max(LotEvent.occurred_at).label("at")).where(
-            LotEvent.occurred_at < w.start, LotEvent.lot_id.in_(alive)
-        )
-        if types is not None:
-            query = query.where(LotEvent.event_type.in_(types))
-        return query.group_by(LotEvent.lot_id)
-
-    last = last_before(None).subquery()
-    after = LotEvent.after
-    found: dict[int, tuple[int, rules.LotState]] = {}
-    for event_id, lot_id, at, fab_id, step_after, state, wafers in await session.execute(
-        select(
-            LotEvent.id,
-            LotEvent.lot_id,
-            LotEvent.occurred_at,
             LotEvent.fab_id,
-            after["step_id"].as_integer(),
-            after["state"].as_string(),
-            after["wafer_count"].as_integer(),
-        ).join(last, and_(LotEvent.lot_id == last.c.lot_id, LotEvent.occurred_at == last.c.at))
-    ):
-        kept = found.get(lot_id)
-        if kept is None or event_id > kept[0]:  # two events at one instant: the later one
-            found[lot_id] = (
-                event_id,
-                rules.LotState(at, step_after, state or "", wafers or 0, fab_id, None),
-            )
-    arrived: dict[int, datetime] = {
-        lot_id: at for lot_id, at in await session.execute(last_before(ARRIVALS))
-    }
-    return {
-        lot_id: rules.LotState(
-            st.at, st.step_id, st.state, st.wafers, st.fab_id, arrived.get(lot_id)
-        )
-        for lot_id, (_, st) in found.items()
-    }
+        ).join(alive, LotEvent.id == alive.c.last)
+    )
+    return [rules.Snapshot._make(row) for row in rows]
+
+
+def _epoch_s(session: AsyncSession, value: Any) -> Any:
+    """Seconds since 1970 of a timestamp, in SQL (the two databases spell it differently)."""
+    if session.get_bind().dialect.name == "postgresql":
+        return func.extract("epoch", value)
+    return (func.julianday(value) - 2440587.5) * 86400.0
 
 
 # --- maps of the master data --------------------------------------------------------------------
@@ -217,19 +169,94 @@ async def fab_code(session: AsyncSession, fab_id: int) -> str:
 
 
 async def moves(session: AsyncSession, w: Window) -> list[rules.AreaDay]:
-    h = await history(session, w)
+    day = case(
+        *[(LotEvent.occurred_at < d.end, i) for i, d in enumerate(w.calendar)], else_=-1
+    ).label("day")
+    processed = func.coalesce(LotEvent.after["wafers_processed"].as_integer(), 0)
+    counted = await session.execute(
+        select(LotEvent.fab_id, LotEvent.step_id, day, func.count(), func.sum(processed))
+        .where(
+            LotEvent.event_type == "TRACK_OUT",
+            LotEvent.occurred_at >= w.start,
+            LotEvent.occurred_at < w.end,
+            _fab_filter(LotEvent.fab_id, w),
+        )
+        .group_by(LotEvent.fab_id, LotEvent.step_id, day)
+    )
+    found = [rules.StepMoves(f, s, d, n, int(wafers or 0)) for f, s, d, n, wafers in counted]
+    # WIP when each day began (only days that have begun: a future day has no WIP yet).
+    starts = [
+        await snapshot(session, d.start, inclusive=False) if d.start <= w.as_of else []
+        for d in w.calendar
+    ]
     areas = await step_areas(session, w)
-    return rules.moves_and_turns(h.lives, h.initial, h.replayed, areas, w.calendar, w.fab_ids)
+    return rules.moves_and_turns(found, starts, areas, w.calendar, w.fab_ids)
 
 
 async def wip(
     session: AsyncSession, w: Window
 ) -> tuple[list[rules.ProductStep], list[rules.ProductCycle]]:
-    h = await history(session, w)
-    steps = await step_infos(session)
-    return rules.wip_and_cycle_time(
-        h.lives, h.initial, h.replayed, steps, w.start, w.end, w.as_of, w.fab_ids
+    at_end = await snapshot(session, w.as_of, inclusive=True)
+    arrival = aliased(LotEvent)
+    # The lot's arrival at the step it tracks out of: its previous move (start, track-out of
+    # the step before or a rework, jump, receipt), found by one index seek per track-out.
+    arrived = (
+        select(arrival.occurred_at)
+        .where(
+            arrival.lot_id == LotEvent.lot_id,
+            arrival.occurred_at < LotEvent.occurred_at,
+            arrival.event_type.in_(ARRIVALS),
+        )
+        .order_by(arrival.lot_id.desc(), arrival.occurred_at.desc())
+        .limit(1)
+        .correlate(LotEvent)
+        .scalar_subquery()
     )
+    outs = (
+        select(
+            Product.code.label("product"),
+            LotEvent.step_id.label("step_id"),
+            (_epoch_s(session, LotEvent.occurred_at) - _epoch_s(session, arrived)).label("span"),
+        )
+        .join(Lot, Lot.id == LotEvent.lot_id)
+        .join(Product, Product.id == Lot.product_id)
+        .where(
+            LotEvent.event_type == "TRACK_OUT",
+            LotEvent.occurred_at >= w.start,
+            LotEvent.occurred_at < w.end,
+            LotEvent.step_id.is_not(None),
+            _fab_filter(LotEvent.fab_id, w),
+        )
+        .subquery()
+    )
+    cycles = [
+        rules.StepCycle(product, step_id, n, float(total or 0.0), known)
+        for product, step_id, n, total, known in await session.execute(
+            select(
+                outs.c.product,
+                outs.c.step_id,
+                func.count(),
+                func.sum(outs.c.span),
+                func.count(outs.c.span),
+            ).group_by(outs.c.product, outs.c.step_id)
+        )
+    ]
+    completed = [
+        (product, started, ended)
+        for product, started, ended in await session.execute(
+            select(Product.code, Lot.started_at, Lot.ended_at)
+            .join(Product, Product.id == Lot.product_id)
+            .where(
+                Lot.state == LotStateEnum.COMPLETED,
+                Lot.ended_at >= w.start,
+                Lot.ended_at < w.end,
+                _fab_filter(Lot.fab_id, w),
+            )
+        )
+        if ended is not None
+    ]
+    steps = await step_infos(session)
+    return rules.wip_and_cycle_time(at_end, cycles, completed, steps, w.fab_ids)
 
 
 async def holds(

@@ -7,8 +7,8 @@ Definitions (docs/operations.md, "Morning reports"):
 * **WIP** of an area at an instant: the wafers of the lots that are started, not finished, not
   travelling between fabs, whose current step belongs to the area; **turns** of an area on a day
   are its wafer moves that day divided by its WIP at the start of the day;
-* **cycle time at a step**: from the lot's arrival at the step (the event that put it there:
-  start, track-out of the step before, rework, jump, receipt) to its track-out there;
+* **cycle time at a step**: from the lot's arrival at the step (its previous move: start,
+  track-out of the step before or a rework, jump, receipt) to its track-out there;
 * a lot is **on time** when it completed no later than its due time.
 """
 
@@ -77,40 +77,39 @@ def days(first: date, last: date, zone: tzinfo, *, max_days: int) -> list[Day]:
 # --- inputs -------------------------------------------------------------------------------------
 
 
-class LotState(NamedTuple):
-    """Where a lot stands after an event (its snapshot), or at the start of the report."""
+class Snapshot(NamedTuple):
+    """A lot at an instant: after its last event up to then (the event's snapshot)."""
 
-    at: datetime
+    lot_id: int
+    product: str
     step_id: int | None
     state: str
     wafers: int
     fab_id: int
-    entered_at: datetime | None  # arrival at ``step_id``, if known
 
 
-class Event(NamedTuple):
-    """One lot event, the fields the reports read (tuples: a report reads many thousands)."""
+class StepMoves(NamedTuple):
+    """Track-outs of one step in one fab on one day of the calendar (index into it)."""
 
-    lot_id: int
-    at: datetime
-    kind: str
     fab_id: int
-    step_id: int | None  # the step the event is about (for a track-out: the step done)
-    step_after: int | None  # the lot's current step after the event
-    state_after: str
-    wafers_after: int
-    wafers_processed: int = 0  # track-outs
-    outcome: str | None = None  # track-outs: pass or rework
-    wafers_before: int = 0
-    reason_code: str | None = None  # scrap
+    step_id: int | None
+    day: int
+    lots: int
+    wafers: int
 
 
-@dataclass(frozen=True)
-class LotLife:
-    lot_id: int
-    product: str
-    started_at: datetime
-    ended_at: datetime | None
+def _area(areas: Mapping[tuple[int, int], str], fab_id: int, step_id: int | None) -> str:
+    if step_id is None:
+        return UNASSIGNED
+    return areas.get((fab_id, step_id), UNASSIGNED)
+
+
+def _in_scope(fabs: frozenset[int] | None, fab_id: int) -> bool:
+    return fabs is None or fab_id in fabs
+
+
+def is_wip(lot: Snapshot, fabs: frozenset[int] | None) -> bool:
+    return lot.state not in NOT_WIP and _in_scope(fabs, lot.fab_id)
 
 
 # --- moves and turns ----------------------------------------------------------------------------
@@ -126,75 +125,17 @@ class AreaDay:
     turns: float | None = None
 
 
-def _area(areas: Mapping[tuple[int, int], str], fab_id: int, step_id: int | None) -> str:
-    if step_id is None:
-        return UNASSIGNED
-    return areas.get((fab_id, step_id), UNASSIGNED)
-
-
-def _in_scope(fabs: frozenset[int] | None, fab_id: int) -> bool:
-    return fabs is None or fab_id in fabs
-
-
-def replay(
-    initial: Mapping[int, LotState], events: Iterable[Event]
-) -> dict[int, list[tuple[Event, LotState]]]:
-    """Each lot's states through the window: the event and the state it left, in time order.
-
-    The arrival time at a step is carried forward: an event that changes the lot's step sets
-    it, any other keeps it.
-    """
-    by_lot: dict[int, list[Event]] = defaultdict(list)
-    for event in events:
-        by_lot[event.lot_id].append(event)
-    found: dict[int, list[tuple[Event, LotState]]] = {}
-    for lot_id, own in by_lot.items():
-        own.sort(key=lambda e: e.at)
-        current = initial.get(lot_id)
-        states = []
-        for event in own:
-            moved = current is None or current.step_id != event.step_after or _arrives(event)
-            entered = event.at if moved else current.entered_at if current else None
-            current = LotState(
-                event.at,
-                event.step_after,
-                event.state_after,
-                event.wafers_after,
-                event.fab_id,
-                entered,
-            )
-            states.append((event, current))
-        found[lot_id] = states
-    return found
-
-
-def _arrives(event: Event) -> bool:
-    # A rework back to the same step is an arrival too: the step starts again.
-    return event.kind == "TRACK_OUT" and event.outcome == "rework"
-
-
-def state_at(
-    initial: LotState | None, states: Sequence[tuple[Event, LotState]], instant: datetime
-) -> LotState | None:
-    """The lot's state at ``instant``: after its last event up to it (one at the instant
-    counts: a report made now shows the track-out that happened now)."""
-    found = initial if initial is not None and initial.at <= instant else None
-    for event, state in states:
-        if event.at > instant:
-            break
-        found = state
-    return found
-
-
 def moves_and_turns(
-    lives: Sequence[LotLife],
-    initial: Mapping[int, LotState],
-    replayed: Mapping[int, list[tuple[Event, LotState]]],
+    moves: Iterable[StepMoves],
+    day_starts: Sequence[Iterable[Snapshot]],
     areas: Mapping[tuple[int, int], str],
     calendar: Sequence[Day],
     fabs: frozenset[int] | None,
 ) -> list[AreaDay]:
-    """Moves, WIP at the start of the day and turns, per area and day (areas sorted)."""
+    """Moves, WIP at the start of the day and turns, per area and day (areas sorted).
+
+    ``moves``: the track-outs per step and day; ``day_starts[i]``: the lots as they stood when
+    day ``i`` began."""
     cells: dict[tuple[str, date], AreaDay] = {}
 
     def cell(area: str, day: date) -> AreaDay:
@@ -202,40 +143,18 @@ def moves_and_turns(
             cells[area, day] = AreaDay(area, day)
         return cells[area, day]
 
-    for states in replayed.values():
-        for event, _ in states:
-            if event.kind != "TRACK_OUT" or not _in_scope(fabs, event.fab_id):
-                continue
-            day = _day_of(calendar, event.at)
-            if day is None:
-                continue
-            c = cell(_area(areas, event.fab_id, event.step_id), day)
-            c.lot_moves += 1
-            c.wafer_moves += event.wafers_processed
-    for life in lives:
-        states = replayed.get(life.lot_id, [])
-        current, i = initial.get(life.lot_id), 0
-        for d in calendar:  # days in order: one walk through the lot's states
-            while i < len(states) and states[i][0].at < d.start:
-                current, i = states[i][1], i + 1
-            if life.started_at > d.start or (
-                life.ended_at is not None and life.ended_at <= d.start
-            ):
-                continue
-            st = current
-            if st is None or st.state in NOT_WIP or not _in_scope(fabs, st.fab_id):
-                continue
-            cell(_area(areas, st.fab_id, st.step_id), d.day).wip_wafers += st.wafers
+    for m in moves:
+        if _in_scope(fabs, m.fab_id) and 0 <= m.day < len(calendar):
+            c = cell(_area(areas, m.fab_id, m.step_id), calendar[m.day].day)
+            c.lot_moves += m.lots
+            c.wafer_moves += m.wafers
+    for d, lots in zip(calendar, day_starts, strict=True):
+        for lot in lots:
+            if is_wip(lot, fabs):
+                cell(_area(areas, lot.fab_id, lot.step_id), d.day).wip_wafers += lot.wafers
     for c in cells.values():
         c.turns = round(c.wafer_moves / c.wip_wafers, 4) if c.wip_wafers else None
     return sorted(cells.values(), key=lambda c: (c.area, c.day))
-
-
-def _day_of(calendar: Sequence[Day], instant: datetime) -> date | None:
-    for d in calendar:
-        if d.start <= instant < d.end:
-            return d.day
-    return None
 
 
 # --- WIP and cycle time -------------------------------------------------------------------------
@@ -247,12 +166,23 @@ class StepInfo:
     operation: str
 
 
+class StepCycle(NamedTuple):
+    """The track-outs of a product's step in the range: how many, and the summed and counted
+    seconds from the lot's arrival at the step (those whose arrival is known)."""
+
+    product: str
+    step_id: int
+    track_outs: int
+    cycle_s_sum: float
+    cycle_s_count: int
+
+
 @dataclass
 class ProductStep:
     product: str
     sequence: int
     operation: str
-    wip_lots: int = 0  # at the end of the range
+    wip_lots: int = 0  # at the end of the range (or now)
     wip_wafers: int = 0
     track_outs: int = 0
     mean_cycle_time_h: float | None = None
@@ -268,77 +198,52 @@ class ProductCycle:
 
 
 def wip_and_cycle_time(
-    lives: Sequence[LotLife],
-    initial: Mapping[int, LotState],
-    replayed: Mapping[int, list[tuple[Event, LotState]]],
+    at_end: Iterable[Snapshot],
+    cycles: Iterable[StepCycle],
+    completed: Iterable[tuple[str, datetime, datetime]],
     steps: Mapping[int, StepInfo],
-    start: datetime,
-    end: datetime,
-    as_of: datetime,
     fabs: frozenset[int] | None,
 ) -> tuple[list[ProductStep], list[ProductCycle]]:
-    """WIP at ``as_of`` and mean step cycle time of the track-outs in [start, end), per product
-    and step; and per product the lots completed in the range and their mean cycle time."""
+    """Per product and step: WIP at the end, track-outs and mean cycle time at the step; per
+    product: lots completed (product, started, ended) and their mean cycle time, WIP."""
     rows: dict[tuple[str, int], ProductStep] = {}
 
-    def row(product: str, step_id: int) -> ProductStep | None:
-        info = steps.get(step_id)
-        if info is None:
+    def row(product: str, step_id: int | None) -> ProductStep | None:
+        info = steps.get(step_id) if step_id is not None else None
+        if info is None or step_id is None:
             return None
-        key = (product, step_id)
-        if key not in rows:
-            rows[key] = ProductStep(product, info.sequence, info.operation)
-        return rows[key]
+        if (product, step_id) not in rows:
+            rows[product, step_id] = ProductStep(product, info.sequence, info.operation)
+        return rows[product, step_id]
 
-    cycles: dict[tuple[str, int], list[float]] = defaultdict(list)
-    completed: dict[str, list[float]] = defaultdict(list)
     wip: dict[str, list[int]] = defaultdict(lambda: [0, 0])
-    for life in lives:
-        states = replayed.get(life.lot_id, [])
-        previous = initial.get(life.lot_id)
-        for event, state in states:
-            if (
-                event.kind == "TRACK_OUT"
-                and start <= event.at < end
-                and _in_scope(fabs, event.fab_id)
-                and event.step_id is not None
-            ):
-                r = row(life.product, event.step_id)
-                if r is not None:
-                    r.track_outs += 1
-                    arrived = previous.entered_at if previous is not None else None
-                    if arrived is not None:
-                        cycles[life.product, event.step_id].append(
-                            (event.at - arrived).total_seconds()
-                        )
-            previous = state
-        if life.ended_at is not None and start <= life.ended_at < end:
-            last = states[-1][1] if states else initial.get(life.lot_id)
-            if last is not None and last.state == "Completed" and _in_scope(fabs, last.fab_id):
-                completed[life.product].append((life.ended_at - life.started_at).total_seconds())
-        if life.started_at > as_of or (life.ended_at is not None and life.ended_at <= as_of):
+    for lot in at_end:
+        if not is_wip(lot, fabs):
             continue
-        st = state_at(initial.get(life.lot_id), states, as_of)
-        if st is None or st.state in NOT_WIP or not _in_scope(fabs, st.fab_id):
-            continue
-        if st.step_id is not None and (r := row(life.product, st.step_id)) is not None:
+        if (r := row(lot.product, lot.step_id)) is not None:
             r.wip_lots += 1
-            r.wip_wafers += st.wafers
-        wip[life.product][0] += 1
-        wip[life.product][1] += st.wafers
-    for key, spans in cycles.items():
-        rows[key].mean_cycle_time_h = round(sum(spans) / len(spans) / 3600, 4)
+            r.wip_wafers += lot.wafers
+        wip[lot.product][0] += 1
+        wip[lot.product][1] += lot.wafers
+    for c in cycles:
+        if (r := row(c.product, c.step_id)) is not None:
+            r.track_outs += c.track_outs
+            if c.cycle_s_count:
+                r.mean_cycle_time_h = round(c.cycle_s_sum / c.cycle_s_count / 3600, 4)
+    spans: dict[str, list[float]] = defaultdict(list)
+    for product, started, ended in completed:
+        spans[product].append((ended - started).total_seconds())
     per_product = [
         ProductCycle(
             product,
-            len(completed.get(product, [])),
-            round(sum(completed[product]) / len(completed[product]) / 86400, 4)
-            if completed.get(product)
+            len(spans.get(product, [])),
+            round(sum(spans[product]) / len(spans[product]) / 86400, 4)
+            if spans.get(product)
             else None,
             wip[product][0] if product in wip else 0,
             wip[product][1] if product in wip else 0,
         )
-        for product in sorted(set(completed) | set(wip))
+        for product in sorted(set(spans) | set(wip))
     ]
     return sorted(rows.values(), key=lambda r: (r.product, r.sequence)), per_product
 

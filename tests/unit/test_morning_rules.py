@@ -45,46 +45,49 @@ def test_pareto_orders_by_wafers_and_runs_the_total():
     assert r.pareto([]) == []
 
 
-def _event(lot: int, at: float, kind: str, step: int, after: int, **extra) -> r.Event:
-    return r.Event(lot, h(at), kind, 1, step, after, extra.pop("state", "Waiting"), 2, **extra)
-
-
-def test_replay_carries_the_arrival_time_and_counts_a_rework_as_an_arrival():
-    initial = {7: r.LotState(h(-5), 10, "Waiting", 2, 1, h(-6))}
-    events = [
-        _event(7, 1, "TRACK_IN", 10, 10, state="Running"),
-        _event(7, 2, "TRACK_OUT", 10, 20, wafers_processed=2, outcome="pass"),
-        _event(7, 3, "HOLD", 20, 20, state="OnHold"),
-        _event(7, 4, "TRACK_OUT", 20, 20, wafers_processed=2, outcome="rework"),
-    ]
-    states = r.replay(initial, events)[7]
-    assert [s.entered_at for _, s in states] == [h(-6), h(2), h(2), h(4)]
-    assert r.state_at(initial[7], states, h(2)).step_id == 20  # an event at the instant counts
-    assert r.state_at(initial[7], states, h(0)).step_id == 10
-
-
 def test_moves_and_turns_per_area_and_day():
     calendar = r.days(date(2026, 3, 2), date(2026, 3, 3), UTC, max_days=5)
     areas = {(1, 10): "WET", (1, 20): "METRO"}
-    lives = [r.LotLife(7, "P", h(-10), None), r.LotLife(8, "P", h(30), None)]
-    initial = {7: r.LotState(h(-5), 10, "Waiting", 2, 1, h(-6))}
-    events = [
-        _event(7, 2, "TRACK_OUT", 10, 20, wafers_processed=2, outcome="pass"),
-        _event(8, 30, "START", 10, 10),
-        _event(8, 31, "TRACK_OUT", 10, 20, wafers_processed=2, outcome="pass"),
-        _event(7, 32, "TRACK_OUT", 20, 20, wafers_processed=1, outcome="pass"),  # partial
+    moves = [
+        r.StepMoves(1, 10, 0, 1, 2),  # day 1: a lot of 2 wafers out of step 10 (WET)
+        r.StepMoves(1, 10, 1, 1, 2),
+        r.StepMoves(1, 20, 1, 1, 1),  # day 2: one wafer out of 20 (METRO)
+        r.StepMoves(1, 99, 1, 3, 9),  # a step no tool group of the fab maps to an area
+        r.StepMoves(2, 10, 0, 5, 50),  # another fab
     ]
-    replayed = r.replay(initial, events)
-    rows = r.moves_and_turns(lives, initial, replayed, areas, calendar, None)
+    lot7 = r.Snapshot(7, "P", 10, "Waiting", 2, 1)
+    starts = [
+        [lot7, r.Snapshot(8, "P", 10, "Completed", 2, 1)],  # a finished lot is no WIP
+        [lot7._replace(step_id=20, state="OnHold"), r.Snapshot(9, "P", 10, "InTransit", 3, 1)],
+    ]
+    rows = r.moves_and_turns(moves, starts, areas, calendar, frozenset({1}))
     assert [
         (x.area, x.day.day, x.lot_moves, x.wafer_moves, x.wip_wafers, x.turns) for x in rows
     ] == [
-        ("METRO", 3, 1, 1, 2, 0.5),  # lot 7 waited at 20 when day 2 began
-        ("WET", 2, 1, 2, 2, 1.0),  # lot 7 at 10 when day 1 began
-        ("WET", 3, 1, 2, 0, None),  # lot 8 started during day 2
+        ("(no area)", 3, 3, 9, 0, None),
+        ("METRO", 3, 1, 1, 2, 0.5),  # lot 7 (held: still WIP) waited at 20 when day 2 began
+        ("WET", 2, 1, 2, 2, 1.0),
+        ("WET", 3, 1, 2, 0, None),
     ]
-    # Another fab's scope sees none of it.
-    assert r.moves_and_turns(lives, initial, replayed, areas, calendar, frozenset({2})) == []
+    assert r.moves_and_turns(moves, starts, areas, calendar, frozenset({3})) == []
+
+
+def test_wip_and_cycle_time_per_product_and_step():
+    steps = {10: r.StepInfo(10, "CLEAN"), 20: r.StepInfo(20, "THK")}
+    at_end = [
+        r.Snapshot(1, "P", 10, "Waiting", 3, 1),
+        r.Snapshot(2, "P", 10, "OnHold", 2, 1),
+        r.Snapshot(3, "Q", 20, "Completed", 2, 1),
+    ]
+    cycles = [r.StepCycle("P", 20, 3, 3 * 3600 + 5400, 2)]  # one arrival unknown
+    completed = [("P", h(0), h(36)), ("P", h(0), h(12))]
+    rows, products = r.wip_and_cycle_time(at_end, cycles, completed, steps, None)
+    assert [
+        (x.product, x.sequence, x.wip_lots, x.wip_wafers, x.track_outs, x.mean_cycle_time_h)
+        for x in rows
+    ] == [("P", 10, 2, 5, 0, None), ("P", 20, 0, 0, 3, 2.25)]
+    assert [(p.product, p.completed_lots, p.mean_cycle_time_d, p.wip_lots, p.wip_wafers)
+            for p in products] == [("P", 2, 1.0, 2, 5)]  # fmt: skip
 
 
 def test_holds_by_code_with_ageing_and_escalation():
