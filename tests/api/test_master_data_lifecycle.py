@@ -70,7 +70,8 @@ async def test_a_retired_substate_stays_in_history_and_cannot_be_entered(client,
     audit = (
         await client.get("/api/v1/audit", params={"operation": "equipment.retire_substate"})
     ).json()["items"]
-    assert len(audit) == 1 and audit[0]["actor"] == "tester"
+    assert len(audit) == 1
+    assert audit[0]["actor"] == "tester"
 
 
 async def test_retiring_needs_the_substate_permission(client, client_as):
