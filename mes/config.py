@@ -118,6 +118,10 @@ class Settings(BaseSettings):
     retention_state_events_days: float = Field(default=0, ge=0)
     retention_interval_s: float = Field(default=3600, ge=0, le=7 * 24 * 3600)
 
+    # Morning reports (mes.reports.morning): an open hold older than this many hours is flagged
+    # for escalation in the hold report.
+    report_hold_escalation_h: float = Field(default=24, gt=0, le=24 * 365)
+
     # The releaser (mes.planning.releaser): off unless enabled; on, it releases the lots the
     # active start plans have due every ``release_interval_s``. Each replica runs one; per
     # fab, the holder of its lease releases.

@@ -59,6 +59,7 @@ from mes.quality import collection as quality_collection
 from mes.quality.charts_router import router as quality_charts_router
 from mes.quality.plans_router import router as quality_plans_router
 from mes.recipes.router import router as recipes_router
+from mes.reports.router import router as reports_router
 from mes.routes.router import router as routes_router
 from mes.simulation.jobs import WhatIfJobs
 from mes.simulation.router import router as whatif_router
@@ -214,6 +215,7 @@ def create_app(
         quality_plans_router,
         quality_charts_router,
         whatif_router,
+        reports_router,
     ):
         api.include_router(router)
     app.include_router(login_router, prefix=API_PREFIX)

@@ -50,7 +50,7 @@ EQUIPMENT_WRITE = _p("equipment.write", [E, A], "install tools, change their mas
 EQUIPMENT_STATE = _p(
     "equipment.state", [OP, E, S, Role.EQUIPMENT], "put a tool or chamber into an E10 state"
 )
-EQUIPMENT_SUBSTATE = _p("equipment.substate", [E, A], "add E10 substates (reason codes)")
+EQUIPMENT_SUBSTATE = _p("equipment.substate", [E, A], "add and retire E10 substates (reason codes)")
 EQUIPMENT_CORRECT = _p(
     "equipment.correct", [E, S], "re-qualify past tool time (a correction, never an edit)"
 )

@@ -6,6 +6,7 @@ from datetime import timedelta
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Path, Request, status
+from fastapi.responses import JSONResponse
 from fastapi.security import OAuth2PasswordRequestForm
 from sqlalchemy import select
 
@@ -32,6 +33,7 @@ from mes.config import Settings
 from mes.db.transaction import ReadSession, WriteSession, database, unit_of_work
 from mes.errors import TooManyAttempts, Unauthenticated
 from mes.kit.api import ClockDep, CodePath, Page, PageQuery, fetch_page
+from mes.kit.idempotency import OnceDep
 
 # Login is the one /api/v1 operation without a bearer token.
 login_router = APIRouter(tags=["auth"])
@@ -152,12 +154,21 @@ async def list_users(session: ReadSession, page: PageQuery) -> Page[UserRead]:
 
 @router.post("/users", response_model=UserRead, status_code=status.HTTP_201_CREATED)
 async def create_user(
-    request: Request, body: UserCreate, principal: UserAdmin, session: WriteSession, clock: ClockDep
-) -> UserRead:
+    request: Request,
+    body: UserCreate,
+    principal: UserAdmin,
+    session: WriteSession,
+    clock: ClockDep,
+    once: OnceDep,
+) -> UserRead | JSONResponse:
     """Open an account (e-signature)."""
-    await sign(request, session, principal, body.signature)
-    user = await service.create_user(session, body, clock=clock)
-    return user_read(await service.get_user(session, user.username))
+
+    async def op() -> UserRead:
+        await sign(request, session, principal, body.signature)
+        user = await service.create_user(session, body, clock=clock)
+        return user_read(await service.get_user(session, user.username))
+
+    return await once.run(op)
 
 
 @router.get("/users/{username}", response_model=UserRead)
@@ -194,12 +205,17 @@ async def certify(
     principal: Certifier,
     session: WriteSession,
     clock: ClockDep,
-) -> UserRead:
+    once: OnceDep,
+) -> UserRead | JSONResponse:
     """Certify a person for a tool group, or renew it (e-signature)."""
-    await sign(request, session, principal, body.signature)
-    return user_read(
-        await service.certify(session, username, body, actor=principal.username, clock=clock)
-    )
+
+    async def op() -> UserRead:
+        await sign(request, session, principal, body.signature)
+        return user_read(
+            await service.certify(session, username, body, actor=principal.username, clock=clock)
+        )
+
+    return await once.run(op)
 
 
 @router.post("/users/{username}/certifications/{tool_group}/revoke", response_model=UserRead)
@@ -233,12 +249,17 @@ async def issue_token(
     principal: TokenAdmin,
     session: WriteSession,
     clock: ClockDep,
-) -> ApiTokenIssued:
+    once: OnceDep,
+) -> ApiTokenIssued | JSONResponse:
     """Issue an API token for a service account; the token is shown only in this response."""
-    row, clear_text = await service.issue_api_token(
-        session, username, body, actor=principal.username, clock=clock
-    )
-    return ApiTokenIssued(token=clear_text, **token_read(row).model_dump())
+
+    async def op() -> ApiTokenIssued:
+        row, clear_text = await service.issue_api_token(
+            session, username, body, actor=principal.username, clock=clock
+        )
+        return ApiTokenIssued(token=clear_text, **token_read(row).model_dump())
+
+    return await once.run(op, withhold=True)
 
 
 @router.post("/users/{username}/tokens/{public_id}/revoke", response_model=ApiTokenRead)

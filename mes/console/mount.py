@@ -15,6 +15,7 @@ from mes.console.feed import ChangeFeed, Interest
 from mes.console.lot_actions_router import router as lot_actions_router
 from mes.console.pages_router import router as pages_router
 from mes.console.process_router import router as process_router
+from mes.console.reports_router import router as reports_router
 from mes.console.sessions import LoginRequired, User
 from mes.console.spc_router import router as spc_router
 from mes.console.tool_actions_router import router as tool_actions_router
@@ -60,6 +61,7 @@ def install(app: FastAPI, feed: ChangeFeed) -> None:
     app.include_router(engineering_router)
     app.include_router(spc_router)
     app.include_router(process_router)
+    app.include_router(reports_router)
 
     @app.get("/", include_in_schema=False)
     async def _root() -> RedirectResponse:

@@ -6,6 +6,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Annotated
 
 from fastapi import APIRouter, Query, Request, status
+from fastapi.responses import JSONResponse
 
 from mes.auth import roles
 from mes.auth.dependencies import requires
@@ -36,7 +37,7 @@ from mes.dispatch.schemas import (
     WhereNextRead,
 )
 from mes.kit.api import ClockDep, CodePath, CodeStr, Timestamp
-from mes.kit.idempotency import KeyHeader, idempotent
+from mes.kit.idempotency import KeyHeader, OnceDep, idempotent
 from mes.lots import service as lots_service
 from mes.lots.http import Answer, lot_read
 from mes.lots.schemas import LotRead
@@ -96,21 +97,25 @@ async def list_rule_sets(
 
 @router.post("/rule-sets", response_model=RuleSetRead, status_code=status.HTTP_201_CREATED)
 async def publish_rule_set(
-    body: RuleSetPublish, by: RuleEditor, session: WriteSession
-) -> RuleSetRead:
+    body: RuleSetPublish, by: RuleEditor, session: WriteSession, once: OnceDep
+) -> RuleSetRead | JSONResponse:
     """Publish a new version of a scope's rule set (fab default, area or tool group); it
     replaces the scope's active version at once. Versions are kept and audited."""
-    row = await service.publish_rule_set(
-        session,
-        fab=body.fab,
-        area=body.area,
-        tool_group=body.tool_group,
-        rules=[r.model_dump() for r in body.rules],
-        note=body.note,
-        actor=by.username,
-        shadow=body.shadow,
-    )
-    return await _rule_set_read(session, row)
+
+    async def op() -> RuleSetRead:
+        row = await service.publish_rule_set(
+            session,
+            fab=body.fab,
+            area=body.area,
+            tool_group=body.tool_group,
+            rules=[r.model_dump() for r in body.rules],
+            note=body.note,
+            actor=by.username,
+            shadow=body.shadow,
+        )
+        return await _rule_set_read(session, row)
+
+    return await once.run(op)
 
 
 @router.put("/transfer-times", response_model=TransferTimeRead)

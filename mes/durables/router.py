@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import APIRouter, Query, status
+from fastapi.responses import JSONResponse
 
 from mes.auth import roles
 from mes.auth.dependencies import requires
@@ -22,6 +23,7 @@ from mes.durables.schemas import (
     DurableStateChange,
 )
 from mes.kit.api import ClockDep, CodePath, CodeStr, Page, PageQuery, fetch_page
+from mes.kit.idempotency import OnceDep
 
 router = APIRouter(prefix="/carriers", tags=["durables"])
 durables_router = APIRouter(prefix="/durables", tags=["durables"])
@@ -62,10 +64,14 @@ async def list_carriers(
 
 @router.post("", response_model=CarrierRead, status_code=status.HTTP_201_CREATED)
 async def create_carrier(
-    body: CarrierCreate, _by: CarrierWriter, session: WriteSession
-) -> CarrierRead:
+    body: CarrierCreate, _by: CarrierWriter, session: WriteSession, once: OnceDep
+) -> CarrierRead | JSONResponse:
     """Register a carrier."""
-    return carrier_read(await service.create_carrier(session, body))
+
+    async def op() -> CarrierRead:
+        return carrier_read(await service.create_carrier(session, body))
+
+    return await once.run(op)
 
 
 @router.get("/{carrier}", response_model=CarrierRead)
@@ -115,10 +121,14 @@ async def list_durables(
 
 @durables_router.post("", response_model=DurableRead, status_code=status.HTTP_201_CREATED)
 async def create_durable(
-    body: DurableCreate, _by: DurableWriter, session: WriteSession, clock: ClockDep
-) -> DurableRead:
+    body: DurableCreate, _by: DurableWriter, session: WriteSession, clock: ClockDep, once: OnceDep
+) -> DurableRead | JSONResponse:
     """Register a reticle or probe card (in the library)."""
-    return durable_read(await service.create_durable(session, body, clock=clock))
+
+    async def op() -> DurableRead:
+        return durable_read(await service.create_durable(session, body, clock=clock))
+
+    return await once.run(op)
 
 
 @durables_router.get("/{durable}", response_model=DurableRead)

@@ -186,6 +186,9 @@ class EquipmentSubstate(TimestampMixin, Base):
     code: Mapped[str] = mapped_column(String(48), unique=True)
     state: Mapped[E10State] = mapped_column(enum_type(E10State, "e10_state"))
     description: Mapped[str] = mapped_column(String(255))
+    # Retired, not deleted: the state history still names it, new state changes may not.
+    retired_at: Mapped[datetime | None]
+    retired_by: Mapped[str | None] = mapped_column(String(64))
 
 
 class EquipmentStateCorrection(Base):

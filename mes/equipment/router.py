@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from typing import Annotated
 
-from fastapi import APIRouter, Query, Request, status
+from fastapi import APIRouter, Path, Query, Request, status
 from fastapi.responses import JSONResponse
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -50,7 +50,7 @@ from mes.equipment.schemas import (
 from mes.equipment.states import E10State
 from mes.errors import InvalidInput
 from mes.kit.api import ClockDep, CodePath, CodeStr, Page, PageQuery, Timestamp, fetch_page
-from mes.kit.idempotency import KeyHeader, idempotent
+from mes.kit.idempotency import KeyHeader, OnceDep, idempotent
 from mes.lots import service as lots_service
 from mes.quality import ocap
 from mes.reports import equipment_performance as performance
@@ -127,10 +127,20 @@ async def list_equipment(
 
 @router.post("", response_model=EquipmentRead, status_code=status.HTTP_201_CREATED)
 async def create_equipment(
-    body: EquipmentCreate, by: EquipmentWriter, session: WriteSession, clock: ClockDep
-) -> EquipmentRead:
+    body: EquipmentCreate,
+    by: EquipmentWriter,
+    session: WriteSession,
+    clock: ClockDep,
+    once: OnceDep,
+) -> EquipmentRead | JSONResponse:
     """Install a tool."""
-    return to_read(await service.create_equipment(session, body, actor=by.username, clock=clock))
+
+    async def op() -> EquipmentRead:
+        return to_read(
+            await service.create_equipment(session, body, actor=by.username, clock=clock)
+        )
+
+    return await once.run(op)
 
 
 @router.get("/{tool}", response_model=EquipmentRead)
@@ -206,15 +216,24 @@ def _correction_read(fix: EquipmentStateCorrection, tool: Equipment) -> Correcti
     "/{tool}/state-corrections", response_model=CorrectionRead, status_code=status.HTTP_201_CREATED
 )
 async def qualify_time(
-    tool: CodePath, body: CorrectionCreate, by: Corrector, session: WriteSession, clock: ClockDep
-) -> CorrectionRead:
+    tool: CodePath,
+    body: CorrectionCreate,
+    by: Corrector,
+    session: WriteSession,
+    clock: ClockDep,
+    once: OnceDep,
+) -> CorrectionRead | JSONResponse:
     """Re-qualify a past interval of the tool (or a chamber), e.g. its NO_SIGNAL time.
 
     The state history is not edited: the correction is recorded beside it, and history reads
     and metrics apply it (later corrections over earlier ones).
     """
-    fix = await service.qualify_time(session, tool, body, actor=by.username, clock=clock)
-    return _correction_read(fix, await service.get_equipment(session, tool))
+
+    async def op() -> CorrectionRead:
+        fix = await service.qualify_time(session, tool, body, actor=by.username, clock=clock)
+        return _correction_read(fix, await service.get_equipment(session, tool))
+
+    return await once.run(op)
 
 
 @router.get("/{tool}/state-corrections", response_model=list[CorrectionRead])
@@ -276,21 +295,47 @@ async def intervals(
 
 
 def _substate_read(row: EquipmentSubstate) -> SubstateRead:
-    return SubstateRead(code=row.code, state=row.state, description=row.description)
+    return SubstateRead(
+        code=row.code,
+        state=row.state,
+        description=row.description,
+        retired_at=row.retired_at,
+        retired_by=row.retired_by,
+    )
 
 
 @substates_router.get("", response_model=list[SubstateRead])
 async def list_substates(session: ReadSession) -> list[SubstateRead]:
-    """The E10 substates (reason codes) a state change may name."""
+    """The E10 substates (reason codes); a state change may name those not retired."""
     return [_substate_read(r) for r in await service.list_substates(session)]
 
 
 @substates_router.post("", response_model=SubstateRead, status_code=status.HTTP_201_CREATED)
 async def create_substate(
-    body: SubstateCreate, _by: SubstateWriter, session: WriteSession
-) -> SubstateRead:
+    body: SubstateCreate, _by: SubstateWriter, session: WriteSession, once: OnceDep
+) -> SubstateRead | JSONResponse:
     """Add a substate such as ``SDT.CHAMBER_CLEAN``; its prefix names the E10 state."""
-    return _substate_read(await service.create_substate(session, body))
+
+    async def op() -> SubstateRead:
+        return _substate_read(await service.create_substate(session, body))
+
+    return await once.run(op)
+
+
+SubstatePath = Annotated[
+    str, Path(min_length=5, max_length=48, pattern=r"^[A-Z]{3}\.[A-Z0-9_]{1,40}$")
+]
+
+
+@substates_router.post("/{code}/retire", response_model=SubstateRead)
+async def retire_substate(
+    code: SubstatePath, by: SubstateWriter, session: WriteSession, clock: ClockDep
+) -> SubstateRead:
+    """Retire a substate: the state history keeps naming it, new state changes are refused
+    (``tool.substate_retired``). The MES's own substates cannot be retired."""
+    return _substate_read(
+        await service.retire_substate(session, code, actor=by.username, clock=clock)
+    )
 
 
 # --- preventive maintenance -----------------------------------------------------------------
@@ -347,10 +392,14 @@ async def list_plans(session: ReadSession) -> list[PmPlanRead]:
 
 @pm_router.post("/plans", response_model=PmPlanRead, status_code=status.HTTP_201_CREATED)
 async def create_plan(
-    body: PmPlanCreate, by: PmPlanner, session: WriteSession, clock: ClockDep
-) -> PmPlanRead:
+    body: PmPlanCreate, by: PmPlanner, session: WriteSession, clock: ClockDep, once: OnceDep
+) -> PmPlanRead | JSONResponse:
     """Define a PM plan for a tool or a tool group: by calendar days, wafers or process hours."""
-    return _plan_read(await service.create_plan(session, body, actor=by.username, clock=clock))
+
+    async def op() -> PmPlanRead:
+        return _plan_read(await service.create_plan(session, body, actor=by.username, clock=clock))
+
+    return await once.run(op)
 
 
 @pm_router.patch("/plans/{plan}", response_model=PmPlanRead)

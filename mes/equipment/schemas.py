@@ -114,6 +114,8 @@ class SubstateRead(BaseModel):
     code: str
     state: E10State
     description: str
+    retired_at: datetime | None = None
+    retired_by: str | None = None
 
 
 class SignalReport(InputModel):

@@ -61,6 +61,7 @@ from mes.equipment.tools import (
     install,
     list_substates,
     record_state,
+    retire_substate,
     update_equipment,
     validated_substate,
 )
@@ -101,6 +102,7 @@ __all__ = [
     "qualify_time",
     "record_state",
     "report_signal",
+    "retire_substate",
     "start_pm",
     "state_history",
     "unexplained_time",

@@ -54,6 +54,13 @@ ALL_CHAMBERS_DOWN = {
     E10State.NST: "NST.ALL_CHAMBERS_DOWN",
 }
 
+# Substates the MES records on its own (defaults, no signal, alarm, PM, chamber roll-up, the
+# SPC/OCAP down state): retiring one would make the MES refuse its own state changes.
+SYSTEM_SUBSTATES = frozenset(
+    {*DEFAULT_SUBSTATE.values(), NO_SIGNAL, PM_SUBSTATE, ALARM, *ALL_CHAMBERS_DOWN.values()}
+    | {"UDT.SPC"}
+)
+
 # The default substate table (the migration seeds it; engineers add entries through the API).
 DEFAULT_SUBSTATES: Mapping[str, str] = {
     "PRD.REGULAR": "regular production",
@@ -94,6 +101,10 @@ class UnknownSubstate(InvalidSubstate):
     """Well-formed, but not in the substate table."""
 
 
+class RetiredSubstate(InvalidSubstate):
+    """In the substate table, but retired: history keeps it, new state changes may not use it."""
+
+
 def state_of(substate: str) -> E10State:
     """The E10 state a well-formed substate code belongs to."""
     if not _SUBSTATE_RE.match(substate):
@@ -104,14 +115,21 @@ def state_of(substate: str) -> E10State:
 
 
 def validate_substate(
-    state: E10State, substate: str | None, allowed: Collection[str] | None = None
+    state: E10State,
+    substate: str | None,
+    allowed: Collection[str] | None = None,
+    retired: Collection[str] = (),
 ) -> str:
-    """Return the substate to record for ``state``, refusing one that belongs to another state
-    or, when the table ``allowed`` is given, one that is not in it."""
+    """Return the substate to record for ``state``, refusing one that belongs to another state,
+    one that was ``retired``, or, when the table ``allowed`` is given, one that is not in it."""
     if substate is None:
         return DEFAULT_SUBSTATE[state]
     if state_of(substate) != state:
         raise InvalidSubstate(f"substate {substate!r} does not belong to state {state.value}")
+    if substate in retired:
+        raise RetiredSubstate(
+            f"substate {substate!r} is retired; choose a current one (GET /api/v1/substates)"
+        )
     if allowed is not None and substate not in allowed:
         raise UnknownSubstate(
             f"substate {substate!r} is not in the substate table; an engineer can add it"

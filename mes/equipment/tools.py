@@ -218,7 +218,20 @@ async def update_equipment(session: AsyncSession, code: str, data: EquipmentUpda
 
 
 async def allowed_substates(session: AsyncSession) -> set[str]:
-    return set(await session.scalars(select(EquipmentSubstate.code)))
+    """The substates a state change may name now (the table less the retired ones)."""
+    return set(
+        await session.scalars(
+            select(EquipmentSubstate.code).where(EquipmentSubstate.retired_at.is_(None))
+        )
+    )
+
+
+async def retired_substates(session: AsyncSession) -> set[str]:
+    return set(
+        await session.scalars(
+            select(EquipmentSubstate.code).where(EquipmentSubstate.retired_at.is_not(None))
+        )
+    )
 
 
 async def list_substates(session: AsyncSession) -> list[EquipmentSubstate]:
@@ -252,11 +265,37 @@ async def validated_substate(
 ) -> str:
     """``substate`` (or the state's default) if the table allows it in ``state``."""
     try:
-        return states.validate_substate(state, substate, await allowed_substates(session))
+        return states.validate_substate(
+            state, substate, await allowed_substates(session), await retired_substates(session)
+        )
+    except states.RetiredSubstate as exc:
+        raise Conflict(str(exc), code="tool.substate_retired") from exc
     except states.UnknownSubstate as exc:
         raise InvalidInput(str(exc), code="tool.unknown_substate") from exc
     except states.InvalidSubstate as exc:
         raise InvalidInput(str(exc), code="tool.invalid_substate") from exc
+
+
+async def retire_substate(
+    session: AsyncSession, code: str, *, actor: str, clock: Clock
+) -> EquipmentSubstate:
+    """Retire a substate: the history that names it stays, new state changes may not use it."""
+    row = await session.scalar(
+        select(EquipmentSubstate).where(EquipmentSubstate.code == code).with_for_update()
+    )
+    if row is None:
+        raise NotFound(f"substate {code!r} is not in the table", code="substate.not_found")
+    if row.retired_at is not None:
+        raise Conflict(f"substate {code!r} is already retired", code="substate.already_retired")
+    if code in states.SYSTEM_SUBSTATES:
+        raise Conflict(
+            f"substate {code!r} is one the MES records by itself; it cannot be retired",
+            code="substate.system",
+        )
+    row.retired_at = clock.now()
+    row.retired_by = actor
+    await session.flush()
+    return row
 
 
 # --- the one writer of state changes ------------------------------------------------------

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import APIRouter, status
+from fastapi.responses import JSONResponse
 from sqlalchemy import select
 
 from mes.auth import roles
@@ -25,6 +26,7 @@ from mes.fabs.schemas import (
     ToolGroupUpdate,
 )
 from mes.kit.api import CodePath, Page, PageQuery, fetch_page
+from mes.kit.idempotency import OnceDep
 
 router = APIRouter(tags=["fabs"])
 
@@ -44,9 +46,15 @@ async def list_fabs(session: ReadSession, page: PageQuery) -> Page[FabRead]:
 
 
 @router.post("/fabs", response_model=FabRead, status_code=status.HTTP_201_CREATED)
-async def create_fab(body: FabCreate, _by: FabWriter, session: WriteSession) -> FabRead:
+async def create_fab(
+    body: FabCreate, _by: FabWriter, session: WriteSession, once: OnceDep
+) -> FabRead | JSONResponse:
     """Register a fab."""
-    return FabRead.model_validate(await service.create_fab(session, body))
+
+    async def op() -> FabRead:
+        return FabRead.model_validate(await service.create_fab(session, body))
+
+    return await once.run(op)
 
 
 @router.get("/fabs/{fab}", response_model=FabRead)
@@ -74,11 +82,15 @@ async def list_areas(fab: CodePath, session: ReadSession, page: PageQuery) -> Pa
 
 @router.post("/fabs/{fab}/areas", response_model=AreaRead, status_code=status.HTTP_201_CREATED)
 async def create_area(
-    fab: CodePath, body: AreaCreate, _by: FabWriter, session: WriteSession
-) -> AreaRead:
+    fab: CodePath, body: AreaCreate, _by: FabWriter, session: WriteSession, once: OnceDep
+) -> AreaRead | JSONResponse:
     """Add an area to a fab."""
-    area = await service.create_area(session, fab, body)
-    return _area_read(area, await service.get_fab(session, fab))
+
+    async def op() -> AreaRead:
+        area = await service.create_area(session, fab, body)
+        return _area_read(area, await service.get_fab(session, fab))
+
+    return await once.run(op)
 
 
 @router.get("/fabs/{fab}/areas/{area}", response_model=AreaRead)
@@ -113,10 +125,14 @@ async def list_tool_groups(
 
 @router.post("/tool-groups", response_model=ToolGroupRead, status_code=status.HTTP_201_CREATED)
 async def create_tool_group(
-    body: ToolGroupCreate, _by: ToolGroupWriter, session: WriteSession
-) -> ToolGroupRead:
+    body: ToolGroupCreate, _by: ToolGroupWriter, session: WriteSession, once: OnceDep
+) -> ToolGroupRead | JSONResponse:
     """Define a tool group."""
-    return ToolGroupRead.model_validate(await service.create_tool_group(session, body))
+
+    async def op() -> ToolGroupRead:
+        return ToolGroupRead.model_validate(await service.create_tool_group(session, body))
+
+    return await once.run(op)
 
 
 @router.get("/tool-groups/{group}", response_model=ToolGroupRead)

@@ -14,9 +14,10 @@ from collections.abc import Awaitable, Callable
 from datetime import datetime
 from typing import Annotated, Any, TypeVar
 
-from fastapi import Header, Request
+from fastapi import Depends, Header, Request
 from fastapi.encoders import jsonable_encoder
 from fastapi.responses import JSONResponse
+from fastapi.routing import APIRoute
 from pydantic import BaseModel
 from sqlalchemy import Integer, String, UniqueConstraint, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
@@ -24,8 +25,11 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Mapped, mapped_column
 
+from mes.clock import Clock
 from mes.db.base import Base, BigIntPK
-from mes.errors import InvalidInput, MesError
+from mes.db.transaction import WriteSession
+from mes.errors import Conflict, InvalidInput, MesError
+from mes.kit.api import ClockDep
 
 KeyHeader = Annotated[
     str | None,
@@ -39,6 +43,10 @@ KeyHeader = Annotated[
 ]
 
 R = TypeVar("R", bound=BaseModel)
+
+# Stored instead of an answer that holds a secret (an API token): a retry is told that the
+# first request succeeded, not the secret, which is never written down in clear.
+WITHHELD: dict[str, Any] = {"_idempotency": "withheld"}
 
 
 class IdempotencyRecord(Base):
@@ -76,8 +84,13 @@ async def idempotent(
     operation: Callable[[], Awaitable[R]],
     *,
     status_code: int = 200,
+    withhold: bool = False,
 ) -> R | JSONResponse:
-    """Run ``operation`` once per (actor, key); replay its stored answer to retries."""
+    """Run ``operation`` once per (actor, key); replay its stored answer to retries.
+
+    ``withhold``: the answer carries a secret; it is not stored, and a retry is refused with
+    ``idempotency.answer_withheld`` (the first request did its work; nothing is done twice).
+    """
     if key is None:
         return await operation()
     fingerprint = await _fingerprint(request)
@@ -105,6 +118,12 @@ async def idempotent(
             )
         if stored.status_code is not None and stored.status_code >= 400:
             raise ReplayedRefusal(stored.status_code, stored.response or {})
+        if stored.response == WITHHELD:
+            raise Conflict(
+                "the first request with this Idempotency-Key succeeded; its answer held a secret "
+                "that is shown once only",
+                code="idempotency.answer_withheld",
+            )
         return JSONResponse(
             stored.response,
             status_code=stored.status_code or status_code,
@@ -125,7 +144,9 @@ async def idempotent(
     await session.execute(
         update(IdempotencyRecord)
         .where(IdempotencyRecord.id == claimed)
-        .values(status_code=status_code, response=jsonable_encoder(result))
+        .values(
+            status_code=status_code, response=WITHHELD if withhold else jsonable_encoder(result)
+        )
     )
     return result
 
@@ -173,4 +194,55 @@ async def claim_key(
     return claimed is not None
 
 
-__all__ = ["IdempotencyRecord", "KeyHeader", "ReplayedRefusal", "claim_key", "idempotent"]
+class Once:
+    """A creating endpoint's ``idempotent`` call: the request, its write session, the caller's
+    key and the clock, bundled so that an endpoint only hands over what it creates.
+
+    The actor is the authenticated caller the route guard left on ``request.state`` (the guard
+    is a dependency of the same endpoint, resolved before the endpoint body runs).
+    """
+
+    def __init__(self, request: Request, session: AsyncSession, key: str | None, clock: Clock):
+        self.request = request
+        self.session = session
+        self.key = key
+        self.clock = clock
+
+    async def run(
+        self, operation: Callable[[], Awaitable[R]], *, withhold: bool = False
+    ) -> R | JSONResponse:
+        """``operation`` once per (caller, key), answered with the route's status code."""
+        route = self.request.scope.get("route")
+        status_code = route.status_code if isinstance(route, APIRoute) else None
+        principal = getattr(self.request.state, "principal", None)
+        actor = str(getattr(principal, "username", "") or "anonymous")
+        return await idempotent(
+            self.request,
+            self.session,
+            self.key,
+            actor,
+            self.clock.now(),
+            operation,
+            status_code=status_code or 200,
+            withhold=withhold,
+        )
+
+
+def _once(request: Request, session: WriteSession, clock: ClockDep, key: KeyHeader = None) -> Once:
+    return Once(request, session, key, clock)
+
+
+# The dependency of an endpoint that creates something: ``once: OnceDep`` then
+# ``return await once.run(op)``.
+OnceDep = Annotated[Once, Depends(_once)]
+
+
+__all__ = [
+    "IdempotencyRecord",
+    "KeyHeader",
+    "Once",
+    "OnceDep",
+    "ReplayedRefusal",
+    "claim_key",
+    "idempotent",
+]

@@ -139,7 +139,11 @@ class LotEvent(Base):
     __tablename__ = "lot_event"
     # A history record in its own right; the lot row change it accompanies is audited.
     __audit_exclude__ = True
-    __table_args__ = (Index("ix_lot_event_lot_time", "lot_id", "occurred_at"),)
+    __table_args__ = (
+        Index("ix_lot_event_lot_time", "lot_id", "occurred_at"),
+        # The morning reports read a range of days across all lots (mes.reports.morning).
+        Index("ix_lot_event_time", "occurred_at"),
+    )
 
     id: Mapped[int] = mapped_column(BigIntPK, primary_key=True)
     lot_id: Mapped[int] = mapped_column(ForeignKey("lot.id"))

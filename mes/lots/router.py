@@ -13,6 +13,7 @@ from __future__ import annotations
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, Query, status
+from fastapi.responses import JSONResponse
 from sqlalchemy import select
 
 from mes.auth import roles
@@ -21,6 +22,7 @@ from mes.auth.service import Principal
 from mes.db.transaction import ReadSession, WriteSession
 from mes.errors import Conflict
 from mes.kit.api import ClockDep, CodePath, CodeStr, Page, PageQuery, fetch_page
+from mes.kit.idempotency import OnceDep
 from mes.lots import qtime, service
 from mes.lots import schemas as s
 from mes.lots.http import future_read, lot_read
@@ -181,16 +183,20 @@ async def list_hold_codes(session: ReadSession) -> list[s.HoldCodeRead]:
 
 @hold_codes_router.post("", response_model=s.HoldCodeRead, status_code=status.HTTP_201_CREATED)
 async def create_hold_code(
-    body: s.HoldCodeCreate, _by: HoldCodeAdmin, session: WriteSession
-) -> s.HoldCodeRead:
+    body: s.HoldCodeCreate, _by: HoldCodeAdmin, session: WriteSession, once: OnceDep
+) -> s.HoldCodeRead | JSONResponse:
     """Define a hold code and the role allowed to release its holds."""
-    if await session.scalar(select(HoldCode.id).where(HoldCode.code == body.code)) is not None:
-        raise Conflict(f"hold code {body.code} exists", code="hold.duplicate_code")
-    code = HoldCode(
-        code=body.code, description=body.description, release_role=body.release_role.value
-    )
-    session.add(code)
-    await session.flush()
-    return s.HoldCodeRead(
-        code=code.code, description=code.description, release_role=code.release_role
-    )
+
+    async def op() -> s.HoldCodeRead:
+        if await session.scalar(select(HoldCode.id).where(HoldCode.code == body.code)) is not None:
+            raise Conflict(f"hold code {body.code} exists", code="hold.duplicate_code")
+        code = HoldCode(
+            code=body.code, description=body.description, release_role=body.release_role.value
+        )
+        session.add(code)
+        await session.flush()
+        return s.HoldCodeRead(
+            code=code.code, description=code.description, release_role=code.release_role
+        )
+
+    return await once.run(op)

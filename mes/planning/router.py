@@ -5,12 +5,14 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import APIRouter, Query, status
+from fastapi.responses import JSONResponse
 
 from mes.auth import roles
 from mes.auth.dependencies import requires
 from mes.auth.service import Principal
 from mes.db.transaction import ReadSession, WriteSession
 from mes.kit.api import ClockDep, CodePath, CodeStr, Page, PageQuery, fetch_page
+from mes.kit.idempotency import OnceDep
 from mes.planning import service
 from mes.planning.schemas import ReleaseRead, StartPlanCreate, StartPlanRead, StartPlanUpdate
 
@@ -35,11 +37,15 @@ async def list_plans(
 
 @router.post("", response_model=StartPlanRead, status_code=status.HTTP_201_CREATED)
 async def create_plan(
-    body: StartPlanCreate, by: Planner, session: WriteSession, clock: ClockDep
-) -> StartPlanRead:
+    body: StartPlanCreate, by: Planner, session: WriteSession, clock: ClockDep, once: OnceDep
+) -> StartPlanRead | JSONResponse:
     """Define a start plan: the releaser starts its lots while it is active."""
-    plan = await service.create_plan(session, body, actor=by.username, clock=clock)
-    return await service.plan_read(session, plan, clock.now())
+
+    async def op() -> StartPlanRead:
+        plan = await service.create_plan(session, body, actor=by.username, clock=clock)
+        return await service.plan_read(session, plan, clock.now())
+
+    return await once.run(op)
 
 
 @router.get("/{plan}", response_model=StartPlanRead)

@@ -5,12 +5,14 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import APIRouter, status
+from fastapi.responses import JSONResponse
 
 from mes.auth import roles
 from mes.auth.dependencies import requires
 from mes.auth.service import Principal
 from mes.db.transaction import ReadSession, WriteSession
 from mes.kit.api import CodePath, Page, PageQuery, fetch_page
+from mes.kit.idempotency import OnceDep
 from mes.products import service
 from mes.products.schemas import ProductCreate, ProductRead, ProductUpdate
 
@@ -30,10 +32,14 @@ async def list_products(session: ReadSession, page: PageQuery) -> Page[ProductRe
 
 @router.post("", response_model=ProductRead, status_code=status.HTTP_201_CREATED)
 async def create_product(
-    body: ProductCreate, _by: ProductWriter, session: WriteSession
-) -> ProductRead:
+    body: ProductCreate, _by: ProductWriter, session: WriteSession, once: OnceDep
+) -> ProductRead | JSONResponse:
     """Define a product."""
-    return ProductRead.model_validate(await service.create_product(session, body))
+
+    async def op() -> ProductRead:
+        return ProductRead.model_validate(await service.create_product(session, body))
+
+    return await once.run(op)
 
 
 @router.get("/{product}", response_model=ProductRead)

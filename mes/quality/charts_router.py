@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import APIRouter, Path, Query, status
+from fastapi.responses import JSONResponse
 from sqlalchemy import Select, select
 
 from mes.auth import roles
@@ -14,6 +15,7 @@ from mes.auth.service import Principal
 from mes.db.transaction import ReadSession, WriteSession
 from mes.equipment.models import Equipment
 from mes.kit.api import ClockDep, CodeStr, Page, PageQuery, fetch_page
+from mes.kit.idempotency import OnceDep
 from mes.lots.models import Lot
 from mes.quality import charts, ocap
 from mes.quality import schemas as s
@@ -46,12 +48,18 @@ async def list_charts(
 
 
 @router.post("/charts", response_model=s.ChartRead, status_code=status.HTTP_201_CREATED)
-async def create_chart(body: s.ChartCreate, by: ChartWriter, session: WriteSession) -> s.ChartRead:
+async def create_chart(
+    body: s.ChartCreate, by: ChartWriter, session: WriteSession, once: OnceDep
+) -> s.ChartRead | JSONResponse:
     """Chart a plan parameter in a context (the keys given: product, operation, tool,
     chamber); its first ``baseline_points`` points set its limits."""
-    return await charts.chart_read(
-        session, await charts.create_chart(session, body, actor=by.username)
-    )
+
+    async def op() -> s.ChartRead:
+        return await charts.chart_read(
+            session, await charts.create_chart(session, body, actor=by.username)
+        )
+
+    return await once.run(op)
 
 
 @router.get("/charts/{chart_id}", response_model=s.ChartData)
@@ -85,11 +93,20 @@ async def limits_history(chart_id: IdPath, session: ReadSession) -> list[s.Limit
     "/charts/{chart_id}/limits", response_model=s.LimitsRead, status_code=status.HTTP_201_CREATED
 )
 async def set_limits(
-    chart_id: IdPath, body: s.LimitsSet, by: ChartWriter, session: WriteSession, clock: ClockDep
-) -> s.LimitsRead:
+    chart_id: IdPath,
+    body: s.LimitsSet,
+    by: ChartWriter,
+    session: WriteSession,
+    clock: ClockDep,
+    once: OnceDep,
+) -> s.LimitsRead | JSONResponse:
     """New limits (a new version, with a reason): set by hand, or from a baseline window."""
-    row = await charts.set_limits(session, chart_id, body, actor=by.username, clock=clock)
-    return charts.limits_read(await charts.get_chart(session, chart_id), row)
+
+    async def op() -> s.LimitsRead:
+        row = await charts.set_limits(session, chart_id, body, actor=by.username, clock=clock)
+        return charts.limits_read(await charts.get_chart(session, chart_id), row)
+
+    return await once.run(op)
 
 
 def _violation_read(

@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import APIRouter, Path, Query, Request, status
+from fastapi.responses import JSONResponse
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import selectinload
@@ -15,6 +16,7 @@ from mes.auth.dependencies import requires, sign
 from mes.auth.service import Principal
 from mes.db.transaction import ReadSession, WriteSession
 from mes.kit.api import ClockDep, Page, PageQuery, VersionPath, fetch_page
+from mes.kit.idempotency import OnceDep
 from mes.quality import plans
 from mes.quality import schemas as s
 from mes.quality.models import EdcPlan, EdcPlanVersion
@@ -73,10 +75,16 @@ async def list_plans(
 
 
 @router.post("", response_model=s.PlanRead, status_code=status.HTTP_201_CREATED)
-async def create_plan(body: s.PlanCreate, by: PlanWriter, session: WriteSession) -> s.PlanRead:
+async def create_plan(
+    body: s.PlanCreate, by: PlanWriter, session: WriteSession, once: OnceDep
+) -> s.PlanRead | JSONResponse:
     """Attach a plan to a step's operation (optionally a route, product, tool group); its
     parameters become version 1, a draft."""
-    return await _read(session, await plans.create_plan(session, body, actor=by.username))
+
+    async def op() -> s.PlanRead:
+        return await _read(session, await plans.create_plan(session, body, actor=by.username))
+
+    return await once.run(op)
 
 
 @router.get("/{plan}", response_model=s.PlanRead)
@@ -88,11 +96,15 @@ async def get_plan(plan: PlanPath, session: ReadSession) -> s.PlanRead:
     "/{plan}/versions", response_model=s.PlanVersionRead, status_code=status.HTTP_201_CREATED
 )
 async def add_version(
-    plan: PlanPath, body: s.PlanBody, by: PlanWriter, session: WriteSession
-) -> s.PlanVersionRead:
+    plan: PlanPath, body: s.PlanBody, by: PlanWriter, session: WriteSession, once: OnceDep
+) -> s.PlanVersionRead | JSONResponse:
     """Start a new draft version."""
-    version = await plans.add_version(session, plan, body, actor=by.username)
-    return _version_read(await plans.get_plan(session, plan), version)
+
+    async def op() -> s.PlanVersionRead:
+        version = await plans.add_version(session, plan, body, actor=by.username)
+        return _version_read(await plans.get_plan(session, plan), version)
+
+    return await once.run(op)
 
 
 @router.get("/{plan}/versions/{version}", response_model=s.PlanVersionRead)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import APIRouter, Path, Query, Request, status
+from fastapi.responses import JSONResponse
 from sqlalchemy import select
 from sqlalchemy.orm import selectinload
 
@@ -25,6 +26,7 @@ from mes.kit.api import (
     VersionPath,
     fetch_page,
 )
+from mes.kit.idempotency import OnceDep
 from mes.recipes import service
 from mes.recipes.models import (
     Recipe,
@@ -113,12 +115,16 @@ async def list_context_rules(
 
 @router.post("/context-rules", response_model=ContextRuleRead, status_code=status.HTTP_201_CREATED)
 async def create_context_rule(
-    body: ContextRuleCreate, by: RecipeWriter, session: WriteSession
-) -> ContextRuleRead:
+    body: ContextRuleCreate, by: RecipeWriter, session: WriteSession, once: OnceDep
+) -> ContextRuleRead | JSONResponse:
     """Say which recipe a logical recipe means in a context (product, step, tool group, tool,
     chamber); the most specific matching rule wins."""
-    rule, row = await service.create_context_rule(session, body, actor=by.username)
-    return rule_read(rule, row)
+
+    async def op() -> ContextRuleRead:
+        rule, row = await service.create_context_rule(session, body, actor=by.username)
+        return rule_read(rule, row)
+
+    return await once.run(op)
 
 
 @router.delete("/context-rules/{rule_id}", status_code=status.HTTP_204_NO_CONTENT)
@@ -212,9 +218,15 @@ async def list_recipes(
 
 
 @router.post("", response_model=RecipeRead, status_code=status.HTTP_201_CREATED)
-async def create_recipe(body: RecipeCreate, by: RecipeWriter, session: WriteSession) -> RecipeRead:
+async def create_recipe(
+    body: RecipeCreate, by: RecipeWriter, session: WriteSession, once: OnceDep
+) -> RecipeRead | JSONResponse:
     """Create a recipe; its body becomes version 1, a draft."""
-    return recipe_read(await service.create_recipe(session, body, actor=by.username))
+
+    async def op() -> RecipeRead:
+        return recipe_read(await service.create_recipe(session, body, actor=by.username))
+
+    return await once.run(op)
 
 
 @router.get("/{recipe}", response_model=RecipeRead)
@@ -235,11 +247,19 @@ async def update_recipe(
     "/{recipe}/versions", response_model=RecipeVersionRead, status_code=status.HTTP_201_CREATED
 )
 async def add_version(
-    recipe: RecipePath, body: RecipeVersionCreate, by: RecipeWriter, session: WriteSession
-) -> RecipeVersionRead:
+    recipe: RecipePath,
+    body: RecipeVersionCreate,
+    by: RecipeWriter,
+    session: WriteSession,
+    once: OnceDep,
+) -> RecipeVersionRead | JSONResponse:
     """Start a new draft version."""
-    version = await service.add_version(session, recipe, body, actor=by.username)
-    return version_read(await service.get_recipe(session, recipe), version)
+
+    async def op() -> RecipeVersionRead:
+        version = await service.add_version(session, recipe, body, actor=by.username)
+        return version_read(await service.get_recipe(session, recipe), version)
+
+    return await once.run(op)
 
 
 @router.get("/{recipe}/versions/{version}", response_model=RecipeVersionRead)
@@ -304,12 +324,17 @@ async def qualify(
     by: RecipeQualifier,
     session: WriteSession,
     clock: ClockDep,
-) -> QualificationRead:
+    once: OnceDep,
+) -> QualificationRead | JSONResponse:
     """Qualify a version on a tool (or one chamber)."""
-    q, tool, chamber = await service.qualify(
-        session, recipe, version, body, actor=by.username, clock=clock
-    )
-    return qualification_read(recipe, version, q, tool.code, chamber, clock.now())
+
+    async def op() -> QualificationRead:
+        q, tool, chamber = await service.qualify(
+            session, recipe, version, body, actor=by.username, clock=clock
+        )
+        return qualification_read(recipe, version, q, tool.code, chamber, clock.now())
+
+    return await once.run(op)
 
 
 @router.post(

@@ -196,6 +196,31 @@ async def activate_version(
     return draft
 
 
+async def cancel_activation(
+    session: AsyncSession, code: str, version: int, *, clock: Clock
+) -> RouteVersion:
+    """Withdraw a signed activation that has not taken effect: the version is a draft again.
+
+    Once its effective time has come the version is in force and lots may already run on it;
+    then only a newer version replaces it.
+    """
+    route = await get_route(session, code, for_update=True)
+    await promote_due(session, route, clock.now())
+    pending = find_version(route, version)
+    if pending.status != RouteVersionStatus.PENDING:
+        raise Conflict(
+            f"route {code!r} version {version} is {pending.status.value}, not waiting to take "
+            "effect; only a pending activation can be cancelled",
+            code="route.version_not_pending",
+        )
+    pending.status = RouteVersionStatus.DRAFT
+    pending.activated_at = None
+    pending.activated_by = None
+    pending.effective_at = None
+    await session.flush()
+    return pending
+
+
 async def diff_versions(
     session: AsyncSession, code: str, before: int, after: int
 ) -> tuple[Route, list[rules.StepDifference]]:

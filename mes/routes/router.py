@@ -6,6 +6,7 @@ from datetime import datetime
 from typing import Annotated
 
 from fastapi import APIRouter, Path, Query, Request, status
+from fastapi.responses import JSONResponse
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -23,11 +24,13 @@ from mes.kit.api import (
     VersionPath,
     fetch_page,
 )
+from mes.kit.idempotency import OnceDep
 from mes.products.models import Product
 from mes.routes import service
 from mes.routes.models import Route, RouteVersion, Step
 from mes.routes.schemas import (
     Activation,
+    ActivationCancel,
     FieldChangeRead,
     Renumbering,
     RouteCreate,
@@ -132,10 +135,14 @@ async def list_routes(
 
 @router.post("/routes", response_model=RouteRead, status_code=status.HTTP_201_CREATED)
 async def create_route(
-    body: RouteCreate, by: RouteWriter, session: WriteSession, clock: ClockDep
-) -> RouteRead:
+    body: RouteCreate, by: RouteWriter, session: WriteSession, clock: ClockDep, once: OnceDep
+) -> RouteRead | JSONResponse:
     """Create a route; its steps become version 1, a draft."""
-    return route_read(await service.create_route(session, body, actor=by.username), clock.now())
+
+    async def op() -> RouteRead:
+        return route_read(await service.create_route(session, body, actor=by.username), clock.now())
+
+    return await once.run(op)
 
 
 @router.get("/routes/{route}", response_model=RouteRead)
@@ -169,10 +176,15 @@ async def add_version(
     by: RouteWriter,
     session: WriteSession,
     clock: ClockDep,
-) -> RouteVersionRead:
+    once: OnceDep,
+) -> RouteVersionRead | JSONResponse:
     """Start a new draft version of a route, from steps or as a copy of another version."""
-    version = await service.add_version(session, route, body, actor=by.username)
-    return await _version_read(session, route, version, clock)
+
+    async def op() -> RouteVersionRead:
+        version = await service.add_version(session, route, body, actor=by.username)
+        return await _version_read(session, route, version, clock)
+
+    return await once.run(op)
 
 
 @router.get("/routes/{route}/versions/{version}", response_model=RouteVersionRead)
@@ -210,10 +222,15 @@ async def add_step(
     _by: RouteWriter,
     session: WriteSession,
     clock: ClockDep,
-) -> RouteVersionRead:
+    once: OnceDep,
+) -> RouteVersionRead | JSONResponse:
     """Insert a step into a draft at a free sequence number."""
-    draft = await service.add_step(session, route, version, body)
-    return await _version_read(session, route, draft, clock)
+
+    async def op() -> RouteVersionRead:
+        draft = await service.add_step(session, route, version, body)
+        return await _version_read(session, route, draft, clock)
+
+    return await once.run(op)
 
 
 @router.put("/routes/{route}/versions/{version}/steps/{sequence}", response_model=RouteVersionRead)
@@ -323,3 +340,22 @@ async def activate_version(
         session, route, version, actor=by.username, clock=clock, effective_at=body.effective_at
     )
     return await _version_read(session, route, activated, clock)
+
+
+@router.post(
+    "/routes/{route}/versions/{version}/cancel-activation", response_model=RouteVersionRead
+)
+async def cancel_activation(
+    request: Request,
+    route: CodePath,
+    version: VersionPath,
+    body: ActivationCancel,
+    by: RouteActivator,
+    session: WriteSession,
+    clock: ClockDep,
+) -> RouteVersionRead:
+    """Withdraw a pending activation (e-signature) before its effective time: the version
+    becomes a draft again and the version in force stays. Refused once it took effect."""
+    await sign(request, session, by, body.signature)
+    cancelled = await service.cancel_activation(session, route, version, clock=clock)
+    return await _version_read(session, route, cancelled, clock)

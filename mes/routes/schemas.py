@@ -100,6 +100,10 @@ class Activation(InputModel):
     )
 
 
+class ActivationCancel(InputModel):
+    signature: ESignature
+
+
 class RouteProblemRead(BaseModel):
     sequence: int | None
     msg: str

@@ -7,6 +7,7 @@ from __future__ import annotations
 from mes.routes.activation import (
     EFFECTIVE_TIME_TOLERANCE_S,
     activate_version,
+    cancel_activation,
     diff_versions,
     in_force,
     promote_due,
@@ -34,6 +35,7 @@ __all__ = [
     "activate_version",
     "add_step",
     "add_version",
+    "cancel_activation",
     "create_route",
     "diff_versions",
     "find_version",
