@@ -45,6 +45,7 @@ class Publisher:
         self.published: dict[str, Any] = {}  # last value written, by variable path
         self.seq = 0
         self.job_history: deque[dict[str, Any]] = deque(maxlen=50)
+        self.lose_next = 0  # fault lose_events: job/substrate events lost on the way
         self._alarm_nodes: dict[str, tuple[Node, EventGenerator]] = {}
         self._alarm_by_node: dict[ua.NodeId, str] = {}
         self._target: _Target | None = None
@@ -161,6 +162,10 @@ class Publisher:
     async def _publish_event(self, event: Event) -> None:
         at = self.clock.datetime(event.at)
         space = self.target.space
+        if isinstance(event, JobEvent | SubstrateEvent) and self.lose_next > 0:
+            self.lose_next -= 1
+            self._next_seq()  # sent, as far as the tool knows, and lost on the wire
+            return
         if isinstance(event, JobEvent):
             fields = {
                 "JobOrderID": event.job_order_id,
@@ -204,6 +209,13 @@ class Publisher:
         await gen.trigger(time_attr=at, message=message)
 
     async def _publish_alarm(self, alarm: Alarm, at: datetime) -> None:
+        await self.publish_alarm_with(alarm, at, {})
+
+    async def publish_alarm_with(
+        self, alarm: Alarm, at: datetime, override: dict[str, Any]
+    ) -> None:
+        """Publish an alarm event; ``override`` replaces fields (a (value, VariantType) pair
+        also the declared type: the bad-input faults send fields of the wrong type)."""
         server, space = self.target.server, self.target.space
         if alarm.alarm_id not in self._alarm_nodes:
             path = f"Alarms/{alarm.alarm_id}"
@@ -230,4 +242,13 @@ class Publisher:
             "AckedState": ua.LocalizedText("Acknowledged" if alarm.acked else "Unacknowledged"),
             "AckedState/Id": alarm.acked,
         }
-        await self._trigger(gen, fields, at, alarm.text)
+        types = dict(gen.event.data_types)
+        try:
+            for name, value in override.items():
+                if isinstance(value, tuple):
+                    value, gen.event.data_types[name] = value
+                fields[name] = value
+            await self._trigger(gen, fields, at, alarm.text)
+        finally:
+            gen.event.data_types.clear()
+            gen.event.data_types.update(types)

@@ -66,6 +66,9 @@ class AdapterSettings:
     alarm_rules: tuple[mapping.AlarmRule, ...] = mapping.DEFAULT_ALARM_RULES
     security: Security = field(default_factory=Security)
     process_values: tuple[str, ...] = ("*",)  # globs over ProcessData names; () none
+    # Events waiting to be applied, at most: a flood beyond it drops the session, which is
+    # rebuilt and re-reads the tool (memory stays bounded, nothing the tool did is lost).
+    max_queued_events: int = 10_000
 
 
 @dataclass(frozen=True)
@@ -99,7 +102,11 @@ class ToolAdapter:
         self.sessions = 0  # sessions opened so far (a reconnect opens a new one)
         self.latencies: list[float] = []  # event receipt → commit, seconds (for the bench)
         self.work: asyncio.Queue[str] = asyncio.Queue()  # job order ids with outbox work
-        self._events: asyncio.Queue[Received] = asyncio.Queue()
+        self._events: asyncio.Queue[Received] = asyncio.Queue(settings.max_queued_events)
+        self.events_lost = 0  # sessions dropped because events were lost (flood, gap)
+        self.queue_high_water = 0  # most events ever waiting at once
+        self._last_sequence: int | None = None  # of the job/substrate events this session
+        self._bad_values: set[str] = set()  # variables quarantined this session (once each)
         self._values: dict[str, Any] = {}
         self._pv: dict[str, mapping.ProcessValueBuffer] = {}
         # Alarm codes the tool replays during a ConditionRefresh (None: no refresh under way).
@@ -152,7 +159,9 @@ class ToolAdapter:
         # otherwise flicker away at every attempt.
         await self._publish(ConnectionState.CONNECTING, self.last_error)
         self.sessions += 1
-        self._events = asyncio.Queue()
+        self._events = asyncio.Queue(self.settings.max_queued_events)
+        self._last_sequence = None
+        self._bad_values = set()
         session = ToolSession(
             self.tool.endpoint,
             self.tool.code,
@@ -182,11 +191,18 @@ class ToolAdapter:
 
     # --- resynchronisation ----------------------------------------------------------------
     async def _resync(self, session: ToolSession) -> None:
-        self._values = await session.snapshot()
-        await self._apply(
-            asyncio.get_running_loop().time(),
-            mapping.ValueChange("ItemState", self._values.get("ItemState"), self.clock.now()),
-        )
+        self._values = {}
+        for name, value in (await session.snapshot()).items():
+            problem = mapping.value_problem(name, value, session.process_value_names)
+            if problem is None:
+                self._values[name] = value
+            else:  # kept out of the state the adapter works from, and quarantined
+                await self._bad_value(mapping.ValueChange(name, value, self.clock.now()), problem)
+        if "ItemState" in self._values:
+            await self._apply(
+                asyncio.get_running_loop().time(),
+                mapping.ValueChange("ItemState", self._values["ItemState"], self.clock.now()),
+            )
         if "ControlState" in self._values:
             await self._apply(
                 asyncio.get_running_loop().time(),
@@ -220,6 +236,7 @@ class ToolAdapter:
                     found,
                     clock=self.clock,
                     aborted_hold=self.settings.aborted_hold,
+                    pv=self._pv.get(job_order_id),
                 )
             log.info("%s: reconciled %s: %s", self.tool.code, job_order_id, outcome)
         # Anything requested meanwhile (or before a restart) is outbox work again.
@@ -232,11 +249,12 @@ class ToolAdapter:
         loop = asyncio.get_running_loop()
         probe_every = max(min(self.settings.stale_s / 3, 2.0), 0.2)
         while True:
-            if session.failed is not None:
-                raise session.failed
+            await self._check(session)
             drained = 0
             while not self._events.empty() and drained < 500:
+                self.queue_high_water = max(self.queue_high_water, self._events.qsize())
                 await self._apply(*self._events.get_nowait())
+                await self._check(session)
                 drained += 1
             while not self.work.empty():
                 job_order_id = self.work.get_nowait()
@@ -283,10 +301,69 @@ class ToolAdapter:
                 self._pending_work.discard(job_order_id)
                 await self._do_work(session, job_order_id)
 
+    async def _check(self, session: ToolSession) -> None:
+        """End the session if it failed, or if events were dropped on the way in (a flood)."""
+        if session.dropped:
+            await self._events_lost(
+                f"{session.dropped} events dropped: more than "
+                f"{self.settings.max_queued_events} were waiting (an event flood)"
+            )
+        if session.failed is not None:
+            raise session.failed
+
+    async def _events_lost(self, why: str) -> None:
+        """Events the tool sent were lost: raise the MES alarm, and end the session so that
+        the next one re-reads everything (state, alarms, each open job by its order id)."""
+        self.events_lost += 1
+        log.warning("%s: %s; resynchronising", self.tool.code, why)
+        async with unit_of_work(self.db) as session:
+            opcua_service.bind_adapter(session, self.tool, "opcua.events_lost", self.clock.now())
+            await opcua_service.raise_mes_alarm(
+                session,
+                self.tool,
+                opcua_service.EVENTS_LOST_ALARM,
+                f"events from the tool were lost ({why}); the adapter resynchronised",
+                clock=self.clock,
+            )
+        raise EventsLost(why)
+
+    def _in_sequence(self, event: mapping.JobEvent | mapping.SubstrateEvent) -> bool:
+        """Job and substrate events carry the tool's Sequence, one up per event. A jump means
+        events were lost on the way (e.g. the server's queue overflowed in a flood): False.
+        One at or below the last is a replay or out of order: the idempotency key and the job
+        state machine decide what it may still change."""
+        last, seq = self._last_sequence, event.sequence
+        if last is not None and seq > last + 1:
+            return False
+        if last is not None and seq <= last:
+            log.info("%s: event %s arrived after %s (replayed or late)", self.tool.code, seq, last)
+        self._last_sequence = seq if last is None else max(last, seq)
+        return True
+
+    async def _bad_value(self, change: mapping.ValueChange, problem: str) -> None:
+        """A variable value that breaks the contract: quarantined once per variable and
+        session (a bad sensor publishing at 10 Hz must not write 10 dead letters a second)."""
+        if change.name in self._bad_values:
+            return
+        self._bad_values.add(change.name)
+        await self._quarantine(change, ValueError(problem))
+
     # --- applying events --------------------------------------------------------------------
     async def _apply(self, received: float, event: mapping.ToolEvent) -> None:
-        if isinstance(event, mapping.ValueChange) and not self._on_value(event):
-            return
+        if isinstance(event, mapping.ValueChange):
+            names = self._session.process_value_names if self._session else frozenset()
+            problem = mapping.value_problem(event.name, event.value, names)
+            if problem is not None:
+                await self._bad_value(event, problem)
+                return
+            if not self._on_value(event):
+                return
+        if isinstance(event, mapping.JobEvent | mapping.SubstrateEvent) and not self._in_sequence(
+            event
+        ):
+            await self._events_lost(
+                f"event Sequence jumped from {self._last_sequence} to {event.sequence}"
+            )
         if isinstance(event, mapping.AlarmRefresh) and not event.end:
             self._replayed = set()  # collect what the tool replays until the end marker
             return
@@ -479,6 +556,11 @@ def _raise_if_cancelled() -> None:
 
 class LeaseLost(Exception):
     """The adapter no longer holds the tool's lease: stop acting on the tool."""
+
+
+class EventsLost(ConnectionError):
+    """Events from the tool were lost (dropped in a flood, or a Sequence gap): the session
+    ends and the next one resynchronises, as after a lost connection."""
 
 
 async def _job_to_send(session: Any, job: EquipmentJob) -> _JobToSend:

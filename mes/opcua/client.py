@@ -171,6 +171,7 @@ class ToolSession:
         self.failed: Exception | None = None
         self.last_message_at = asyncio.get_running_loop().time()
         self.notifications = 0
+        self.dropped = 0  # notifications dropped because the queue was full (a flood)
         self.process_value_names: frozenset[str] = frozenset()
         self._subscription: Any = None
 
@@ -376,7 +377,7 @@ class ToolSession:
         if name is None:
             return
         at = _utc(getattr(data.monitored_item.Value, "SourceTimestamp", None))
-        self.queue.put_nowait((self.last_message_at, mapping.ValueChange(name, val, at)))
+        self._put(mapping.ValueChange(name, val, at))
 
     def event_notification(self, event: Any) -> None:
         self._seen()
@@ -391,7 +392,19 @@ class ToolSession:
                 at=_utc(getattr(event, "Time", None)),
             )
         if parsed is not None:
-            self.queue.put_nowait((self.last_message_at, parsed))
+            self._put(parsed)
+
+    def _put(self, event: mapping.ToolEvent) -> None:
+        """Queue for the adapter; a full queue (the adapter's bound) drops it and counts, and
+        the adapter then rebuilds the session: memory stays bounded in a flood."""
+        try:
+            self.queue.put_nowait((self.last_message_at, event))
+        except asyncio.QueueFull:
+            if not self.dropped:
+                log.warning(
+                    "%s: event queue full (%d): dropping", self.tool_code, self.queue.maxsize
+                )
+            self.dropped += 1
 
     def status_change_notification(self, status: Any) -> None:
         log.warning("%s: subscription status %s", self.tool_code, status)
@@ -401,37 +414,43 @@ class ToolSession:
         at = _utc(getattr(e, "Time", None))
         if e.EventType in (_REFRESH_START, _REFRESH_END):
             return mapping.AlarmRefresh(end=e.EventType == _REFRESH_END, at=at)
+        # Every field is held to the tool contract (mapping.whole, text_field, known_value):
+        # a wrong type or a value out of range makes the event Unreadable (quarantined).
         if e.EventType == self.job_type:
             return mapping.JobEvent(
-                job_order_id=str(e.JobOrderID),
-                state=str(e.JobState),
-                substate=str(e.JobSubstate or ""),
-                response=str(e.JobResponse or ""),
-                sequence=int(e.Sequence),
+                job_order_id=mapping.text_field(e.JobOrderID, "JobOrderID", mapping.MAX_ID),
+                state=mapping.known_value(e.JobState, "JobState", m.JobState),
+                substate=mapping.known_value(e.JobSubstate, "JobSubstate", m.JobSubstate),
+                response=mapping.text_field(e.JobResponse, "JobResponse", 4_000_000),
+                sequence=mapping.whole(e.Sequence, "Sequence", 0, mapping.MAX_SEQUENCE),
                 at=at,
             )
         if e.EventType == self.substrate_type:
-            meas = e.Measurements or []
             return mapping.SubstrateEvent(
-                job_order_id=str(e.JobOrderID),
-                lot_id=str(e.LotID),
-                substrate_id=str(e.SubstrateID),
-                slot=int(e.Slot),
-                chamber=str(e.Chamber or ""),
-                state=str(e.SubstrateState),
-                measurements=mapping.finite(meas),
-                sequence=int(e.Sequence),
+                job_order_id=mapping.text_field(e.JobOrderID, "JobOrderID", mapping.MAX_ID),
+                lot_id=mapping.text_field(e.LotID, "LotID", mapping.MAX_ID),
+                substrate_id=mapping.text_field(e.SubstrateID, "SubstrateID", mapping.MAX_ID),
+                slot=mapping.whole(e.Slot, "Slot", 0, mapping.MAX_SLOT),
+                chamber=mapping.text_field(e.Chamber, "Chamber", mapping.MAX_ID),
+                state=mapping.known_value(e.SubstrateState, "SubstrateState", m.SubstrateState),
+                measurements=mapping.finite(e.Measurements or []),
+                sequence=mapping.whole(e.Sequence, "Sequence", 0, mapping.MAX_SEQUENCE),
                 at=at,
             )
         if e.EventType == self.alarm_type:
             message = getattr(e, "Message", None)
+            code = mapping.text_field(e.ConditionName, "ConditionName", 64)
+            if not code:
+                raise ValueError("an alarm without ConditionName")
             return mapping.AlarmEvent(
-                code=str(e.ConditionName),
-                text=str(getattr(message, "Text", "") or ""),
-                severity=int(e.Severity),
-                breaking=bool(e.Breaking),
-                active=bool(getattr(e, "ActiveState/Id")),
-                acked=bool(getattr(e, "AckedState/Id")),
+                code=code,
+                text=mapping.text_field(
+                    getattr(message, "Text", "") or "", "Message", mapping.MAX_ALARM_TEXT, cut=True
+                ),
+                severity=mapping.whole(e.Severity, "Severity", 1, 1000),
+                breaking=_flag(e.Breaking, "Breaking"),
+                active=_flag(getattr(e, "ActiveState/Id"), "ActiveState/Id"),
+                acked=_flag(getattr(e, "AckedState/Id"), "AckedState/Id"),
                 at=at,
             )
         return None
@@ -508,6 +527,12 @@ class ToolSession:
                 return None
             raise
         return mapping.parse_job_response(str(response))
+
+
+def _flag(value: Any, what: str) -> bool:
+    if not isinstance(value, bool):
+        raise TypeError(f"{what} must be a Boolean, got {type(value).__name__} {value!r:.60}")
+    return value
 
 
 def _present(node: Node | None) -> Node:
