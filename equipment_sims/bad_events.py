@@ -27,7 +27,7 @@ BAD_EVENTS = (
     "job_sequence_text",  # a job event whose Sequence is a String
     "job_unknown_state",  # JobState "Exploded"
     "job_unknown_job",  # a well-formed Ended event for a job order nobody sent
-    "job_wafers_out_of_range",  # Ended/Completed with WafersProcessed far above the job's wafers
+    "job_wafers_out_of_range",  # the next job end reports WafersProcessed 9999
     "substrate_slot_text",  # a substrate event whose Slot is a String
     "substrate_slot_out_of_range",  # Slot 9999
     "substrate_unknown_wafer",  # a wafer that is not in the job
@@ -106,19 +106,7 @@ class BadEvents:
             await _trigger(space.job_events, job_fields | ended, {}, at)
             pub.seq = seq
         elif kind == "job_wafers_out_of_range":
-            response = the_job.response() if the_job is not None else {}
-            response |= {
-                "JobState": m.JobState.ENDED.value,
-                "JobSubstate": m.JobSubstate.COMPLETED.value,
-                "WafersProcessed": 9999,
-            }
-            fields = job_fields | {
-                "JobState": m.JobState.ENDED.value,
-                "JobSubstate": m.JobSubstate.COMPLETED.value,
-                "JobResponse": pub.response_json(response),
-            }
-            await _trigger(space.job_events, fields, {}, at)
-            pub.seq = seq
+            pub.misreport_wafers = 9999  # the job's own end event will say so
         elif kind == "substrate_slot_text":
             await _trigger(space.substrate_events, wafer, {"Slot": "seven"}, at)
         elif kind == "substrate_slot_out_of_range":

@@ -46,6 +46,7 @@ class Publisher:
         self.seq = 0
         self.job_history: deque[dict[str, Any]] = deque(maxlen=50)
         self.lose_next = 0  # fault lose_events: job/substrate events lost on the way
+        self.misreport_wafers: int | None = None  # bad-event fault: the next job end's count
         self._alarm_nodes: dict[str, tuple[Node, EventGenerator]] = {}
         self._alarm_by_node: dict[ua.NodeId, str] = {}
         self._target: _Target | None = None
@@ -167,11 +168,15 @@ class Publisher:
             self._next_seq()  # sent, as far as the tool knows, and lost on the wire
             return
         if isinstance(event, JobEvent):
+            response = event.response
+            if self.misreport_wafers is not None and event.state.value == "Ended":
+                response = response | {"WafersProcessed": self.misreport_wafers}
+                self.misreport_wafers = None
             fields = {
                 "JobOrderID": event.job_order_id,
                 "JobState": event.state.value,
                 "JobSubstate": event.substate.value,
-                "JobResponse": self.response_json(event.response),
+                "JobResponse": self.response_json(response),
                 m.EVENT_SEQUENCE: self._next_seq(),
             }
             self.job_history.append({"at": at, "fields": fields})

@@ -106,7 +106,7 @@ class ToolAdapter:
         self.events_lost = 0  # sessions dropped because events were lost (flood, gap)
         self.queue_high_water = 0  # most events ever waiting at once
         self._last_sequence: int | None = None  # of the job/substrate events this session
-        self._bad_values: set[str] = set()  # variables quarantined this session (once each)
+        self._bad_values: set[tuple[str, str]] = set()  # (variable, type) quarantined this session
         self._values: dict[str, Any] = {}
         self._pv: dict[str, mapping.ProcessValueBuffer] = {}
         # Alarm codes the tool replays during a ConditionRefresh (None: no refresh under way).
@@ -327,12 +327,12 @@ class ToolAdapter:
             )
         raise EventsLost(why)
 
-    def _in_sequence(self, event: mapping.JobEvent | mapping.SubstrateEvent) -> bool:
+    def _in_sequence(self, seq: int) -> bool:
         """Job and substrate events carry the tool's Sequence, one up per event. A jump means
         events were lost on the way (e.g. the server's queue overflowed in a flood): False.
         One at or below the last is a replay or out of order: the idempotency key and the job
         state machine decide what it may still change."""
-        last, seq = self._last_sequence, event.sequence
+        last = self._last_sequence
         if last is not None and seq > last + 1:
             return False
         if last is not None and seq <= last:
@@ -342,10 +342,12 @@ class ToolAdapter:
 
     async def _bad_value(self, change: mapping.ValueChange, problem: str) -> None:
         """A variable value that breaks the contract: quarantined once per variable and
-        session (a bad sensor publishing at 10 Hz must not write 10 dead letters a second)."""
-        if change.name in self._bad_values:
+        session and type of value (a bad sensor publishing at 10 Hz must not write 10 dead
+        letters a second)."""
+        key = (change.name, type(change.value).__name__)
+        if key in self._bad_values:
             return
-        self._bad_values.add(change.name)
+        self._bad_values.add(key)
         await self._quarantine(change, ValueError(problem))
 
     # --- applying events --------------------------------------------------------------------
@@ -358,11 +360,10 @@ class ToolAdapter:
                 return
             if not self._on_value(event):
                 return
-        if isinstance(event, mapping.JobEvent | mapping.SubstrateEvent) and not self._in_sequence(
-            event
-        ):
+        sequence = getattr(event, "sequence", None)
+        if sequence is not None and not self._in_sequence(sequence):
             await self._events_lost(
-                f"event Sequence jumped from {self._last_sequence} to {event.sequence}"
+                f"event Sequence jumped from {self._last_sequence} to {sequence}"
             )
         if isinstance(event, mapping.AlarmRefresh) and not event.end:
             self._replayed = set()  # collect what the tool replays until the end marker

@@ -328,7 +328,11 @@ class ToolSession:
     async def subscribe(self) -> None:
         self._subscription = await self.client.create_subscription(self.publishing_ms, self)
         await self._subscription.subscribe_events(
-            self.client.nodes.server, self.event_types, queuesize=1000
+            # The tool may hold as many events for us as the adapter will queue (a flood past
+            # that overflows ours too, and the adapter resynchronises).
+            self.client.nodes.server,
+            self.event_types,
+            queuesize=max(self.queue.maxsize, 1000),
         )
         nodes = list(self.nodes.values())
         self.names = {node.nodeid: name for name, node in self.nodes.items()}
@@ -390,6 +394,7 @@ class ToolSession:
                 payload=repr(event)[:4000],
                 error=f"{type(exc).__name__}: {exc}"[:2000],
                 at=_utc(getattr(event, "Time", None)),
+                sequence=_sequence_of(event),
             )
         if parsed is not None:
             self._put(parsed)
@@ -527,6 +532,15 @@ class ToolSession:
                 return None
             raise
         return mapping.parse_job_response(str(response))
+
+
+def _sequence_of(event: Any) -> int | None:
+    """The Sequence of an event that could not be read as a whole: it still counts as
+    received, so a bad message is not taken for lost ones."""
+    try:
+        return mapping.whole(getattr(event, m.EVENT_SEQUENCE, None), "Sequence", 0, 2**53)
+    except (TypeError, ValueError):
+        return None
 
 
 def _flag(value: Any, what: str) -> bool:

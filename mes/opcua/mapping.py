@@ -388,6 +388,7 @@ class Unreadable:
     payload: str
     error: str
     at: datetime
+    sequence: int | None = None  # its Sequence, if that much could be read (counts as seen)
 
 
 @dataclass(frozen=True)

@@ -211,6 +211,7 @@ class Fab:
         stale_s: float = 2.0,
         security: Security | None = None,
         process_values: tuple[str, ...] = ("*",),
+        max_queued_events: int = 10_000,
     ) -> AdapterRegistry:
         db = Database(create_engine(self.settings))
         registry = AdapterRegistry(
@@ -226,6 +227,7 @@ class Fab:
                 alarm_rules=mapping.DEFAULT_ALARM_RULES,
                 security=security or Security(),
                 process_values=process_values,
+                max_queued_events=max_queued_events,
             ),
             fab="T1",
             lease_ttl_s=lease_ttl_s,
