@@ -120,18 +120,17 @@ class BadEvents:
                 alarm, at, {"Severity": ("high", S) if kind == "alarm_severity_text" else 5000}
             )
         elif kind == "item_state_number":
-            await pub.write("ItemState/CurrentState", 42, ua.VariantType.Int32, at)
+            await pub.notify_wrong_type("ItemState/CurrentState", 42, ua.VariantType.Int32, at)
         elif kind == "control_state_unknown":
             await pub.write("Control/State", "Sideways", S, at)
         else:  # process values
             _step, _name, values = self.tool.process_values()
             name = sorted(values)[0]
-            bad: tuple[Any, ua.VariantType] = (
-                ("hot", S)
-                if kind == "process_value_text"
-                else (float("nan"), ua.VariantType.Double)
-            )
-            await pub.write(f"ProcessData/{name}", bad[0], bad[1], at, force=True)
+            path = f"ProcessData/{name}"
+            if kind == "process_value_text":
+                await pub.notify_wrong_type(path, "hot", S, at)
+            else:
+                await pub.write(path, float("nan"), ua.VariantType.Double, at, force=True)
 
     async def resend_job_event(self, back: int = 2) -> None:
         """Send an older job status event again under a new Sequence (out of order: the tool

@@ -140,6 +140,25 @@ class Publisher:
         target = self.target
         await target.server.write_attribute_value(target.space.nodes[path].nodeid, dv)
 
+    async def notify_wrong_type(
+        self, path: str, value: Any, vtype: ua.VariantType, at: datetime
+    ) -> None:
+        """Send subscribers a value of another type than the variable's (a bad-input fault).
+
+        The server refuses such a write (BadTypeMismatch), so this goes around it: the value is
+        handed to the subscriptions, and the variable keeps its good value for reads and for
+        the next (type-checked) write."""
+        nodeid = self.target.space.nodes[path].nodeid
+        attval = self.target.server.iserver.aspace[nodeid].attributes[ua.AttributeIds.Value]
+        good = attval.value
+        bad = ua.DataValue(ua.Variant(value, vtype), SourceTimestamp=at, ServerTimestamp=at)
+        attval.value = bad
+        try:
+            for handle, callback in list(attval.datachange_callbacks.items()):
+                await callback(handle, bad)
+        finally:
+            attval.value = good
+
     def response_json(self, response: dict[str, Any]) -> str:
         """A job response with its simulated-second times as ISO 8601 timestamps."""
         times = {

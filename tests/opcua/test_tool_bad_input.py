@@ -182,6 +182,7 @@ async def test_out_of_order_unknown_and_impossible_job_events_change_nothing(
 
 async def test_lost_events_are_noticed_by_their_sequence_and_resynchronised(fab: Fab) -> None:
     adapter = await _up(fab)
+    await _run_a_lot(fab)  # the adapter has seen the tool's Sequence so far
     sessions = adapter.sessions
     # The job's first events never arrive (the Running event, the first wafer's): the next
     # event's Sequence shows the gap, the adapter raises MES_EVENTS_LOST and re-reads the job.
@@ -210,6 +211,10 @@ async def test_an_alarm_flood_is_bounded_and_the_line_goes_on(fab: Fab) -> None:
 
     # Bounded: never more than the limit waiting; the overflow was dropped, noticed, alarmed
     # once, and the session rebuilt (re-reading the tool).
+    print(
+        f"flood of 4000 alarm events: queue high water {adapter.queue_high_water} "
+        f"(limit {limit}), sessions rebuilt for lost events {adapter.events_lost}"
+    )
     assert adapter.queue_high_water <= limit
     assert adapter.events_lost >= 1
 
