@@ -26,23 +26,17 @@ from datetime import datetime
 from typing import Any
 
 from asyncua import ua
-from sqlalchemy import select
 from sqlalchemy.exc import DataError, IntegrityError
-from sqlalchemy.orm import selectinload
 
 from mes.clock import Clock
-from mes.db.engine import Database
+from mes.db.engine import Database, outage_code
 from mes.db.transaction import unit_of_work
 from mes.errors import MesError
-from mes.jobs.models import EquipmentJob, EquipmentJobLot
-from mes.jobs.states import JobCommand
-from mes.lots.models import Lot, Wafer
-from mes.lots.states import WaferState
 from mes.opcua import mapping
 from mes.opcua import service as opcua_service
-from mes.opcua.client import Received, Security, ToolRefused, ToolSession
-from mes.opcua.model import ControlState
+from mes.opcua.client import Received, Security, ToolSession
 from mes.opcua.models import ConnectionState
+from mes.opcua.sending import JobSender
 from mes.opcua.service import ToolRef
 
 log = logging.getLogger(__name__)
@@ -71,16 +65,7 @@ class AdapterSettings:
     max_queued_events: int = 10_000
 
 
-@dataclass(frozen=True)
-class _JobToSend:
-    job_order_id: str
-    recipe_id: str
-    body: dict[str, Any]
-    checksum: str
-    document: str
-
-
-class ToolAdapter:
+class ToolAdapter(JobSender):
     def __init__(
         self,
         db: Database,
@@ -88,6 +73,7 @@ class ToolAdapter:
         settings: AdapterSettings,
         clock: Clock,
         setup_slots: asyncio.Semaphore | None = None,
+        process_values: dict[str, mapping.ProcessValueBuffer] | None = None,
     ) -> None:
         self.db = db
         # Shared by a registry's adapters: how many sessions may be set up at once.
@@ -108,7 +94,9 @@ class ToolAdapter:
         self._last_sequence: int | None = None  # of the job/substrate events this session
         self._bad_values: set[tuple[str, str]] = set()  # (variable, type) quarantined this session
         self._values: dict[str, Any] = {}
-        self._pv: dict[str, mapping.ProcessValueBuffer] = {}
+        # Process values per job, kept by the registry across adapters of the tool: an adapter
+        # stopped when its lease ran out in a database outage leaves them to the next one.
+        self._pv = process_values if process_values is not None else {}
         # Alarm codes the tool replays during a ConditionRefresh (None: no refresh under way).
         self._replayed: set[str] | None = None
         self._session: ToolSession | None = None
@@ -216,11 +204,19 @@ class ToolAdapter:
                 found = await session.job_response(job_order_id)
             except (ValueError, TypeError) as exc:
                 # An unreadable answer must not stop the resync (and with it the adapter): keep
-                # it, and let the job's own end event settle the job.
+                # it. With the job's state beside it, the job is settled as "nothing
+                # processed" (an ended job's lot is held, as for an unreadable end event: its
+                # end event may never come again); without, its own events settle it.
                 await self._quarantine(
-                    mapping.Unreadable("JobResponse", job_order_id, "", self.clock.now()), exc
+                    mapping.Unreadable(
+                        "JobResponse", getattr(exc, "text", job_order_id), "", self.clock.now()
+                    ),
+                    exc,
                 )
-                continue
+                state = getattr(exc, "state", None)
+                if state is None:
+                    continue
+                found = mapping.JobResult(state, "", 0, ())
             async with unit_of_work(self.db) as db_session:
                 opcua_service.bind_adapter(
                     db_session, self.tool, "opcua.reconcile", self.clock.now()
@@ -239,6 +235,8 @@ class ToolAdapter:
                     pv=self._pv.get(job_order_id),
                 )
             log.info("%s: reconciled %s: %s", self.tool.code, job_order_id, outcome)
+            if not outcome.startswith(("confirm", "paused", "none")):
+                self._pv.pop(job_order_id, None)  # settled: its values are written
         # Anything requested meanwhile (or before a restart) is outbox work again.
         async with unit_of_work(self.db, write=False) as db_session:
             for job in await opcua_service.work_for_tool(db_session, self.tool.id):
@@ -252,7 +250,6 @@ class ToolAdapter:
             await self._check(session)
             drained = 0
             while not self._events.empty() and drained < 500:
-                self.queue_high_water = max(self.queue_high_water, self._events.qsize())
                 await self._apply(*self._events.get_nowait())
                 await self._check(session)
                 drained += 1
@@ -303,6 +300,7 @@ class ToolAdapter:
 
     async def _check(self, session: ToolSession) -> None:
         """End the session if it failed, or if events were dropped on the way in (a flood)."""
+        self.queue_high_water = max(self.queue_high_water, session.high_water)
         if session.dropped:
             await self._events_lost(
                 f"{session.dropped} events dropped: more than "
@@ -316,15 +314,19 @@ class ToolAdapter:
         the next one re-reads everything (state, alarms, each open job by its order id)."""
         self.events_lost += 1
         log.warning("%s: %s; resynchronising", self.tool.code, why)
-        async with unit_of_work(self.db) as session:
-            opcua_service.bind_adapter(session, self.tool, "opcua.events_lost", self.clock.now())
-            await opcua_service.raise_mes_alarm(
-                session,
-                self.tool,
-                opcua_service.EVENTS_LOST_ALARM,
-                f"events from the tool were lost ({why}); the adapter resynchronised",
-                clock=self.clock,
-            )
+        try:
+            async with unit_of_work(self.db) as session:
+                now = self.clock.now()
+                opcua_service.bind_adapter(session, self.tool, "opcua.events_lost", now)
+                await opcua_service.raise_mes_alarm(
+                    session,
+                    self.tool,
+                    opcua_service.EVENTS_LOST_ALARM,
+                    f"events from the tool were lost ({why}); the adapter resynchronised",
+                    clock=self.clock,
+                )
+        except Exception:  # the database may be what is away: the log says it, then resync
+            log.exception("%s: could not record the lost events", self.tool.code)
         raise EventsLost(why)
 
     def _in_sequence(self, seq: int) -> bool:
@@ -372,7 +374,7 @@ class ToolAdapter:
             self._replayed.add(event.code[:64])
         self.last_event_at = self.clock.now()
         try:
-            applied = await self._apply_in_transaction(event)
+            applied = await self._apply_until_stored(event)
         except (asyncio.CancelledError, LeaseLost):
             raise
         except POISON as exc:
@@ -391,6 +393,25 @@ class ToolAdapter:
         if len(self.latencies) > 100_000:
             del self.latencies[:50_000]
         log.debug("%s: %s -> %s", self.tool.code, type(event).__name__, outcome)
+
+    async def _apply_until_stored(self, event: mapping.ToolEvent) -> str | None:
+        """Apply an event; while the database is unavailable, try the same event again (with
+        backoff) instead of ending the tool session: what the tool sends meanwhile waits in
+        order in the bounded queue (process values included), and a queue that overflows
+        ends the session for a resynchronisation once the database is back."""
+        delay = 0.2
+        while True:
+            try:
+                return await self._apply_in_transaction(event)
+            except Exception as exc:
+                if outage_code(exc) is None or self._session is None:
+                    raise
+                self.last_error = f"database unavailable: {type(exc).__name__}"
+                log.warning("%s: database unavailable, retrying in %.1f s", self.tool.code, delay)
+            if self._session.dropped or self._session.failed is not None:
+                await self._check(self._session)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 5.0)
 
     async def _apply_in_transaction(self, event: mapping.ToolEvent) -> str | None:
         async with unit_of_work(self.db) as session:
@@ -483,71 +504,6 @@ class ToolAdapter:
             for job in await opcua_service.work_for_tool(session, self.tool.id):
                 self.submit(job.job_order_id)
 
-    # --- outbox -----------------------------------------------------------------------------
-    async def _do_work(self, session: ToolSession, job_order_id: str) -> None:
-        async with unit_of_work(self.db, write=False) as db_session:
-            job = (
-                await db_session.scalars(
-                    select(EquipmentJob).where(EquipmentJob.job_order_id == job_order_id)
-                )
-            ).one_or_none()
-            if job is None:
-                return
-            status, command = job.status.value, job.command
-        if status == "requested":
-            await self._send(session, job_order_id)
-        elif command is not None:
-            await self._command(session, job_order_id, command)
-
-    async def _send(self, session: ToolSession, job_order_id: str) -> None:
-        # 1. The intent, committed before anything reaches the tool.
-        async with unit_of_work(self.db) as db_session:
-            now = self.clock.now()
-            opcua_service.bind_adapter(db_session, self.tool, "opcua.send_job", now)
-            job = await opcua_service.claim_send(
-                db_session, self.tool, job_order_id, self.settings.owner, now
-            )
-            if job is None:
-                return
-            order = await _job_to_send(db_session, job)
-        # 2. The calls. A Bad status is a definite refusal (the job fails, the lot goes back);
-        # a lost connection leaves the job ``sent`` for reconciliation to settle.
-        try:
-            control = await session.read("ControlState")
-            if control != ControlState.ONLINE_REMOTE:
-                raise ToolRefused(f"tool.not_remote: the tool is {control}, not OnlineRemote")
-            held = await session.recipe_checksums()
-            if order.recipe_id not in held:
-                await session.download_recipe(order.recipe_id, order.body, order.checksum)
-            reported = await session.recipe_checksum(order.recipe_id)
-            if reported.lower() != order.checksum.lower():
-                raise ToolRefused(
-                    f"recipe.checksum_mismatch: tool reports {reported} for {order.recipe_id}, "
-                    f"the approved version has {order.checksum}; job not started"
-                )
-            await session.select_recipe(order.recipe_id)
-            await session.store_and_start(order.document, f"MES job {job_order_id}")
-        except ToolRefused as exc:
-            log.warning("%s: job %s refused: %s", self.tool.code, job_order_id, exc)
-            async with unit_of_work(self.db) as db_session:
-                opcua_service.bind_adapter(
-                    db_session, self.tool, "opcua.job_refused", self.clock.now()
-                )
-                await opcua_service.fail_job(
-                    db_session, self.tool, job_order_id, str(exc), clock=self.clock
-                )
-
-    async def _command(self, session: ToolSession, job_order_id: str, command: JobCommand) -> None:
-        method = {JobCommand.ABORT: "Abort", JobCommand.PAUSE: "Pause", JobCommand.RESUME: "Resume"}
-        error = None
-        try:
-            await session.job_command(method[command], job_order_id, "MES request")
-        except ToolRefused as exc:
-            error = f"{command.value} refused: {exc}"
-        async with unit_of_work(self.db) as db_session:
-            opcua_service.bind_adapter(db_session, self.tool, "opcua.job_command", self.clock.now())
-            await opcua_service.clear_command(db_session, job_order_id, error)
-
 
 def _raise_if_cancelled() -> None:
     task = asyncio.current_task()
@@ -562,39 +518,3 @@ class LeaseLost(Exception):
 class EventsLost(ConnectionError):
     """Events from the tool were lost (dropped in a flood, or a Sequence gap): the session
     ends and the next one resynchronises, as after a lost connection."""
-
-
-async def _job_to_send(session: Any, job: EquipmentJob) -> _JobToSend:
-    lots = list(
-        await session.scalars(
-            select(Lot)
-            .options(selectinload(Lot.wafers), selectinload(Lot.carrier))
-            .join(EquipmentJobLot, EquipmentJobLot.lot_id == Lot.id)
-            .where(EquipmentJobLot.job_id == job.id)
-            .order_by(EquipmentJobLot.position)
-        )
-    )
-    version = job.recipe_version
-    recipe_id = mapping.tool_recipe_id(version.recipe.name, version.version)
-    return _JobToSend(
-        job_order_id=job.job_order_id,
-        recipe_id=recipe_id,
-        body=dict(version.body),
-        checksum=version.checksum,
-        document=mapping.job_order_document(
-            job.job_order_id,
-            recipe_id,
-            [
-                mapping.JobOrderLot(
-                    lot.code,
-                    lot.carrier.code if lot.carrier is not None else None,
-                    sorted((w.slot, w.scribe_id) for w in lot.wafers if _active_wafer(w)),
-                )
-                for lot in lots
-            ],
-        ),
-    )
-
-
-def _active_wafer(wafer: Wafer) -> bool:
-    return wafer.state == WaferState.ACTIVE

@@ -14,7 +14,6 @@ import contextlib
 import json
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -24,6 +23,8 @@ from asyncua.crypto import security_policies
 
 from mes.opcua import certificates, mapping
 from mes.opcua import model as m
+from mes.opcua.security import Security as Security
+from mes.opcua.security import SecurityRefused as SecurityRefused
 
 log = logging.getLogger(__name__)
 _REFRESH_START = ua.NodeId(ua.ObjectIds.RefreshStartEventType)
@@ -96,51 +97,19 @@ class OutcomeUnknown(ConnectionError):
     connection, so the session ends and reconciliation settles what the tool did."""
 
 
+class UnreadableJobResponse(ValueError):
+    """A job's response could not be read; ``state`` is the JobState the tool answered beside
+    it (if that is one), so the job can still be settled as "nothing processed"."""
+
+    def __init__(self, text: str, state: Any, error: Exception) -> None:
+        super().__init__(f"{type(error).__name__}: {error}")
+        self.text = text
+        self.state = state if state in {s.value for s in m.JobState} else None
+
+
 class ToolRefused(Exception):
     """The tool answered a command with a Bad status, or a check before a command failed:
     a definite answer (unlike a lost connection, after which nobody knows)."""
-
-
-@dataclass(frozen=True)
-class Security:
-    """Client security: policy ``None``, or ``Basic256Sha256`` (``Sign``/``SignAndEncrypt``)
-    with the MES's client certificate and key. ``trust_dir``: the tools' server certificates
-    the MES trusts (a tool presenting another one is refused); unset, any server certificate
-    is accepted (encrypted, but the tool is not authenticated). ``server_certificate`` pins
-    one certificate instead (a single-tool setup)."""
-
-    policy: str = "None"
-    mode: str = "SignAndEncrypt"
-    certificate: str | None = None
-    private_key: str | None = None
-    server_certificate: str | None = None
-    trust_dir: str | None = None
-
-    @property
-    def enabled(self) -> bool:
-        return self.policy != "None"
-
-    def check(self) -> None:
-        """Refuse at start-up what could only fail at every connect later."""
-        if not self.enabled:
-            return
-        if not (self.certificate and self.private_key):
-            raise ValueError(
-                f"OPC UA security policy {self.policy} needs the MES client certificate and "
-                "private key (MES_OPCUA_CERTIFICATE, MES_OPCUA_PRIVATE_KEY; make them with "
-                "`mes opcua make-certificate`)"
-            )
-        for what, path in (("certificate", self.certificate), ("private key", self.private_key)):
-            if not Path(path).is_file():
-                raise ValueError(f"OPC UA client {what} {path}: no such file")
-        certificates.application_uri(Path(self.certificate))
-        if self.trust_dir is not None and not Path(self.trust_dir).is_dir():
-            raise ValueError(f"OPC UA trust folder {self.trust_dir}: no such folder")
-
-
-class SecurityRefused(Exception):
-    """The secure session could not be set up: a certificate was refused (by either side) or
-    the tool offers no endpoint with the configured security. Retrying alone will not help."""
 
 
 class ToolSession:
@@ -172,6 +141,7 @@ class ToolSession:
         self.last_message_at = asyncio.get_running_loop().time()
         self.notifications = 0
         self.dropped = 0  # notifications dropped because the queue was full (a flood)
+        self.high_water = 0  # most events ever waiting in the queue
         self.process_value_names: frozenset[str] = frozenset()
         self._subscription: Any = None
 
@@ -404,6 +374,7 @@ class ToolSession:
         the adapter then rebuilds the session: memory stays bounded in a flood."""
         try:
             self.queue.put_nowait((self.last_message_at, event))
+            self.high_water = max(self.high_water, self.queue.qsize())
         except asyncio.QueueFull:
             if not self.dropped:
                 log.warning(
@@ -524,14 +495,17 @@ class ToolSession:
     async def job_response(self, job_order_id: str) -> mapping.JobResult | None:
         """What the tool says about a job order; None if it does not know it."""
         try:
-            response, _state = await self.job_results.call_method(
+            response, state = await self.job_results.call_method(
                 f"{self.ns[m.NS_ISA95_JOBS]}:{m.REQUEST_JOB_RESPONSE}", job_order_id
             )
         except ua.UaStatusCodeError as exc:
             if exc.code == ua.StatusCodes.BadNotFound:
                 return None
             raise
-        return mapping.parse_job_response(str(response))
+        try:
+            return mapping.parse_job_response(str(response))
+        except (ValueError, TypeError) as exc:
+            raise UnreadableJobResponse(str(response)[:4000], state, exc) from exc
 
 
 def _sequence_of(event: Any) -> int | None:

@@ -212,8 +212,10 @@ class Fab:
         security: Security | None = None,
         process_values: tuple[str, ...] = ("*",),
         max_queued_events: int = 10_000,
+        settings: Settings | None = None,
     ) -> AdapterRegistry:
-        db = Database(create_engine(self.settings))
+        """``settings``: the adapter's own (another database URL: through a proxy, say)."""
+        db = Database(create_engine(settings or self.settings))
         registry = AdapterRegistry(
             db,
             SystemClock(),
