@@ -95,12 +95,14 @@ class RuleSet(BaseModel):
     run_length: Literal[8, 9] = 9
     # The rules of the dispersion chart (MR, R or S): beyond its limits, runs on one side of
     # its centre, trends (rules.DISPERSION_RULES); violations are coded r_/s_/mr_<rule>.
-    dispersion: list[RunRule] = Field(default_factory=lambda: [RunRule.BEYOND_3_SIGMA])
+    # Unset: rule 1 on R and S charts, none on the moving range (a single shift already fires
+    # on the individuals chart, and would fire twice more there).
+    dispersion: list[RunRule] | None = None
 
     @field_validator("dispersion")
     @classmethod
-    def _dispersion_rules(cls, value: list[RunRule]) -> list[RunRule]:
-        wrong = sorted(r.value for r in set(value) - DISPERSION_RULES)
+    def _dispersion_rules(cls, value: list[RunRule] | None) -> list[RunRule] | None:
+        wrong = sorted(r.value for r in set(value or ()) - DISPERSION_RULES)
         if wrong:
             raise ValueError(f"not a dispersion chart rule: {wrong}")
         return value

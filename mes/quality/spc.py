@@ -75,8 +75,11 @@ def rule_settings(chart: SpcChart) -> rules.RuleSettings:
 
 
 def dispersion_rules(chart: SpcChart) -> frozenset[rules.RunRule]:
-    """The rules of the chart's dispersion chart (MR, R or S): rule 1 unless configured."""
-    chosen = chart.rules.get("dispersion", [rules.RunRule.BEYOND_3_SIGMA.value])
+    """The rules of the chart's dispersion chart (MR, R or S). Unset: rule 1 on R and S
+    charts, none on a moving range chart (see ``schemas.RuleSet``)."""
+    chosen = chart.rules.get("dispersion")
+    if chosen is None:
+        chosen = [] if chart.kind == ChartKind.INDIVIDUALS else [rules.RunRule.BEYOND_3_SIGMA]
     return frozenset(rules.RunRule(r) for r in chosen)
 
 
