@@ -27,7 +27,9 @@ DEP = "T1-DEP01"
 
 async def _up(fab: Fab, **adapter: Any) -> ToolAdapter:
     await fab.start_sim(DEP)
-    registry = fab.start_adapter(**adapter)
+    # A lease that outlives a starved machine's stalls: these tests count sessions and events
+    # of one adapter, which a lost lease would replace.
+    registry = fab.start_adapter(**{"lease_ttl_s": 15.0, **adapter})
     await wait_for(lambda: _state_is(fab, DEP, "connected"), f"{DEP} connected", within=20)
     await wait_for(lambda: bool(registry.adapters), "the adapter")
     return next(a for a in registry.adapters.values() if a.tool.code == DEP)
