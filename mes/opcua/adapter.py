@@ -92,6 +92,7 @@ class ToolAdapter(JobSender):
         self.events_lost = 0  # sessions dropped because events were lost (flood, gap)
         self.queue_high_water = 0  # most events ever waiting at once
         self._last_sequence: int | None = None  # of the job/substrate events this session
+        self._loss_recorded = False  # this session's lost events are counted and alarmed
         self._bad_values: set[tuple[str, str]] = set()  # (variable, type) quarantined this session
         self._values: dict[str, Any] = {}
         # Process values per job, kept by the registry across adapters of the tool: an adapter
@@ -150,6 +151,7 @@ class ToolAdapter(JobSender):
         self._events = asyncio.Queue(self.settings.max_queued_events)
         self._last_sequence = None
         self._bad_values = set()
+        self._loss_recorded = False
         session = ToolSession(
             self.tool.endpoint,
             self.tool.code,
@@ -176,6 +178,11 @@ class ToolAdapter(JobSender):
         finally:
             self._session = None
             await session.close()
+            if session.dropped and not self._loss_recorded:
+                # The session ended another way (a probe timed out in the flood, say) before
+                # the loop saw the drops: they still count, and the next session resyncs.
+                with contextlib.suppress(EventsLost):
+                    await self._events_lost(f"{session.dropped} events dropped (an event flood)")
 
     # --- resynchronisation ----------------------------------------------------------------
     async def _resync(self, session: ToolSession) -> None:
@@ -313,6 +320,7 @@ class ToolAdapter(JobSender):
         """Events the tool sent were lost: raise the MES alarm, and end the session so that
         the next one re-reads everything (state, alarms, each open job by its order id)."""
         self.events_lost += 1
+        self._loss_recorded = True
         log.warning("%s: %s; resynchronising", self.tool.code, why)
         try:
             async with unit_of_work(self.db) as session:
