@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from mes.opcua.model import ControlState, ProcessingKind
 
+from .bad_events import BadEvents
 from .clock import SimClock
 from .faults import FaultSchedule
 from .publishing import Publisher
@@ -26,7 +27,7 @@ from .tool import Tool
 log = logging.getLogger(__name__)
 
 
-class FaultInjection:
+class FaultInjection(BadEvents):
     """Faults by name; mixed into ``SimServer``, whose state it declares here."""
 
     spec: ToolSpec
@@ -74,6 +75,11 @@ class FaultInjection:
         "restart",
         "place_carrier",
         "remove_carrier",
+        # tool-side bad input (bad_events)
+        "send_bad_event",
+        "resend_job_event",
+        "lose_events",
+        "flood_alarms",
     )
 
     def check_fault(self, fault: str, **kwargs: Any) -> None:

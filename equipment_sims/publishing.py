@@ -45,6 +45,8 @@ class Publisher:
         self.published: dict[str, Any] = {}  # last value written, by variable path
         self.seq = 0
         self.job_history: deque[dict[str, Any]] = deque(maxlen=50)
+        self.lose_next = 0  # fault lose_events: job/substrate events lost on the way
+        self.misreport_wafers: int | None = None  # bad-event fault: the next job end's count
         self._alarm_nodes: dict[str, tuple[Node, EventGenerator]] = {}
         self._alarm_by_node: dict[ua.NodeId, str] = {}
         self._target: _Target | None = None
@@ -139,6 +141,25 @@ class Publisher:
         target = self.target
         await target.server.write_attribute_value(target.space.nodes[path].nodeid, dv)
 
+    async def notify_wrong_type(
+        self, path: str, value: Any, vtype: ua.VariantType, at: datetime
+    ) -> None:
+        """Send subscribers a value of another type than the variable's (a bad-input fault).
+
+        The server refuses such a write (BadTypeMismatch), so this goes around it: the value is
+        handed to the subscriptions, and the variable keeps its good value for reads and for
+        the next (type-checked) write."""
+        nodeid = self.target.space.nodes[path].nodeid
+        attval = self.target.server.iserver.aspace[nodeid].attributes[ua.AttributeIds.Value]
+        good = attval.value
+        bad = ua.DataValue(ua.Variant(value, vtype), SourceTimestamp=at, ServerTimestamp=at)
+        attval.value = bad
+        try:
+            for handle, callback in list(attval.datachange_callbacks.items()):
+                await callback(handle, bad)
+        finally:
+            attval.value = good
+
     def response_json(self, response: dict[str, Any]) -> str:
         """A job response with its simulated-second times as ISO 8601 timestamps."""
         times = {
@@ -162,12 +183,20 @@ class Publisher:
     async def _publish_event(self, event: Event) -> None:
         at = self.clock.datetime(event.at)
         space = self.target.space
+        if isinstance(event, JobEvent | SubstrateEvent) and self.lose_next > 0:
+            self.lose_next -= 1
+            self._next_seq()  # sent, as far as the tool knows, and lost on the wire
+            return
         if isinstance(event, JobEvent):
+            response = event.response
+            if self.misreport_wafers is not None and event.state.value == "Ended":
+                response = response | {"WafersProcessed": self.misreport_wafers}
+                self.misreport_wafers = None
             fields = {
                 "JobOrderID": event.job_order_id,
                 "JobState": event.state.value,
                 "JobSubstate": event.substate.value,
-                "JobResponse": self.response_json(event.response),
+                "JobResponse": self.response_json(response),
                 m.EVENT_SEQUENCE: self._next_seq(),
             }
             self.job_history.append({"at": at, "fields": fields})
@@ -205,6 +234,13 @@ class Publisher:
         await gen.trigger(time_attr=at, message=message)
 
     async def _publish_alarm(self, alarm: Alarm, at: datetime) -> None:
+        await self.publish_alarm_with(alarm, at, {})
+
+    async def publish_alarm_with(
+        self, alarm: Alarm, at: datetime, override: dict[str, Any]
+    ) -> None:
+        """Publish an alarm event; ``override`` replaces fields (a (value, VariantType) pair
+        also the declared type: the bad-input faults send fields of the wrong type)."""
         server, space = self.target.server, self.target.space
         if alarm.alarm_id not in self._alarm_nodes:
             path = f"Alarms/{alarm.alarm_id}"
@@ -231,4 +267,13 @@ class Publisher:
             "AckedState": ua.LocalizedText("Acknowledged" if alarm.acked else "Unacknowledged"),
             "AckedState/Id": alarm.acked,
         }
-        await self._trigger(gen, fields, at, alarm.text)
+        types = dict(gen.event.data_types)
+        try:
+            for name, value in override.items():
+                if isinstance(value, tuple):
+                    value, gen.event.data_types[name] = value
+                fields[name] = value
+            await self._trigger(gen, fields, at, alarm.text)
+        finally:
+            gen.event.data_types.clear()
+            gen.event.data_types.update(types)

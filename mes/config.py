@@ -78,6 +78,9 @@ class Settings(BaseSettings):
     adapter_lease_ttl_s: float = Field(default=15.0, gt=0.5, le=3600)
     adapter_poll_s: float = Field(default=0.5, gt=0, le=60)
     adapter_stale_s: float = Field(default=10.0, gt=0, le=3600)
+    # Tool events waiting to be applied, per tool, at most (a flood past it is dropped and the
+    # adapter resynchronises: memory stays bounded).
+    adapter_max_queued_events: int = Field(default=10_000, ge=100, le=1_000_000)
     adapter_reconnect_min_s: float = Field(default=0.5, gt=0, le=600)
     adapter_reconnect_max_s: float = Field(default=30.0, gt=0, le=3600)
     adapter_timeout_s: float = Field(default=10.0, gt=0, le=600)

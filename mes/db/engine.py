@@ -156,6 +156,11 @@ class Database:
 # --- the database being unavailable --------------------------------------------------------
 
 _LOCKED = ("database is locked", "database table is locked", "database is busy")
+# SQLSTATEs of a server that is not there for us just now: 08 connection exception, 57P
+# operator intervention (57P01 shut down by the administrator, 57P03 "the database system is
+# starting up" — met during a real restart, which answered 500 before), 53300 too many
+# connections.
+_UNAVAILABLE_SQLSTATE = ("08", "57P", "53300")
 
 
 def outage_code(exc: BaseException) -> str | None:
@@ -172,6 +177,7 @@ def outage_code(exc: BaseException) -> str | None:
         or isinstance(exc, exc_module.OperationalError | exc_module.InterfaceError)
         or isinstance(exc.orig, OSError | TimeoutError)
         or "connection" in type(exc.orig).__name__.lower()
+        or str(getattr(exc.orig, "sqlstate", None) or "").startswith(_UNAVAILABLE_SQLSTATE)
     ):
         return "db.unavailable"
     if isinstance(exc, exc_module.TimeoutError | TimeoutError | ConnectionError | OSError):

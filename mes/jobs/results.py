@@ -92,8 +92,9 @@ def tool_readings(
 ) -> tuple[Reading, ...]:
     """What the tool reported for a lot's wafers (``slots``: scribe id -> slot), as readings
     for the step's data collection plan: each metrology site as ``metrology`` (site 1, 2…),
-    each wafer's process-value statistics as ``pv.<Name>.<mean|min|max>``. The plan picks
-    what it samples; the rest is ignored there."""
+    each wafer's process-value statistics as ``pv.<Name>.<mean|min|max>``, the whole job's
+    as ``job.pv.<Name>.<mean|min|max>`` on every slot. The plan picks what it samples; the
+    rest is ignored there."""
     chambers = {w.substrate_id: w.chamber or None for w in reports}
     found: list[Reading] = []
     for w in reports:
@@ -105,9 +106,16 @@ def tool_readings(
             for site, value in enumerate(w.measurements, start=1)
         ]
     for pv in summaries:
+        if pv.substrate_id == "":
+            # The job-level summary: one value for the whole job, offered on each of the lot's
+            # slots as ``job.pv.<Name>.<stat>`` (the plan's sample plan takes one, or more).
+            for slot in sorted(set(slots.values())):
+                for stat, value in (("mean", pv.mean), ("min", pv.minimum), ("max", pv.maximum)):
+                    found.append(Reading(f"job.pv.{pv.name}.{stat}", value, slot=slot))
+            continue
         slot = slots.get(pv.substrate_id)
         if slot is None:
-            continue  # the job-level summary ("") or another lot's wafer
+            continue  # another lot's wafer
         for stat, value in (("mean", pv.mean), ("min", pv.minimum), ("max", pv.maximum)):
             found.append(
                 Reading(

@@ -26,25 +26,18 @@ from datetime import datetime
 from typing import Any
 
 from asyncua import ua
-from sqlalchemy import select
 from sqlalchemy.exc import DataError, IntegrityError
-from sqlalchemy.orm import selectinload
 
 from mes.clock import Clock
-from mes.db.engine import Database
+from mes.db.engine import Database, outage_code
 from mes.db.transaction import unit_of_work
-from mes.durables.models import Carrier
 from mes.errors import MesError
-from mes.jobs.models import EquipmentJob, EquipmentJobLot
-from mes.jobs.states import JobCommand
-from mes.lots.models import Lot, Wafer
-from mes.lots.states import WaferState
 from mes.observability import instruments
 from mes.opcua import mapping
 from mes.opcua import service as opcua_service
-from mes.opcua.client import Received, Security, ToolRefused, ToolSession
-from mes.opcua.model import ControlState
+from mes.opcua.client import Received, Security, ToolSession
 from mes.opcua.models import ConnectionState
+from mes.opcua.sending import JobSender
 from mes.opcua.service import ToolRef
 
 log = logging.getLogger(__name__)
@@ -68,20 +61,12 @@ class AdapterSettings:
     alarm_rules: tuple[mapping.AlarmRule, ...] = mapping.DEFAULT_ALARM_RULES
     security: Security = field(default_factory=Security)
     process_values: tuple[str, ...] = ("*",)  # globs over ProcessData names; () none
+    # Events waiting to be applied, at most: a flood beyond it drops the session, which is
+    # rebuilt and re-reads the tool (memory stays bounded, nothing the tool did is lost).
+    max_queued_events: int = 10_000
 
 
-@dataclass(frozen=True)
-class _JobToSend:
-    job_order_id: str
-    recipe_id: str
-    body: dict[str, Any]
-    checksum: str
-    document: str
-    # carrier -> the slots the MES holds wafers in, for the carriers of the job's lots
-    carrier_slots: dict[str, frozenset[int]] = field(default_factory=dict)
-
-
-class ToolAdapter:
+class ToolAdapter(JobSender):
     def __init__(
         self,
         db: Database,
@@ -89,6 +74,7 @@ class ToolAdapter:
         settings: AdapterSettings,
         clock: Clock,
         setup_slots: asyncio.Semaphore | None = None,
+        process_values: dict[str, mapping.ProcessValueBuffer] | None = None,
     ) -> None:
         self.db = db
         # Shared by a registry's adapters: how many sessions may be set up at once.
@@ -103,9 +89,16 @@ class ToolAdapter:
         self.sessions = 0  # sessions opened so far (a reconnect opens a new one)
         self.latencies: list[float] = []  # event receipt → commit, seconds (for the bench)
         self.work: asyncio.Queue[str] = asyncio.Queue()  # job order ids with outbox work
-        self._events: asyncio.Queue[Received] = asyncio.Queue()
+        self._events: asyncio.Queue[Received] = asyncio.Queue(settings.max_queued_events)
+        self.events_lost = 0  # sessions dropped because events were lost (flood, gap)
+        self.queue_high_water = 0  # most events ever waiting at once
+        self._last_sequence: int | None = None  # of the job/substrate events this session
+        self._loss_recorded = False  # this session's lost events are counted and alarmed
+        self._bad_values: set[tuple[str, str]] = set()  # (variable, type) quarantined this session
         self._values: dict[str, Any] = {}
-        self._pv: dict[str, mapping.ProcessValueBuffer] = {}
+        # Process values per job, kept by the registry across adapters of the tool: an adapter
+        # stopped when its lease ran out in a database outage leaves them to the next one.
+        self._pv = process_values if process_values is not None else {}
         # Alarm codes the tool replays during a ConditionRefresh (None: no refresh under way).
         self._replayed: set[str] | None = None
         self._session: ToolSession | None = None
@@ -156,7 +149,10 @@ class ToolAdapter:
         # otherwise flicker away at every attempt.
         await self._publish(ConnectionState.CONNECTING, self.last_error)
         self.sessions += 1
-        self._events = asyncio.Queue()
+        self._events = asyncio.Queue(self.settings.max_queued_events)
+        self._last_sequence = None
+        self._bad_values = set()
+        self._loss_recorded = False
         session = ToolSession(
             self.tool.endpoint,
             self.tool.code,
@@ -183,14 +179,26 @@ class ToolAdapter:
         finally:
             self._session = None
             await session.close()
+            if session.dropped and not self._loss_recorded:
+                # The session ended another way (a probe timed out in the flood, say) before
+                # the loop saw the drops: they still count, and the next session resyncs.
+                with contextlib.suppress(EventsLost):
+                    await self._events_lost(f"{session.dropped} events dropped (an event flood)")
 
     # --- resynchronisation ----------------------------------------------------------------
     async def _resync(self, session: ToolSession) -> None:
-        self._values = await session.snapshot()
-        await self._apply(
-            asyncio.get_running_loop().time(),
-            mapping.ValueChange("ItemState", self._values.get("ItemState"), self.clock.now()),
-        )
+        self._values = {}
+        for name, value in (await session.snapshot()).items():
+            problem = mapping.value_problem(name, value, session.process_value_names)
+            if problem is None:
+                self._values[name] = value
+            else:  # kept out of the state the adapter works from, and quarantined
+                await self._bad_value(mapping.ValueChange(name, value, self.clock.now()), problem)
+        if "ItemState" in self._values:
+            await self._apply(
+                asyncio.get_running_loop().time(),
+                mapping.ValueChange("ItemState", self._values["ItemState"], self.clock.now()),
+            )
         if "ControlState" in self._values:
             await self._apply(
                 asyncio.get_running_loop().time(),
@@ -204,11 +212,19 @@ class ToolAdapter:
                 found = await session.job_response(job_order_id)
             except (ValueError, TypeError) as exc:
                 # An unreadable answer must not stop the resync (and with it the adapter): keep
-                # it, and let the job's own end event settle the job.
+                # it. With the job's state beside it, the job is settled as "nothing
+                # processed" (an ended job's lot is held, as for an unreadable end event: its
+                # end event may never come again); without, its own events settle it.
                 await self._quarantine(
-                    mapping.Unreadable("JobResponse", job_order_id, "", self.clock.now()), exc
+                    mapping.Unreadable(
+                        "JobResponse", getattr(exc, "text", job_order_id), "", self.clock.now()
+                    ),
+                    exc,
                 )
-                continue
+                state = getattr(exc, "state", None)
+                if state is None:
+                    continue
+                found = mapping.JobResult(state, "", 0, ())
             async with unit_of_work(self.db) as db_session:
                 opcua_service.bind_adapter(
                     db_session, self.tool, "opcua.reconcile", self.clock.now()
@@ -224,8 +240,11 @@ class ToolAdapter:
                     found,
                     clock=self.clock,
                     aborted_hold=self.settings.aborted_hold,
+                    pv=self._pv.get(job_order_id),
                 )
             log.info("%s: reconciled %s: %s", self.tool.code, job_order_id, outcome)
+            if not outcome.startswith(("confirm", "paused", "none")):
+                self._pv.pop(job_order_id, None)  # settled: its values are written
         # Anything requested meanwhile (or before a restart) is outbox work again.
         async with unit_of_work(self.db, write=False) as db_session:
             for job in await opcua_service.work_for_tool(db_session, self.tool.id):
@@ -236,11 +255,11 @@ class ToolAdapter:
         loop = asyncio.get_running_loop()
         probe_every = max(min(self.settings.stale_s / 3, 2.0), 0.2)
         while True:
-            if session.failed is not None:
-                raise session.failed
+            await self._check(session)
             drained = 0
             while not self._events.empty() and drained < 500:
                 await self._apply(*self._events.get_nowait())
+                await self._check(session)
                 drained += 1
             while not self.work.empty():
                 job_order_id = self.work.get_nowait()
@@ -287,10 +306,76 @@ class ToolAdapter:
                 self._pending_work.discard(job_order_id)
                 await self._do_work(session, job_order_id)
 
+    async def _check(self, session: ToolSession) -> None:
+        """End the session if it failed, or if events were dropped on the way in (a flood)."""
+        self.queue_high_water = max(self.queue_high_water, session.high_water)
+        if session.dropped:
+            await self._events_lost(
+                f"{session.dropped} events dropped: more than "
+                f"{self.settings.max_queued_events} were waiting (an event flood)"
+            )
+        if session.failed is not None:
+            raise session.failed
+
+    async def _events_lost(self, why: str) -> None:
+        """Events the tool sent were lost: raise the MES alarm, and end the session so that
+        the next one re-reads everything (state, alarms, each open job by its order id)."""
+        self.events_lost += 1
+        self._loss_recorded = True
+        log.warning("%s: %s; resynchronising", self.tool.code, why)
+        try:
+            async with unit_of_work(self.db) as session:
+                now = self.clock.now()
+                opcua_service.bind_adapter(session, self.tool, "opcua.events_lost", now)
+                await opcua_service.raise_mes_alarm(
+                    session,
+                    self.tool,
+                    opcua_service.EVENTS_LOST_ALARM,
+                    f"events from the tool were lost ({why}); the adapter resynchronised",
+                    clock=self.clock,
+                )
+        except Exception:  # the database may be what is away: the log says it, then resync
+            log.exception("%s: could not record the lost events", self.tool.code)
+        raise EventsLost(why)
+
+    def _in_sequence(self, seq: int) -> bool:
+        """Job and substrate events carry the tool's Sequence, one up per event. A jump means
+        events were lost on the way (e.g. the server's queue overflowed in a flood): False.
+        One at or below the last is a replay or out of order: the idempotency key and the job
+        state machine decide what it may still change."""
+        last = self._last_sequence
+        if last is not None and seq > last + 1:
+            return False
+        if last is not None and seq <= last:
+            log.info("%s: event %s arrived after %s (replayed or late)", self.tool.code, seq, last)
+        self._last_sequence = seq if last is None else max(last, seq)
+        return True
+
+    async def _bad_value(self, change: mapping.ValueChange, problem: str) -> None:
+        """A variable value that breaks the contract: quarantined once per variable and
+        session and type of value (a bad sensor publishing at 10 Hz must not write 10 dead
+        letters a second)."""
+        key = (change.name, type(change.value).__name__)
+        if key in self._bad_values:
+            return
+        self._bad_values.add(key)
+        await self._quarantine(change, ValueError(problem))
+
     # --- applying events --------------------------------------------------------------------
     async def _apply(self, received: float, event: mapping.ToolEvent) -> None:
-        if isinstance(event, mapping.ValueChange) and not self._on_value(event):
-            return
+        if isinstance(event, mapping.ValueChange):
+            names = self._session.process_value_names if self._session else frozenset()
+            problem = mapping.value_problem(event.name, event.value, names)
+            if problem is not None:
+                await self._bad_value(event, problem)
+                return
+            if not self._on_value(event):
+                return
+        sequence = getattr(event, "sequence", None)
+        if sequence is not None and not self._in_sequence(sequence):
+            await self._events_lost(
+                f"event Sequence jumped from {self._last_sequence} to {sequence}"
+            )
         if isinstance(event, mapping.AlarmRefresh) and not event.end:
             self._replayed = set()  # collect what the tool replays until the end marker
             return
@@ -299,7 +384,7 @@ class ToolAdapter:
         self.last_event_at = self.clock.now()
         kind = type(event).__name__
         try:
-            applied = await self._apply_in_transaction(event)
+            applied = await self._apply_until_stored(event)
             done = "applied"
         except (asyncio.CancelledError, LeaseLost):
             raise
@@ -322,6 +407,25 @@ class ToolAdapter:
         if len(self.latencies) > 100_000:
             del self.latencies[:50_000]
         log.debug("%s: %s -> %s", self.tool.code, type(event).__name__, outcome)
+
+    async def _apply_until_stored(self, event: mapping.ToolEvent) -> str | None:
+        """Apply an event; while the database is unavailable, try the same event again (with
+        backoff) instead of ending the tool session: what the tool sends meanwhile waits in
+        order in the bounded queue (process values included), and a queue that overflows
+        ends the session for a resynchronisation once the database is back."""
+        delay = 0.2
+        while True:
+            try:
+                return await self._apply_in_transaction(event)
+            except Exception as exc:
+                if outage_code(exc) is None or self._session is None:
+                    raise
+                self.last_error = f"database unavailable: {type(exc).__name__}"
+                log.warning("%s: database unavailable, retrying in %.1f s", self.tool.code, delay)
+            if self._session.dropped or self._session.failed is not None:
+                await self._check(self._session)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 5.0)
 
     async def _apply_in_transaction(self, event: mapping.ToolEvent) -> str | None:
         async with unit_of_work(self.db) as session:
@@ -414,72 +518,6 @@ class ToolAdapter:
             for job in await opcua_service.work_for_tool(session, self.tool.id):
                 self.submit(job.job_order_id)
 
-    # --- outbox -----------------------------------------------------------------------------
-    async def _do_work(self, session: ToolSession, job_order_id: str) -> None:
-        async with unit_of_work(self.db, write=False) as db_session:
-            job = (
-                await db_session.scalars(
-                    select(EquipmentJob).where(EquipmentJob.job_order_id == job_order_id)
-                )
-            ).one_or_none()
-            if job is None:
-                return
-            status, command = job.status.value, job.command
-        if status == "requested":
-            await self._send(session, job_order_id)
-        elif command is not None:
-            await self._command(session, job_order_id, command)
-
-    async def _send(self, session: ToolSession, job_order_id: str) -> None:
-        # 1. The intent, committed before anything reaches the tool.
-        async with unit_of_work(self.db) as db_session:
-            now = self.clock.now()
-            opcua_service.bind_adapter(db_session, self.tool, "opcua.send_job", now)
-            job = await opcua_service.claim_send(
-                db_session, self.tool, job_order_id, self.settings.owner, now
-            )
-            if job is None:
-                return
-            order = await _job_to_send(db_session, job)
-        # 2. The calls. A Bad status is a definite refusal (the job fails, the lot goes back);
-        # a lost connection leaves the job ``sent`` for reconciliation to settle.
-        try:
-            control = await session.read("ControlState")
-            if control != ControlState.ONLINE_REMOTE:
-                raise ToolRefused(f"tool.not_remote: the tool is {control}, not OnlineRemote")
-            held = await session.recipe_checksums()
-            if order.recipe_id not in held:
-                await session.download_recipe(order.recipe_id, order.body, order.checksum)
-            reported = await session.recipe_checksum(order.recipe_id)
-            if reported.lower() != order.checksum.lower():
-                raise ToolRefused(
-                    f"recipe.checksum_mismatch: tool reports {reported} for {order.recipe_id}, "
-                    f"the approved version has {order.checksum}; job not started"
-                )
-            await _check_slot_maps(session, order)
-            await session.select_recipe(order.recipe_id)
-            await session.store_and_start(order.document, f"MES job {job_order_id}")
-        except ToolRefused as exc:
-            log.warning("%s: job %s refused: %s", self.tool.code, job_order_id, exc)
-            async with unit_of_work(self.db) as db_session:
-                opcua_service.bind_adapter(
-                    db_session, self.tool, "opcua.job_refused", self.clock.now()
-                )
-                await opcua_service.fail_job(
-                    db_session, self.tool, job_order_id, str(exc), clock=self.clock
-                )
-
-    async def _command(self, session: ToolSession, job_order_id: str, command: JobCommand) -> None:
-        method = {JobCommand.ABORT: "Abort", JobCommand.PAUSE: "Pause", JobCommand.RESUME: "Resume"}
-        error = None
-        try:
-            await session.job_command(method[command], job_order_id, "MES request")
-        except ToolRefused as exc:
-            error = f"{command.value} refused: {exc}"
-        async with unit_of_work(self.db) as db_session:
-            opcua_service.bind_adapter(db_session, self.tool, "opcua.job_command", self.clock.now())
-            await opcua_service.clear_command(db_session, job_order_id, error)
-
 
 def _raise_if_cancelled() -> None:
     task = asyncio.current_task()
@@ -491,75 +529,6 @@ class LeaseLost(Exception):
     """The adapter no longer holds the tool's lease: stop acting on the tool."""
 
 
-async def _job_to_send(session: Any, job: EquipmentJob) -> _JobToSend:
-    lots = list(
-        await session.scalars(
-            select(Lot)
-            .options(selectinload(Lot.wafers), selectinload(Lot.carrier))
-            .join(EquipmentJobLot, EquipmentJobLot.lot_id == Lot.id)
-            .where(EquipmentJobLot.job_id == job.id)
-            .order_by(EquipmentJobLot.position)
-        )
-    )
-    carrier_ids = {lot.carrier_id for lot in lots if lot.carrier_id is not None}
-    held = await session.execute(
-        select(Carrier.code, Wafer.slot)
-        .join(Lot, Lot.carrier_id == Carrier.id)
-        .join(Wafer, Wafer.lot_id == Lot.id)
-        .where(
-            Carrier.id.in_(carrier_ids),
-            Wafer.state == WaferState.ACTIVE,
-            Wafer.slot.is_not(None),
-        )
-    )
-    carrier_slots: dict[str, set[int]] = {
-        lot.carrier.code: set() for lot in lots if lot.carrier is not None
-    }
-    for carrier_code, slot in held.all():
-        carrier_slots[carrier_code].add(slot)
-    version = job.recipe_version
-    recipe_id = mapping.tool_recipe_id(version.recipe.name, version.version)
-    return _JobToSend(
-        job_order_id=job.job_order_id,
-        recipe_id=recipe_id,
-        body=dict(version.body),
-        checksum=version.checksum,
-        document=mapping.job_order_document(
-            job.job_order_id,
-            recipe_id,
-            [
-                mapping.JobOrderLot(
-                    lot.code,
-                    lot.carrier.code if lot.carrier is not None else None,
-                    sorted((w.slot, w.scribe_id) for w in lot.wafers if _active_wafer(w)),
-                )
-                for lot in lots
-            ],
-        ),
-        carrier_slots={c: frozenset(slots) for c, slots in carrier_slots.items()},
-    )
-
-
-async def _check_slot_maps(session: ToolSession, order: _JobToSend) -> None:
-    """E87 slot-map verification before the job starts: each of the job's carriers that the
-    tool has on a load port must hold wafers exactly where the MES has them. A mismatch (a
-    wafer missing, one too many, one in the wrong slot) refuses the job before it runs."""
-    if not order.carrier_slots:
-        return
-    try:
-        reported = await session.carriers_on_ports()
-    except ValueError as exc:
-        raise ToolRefused(f"carrier.slot_map_unreadable: {exc}; job not started") from exc
-    if reported is None:
-        return  # a tool model without load ports: nothing to compare
-    mismatches = mapping.slot_map_mismatches(dict(order.carrier_slots), reported)
-    if mismatches:
-        raise ToolRefused(
-            "carrier.slot_map_mismatch: "
-            + "; ".join(str(m) for m in mismatches)
-            + "; job not started"
-        )
-
-
-def _active_wafer(wafer: Wafer) -> bool:
-    return wafer.state == WaferState.ACTIVE
+class EventsLost(ConnectionError):
+    """Events from the tool were lost (dropped in a flood, or a Sequence gap): the session
+    ends and the next one resynchronises, as after a lost connection."""

@@ -14,7 +14,6 @@ import contextlib
 import json
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -24,6 +23,8 @@ from asyncua.crypto import security_policies
 
 from mes.opcua import certificates, mapping
 from mes.opcua import model as m
+from mes.opcua.security import Security as Security
+from mes.opcua.security import SecurityRefused as SecurityRefused
 
 log = logging.getLogger(__name__)
 _REFRESH_START = ua.NodeId(ua.ObjectIds.RefreshStartEventType)
@@ -96,51 +97,19 @@ class OutcomeUnknown(ConnectionError):
     connection, so the session ends and reconciliation settles what the tool did."""
 
 
+class UnreadableJobResponse(ValueError):
+    """A job's response could not be read; ``state`` is the JobState the tool answered beside
+    it (if that is one), so the job can still be settled as "nothing processed"."""
+
+    def __init__(self, text: str, state: Any, error: Exception) -> None:
+        super().__init__(f"{type(error).__name__}: {error}")
+        self.text = text
+        self.state = state if state in {s.value for s in m.JobState} else None
+
+
 class ToolRefused(Exception):
     """The tool answered a command with a Bad status, or a check before a command failed:
     a definite answer (unlike a lost connection, after which nobody knows)."""
-
-
-@dataclass(frozen=True)
-class Security:
-    """Client security: policy ``None``, or ``Basic256Sha256`` (``Sign``/``SignAndEncrypt``)
-    with the MES's client certificate and key. ``trust_dir``: the tools' server certificates
-    the MES trusts (a tool presenting another one is refused); unset, any server certificate
-    is accepted (encrypted, but the tool is not authenticated). ``server_certificate`` pins
-    one certificate instead (a single-tool setup)."""
-
-    policy: str = "None"
-    mode: str = "SignAndEncrypt"
-    certificate: str | None = None
-    private_key: str | None = None
-    server_certificate: str | None = None
-    trust_dir: str | None = None
-
-    @property
-    def enabled(self) -> bool:
-        return self.policy != "None"
-
-    def check(self) -> None:
-        """Refuse at start-up what could only fail at every connect later."""
-        if not self.enabled:
-            return
-        if not (self.certificate and self.private_key):
-            raise ValueError(
-                f"OPC UA security policy {self.policy} needs the MES client certificate and "
-                "private key (MES_OPCUA_CERTIFICATE, MES_OPCUA_PRIVATE_KEY; make them with "
-                "`mes opcua make-certificate`)"
-            )
-        for what, path in (("certificate", self.certificate), ("private key", self.private_key)):
-            if not Path(path).is_file():
-                raise ValueError(f"OPC UA client {what} {path}: no such file")
-        certificates.application_uri(Path(self.certificate))
-        if self.trust_dir is not None and not Path(self.trust_dir).is_dir():
-            raise ValueError(f"OPC UA trust folder {self.trust_dir}: no such folder")
-
-
-class SecurityRefused(Exception):
-    """The secure session could not be set up: a certificate was refused (by either side) or
-    the tool offers no endpoint with the configured security. Retrying alone will not help."""
 
 
 class ToolSession:
@@ -171,6 +140,8 @@ class ToolSession:
         self.failed: Exception | None = None
         self.last_message_at = asyncio.get_running_loop().time()
         self.notifications = 0
+        self.dropped = 0  # notifications dropped because the queue was full (a flood)
+        self.high_water = 0  # most events ever waiting in the queue
         self.process_value_names: frozenset[str] = frozenset()
         self.load_ports: Node | None = None  # optional in the tool model
         self._subscription: Any = None
@@ -329,7 +300,11 @@ class ToolSession:
     async def subscribe(self) -> None:
         self._subscription = await self.client.create_subscription(self.publishing_ms, self)
         await self._subscription.subscribe_events(
-            self.client.nodes.server, self.event_types, queuesize=1000
+            # The tool may hold as many events for us as the adapter will queue (a flood past
+            # that overflows ours too, and the adapter resynchronises).
+            self.client.nodes.server,
+            self.event_types,
+            queuesize=max(self.queue.maxsize, 1000),
         )
         nodes = list(self.nodes.values())
         self.names = {node.nodeid: name for name, node in self.nodes.items()}
@@ -378,7 +353,7 @@ class ToolSession:
         if name is None:
             return
         at = _utc(getattr(data.monitored_item.Value, "SourceTimestamp", None))
-        self.queue.put_nowait((self.last_message_at, mapping.ValueChange(name, val, at)))
+        self._put(mapping.ValueChange(name, val, at))
 
     def event_notification(self, event: Any) -> None:
         self._seen()
@@ -391,9 +366,23 @@ class ToolSession:
                 payload=repr(event)[:4000],
                 error=f"{type(exc).__name__}: {exc}"[:2000],
                 at=_utc(getattr(event, "Time", None)),
+                sequence=_sequence_of(event),
             )
         if parsed is not None:
-            self.queue.put_nowait((self.last_message_at, parsed))
+            self._put(parsed)
+
+    def _put(self, event: mapping.ToolEvent) -> None:
+        """Queue for the adapter; a full queue (the adapter's bound) drops it and counts, and
+        the adapter then rebuilds the session: memory stays bounded in a flood."""
+        try:
+            self.queue.put_nowait((self.last_message_at, event))
+            self.high_water = max(self.high_water, self.queue.qsize())
+        except asyncio.QueueFull:
+            if not self.dropped:
+                log.warning(
+                    "%s: event queue full (%d): dropping", self.tool_code, self.queue.maxsize
+                )
+            self.dropped += 1
 
     def status_change_notification(self, status: Any) -> None:
         log.warning("%s: subscription status %s", self.tool_code, status)
@@ -403,37 +392,43 @@ class ToolSession:
         at = _utc(getattr(e, "Time", None))
         if e.EventType in (_REFRESH_START, _REFRESH_END):
             return mapping.AlarmRefresh(end=e.EventType == _REFRESH_END, at=at)
+        # Every field is held to the tool contract (mapping.whole, text_field, known_value):
+        # a wrong type or a value out of range makes the event Unreadable (quarantined).
         if e.EventType == self.job_type:
             return mapping.JobEvent(
-                job_order_id=str(e.JobOrderID),
-                state=str(e.JobState),
-                substate=str(e.JobSubstate or ""),
-                response=str(e.JobResponse or ""),
-                sequence=int(e.Sequence),
+                job_order_id=mapping.text_field(e.JobOrderID, "JobOrderID", mapping.MAX_ID),
+                state=mapping.known_value(e.JobState, "JobState", m.JobState),
+                substate=mapping.known_value(e.JobSubstate, "JobSubstate", m.JobSubstate),
+                response=mapping.text_field(e.JobResponse, "JobResponse", 4_000_000),
+                sequence=mapping.whole(e.Sequence, "Sequence", 0, mapping.MAX_SEQUENCE),
                 at=at,
             )
         if e.EventType == self.substrate_type:
-            meas = e.Measurements or []
             return mapping.SubstrateEvent(
-                job_order_id=str(e.JobOrderID),
-                lot_id=str(e.LotID),
-                substrate_id=str(e.SubstrateID),
-                slot=int(e.Slot),
-                chamber=str(e.Chamber or ""),
-                state=str(e.SubstrateState),
-                measurements=mapping.finite(meas),
-                sequence=int(e.Sequence),
+                job_order_id=mapping.text_field(e.JobOrderID, "JobOrderID", mapping.MAX_ID),
+                lot_id=mapping.text_field(e.LotID, "LotID", mapping.MAX_ID),
+                substrate_id=mapping.text_field(e.SubstrateID, "SubstrateID", mapping.MAX_ID),
+                slot=mapping.whole(e.Slot, "Slot", 0, mapping.MAX_SLOT),
+                chamber=mapping.text_field(e.Chamber, "Chamber", mapping.MAX_ID),
+                state=mapping.known_value(e.SubstrateState, "SubstrateState", m.SubstrateState),
+                measurements=mapping.finite(e.Measurements or []),
+                sequence=mapping.whole(e.Sequence, "Sequence", 0, mapping.MAX_SEQUENCE),
                 at=at,
             )
         if e.EventType == self.alarm_type:
             message = getattr(e, "Message", None)
+            code = mapping.text_field(e.ConditionName, "ConditionName", 64)
+            if not code:
+                raise ValueError("an alarm without ConditionName")
             return mapping.AlarmEvent(
-                code=str(e.ConditionName),
-                text=str(getattr(message, "Text", "") or ""),
-                severity=int(e.Severity),
-                breaking=bool(e.Breaking),
-                active=bool(getattr(e, "ActiveState/Id")),
-                acked=bool(getattr(e, "AckedState/Id")),
+                code=code,
+                text=mapping.text_field(
+                    getattr(message, "Text", "") or "", "Message", mapping.MAX_ALARM_TEXT, cut=True
+                ),
+                severity=mapping.whole(e.Severity, "Severity", 1, 1000),
+                breaking=_flag(e.Breaking, "Breaking"),
+                active=_flag(getattr(e, "ActiveState/Id"), "ActiveState/Id"),
+                acked=_flag(getattr(e, "AckedState/Id"), "AckedState/Id"),
                 at=at,
             )
         return None
@@ -509,14 +504,32 @@ class ToolSession:
     async def job_response(self, job_order_id: str) -> mapping.JobResult | None:
         """What the tool says about a job order; None if it does not know it."""
         try:
-            response, _state = await self.job_results.call_method(
+            response, state = await self.job_results.call_method(
                 f"{self.ns[m.NS_ISA95_JOBS]}:{m.REQUEST_JOB_RESPONSE}", job_order_id
             )
         except ua.UaStatusCodeError as exc:
             if exc.code == ua.StatusCodes.BadNotFound:
                 return None
             raise
-        return mapping.parse_job_response(str(response))
+        try:
+            return mapping.parse_job_response(str(response))
+        except (ValueError, TypeError) as exc:
+            raise UnreadableJobResponse(str(response)[:4000], state, exc) from exc
+
+
+def _sequence_of(event: Any) -> int | None:
+    """The Sequence of an event that could not be read as a whole: it still counts as
+    received, so a bad message is not taken for lost ones."""
+    try:
+        return mapping.whole(getattr(event, m.EVENT_SEQUENCE, None), "Sequence", 0, 2**53)
+    except (TypeError, ValueError):
+        return None
+
+
+def _flag(value: Any, what: str) -> bool:
+    if not isinstance(value, bool):
+        raise TypeError(f"{what} must be a Boolean, got {type(value).__name__} {value!r:.60}")
+    return value
 
 
 def _present(node: Node | None) -> Node:

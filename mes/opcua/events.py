@@ -6,9 +6,10 @@ or replayed event is applied once.
 
 from __future__ import annotations
 
+import logging
 from datetime import datetime
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from mes.clock import Clock
@@ -16,14 +17,17 @@ from mes.equipment import service as equipment_service
 from mes.equipment.models import StateChangeSource
 from mes.equipment.states import DEFAULT_SUBSTATE, E10State
 from mes.jobs import service as jobs_service
-from mes.jobs.models import EquipmentJob
-from mes.jobs.states import JobStatus
+from mes.jobs.models import EquipmentJob, EquipmentJobLot
+from mes.jobs.states import FINAL, JobStatus
 from mes.kit.idempotency import claim_key
-from mes.lots.models import Lot
+from mes.lots.models import Lot, Wafer
+from mes.lots.states import WaferState
 from mes.opcua import mapping
 from mes.opcua.mapping import JobAction, JobEvent, JobResult, SubstrateEvent
 from mes.opcua.quarantine import quarantine
 from mes.opcua.tools import ToolRef, principal_for
+
+log = logging.getLogger(__name__)
 
 
 async def _claim(session: AsyncSession, tool: ToolRef, key: str, now: datetime) -> bool:
@@ -46,9 +50,15 @@ async def apply_job_event(
         return "duplicate"
     job = await jobs_service.find_job(session, event.job_order_id)
     if job is None or job.equipment_id != tool.id:
-        return "unknown job"
+        return _unknown(tool, event.job_order_id, event.state)
     try:
         result = mapping.parse_job_response(event.response)
+        processed_max = await _wafers_of(session, job)
+        if result.wafers_processed > processed_max:
+            raise ValueError(
+                f"WafersProcessed {result.wafers_processed} is more than the job's "
+                f"{processed_max} wafers"
+            )
     except (ValueError, TypeError) as exc:
         # Unreadable: kept in quarantine, and read as "nothing processed", so the lot is held
         # (partial run) instead of passing on a result nobody could read.
@@ -144,7 +154,23 @@ async def apply_substrate_event(
         return "duplicate"
     job = await jobs_service.find_job(session, event.job_order_id, for_update=False)
     if job is None or job.equipment_id != tool.id:
-        return "unknown job"
+        return _unknown(tool, event.job_order_id, event.state)
+    if job.status in FINAL:
+        # Late (out of order): the job was settled by its end event or a reconciliation, and
+        # the wafers' results with it; what came after must not rewrite them.
+        log.info(
+            "%s: substrate event %s/%s after job %s ended (%s): ignored",
+            tool.code,
+            event.substrate_id,
+            event.state,
+            job.job_order_id,
+            job.status.value,
+        )
+        return f"late: job {job.status.value}"
+    if not await _wafer_of_job(session, job, event.substrate_id):
+        raise ValueError(
+            f"substrate {event.substrate_id!r} is not a wafer of job {job.job_order_id}"
+        )
     await jobs_service.record_wafers(
         session,
         job,
@@ -200,3 +226,34 @@ async def apply_item_state(
 
 async def _lots_on(session: AsyncSession, equipment_id: int) -> int:
     return len(list(await session.scalars(select(Lot.id).where(Lot.equipment_id == equipment_id))))
+
+
+def _unknown(tool: ToolRef, job_order_id: str, state: str) -> str:
+    # A job the MES did not send (started on the tool by hand, or a tool's mistake): nothing
+    # of the MES's changes, but people should be able to see that it happened.
+    log.warning(
+        "%s: %s event for job %r, which the MES did not send there", tool.code, state, job_order_id
+    )
+    return "unknown job"
+
+
+async def _wafers_of(session: AsyncSession, job: EquipmentJob) -> int:
+    """The active wafers of the job's lots: a tool cannot have processed more."""
+    return int(
+        await session.scalar(
+            select(func.count(Wafer.id))
+            .join(EquipmentJobLot, EquipmentJobLot.lot_id == Wafer.lot_id)
+            .where(EquipmentJobLot.job_id == job.id, Wafer.state == WaferState.ACTIVE)
+        )
+        or 0
+    )
+
+
+async def _wafer_of_job(session: AsyncSession, job: EquipmentJob, substrate_id: str) -> bool:
+    found = await session.scalar(
+        select(Wafer.id)
+        .join(EquipmentJobLot, EquipmentJobLot.lot_id == Wafer.lot_id)
+        .where(EquipmentJobLot.job_id == job.id, Wafer.scribe_id == substrate_id)
+        .limit(1)
+    )
+    return found is not None

@@ -26,7 +26,7 @@ from mes.equipment.states import DEFAULT_SUBSTATE, E10State
 from mes.jobs.results import JobResult as JobResult
 from mes.jobs.results import ProcessValueBuffer as ProcessValueBuffer
 from mes.jobs.results import WaferReport as WaferReport
-from mes.opcua.model import JobState, JobSubstate, MachineryItemState
+from mes.opcua.model import ControlState, JobState, JobSubstate, MachineryItemState
 
 # --- E10 -------------------------------------------------------------------------------------
 
@@ -108,27 +108,97 @@ def event_key(tool: str, job_order_id: str, state: str, sequence: int | str) -> 
 
 
 def parse_job_response(text: str) -> JobResult:
-    """A JobResponse JSON (as the tool sends it in events and RequestJobResponseByJobOrderID)."""
+    """A JobResponse JSON (as the tool sends it in events and RequestJobResponseByJobOrderID).
+
+    Strict: a field of the wrong type or out of range raises (TypeError, ValueError) instead
+    of being coerced, so the caller quarantines the response rather than apply a guess."""
     data: Any = json.loads(text or "{}")
     if not isinstance(data, dict):
         raise ValueError("job response is not a JSON object")
+    wafers_in = data.get("Wafers") or []
+    if not isinstance(wafers_in, list) or len(wafers_in) > MAX_JOB_WAFERS:
+        raise ValueError(f"job response Wafers must be a list of at most {MAX_JOB_WAFERS}")
     wafers = tuple(
         WaferReport(
-            substrate_id=str(w.get("SubstrateID", "")),
-            slot=int(w.get("Slot", 0)),
-            state=str(w.get("State", "")),
-            chamber=str(w.get("Chamber", "")),
+            substrate_id=text_field(w.get("SubstrateID", ""), "SubstrateID", MAX_ID),
+            slot=whole(w.get("Slot", 0), "Slot", 0, MAX_SLOT),
+            state=text_field(w.get("State", ""), "State", MAX_ID),
+            chamber=text_field(w.get("Chamber", ""), "Chamber", MAX_ID),
             measurements=finite(w.get("Measurements") or ()),
         )
-        for w in data.get("Wafers") or ()
+        for w in wafers_in
         if isinstance(w, dict)
     )
     return JobResult(
-        state=str(data.get("JobState", "")),
-        substate=str(data.get("JobSubstate", "")),
-        wafers_processed=int(data.get("WafersProcessed", 0)),
+        state=text_field(data.get("JobState", ""), "JobState", MAX_ID),
+        substate=text_field(data.get("JobSubstate", ""), "JobSubstate", MAX_ID),
+        wafers_processed=whole(
+            data.get("WafersProcessed", 0), "WafersProcessed", 0, MAX_JOB_WAFERS
+        ),
         wafers=wafers,
     )
+
+
+# --- what a tool may send: the bounds the adapter holds its messages to ----------------------
+
+MAX_SLOT = 50  # carrier slots (a FOUP has 25; 0 = no slot)
+MAX_JOB_WAFERS = 1000  # wafers in one job order (batches of a few carriers)
+MAX_ID = 128  # job order, substrate, lot ids, states
+MAX_SEQUENCE = 2**53  # event Sequence (an integer a JSON reader keeps exact)
+MAX_MEASUREMENTS = 10_000  # sites of one wafer
+MAX_ALARM_TEXT = 1000  # longer alarm texts are cut (the alarm itself counts)
+
+
+def whole(value: Any, what: str, low: int, high: int) -> int:
+    """An integer field as the tool contract types it: no bool, no float, no numeric text."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{what} must be an integer, got {type(value).__name__} {value!r:.60}")
+    if not low <= value <= high:
+        raise ValueError(f"{what} {value} is out of range {low}..{high}")
+    return value
+
+
+def text_field(value: Any, what: str, max_len: int, *, cut: bool = False) -> str:
+    """A string field (missing = ""): another type is refused; too long is refused or cut."""
+    if value is None:
+        return ""
+    if not isinstance(value, str):
+        raise TypeError(f"{what} must be a string, got {type(value).__name__} {value!r:.60}")
+    if len(value) > max_len:
+        if cut:
+            return value[:max_len]
+        raise ValueError(f"{what} is {len(value)} characters long, at most {max_len}")
+    return value
+
+
+def known_value(value: Any, what: str, allowed: type[enum.StrEnum]) -> str:
+    """A state the contract enumerates: anything else is refused, not read as 'no change'."""
+    text = text_field(value, what, MAX_ID)
+    if text not in {v.value for v in allowed}:
+        raise ValueError(f"{what} {text!r:.60} is not one of {sorted(v.value for v in allowed)}")
+    return text
+
+
+def value_problem(name: str, value: Any, process_values: frozenset[str]) -> str | None:
+    """Why a variable's new value breaks the tool contract (None: it is fine). Only the values
+    the MES acts on are checked: the item and control states, the current job and substrate
+    (process values are filed under them) and the process values (finite numbers)."""
+    try:
+        if name == "ItemState":
+            known_value(value, name, MachineryItemState)
+        elif name == "ControlState":
+            known_value(value, name, ControlState)
+        elif name in ("CurrentJobOrderId", "CurrentSubstrateId"):
+            text_field(value, name, MAX_ID)
+        elif name in process_values and (
+            isinstance(value, bool)
+            or not isinstance(value, int | float)
+            or not math.isfinite(value)
+        ):
+            return f"process value {name} must be a finite number, got {value!r:.60}"
+    except (TypeError, ValueError) as exc:
+        return f"{type(exc).__name__}: {exc}"
+    return None
 
 
 def tool_recipe_id(recipe_name: str, version: int) -> str:
@@ -328,8 +398,14 @@ class ValueChange:
 
 def finite(values: Any) -> tuple[float, ...]:
     """Measured values as floats, refusing NaN and infinities: a tool that sends them is
-    broken, and neither JSON nor a control chart can hold them."""
-    floats = tuple(float(v) for v in (values if isinstance(values, list | tuple) else [values]))
+    broken, and neither JSON nor a control chart can hold them. Numbers only (no text that
+    looks like one, no booleans), and at most ``MAX_MEASUREMENTS`` of them."""
+    items = values if isinstance(values, list | tuple) else [values]
+    if len(items) > MAX_MEASUREMENTS:
+        raise ValueError(f"{len(items)} measurements, at most {MAX_MEASUREMENTS}")
+    if any(isinstance(v, bool) or not isinstance(v, int | float) for v in items):
+        raise TypeError(f"measurements must be numbers, got {list(items)[:5]!r:.120}")
+    floats = tuple(float(v) for v in items)
     if not all(math.isfinite(v) for v in floats):
         raise ValueError(f"measurements must be finite numbers, got {list(floats)[:10]}")
     return floats
@@ -343,6 +419,7 @@ class Unreadable:
     payload: str
     error: str
     at: datetime
+    sequence: int | None = None  # its Sequence, if that much could be read (counts as seen)
 
 
 @dataclass(frozen=True)

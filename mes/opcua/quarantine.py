@@ -15,6 +15,45 @@ from mes.opcua.tools import ToolRef
 # not close them (alarms.close_unreported_alarms).
 MES_ALARM_PREFIX = "MES_"
 BAD_MESSAGE_ALARM = "MES_BAD_MESSAGE"
+EVENTS_LOST_ALARM = "MES_EVENTS_LOST"
+
+
+async def raise_mes_alarm(
+    session: AsyncSession,
+    tool: ToolRef,
+    code: str,
+    text: str,
+    *,
+    clock: Clock,
+    actions: str = "recorded",
+) -> bool:
+    """Raise an alarm of the MES's own on the tool, once: while one with ``code`` is open,
+    a repeat changes nothing (a flood of bad messages is one alarm, not thousands). True if
+    raised now."""
+    already = await session.scalar(
+        select(EquipmentAlarm.id).where(
+            EquipmentAlarm.equipment_id == tool.id,
+            EquipmentAlarm.alarm_code == code,
+            EquipmentAlarm.cleared_at.is_(None),
+        )
+    )
+    if already is not None:
+        return False
+    session.add(
+        EquipmentAlarm(
+            fab_id=tool.fab_id,
+            equipment_id=tool.id,
+            alarm_code=code,
+            text=text[:1000],
+            severity=700,
+            breaking=False,
+            raised_at=clock.now(),
+            acknowledged=False,
+            actions=actions,
+        )
+    )
+    await session.flush()
+    return True
 
 
 async def quarantine(
@@ -31,27 +70,14 @@ async def quarantine(
             error=error,
         )
     )
-    already = await session.scalar(
-        select(EquipmentAlarm.id).where(
-            EquipmentAlarm.equipment_id == tool.id,
-            EquipmentAlarm.alarm_code == BAD_MESSAGE_ALARM,
-            EquipmentAlarm.cleared_at.is_(None),
-        )
+    await raise_mes_alarm(
+        session,
+        tool,
+        BAD_MESSAGE_ALARM,
+        f"the MES refused a message from the tool: {error}",
+        clock=clock,
+        actions="quarantined",
     )
-    if already is None:
-        session.add(
-            EquipmentAlarm(
-                fab_id=tool.fab_id,
-                equipment_id=tool.id,
-                alarm_code=BAD_MESSAGE_ALARM,
-                text=f"the MES refused a message from the tool: {error}"[:1000],
-                severity=700,
-                breaking=False,
-                raised_at=now,
-                acknowledged=False,
-                actions="quarantined",
-            )
-        )
     await session.flush()
     return f"quarantined {kind}: {error}"
 

@@ -11,7 +11,7 @@ from mes.jobs import service as jobs_service
 from mes.jobs.models import EquipmentJob
 from mes.jobs.states import FINAL, JobStatus
 from mes.opcua.events import apply_job_state
-from mes.opcua.mapping import JobResult
+from mes.opcua.mapping import JobResult, ProcessValueBuffer
 from mes.opcua.tools import ToolRef, principal_for
 
 
@@ -23,6 +23,7 @@ async def reconcile_job(
     *,
     clock: Clock,
     aborted_hold: bool,
+    pv: ProcessValueBuffer | None = None,
 ) -> str:
     """After a (re)connect: what the tool says about a job the MES has on it.
 
@@ -59,7 +60,7 @@ async def reconcile_job(
         found,
         clock=clock,
         aborted_hold=aborted_hold,
-        pv=None,
+        pv=pv,  # what the adapter sampled before the session ended: kept, not lost
     )
 
 

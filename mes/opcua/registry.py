@@ -27,6 +27,7 @@ from mes.jobs.states import JobStatus
 from mes.observability import instruments
 from mes.opcua import service as opcua_service
 from mes.opcua.adapter import AdapterSettings, ToolAdapter
+from mes.opcua.mapping import ProcessValueBuffer
 from mes.opcua.models import ConnectionState
 from mes.opcua.service import ToolRef
 
@@ -64,6 +65,8 @@ class AdapterRegistry:
         # a hundred tools runs in parallel, yet bounded, so no connect times out while a busy
         # loop serves a hundred others (a timeout costs a backoff, seconds to minutes).
         self.setup_slots = asyncio.Semaphore(connect_parallel)
+        # Per tool, per job: process values sampled so far (outlive an adapter's restart).
+        self._process_values: dict[int, dict[str, ProcessValueBuffer]] = {}
 
     @property
     def owner(self) -> str:
@@ -134,7 +137,14 @@ class AdapterRegistry:
             return await opcua_service.next_expiry(session, self.owner, others)
 
     def _start_adapter(self, tool: ToolRef) -> None:
-        adapter = ToolAdapter(self.db, tool, self.settings, self.clock, self.setup_slots)
+        adapter = ToolAdapter(
+            self.db,
+            tool,
+            self.settings,
+            self.clock,
+            self.setup_slots,
+            process_values=self._process_values.setdefault(tool.id, {}),
+        )
         self.adapters[tool.id] = adapter
         self.tasks[tool.id] = asyncio.create_task(adapter.run(), name=f"adapter-{tool.code}")
         log.info("%s: serving tool %s at %s", self.owner, tool.code, tool.endpoint)

@@ -41,6 +41,7 @@ def adapter_settings(settings: Settings, owner: str | None = None) -> AdapterSet
         alarm_rules=mapping.parse_alarm_rules(settings.alarm_rules),
         process_values=mapping.parse_patterns(settings.adapter_process_values),
         security=security,
+        max_queued_events=settings.adapter_max_queued_events,
     )
 
 

@@ -20,11 +20,17 @@ from mes.opcua.events import (
 )
 from mes.opcua.leases import acquire, next_expiry, owns, release, renew
 from mes.opcua.outbox import claim_send, clear_command, fail_job, work_for_tool
-from mes.opcua.quarantine import dead_letters, quarantine
+from mes.opcua.quarantine import (
+    EVENTS_LOST_ALARM,
+    dead_letters,
+    quarantine,
+    raise_mes_alarm,
+)
 from mes.opcua.reconciliation import open_job_ids, reconcile_job
 from mes.opcua.tools import ToolRef, bind_adapter, principal_for, tools_to_serve
 
 __all__ = [
+    "EVENTS_LOST_ALARM",
     "ConnectionView",
     "ToolRef",
     "acquire",
@@ -46,6 +52,7 @@ __all__ = [
     "principal_for",
     "publish_connection",
     "quarantine",
+    "raise_mes_alarm",
     "reconcile_job",
     "release",
     "renew",

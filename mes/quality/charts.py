@@ -50,7 +50,7 @@ async def current_limits(session: AsyncSession, chart_id: int) -> SpcLimits | No
 
 
 def _check_actions(actions: Mapping[str, object]) -> None:
-    known = {r.value for r in rules.RunRule} | {"*"}
+    known = {r.value for r in rules.RunRule} | rules.dispersion_codes() | {"*"}
     unknown = sorted(set(actions) - known)
     if unknown:
         raise InvalidInput(f"no run rule {unknown}", code="spc.unknown_rule")
@@ -236,6 +236,11 @@ async def chart_data(session: AsyncSession, chart_id: int, *, last: int) -> s.Ch
     for point, lot, tool in rows:
         row = versions.get(point.limits_version) if point.limits_version else None
         at = spc.point_limits(chart, row, point.size) if row else None
+        spread = (
+            spc.chart_limits(chart, row).dispersion(point.size)
+            if row and point.dispersion is not None
+            else None
+        )
         points.append(
             s.PointRead(
                 number=point.number,
@@ -255,6 +260,9 @@ async def chart_data(session: AsyncSession, chart_id: int, *, last: int) -> s.Ch
                 collected_at=point.collected_at,
                 violations=sorted(broken.get(point.number, [])),
                 out_of_spec=any(rules.out_of_spec(v, lsl, usl) for v in point.values["values"]),
+                dispersion_ucl=spread.ucl if spread else None,
+                dispersion_lcl=spread.lcl if spread else None,
+                dispersion_center=spread.center if spread else None,
             )
         )
     zones = None

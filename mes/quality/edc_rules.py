@@ -24,7 +24,9 @@ from typing import Any
 from mes.lots.commands import Reading
 from mes.quality.rules import out_of_spec
 
-SOURCE_PATTERN = r"^(operator|metrology|pv\.[A-Za-z][A-Za-z0-9_]{0,47}\.(mean|min|max))$"
+# ``pv.<Name>.<stat>``: the statistic over the time each wafer was in process; ``job.pv.…``:
+# over the whole job (one value per job, given to every wafer of the lot: sample one wafer).
+SOURCE_PATTERN = r"^(operator|metrology|(job\.)?pv\.[A-Za-z][A-Za-z0-9_]{0,47}\.(mean|min|max))$"
 _SOURCE_RE = re.compile(SOURCE_PATTERN)
 MAX_SITES = 25
 

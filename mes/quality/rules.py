@@ -186,6 +186,49 @@ def _all_window(
     return tuple(window)
 
 
+# --- the dispersion chart (moving range, R or S) ---------------------------------------------
+
+# Ranges and deviations are skewed (bounded below by zero), so the zone tests (2 of 3, 4 of 5,
+# 15 within, 8 outside, alternation) have other false-alarm rates than on the location chart:
+# a dispersion chart takes the points beyond its limits, the runs on one side of its centre and
+# the trends, the rules commonly kept there. (Consecutive moving ranges share a value, so runs
+# on an MR chart come sooner than on R or S: for those charts rule 1 alone is the default.)
+DISPERSION_RULES = frozenset({RunRule.BEYOND_3_SIGMA, RunRule.SAME_SIDE_RUN, RunRule.TREND})
+DISPERSION_PREFIX = {"individuals": "mr", "xbar_r": "r", "xbar_s": "s"}
+
+
+def dispersion_code(chart_kind: str, rule: RunRule) -> str:
+    """The violation code of a rule on a chart's dispersion chart: ``r_nelson_1``,
+    ``s_nelson_2``, ``mr_nelson_1`` (the location chart's are the bare rule codes)."""
+    return f"{DISPERSION_PREFIX[chart_kind]}_{rule.value}"
+
+
+def dispersion_codes() -> frozenset[str]:
+    """Every dispersion violation code (what a chart's actions may be configured for)."""
+    return frozenset(
+        dispersion_code(kind, rule) for kind in DISPERSION_PREFIX for rule in DISPERSION_RULES
+    )
+
+
+def evaluate_dispersion_at(
+    points: Sequence[ChartPoint], index: int, enabled: Iterable[RunRule], run_length: int = 9
+) -> list[Violation]:
+    """The violations the dispersion point at ``index`` completes (``points``: the ranges or
+    deviations with the dispersion chart's limits). Rules outside ``DISPERSION_RULES`` are
+    refused: their false-alarm rates do not hold there."""
+    chosen = frozenset(enabled)
+    if not chosen <= DISPERSION_RULES:
+        raise ValueError(
+            f"not a dispersion chart rule: {sorted(r.value for r in chosen - DISPERSION_RULES)}"
+        )
+    return evaluate_at(points, index, RuleSettings(enabled=chosen, run_length=run_length))
+
+
+def moving_range(previous: float | None, value: float) -> float | None:
+    """The moving range a new individual value makes (None for the chart's first value)."""
+    return None if previous is None else abs(value - previous)
+
+
 def out_of_spec(value: float, lsl: float | None, usl: float | None) -> bool:
     """Outside the specification limits (the product's, not the chart's): the lot always holds."""
     return (lsl is not None and value < lsl) or (usl is not None and value > usl)

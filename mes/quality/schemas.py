@@ -5,14 +5,14 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, Field, FiniteFloat
+from pydantic import BaseModel, Field, FiniteFloat, field_validator
 
 from mes.auth.schemas import ESignature
 from mes.kit.api import CodeStr
 from mes.quality.edc_rules import MAX_SITES, SOURCE_PATTERN, ValueKind
 from mes.quality.limits import ChartKind
 from mes.quality.models import PlanVersionStatus
-from mes.quality.rules import RunRule
+from mes.quality.rules import DISPERSION_RULES, RunRule
 
 PlanName = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9][\w.\-]*$")]
 ParameterName = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z][\w.\-]*$")]
@@ -93,6 +93,19 @@ class RuleSet(BaseModel):
         ]
     )
     run_length: Literal[8, 9] = 9
+    # The rules of the dispersion chart (MR, R or S): beyond its limits, runs on one side of
+    # its centre, trends (rules.DISPERSION_RULES); violations are coded r_/s_/mr_<rule>.
+    # Unset: rule 1 on R and S charts, none on the moving range (a single shift already fires
+    # on the individuals chart, and would fire twice more there).
+    dispersion: list[RunRule] | None = None
+
+    @field_validator("dispersion")
+    @classmethod
+    def _dispersion_rules(cls, value: list[RunRule] | None) -> list[RunRule] | None:
+        wrong = sorted(r.value for r in set(value or ()) - DISPERSION_RULES)
+        if wrong:
+            raise ValueError(f"not a dispersion chart rule: {wrong}")
+        return value
 
 
 def _default_actions() -> dict[str, list[Action]]:
@@ -168,7 +181,7 @@ class ChartRead(BaseModel):
 class PointRead(BaseModel):
     number: int
     value: float
-    dispersion: float | None
+    dispersion: float | None  # moving range, range or standard deviation
     size: int
     ucl: float | None
     lcl: float | None
@@ -183,6 +196,10 @@ class PointRead(BaseModel):
     collected_at: datetime
     violations: list[str]
     out_of_spec: bool
+    # The dispersion chart's limits at this point (MR, R or S; None before the limits)
+    dispersion_ucl: float | None = None
+    dispersion_lcl: float | None = None
+    dispersion_center: float | None = None
 
 
 class ChartData(BaseModel):

@@ -74,6 +74,15 @@ def rule_settings(chart: SpcChart) -> rules.RuleSettings:
     )
 
 
+def dispersion_rules(chart: SpcChart) -> frozenset[rules.RunRule]:
+    """The rules of the chart's dispersion chart (MR, R or S). Unset: rule 1 on R and S
+    charts, none on a moving range chart (see ``schemas.RuleSet``)."""
+    chosen = chart.rules.get("dispersion")
+    if chosen is None:
+        chosen = [] if chart.kind == ChartKind.INDIVIDUALS else [rules.RunRule.BEYOND_3_SIGMA]
+    return frozenset(rules.RunRule(r) for r in chosen)
+
+
 def baseline(chart: SpcChart, points: Sequence[SpcPoint]) -> ChartLimits:
     """Limits from baseline points (raises LimitsError when they cannot mean anything)."""
     if chart.kind == ChartKind.INDIVIDUALS:
@@ -179,49 +188,92 @@ async def _add_points(
                 .limit(WINDOW)
             )
         )[::-1]
+    # An individuals chart's moving range needs the value before the first new point.
+    previous = (
+        await session.scalar(
+            select(SpcPoint.value)
+            .where(SpcPoint.chart_id == chart.id)
+            .order_by(SpcPoint.number.desc())
+            .limit(1)
+        )
+        if chart.kind == ChartKind.INDIVIDUALS
+        else None
+    )
+    settings = rule_settings(chart)
+    spread_rules = dispersion_rules(chart)
     holds: list[CheckHold] = []
     done: set[str] = set()  # each action once per chart and track-out
     for group in groups:
         number += 1
-        point = _point(chart, facts, group, number, scribes, current)
+        point = _point(chart, facts, group, number, scribes, current, previous)
+        previous = point.value
         session.add(point)
         if current is None:
             continue
         window = [*window, point][-WINDOW:]
-        judged = [
-            rules.ChartPoint(p.value, point_limits(chart, versions[p.limits_version], p.size))
-            for p in window
-            if p.limits_version is not None
+        found: list[tuple[str, list[int]]] = []
+        judged = [(p, versions[p.limits_version]) for p in window if p.limits_version is not None]
+        location = [
+            rules.ChartPoint(p.value, point_limits(chart, row, p.size)) for p, row in judged
         ]
-        for v in rules.evaluate_at(judged, len(judged) - 1, rule_settings(chart)):
-            configured = chart.actions.get(v.rule.value, chart.actions.get("*", []))
-            violation = SpcViolation(
-                fab_id=facts.lot.fab_id,
-                chart_id=chart.id,
-                plan_id=chart.plan_id,
-                parameter=chart.parameter,
-                rule=v.rule.value,
-                point_number=number,
-                points={"points": [window[i].number for i in v.points]},
-                lot_id=facts.lot.id,
-                equipment_id=facts.tool.id,
-                chamber=group.chamber,
-                detail=f"chart {chart.code}: {v.rule.value} at point {number} "
-                f"({point.value:g}, lot {facts.lot.code})",
-                actions={},
-                detected_at=facts.at,
-            )
-            session.add(violation)
-            await session.flush()
-            todo = [a for a in configured if a not in done]
-            done.update(todo)
-            holds += await ocap.apply(
-                session, violation, todo, tool=facts.tool, at=facts.at, next_lots=chart.next_lots
-            )
+        for v in rules.evaluate_at(location, len(location) - 1, settings):
+            found.append((v.rule.value, [judged[i][0].number for i in v.points]))
+        if spread_rules and point.dispersion is not None:
+            # The dispersion chart (MR, R or S) of the same points, on its own limits.
+            spread = [(p, row, p.dispersion) for p, row in judged if p.dispersion is not None]
+            dispersion = [
+                rules.ChartPoint(d, chart_limits(chart, row).dispersion(p.size))
+                for p, row, d in spread
+            ]
+            for v in rules.evaluate_dispersion_at(
+                dispersion, len(dispersion) - 1, spread_rules, settings.run_length
+            ):
+                code = rules.dispersion_code(chart.kind, v.rule)
+                found.append((code, [spread[i][0].number for i in v.points]))
+        for code, numbers in found:
+            holds += await _violation(session, facts, chart, group, point, code, numbers, done)
     await session.flush()
     if current is None:
         await _freeze_baseline(session, chart, facts)
     return holds
+
+
+async def _violation(
+    session: AsyncSession,
+    facts: TrackOutFacts,
+    chart: SpcChart,
+    group: Subgroup,
+    point: SpcPoint,
+    code: str,
+    numbers: list[int],
+    done: set[str],
+) -> list[CheckHold]:
+    """Record one violation and carry out the actions configured for its code (``*`` if
+    none), each action once per chart and track-out (``done``)."""
+    configured = chart.actions.get(code, chart.actions.get("*", []))
+    violation = SpcViolation(
+        fab_id=facts.lot.fab_id,
+        chart_id=chart.id,
+        plan_id=chart.plan_id,
+        parameter=chart.parameter,
+        rule=code,
+        point_number=point.number,
+        points={"points": numbers},
+        lot_id=facts.lot.id,
+        equipment_id=facts.tool.id,
+        chamber=group.chamber,
+        detail=f"chart {chart.code}: {code} at point {point.number} "
+        f"({point.value:g}, lot {facts.lot.code})",
+        actions={},
+        detected_at=facts.at,
+    )
+    session.add(violation)
+    await session.flush()
+    todo = [a for a in configured if a not in done]
+    done.update(todo)
+    return await ocap.apply(
+        session, violation, todo, tool=facts.tool, at=facts.at, next_lots=chart.next_lots
+    )
 
 
 def _point(
@@ -231,10 +283,13 @@ def _point(
     number: int,
     scribes: dict[int, str],
     limits: SpcLimits | None,
+    previous: float | None,
 ) -> SpcPoint:
     values = group.values
     dispersion = None
-    if len(values) > 1:
+    if chart.kind == ChartKind.INDIVIDUALS and len(values) == 1:
+        dispersion = rules.moving_range(previous, values[0])
+    elif len(values) > 1:
         spread = max(values) - min(values)
         dispersion = statistics.stdev(values) if chart.kind == ChartKind.XBAR_S else spread
     return SpcPoint(

@@ -211,8 +211,11 @@ class Fab:
         stale_s: float = 2.0,
         security: Security | None = None,
         process_values: tuple[str, ...] = ("*",),
+        max_queued_events: int = 10_000,
+        settings: Settings | None = None,
     ) -> AdapterRegistry:
-        db = Database(create_engine(self.settings))
+        """``settings``: the adapter's own (another database URL: through a proxy, say)."""
+        db = Database(create_engine(settings or self.settings))
         registry = AdapterRegistry(
             db,
             SystemClock(),
@@ -226,6 +229,7 @@ class Fab:
                 alarm_rules=mapping.DEFAULT_ALARM_RULES,
                 security=security or Security(),
                 process_values=process_values,
+                max_queued_events=max_queued_events,
             ),
             fab="T1",
             lease_ttl_s=lease_ttl_s,

@@ -103,7 +103,8 @@ def test_the_tools_report_is_filtered_not_refused() -> None:
     ]
     slots = {"W1": 1, "W2": 2, "W13": 13}
     readings = tool_readings(slots, reports, summaries)
-    assert len(readings) == 3 * 5 + 2 * 3
+    # Sites, the first wafer's two process values, and the job's own on each of the 3 slots.
+    assert len(readings) == 3 * 5 + 2 * 3 + 3 * 3
     got = collect([THK, TEMP], readings, [1, 2, 13], by_tool=True)
     assert got.invalid == ()
     assert [(m.parameter, m.slot) for m in got.missing] == []
@@ -119,6 +120,36 @@ def test_the_tools_report_is_filtered_not_refused() -> None:
     # A tool that measured too few sites leaves the required values missing (the lot is held).
     short = collect([THK], _sites(1, [100.0]), [1], by_tool=True)
     assert [(m.slot, m.sites) for m in short.missing] == [(1, (2, 3))]
+
+
+def test_job_level_process_values_map_to_a_plan_parameter() -> None:
+    # A parameter fed by the job's own summary (over every wafer of the job), sampled on one
+    # wafer: the job's mean lands there; the per-wafer summaries do not feed it.
+    job_temp = ParameterSpec.from_json(
+        {"name": "JOB_TEMP", "unit": "C", "source": "job.pv.ChamberTemperature.mean",
+         "wafers": [2], "lsl": 390, "usl": 410}
+    )  # fmt: skip
+    job_peak = ParameterSpec.from_json(
+        {"name": "JOB_PEAK", "unit": "C", "source": "job.pv.ChamberTemperature.max",
+         "wafers": [1]}
+    )  # fmt: skip
+    assert plan_problems([job_temp, job_peak]) == []
+    summaries = [
+        ValueSummary("W1", "ChamberTemperature", 395.0, 394.0, 396.0),
+        ValueSummary("W2", "ChamberTemperature", 405.0, 404.0, 409.0),
+        ValueSummary("", "ChamberTemperature", 400.0, 394.0, 409.0),
+    ]
+    readings = tool_readings({"W1": 1, "W2": 2}, [], summaries)
+    got = collect([job_temp, job_peak], readings, [1, 2], by_tool=True)
+    assert got.invalid == ()
+    assert got.missing == ()
+    assert [(v.parameter, v.slot, v.value) for v in got.values] == [
+        ("JOB_PEAK", 1, 409.0),
+        ("JOB_TEMP", 2, 400.0),
+    ]
+    # Without a job-level summary (a tool publishing no process values) the value is missing.
+    none = collect([job_temp], tool_readings({"W2": 2}, [], []), [2], by_tool=True)
+    assert [(m.parameter, m.slot) for m in none.missing] == [("JOB_TEMP", 2)]
 
 
 def test_integers_and_out_of_spec() -> None:
