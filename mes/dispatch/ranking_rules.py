@@ -11,14 +11,14 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from mes.dispatch.policy_inputs import GroupLoad, LotSnapshot, Situation, ToolSnapshot
 
 
-@dataclass(frozen=True, slots=True)
-class Candidate:
-    """A lot a tool could run, with what rules compare across the candidates."""
+class Candidate(NamedTuple):
+    """A lot a tool could run, with what rules compare across the candidates. A named tuple,
+    not a frozen dataclass: one is made per lot and decision, and it builds ~3x faster."""
 
     lot: LotSnapshot
     tool: ToolSnapshot

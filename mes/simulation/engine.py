@@ -389,11 +389,8 @@ class Simulation:
                 continue
             if situation is None:
                 situation = self.situation()
-            listing = policy.rank_lots(
-                snap, list(queue.values()), situation, rule_set, explain_all=False
-            )
+            starts = policy.decide(snap, queue.values(), situation, rule_set)
             self.counters.decisions += 1
-            starts = policy.choose_starts(listing)
             if starts.lots:
                 self._start_job(tool, [self.lots[r.lot.id] for r in starts.lots])
                 if not queue:
