@@ -28,6 +28,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
+from operator import attrgetter
 
 from mes.dispatch.constraint_rules import (
     Exclusion,
@@ -348,6 +349,22 @@ def choose_starts(listing: DispatchList) -> Starts:
     return Starts(tuple(listing.ranked[i] for i in chosen))
 
 
+_QUEUE_ORDER = attrgetter("queued_at", "code")
+
+
+def _first_come_first_served(rule_set: RuleSet) -> bool:
+    """Only ``fifo`` weighs (positive weight, finite scale): its value falls as ``queued_at``
+    grows, and so do its float roundings, so sorting by (-score, queued_at, code) is sorting
+    by (queued_at, code) at any time. A test holds ``decide`` to ``rank_lots`` on it."""
+    weighted = [r for r in rule_set.rules if r.weight != 0]
+    return (
+        len(weighted) == 1
+        and weighted[0].fn is RULES["fifo"].fn
+        and weighted[0].weight > 0
+        and math.isfinite(weighted[0].params["scale_s"])
+    )
+
+
 def decide(
     tool: ToolSnapshot,
     lots: Iterable[LotSnapshot],
@@ -364,6 +381,22 @@ def decide(
     blocked = tool_exclusion(tool)
     if blocked is not None:
         return Starts(())
+    if _first_come_first_served(rule_set):
+        # The ranking is the queue order, whatever the time: the first lot the tool may run
+        # is the top lot. A batch step needs every compatible lot: the general way below.
+        lots = sorted(lots, key=_QUEUE_ORDER)  # stable: full ties keep the given order
+        for lot in lots:
+            if lot_exclusion(lot) is None and pair_exclusion(lot, tool, situation) is None:
+                if lot.step.batch_max is not None:
+                    break
+                top = Candidate(lot, tool)
+                if explain:
+                    full = _explain(top, situation, rule_set)
+                    return Starts((Ranked(lot, 1, full.score, full.contributions),))
+                score = _explained_score(rule_set, _values(top, situation, rule_set))
+                return Starts((Ranked(lot, 1, score, ()),))
+        else:
+            return Starts(())
     entries = _ranking(
         tool, _eligible(tool, lots, situation, None, None), situation, rule_set, False
     )
