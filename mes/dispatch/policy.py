@@ -26,7 +26,7 @@ simulator runs on its own clock. The simulator calls ``rank_lots``/``rank_tools`
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from operator import attrgetter
 
@@ -365,6 +365,16 @@ def _first_come_first_served(rule_set: RuleSet) -> bool:
     )
 
 
+def _in_queue_order(lots: list[LotSnapshot]) -> Iterator[LotSnapshot]:
+    """By (queued_at, code), full ties in the given order (a stable sort); the first without
+    sorting, as it is mostly the only one needed."""
+    if not lots:
+        return
+    first = min(lots, key=_QUEUE_ORDER)  # the first of full ties
+    yield first
+    yield from (lot for lot in sorted(lots, key=_QUEUE_ORDER) if lot is not first)
+
+
 def decide(
     tool: ToolSnapshot,
     lots: Iterable[LotSnapshot],
@@ -384,8 +394,8 @@ def decide(
     if _first_come_first_served(rule_set):
         # The ranking is the queue order, whatever the time: the first lot the tool may run
         # is the top lot. A batch step needs every compatible lot: the general way below.
-        lots = sorted(lots, key=_QUEUE_ORDER)  # stable: full ties keep the given order
-        for lot in lots:
+        lots = list(lots)
+        for lot in _in_queue_order(lots):
             if lot_exclusion(lot) is None and pair_exclusion(lot, tool, situation) is None:
                 if lot.step.batch_max is not None:
                     break

@@ -121,6 +121,7 @@ class Simulation:
             (FAB_ID, fid): policy.GroupLoad(0, 0.0, n) for fid, n in self.up.items()
         }
         self._wake_at: dict[int, float] = {}
+        self._situation: policy.Situation | None = None
         self._dirty: set[int] = set()
         self._entered_at: float | None = None  # a what-if lot's own arrival at its step
         self.base: dict[int, tuple[list[float], float]] = {}  # tool -> buckets at the warm-up
@@ -352,12 +353,16 @@ class Simulation:
     # --- dispatching -----------------------------------------------------------------------
 
     def situation(self) -> policy.Situation:
-        return policy.Situation(
-            now=self.now,
-            loads=self.loads,
-            setup_times=self.model.setup_times,
-            min_run=self.model.min_run,
-        )
+        """One per instant: ``loads`` is the live mapping, the rest does not change."""
+        sit = self._situation
+        if sit is None or sit.now != self.now:
+            sit = self._situation = policy.Situation(
+                now=self.now,
+                loads=self.loads,
+                setup_times=self.model.setup_times,
+                min_run=self.model.min_run,
+            )
+        return sit
 
     def dispatch(self, fid: int) -> None:
         """Decide for the family once every event of this instant is in (lots arriving
