@@ -12,7 +12,7 @@ simulator's speed and memory.
    (``reference/lots_*.txt`` beside the folder) when it is there.
 3. Speed: events and dispatch decisions per CPU second, simulated days per CPU second, CPU and
    wall time per simulated month; with ``--policy-share`` (one process) the share of the time
-   spent inside ``policy.rank_lots``. Memory: peak RSS.
+   spent inside ``policy.decide``. Memory: peak RSS.
 4. The last line is one JSON object with every figure.
 
 Goals (issue 17): ≥ 2 simulated days per CPU second on HV/LM with FIFO; a 2-year run < 500 MB.
@@ -55,11 +55,11 @@ def reference(folder: Path) -> dict[str, dict[str, float]]:
 
 
 def timed_policy() -> list[float]:
-    """Wrap ``policy.rank_lots`` to add up the time spent in it (the engine calls it by name)."""
+    """Wrap ``policy.decide`` to add up the time spent in it (the engine calls it by name)."""
     spent = [0.0, 0.0]
-    original = policy.rank_lots
+    original = policy.decide
 
-    def rank_lots(*args: Any, **kwargs: Any) -> policy.DispatchList:
+    def decide(*args: Any, **kwargs: Any) -> policy.Starts:
         t = time.process_time()  # CPU time: the machine may be shared
         try:
             return original(*args, **kwargs)
@@ -67,7 +67,7 @@ def timed_policy() -> list[float]:
             spent[0] += time.process_time() - t
             spent[1] += 1
 
-    policy.rank_lots = rank_lots  # type: ignore[assignment]
+    policy.decide = decide  # type: ignore[assignment]
     return spent
 
 
