@@ -26,9 +26,8 @@ simulator runs on its own clock. The simulator calls ``rank_lots``/``rank_tools`
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from operator import attrgetter
 
 from mes.dispatch.constraint_rules import (
     Exclusion,
@@ -60,6 +59,8 @@ from mes.dispatch.ranking_rules import (
     RuleSetError,
     Valued,
     WeightedRule,
+    in_queue_order,
+    queue_order_only,
 )
 
 __all__ = [
@@ -280,16 +281,18 @@ def rank_lots(
     """What-next: the lots ``tool`` may run, best first, and every other lot with its reasons.
 
     ``lots`` are the lots at steps of the tool's group (others are excluded as wrong group).
-    With ``explain_all`` False only the contributions of the top lot are kept (refresh loops).
+    With ``explain_all`` False only the contributions of the top lot, and of the first lot of
+    every batch (``choose_starts`` reads its batch rule), are kept (refresh loops).
     """
     blocked = tool_exclusion(tool)
     excluded: list[Excluded] = []
     eligible = _eligible(tool, lots, situation, blocked, excluded)
     ranked = []
+    batches: set[tuple[int, str | None]] = set()
     for i, (neg, _q, _c, _n, candidate, done) in enumerate(
         _ranking(tool, eligible, situation, rule_set, explain_all)
     ):
-        if done is None and i == 0:
+        if done is None and (i == 0 or _first_of_batch(candidate.lot, tool, batches)):
             done = explain(candidate, situation, rule_set)
         if done is not None:
             ranked.append(Ranked(done.lot, i + 1, done.score, done.contributions))
@@ -311,20 +314,33 @@ class Starts:
     waiting: str | None = None
 
 
+def _first_of_batch(
+    lot: LotSnapshot, tool: ToolSnapshot, seen: set[tuple[int, str | None]]
+) -> bool:
+    """``lot`` (taken best first) is the first of its batch (step and recipe) on the tool."""
+    if lot.step.batch_max is None:
+        return False
+    key = (lot.step.id, lot.recipe_on(tool.id))
+    if key in seen:
+        return False
+    seen.add(key)
+    return True
+
+
 def _waits(rule: str, value: float) -> bool:
     """The top lot's batch is worth waiting for: its ``batch`` rule value is below 0."""
     return rule == "batch" and value < 0
 
 
-def _chosen(tool: ToolSnapshot, ranked: Sequence[LotSnapshot]) -> list[int]:
-    """Positions in ``ranked`` (best first, not empty) of the lots that start: the top lot, or
-    for a batch step the compatible lots in rank order, up to the free batch size."""
-    top = ranked[0]
-    step = top.step
+def _chosen(tool: ToolSnapshot, ranked: Sequence[LotSnapshot], first: int) -> list[int]:
+    """Positions in ``ranked`` (best first) of the lots that start with ``ranked[first]``: that
+    lot, or for a batch step the compatible lots in rank order, up to the free batch size."""
+    lead = ranked[first]
+    step = lead.step
     if step.batch_max is None:
-        return [0]  # one lot per tool and cycle; the next cycle sees the rest
+        return [first]  # one lot per tool and cycle; the next cycle sees the rest
     free = tool.max_lots - len(tool.running)
-    recipe = top.recipe_on(tool.id)
+    recipe = lead.recipe_on(tool.id)
     size = min(step.batch_max, tool.max_lots) - len(tool.running)
     batch = [
         i
@@ -335,44 +351,26 @@ def _chosen(tool: ToolSnapshot, ranked: Sequence[LotSnapshot]) -> list[int]:
 
 
 def choose_starts(listing: DispatchList) -> Starts:
-    """Batch formation decides for a batch step: when the ``batch`` rule says the batch is
-    worth waiting for (value < 0), nothing starts; else the batch starts now with every
-    compatible lot offered (up to the free batch size). Other steps: the top lot."""
+    """Batch formation decides for a batch step: when the ``batch`` rule says the top lot's
+    batch is worth waiting for (value < 0), the best ranked batch that is ready starts instead
+    (or the best ranked lot of a step that is no batch step); only when there is none, nothing
+    starts. A batch starts with every compatible lot offered (up to the free batch size).
+    Other steps: the top lot."""
     if not listing.ranked or listing.tool_exclusion is not None:
         return Starts(())
-    top = listing.ranked[0]
-    if top.lot.step.batch_max is not None:
-        for c in top.contributions:
-            if _waits(c.rule, c.value):
-                return Starts((), c.why)
-    chosen = _chosen(listing.tool, [r.lot for r in listing.ranked])
-    return Starts(tuple(listing.ranked[i] for i in chosen))
-
-
-_QUEUE_ORDER = attrgetter("queued_at", "code")
-
-
-def _first_come_first_served(rule_set: RuleSet) -> bool:
-    """Only ``fifo`` weighs (positive weight, finite scale): its value falls as ``queued_at``
-    grows, and so do its float roundings, so sorting by (-score, queued_at, code) is sorting
-    by (queued_at, code) at any time. A test holds ``decide`` to ``rank_lots`` on it."""
-    weighted = [r for r in rule_set.rules if r.weight != 0]
-    return (
-        len(weighted) == 1
-        and weighted[0].fn is RULES["fifo"].fn
-        and weighted[0].weight > 0
-        and math.isfinite(weighted[0].params["scale_s"])
-    )
-
-
-def _in_queue_order(lots: list[LotSnapshot]) -> Iterator[LotSnapshot]:
-    """By (queued_at, code), full ties in the given order (a stable sort); the first without
-    sorting, as it is mostly the only one needed."""
-    if not lots:
-        return
-    first = min(lots, key=_QUEUE_ORDER)  # the first of full ties
-    yield first
-    yield from (lot for lot in sorted(lots, key=_QUEUE_ORDER) if lot is not first)
+    waiting: str | None = None
+    batches: set[tuple[int, str | None]] = set()
+    for i, r in enumerate(listing.ranked):
+        if not _first_of_batch(r.lot, listing.tool, batches) and r.lot.step.batch_max is not None:
+            continue  # a lot of a batch ranked above: it starts with that batch or not at all
+        if r.lot.step.batch_max is not None:
+            why = next((c.why for c in r.contributions if _waits(c.rule, c.value)), None)
+            if why is not None:
+                waiting = waiting or why
+                continue
+        chosen = _chosen(listing.tool, [r.lot for r in listing.ranked], i)
+        return Starts(tuple(listing.ranked[k] for k in chosen))
+    return Starts((), waiting)
 
 
 def decide(
@@ -391,11 +389,11 @@ def decide(
     blocked = tool_exclusion(tool)
     if blocked is not None:
         return Starts(())
-    if _first_come_first_served(rule_set):
+    if queue_order_only(rule_set):
         # The ranking is the queue order, whatever the time: the first lot the tool may run
         # is the top lot. A batch step needs every compatible lot: the general way below.
         lots = list(lots)
-        for lot in _in_queue_order(lots):
+        for lot in in_queue_order(lots):
             if lot_exclusion(lot) is None and pair_exclusion(lot, tool, situation) is None:
                 if lot.step.batch_max is not None:
                     break
@@ -410,26 +408,44 @@ def decide(
     entries = _ranking(
         tool, _eligible(tool, lots, situation, None, None), situation, rule_set, False
     )
-    if not entries:
-        return Starts(())
-    top = entries[0][4]
-    values = _values(top, situation, rule_set)
-    if top.lot.step.batch_max is not None:
-        for rule, (value, why, args) in zip(rule_set.rules, values, strict=True):
-            if _waits(rule.name, value):
-                return Starts((), why.format(*args))
-    if explain:
-        full = _explain(top, situation, rule_set)
-        first = Ranked(top.lot, 1, full.score, full.contributions)
-    else:
-        first = Ranked(top.lot, 1, _explained_score(rule_set, values), ())
-    chosen = _chosen(tool, [e[4].lot for e in entries])
-    return Starts(
-        tuple(
-            first if i == 0 else Ranked(entries[i][4].lot, i + 1, -entries[i][0], ())
-            for i in chosen
+    # As choose_starts walks the list rank_lots makes (whose top lot and first lot of each
+    # batch are explained there, and here).
+    waiting: str | None = None
+    batches: set[tuple[int, str | None]] = set()
+    for i, (neg, _q, _c, _n, candidate, _none) in enumerate(entries):
+        lot = candidate.lot
+        batch = lot.step.batch_max is not None
+        if not _first_of_batch(lot, tool, batches) and batch:
+            continue
+        explained = i == 0 or batch  # rank_lots explains these
+        values = _values(candidate, situation, rule_set) if explained else []
+        if batch:
+            why = next(
+                (
+                    why.format(*args)
+                    for rule, (value, why, args) in zip(rule_set.rules, values, strict=True)
+                    if _waits(rule.name, value)
+                ),
+                None,
+            )
+            if why is not None:
+                waiting = waiting or why
+                continue
+        if not explained:
+            lead = Ranked(lot, i + 1, -neg, ())
+        elif explain:
+            full = _explain(candidate, situation, rule_set)
+            lead = Ranked(lot, i + 1, full.score, full.contributions)
+        else:
+            lead = Ranked(lot, i + 1, _explained_score(rule_set, values), ())
+        chosen = _chosen(tool, [e[4].lot for e in entries], i)
+        return Starts(
+            tuple(
+                lead if k == i else Ranked(entries[k][4].lot, k + 1, -entries[k][0], ())
+                for k in chosen
+            )
         )
-    )
+    return Starts((), waiting)
 
 
 # --- where-next ----------------------------------------------------------------------------
