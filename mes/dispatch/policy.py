@@ -292,7 +292,7 @@ def rank_lots(
     for i, (neg, _q, _c, _n, candidate, done) in enumerate(
         _ranking(tool, eligible, situation, rule_set, explain_all)
     ):
-        if done is None and (i == 0 or _first_of_batch(candidate.lot, tool, batches)):
+        if done is None and (_first_of_batch(candidate.lot, tool, batches) or i == 0):
             done = explain(candidate, situation, rule_set)
         if done is not None:
             ranked.append(Ranked(done.lot, i + 1, done.score, done.contributions))
