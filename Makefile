@@ -137,9 +137,10 @@ bench-dispatch: $(VENV)/.installed-dev
 	$(BIN)/python bench/dispatch_latency.py --data $${SMT2020:?set SMT2020 to an SMT2020-format folder} --database-url $${MES_BENCH_DATABASE_URL:-postgresql+asyncpg://postgres@127.0.0.1:5432/test}
 
 ## bench-sim: the fab simulator on an SMT2020 testbed (SMT2020=<folder>, DAYS=30, RULES=fifo,cr,
-## SEEDS=1, WARMUP=0, JOBS=1): KPIs of the rule sets side by side, speed, memory
+## SEEDS=1, WARMUP=0, JOBS=1, BASELINE=<git ref>: the same plan on that commit too): KPIs of the
+## rule sets side by side, speed, memory
 bench-sim: $(VENV)/.installed-dev
-	$(BIN)/python bench/smt2020.py --data $${SMT2020:?set SMT2020 to an SMT2020-format folder} --days $${DAYS:-30} --rules $${RULES:-fifo,cr} --seeds $${SEEDS:-1} --warmup $${WARMUP:-0} --jobs $${JOBS:-1} --policy-share
+	$(BIN)/python bench/smt2020.py --data $${SMT2020:?set SMT2020 to an SMT2020-format folder} --days $${DAYS:-30} --rules $${RULES:-fifo,cr} --seeds $${SEEDS:-1} --warmup $${WARMUP:-0} --jobs $${JOBS:-1} --policy-share $${BASELINE:+--baseline $$BASELINE}
 
 ## bench-opcua: one adapter process holding TOOLS (200) simulated tools, 20 changing values each
 ## at 1 Hz, on SQLite (MES_BENCH_DATABASE_URL=postgresql+asyncpg://... for PostgreSQL)

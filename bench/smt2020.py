@@ -12,8 +12,11 @@ simulator's speed and memory.
    (``reference/lots_*.txt`` beside the folder) when it is there.
 3. Speed: events and dispatch decisions per CPU second, simulated days per CPU second, CPU and
    wall time per simulated month; with ``--policy-share`` (one process) the share of the time
-   spent inside ``policy.rank_lots``. Memory: peak RSS.
-4. The last line is one JSON object with every figure.
+   spent inside ``policy.decide``. Memory: peak RSS.
+4. With ``--baseline REF`` (a git commit, e.g. ``main``) the same plan runs again on that
+   commit's code (``git archive`` into a scratch folder, a child process, after this run):
+   both speeds, their ratio and both sets of KPIs side by side.
+5. The last line is one JSON object with every figure.
 
 Goals (issue 17): ≥ 2 simulated days per CPU second on HV/LM with FIFO; a 2-year run < 500 MB.
 """
@@ -21,9 +24,13 @@ Goals (issue 17): ≥ 2 simulated days per CPU second on HV/LM with FIFO; a 2-ye
 from __future__ import annotations
 
 import argparse
+import io
 import json
 import resource
+import subprocess
 import sys
+import tarfile
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -55,11 +62,11 @@ def reference(folder: Path) -> dict[str, dict[str, float]]:
 
 
 def timed_policy() -> list[float]:
-    """Wrap ``policy.rank_lots`` to add up the time spent in it (the engine calls it by name)."""
+    """Wrap ``policy.decide`` to add up the time spent in it (the engine calls it by name)."""
     spent = [0.0, 0.0]
-    original = policy.rank_lots
+    original = policy.decide
 
-    def rank_lots(*args: Any, **kwargs: Any) -> policy.DispatchList:
+    def decide(*args: Any, **kwargs: Any) -> policy.Starts:
         t = time.process_time()  # CPU time: the machine may be shared
         try:
             return original(*args, **kwargs)
@@ -67,8 +74,66 @@ def timed_policy() -> list[float]:
             spent[0] += time.process_time() - t
             spent[1] += 1
 
-    policy.rank_lots = rank_lots  # type: ignore[assignment]
+    policy.decide = decide  # type: ignore[assignment]
     return spent
+
+
+SPEED_KEYS = (
+    "sim_days_per_cpu_s",
+    "cpu_s_per_sim_month",
+    "events_per_cpu_s",
+    "us_per_decision_all_in",
+    "policy_us_per_decision",
+    "policy_share_pct",
+    "peak_rss_mb",
+)
+
+
+def run_baseline(ref: str, argv: list[str]) -> dict[str, Any]:
+    """This bench with ``argv`` on the code of commit ``ref``, in a child process: its JSON."""
+    tree = subprocess.run(["git", "-C", str(ROOT), "archive", ref], capture_output=True, check=True)
+    with tempfile.TemporaryDirectory(prefix="bench-smt2020-") as scratch:
+        with tarfile.open(fileobj=io.BytesIO(tree.stdout)) as tar:
+            tar.extractall(scratch, filter="data")
+        done = subprocess.run(
+            [sys.executable, "bench/smt2020.py", *argv],
+            cwd=scratch,
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+    if done.returncode != 0:
+        raise SystemExit(f"baseline {ref} failed:\n{done.stderr[-2000:]}")
+    figures: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
+    return figures
+
+
+def compare(ref: str, before: dict[str, Any], after: dict[str, Any]) -> dict[str, Any]:
+    """Print speed and KPIs of ``before`` (commit ``ref``) and ``after`` (this code)."""
+    print(f"\nbefore ({ref}) → after (this code), same plan:")
+    for key in SPEED_KEYS:
+        if key in before or key in after:
+            print(f"  {key:<24}{before.get(key)!s:>12} → {after.get(key)!s:<12}")
+    ratio = None
+    if before.get("sim_days_per_cpu_s") and after.get("sim_days_per_cpu_s"):
+        ratio = round(after["sim_days_per_cpu_s"] / before["sim_days_per_cpu_s"], 2)
+        print(f"  speed-up (simulated days per CPU second): {ratio}x")
+    for name, kpis in after["rules"].items():
+        old = before.get("rules", {}).get(name, {})
+        print(
+            f"  {name}: throughput {old.get('throughput_lots_per_day')} → "
+            f"{kpis['throughput_lots_per_day']} lots/day, weighted cost "
+            f"{old.get('weighted_cost')} → {kpis['weighted_cost']}, WIP "
+            f"{old.get('wip_mean')} → {kpis['wip_mean']}"
+        )
+        for lot_type, t in kpis["lot_types"].items():
+            o = old.get("lot_types", {}).get(lot_type, {})
+            print(
+                f"    {lot_type:<22} CT {o.get('ct_mean_days')} → {t['ct_mean_days']} d, "
+                f"on time {o.get('on_time_pct')} → {t['on_time_pct']} %, completed "
+                f"{o.get('completed')} → {t['completed']}"
+            )
+    return {"ref": ref, "speedup": ratio, **{k: before.get(k) for k in SPEED_KEYS}}
 
 
 def main() -> None:
@@ -82,6 +147,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, help="write results.json/.csv/.png here")
     parser.add_argument("--families", action="store_true", help="print the per-family table")
     parser.add_argument("--policy-share", action="store_true", help="time inside the policy")
+    parser.add_argument("--baseline", metavar="REF", help="run the plan on commit REF too")
     args = parser.parse_args()
 
     folder = runner.folder_of(args.data)
@@ -181,6 +247,14 @@ def main() -> None:
             for name, s in summaries.items()
         },
     }
+    if args.baseline:
+        data = args.data if args.data == "example" else str(Path(args.data).resolve())
+        argv = ["--data", data, "--rules", args.rules, "--days", str(args.days)]
+        argv += ["--warmup", str(args.warmup), "--seeds", str(args.seeds), "--jobs", str(args.jobs)]
+        if args.policy_share:
+            argv.append("--policy-share")
+        print(f"\nbaseline: the same plan on {args.baseline} ...", flush=True)
+        figures["baseline"] = compare(args.baseline, run_baseline(args.baseline, argv), figures)
     print(json.dumps(figures, sort_keys=True))
 
 

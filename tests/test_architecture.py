@@ -58,6 +58,7 @@ PURE_EXTRA = (
     "jobs/results.py",
     "quality/limits.py",
     # The fab simulator's engine: no database, the policy and the table reader only.
+    "simulation/dispatching.py",
     "simulation/engine.py",
     "simulation/gating.py",
     "simulation/maintenance.py",

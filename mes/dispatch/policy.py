@@ -26,7 +26,7 @@ simulator runs on its own clock. The simulator calls ``rank_lots``/``rank_tools`
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, replace
 
 from mes.dispatch.constraint_rules import (
@@ -61,6 +61,8 @@ from mes.dispatch.ranking_rules import (
     RuleSetError,
     Valued,
     WeightedRule,
+    in_queue_order,
+    queue_order_only,
 )
 from mes.lots.qtime_gate_rules import Chain, Downstream
 
@@ -99,6 +101,7 @@ __all__ = [
     "WeightedRule",
     "WhereNext",
     "choose_starts",
+    "decide",
     "explain",
     "gate_exclusion",
     "lot_exclusion",
@@ -146,22 +149,56 @@ class DispatchList:
     tool_exclusion: Exclusion | None
 
 
+def _values(candidate: Candidate, situation: Situation, rule_set: RuleSet) -> list[Valued]:
+    return [rule.fn(candidate, situation, rule.params) for rule in rule_set.rules]
+
+
+def _explained_score(rule_set: RuleSet, values: list[Valued]) -> float:
+    # The score ``explain`` gives: added up rule by rule, in the rule set's order.
+    total = 0.0
+    for rule, (value, _why, _args) in zip(rule_set.rules, values, strict=True):
+        total += rule.weight * value
+    return total
+
+
 def explain(candidate: Candidate, situation: Situation, rule_set: RuleSet) -> Ranked:
     parts = []
     total = 0.0
-    for rule in rule_set.rules:
-        value, why, args = rule.fn(candidate, situation, rule.params)
+    for rule, (value, why, args) in zip(
+        rule_set.rules, _values(candidate, situation, rule_set), strict=True
+    ):
         contribution = rule.weight * value
         total += contribution
         parts.append(Contribution(rule.name, rule.weight, value, contribution, why.format(*args)))
     return Ranked(candidate.lot, 0, total, tuple(parts))
 
 
-def _score_only(candidate: Candidate, situation: Situation, rule_set: RuleSet) -> float:
-    return sum(r.weight * r.fn(candidate, situation, r.params)[0] for r in rule_set.rules)
+_explain = explain  # ``decide`` has a parameter of that name
 
 
-def _batch_key(lot: LotSnapshot, tool: ToolSnapshot) -> tuple[str | None, str | None]:
+def _scorer(rule_set: RuleSet) -> Callable[[Candidate, Situation], float]:
+    """The ranking score of a candidate (the sort key; ``explain`` gives the top lot's shown
+    score). Rules of weight 0 add nothing but ±0.0 (values are finite), so they are not
+    evaluated: the built-in simulator sets carry the batch gate at weight 0."""
+    weighted = [(r.weight, r.fn, r.params) for r in rule_set.rules if r.weight != 0]
+    if len(weighted) == 1:
+        ((w, fn, params),) = weighted
+
+        def one(candidate: Candidate, situation: Situation) -> float:
+            return w * fn(candidate, situation, params)[0]
+
+        return one
+
+    def many(candidate: Candidate, situation: Situation) -> float:
+        return sum([w * fn(candidate, situation, p)[0] for w, fn, p in weighted])
+
+    return many
+
+
+_BatchKey = tuple[str | None, str | None]
+
+
+def _batch_key(lot: LotSnapshot, tool: ToolSnapshot) -> _BatchKey:
     """Lots that may share a batch on ``tool``: the same recipe there (whatever their product,
     route or step) and the same setup."""
     return (lot.recipe_on(tool.id), lot.step.setup)
@@ -185,6 +222,72 @@ def _batch_groups(
     return groups
 
 
+def _eligible(
+    tool: ToolSnapshot,
+    lots: Iterable[LotSnapshot],
+    situation: Situation,
+    blocked: Exclusion | None,
+    excluded: list[Excluded] | None,
+) -> list[LotSnapshot]:
+    """The lots the tool may run now; the others go to ``excluded`` with every reason (when a
+    list is given: a decision alone does not need them)."""
+    eligible: list[LotSnapshot] = []
+    for lot in lots:
+        own = lot_exclusion(lot) or gate_exclusion(lot, situation)
+        if own is None and blocked is None:
+            pair = pair_exclusion(lot, tool, situation)
+            if pair is None:
+                eligible.append(lot)
+            elif excluded is not None:
+                excluded.append(Excluded(lot, (pair,)))
+            continue
+        if excluded is None:
+            continue
+        reasons = []
+        if own is not None:
+            reasons.append(own)
+        if blocked is not None:
+            reasons.append(blocked)
+        pair = pair_exclusion(lot, tool, situation)
+        if pair is not None:
+            reasons.append(pair)
+        excluded.append(Excluded(lot, tuple(reasons)))
+    return eligible
+
+
+# (-score, queued_at, code, position, candidate, explanation): sorting these tuples is the
+# ranking; the position breaks full ties in the lots' given order (a stable sort on the
+# first three) and keeps candidates out of the comparison.
+_Entry = tuple[float, float, str, int, Candidate, "Ranked | None"]
+
+
+def _ranking(
+    tool: ToolSnapshot,
+    eligible: list[LotSnapshot],
+    situation: Situation,
+    rule_set: RuleSet,
+    explain_all: bool,
+) -> list[_Entry]:
+    groups = _batch_groups(eligible, tool, situation)
+    score = _scorer(rule_set)
+    entries: list[_Entry] = []
+    for n, lot in enumerate(eligible):
+        if lot.step.batch_max is None:
+            candidate = Candidate(lot, tool)
+        else:
+            peers, oldest, urgent = groups[_batch_key(lot, tool)]
+            candidate = Candidate(lot, tool, peers, oldest, urgent)
+        if explain_all:
+            full = explain(candidate, situation, rule_set)
+            entries.append((-full.score, lot.queued_at, lot.code, n, candidate, full))
+        else:
+            entries.append(
+                (-score(candidate, situation), lot.queued_at, lot.code, n, candidate, None)
+            )
+    entries.sort()
+    return entries
+
+
 def rank_lots(
     tool: ToolSnapshot,
     lots: Iterable[LotSnapshot],
@@ -196,44 +299,18 @@ def rank_lots(
     """What-next: the lots ``tool`` may run, best first, and every other lot with its reasons.
 
     ``lots`` are the lots at steps of the tool's group (others are excluded as wrong group).
-    With ``explain_all`` False only the contributions of the top lot are kept (refresh loops).
+    With ``explain_all`` False only the contributions of the top lot, and of the first lot of
+    every batch (``choose_starts`` reads its batch rule), are kept (refresh loops).
     """
     blocked = tool_exclusion(tool)
-    eligible: list[LotSnapshot] = []
     excluded: list[Excluded] = []
-    for lot in lots:
-        reasons = []
-        own = lot_exclusion(lot)
-        if own is not None:
-            reasons.append(own)
-        else:
-            gated = gate_exclusion(lot, situation)
-            if gated is not None:
-                reasons.append(gated)
-        if blocked is not None:
-            reasons.append(blocked)
-        pair = pair_exclusion(lot, tool, situation)
-        if pair is not None:
-            reasons.append(pair)
-        if reasons:
-            excluded.append(Excluded(lot, tuple(reasons)))
-        else:
-            eligible.append(lot)
-    groups = _batch_groups(eligible, tool, situation)
-    scored: list[tuple[float, float, str, Candidate, Ranked | None]] = []
-    for lot in eligible:
-        n, oldest, urgent = groups.get(_batch_key(lot, tool), (1, 0.0, False))
-        candidate = Candidate(lot, tool, n, oldest, urgent)
-        if explain_all:
-            full = explain(candidate, situation, rule_set)
-            scored.append((-full.score, lot.queued_at, lot.code, candidate, full))
-        else:
-            score = _score_only(candidate, situation, rule_set)
-            scored.append((-score, lot.queued_at, lot.code, candidate, None))
-    scored.sort(key=lambda t: t[:3])
+    eligible = _eligible(tool, lots, situation, blocked, excluded)
     ranked = []
-    for i, (neg, _q, _c, candidate, done) in enumerate(scored):
-        if done is None and i == 0:
+    batches: set[_BatchKey] = set()
+    for i, (neg, _q, _c, _n, candidate, done) in enumerate(
+        _ranking(tool, eligible, situation, rule_set, explain_all)
+    ):
+        if done is None and (_first_of_batch(candidate.lot, tool, batches) or i == 0):
             done = explain(candidate, situation, rule_set)
         if done is not None:
             ranked.append(Ranked(done.lot, i + 1, done.score, done.contributions))
@@ -255,47 +332,163 @@ class Starts:
     waiting: str | None = None
 
 
-def choose_starts(listing: DispatchList, situation: Situation | None = None) -> Starts:
-    """Batch formation decides for a batch step: when the ``batch`` rule says the batch is
-    worth waiting for (value < 0), nothing starts; else the batch starts now with every
-    compatible lot offered (up to the free batch size). Other steps: the top lot.
+def _first_of_batch(lot: LotSnapshot, tool: ToolSnapshot, seen: set[_BatchKey]) -> bool:
+    """``lot`` (taken best first) is the first of its batch (recipe and setup) on the tool."""
+    if lot.step.batch_max is None:
+        return False
+    key = _batch_key(lot, tool)
+    if key in seen:
+        return False
+    seen.add(key)
+    return True
 
-    With ``situation``, a batch at a step that opens a Q-time window keeps only the lots the
-    gate still lets in once the lots before them in the batch are committed too."""
-    tool = listing.tool
-    if not listing.ranked or listing.tool_exclusion is not None:
-        return Starts(())
-    top = listing.ranked[0]
-    step = top.lot.step
-    free = tool.max_lots - len(tool.running)
+
+def _waits(rule: str, value: float) -> bool:
+    """The top lot's batch is worth waiting for: its ``batch`` rule value is below 0."""
+    return rule == "batch" and value < 0
+
+
+def _chosen(
+    tool: ToolSnapshot,
+    ranked: Sequence[LotSnapshot],
+    first: int,
+    situation: Situation | None = None,
+) -> list[int]:
+    """Positions in ``ranked`` (best first) of the lots that start with ``ranked[first]``: that
+    lot, or for a batch step the lots of its batch key in rank order — other steps (products,
+    routes) on the same recipe and setup too — up to the free batch size, which is the smallest
+    batch size among the batch's steps. With ``situation``, a batch at a step that opens a
+    Q-time window keeps only the lots the gate still lets in once the lots before them in the
+    batch are committed too."""
+    lead = ranked[first]
+    step = lead.step
     if step.batch_max is None:
-        return Starts((top,))  # one lot per tool and cycle; the next cycle sees the rest
-    for c in top.contributions:
-        if c.rule == "batch" and c.value < 0:
-            return Starts((), c.why)
-    key = _batch_key(top.lot, tool)
-    # Lots of other steps (products, routes) on the same recipe fill the batch too; it holds
-    # as many lots as the smallest batch size among its steps allows.
-    batch: list[Ranked] = []
+        return [first]  # one lot per tool and cycle; the next cycle sees the rest
+    free = tool.max_lots - len(tool.running)
+    key = _batch_key(lead, tool)
     size = min(step.batch_max, tool.max_lots)
-    for r in listing.ranked:
-        other = r.lot.step.batch_max
-        if other is None or _batch_key(r.lot, tool) != key:
+    batch: list[int] = []
+    for i in range(first, len(ranked)):
+        lot = ranked[i]
+        other = lot.step.batch_max
+        if other is None or _batch_key(lot, tool) != key:
             continue
         if len(tool.running) + len(batch) + 1 > min(size, other):
             continue
-        batch.append(r)
+        batch.append(i)
         size = min(size, other)
     batch = batch[: max(1, free)]
-    if situation is not None and any(r.lot.step.qtime_chain for r in batch):
-        fits = 1  # the top lot passed the gate (it is ranked, not excluded)
+    if situation is not None and any(ranked[i].step.qtime_chain for i in batch):
+        fits = 1  # the lead passed the gate (it is ranked, not excluded)
         while fits < len(batch):
-            committed = with_committed(situation, [r.lot for r in batch[:fits]])
-            if gate_exclusion(batch[fits].lot, committed) is not None:
+            committed = with_committed(situation, [ranked[i] for i in batch[:fits]])
+            if gate_exclusion(ranked[batch[fits]], committed) is not None:
                 break
             fits += 1
         batch = batch[:fits]
-    return Starts(tuple(batch))
+    return batch
+
+
+def choose_starts(listing: DispatchList, situation: Situation | None = None) -> Starts:
+    """Batch formation decides for a batch step: when the ``batch`` rule says the top lot's
+    batch is worth waiting for (value < 0), the best ranked batch that is ready starts instead
+    (or the best ranked lot of a step that is no batch step); only when there is none, nothing
+    starts. A batch starts with every compatible lot offered (up to the free batch size).
+    Other steps: the top lot. With ``situation``, the Q-time gate trims a batch (``_chosen``)."""
+    if not listing.ranked or listing.tool_exclusion is not None:
+        return Starts(())
+    waiting: str | None = None
+    batches: set[_BatchKey] = set()
+    for i, r in enumerate(listing.ranked):
+        if not _first_of_batch(r.lot, listing.tool, batches) and r.lot.step.batch_max is not None:
+            continue  # a lot of a batch ranked above: it starts with that batch or not at all
+        if r.lot.step.batch_max is not None:
+            why = next((c.why for c in r.contributions if _waits(c.rule, c.value)), None)
+            if why is not None:
+                waiting = waiting or why
+                continue
+        chosen = _chosen(listing.tool, [r.lot for r in listing.ranked], i, situation)
+        return Starts(tuple(listing.ranked[k] for k in chosen))
+    return Starts((), waiting)
+
+
+def decide(
+    tool: ToolSnapshot,
+    lots: Iterable[LotSnapshot],
+    situation: Situation,
+    rule_set: RuleSet = DEFAULT_RULE_SET,
+    *,
+    explain: bool = False,
+) -> Starts:
+    """What an automatic dispatcher starts on ``tool``: the same as
+    ``choose_starts(rank_lots(tool, lots, situation, rule_set, explain_all=False))`` (a test
+    holds them equal), without building the list's entries nobody reads (the fab simulator
+    decides ~25,000 times a simulated day). With ``explain`` False the started lots carry no
+    contributions."""
+    blocked = tool_exclusion(tool)
+    if blocked is not None:
+        return Starts(())
+    if queue_order_only(rule_set):
+        # The ranking is the queue order, whatever the time: the first lot the tool may run
+        # is the top lot. A batch step needs every compatible lot: the general way below.
+        lots = list(lots)
+        for lot in in_queue_order(lots):
+            if (
+                lot_exclusion(lot) is None
+                and gate_exclusion(lot, situation) is None
+                and pair_exclusion(lot, tool, situation) is None
+            ):
+                if lot.step.batch_max is not None:
+                    break
+                top = Candidate(lot, tool)
+                if explain:
+                    full = _explain(top, situation, rule_set)
+                    return Starts((Ranked(lot, 1, full.score, full.contributions),))
+                score = _explained_score(rule_set, _values(top, situation, rule_set))
+                return Starts((Ranked(lot, 1, score, ()),))
+        else:
+            return Starts(())
+    entries = _ranking(
+        tool, _eligible(tool, lots, situation, None, None), situation, rule_set, False
+    )
+    # As choose_starts walks the list rank_lots makes (whose top lot and first lot of each
+    # batch are explained there, and here).
+    waiting: str | None = None
+    batches: set[_BatchKey] = set()
+    for i, (neg, _q, _c, _n, candidate, _none) in enumerate(entries):
+        lot = candidate.lot
+        batch = lot.step.batch_max is not None
+        if not _first_of_batch(lot, tool, batches) and batch:
+            continue
+        explained = i == 0 or batch  # rank_lots explains these
+        values = _values(candidate, situation, rule_set) if explained else []
+        if batch:
+            why = next(
+                (
+                    why.format(*args)
+                    for rule, (value, why, args) in zip(rule_set.rules, values, strict=True)
+                    if _waits(rule.name, value)
+                ),
+                None,
+            )
+            if why is not None:
+                waiting = waiting or why
+                continue
+        if not explained:
+            lead = Ranked(lot, i + 1, -neg, ())
+        elif explain:
+            full = _explain(candidate, situation, rule_set)
+            lead = Ranked(lot, i + 1, full.score, full.contributions)
+        else:
+            lead = Ranked(lot, i + 1, _explained_score(rule_set, values), ())
+        chosen = _chosen(tool, [e[4].lot for e in entries], i, situation)
+        return Starts(
+            tuple(
+                lead if k == i else Ranked(entries[k][4].lot, k + 1, -entries[k][0], ())
+                for k in chosen
+            )
+        )
+    return Starts((), waiting)
 
 
 def with_committed(situation: Situation, lots: Iterable[LotSnapshot]) -> Situation:

@@ -9,16 +9,17 @@ dominates them (lexicographic order by weights): the default rule set gives the 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
-from typing import Any
+from operator import attrgetter
+from typing import Any, NamedTuple
 
 from mes.dispatch.policy_inputs import GroupLoad, LotSnapshot, Situation, ToolSnapshot
 
 
-@dataclass(frozen=True, slots=True)
-class Candidate:
-    """A lot a tool could run, with what rules compare across the candidates."""
+class Candidate(NamedTuple):
+    """A lot a tool could run, with what rules compare across the candidates. A named tuple,
+    not a frozen dataclass: one is made per lot and decision, and it builds ~3x faster."""
 
     lot: LotSnapshot
     tool: ToolSnapshot
@@ -293,3 +294,31 @@ DEFAULT_RULE_SET_SPEC: tuple[Mapping[str, Any], ...] = (
     {"rule": "fifo", "weight": 1},
 )
 DEFAULT_RULE_SET = RuleSet.build(DEFAULT_RULE_SET_SPEC)
+
+
+# --- first come, first served ----------------------------------------------------------
+
+_QUEUE_ORDER = attrgetter("queued_at", "code")
+
+
+def queue_order_only(rule_set: RuleSet) -> bool:
+    """Only ``fifo`` weighs (positive weight, finite scale): its value falls as ``queued_at``
+    grows, and so do its float roundings, so sorting by (-score, queued_at, code) is sorting
+    by (queued_at, code) at any time. A test holds ``decide`` to ``rank_lots`` on it."""
+    weighted = [r for r in rule_set.rules if r.weight != 0]
+    return (
+        len(weighted) == 1
+        and weighted[0].fn is _fifo
+        and weighted[0].weight > 0
+        and math.isfinite(weighted[0].params["scale_s"])
+    )
+
+
+def in_queue_order(lots: list[LotSnapshot]) -> Iterator[LotSnapshot]:
+    """By (queued_at, code), full ties in the given order (a stable sort); the first without
+    sorting, as it is mostly the only one needed."""
+    if not lots:
+        return
+    first = min(lots, key=_QUEUE_ORDER)  # the first of full ties
+    yield first
+    yield from (lot for lot in sorted(lots, key=_QUEUE_ORDER) if lot is not first)

@@ -1,7 +1,7 @@
 """The event engine: lots follow their routes over tool families, tools run jobs (a lot, a
 batch, or cascading lots), and every time a tool is free with lots waiting for its family the
-production policy decides what it runs next (``policy.rank_lots`` + ``policy.choose_starts``,
-as the automatic dispatcher does each cycle).
+production policy decides what it runs next (``policy.decide``, which is ``choose_starts`` of
+``rank_lots`` as the automatic dispatcher does each cycle: mes/simulation/dispatching.py).
 
 Events sit in one heap ordered by (time, sequence number), so a run is a pure function of the
 model, the rule set and the seed. Snapshots are incremental: a lot's ``LotSnapshot`` is made
@@ -15,19 +15,18 @@ applies between two ``Fab`` families; a lot released or leaving a delay travels 
 from __future__ import annotations
 
 import heapq
-import math
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 
 import mes.dispatch.policy as policy
 import mes.simulation.streams as streams
+from mes.simulation.dispatching import Dispatching
 from mes.simulation.gating import Commitments
 from mes.simulation.maintenance import Maintenance
 from mes.simulation.model import FAB_ID, FabModel, Step
 from mes.simulation.rulesets import SimRules
 from mes.simulation.state import (
     ARRIVE,
-    BROKEN,
     BUSY,
     DELAY_END,
     END,
@@ -36,7 +35,6 @@ from mes.simulation.state import (
     QTIME,
     RELEASE,
     SAMPLE,
-    WAKE,
     WARMUP,
     InitialState,
     Job,
@@ -125,16 +123,9 @@ class Simulation:
         self.loads: dict[tuple[int, int], policy.GroupLoad] = {
             (FAB_ID, fid): policy.GroupLoad(0, 0.0, n) for fid, n in self.up.items()
         }
-        self._wake_at: dict[int, float] = {}
-        self._dirty: set[int] = set()
         self._entered_at: float | None = None  # a what-if lot's own arrival at its step
         self.base: dict[int, tuple[list[float], float]] = {}  # tool -> buckets at the warm-up
         self.base_queue: dict[int, float] = {}
-        self._rule_sets = {f.id: self.rules.for_family(f) for f in m.families}
-        self._max_wait = {
-            fid: next((r.params["max_wait_s"] for r in rs.rules if r.name == "batch"), math.inf)
-            for fid, rs in self._rule_sets.items()
-        }
         self._transport = (m.testbed.transport_s or 0.0, m.testbed.transport_spread_s)
         self.handlers: dict[int, Callable[[object, object], None]] = {
             RELEASE: self._on_release,
@@ -142,13 +133,13 @@ class Simulation:
             END: self._on_end,
             FREE: self._on_free,
             DELAY_END: self._on_delay_end,
-            WAKE: self._on_wake,
             QTIME: self._on_qtime,
             SAMPLE: self._on_sample,
             WARMUP: self._on_warmup,
         }
         self.maintenance = Maintenance(self)
-        self.commitments = Commitments(m.routes, self._rule_sets)
+        self.dispatching = Dispatching(self)
+        self.commitments = Commitments(m.routes, self.dispatching.rule_sets)
 
     # --- the event loop --------------------------------------------------------------------
 
@@ -158,7 +149,7 @@ class Simulation:
 
     def run(self) -> Simulation:
         self._start()
-        heap, handlers = self._heap, self.handlers
+        heap, handlers, dispatching = self._heap, self.handlers, self.dispatching
         pop = heapq.heappop
         next_report = self.now + DAY
         while heap and heap[0][0] <= self.end:
@@ -166,8 +157,8 @@ class Simulation:
             self.now = t
             self.counters.events += 1
             handlers[kind](a, b)
-            if self._dirty and (not heap or heap[0][0] > t):
-                self._cycle()
+            if dispatching.dirty and (not heap or heap[0][0] > t):
+                dispatching.cycle()
             if self.progress is not None and t >= next_report:
                 next_report += DAY
                 self.progress((t - self.model.t0) / DAY)
@@ -356,96 +347,15 @@ class Simulation:
             )
         )
 
-    # --- dispatching -----------------------------------------------------------------------
+    # --- dispatching (mes/simulation/dispatching.py) ----------------------------------------
 
     def situation(self, fid: int | None = None) -> policy.Situation:
-        """What a decision for family ``fid`` sees; with gating, the closing families of the
-        windows its lots may open."""
-        downstream = {}
-        if self.qtime_gating and fid is not None:
-            downstream = self.commitments.downstream(fid, self.tools_of, self.queues, self.now)
-        return policy.Situation(
-            now=self.now,
-            loads=self.loads,
-            setup_times=self.model.setup_times,
-            min_run=self.model.min_run,
-            downstream=downstream,
-        )
+        return self.dispatching.situation(fid)
 
     def dispatch(self, fid: int) -> None:
         """Decide for the family once every event of this instant is in (lots arriving
         together are ranked together, as in one cycle of the production dispatcher)."""
-        self._dirty.add(fid)
-
-    def _cycle(self) -> None:
-        while self._dirty:
-            dirty, self._dirty = sorted(self._dirty), set()
-            for fid in dirty:
-                self._decide(fid)
-
-    def _decide(self, fid: int) -> None:
-        """What-next for every free tool of the family, as one dispatch cycle does it."""
-        queue = self.queues[fid]
-        if not queue:
-            return
-        tools = self.tools_of.get(fid)
-        if not tools:
-            return
-        rule_set = self._rule_sets[fid]
-        situation: policy.Situation | None = None
-        waiting = False
-        for tool in tools:
-            if tool.blocker is not None or tool.status >= BROKEN or tool.pm_due:
-                continue
-            snap = tool.snapshot()
-            if policy.tool_exclusion(snap) is not None:
-                continue
-            if situation is None:
-                situation = self.situation(fid)
-            listing = policy.rank_lots(
-                snap, list(queue.values()), situation, rule_set, explain_all=False
-            )
-            self.counters.decisions += 1
-            if situation.downstream:
-                self.counters.qtime_gated += sum(
-                    1 for e in listing.excluded if e.reasons[0].code == "lot.qtime_gated"
-                )
-            starts = policy.choose_starts(listing, situation)
-            if starts.lots:
-                self._start_job(tool, [self.lots[r.lot.id] for r in starts.lots])
-                if situation.downstream:
-                    situation = None  # the start committed lots and took a tool: read again
-                if not queue:
-                    break
-            elif starts.waiting is not None:
-                waiting = True
-        if waiting:
-            self._wake_for_batches(fid)
-
-    def _wake_for_batches(self, fid: int) -> None:
-        """A batch below its minimum waits at most the batch rule's ``max_wait_s``: decide again
-        when the next waiting batch (per step) reaches it."""
-        limit = self._max_wait[fid]
-        if math.isinf(limit):
-            return
-        oldest: dict[int, float] = {}
-        for snap in self.queues[fid].values():
-            if snap.step.batch_max is not None:
-                step = snap.step.id
-                oldest[step] = min(oldest.get(step, math.inf), snap.queued_at)
-        later = [t + limit for t in oldest.values() if t + limit > self.now]
-        if not later:
-            return
-        at = min(later)
-        if self._wake_at.get(fid, math.inf) > at:
-            self._wake_at[fid] = at
-            self.schedule(at, WAKE, fid)
-
-    def _on_wake(self, fid: object, _b: object) -> None:
-        assert isinstance(fid, int)
-        if self._wake_at.get(fid) == self.now:
-            del self._wake_at[fid]
-        self.dispatch(fid)
+        self.dispatching.dirty.add(fid)
 
     # --- jobs ------------------------------------------------------------------------------
 
@@ -457,7 +367,7 @@ class Simulation:
             return t * len(lots)
         return t
 
-    def _start_job(self, tool: Tool, lots: list[SimLot]) -> None:
+    def start_job(self, tool: Tool, lots: list[SimLot]) -> None:
         step = lots[0].route.steps[lots[0].index]
         fam = tool.family
         queue = self.queues[fam.id]

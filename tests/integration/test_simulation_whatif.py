@@ -14,7 +14,7 @@ from mes.equipment.states import E10State
 from mes.lots.models import Lot
 from mes.lots.states import LotState
 from mes.routes.models import Step
-from mes.simulation import engine, model, runner, whatif
+from mes.simulation import engine, model, runner, state, whatif
 from mes.simulation.cli import choose
 from mes.simulation.rulesets import RuleChoiceError, SimRules
 from mes.smt2020 import importer, tables
@@ -70,7 +70,7 @@ async def test_the_live_fab_runs_ahead_under_two_rule_sets(live):
     sim = engine.Simulation(fab, rules[1], days=0.02, initial=live.initial).run()
     implanter = next(t for t in sim.tools if t.code == "Implant_1-01")
     assert [job.end for job in implanter.jobs] == [(NOW + timedelta(minutes=30)).timestamp()]
-    assert next(t for t in sim.tools if t.code == "Litho_1-02").status == engine.BROKEN
+    assert next(t for t in sim.tools if t.code == "Litho_1-02").status == state.BROKEN
 
 
 def test_rule_set_choices_for_what_if():

@@ -165,19 +165,20 @@ def test_rule_sets_see_the_same_releases_with_the_same_seed():
 
 
 def test_every_decision_is_the_production_policys(monkeypatch):
-    # The engine decides only through policy.rank_lots + policy.choose_starts, on the
-    # production snapshot types; count the calls and check what they were given.
+    # The engine decides only through policy.decide (choose_starts(rank_lots(...)) without the
+    # list nobody reads: tests/unit/test_dispatch_decide.py), on the production snapshot
+    # types; count the calls and check what they were given.
     import mes.dispatch.policy as policy
 
     seen: list[tuple[type, type, type]] = []
-    original = policy.rank_lots
+    original = policy.decide
 
-    def rank_lots(tool, lots, situation, rule_set, **kwargs):
+    def decide(tool, lots, situation, rule_set, **kwargs):
         lots = list(lots)
         seen.append((type(tool), type(lots[0]), type(situation)))
         return original(tool, lots, situation, rule_set, **kwargs)
 
-    monkeypatch.setattr(policy, "rank_lots", rank_lots)
+    monkeypatch.setattr(policy, "decide", decide)
     sim = run(runner_example(), days=5)
     assert len(seen) == sim.counters.decisions > 0
     assert set(seen) == {(policy.ToolSnapshot, policy.LotSnapshot, policy.Situation)}

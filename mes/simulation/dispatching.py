@@ -1,0 +1,122 @@
+"""Dispatching in the simulator: when a family's queue or tools change, every free tool of the
+family gets what ``policy.decide`` says it starts (``choose_starts(rank_lots(...))`` of the
+production dispatcher), once every event of the instant is in, as one dispatch cycle does it.
+A batch worth waiting for is decided on again when its wait reaches the batch rule's limit."""
+
+from __future__ import annotations
+
+import math
+from typing import TYPE_CHECKING
+
+import mes.dispatch.policy as policy
+from mes.simulation.state import BROKEN, WAKE
+
+if TYPE_CHECKING:
+    from mes.simulation.engine import Simulation
+
+
+class Dispatching:
+    def __init__(self, sim: Simulation) -> None:
+        self.sim = sim
+        self.dirty: set[int] = set()  # families to decide for before time moves on
+        self._wake_at: dict[int, float] = {}
+        self._situation: policy.Situation | None = None
+        families = sim.model.families
+        self.rule_sets = {f.id: sim.rules.for_family(f) for f in families}
+        self._max_wait = {
+            fid: next((r.params["max_wait_s"] for r in rs.rules if r.name == "batch"), math.inf)
+            for fid, rs in self.rule_sets.items()
+        }
+        sim.handlers[WAKE] = self._on_wake
+
+    def situation(self, fid: int | None = None) -> policy.Situation:
+        """One per instant: ``loads`` is the live mapping, the rest does not change. With Q-time
+        gating, a decision for family ``fid`` sees the closing families of the windows its lots
+        may open, read afresh (a start commits lots and takes a tool)."""
+        sim = self.sim
+        if sim.qtime_gating and fid is not None:
+            return policy.Situation(
+                now=sim.now,
+                loads=sim.loads,
+                setup_times=sim.model.setup_times,
+                min_run=sim.model.min_run,
+                downstream=sim.commitments.downstream(fid, sim.tools_of, sim.queues, sim.now),
+            )
+        sit = self._situation
+        if sit is None or sit.now != sim.now:
+            sit = self._situation = policy.Situation(
+                now=sim.now,
+                loads=sim.loads,
+                setup_times=sim.model.setup_times,
+                min_run=sim.model.min_run,
+            )
+        return sit
+
+    def cycle(self) -> None:
+        while self.dirty:
+            dirty, self.dirty = sorted(self.dirty), set()
+            for fid in dirty:
+                self._decide(fid)
+
+    def _decide(self, fid: int) -> None:
+        """What-next for every free tool of the family, as one dispatch cycle does it."""
+        sim = self.sim
+        queue = sim.queues[fid]
+        if not queue:
+            return
+        tools = sim.tools_of.get(fid)
+        if not tools:
+            return
+        rule_set = self.rule_sets[fid]
+        situation: policy.Situation | None = None
+        waiting = False
+        for tool in tools:
+            if tool.blocker is not None or tool.status >= BROKEN or tool.pm_due:
+                continue
+            snap = tool.snapshot()
+            if policy.tool_exclusion(snap) is not None:
+                continue
+            if situation is None:
+                situation = self.situation(fid)
+            if situation.downstream:
+                sim.counters.qtime_gated += sum(
+                    1 for lot in queue.values() if policy.gate_exclusion(lot, situation) is not None
+                )
+            starts = policy.decide(snap, queue.values(), situation, rule_set)
+            sim.counters.decisions += 1
+            if starts.lots:
+                sim.start_job(tool, [sim.lots[r.lot.id] for r in starts.lots])
+                if situation.downstream:
+                    situation = None  # the start committed lots and took a tool: read again
+                if not queue:
+                    break
+            elif starts.waiting is not None:
+                waiting = True
+        if waiting:
+            self._wake_for_batches(fid)
+
+    def _wake_for_batches(self, fid: int) -> None:
+        """A batch below its minimum waits at most the batch rule's ``max_wait_s``: decide again
+        when the next waiting batch (per step) reaches it."""
+        limit = self._max_wait[fid]
+        if math.isinf(limit):
+            return
+        now = self.sim.now
+        oldest: dict[int, float] = {}
+        for snap in self.sim.queues[fid].values():
+            if snap.step.batch_max is not None:
+                step = snap.step.id
+                oldest[step] = min(oldest.get(step, math.inf), snap.queued_at)
+        later = [t + limit for t in oldest.values() if t + limit > now]
+        if not later:
+            return
+        at = min(later)
+        if self._wake_at.get(fid, math.inf) > at:
+            self._wake_at[fid] = at
+            self.sim.schedule(at, WAKE, fid)
+
+    def _on_wake(self, fid: object, _b: object) -> None:
+        assert isinstance(fid, int)
+        if self._wake_at.get(fid) == self.sim.now:
+            del self._wake_at[fid]
+        self.dirty.add(fid)
