@@ -5,7 +5,8 @@ it. Each failed constraint gives an ``Exclusion`` with a stable code (``lot.on_h
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Iterable
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 
 from mes.dispatch.policy_inputs import (
@@ -147,3 +148,22 @@ def pair_exclusion(
                 f"before it could start on {tool.code} ({start - situation.now:.0f} s)",
             )
     return None
+
+
+def with_committed(situation: Situation, lots: Iterable[LotSnapshot]) -> Situation:
+    """The situation after these lots started: those at a window's opening step are now
+    committed to it, so the gate counts them for the lots decided after them (same cycle)."""
+    added: dict[tuple[int, int], int] = {}
+    for lot in lots:
+        # Committed to the window the step opens (the later ones of the chain count when the
+        # lot reaches them: the database counts open windows and lots running at their step).
+        if lot.step.qtime_chain:
+            key = (lot.fab_id, lot.step.qtime_chain[0].to_group_id)
+            if key in situation.downstream:
+                added[key] = added.get(key, 0) + 1
+    if not added:
+        return situation
+    downstream = dict(situation.downstream)
+    for key, n in added.items():
+        downstream[key] = replace(downstream[key], committed=downstream[key].committed + n)
+    return replace(situation, downstream=downstream)

@@ -25,9 +25,8 @@ simulator runs on its own clock. The simulator calls ``rank_lots``/``rank_tools`
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 from mes.dispatch.constraint_rules import (
     Exclusion,
@@ -35,6 +34,7 @@ from mes.dispatch.constraint_rules import (
     lot_exclusion,
     pair_exclusion,
     tool_exclusion,
+    with_committed,
 )
 from mes.dispatch.policy_inputs import (
     LOT_TYPES,
@@ -64,6 +64,7 @@ from mes.dispatch.ranking_rules import (
     in_queue_order,
     queue_order_only,
 )
+from mes.dispatch.where_next import ToolOption, ToolRefused, WhereNext, rank_tools
 from mes.lots.qtime_gate_rules import Chain, Downstream
 
 __all__ = [
@@ -491,94 +492,7 @@ def decide(
     return Starts((), waiting)
 
 
-def with_committed(situation: Situation, lots: Iterable[LotSnapshot]) -> Situation:
-    """The situation after these lots started: those at a window's opening step are now
-    committed to it, so the gate counts them for the lots decided after them (same cycle)."""
-    added: dict[tuple[int, int], int] = {}
-    for lot in lots:
-        # Committed to the window the step opens (the later ones of the chain count when the
-        # lot reaches them: the database counts open windows and lots running at their step).
-        if lot.step.qtime_chain:
-            key = (lot.fab_id, lot.step.qtime_chain[0].to_group_id)
-            if key in situation.downstream:
-                added[key] = added.get(key, 0) + 1
-    if not added:
-        return situation
-    downstream = dict(situation.downstream)
-    for key, n in added.items():
-        downstream[key] = replace(downstream[key], committed=downstream[key].committed + n)
-    return replace(situation, downstream=downstream)
-
-
 def window_first(rule_set: RuleSet) -> bool:
     """Does the rule set rank a lot in a Q-time window before the others (``qtime`` rule)? The
     Q-time gate counts the other lots waiting at a closing group as ahead where it does not."""
     return any(rule.name == "qtime" and rule.weight > 0 for rule in rule_set.rules)
-
-
-# --- where-next ----------------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class ToolOption:
-    tool: ToolSnapshot
-    rank: int
-    # When the lot could start there, in seconds from now, and of what that is made.
-    start_in_s: float
-    transfer_s: float
-    queue_s: float
-    setup_s: float
-    busy_s: float
-
-
-@dataclass(frozen=True, slots=True)
-class ToolRefused:
-    tool: ToolSnapshot
-    reasons: tuple[Exclusion, ...]
-
-
-@dataclass(frozen=True, slots=True)
-class WhereNext:
-    lot: LotSnapshot
-    lot_exclusion: Exclusion | None
-    options: tuple[ToolOption, ...]
-    refused: tuple[ToolRefused, ...]
-
-
-def rank_tools(lot: LotSnapshot, tools: Iterable[ToolSnapshot], situation: Situation) -> WhereNext:
-    """Where-next: the tools of every fab that could run the lot's step, soonest start first.
-
-    Expected start = transfer to the tool's fab + the fab's queue for the group (queued work
-    per tool up) + what runs on the tool now + its setup change. Busy tools and tools not in
-    remote control stay options (the lot waits for them); down, unqualified, PM-due and
-    dedicated-elsewhere tools are refused, as are tools the lot's Q-time window cannot reach.
-    """
-    own = lot_exclusion(lot)
-    options: list[ToolOption] = []
-    refused: list[ToolRefused] = []
-    for tool in tools:
-        reasons = []
-        if own is not None:
-            reasons.append(own)
-        blocked = tool_exclusion(tool, capacity=False)
-        if blocked is not None:
-            reasons.append(blocked)
-        transfer = situation.transfer(lot.fab_id, tool.fab_id)
-        load = situation.loads.get((tool.fab_id, tool.tool_group_id), GroupLoad())
-        queue = load.workload_s if not math.isinf(load.workload_s) else 0.0
-        setup = situation.setup_time(tool.current_setup, lot.step.setup)
-        wait = transfer + max(queue, tool.busy_for_s)
-        pair = pair_exclusion(lot, tool, situation, capacity=False, same_fab=False, start_in_s=wait)
-        if pair is not None:
-            reasons.append(pair)
-        if reasons:
-            refused.append(ToolRefused(tool, tuple(reasons)))
-            continue
-        options.append(ToolOption(tool, 0, wait + setup, transfer, queue, setup, tool.busy_for_s))
-    options.sort(key=lambda o: (o.start_in_s, o.transfer_s, o.tool.code))
-    ranked = tuple(
-        ToolOption(o.tool, i + 1, o.start_in_s, o.transfer_s, o.queue_s, o.setup_s, o.busy_s)
-        for i, o in enumerate(options)
-    )
-    refused.sort(key=lambda r: r.tool.code)
-    return WhereNext(lot, own, ranked, tuple(refused))
