@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 import re
 import types
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from typing import Annotated, Any, Generic, TypeVar, Union, get_args, get_origin
 
 from fastapi import Depends, Path, Query, Request
@@ -59,6 +59,15 @@ def _not_a_number(value: Any) -> Any:
         raise ValueError("a time is an ISO 8601 date-time with a UTC offset, not a number")
     return value
 
+
+def _day_not_a_number(value: Any) -> Any:
+    # Pydantic reads 0 or "19000" as a count of days or seconds since 1970.
+    if isinstance(value, int | float) or (isinstance(value, str) and _NUMBER.fullmatch(value)):
+        raise ValueError("a day is an ISO 8601 date (2026-03-01), not a number")
+    return value
+
+
+CalendarDay = Annotated[date, BeforeValidator(_day_not_a_number)]
 
 Timestamp = Annotated[
     AwareDatetime, BeforeValidator(_not_a_number), AfterValidator(_within_calendar)

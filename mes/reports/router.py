@@ -10,7 +10,7 @@ from fastapi import APIRouter, Query, Request
 from pydantic import BaseModel
 
 from mes.db.transaction import ReadSession
-from mes.kit.api import ClockDep, CodeStr
+from mes.kit.api import CalendarDay, ClockDep, CodeStr
 from mes.reports import morning
 from mes.reports import morning_rules as rules
 
@@ -20,9 +20,12 @@ FabQuery = Annotated[
     CodeStr | None, Query(description="a fab's code; none: the whole network (UTC days)")
 ]
 FromQuery = Annotated[
-    date | None, Query(alias="from", description="first day (the fab's calendar); default: to")
+    CalendarDay | None,
+    Query(alias="from", description="first day (the fab's calendar); default: to"),
 ]
-ToQuery = Annotated[date | None, Query(alias="to", description="last day; default: yesterday")]
+ToQuery = Annotated[
+    CalendarDay | None, Query(alias="to", description="last day; default: yesterday")
+]
 
 
 class Range(BaseModel):

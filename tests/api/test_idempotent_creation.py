@@ -122,6 +122,19 @@ async def _split(client: httpx.AsyncClient, client_as: Any) -> Request:
     return f"/api/v1/lots/{lot}/split", {"wafers": [detail["wafers"][0]["scribe_id"]]}
 
 
+async def _sorter_job(client: httpx.AsyncClient, client_as: Any) -> Request:
+    body = {"product": "LOGIC28", "fab": "F1", "wafer_count": 4, "carrier": "F1-FP0010"}
+    lot = await _ok(await client.post("/api/v1/lots", json=body))
+    detail = await _ok(await client.get(f"/api/v1/lots/{lot['code']}"))
+    wafer = detail["wafers"][0]["scribe_id"]
+    return "/api/v1/sorter-jobs", {
+        "kind": "split",
+        "lot": lot["code"],
+        "wafers": [wafer],
+        "carrier": "F1-FP0011",
+    }
+
+
 async def _job(client: httpx.AsyncClient, client_as: Any) -> Request:
     return f"/api/v1/lots/{await _lot(client)}/jobs", {"tool": "F1-WETC01"}
 
@@ -203,6 +216,7 @@ SAMPLES: dict[str, Sample] = {
     "/api/v1/lots/{lot}/split": _split,
     "/api/v1/lots/{lot}/jobs": _job,
     "/api/v1/jobs": _batch,
+    "/api/v1/sorter-jobs": _sorter_job,
     "/api/v1/start-plans": fixed(
         "/api/v1/start-plans",
         {"code": "SP-IDEM", "fab": "F1", "product": "LOGIC28", "rate": 2, "active": False},

@@ -237,6 +237,10 @@ async def test_ranges_are_bounded_with_clear_codes(client):
     assert_problem(reversed_, 422, "report.invalid_range")
     far = await client.get("/api/v1/reports/holds", params={"from": "9999-12-31"})
     assert_problem(far, 422, "report.invalid_range")
+    # The fuzzer's finding: pydantic read ?to=0 as 1970-01-01 (days or seconds since 1970).
+    for number in ("0", "20000", "1.5e3"):
+        counted = await client.get("/api/v1/reports/moves", params={"to": number})
+        assert_problem(counted, 422, "request.invalid")
     assert_problem(
         await client.get("/api/v1/reports/delivery", params={"fab": "NOPE"}), 404, "fab.not_found"
     )
