@@ -25,6 +25,7 @@ class Mark:
     value: float
     state: str  # "ok", "violation" (a run rule broken) or "oos" (a value out of spec)
     label: str  # for the point's <title>: number, value, lot, what it broke
+    lot: str = ""  # the point links to its lot's page
 
 
 @dataclass(frozen=True)
@@ -33,8 +34,8 @@ class Line:
 
     y: float
     value: float
-    name: str  # "CL", "UCL", "LCL", "USL", "LSL", "Target"
-    kind: str  # "center", "control" or "spec": the stylesheet's class
+    name: str  # "CL", "UCL", "LCL", "USL", "LSL", "Target", "+1 sigma", "-2 sigma" …
+    kind: str  # "center", "control", "spec" or "zone": the stylesheet's class
 
 
 @dataclass
@@ -124,6 +125,10 @@ def draw(
     for value, name, kind in references:
         if value is not None:
             drawing.lines.append(Line(y_of(value), value, name, kind))
+    # The run rules' zones: one and two sigma either side of the centre (the control limits
+    # are three), drawn faintly so a reader sees "2 of 3 beyond 2 sigma" where the rule saw it.
+    for value, name in zone_lines(center, ucl, lcl):
+        drawing.lines.append(Line(y_of(value), value, name, "zone"))
     step = _nice_step(high - low)
     tick = (low // step + 1) * step
     while tick < high:
@@ -134,8 +139,24 @@ def draw(
         broke = ", ".join(p.violations) + (" out of spec" if p.out_of_spec else "")
         label = f"#{p.number} {_fmt(p.value)}" + (f" lot {p.lot}" if p.lot else "")
         label += f": {broke.strip()}" if broke else ""
-        drawing.marks.append(Mark(x_of(i), y_of(p.value), p.number, p.value, state, label))
+        drawing.marks.append(Mark(x_of(i), y_of(p.value), p.number, p.value, state, label, p.lot))
     drawing.path = " ".join(f"{m.x},{m.y}" for m in drawing.marks)
     every = max(1, count // 10)
     drawing.x_ticks = [(m.x, str(m.number)) for i, m in enumerate(drawing.marks) if i % every == 0]
     return drawing
+
+
+def zone_lines(
+    center: float | None, ucl: float | None, lcl: float | None
+) -> list[tuple[float, str]]:
+    """The zone boundaries at one and two sigma, sigma being a third of each limit's distance
+    from the centre (asymmetric limits give each side its own); none without the three."""
+    if center is None or ucl is None or lcl is None or not lcl < center < ucl:
+        return []
+    up, down = (ucl - center) / 3, (center - lcl) / 3
+    return [
+        (center + up, "+1\u03c3"),
+        (center + 2 * up, "+2\u03c3"),
+        (center - down, "-1\u03c3"),
+        (center - 2 * down, "-2\u03c3"),
+    ]

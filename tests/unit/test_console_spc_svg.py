@@ -35,3 +35,18 @@ def test_no_limits_one_point_and_a_flat_series_are_drawn():
     flat = spc_svg.draw([PointIn(1, 0.0), PointIn(2, 0.0)])
     assert len({m.y for m in flat.marks}) == 1
     assert flat.lines == []
+
+
+def test_zones_lie_one_and_two_sigma_from_the_centre_and_points_name_their_lot():
+    # CL 100, UCL 106, LCL 97: sigma 2 above (6 / 3), 1 below (3 / 3).
+    zones = dict((name, value) for value, name in spc_svg.zone_lines(100.0, 106.0, 97.0))
+    assert zones == {"+1\u03c3": 102.0, "+2\u03c3": 104.0, "-1\u03c3": 99.0, "-2\u03c3": 98.0}
+    assert spc_svg.zone_lines(100.0, None, 97.0) == []
+    assert spc_svg.zone_lines(100.0, 100.0, 100.0) == []  # no spread: no zones
+    drawing = spc_svg.draw([PointIn(1, 101.0, lot="L26-0001")], center=100.0, ucl=106.0, lcl=97.0)
+    zone_ys = {line.name: line.y for line in drawing.lines if line.kind == "zone"}
+    limits = {line.name: line.y for line in drawing.lines if line.kind != "zone"}
+    # Screen y grows downwards: +2 sigma lies between UCL and +1 sigma, -2 sigma below -1 sigma.
+    assert limits["UCL"] < zone_ys["+2\u03c3"] < zone_ys["+1\u03c3"] < limits["CL"]
+    assert limits["CL"] < zone_ys["-1\u03c3"] < zone_ys["-2\u03c3"] < limits["LCL"]
+    assert drawing.marks[0].lot == "L26-0001"
