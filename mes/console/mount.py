@@ -17,6 +17,7 @@ from mes.console.pages_router import router as pages_router
 from mes.console.process_router import router as process_router
 from mes.console.reports_router import router as reports_router
 from mes.console.sessions import LoginRequired, User
+from mes.console.spc_inbox_router import router as spc_inbox_router
 from mes.console.spc_router import router as spc_router
 from mes.console.tool_actions_router import router as tool_actions_router
 from mes.console.web import STATIC_DIR, login_redirect, problem_fragment
@@ -60,6 +61,7 @@ def install(app: FastAPI, feed: ChangeFeed) -> None:
     app.include_router(lot_actions_router)
     app.include_router(engineering_router)
     app.include_router(spc_router)
+    app.include_router(spc_inbox_router)
     app.include_router(process_router)
     app.include_router(reports_router)
 

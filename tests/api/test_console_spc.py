@@ -71,3 +71,40 @@ async def test_chart_list_and_page_show_limits_violations_and_capability(client,
         assert "spc.chart_not_found" in missing.text
         bad = await web.get("/console/spc/0")
         assert bad.status_code == 422
+
+
+async def test_the_inbox_lists_open_violations_and_closes_them_with_a_comment(client, chart):  # noqa: F811
+    await _baseline(client)
+    await _run(client, 101.0, 99.0)
+    held = await _run(client, 108.0, 100.0)  # rule 1 at point 9
+    violations = (await client.get("/api/v1/quality/violations", params={"open": "true"})).json()
+    (violation,) = violations["items"]
+    async with browser(client) as web:
+        csrf = await sign_in(web, TESTER, TESTER_PASSWORD)
+        inbox = await web.get("/console/violations")
+        assert inbox.status_code == 200
+        row = re.search(r"<tr><td>.*?</tr>", inbox.text[inbox.text.index('id="spc-inbox"') :], re.S)
+        assert row is not None
+        assert "nelson_1" in row.group(0)
+        assert f'href="/console/lots/{held["code"]}"' in row.group(0)
+        assert f'href="/console/spc/{chart["id"]}"' in row.group(0)
+        action = f"/console/violations/{violation['id']}/acknowledge"
+        assert f'action="{action}"' in row.group(0)
+        # No comment: refused with the code, nothing closed.
+        empty = await web.post(action, data={"csrf": csrf, "key": "ack-000000000", "comment": ""})
+        assert "spc.comment_required" in empty.text
+        still = (await client.get("/api/v1/quality/violations", params={"open": "true"})).json()
+        assert still["total"] == 1
+        done = await web.post(
+            action, data={"csrf": csrf, "key": "ack-123456789", "comment": "probe cleaned"}
+        )
+        assert done.status_code in (200, 303), done.text[:300]
+        closed = (await client.get("/api/v1/quality/violations")).json()["items"][0]
+        assert (closed["acknowledged_by"], closed["comment"]) == (TESTER, "probe cleaned")
+        after = await web.get("/console/violations")
+        assert "No open violations." in after.text
+        # Closing it again: the service's refusal, shown.
+        again = await web.post(
+            action, data={"csrf": csrf, "key": "ack-223456789", "comment": "twice"}
+        )
+        assert "spc.already_acknowledged" in again.text

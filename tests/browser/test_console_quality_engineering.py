@@ -91,6 +91,16 @@ async def test_an_spc_chart_shows_its_limits_and_marks_the_violation(
     await page.get_by_role("link", name="BROWSER-THK").click()
     await expect(page.locator("#spc-svg")).to_be_visible()
 
+    # The engineers' inbox: the open violations, each closed with a comment.
+    await page.goto("/console/violations")
+    rows = page.locator("#spc-inbox tbody tr")
+    await expect(rows).to_have_count(len(broken))
+    await check_page(page, screenshot_dir, "spc-inbox")
+    first = rows.first
+    await first.get_by_label("Comment").fill("cleaned the probe")
+    await first.get_by_role("button", name="Acknowledge").click()
+    await expect(page.locator("#action-result")).to_contain_text("acknowledged")
+
 
 async def test_a_route_draft_is_read_and_activated_with_an_e_signature(
     context: BrowserContext, console: Console, screenshot_dir: Path
