@@ -148,8 +148,10 @@ def wafer_steps(recipe: Recipe, family: str, transfer_s: float) -> list[Step]:
         power = recipe.number("rf_power", recipe.number("dc_power", 0.0))
         pressure = recipe.pressure_pa(500.0)
         base = {"ChamberTemperature": temp, "ChamberPressure": pressure}
+        # The heater holds the chamber at process temperature: a wafer loads into a hot
+        # chamber (a chamber at room temperature read as the wafer's temperature otherwise).
         return [
-            load,
+            Step("Load", transfer_s, {"ChamberTemperature": temp}),
             Step("Stabilize", 15.0, base | _gas(recipe)),
             Step("Deposit", dep_time, base | _gas(recipe) | {"RfForwardPower": power}),
             Step("Purge", 10.0, {"ChamberTemperature": temp, "ChamberPressure": pressure}),
@@ -158,7 +160,7 @@ def wafer_steps(recipe: Recipe, family: str, transfer_s: float) -> list[Step]:
     pressure = recipe.pressure_pa(2.0)
     base = {"ChamberTemperature": 60.0, "ChamberPressure": pressure}
     return [
-        load,
+        Step("Load", transfer_s, {"ChamberTemperature": 60.0}),  # the chuck held at 60 °C
         Step("Stabilize", 10.0, base | _gas(recipe)),
         Step(
             "MainEtch",

@@ -72,7 +72,12 @@ async def test_a_lot_runs_its_whole_route_through_the_adapter(fab: Fab) -> None:
     assert {(v["operation"], v["tool"], v["source"]) for v in temps} <= {
         ("DEP", "T1-DEP01", "tool")
     }
-    assert all(380 < v["value"] < 420 and v["chamber"] in ("PM1", "PM2") for v in temps), temps
+    wrong = [
+        {k: v[k] for k in ("slot", "value", "chamber", "source")}
+        for v in temps
+        if not (380 < v["value"] < 420 and v["chamber"] in ("PM1", "PM2"))
+    ]
+    assert not wrong, wrong
     connection = await fab.connection("T1-DEP01")
     assert connection["state"] in ("connected", "stale")
     assert connection["owner"] == "adapter-a"
