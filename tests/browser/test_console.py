@@ -7,7 +7,7 @@ import re
 from datetime import UTC, datetime
 from pathlib import Path
 
-from playwright.async_api import BrowserContext, expect
+from playwright.async_api import BrowserContext, Page, expect
 
 from mes.audit.context import AuditContext, bind
 from mes.clock import SystemClock
@@ -18,6 +18,19 @@ from mes.equipment import service as equipment_service
 from mes.equipment.schemas import StateChange
 from mes.equipment.states import E10State
 from tests.browser.conftest import SIM_TOOL, Console, check_page, sign_in
+
+
+async def open_release_dialog(page: Page) -> None:
+    """Open the release dialog; again if a live refresh of the lot's actions (the refused
+    signature's audit event arrives about a second later) replaced it as it opened."""
+    for _ in range(5):
+        await page.click("#release-open")
+        try:
+            await expect(page.locator("#release-reason")).to_be_visible(timeout=3000)
+            return
+        except AssertionError:
+            continue
+    await expect(page.locator("#release-reason")).to_be_visible()
 
 
 async def test_sign_in_shows_every_fab_side_by_side(
@@ -84,14 +97,14 @@ async def test_scan_a_lot_then_hold_and_release_it_with_an_e_signature(
     await check_page(page, screenshot_dir, "lot")
 
     # The release dialog: a wrong password is refused and nothing changes.
-    await page.click("#release-open")
+    await open_release_dialog(page)
     await page.fill("#release-reason", "edge inspected, fine")
     await page.fill("#release-password", "wrong-password")
     await page.click("#release-dialog button[type=submit]")
     await expect(page.locator("#action-result")).to_contain_text("auth.signature_invalid")
     await expect(page.locator("[data-lot-state]")).to_have_text("OnHold")
 
-    await page.click("#release-open")
+    await open_release_dialog(page)
     await page.fill("#release-reason", "edge inspected, fine")
     await page.fill("#release-password", "change-me-operator")
     await page.click("#release-dialog button[type=submit]")
