@@ -22,6 +22,14 @@ from mes.errors import MesError, RuleViolation
 from mes.jobs import schemas as s
 from mes.jobs import states
 from mes.jobs.models import EquipmentJob, EquipmentJobLot, JobWaferResult, ProcessValueSummary
+
+# Read side, re-exported: callers reach jobs through this module.
+from mes.jobs.queries import JOB_OPTIONS as JOB_OPTIONS
+from mes.jobs.queries import find_job as find_job
+from mes.jobs.queries import get_job as get_job
+from mes.jobs.queries import job_read as job_read
+from mes.jobs.queries import jobs_of_lot as jobs_of_lot
+from mes.jobs.queries import open_jobs_of_tool as open_jobs_of_tool
 from mes.jobs.results import (
     WAFER_PROCESSED,
     JobResult,
@@ -31,7 +39,6 @@ from mes.jobs.results import (
     tool_readings,
 )
 from mes.jobs.states import JobCommand, JobStatus
-from mes.kit.lookup import get_by_key
 from mes.lots import service as lots_service
 from mes.lots.commands import EngineeringRun, Measurement, TrackIn, TrackOut
 from mes.lots.models import Lot
@@ -39,70 +46,8 @@ from mes.lots.states import LotState, WaferState
 from mes.recipes.models import RecipeVersion
 from mes.routes.models import Step
 
-JOB_OPTIONS = (
-    selectinload(EquipmentJob.equipment),
-    selectinload(EquipmentJob.lot),
-    selectinload(EquipmentJob.members).selectinload(EquipmentJobLot.lot),
-    selectinload(EquipmentJob.recipe_version).selectinload(RecipeVersion.recipe),
-)
 # A batch runs one recipe on one tool: this many lots at most in one job order.
 MAX_BATCH_LOTS = 25
-
-
-async def get_job(
-    session: AsyncSession, job_order_id: str, *, for_update: bool = False
-) -> EquipmentJob:
-    return await get_by_key(
-        session,
-        EquipmentJob,
-        EquipmentJob.job_order_id,
-        job_order_id,
-        code="job.not_found",
-        what="job",
-        options=JOB_OPTIONS,
-        for_update=for_update,
-    )
-
-
-async def find_job(
-    session: AsyncSession, job_order_id: str, *, for_update: bool = True
-) -> EquipmentJob | None:
-    stmt = (
-        select(EquipmentJob).options(*JOB_OPTIONS).where(EquipmentJob.job_order_id == job_order_id)
-    )
-    if for_update:
-        stmt = stmt.with_for_update(key_share=True)
-    return (await session.scalars(stmt)).one_or_none()
-
-
-async def jobs_of_lot(session: AsyncSession, code: str | Lot) -> list[EquipmentJob]:
-    """Every job order the lot was part of (alone or in a batch), oldest first (a lot already
-    read may be given instead of its code)."""
-    lot = code if isinstance(code, Lot) else await lots_service.get_lot(session, code)
-    return list(
-        await session.scalars(
-            select(EquipmentJob)
-            .options(*JOB_OPTIONS)
-            .join(EquipmentJobLot, EquipmentJobLot.job_id == EquipmentJob.id)
-            .where(EquipmentJobLot.lot_id == lot.id)
-            .order_by(EquipmentJob.id)
-        )
-    )
-
-
-async def open_jobs_of_tool(session: AsyncSession, equipment_id: int) -> list[EquipmentJob]:
-    """Jobs of a tool the MES has not finished with (requested, on the tool, or with a command)."""
-    return list(
-        await session.scalars(
-            select(EquipmentJob)
-            .options(*JOB_OPTIONS)
-            .where(
-                EquipmentJob.equipment_id == equipment_id,
-                EquipmentJob.status.not_in(sorted(states.FINAL)),
-            )
-            .order_by(EquipmentJob.id)
-        )
-    )
 
 
 async def request_job(
@@ -534,25 +479,3 @@ async def end_without_run(
         )
     await session.flush()
     return True
-
-
-def job_read(job: EquipmentJob) -> s.JobRead:
-    return s.JobRead(
-        job_order_id=job.job_order_id,
-        lot=job.lot.code,
-        lots=[m.lot.code for m in job.members],
-        tool=job.equipment.code,
-        recipe=job.recipe_version.recipe.name,
-        recipe_version=job.recipe_version.version,
-        attempt=job.attempt,
-        status=job.status,
-        command=job.command,
-        requested_by=job.requested_by,
-        requested_at=job.requested_at,
-        sent_at=job.sent_at,
-        started_at=job.started_at,
-        ended_at=job.ended_at,
-        wafers_processed=job.wafers_processed,
-        tool_state=job.tool_state,
-        last_error=job.last_error,
-    )
