@@ -8,7 +8,7 @@ import re
 
 from tests.api.test_console_http import browser, sign_in
 from tests.api.test_spc_api import TOOL, _baseline, _run, chart  # noqa: F401 (the fixture)
-from tests.conftest import TESTER, TESTER_PASSWORD
+from tests.conftest import ROLE_PASSWORD, TESTER, TESTER_PASSWORD
 
 
 def line_y(svg: str, name: str) -> float:
@@ -79,6 +79,19 @@ async def test_the_inbox_lists_open_violations_and_closes_them_with_a_comment(cl
     held = await _run(client, 108.0, 100.0)  # rule 1 at point 9
     violations = (await client.get("/api/v1/quality/violations", params={"open": "true"})).json()
     (violation,) = violations["items"]
+    action = f"/console/violations/{violation['id']}/acknowledge"
+    # An operator sees the inbox without the closing form, and is refused closing anyway.
+    async with browser(client) as web:
+        csrf = await sign_in(web, "t-operator", ROLE_PASSWORD)
+        seen = await web.get("/console/violations")
+        assert "nelson_1" in seen.text
+        assert f'action="{action}"' not in seen.text
+        refused = await web.post(
+            action, data={"csrf": csrf, "key": "ack-op-0000001", "comment": "ok"}
+        )
+        assert "auth.forbidden" in refused.text
+    still_open = (await client.get("/api/v1/quality/violations", params={"open": "true"})).json()
+    assert still_open["total"] == 1
     async with browser(client) as web:
         csrf = await sign_in(web, TESTER, TESTER_PASSWORD)
         inbox = await web.get("/console/violations")
@@ -88,7 +101,6 @@ async def test_the_inbox_lists_open_violations_and_closes_them_with_a_comment(cl
         assert "nelson_1" in row.group(0)
         assert f'href="/console/lots/{held["code"]}"' in row.group(0)
         assert f'href="/console/spc/{chart["id"]}"' in row.group(0)
-        action = f"/console/violations/{violation['id']}/acknowledge"
         assert f'action="{action}"' in row.group(0)
         # No comment: refused with the code, nothing closed.
         empty = await web.post(action, data={"csrf": csrf, "key": "ack-000000000", "comment": ""})
