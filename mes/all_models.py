@@ -4,6 +4,7 @@ from mes.audit import models as audit_models
 from mes.auth import models as auth_models
 from mes.carriers import models as carriers_models
 from mes.db.base import Base
+from mes.db.schema_history import SchemaStep
 from mes.dispatch import models as dispatch_models
 from mes.durables import models as durables_models
 from mes.equipment import models as equipment_models
@@ -20,6 +21,7 @@ from mes.routes import models as routes_models
 
 __all__ = [
     "Base",
+    "SchemaStep",
     "audit_models",
     "auth_models",
     "carriers_models",

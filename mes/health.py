@@ -10,7 +10,7 @@ from pydantic import BaseModel
 from sqlalchemy import text
 
 from mes.db.engine import Database
-from mes.db.migrate import current_revision, head_revision
+from mes.db.migrate import head_revision, schema_readiness
 
 router = APIRouter(tags=["health"])
 
@@ -36,7 +36,8 @@ class Readiness(BaseModel):
     responses={503: {"model": Readiness, "description": "not ready: database or schema"}},
 )
 async def readyz(request: Request) -> JSONResponse:
-    """The database answers and its schema is at the migration head this build expects."""
+    """The database answers and its schema suits this build: at the migration head it expects,
+    or newer by migrations that only add (a rolling upgrade runs the migration job first)."""
     db: Database = request.app.state.db
     settings = request.app.state.settings
     try:
@@ -44,21 +45,20 @@ async def readyz(request: Request) -> JSONResponse:
         async with asyncio.timeout(settings.database_connect_timeout_s):
             async with db.read_sessions() as session:
                 await session.execute(text("SELECT 1"))
-            revision = await current_revision(db.engine)
+            revision, verdict = await schema_readiness(db.engine)
     except Exception as exc:  # readiness reports any failure instead of raising it
         return JSONResponse(
             {"status": "unavailable", "database": "unreachable", "detail": type(exc).__name__},
             status_code=503,
             headers={"Retry-After": str(settings.database_retry_after_s)},
         )
-    expected = head_revision()
-    ready = revision == expected
     return JSONResponse(
         {
-            "status": "ok" if ready else "unavailable",
+            "status": "ok" if verdict.ready else "unavailable",
             "database": "ok",
+            "detail": verdict.detail,
             "schema_revision": revision,
-            "expected_revision": expected,
+            "expected_revision": head_revision(),
         },
-        status_code=200 if ready else 503,
+        status_code=200 if verdict.ready else 503,
     )

@@ -10,17 +10,27 @@ from __future__ import annotations
 import asyncio
 
 from alembic import context
+from alembic.runtime.migration import MigrationContext, MigrationInfo
 from sqlalchemy.engine import Connection
 
 from mes.all_models import metadata
 from mes.config import Settings
 from mes.db.engine import create_engine
+from mes.db.schema_history import record_step, step_facts
 
 config = context.config
 
 
+def _record(ctx: MigrationContext, step: MigrationInfo, heads: object, run_args: object) -> None:
+    """Each step applied or undone goes into ``schema_history`` (readiness across versions)."""
+    facts = step_facts(step)
+    if facts is not None and ctx.connection is not None:
+        record_step(ctx.connection, **facts)
+
+
 def _configure(connection: Connection) -> None:
     context.configure(
+        on_version_apply=_record,
         connection=connection,
         target_metadata=metadata,
         # SQLite cannot ALTER most things in place; batch mode rebuilds the table instead.
