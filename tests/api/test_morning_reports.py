@@ -178,6 +178,15 @@ async def test_wip_and_cycle_time_per_product_and_step(client, history):
     ]
 
 
+async def test_cycle_time_counts_from_an_arrival_before_the_report_began(client, history):
+    # The second day alone: A and B arrived at their steps on the first day.
+    report = await _report(client, "wip", **{"from": "2026-01-06", "to": "2026-01-06"})
+    steps = [(s["operation"], s["track_outs"], s["mean_cycle_time_h"]) for s in report["steps"]]
+    # CLEAN: A 22.5 h (from its rework the day before); THK: A 0.5 h (arrived the same morning)
+    # and B 24 h (arrived the day before) = 12.25 h.
+    assert steps == [("CLEAN", 1, 22.5), ("THK", 2, 12.25)]
+
+
 async def test_hold_pareto_ageing_and_escalation(client, history):
     report = await _report(client, "holds")
     assert report["escalate_after_h"] == 24  # the service's default
