@@ -93,11 +93,11 @@ class ToolSnapshot:
     running: tuple[tuple[int, str | None], ...] = ()
     # Seconds until the tool is free again (remaining time of what runs on it).
     busy_for_s: float = 0.0
-    # A job order has gone to the tool (sent, running or paused): a batch that has started
-    # takes no more lots; offering one only earns a "busy" refusal from the tool, again and again.
+    # A job order is out for the tool (requested, sent, running or paused): a batch that has
+    # started takes no more lots; offering one only earns a "busy" refusal from the tool.
     job_started: bool = False
     # A batch tool (wet bench, furnace) runs one job at a time, and this one has a job order
-    # on it (sent, running or paused): it takes no other job until that one ends.
+    # out (requested, sent, running or paused): it takes no other job until that one ends.
     batch_busy: bool = False
     pm_due: bool = False
     # Recipes with an approved version standing-qualified on the tool (or a chamber of it).

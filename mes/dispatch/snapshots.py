@@ -140,7 +140,12 @@ async def tool_snapshots(
             select(EquipmentJob.equipment_id)
             .where(
                 EquipmentJob.equipment_id.in_(ids),
-                EquipmentJob.status.in_([JobStatus.SENT, JobStatus.RUNNING, JobStatus.PAUSED]),
+                # A job written but not yet sent (no adapter has picked it up: at start, during
+                # a reconnect) commits the tool as much as one on it: the tool would refuse a
+                # second job as busy.
+                EquipmentJob.status.in_(
+                    [JobStatus.REQUESTED, JobStatus.SENT, JobStatus.RUNNING, JobStatus.PAUSED]
+                ),
             )
             .distinct()
         )

@@ -75,6 +75,24 @@ async def test_cycle_requests_jobs_for_idle_tools_and_logs_decisions(client, db,
     assert again.requested == []
 
 
+async def test_a_wet_bench_with_a_job_not_yet_sent_is_offered_no_second_job(client, db, clock):
+    # Three lots, two wet benches (room for 2 lots each, one job at a time). The first cycle
+    # gives each bench a job; no adapter has picked them up yet (status requested), as at start
+    # or while an adapter reconnects. The tool would refuse a second job as busy.
+    lots = [await start(client) for _ in range(3)]
+    first = await dispatcher(db, clock).cycle("F1")
+    assert len(first.requested) == 2
+    clock.advance(timedelta(seconds=5))
+    second = await dispatcher(db, clock).cycle("F1")
+    assert second.requested == []
+    waiting = [
+        lot["code"]
+        for lot in lots
+        if not (await client.get(f"/api/v1/lots/{lot['code']}/jobs")).json()
+    ]
+    assert len(waiting) == 1
+
+
 async def test_a_lot_taken_meanwhile_is_refused_logged_and_not_retried(
     client, db, clock, monkeypatch
 ):
