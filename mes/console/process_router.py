@@ -1,7 +1,7 @@
 """Engineering pages of the console: routes with their versions, steps, the change against the
-version before and activation (e-signature); the qualification matrix (tool by recipe); the
-dispatching rule sets with their weights. Reads go through the domains' own queries; the one
-edit here, activation, through the same service function as the API."""
+version before and activation (e-signature); the qualification matrix (tool by recipe) with
+qualifying and withdrawing. Reads go through the domains' own queries, edits through the same
+service functions as the API. (The dispatching rule sets are ``rule_sets_router``.)"""
 
 from __future__ import annotations
 
@@ -18,7 +18,6 @@ from mes.console.actions import perform, read, signature
 from mes.console.actions_router import form_of, run_action
 from mes.console.sessions import PostingUser, User
 from mes.console.web import render
-from mes.dispatch import rule_sets as dispatch_rule_sets
 from mes.fabs.models import Fab, ToolGroup
 from mes.kit.api import CODE_PATTERN
 from mes.recipes import qualifications as recipe_qualifications
@@ -127,23 +126,3 @@ async def qualification_page(
         request, "qualifications.html", user, fabs=fabs, groups=groups, fab=chosen_fab,
         tool_group=chosen_group, tools=tools, recipes=recipes, cells=cells,
     )  # fmt: skip
-
-
-@router.get("/rule-sets", response_class=HTMLResponse)
-async def rule_sets_page(
-    request: Request,
-    user: User,
-    fab: Code | None = None,
-    history: Annotated[bool, Query()] = False,
-) -> Response:
-    """The dispatching rule sets of a fab: scope, version, production or shadow, the rules with
-    their weights and parameters (history: every version)."""
-    fabs, _groups = await read(request, _codes)
-    chosen = fab or (fabs[0] if fabs else "")
-    rows = await read(
-        request,
-        lambda s: dispatch_rule_sets.rule_sets(s, fab=chosen, include_history=history),
-    )
-    return render(
-        request, "rule_sets.html", user, fabs=fabs, fab=chosen, rows=rows, history=history
-    )
