@@ -107,7 +107,8 @@ async def form_of(request: Request) -> dict[str, str]:
 
 def answer(request: Request, user: PostingUser, message: str, back: str) -> Response:
     if not is_htmx(request):
-        return RedirectResponse(back + "?done=" + quote(message), status_code=303)
+        joiner = "&" if "?" in back else "?"
+        return RedirectResponse(back + joiner + "done=" + quote(message), status_code=303)
     response = render(request, "fragments/done.html", user, message=message)
     response.headers["HX-Trigger"] = "mes-changed"
     return response

@@ -91,27 +91,27 @@ async def rule_sets_page(
         )
         base = next((r for r in every if r.id == start), None)
     rules = list(base.definition.get("rules", [])) if base is not None else []
+    filled = [
+        {
+            "rule": r.get("rule", ""),
+            "weight": f"{r.get('weight', 1):g}",
+            "params": ", ".join(f"{k}={v:g}" for k, v in sorted(r.get("params", {}).items())),
+        }
+        for r in rules
+    ]
+    blank = {"rule": "", "weight": "", "params": ""}
     draft = {
         "scope": _scope_value(base) if base is not None else "",
         "shadow": bool(base.shadow) if base is not None else False,
-        "rows": [
-            {
-                "rule": r.get("rule", ""),
-                "weight": f"{r.get('weight', 1):g}",
-                "params": ", ".join(f"{k}={v:g}" for k, v in sorted(r.get("params", {}).items())),
-            }
-            for r in rules
-        ],
+        "rows": filled + [blank] * max(0, max(RULE_ROWS, len(rules) + 2) - len(rules)),
     }
-    draft["rows"] += [{"rule": "", "weight": "", "params": ""}] * max(
-        0, max(RULE_ROWS, len(rules) + 2) - len(rules)
-    )
     catalogue = [(r.name, ", ".join(f"{k} {v:g}" for k, v in r.defaults.items())) for r in
                  policy.RULES.values()]  # fmt: skip
     return render(
         request, "rule_sets.html", user, fab=chosen, rows=rows, history=history, hours=hours,
         report=report, draft=draft, base=base, catalogue=catalogue,
-        may_publish=user.may(roles.DISPATCH_RULES), **choices,
+        may_publish=user.may(roles.DISPATCH_RULES), fabs=choices["fabs"],
+        areas=choices["areas"], groups=choices["groups"],
     )  # fmt: skip
 
 
