@@ -12,11 +12,11 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
-WIDTH = 640
+WIDTH = 560  # about the width it is shown at beside its neighbour: text stays at its size
 LEFT, RIGHT, TOP, BOTTOM = 110, 16, 8, 26
 NONE = "\u2013"  # an en dash: no figure  # group codes left, the % axis below
 ROW, GAP = 18, 8
-OEE_RIGHT = 214  # a column for "41 % · A 80 % · P 60 % · Q 85 %" right of the plot
+OEE_RIGHT = 168  # a column for "41 %  A 80 · P 60 · Q 85" right of the plot
 
 
 @dataclass(frozen=True)
@@ -91,14 +91,14 @@ def oee_bars(
     for i, (name, oee, availability, performance, quality) in enumerate(groups):
         y = y0 + GAP / 2 + i * (ROW + GAP)
         factors = " · ".join(
-            f"{letter} {NONE if v is None else _pct(100 * v)}"
+            f"{letter} {NONE if v is None else f'{100 * v:.0f}'}"
             for letter, v in (("A", availability), ("P", performance), ("Q", quality))
         )
         if oee is None:
-            chart.rows.append(Row(name, round(y, 1), [], f"{NONE} · {factors}", x1 + 8))
+            chart.rows.append(Row(name, round(y, 1), [], f"{NONE}   {factors}", x1 + 8))
             continue
         width = (x1 - x0) * min(max(oee, 0.0), 1.0)
-        label = f"{name}: OEE {_pct(100 * oee)} ({factors})"
+        label = f"{name}: OEE {_pct(100 * oee)} (percent: {factors})"
         bar = Segment(float(x0), round(width, 1), "oee", label)
-        chart.rows.append(Row(name, round(y, 1), [bar], f"{_pct(100 * oee)} · {factors}", x1 + 8))
+        chart.rows.append(Row(name, round(y, 1), [bar], f"{_pct(100 * oee)}   {factors}", x1 + 8))
     return chart

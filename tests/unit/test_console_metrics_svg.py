@@ -36,9 +36,9 @@ def test_oee_bars_are_as_long_as_the_oee_and_name_the_factors() -> None:
     litho, wet, over = chart.rows
     (bar,) = litho.segments
     assert bar.width == pytest.approx(0.4 * (x1 - x0), abs=0.1)
-    assert litho.note == "40 % · A 80 % · P 50 % · Q 100 %"
+    assert litho.note == "40 %   A 80 · P 50 · Q 100"
     assert litho.note_x > x1  # a column of its own, right of the plot
     assert wet.segments == []
     dash = metrics_svg.NONE
-    assert wet.note == f"{dash} · A 90 % · P {dash} · Q {dash}"
+    assert wet.note == f"{dash}   A 90 · P {dash} · Q {dash}"
     assert over.segments[0].width == pytest.approx(x1 - x0, abs=0.1)  # clipped to the axis
