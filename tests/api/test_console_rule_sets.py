@@ -65,9 +65,8 @@ async def test_an_engineer_publishes_production_and_shadow_versions_from_the_con
         table = shown.text[shown.text.index('id="rule-sets-table"') :]
         assert table.count('<tr><th scope="row">') == 3
         # "New version from this": the form filled with that version's rules and scope.
-        link = re.search(
-            r'start=(\d+)#publish" aria-label="New version of F1/group/WET_CLEAN from', shown.text
-        )
+        label = "New version from this: F1/group/WET_CLEAN v"
+        link = re.search(rf'start=(\d+)#publish" aria-label="{label}', shown.text)
         assert link is not None
         filled = await web.get(f"/console/rule-sets?fab=F1&start={link.group(1)}")
         assert '<details id="publish" class="panel" open>' in filled.text

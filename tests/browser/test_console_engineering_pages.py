@@ -136,3 +136,49 @@ async def test_a_qualification_is_withdrawn_and_given_back_from_the_matrix(
         "ETOX_CONTACT v1 is qualified on F1-ETOX01."
     )
     await check_page(page, screenshot_dir, "qualifications-after")
+
+
+async def test_a_lot_is_made_an_engineering_lot_and_its_run_released_at_track_in(
+    context: BrowserContext, console: Console, screenshot_dir: Path
+) -> None:
+    lot = await console.start_lot()
+    # The engineer tracks the lot in, so needs the wet benches' certification (a supervisor's).
+    certified = await console.api.post(
+        "/api/v1/users/engineer/certifications",
+        json={"tool_group": "WET_CLEAN", "signature": {"reason": "trained on the wet benches"}},
+        headers={"Authorization": f"Bearer {await console.token('supervisor')}"},
+    )
+    assert certified.status_code in (201, 409), certified.text
+    page = await sign_in(context, "engineer", f"/console/lots/{lot}")
+    await expect(page.locator("#eng-release")).to_have_count(0)  # a production lot
+    # The actions are swapped twice after a change: at once (the form's answer) and when the
+    # change feed's event for the lot arrives; fields filled in between would be replaced.
+    await page.evaluate(
+        """window.actionSwaps = 0;
+        document.body.addEventListener('htmx:afterSwap', (e) => {
+            if (e.detail.target.id === 'lot-actions') window.actionSwaps += 1;
+        });"""
+    )
+    await page.get_by_role("button", name="Change lot type…").click()
+    await page.select_option("#lot-type-new", "engineering")
+    await page.fill("#lot-type-reason", "DOE split: thinner pad oxide")
+    await page.fill("#lot-type-password", "change-me-engineer")
+    await page.click("#lot-type-dialog button[type=submit]")
+    await expect(page.locator("#action-result")).to_contain_text("is now of type engineering")
+    await page.wait_for_function("window.actionSwaps >= 2")
+    # The actions refresh themselves: an engineering lot offers the signed release.
+    release = page.locator("#eng-release")
+    await expect(release).to_have_count(1)
+    await release.locator("summary").click()
+    await release.get_by_label("Release this run as an engineering run").check()
+    await page.fill("#eng-reason", "DOE split approved by process engineering")
+    await page.fill("#eng-password", "change-me-engineer")
+    await check_page(page, screenshot_dir, "lot-engineering-release")
+    await page.click("#track-in-form button[type=submit]")
+    await expect(page.locator("#action-result")).to_contain_text(
+        "Engineering run released by engineer."
+    )
+    after = await console.call("engineer", "GET", f"/api/v1/lots/{lot}")
+    assert (after["lot_type"], after["state"]) == ("engineering", "Running")
+    # Off the tool again: the other tests share the wet benches.
+    await console.call("engineer", "POST", f"/api/v1/lots/{lot}/track-out", json={})
