@@ -18,6 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from mes.audit.context import AuditContext, bind
 from mes.auth import roles, service
+from mes.auth.roles import Role
 from mes.console import detail
 from mes.console.actions import perform, signature
 from mes.console.sessions import (
@@ -36,6 +37,7 @@ from mes.errors import InvalidInput, MesError, RuleViolation
 from mes.kit.api import CODE_PATTERN
 from mes.lots import commands as c
 from mes.lots import service as lots_service
+from mes.lots import type_rules
 from mes.recipes import service as recipes_service
 
 router = APIRouter(prefix="/console", include_in_schema=False)
@@ -107,7 +109,8 @@ async def form_of(request: Request) -> dict[str, str]:
 
 def answer(request: Request, user: PostingUser, message: str, back: str) -> Response:
     if not is_htmx(request):
-        return RedirectResponse(back + "?done=" + quote(message), status_code=303)
+        joiner = "&" if "?" in back else "?"
+        return RedirectResponse(back + joiner + "done=" + quote(message), status_code=303)
     response = render(request, "fragments/done.html", user, message=message)
     response.headers["HX-Trigger"] = "mes-changed"
     return response
@@ -164,25 +167,51 @@ async def release(request: Request, lot: Code, user: PostingUser) -> Response:
     return await run_action(request, user, f"/console/lots/{lot}", action)
 
 
+def engineering_release(form: dict[str, str], user: PostingUser) -> c.EngineeringRun | None:
+    """The track-in form's engineering release (ticked): the signer is the user tracking the
+    lot in, as in the API; whether they are an engineer is the service's rule to check."""
+    if form.get("engineering") != "on":
+        return None
+    text = form.get("eng_recipe_version", "").strip()
+    if text and not (text.isdigit() and 1 <= int(text) <= 2**31 - 1):
+        raise InvalidInput("the recipe version is a whole number from 1", code="request.invalid")
+    release = type_rules.Release(
+        signed_by=user.username, signer_is_engineer=Role.ENGINEER in user.principal.roles
+    )
+    return c.EngineeringRun(release, int(text) if text else None)
+
+
 @router.post("/lots/{lot}/track-in", response_class=HTMLResponse)
 async def track_in(request: Request, lot: Code, user: PostingUser) -> Response:
+    """Track in; for an engineering lot optionally its run released under the user's
+    e-signature (a tool in ENG, a recipe version not approved or not qualified there)."""
     form = await form_of(request)
     clock = request.app.state.clock
 
-    async def work(session: AsyncSession) -> str:
-        command = c.TrackIn(tool=form.get("tool", ""))
-        _lot, tool, recipe, chambers = await lots_service.track_in(
-            session, lot, command, actor=user.principal, clock=clock
-        )
-        where = f" in chambers {', '.join(chambers)}" if chambers else ""
-        return (
-            f"Lot {lot} tracked in on {tool.code}{where}: run recipe {recipe.recipe.name} "
-            f"version {recipe.version}."
-        )
+    async def action() -> str:
+        engineering = engineering_release(form, user)
+        signed = None
+        if engineering is not None:
+            signed = signature(form.get("eng_reason"), form.get("eng_password"), "approval")
 
-    return await run_action(request, user, f"/console/lots/{lot}", lambda: perform(
-        request, user, roles.LOT_MOVE, "lots.track_in", work, key=form.get("key")
-    ))  # fmt: skip
+        async def work(session: AsyncSession) -> str:
+            command = c.TrackIn(tool=form.get("tool", ""), engineering=engineering)
+            _lot, tool, recipe, chambers = await lots_service.track_in(
+                session, lot, command, actor=user.principal, clock=clock
+            )
+            where = f" in chambers {', '.join(chambers)}" if chambers else ""
+            released = f" Engineering run released by {user.username}." if engineering else ""
+            return (
+                f"Lot {lot} tracked in on {tool.code}{where}: run recipe {recipe.recipe.name} "
+                f"version {recipe.version}.{released}"
+            )
+
+        return await perform(
+            request, user, roles.LOT_MOVE, "lots.track_in", work, key=form.get("key"),
+            signed=signed,
+        )  # fmt: skip
+
+    return await run_action(request, user, f"/console/lots/{lot}", action)
 
 
 @router.get("/lots/{lot}/track-in-check", response_class=HTMLResponse)

@@ -1,5 +1,5 @@
-"""Engineering views of the console: E10 and OEE per tool group, and recipe drafts with their
-parameter changes (the approval itself is an action of ``actions_router``)."""
+"""Engineering views of the console: E10 and OEE per tool group (a table and two server-drawn
+SVG charts, ``metrics_svg``), from the same report as ``GET /api/v1/metrics/equipment``."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from fastapi.responses import HTMLResponse, Response
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from mes.console import metrics_svg
 from mes.console.actions import read
 from mes.console.sessions import User
 from mes.console.web import render
@@ -74,7 +75,15 @@ async def e10_metrics(
     chosen = fab or (fabs[0] if fabs else "")
     now = request.app.state.clock.now()
     rows = await read(request, lambda s: _figures(s, chosen, hours, now))
+    states = [s.value for s in STATES]
+    e10_chart = metrics_svg.e10_bars(
+        [(r.tool_group, r.share, r.e10.times.total) for r in rows], states
+    )
+    oee_chart = metrics_svg.oee_bars(
+        [(r.tool_group, r.oee.oee, r.oee.availability, r.oee.performance, r.oee.quality)
+         for r in rows]
+    )  # fmt: skip
     return render(
         request, "metrics.html", user, rows=rows, fab=chosen, fabs=fabs, hours=hours,
-        states=[s.value for s in STATES],
+        states=states, e10_chart=e10_chart, oee_chart=oee_chart,
     )  # fmt: skip

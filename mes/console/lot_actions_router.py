@@ -1,5 +1,5 @@
-"""Console actions on a lot's wafers and place (POST, CSRF-checked): split, merge, scrap, ship,
-recall a shipment, and future holds (arm, cancel).
+"""Console actions on a lot's wafers, place and type (POST, CSRF-checked): split, merge, scrap,
+ship, recall a shipment, future holds (arm, cancel), and the lot type (e-signature).
 
 Each runs the API's service function through ``actions.perform``, as ``actions_router`` does.
 """
@@ -22,7 +22,7 @@ from mes.kit.api import CODE_PATTERN
 from mes.lots import commands as c
 from mes.lots import service as lots_service
 from mes.lots.schemas import FutureActionCreate
-from mes.lots.states import FutureActionKind
+from mes.lots.states import FutureActionKind, LotType
 
 router = APIRouter(prefix="/console", include_in_schema=False)
 
@@ -198,3 +198,34 @@ async def recall(request: Request, lot: Code, user: PostingUser) -> Response:
     return await run_action(request, user, f"/console/lots/{lot}", lambda: perform(
         request, user, roles.LOT_TRANSFER, "lots.recall", work, key=form.get("key")
     ))  # fmt: skip
+
+
+@router.post("/lots/{lot}/lot-type", response_class=HTMLResponse)
+async def change_lot_type(request: Request, lot: Code, user: PostingUser) -> Response:
+    """Change what the lot is for (production, engineering, monitor, dummy, rework) under an
+    e-signature, as ``POST /api/v1/lots/{lot}/lot-type``; refused while the lot runs."""
+    form = await form_of(request)
+
+    async def action() -> str:
+        signed = signature(form.get("reason"), form.get("password"), "approval")
+
+        async def work(session: AsyncSession) -> str:
+            try:
+                chosen = LotType(form.get("lot_type", ""))
+            except ValueError as exc:
+                raise InvalidInput(
+                    f"lot_type: one of {', '.join(t.value for t in LotType)}",
+                    code="request.invalid",
+                ) from exc
+            command = c.ChangeLotType(lot_type=chosen, reason=signed.reason)
+            await lots_service.change_lot_type(
+                session, lot, command, actor=user.principal, clock=request.app.state.clock
+            )
+            return f"Lot {lot} is now of type {chosen.value}."
+
+        return await perform(
+            request, user, roles.LOT_TYPE, "lots.change_lot_type", work, key=form.get("key"),
+            signed=signed,
+        )  # fmt: skip
+
+    return await run_action(request, user, f"/console/lots/{lot}", action)

@@ -15,7 +15,9 @@ from mes.console.feed import ChangeFeed, Interest
 from mes.console.lot_actions_router import router as lot_actions_router
 from mes.console.pages_router import router as pages_router
 from mes.console.process_router import router as process_router
+from mes.console.qualifications_router import router as qualifications_router
 from mes.console.reports_router import router as reports_router
+from mes.console.rule_sets_router import router as rule_sets_router
 from mes.console.sessions import LoginRequired, User
 from mes.console.spc_inbox_router import router as spc_inbox_router
 from mes.console.spc_router import router as spc_router
@@ -64,6 +66,8 @@ def install(app: FastAPI, feed: ChangeFeed) -> None:
     app.include_router(spc_inbox_router)
     app.include_router(process_router)
     app.include_router(reports_router)
+    app.include_router(rule_sets_router)
+    app.include_router(qualifications_router)
 
     @app.get("/", include_in_schema=False)
     async def _root() -> RedirectResponse:

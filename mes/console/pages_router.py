@@ -17,6 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from mes.audit.models import AuditEvent
 from mes.audit.service import AuditFilter, audit_query
 from mes.auth import roles
+from mes.auth.roles import Role
 from mes.console import detail, floor
 from mes.console.actions import read
 from mes.console.sessions import (
@@ -34,6 +35,7 @@ from mes.kit.api import CODE_PATTERN, PageParams
 from mes.lots import service as lots_service
 from mes.lots.models import Lot
 from mes.lots.rules import SCRAP_CODES
+from mes.lots.states import LotType
 from mes.recipes import service as recipes_service
 from mes.recipes.models import Recipe, RecipeVersion, RecipeVersionStatus
 
@@ -142,6 +144,10 @@ async def lot_page(request: Request, lot: str, user: User, part: Part = None) ->
         may_split=user.may(roles.LOT_SPLIT),
         may_scrap=user.may(roles.LOT_SCRAP),
         may_ship=user.may(roles.LOT_TRANSFER),
+        may_retype=user.may(roles.LOT_TYPE),
+        # Only an engineer's signature releases an engineering run (track-in checks it again).
+        may_release_run=Role.ENGINEER in user.principal.roles,
+        lot_types=[t.value for t in LotType],
         scrap_codes=SCRAP_CODES,
     )
 

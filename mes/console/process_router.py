@@ -1,7 +1,6 @@
 """Engineering pages of the console: routes with their versions, steps, the change against the
-version before and activation (e-signature); the qualification matrix (tool by recipe); the
-dispatching rule sets with their weights. Reads go through the domains' own queries; the one
-edit here, activation, through the same service function as the API."""
+version before and activation (e-signature), through the same service function as the API.
+(The qualification matrix is ``qualifications_router``, the rule sets ``rule_sets_router``.)"""
 
 from __future__ import annotations
 
@@ -18,10 +17,7 @@ from mes.console.actions import perform, read, signature
 from mes.console.actions_router import form_of, run_action
 from mes.console.sessions import PostingUser, User
 from mes.console.web import render
-from mes.dispatch import rule_sets as dispatch_rule_sets
-from mes.fabs.models import Fab, ToolGroup
 from mes.kit.api import CODE_PATTERN
-from mes.recipes import qualifications as recipe_qualifications
 from mes.routes import service as routes_service
 from mes.routes.models import Route
 
@@ -92,58 +88,3 @@ async def activate(
         )  # fmt: skip
 
     return await run_action(request, user, f"/console/routes/{route}/versions/{version}", action)
-
-
-async def _codes(session: AsyncSession) -> tuple[list[str], list[str]]:
-    fabs = list(await session.scalars(select(Fab.code).order_by(Fab.code)))
-    groups = list(await session.scalars(select(ToolGroup.code).order_by(ToolGroup.code)))
-    return fabs, groups
-
-
-@router.get("/qualifications", response_class=HTMLResponse)
-async def qualification_page(
-    request: Request, user: User, fab: Code | None = None, tool_group: Code | None = None
-) -> Response:
-    """The standing qualifications of one tool group's recipes as a tool-by-recipe matrix."""
-    fabs, groups = await read(request, _codes)
-    chosen_fab = fab or (fabs[0] if fabs else "")
-    chosen_group = tool_group or (groups[0] if groups else "")
-    now = request.app.state.clock.now()
-    rows = await read(
-        request,
-        lambda s: recipe_qualifications.qualification_matrix(
-            s, now=now, tool_group=chosen_group, fab=chosen_fab
-        ),
-    )
-    # Cells: (tool, recipe) -> the versions qualified there (chambers named).
-    cells: dict[tuple[str, str], list[str]] = {}
-    for _q, recipe, number, tool, chamber in rows:
-        cells.setdefault((tool, recipe), []).append(
-            f"v{number}" + (f" {chamber}" if chamber else "")
-        )
-    tools = sorted({tool for tool, _r in cells})
-    recipes = sorted({recipe for _t, recipe in cells})
-    return render(
-        request, "qualifications.html", user, fabs=fabs, groups=groups, fab=chosen_fab,
-        tool_group=chosen_group, tools=tools, recipes=recipes, cells=cells,
-    )  # fmt: skip
-
-
-@router.get("/rule-sets", response_class=HTMLResponse)
-async def rule_sets_page(
-    request: Request,
-    user: User,
-    fab: Code | None = None,
-    history: Annotated[bool, Query()] = False,
-) -> Response:
-    """The dispatching rule sets of a fab: scope, version, production or shadow, the rules with
-    their weights and parameters (history: every version)."""
-    fabs, _groups = await read(request, _codes)
-    chosen = fab or (fabs[0] if fabs else "")
-    rows = await read(
-        request,
-        lambda s: dispatch_rule_sets.rule_sets(s, fab=chosen, include_history=history),
-    )
-    return render(
-        request, "rule_sets.html", user, fabs=fabs, fab=chosen, rows=rows, history=history
-    )

@@ -101,7 +101,7 @@ async def test_qualification_matrix_and_rule_sets_show_what_the_api_has(client, 
             published = await engineer.post("/api/v1/dispatch/rule-sets", json=body)
             assert published.status_code == 201, published.text
         shown = await web.get("/console/rule-sets?fab=F1")
-        table = shown.text[shown.text.index('id="rule-sets-table"') :]
+        table = shown.text[shown.text.index('id="rule-sets-table"') :].split("</table>")[0]
         assert '<th scope="row">F1/group/WET_CLEAN</th><td class="num">2</td>' in table
         assert "10</span> \u00d7 priority" in table
         assert "2</span> \u00d7 fifo" in table
