@@ -3,6 +3,8 @@ build's processes still serve (only-adding migrations) or step back (a breaking 
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 
 import httpx
@@ -40,54 +42,49 @@ async def _probe(url: str) -> httpx.Response:
     return response
 
 
-async def test_every_applied_migration_is_recorded(tmp_path: Path) -> None:
-    url = await create_database(tmp_path, "history")
+@asynccontextmanager
+async def _database(tmp_path: Path, label: str) -> AsyncIterator[tuple[str, object]]:
+    """A throwaway database and an engine on it (migrated by the test itself)."""
+    url = await create_database(tmp_path, label)
     engine = create_engine(Settings(database_url=url))
     try:
+        yield url, engine
+    finally:
+        await engine.dispose()
+        await drop_database(url)
+
+
+async def test_every_applied_migration_is_recorded(tmp_path: Path) -> None:
+    async with _database(tmp_path, "history") as (url, engine):
         await migrate.upgrade(engine)
         async with engine.connect() as conn:
             recorded = list(await conn.scalars(select(SchemaStep.revision)))
         # The table arrives with its own migration: that one and every later one are recorded.
         assert recorded[-1] == migrate.head_revision()
         assert (await _probe(url)).status_code == 200
-    finally:
-        await engine.dispose()
-        await drop_database(url)
 
 
 async def test_an_old_build_keeps_serving_a_schema_that_only_added(tmp_path: Path) -> None:
-    url = await create_database(tmp_path, "rolling")
-    engine = create_engine(Settings(database_url=url))
-    try:
+    async with _database(tmp_path, "rolling") as (url, engine):
         await migrate.upgrade(engine)
         await _next_release_migrated(engine, breaking=False)
         answer = await _probe(url)
         assert answer.status_code == 200, answer.text
         assert answer.json()["schema_revision"] == "f0next000001"
         assert "newer" in answer.json()["detail"]
-    finally:
-        await engine.dispose()
-        await drop_database(url)
 
 
 async def test_an_old_build_steps_back_from_a_breaking_schema(tmp_path: Path) -> None:
-    url = await create_database(tmp_path, "breaking")
-    engine = create_engine(Settings(database_url=url))
-    try:
+    async with _database(tmp_path, "breaking") as (url, engine):
         await migrate.upgrade(engine)
         await _next_release_migrated(engine, breaking=True)
         answer = await _probe(url)
         assert answer.status_code == 503, answer.text
         assert "breaks older builds" in answer.json()["detail"]
-    finally:
-        await engine.dispose()
-        await drop_database(url)
 
 
 async def test_a_build_ahead_of_the_database_is_not_ready(tmp_path: Path) -> None:
-    url = await create_database(tmp_path, "behind")
-    engine = create_engine(Settings(database_url=url))
-    try:
+    async with _database(tmp_path, "behind") as (url, engine):
         # The database one migration behind this build (its migration job has not run yet).
         scripts = migrate.ScriptDirectory.from_config(migrate.alembic_config())
         previous = scripts.get_revision(migrate.head_revision()).down_revision
@@ -95,6 +92,3 @@ async def test_a_build_ahead_of_the_database_is_not_ready(tmp_path: Path) -> Non
         answer = await _probe(url)
         assert answer.status_code == 503, answer.text
         assert "behind" in answer.json()["detail"]
-    finally:
-        await engine.dispose()
-        await drop_database(url)
