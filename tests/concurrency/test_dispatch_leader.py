@@ -115,13 +115,14 @@ async def test_standby_takes_over_after_the_leader_dies_and_no_lot_gets_two_jobs
 
         tasks = [asyncio.create_task(d.run()) for d in (a, b)]
 
-        # The wet bench takes two lots (max_lots 2), one per cycle.
-        async def bench_full() -> bool:
-            return len(await jobs()) == 2
+        # The wet bench takes one job; while it is requested (no adapter sends it here) the
+        # bench counts as committed, so no later cycle of either replica offers it a second.
+        async def bench_committed() -> bool:
+            return len(await jobs()) == 1
 
-        await _wait_for(bench_full)
-        await asyncio.sleep(0.5)  # both keep cycling: still two jobs, one leader
-        assert len(await jobs()) == 2
+        await _wait_for(bench_committed)
+        await asyncio.sleep(0.5)  # both keep cycling: still one job, one leader
+        assert len(await jobs()) == 1
         (leader_name,) = await owners()
         leader, standby = (a, b) if leader_name == a.owner else (b, a)
         standby_task = tasks[1] if leader is a else tasks[0]
@@ -138,10 +139,10 @@ async def test_standby_takes_over_after_the_leader_dies_and_no_lot_gets_two_jobs
         killed_at = asyncio.get_running_loop().time()
         await _set_state(admin, clock, "F1-WETC02", "SBY")
 
-        async def all_four() -> bool:
-            return len(await jobs()) == 4
+        async def second_bench_busy() -> bool:
+            return len(await jobs()) == 2
 
-        await _wait_for(all_four)
+        await _wait_for(second_bench_busy)
         took_over_after = asyncio.get_running_loop().time() - killed_at
         assert await owners() == {leader.owner, standby.owner}
         assert not standby_task.done()
