@@ -232,7 +232,12 @@ class ToolEngine:
         job = self.current_job
         if job is None or job.state is not JobState.RUNNING or job.stop_requested:
             return
-        idle = [s for s in self.stations.values() if s.state is ChamberState.IDLE]
+        # Only the chambers the job order names (if it names any) run its wafers.
+        idle = [
+            s
+            for s in self.stations.values()
+            if s.state is ChamberState.IDLE and (not job.chambers or s.name in job.chambers)
+        ]
         waiting = [w for w in job.wafers if w.state is SubstrateState.NEEDS_PROCESSING]
         if self.spec.batch_processing:
             if idle and waiting:

@@ -71,6 +71,8 @@ class Job:
     started_at: float | None = None
     ended_at: float | None = None
     stop_requested: bool = False
+    # The chambers the job may run in (the job order's ``Chambers``); empty: any.
+    chambers: tuple[str, ...] = ()
 
     @property
     def active(self) -> bool:
@@ -192,6 +194,9 @@ def parse_job_order(
         ):
             raise Refused("invalid", f"bad slots for lot {lot['LotID']}")
         wafers += [Wafer(lot["LotID"], s, str(i)) for s, i in zip(slots, ids, strict=True)]
+    chambers = data.get("Chambers", [])
+    if not isinstance(chambers, list) or not all(isinstance(c, str) and c for c in chambers):
+        raise Refused("invalid", "Chambers must be a list of chamber names")
     ready = recipe_id in recipe_ids
     return Job(
         job_order_id=job_id,
@@ -201,4 +206,5 @@ def parse_job_order(
         state=JobState.ALLOWED_TO_START if ready else JobState.NOT_ALLOWED_TO_START,
         substate=JobSubstate.READY if ready else JobSubstate.WAITING,
         stored_at=now,
+        chambers=tuple(dict.fromkeys(chambers)),
     )

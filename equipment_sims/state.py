@@ -80,6 +80,7 @@ def _dump_job(job: Job) -> dict[str, Any]:
         "started_at": job.started_at,
         "ended_at": job.ended_at,
         "stop_requested": job.stop_requested,
+        "chambers": list(job.chambers),
         "wafers": [
             {
                 "lot_id": w.lot_id,
@@ -137,6 +138,7 @@ def restore_tool(tool: Tool, data: dict[str, Any], clock_start: datetime) -> Non
             started_at=t(raw["started_at"]),
             ended_at=t(raw["ended_at"]),
             stop_requested=raw["stop_requested"],
+            chambers=tuple(raw.get("chambers", ())),
         )
         tool.jobs[job.job_order_id] = job
     for raw in data["stations"]:

@@ -107,6 +107,9 @@ class Tool(ToolEngine):
         )
         if job.job_order_id in self.jobs:
             raise Refused("invalid", f"job order {job.job_order_id!r} exists")
+        unknown = [c for c in job.chambers if c not in self.spec.chambers]
+        if unknown:
+            raise Refused("invalid", f"{self.spec.tool_id} has no chamber {unknown[0]!r}")
         if sum(j.state not in FINAL_JOB_STATES for j in self.jobs.values()) >= MAX_JOB_ORDERS:
             raise Refused("busy", "job order list is full")
         if start:

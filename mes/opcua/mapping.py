@@ -216,9 +216,15 @@ class JobOrderLot:
     wafers: Sequence[tuple[int, str]]
 
 
-def job_order_document(job_order_id: str, recipe_id: str, lots: Sequence[JobOrderLot]) -> str:
+def job_order_document(
+    job_order_id: str,
+    recipe_id: str,
+    lots: Sequence[JobOrderLot],
+    chambers: Sequence[str] = (),
+) -> str:
     """The JobOrder JSON of StoreAndStart (``model`` documents the shape): per lot, in batch
-    order, the slots and scribe ids of its wafers."""
+    order, the slots and scribe ids of its wafers; ``chambers``: the only chambers the tool may
+    run them in (those checked at track-in), left out when there are none."""
     return json.dumps(
         {
             "JobOrderID": job_order_id,
@@ -232,9 +238,21 @@ def job_order_document(job_order_id: str, recipe_id: str, lots: Sequence[JobOrde
                 }
                 for lot in lots
             ],
+            **({"Chambers": list(chambers)} if chambers else {}),
         },
         separators=(",", ":"),
     )
+
+
+def job_chambers(per_lot: Sequence[Sequence[str]]) -> tuple[str, ...] | None:
+    """The chambers a job order may run in: those every lot was checked for at track-in (a
+    lot with none recorded does not narrow them; ``()``: no lot named any, so any chamber).
+    ``None`` when the lots share none: the job cannot run as one order."""
+    named = [lot for lot in per_lot if lot]
+    if not named:
+        return ()
+    shared = [c for c in named[0] if all(c in lot for lot in named[1:])]
+    return tuple(shared) or None
 
 
 def carriers_on_ports(report: str) -> dict[str, frozenset[int]]:

@@ -57,7 +57,8 @@ JOB_ORDER_RESULTS: Final[BrowseName] = (NS_ISA95_JOBS, "JobOrderResults")
 # JobOrderControl methods (ISA-95 names). Store/StoreAndStart take (JobOrder, Comment) where
 # JobOrder is a JSON object string standing in for ISA95JobOrderDataType:
 #   {"JobOrderID": str, "WorkMasterID": <recipe id>, "Lots": [{"LotID": str,
-#    "CarrierID": str, "Slots": [int, ...], "SubstrateIDs": [str, ...] (optional)}]}
+#    "CarrierID": str, "Slots": [int, ...], "SubstrateIDs": [str, ...] (optional)}],
+#    "Chambers": [str, ...] (optional: the only chambers of a cluster tool to run in)}
 # The others take (JobOrderID, Comment). All return ReturnStatus (UInt64, 0 = accepted);
 # a refused command is a Bad status code on the call (see REFUSAL_STATUS below).
 JOB_METHODS: Final = (

@@ -20,7 +20,7 @@ from mes.db.transaction import unit_of_work
 from mes.durables.models import Carrier
 from mes.jobs.models import EquipmentJob, EquipmentJobLot
 from mes.jobs.states import JobCommand
-from mes.lots.models import Lot, Wafer
+from mes.lots.models import Lot, LotEvent, Wafer
 from mes.lots.states import WaferState
 from mes.opcua import mapping
 from mes.opcua import service as opcua_service
@@ -38,6 +38,8 @@ class _JobToSend:
     body: dict[str, Any]
     checksum: str
     document: str
+    # Why the job cannot be sent as one order (its lots share no chamber), if so.
+    refusal: str | None = None
     # carrier -> the slots the MES holds wafers in, for the carriers of the job's lots
     carrier_slots: dict[str, frozenset[int]] = field(default_factory=dict)
 
@@ -79,6 +81,8 @@ class JobSender:
         # 2. The calls. A Bad status is a definite refusal (the job fails, the lot goes back);
         # a lost connection leaves the job ``sent`` for reconciliation to settle.
         try:
+            if order.refusal is not None:
+                raise ToolRefused(order.refusal)
             control = await session.read("ControlState")
             if control != ControlState.ONLINE_REMOTE:
                 raise ToolRefused(f"tool.not_remote: the tool is {control}, not OnlineRemote")
@@ -144,6 +148,7 @@ async def _job_to_send(session: Any, job: EquipmentJob) -> _JobToSend:
         carrier_slots[carrier_code].add(slot)
     version = job.recipe_version
     recipe_id = mapping.tool_recipe_id(version.recipe.name, version.version)
+    chambers = mapping.job_chambers(await _chambers_checked(session, job, lots))
     return _JobToSend(
         job_order_id=job.job_order_id,
         recipe_id=recipe_id,
@@ -160,9 +165,32 @@ async def _job_to_send(session: Any, job: EquipmentJob) -> _JobToSend:
                 )
                 for lot in lots
             ],
+            chambers or (),
         ),
+        refusal=None
+        if chambers is not None
+        else "job.chambers_conflict: the lots of the job were tracked in for different chambers",
         carrier_slots={c: frozenset(slots) for c, slots in carrier_slots.items()},
     )
+
+
+async def _chambers_checked(session: Any, job: EquipmentJob, lots: list[Lot]) -> list[list[str]]:
+    """Per lot, the chambers its track-in for this job checked and recorded (qualification
+    and context are per chamber, so the tool must run the lot in those only)."""
+    rows = await session.execute(
+        select(LotEvent.lot_id, LotEvent.after)
+        .where(
+            LotEvent.lot_id.in_([lot.id for lot in lots]),
+            LotEvent.event_type == "TRACK_IN",
+            LotEvent.equipment_id == job.equipment_id,
+            LotEvent.step_id == job.step_id,
+        )
+        .order_by(LotEvent.id)
+    )
+    latest: dict[int, list[str]] = {}
+    for lot_id, after in rows.all():  # the last track-in of each lot wins
+        latest[lot_id] = list((after or {}).get("chambers") or [])
+    return [latest.get(lot.id, []) for lot in lots]
 
 
 async def _check_slot_maps(session: ToolSession, order: _JobToSend) -> None:

@@ -270,6 +270,25 @@ def test_cluster_with_every_chamber_down_waits_then_resumes() -> None:
     ]
 
 
+def test_cluster_runs_a_job_only_in_the_chambers_its_order_names() -> None:
+    tool = loaded(etch(chambers=("PM1", "PM2", "PM3")), ETCH_BODY)
+    order = json.loads(job_order("J1", "R1", ("L1", [1, 2, 3, 4])))
+    with pytest.raises(Refused, match="no chamber 'PM9'"):
+        tool.store(json.dumps({**order, "Chambers": ["PM9"]}), start=True)
+    with pytest.raises(Refused, match="Chambers must be"):
+        tool.store(json.dumps({**order, "Chambers": "PM1"}), start=True)
+    tool.store(json.dumps({**order, "Chambers": ["PM3"]}), start=True)
+    assert [s.state for s in tool.stations.values()] == [
+        ChamberState.IDLE,
+        ChamberState.IDLE,
+        ChamberState.BUSY,
+    ]
+    tool.advance(100_000)
+    job = tool.jobs["J1"]
+    assert job.state is JobState.ENDED
+    assert {(w.state, w.chamber) for w in job.wafers} == {(SubstrateState.PROCESSED, "PM3")}
+
+
 # --- batch and wet bench -------------------------------------------------------------------
 def test_furnace_enforces_min_and_max_batch_and_processes_the_batch_together() -> None:
     tool = loaded(furnace(), FURNACE_BODY)

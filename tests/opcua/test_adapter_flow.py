@@ -25,7 +25,11 @@ async def test_a_lot_runs_its_whole_route_through_the_adapter(fab: Fab) -> None:
     await _plan_for_the_deposition_temperature(fab)
     lot = await fab.start_lot(wafers=5)
     for sequence, _op, _group, _recipe, tool in ROUTE:
-        job = await fab.request_job(lot, tool)
+        # The etch job names one chamber: the MES checks it and the tool runs only there.
+        chambers = {"chambers": ["PM2"]} if tool == "T1-ETCH01" else {}
+        r = await fab.api.post(f"/api/v1/lots/{lot}/jobs", json={"tool": tool, **chambers})
+        assert r.status_code == 201, r.text
+        job = r.json()
         assert job["status"] == "requested"
         assert job["job_order_id"] == f"{lot}-{sequence}-1"
         done = await fab.wait_job(job["job_order_id"], "completed", "failed", "aborted")
@@ -33,6 +37,10 @@ async def test_a_lot_runs_its_whole_route_through_the_adapter(fab: Fab) -> None:
         assert done["wafers_processed"] == 5
         sim_jobs = fab.sims[tool].tool.jobs
         assert list(sim_jobs) == [job["job_order_id"]]  # sent once
+        if chambers:
+            sim_job = sim_jobs[job["job_order_id"]]
+            assert sim_job.chambers == ("PM2",)
+            assert {w.chamber for w in sim_job.wafers} == {"PM2"}  # PM1 idle all along
     detail = await fab.lot(lot)
     assert detail["state"] == "Completed"
     history = await fab.history(lot)

@@ -136,7 +136,18 @@ def test_job_response_and_job_order_document() -> None:
         {"LotID": "L1", "CarrierID": "C1", "Slots": [1, 3], "SubstrateIDs": ["L1-W01", "L1-W03"]},
         {"LotID": "L2", "CarrierID": "", "Slots": [2], "SubstrateIDs": ["L2-W02"]},
     ]
+    assert "Chambers" not in doc  # no chamber named: the tool may use any
     assert mapping.tool_recipe_id("R", 2) == "R@2"
+
+
+def test_a_job_order_names_the_chambers_every_lot_was_checked_for() -> None:
+    lot = mapping.JobOrderLot("L1", "C1", [(1, "L1-W01")])
+    doc = json.loads(mapping.job_order_document("L1-40-1", "R@1", [lot], ("PM1",)))
+    assert doc["Chambers"] == ["PM1"]
+    assert mapping.job_chambers([[], []]) == ()
+    assert mapping.job_chambers([["PM1", "PM2"], []]) == ("PM1", "PM2")
+    assert mapping.job_chambers([["PM1", "PM2"], ["PM2", "PM3"]]) == ("PM2",)
+    assert mapping.job_chambers([["PM1"], ["PM2"]]) is None  # no chamber runs both
 
 
 def test_process_values_are_summarised_per_wafer_and_job() -> None:
