@@ -69,6 +69,9 @@ class Settings(BaseSettings):
     # How often the Q-time watch holds lots whose window ran out while they waited (0: off; a
     # track-in still refuses an expired lot).
     qtime_check_interval_s: float = Field(default=60, ge=0, le=3600)
+    # The watch warns (event QTIME_WARNING, metric mes_qtime_warnings) once per window that has
+    # less than this left, so the line can hurry the lot before it is held (0: no warnings).
+    qtime_warn_s: float = Field(default=1800, ge=0, le=7 * 24 * 3600)
     # OPC UA adapters. Off by default (tests, and deployments that run ``mes adapters run`` as
     # their own processes); on, the service runs one registry for ``adapter_fab`` (all fabs when
     # unset) in its lifespan.

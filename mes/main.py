@@ -112,7 +112,11 @@ def create_app(
             else None
         )
         qtime_watch = (
-            asyncio.create_task(watch_qtime_forever(db, clock, settings.qtime_check_interval_s))
+            asyncio.create_task(
+                watch_qtime_forever(
+                    db, clock, settings.qtime_check_interval_s, settings.qtime_warn_s
+                )
+            )
             if run_background and settings.qtime_check_interval_s > 0
             else None
         )

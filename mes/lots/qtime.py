@@ -1,9 +1,12 @@
 """Q-time windows watched over time: a lot whose window runs out while it waits is held at once
-(``QTIME_EXPIRED``), not only when someone tries to track it in; and the windows about to run
-out are listed so the line can hurry those lots.
+(``QTIME_EXPIRED``), not only when someone tries to track it in; a window entering its last
+``MES_QTIME_WARN_S`` seconds is warned of once (event ``QTIME_WARNING`` in the lot's history,
+metric ``mes_qtime_warnings``); and the windows about to run out are listed so the line can
+hurry those lots.
 
-``expire_windows`` is one transaction (the tests call it with a fake clock); the service runs it
-every ``MES_QTIME_CHECK_INTERVAL_S`` seconds (``watch_qtime_forever``).
+``expire_windows`` and ``warn_windows`` are one transaction each (the tests call them with a
+fake clock); the service runs them every ``MES_QTIME_CHECK_INTERVAL_S`` seconds
+(``watch_qtime_forever``).
 """
 
 from __future__ import annotations
@@ -23,8 +26,9 @@ from mes.db.transaction import unit_of_work
 from mes.fabs.models import Fab
 from mes.lots import rules
 from mes.lots._core import begin, get_hold_code, place_hold
-from mes.lots.models import Lot, QTimeWindow
+from mes.lots.models import Lot, LotEvent, QTimeWindow
 from mes.lots.states import FINAL_STATES, QTimeStatus
+from mes.observability import instruments
 from mes.routes.models import Step
 
 log = logging.getLogger(__name__)
@@ -78,6 +82,66 @@ async def expire_windows(
     return held
 
 
+async def warn_windows(
+    session: AsyncSession, clock: Clock, warn_s: float, *, fabs: list[str] | None = None
+) -> list[str]:
+    """Record a ``QTIME_WARNING`` event, once per window, for each open window with at most
+    ``warn_s`` seconds left; the codes of the lots warned of. The event names the window, so
+    a later round (or another process) sees it was warned of: no extra column needed."""
+    if warn_s <= 0:
+        return []
+    now = clock.now()
+    query = (
+        select(QTimeWindow, Lot.code, Fab.code, Step.sequence)
+        .join(Lot, Lot.id == QTimeWindow.lot_id)
+        .join(Fab, Fab.id == Lot.fab_id)
+        .join(Step, Step.id == QTimeWindow.to_step_id)
+        .where(
+            QTimeWindow.status == QTimeStatus.OPEN,
+            QTimeWindow.deadline_at > now,
+            QTimeWindow.deadline_at <= now + timedelta(seconds=warn_s),
+            Lot.state.not_in(FINAL_STATES),
+        )
+        .order_by(Lot.code, QTimeWindow.id)  # the lock order of every multi-lot operation
+    )
+    if fabs:
+        query = query.where(Fab.code.in_(fabs))
+    due = [
+        row
+        for row in (await session.execute(query)).all()
+        if rules.qtime_warning_due(row[0].deadline_at, now, warn_s)
+    ]
+    if not due:
+        return []
+    warned = {
+        (after or {}).get("qtime_window")
+        for after in await session.scalars(
+            select(LotEvent.after).where(
+                LotEvent.lot_id.in_({w.lot_id for w, *_ in due}),
+                LotEvent.event_type == "QTIME_WARNING",
+                LotEvent.occurred_at >= min(w.opened_at for w, *_ in due),
+            )
+        )
+    }
+    codes = []
+    for window, lot_code, fab_code, sequence in due:
+        if window.id in warned:
+            continue
+        _lot, change = await begin(session, lot_code, None)
+        left = int((window.deadline_at - now).total_seconds() // 60)
+        await change.record(
+            "QTIME_WARNING",
+            actor="system",
+            at=now,
+            reason=f"Q-time to step {sequence} expires at {window.deadline_at.isoformat()} "
+            f"({left} min left)",
+            details={"qtime_window": window.id, "deadline_at": window.deadline_at.isoformat()},
+        )
+        instruments.qtime_warning(fab_code)
+        codes.append(lot_code)
+    return codes
+
+
 @dataclass(frozen=True)
 class OpenWindow:
     lot: str
@@ -113,8 +177,11 @@ async def open_windows(
     ]
 
 
-async def watch_qtime_forever(db: Database, clock: Clock, interval_s: float) -> None:
-    """Run ``expire_windows`` every ``interval_s`` seconds until cancelled."""
+async def watch_qtime_forever(
+    db: Database, clock: Clock, interval_s: float, warn_s: float = 0
+) -> None:
+    """Run ``expire_windows`` and ``warn_windows`` every ``interval_s`` seconds until
+    cancelled."""
     while True:
         try:
             async with unit_of_work(db) as session:
@@ -128,8 +195,13 @@ async def watch_qtime_forever(db: Database, clock: Clock, interval_s: float) -> 
                     ),
                 )
                 held = await expire_windows(session, clock)
+                warned = await warn_windows(session, clock, warn_s)
             if held:
                 log.warning("Q-time expired: held %s", ", ".join(held))
+            if warned:
+                log.warning(
+                    "Q-time about to expire (under %.0f s left): %s", warn_s, ", ".join(warned)
+                )
         except Exception:  # keep watching after a transient database error
             log.exception("Q-time watch failed; retrying")
         await asyncio.sleep(interval_s)

@@ -221,6 +221,15 @@ def qtime_expired(deadline: datetime, now: datetime) -> bool:
     return now > deadline
 
 
+def qtime_warning_due(deadline: datetime, now: datetime, warn_s: float) -> bool:
+    """A window not yet expired with at most ``warn_s`` seconds left (0: never warn)."""
+    return (
+        warn_s > 0
+        and not qtime_expired(deadline, now)
+        and (deadline - now).total_seconds() <= warn_s
+    )
+
+
 def chambers_to_run(runnable: Sequence[tuple[str, int]], *, asked: bool) -> list[str]:
     """Which chambers of a cluster tool run the lot, from those that can run the step (chamber,
     the recipe version it would run), in the order tried.

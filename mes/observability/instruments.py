@@ -42,6 +42,12 @@ DISPATCH_DECISIONS = Counter(
     "Dispatch decisions by outcome (requested, advisory, waiting, none, refused, backoff).",
     ["fab", "outcome"],
 )
+QTIME_WARNINGS = Counter(
+    "mes_qtime_warnings",
+    "Q-time windows that entered their warning time (MES_QTIME_WARN_S before the deadline) "
+    "while open, by fab: lots to hurry before the watch holds them.",
+    ["fab"],
+)
 DISPATCH_LEADER = Gauge(
     "mes_dispatch_leader", "1 while this process leads the fab's dispatching, else 0.", ["fab"]
 )
@@ -100,6 +106,10 @@ def dispatch_cycle(fab: str, seconds: float) -> None:
 
 def dispatch_decision(fab: str, outcome: str) -> None:
     _child(DISPATCH_DECISIONS, fab, outcome).inc()
+
+
+def qtime_warning(fab: str) -> None:
+    _child(QTIME_WARNINGS, fab).inc()
 
 
 def dispatch_leading(fab: str, leading: bool) -> None:
