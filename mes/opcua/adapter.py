@@ -480,13 +480,19 @@ class ToolAdapter(JobSender):
 
     async def _quarantine(self, event: mapping.ToolEvent, exc: Exception) -> str:
         log.warning("%s: could not apply %s, quarantined: %s", self.tool.code, event, exc)
+        # An unreadable message keeps what the tool sent under its own kind (a job response read
+        # at resync must be filed as the end event's would be, not as "Unreadable").
+        if isinstance(event, mapping.Unreadable):
+            kind, payload = event.kind, event.payload
+        else:
+            kind, payload = type(event).__name__, repr(event)
         async with unit_of_work(self.db) as session:
             opcua_service.bind_adapter(session, self.tool, "opcua.quarantine", self.clock.now())
             return await opcua_service.quarantine(
                 session,
                 self.tool,
-                kind=type(event).__name__,
-                payload=repr(event)[:4000],
+                kind=kind,
+                payload=payload[:4000],
                 error=f"{type(exc).__name__}: {exc}"[:2000],
                 clock=self.clock,
             )

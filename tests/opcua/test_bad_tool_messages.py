@@ -53,3 +53,22 @@ async def test_a_nan_measurement_is_quarantined_and_the_adapter_goes_on(fab: Fab
     ] == "completed"
     assert (await fab.lot(good))["step"]["sequence"] == 40
     assert await _state_is(fab, MET, "connected")
+
+
+async def test_an_unreadable_result_read_at_resync_is_filed_as_the_job_response(fab: Fab) -> None:
+    # The end event is missed during an outage: the adapter reads the job's response when it
+    # reconnects, and must file and settle that unreadable answer like the end event's.
+    await _ready(fab, MET)
+    sim = fab.sims[MET]
+    await sim.set_drift(per_wafer=float("nan"))
+    lot = await _at_met_step(fab)
+    job = await fab.request_job(lot, MET)
+    await fab.wait_job(job["job_order_id"], "running", within=15)
+    await sim.drop_connection(seconds=4.0)  # the job ends on the tool while nobody listens
+    done = await fab.wait_job(job["job_order_id"], "completed", "aborted", within=40)
+    assert done["status"] == "completed"
+    held = await fab.lot(lot)
+    assert (held["state"], held["step"]["sequence"]) == ("OnHold", 30)
+    letters = (await fab.api.get(f"/api/v1/equipment/{MET}/dead-letters")).json()
+    assert {letter["kind"] for letter in letters} == {"JobResponse"}, letters
+    assert all(job["job_order_id"] in letter["payload"] for letter in letters)
