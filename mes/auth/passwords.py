@@ -3,15 +3,23 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 from concurrent.futures import ThreadPoolExecutor
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
 
 _hasher = PasswordHasher()
-# Verified against when the account does not exist, so that a wrong username costs as much time
-# as a wrong password and response times do not reveal which accounts exist.
-_DUMMY_HASH = _hasher.hash("not-a-real-password")
+
+
+@functools.cache
+def _dummy_hash() -> str:
+    """Verified against when the account does not exist, so that a wrong username costs as much
+    time as a wrong password and response times do not reveal which accounts exist. Made on first
+    use, not at import: every process that imports the package (CLI commands, role processes)
+    would otherwise pay a whole Argon2 hash to start."""
+    return _hasher.hash("not-a-real-password")
+
 
 MIN_PASSWORD_LENGTH = 10
 
@@ -22,7 +30,8 @@ def hash_password(password: str) -> str:
 
 def verify_password(password_hash: str | None, password: str) -> bool:
     try:
-        return _hasher.verify(password_hash or _DUMMY_HASH, password) and password_hash is not None
+        verified = _hasher.verify(password_hash or _dummy_hash(), password)
+        return verified and password_hash is not None
     except (VerifyMismatchError, VerificationError, InvalidHashError):
         return False
 

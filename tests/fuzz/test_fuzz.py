@@ -14,7 +14,7 @@ from tests.databases import BACKEND
 from tests.fuzz.harness import run
 
 # Seconds for schemathesis itself; with the server's start the test takes about two minutes.
-CI_SECONDS = int(os.environ.get("MES_FUZZ_CI_SECONDS", "90"))
+CI_SECONDS = int(os.environ.get("MES_FUZZ_CI_SECONDS", "60"))
 
 
 @pytest.mark.skipif(
