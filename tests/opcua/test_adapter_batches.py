@@ -86,6 +86,7 @@ async def test_a_batch_is_all_or_nothing(fab: Fab) -> None:
 
 async def test_an_aborted_batch_sends_every_lot_back_on_hold(fab: Fab) -> None:
     await _ready(fab, speed=20)
+    counted_before = await _wafers_counted(fab)
     lots = [await fab.start_lot(), await fab.start_lot()]
     job = await _request_batch(fab, lots)
     await fab.wait_job(job["job_order_id"], "running")
@@ -95,13 +96,28 @@ async def test_an_aborted_batch_sends_every_lot_back_on_hold(fab: Fab) -> None:
     assert r.status_code == 200, r.text
     done = await fab.wait_job(job["job_order_id"], "aborted", "completed")
     assert done["status"] == "aborted"
+    given_back = 0
     for lot in lots:
         detail = await fab.lot(lot)
         assert (detail["state"], detail["step"]["sequence"]) == ("OnHold", 10)
         history = await fab.history(lot)
         assert _count(history, "JOB_ABORTED") == 1
         assert _count(history, "TRACK_OUT") == 0
+        given_back += next(e for e in history if e["event_type"] == "JOB_ABORTED")["after"][
+            "usage_given_back"
+        ]
     assert len(fab.sims[WET].tool.jobs) == 1
+    # The wafers the tool never processed gave back what their track-in counted.
+    assert given_back == 10 - done["wafers_processed"]
+    assert await _wafers_counted(fab) == counted_before + done["wafers_processed"]
+
+
+async def _wafers_counted(fab: Fab) -> int:
+    async with unit_of_work(fab.db, write=False) as session:
+        return int(
+            await session.scalar(select(Equipment.wafers_processed).where(Equipment.code == WET))
+            or 0
+        )
 
 
 async def test_a_withdrawn_job_sends_its_lots_back(fab: Fab) -> None:
