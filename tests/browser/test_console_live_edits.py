@@ -50,3 +50,31 @@ async def test_a_live_change_does_not_wipe_the_hold_reason_being_typed(
     await expect(page.locator("#release-open")).to_be_visible()
     await expect(page.locator("#lot-actions")).not_to_have_attribute("data-keep-edits-pending", "")
     await expect(page.locator("#hold-reason")).to_have_value("")
+
+
+async def test_a_release_signs_the_holds_shown_while_a_second_hold_arrives_live(
+    context: BrowserContext, console: Console
+) -> None:
+    lot = await console.start_lot()
+    await hold_by_api(console, lot, "first look at the edge")
+    page = await sign_in(context, "operator", f"/console/lots/{lot}")
+    holds = await context.new_page()
+    await holds.goto("/console/holds")
+    await expect(holds.locator("#holds-table")).to_contain_text(lot)
+    await page.click("#release-open")
+    await page.fill("#release-reason", "edge inspected, fine")
+    await expect(page.locator("#release-holds input")).to_have_count(1)
+    # A second hold arrives while the dialog is open: the page hears of it (a hold record on a
+    # lot already on hold changes nothing else) and keeps the dialog as the operator sees it.
+    await hold_by_api(console, lot, "second look by the supervisor")
+    await expect(page.locator("#lot-actions")).to_have_attribute("data-keep-edits-pending", "")
+    await expect(holds.locator("#holds-table")).to_contain_text("second look by the supervisor")
+    await expect(page.locator("#release-reason")).to_have_value("edge inspected, fine")
+    await page.fill("#release-password", "change-me-operator")
+    await page.click("#release-dialog button[type=submit]")
+    await expect(page.locator("#action-result")).to_contain_text("released")
+    # Only the hold the operator saw was signed for: the second one stays, and now shows.
+    await expect(page.locator("[data-lot-state]")).to_have_text("OnHold")
+    await expect(page.locator("#release-holds")).to_contain_text("second look by the supervisor")
+    await expect(page.locator("#release-holds")).not_to_contain_text("first look at the edge")
+    await expect(holds.locator("#holds-table")).not_to_contain_text("first look at the edge")
