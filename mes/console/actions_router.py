@@ -151,7 +151,8 @@ async def release(request: Request, lot: Code, user: PostingUser) -> Response:
     async def action() -> str:
         signed = signature(form.get("reason"), form.get("password"), "responsibility")
         # Exactly the holds the operator saw and ticked: a hold added meanwhile stays.
-        ids = tuple(int(i) for i in (await request.form()).getlist("hold_ids") if i.isdigit())
+        ticked = (await request.form()).getlist("hold_ids")
+        ids = tuple(int(i) for i in ticked if isinstance(i, str) and i.isdigit())
         command = c.Release(reason=signed.reason, hold_ids=ids)
 
         async def work(session: AsyncSession) -> str:
