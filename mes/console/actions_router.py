@@ -150,10 +150,14 @@ async def release(request: Request, lot: Code, user: PostingUser) -> Response:
 
     async def action() -> str:
         signed = signature(form.get("reason"), form.get("password"), "responsibility")
-        ids = tuple(int(i) for i in form.get("hold_ids", "").split(",") if i.strip().isdigit())
-        command = c.Release(reason=signed.reason, hold_ids=ids or None)
+        # Exactly the holds the operator saw and ticked: a hold added meanwhile stays.
+        ticked = (await request.form()).getlist("hold_ids")
+        ids = tuple(int(i) for i in ticked if isinstance(i, str) and i.isdigit())
+        command = c.Release(reason=signed.reason, hold_ids=ids)
 
         async def work(session: AsyncSession) -> str:
+            if not ids:  # after the signature check, as the API checks its body
+                raise RuleViolation("hold.none_active", "tick the holds to release")
             await lots_service.release(
                 session, lot, command, actor=user.principal, clock=request.app.state.clock
             )

@@ -30,6 +30,7 @@ from mes.db.engine import Database
 from mes.db.transaction import unit_of_work
 from mes.equipment.models import Equipment
 from mes.fabs.models import Fab
+from mes.lots.models import Lot
 
 log = logging.getLogger(__name__)
 
@@ -74,14 +75,18 @@ class ChangeFeed:
         self._seen: set[int] = set()
         self._fabs: dict[int, str] = {}
         self._tools: dict[int, str] = {}
+        self._lots: dict[int, str] = {}  # lot codes never change
         self.closing = asyncio.Event()
 
     # --- reading the feed -------------------------------------------------------------------
 
-    async def _lookups(self, fab_ids: Iterable[int], tool_ids: Iterable[int]) -> None:
+    async def _lookups(
+        self, fab_ids: Iterable[int], tool_ids: Iterable[int], lot_ids: Iterable[int] = ()
+    ) -> None:
         missing_fabs = {i for i in fab_ids if i not in self._fabs}
         missing_tools = {i for i in tool_ids if i not in self._tools}
-        if not missing_fabs and not missing_tools:
+        missing_lots = {i for i in lot_ids if i not in self._lots}
+        if not missing_fabs and not missing_tools and not missing_lots:
             return
         async with unit_of_work(self.db, write=False) as session:
             if missing_fabs:
@@ -91,6 +96,11 @@ class ChangeFeed:
                     select(Equipment.id, Equipment.code).where(Equipment.id.in_(missing_tools))
                 )
                 self._tools.update(rows.all())
+            if missing_lots:
+                rows = await session.execute(
+                    select(Lot.id, Lot.code).where(Lot.id.in_(missing_lots))
+                )
+                self._lots.update(rows.all())
 
     async def poll(self) -> list[tuple[str, str | None]]:
         """The events of the records committed since the last poll: (name, fab code)."""
@@ -142,7 +152,18 @@ class ChangeFeed:
             for v in [image.get("equipment_id")]
             if isinstance(v, int)
         }
-        await self._lookups({r.fab_id for r in fresh if r.fab_id is not None}, tool_ids)
+        # A hold added to a lot already on hold changes no column of the lot: its record names
+        # the lot by id, and the lot's page must hear of it.
+        lot_ids = {
+            v
+            for r in fresh
+            if r.target_type == "lot_hold"
+            for image in (r.before, r.after)
+            if image
+            for v in [image.get("lot_id")]
+            if isinstance(v, int)
+        }
+        await self._lookups({r.fab_id for r in fresh if r.fab_id is not None}, tool_ids, lot_ids)
         events: list[tuple[str, str | None]] = []
         for r in fresh:
             events.extend(self._events(r.target_type, r.target_id, r.fab_id, r.before, r.after))
@@ -173,6 +194,10 @@ class ChangeFeed:
             return [("recipes", None)]
         if kind == "lot_hold":
             found.append(("holds", fab))
+            for image in (before, after):
+                lot_id = image.get("lot_id") if image else None
+                if isinstance(lot_id, int) and lot_id in self._lots:
+                    found.append((f"lot-{self._lots[lot_id]}", fab))
         for image in (before, after):
             tool_id = image.get("equipment_id") if image else None
             if isinstance(tool_id, int) and tool_id in self._tools:

@@ -123,6 +123,38 @@ async def test_a_hold_from_the_console_is_the_apis_hold_once_per_form(client, se
         assert (record.operation, record.actor) == ("lots.hold", TESTER)
 
 
+async def hold_ids(client: httpx.AsyncClient, lot: str) -> list[int]:
+    holds = (await client.get("/api/v1/lots/holds", params={"limit": 500})).json()["items"]
+    return sorted(h["id"] for h in holds if h["lot"] == lot)
+
+
+async def test_release_signs_only_the_holds_shown_and_ticked(client):
+    async with browser(client) as web:
+        csrf = await sign_in(web, TESTER, TESTER_PASSWORD)
+        lot = await start_lot(client)
+        hold = {"hold_code": "OPERATOR", "reason": "first look"}
+        assert (await client.post(f"/api/v1/lots/{lot}/hold", json=hold)).status_code == 200
+        (seen,) = await hold_ids(client, lot)
+        page = await web.get(f"/console/lots/{lot}")
+        assert f'name="hold_ids" value="{seen}" checked' in page.text
+        # While the dialog is open, someone holds the lot again.
+        hold = {"hold_code": "OPERATOR", "reason": "second look"}
+        assert (await client.post(f"/api/v1/lots/{lot}/hold", json=hold)).status_code == 200
+        form = {"csrf": csrf, "reason": "first look done", "password": TESTER_PASSWORD}
+        hx = {"HX-Request": "true"}
+        none = await web.post(f"/console/lots/{lot}/release", data=form, headers=hx)
+        assert "hold.none_active" in none.text  # nothing ticked: nothing signed
+        assert len(await hold_ids(client, lot)) == 2
+        signed = await web.post(
+            f"/console/lots/{lot}/release", data={**form, "hold_ids": str(seen)}, headers=hx
+        )
+        assert "released" in signed.text
+        remaining = await hold_ids(client, lot)
+        assert len(remaining) == 1
+        assert seen not in remaining
+        assert (await client.get(f"/api/v1/lots/{lot}")).json()["state"] == "OnHold"
+
+
 async def test_release_needs_a_correct_e_signature(client):
     async with browser(client) as web:
         csrf = await sign_in(web, TESTER, TESTER_PASSWORD)
@@ -142,11 +174,13 @@ async def test_release_needs_a_correct_e_signature(client):
         )
         assert "auth.signature_invalid" in wrong.text
         assert (await client.get(f"/api/v1/lots/{lot}")).json()["state"] == "OnHold"
+        (hold_id,) = await hold_ids(client, lot)
         signed = await web.post(
             f"/console/lots/{lot}/release",
-            data={"csrf": csrf, "reason": "ok now", "password": TESTER_PASSWORD},
+            data={"csrf": csrf, "reason": "ok now", "password": TESTER_PASSWORD,
+                  "hold_ids": str(hold_id)},
             headers=hx,
-        )
+        )  # fmt: skip
         assert "released" in signed.text
         assert (await client.get(f"/api/v1/lots/{lot}")).json()["state"] == "Waiting"
 
@@ -222,3 +256,19 @@ async def test_the_feed_finds_a_record_committed_after_a_later_one(session, db: 
     await session.flush()
     assert [name for name, _fab in await feed.poll()] == ["lot-EARLY-LOW"]
     assert await feed.poll() == []
+
+
+async def test_a_second_hold_is_an_event_of_its_lot(client, db: Database):
+    # A hold on a lot already on hold changes no column of the lot, only adds a hold record:
+    # the lot's page and the holds page must still hear of it.
+    lot = await start_lot(client)
+    hold = {"hold_code": "OPERATOR", "reason": "first look"}
+    assert (await client.post(f"/api/v1/lots/{lot}/hold", json=hold)).status_code == 200
+    feed = ChangeFeed(db)
+    assert await feed.poll() == []
+    hold = {"hold_code": "ENGINEERING", "reason": "second look"}
+    answer = await client.post(f"/api/v1/lots/{lot}/hold", json=hold)
+    assert answer.status_code == 200, answer.text
+    events = await feed.poll()
+    assert (f"lot-{lot}", "F1") in events
+    assert ("holds", "F1") in events
