@@ -252,6 +252,8 @@ async def track_out(
     details: dict[str, Any] = {
         "outcome": data.outcome.value,
         "wafers_processed": processed,
+        # Every wafer of the run accounted for (processed, aborted, skipped, not reported).
+        "wafer_outcomes": rules.wafer_outcomes(processed, lot.wafer_count, data.not_processed),
         "measurements": [m.as_json() for m in data.measurements],
     }
     # Data collection and SPC (registered by the quality domain): they may refuse the whole

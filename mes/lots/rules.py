@@ -337,6 +337,21 @@ def partial_run_reason(
     )[:255]
 
 
+def wafer_outcomes(
+    processed: int, wafer_count: int, not_processed: Sequence[tuple[str, str]]
+) -> dict[str, int]:
+    """How a run's wafers ended, counted by state, adding up to the lot's wafers: Processed,
+    the states the tool reported for the others (Aborted, Skipped, ...), and any left without
+    a state (a manual track-out with fewer processed) as ``not reported``."""
+    counts: dict[str, int] = {"Processed": processed}
+    for _scribe, state in not_processed:
+        counts[state] = counts.get(state, 0) + 1
+    unaccounted = wafer_count - processed - len(not_processed)
+    if unaccounted > 0:
+        counts["not reported"] = counts.get("not reported", 0) + unaccounted
+    return counts
+
+
 def check_wafers_processed(processed: int, wafer_count: int) -> None:
     if not 0 <= processed <= wafer_count:
         raise RuleViolation(

@@ -505,7 +505,8 @@ def test_state_round_trip_mid_job_finishes_like_the_original() -> None:
     original.select_recipe("R1")
     original.store(job_order("J0", "R1", ("L0", [1])), start=True)
     original.advance(200.0)
-    original.store(job_order("J1", "R1", ("L1", [1, 2, 3, 4, 5])), start=True)
+    j1 = json.loads(job_order("J1", "R1", ("L1", [1, 2, 3, 4, 5])))
+    original.store(json.dumps({**j1, "Chambers": ["PM1", "PM2"]}), start=True)
     original.advance(300.0)
     original.chamber_down("PM3")
     original.raise_alarm("A1", "warning", breaking=False)
@@ -520,6 +521,7 @@ def test_state_round_trip_mid_job_finishes_like_the_original() -> None:
     assert copy.wafers_processed_total == original.wafers_processed_total
     assert copy.alarms["A1"].text == "warning"
     assert copy.stations["PM3"].state is ChamberState.DOWN
+    assert copy.jobs["J1"].chambers == ("PM1", "PM2")  # a restarted tool keeps to them
     original.advance(5000.0)
     copy.advance(4900.0)
     assert copy.job_response("J1") | {"StartTime": 0, "EndTime": 0} == original.job_response(
@@ -527,6 +529,7 @@ def test_state_round_trip_mid_job_finishes_like_the_original() -> None:
     ) | {"StartTime": 0, "EndTime": 0}
     assert copy.jobs["J1"].ended_at == original.jobs["J1"].ended_at - 100  # type: ignore[operator]
     assert copy.wafers_processed_total == original.wafers_processed_total == 6
+    assert {w.chamber for w in copy.jobs["J1"].wafers} == {"PM1", "PM2"}
 
 
 def test_state_file_is_written_atomically(tmp_path: Path) -> None:

@@ -616,6 +616,10 @@ class LotMachine(RuleBasedStateMachine):
         # exactly the wafers it did not process
         ledger: Counter[int] = Counter()
         counted_at_track_in: dict[int, int] = {}
+        # (6) per run: what its track-in counted, until a track-out (or abort) ends it; a run
+        # ended is confirmed usage (counted less given back), one not ended is still in flight
+        in_flight: dict[int, tuple[int, int]] = {}  # lot -> (tool, wafers counted)
+        confirmed: Counter[int] = Counter()
         for lot_id, tool_id, kind, before, after in await conn.execute(
             select(
                 LotEvent.lot_id,
@@ -624,16 +628,32 @@ class LotMachine(RuleBasedStateMachine):
                 LotEvent.before,
                 LotEvent.after,
             )
-            # This machine's lots only: other tests may have run lots on the same tools.
-            .where(LotEvent.equipment_id.in_([t.id for t in tools]), LotEvent.lot_id.in_(ids))
+            # This machine's lots only: other tests may have run lots on the same tools. Every
+            # event of them: one naming no tool may end a run (the lot's last wafers scrapped on
+            # the tool: they were there, their usage stays).
+            .where(LotEvent.lot_id.in_(ids))
             .order_by(LotEvent.occurred_at, LotEvent.id)
         ):
             details = after or {}
+            if tool_id is None and kind != "TRACK_IN":
+                tool_id = (before or {}).get("equipment_id")
             if kind == "TRACK_IN":
                 counted_at_track_in[lot_id] = int(details.get("counted_wafers", 0))
                 ledger[tool_id] += counted_at_track_in[lot_id]
+                in_flight[lot_id] = (tool_id, counted_at_track_in[lot_id])
             given_back = int(details.get("usage_given_back", 0))
             ledger[tool_id] -= given_back
+            was_running = (before or {}).get("equipment_id") is not None
+            if was_running and details.get("equipment_id") is None and lot_id in in_flight:
+                run_tool, counted_in = in_flight.pop(lot_id)  # the run ended here
+                confirmed[run_tool] += counted_in - given_back
+            if kind == "TRACK_OUT":
+                # (7) processed + aborted + skipped (+ not reported) = the run's wafers
+                outcomes = details["wafer_outcomes"]
+                assert sum(outcomes.values()) == int((before or {})["wafer_count"]), (
+                    f"lot {lot_id}: a run's wafer outcomes {outcomes} do not add up"
+                )
+                assert outcomes["Processed"] == int(details["wafers_processed"]), outcomes
             processed = details.get("wafers_processed")
             partial = processed is not None and int(processed) < int(
                 (before or {}).get("wafer_count", 0)
@@ -656,6 +676,14 @@ class LotMachine(RuleBasedStateMachine):
             assert counted == ledger[tool.id], (
                 f"{tool.code} counted {counted} wafers, its runs account for {ledger[tool.id]}"
             )
+            # ... which is the sum of its confirmed runs and of the runs still on it
+            flying = sum(n for t, n in in_flight.values() if t == tool.id)
+            assert counted == confirmed[tool.id] + flying, (
+                f"{tool.code} counted {counted} wafers: confirmed runs {confirmed[tool.id]}"
+                f" + runs in flight {flying}"
+            )
+        still_running = {r.id for r in rows if r.equipment_id is not None}
+        assert set(in_flight) == still_running, "a run neither ended nor running"
 
     def teardown(self) -> None:
         try:

@@ -227,3 +227,11 @@ def test_codes():
     assert rules.lot_code(2026, 7) == "L26-0007"
     assert rules.child_code("L26-0007", 1) == "L26-0007.01"
     assert rules.scribe_id("L26-0007", 3) == "L26-0007-W03"
+
+
+def test_a_runs_wafer_outcomes_add_up_to_the_lots_wafers() -> None:
+    assert rules.wafer_outcomes(5, 5, ()) == {"Processed": 5}
+    tool = rules.wafer_outcomes(2, 5, (("W3", "Aborted"), ("W4", "Skipped"), ("W5", "Skipped")))
+    assert tool == {"Processed": 2, "Aborted": 1, "Skipped": 2}
+    assert rules.wafer_outcomes(3, 5, ()) == {"Processed": 3, "not reported": 2}  # by hand
+    assert sum(rules.wafer_outcomes(1, 4, (("W2", "Aborted"),)).values()) == 4
