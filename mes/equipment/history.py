@@ -6,8 +6,9 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import datetime
+from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import Select, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from mes.clock import Clock
@@ -85,17 +86,28 @@ async def history(
 
 
 async def histories(
-    session: AsyncSession, tool_ids: Sequence[int], start: datetime, end: datetime
+    session: AsyncSession,
+    tool_ids: Sequence[int],
+    start: datetime,
+    end: datetime,
+    *,
+    scope: Select[Any] | None = None,
 ) -> dict[int, list[metrics.Interval]]:
     """``history`` of many tools (not chambers) in three queries: each tool's last change at or
-    before ``start``, the changes after it, and the corrections of that time."""
+    before ``start``, the changes after it, and the corrections of that time.
+
+    ``scope``: a query of ids that includes ``tool_ids`` (a board's fab), used in the SQL
+    instead of a thousand bound ids, which SQLAlchemy renders one by one at every execution."""
     if not tool_ids:
         return {}
     ids = list(tool_ids)
+    within: Select[Any] | list[int] = scope if scope is not None else ids
     event = EquipmentStateEvent
     before = (
         select(event.equipment_id, func.max(event.occurred_at).label("at"))
-        .where(event.equipment_id.in_(ids), event.chamber_id.is_(None), event.occurred_at <= start)
+        .where(
+            event.equipment_id.in_(within), event.chamber_id.is_(None), event.occurred_at <= start
+        )
         .group_by(event.equipment_id)
         .subquery()
     )
@@ -104,7 +116,7 @@ async def histories(
         before, (before.c.equipment_id == event.equipment_id) & (before.c.at == event.occurred_at)
     )
     later = select(*columns).where(
-        event.equipment_id.in_(ids),
+        event.equipment_id.in_(within),
         event.chamber_id.is_(None),
         event.occurred_at > start,
         event.occurred_at < end,
@@ -115,18 +127,20 @@ async def histories(
         for tool_id, at, state, sub in (
             await session.execute(stmt.order_by(event.occurred_at, event.id))
         ).all():
-            changes[tool_id].append((at, state, sub))
+            if tool_id in changes:
+                changes[tool_id].append((at, state, sub))
     fixes: dict[int, list[EquipmentStateCorrection]] = {i: [] for i in ids}
     for fix in await session.scalars(
         select(EquipmentStateCorrection)
         .where(
-            EquipmentStateCorrection.equipment_id.in_(ids),
+            EquipmentStateCorrection.equipment_id.in_(within),
             EquipmentStateCorrection.chamber_id.is_(None),
             EquipmentStateCorrection.start_at < end,
         )
         .order_by(EquipmentStateCorrection.recorded_at, EquipmentStateCorrection.id)
     ):
-        fixes[fix.equipment_id].append(fix)
+        if fix.equipment_id in fixes:
+            fixes[fix.equipment_id].append(fix)
     found = {}
     for tool_id in ids:
         intervals = metrics.intervals_from_events(changes[tool_id], end)

@@ -8,9 +8,9 @@ import dataclasses
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Protocol
+from typing import Any, Protocol
 
-from sqlalchemy import func, or_, select
+from sqlalchemy import Select, func, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import selectinload
 
@@ -105,11 +105,16 @@ class ToolCounters(Protocol):
 
 
 async def pm_states_many(
-    session: AsyncSession, tools: Sequence[ToolCounters], now: datetime
+    session: AsyncSession,
+    tools: Sequence[ToolCounters],
+    now: datetime,
+    *,
+    scope: Select[Any] | None = None,
 ) -> dict[int, list[pm_rules.PmState]]:
     """``pm_states`` of many tools (a board) in a few queries instead of a few per tool: the
     plans, the last completed PM per plan and tool, the baselines, and for process-hours plans
-    the histories of the tools they apply to."""
+    the histories of the tools they apply to. ``scope``: a query of ids that includes the
+    tools', used in the SQL instead of one bound parameter per tool (see ``histories``)."""
     plans = list(
         await session.scalars(select(PmPlan).where(PmPlan.active.is_(True)).order_by(PmPlan.code))
     )
@@ -131,13 +136,14 @@ async def pm_states_many(
     ids = [tool_id for tool_id, found in applying.items() if found]
     if not ids:
         return {tool.id: [] for tool in tools}
+    within: Select[Any] | list[int] = scope if scope is not None else ids
     latest = (
         select(
             PmRecord.pm_plan_id,
             PmRecord.equipment_id,
             func.max(PmRecord.completed_at).label("at"),
         )
-        .where(PmRecord.equipment_id.in_(ids), PmRecord.completed_at.is_not(None))
+        .where(PmRecord.equipment_id.in_(within), PmRecord.completed_at.is_not(None))
         .group_by(PmRecord.pm_plan_id, PmRecord.equipment_id)
         .subquery()
     )
@@ -155,7 +161,9 @@ async def pm_states_many(
         last[(record.pm_plan_id, record.equipment_id)] = record  # ties: the highest id wins
     baselines = {
         (b.pm_plan_id, b.equipment_id): b
-        for b in await session.scalars(select(PmBaseline).where(PmBaseline.equipment_id.in_(ids)))
+        for b in await session.scalars(
+            select(PmBaseline).where(PmBaseline.equipment_id.in_(within))
+        )
     }
     usages: dict[tuple[int, int], pm_rules.PmUsage] = {}
     for tool in tools:
@@ -177,7 +185,8 @@ async def pm_states_many(
     }
     if hourly:
         start = min(usage.since for usage in hourly.values())
-        timelines = await histories(session, sorted({tool for _p, tool in hourly}), start, now)
+        hourly_tools = sorted({tool for _p, tool in hourly})
+        timelines = await histories(session, hourly_tools, start, now, scope=scope)
         for (plan_id, tool_id), usage in hourly.items():
             process_s = sum(
                 iv.seconds

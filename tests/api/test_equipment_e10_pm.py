@@ -591,6 +591,15 @@ async def test_pm_states_of_many_tools_match_one_by_one(client, session, clock):
     many = await pm.pm_states_many(session, tools, clock.now())
     one_by_one = {tool.id: await pm.pm_states(session, tool, clock.now()) for tool in tools}
     assert many == one_by_one
+    # A board filters by a query of its tools (no list of ids); the scope may hold more tools.
+    wet = [tool for tool in tools if tool.code.startswith("F1-WETC")]
+    scoped = await pm.pm_states_many(
+        session,
+        wet,
+        clock.now(),
+        scope=select(Equipment.id).where(Equipment.fab_id == wet[0].fab_id),
+    )
+    assert scoped == {tool.id: one_by_one[tool.id] for tool in wet}
     seen = {(st.plan.code, st.status.value) for states in many.values() for st in states}
     # The wafer plan was reset by its PM; the calendar plan is upcoming or due; the process
     # hours plan counted the 50 minutes the lot ran (upcoming: within half an hour of 1 h).
