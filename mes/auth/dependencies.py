@@ -158,25 +158,31 @@ async def sign(
     except Unauthenticated as exc:
         if exc.code != "auth.signature_invalid":
             raise
-        policy = service.LoginPolicy(
-            max_failures=settings.login_max_failures,
-            lockout=timedelta(seconds=settings.login_lockout_s),
-        )
-        audit = AuditContext(
-            actor=principal.username,
-            role="anonymous",
-            operation="auth.signature_failed",
-            at=clock.now(),
-            request_id=getattr(request.state, "request_id", None),
-        )
-
-        async def count(db: Database) -> None:
-            # After the operation's rollback (unit_of_work), in a transaction of its own.
-            async with unit_of_work(db) as own:
-                bind(own, audit)
-                await service.count_wrong_password(
-                    own, principal.username, clock=clock, policy=policy
-                )
-
-        exc.after_rollback = [count]  # type: ignore[attr-defined]
+        count_toward_lockout(request, exc, principal.username, "auth.signature_failed")
         raise
+
+
+def count_toward_lockout(request: Request, exc: Exception, username: str, operation: str) -> None:
+    """Count a wrong password given outside a login (e-signature, password change) toward the
+    account's lockout, once the refused operation has rolled back, in a transaction of its own
+    (``unit_of_work`` runs ``exc.after_rollback``): guessing goes no further there than at login."""
+    settings: Settings = request.app.state.settings
+    clock: Clock = request.app.state.clock
+    policy = service.LoginPolicy(
+        max_failures=settings.login_max_failures,
+        lockout=timedelta(seconds=settings.login_lockout_s),
+    )
+    audit = AuditContext(
+        actor=username,
+        role="anonymous",
+        operation=operation,
+        at=clock.now(),
+        request_id=getattr(request.state, "request_id", None),
+    )
+
+    async def count(db: Database) -> None:
+        async with unit_of_work(db) as own:
+            bind(own, audit)
+            await service.count_wrong_password(own, username, clock=clock, policy=policy)
+
+    exc.after_rollback = [count]  # type: ignore[attr-defined]

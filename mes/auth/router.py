@@ -12,7 +12,13 @@ from sqlalchemy import select
 
 from mes.audit.context import AuditContext, bind
 from mes.auth import roles, service
-from mes.auth.dependencies import authenticated, jwt_secret, requires, sign
+from mes.auth.dependencies import (
+    authenticated,
+    count_toward_lockout,
+    jwt_secret,
+    requires,
+    sign,
+)
 from mes.auth.models import ApiToken, User
 from mes.auth.schemas import (
     ApiTokenCreate,
@@ -132,16 +138,26 @@ async def me(
 
 @router.post("/users/me/password", status_code=status.HTTP_204_NO_CONTENT)
 async def change_own_password(
-    body: PasswordChange, principal: Self, session: WriteSession, clock: ClockDep
+    body: PasswordChange,
+    principal: Self,
+    session: WriteSession,
+    clock: ClockDep,
+    request: Request,
 ) -> None:
-    """Change one's own password (proving the current one); older tokens stop working."""
-    await service.change_own_password(
-        session,
-        principal,
-        body.current_password.get_secret_value(),
-        body.new_password.get_secret_value(),
-        clock=clock,
-    )
+    """Change one's own password (proving the current one); older tokens stop working. A
+    wrong current password counts toward the account's lockout."""
+    try:
+        await service.change_own_password(
+            session,
+            principal,
+            body.current_password.get_secret_value(),
+            body.new_password.get_secret_value(),
+            clock=clock,
+        )
+    except Unauthenticated as exc:
+        if exc.code == "auth.invalid_credentials":
+            count_toward_lockout(request, exc, principal.username, "auth.password_change_failed")
+        raise
 
 
 @router.get("/users", response_model=Page[UserRead])

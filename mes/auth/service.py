@@ -328,10 +328,17 @@ async def update_user(
 async def change_own_password(
     session: AsyncSession, principal: Principal, current: str, new: str, *, clock: Clock
 ) -> None:
-    """A person changes their own password, proving the current one."""
+    """A person changes their own password, proving the current one. A locked account may not
+    (a wrong current password counts toward the lockout: the router counts it)."""
     user = await get_user(session, principal.username)
     if user.kind != AccountKind.HUMAN:
         raise Forbidden("service accounts have no password", code="user.password_not_allowed")
+    now = clock.now()
+    if user.locked_until is not None and user.locked_until > now:
+        raise TooManyAttempts(
+            f"account locked after repeated wrong passwords until {user.locked_until}",
+            code="auth.locked",
+        )
     if not await passwords.verify_password_off_loop(user.password_hash, current):
         raise Unauthenticated("the current password is wrong", code="auth.invalid_credentials")
     user.password_hash = _new_password_hash(user.username, new)

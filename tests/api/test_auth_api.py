@@ -270,3 +270,22 @@ async def test_wrong_signature_passwords_count_toward_the_lockout(
         assert_problem(right, 429, "auth.locked")
     assert (await _login(anonymous, "t-operator", ROLE_PASSWORD)).status_code == 429
     assert (await client.get(f"/api/v1/lots/{code}")).json()["state"] == "OnHold"
+
+
+async def test_wrong_current_passwords_in_a_password_change_count_toward_the_lockout(
+    client_as, anonymous, settings
+):
+    async with client_as("t-operator") as operator:
+        for attempt in range(settings.login_max_failures):
+            wrong = await operator.post(
+                "/api/v1/users/me/password",
+                json={"current_password": f"guess {attempt}", "new_password": "a new passphrase"},
+            )
+            assert_problem(wrong, 401, "auth.invalid_credentials")
+        # Locked now: the right current password is refused too, and so is a login.
+        right = await operator.post(
+            "/api/v1/users/me/password",
+            json={"current_password": ROLE_PASSWORD, "new_password": "a new passphrase"},
+        )
+        assert_problem(right, 429, "auth.locked")
+    assert (await _login(anonymous, "t-operator", ROLE_PASSWORD)).status_code == 429
