@@ -70,5 +70,8 @@ async def test_an_unreadable_result_read_at_resync_is_filed_as_the_job_response(
     held = await fab.lot(lot)
     assert (held["state"], held["step"]["sequence"]) == ("OnHold", 30)
     letters = (await fab.api.get(f"/api/v1/equipment/{MET}/dead-letters")).json()
-    assert {letter["kind"] for letter in letters} == {"JobResponse"}, letters
-    assert all(job["job_order_id"] in letter["payload"] for letter in letters)
+    # (The end event the tool replays at reconnect may be quarantined too, as kind Event.)
+    responses = [letter for letter in letters if letter["kind"] == "JobResponse"]
+    assert responses, letters
+    assert all(job["job_order_id"] in letter["payload"] for letter in responses)
+    assert "Unreadable" not in {letter["kind"] for letter in letters}
