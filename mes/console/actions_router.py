@@ -112,7 +112,10 @@ def answer(request: Request, user: PostingUser, message: str, back: str) -> Resp
         joiner = "&" if "?" in back else "?"
         return RedirectResponse(back + joiner + "done=" + quote(message), status_code=303)
     response = render(request, "fragments/done.html", user, message=message)
-    response.headers["HX-Trigger"] = "mes-changed"
+    # After the swap, not on receipt: htmx fires HX-Trigger on the element that sent the form,
+    # and when a live refresh has replaced that form meanwhile the event never reaches the body
+    # and the page is not refreshed; HX-Trigger-After-Swap falls back to the body.
+    response.headers["HX-Trigger-After-Swap"] = "mes-changed"
     return response
 
 

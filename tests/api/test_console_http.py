@@ -100,7 +100,7 @@ async def test_a_hold_from_the_console_is_the_apis_hold_once_per_form(client, se
             f"/console/lots/{lot}/hold", data=form, headers={"HX-Request": "true"}
         )
         assert "is on hold" in first.text
-        assert first.headers["HX-Trigger"] == "mes-changed"
+        assert first.headers["HX-Trigger-After-Swap"] == "mes-changed"
         again = await web.post(
             f"/console/lots/{lot}/hold", data=form, headers={"HX-Request": "true"}
         )

@@ -50,7 +50,7 @@ async def test_an_engineer_withdraws_and_qualifies_from_the_matrix(client, sessi
             headers=HX,
         )  # fmt: skip
         assert "ETPO_GATE v1 is no longer qualified on F1-ETPO01." in withdrawn.text
-        assert withdrawn.headers["HX-Trigger"] == "mes-changed"
+        assert withdrawn.headers["HX-Trigger-After-Swap"] == "mes-changed"
         assert (1, "F1-ETPO01", None) not in await standing(client, "ETPO_GATE")
         again = await web.post(
             "/console/qualifications/withdraw",

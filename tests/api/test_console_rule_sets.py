@@ -37,7 +37,7 @@ async def test_an_engineer_publishes_production_and_shadow_versions_from_the_con
         )  # fmt: skip
         done = await web.post("/console/rule-sets", data=form, headers=HX)
         assert "F1/group/WET_CLEAN version 1 (production) is published" in done.text, done.text
-        assert done.headers["HX-Trigger"] == "mes-changed"
+        assert done.headers["HX-Trigger-After-Swap"] == "mes-changed"
         again = await web.post("/console/rule-sets", data=form, headers=HX)
         assert "already done" in again.text  # the same form key: applied once
         api = (await client.get("/api/v1/dispatch/rule-sets", params={"fab": "F1"})).json()

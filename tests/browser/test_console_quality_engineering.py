@@ -5,10 +5,11 @@ rule sets; accessibility (axe-core) and screenshots of each page."""
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 from typing import Any
 
-from playwright.async_api import BrowserContext, expect
+from playwright.async_api import BrowserContext, Route, expect
 
 from tests.api.test_routes_api import SOUND_STEPS
 from tests.browser.conftest import Console, check_page, sign_in
@@ -168,7 +169,21 @@ async def test_a_future_hold_and_a_merge_from_the_lot_page(
     # The page refreshes itself: the lot has its wafers back, the genealogy shows the merge.
     await expect(page.locator("h1")).to_contain_text(f"{len(scribes)} wafers")
     await check_page(page, screenshot_dir, "lot-future-merge")
-    await page.get_by_role("button", name="Cancel the future hold at step 30").click()
+    # A live refresh replaces the region, and the form that sent the cancel, while the cancel is
+    # on its way (seen in CI): the page must still refresh when the answer comes.
+    answer_held = asyncio.Event()
+
+    async def hold_back(route: Route) -> None:
+        await answer_held.wait()
+        await route.continue_()
+
+    await page.route("**/future-holds/*/cancel", hold_back)
+    cancel = page.get_by_role("button", name="Cancel the future hold at step 30")
+    sent_from = await cancel.element_handle()
+    await cancel.click()
+    await page.evaluate("htmx.trigger(document.body, 'mes-changed')")
+    await page.wait_for_function("form => !form.isConnected", arg=sent_from)
+    answer_held.set()
     await expect(page.locator("#action-result")).to_contain_text("cancelled")
     await expect(page.locator("#future-holds")).to_have_count(0)
     after = await console.call("supervisor", "GET", f"/api/v1/lots/{lot}")
