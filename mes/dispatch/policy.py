@@ -25,9 +25,10 @@ simulator runs on its own clock. The simulator calls ``rank_lots``/``rank_tools`
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
+import mes.dispatch.column_rules as column_rules
 from mes.dispatch.constraint_rules import (
     Exclusion,
     gate_exclusion,
@@ -177,25 +178,6 @@ def explain(candidate: Candidate, situation: Situation, rule_set: RuleSet) -> Ra
 _explain = explain  # ``decide`` has a parameter of that name
 
 
-def _scorer(rule_set: RuleSet) -> Callable[[Candidate, Situation], float]:
-    """The ranking score of a candidate (the sort key; ``explain`` gives the top lot's shown
-    score). Rules of weight 0 add nothing but ±0.0 (values are finite), so they are not
-    evaluated: the built-in simulator sets carry the batch gate at weight 0."""
-    weighted = [(r.weight, r.fn, r.params) for r in rule_set.rules if r.weight != 0]
-    if len(weighted) == 1:
-        ((w, fn, params),) = weighted
-
-        def one(candidate: Candidate, situation: Situation) -> float:
-            return w * fn(candidate, situation, params)[0]
-
-        return one
-
-    def many(candidate: Candidate, situation: Situation) -> float:
-        return sum([w * fn(candidate, situation, p)[0] for w, fn, p in weighted])
-
-    return many
-
-
 _BatchKey = tuple[str | None, str | None]
 
 
@@ -233,7 +215,30 @@ def _eligible(
     """The lots the tool may run now; the others go to ``excluded`` with every reason (when a
     list is given: a decision alone does not need them)."""
     eligible: list[LotSnapshot] = []
+    # The common case inline (a waiting lot, no window, reticle or dedication, an empty tool
+    # qualified for its recipe), where every constraint passes; any other lot is checked in
+    # full. Most of a decision's lots are the common case, and the calls cost.
+    fab, group, qualified, idle = tool.fab_id, tool.tool_group_id, tool.qualified, not tool.running
     for lot in lots:
+        step = lot.step
+        if (
+            blocked is None
+            and idle
+            and lot.state == WAITING
+            and lot.holds <= 0
+            and lot.qtime_deadline is None
+            and lot.qtime_earliest is None
+            and lot.dedicated_tool_id is None
+            and lot.recipe_by_tool is None
+            and not step.qtime_chain
+            and step.reticle is None
+            and lot.fab_id == fab
+            and step.tool_group_id == group
+            and step.recipe is not None
+            and step.recipe in qualified
+        ):
+            eligible.append(lot)
+            continue
         own = lot_exclusion(lot) or gate_exclusion(lot, situation)
         if own is None and blocked is None:
             pair = pair_exclusion(lot, tool, situation)
@@ -262,6 +267,20 @@ def _eligible(
 _Entry = tuple[float, float, str, int, Candidate, "Ranked | None"]
 
 
+def _candidates(
+    tool: ToolSnapshot, eligible: list[LotSnapshot], situation: Situation
+) -> list[Candidate]:
+    groups = _batch_groups(eligible, tool, situation)
+    out = []
+    for lot in eligible:
+        if lot.step.batch_max is None:
+            out.append(Candidate(lot, tool))
+        else:
+            peers, oldest, urgent = groups[_batch_key(lot, tool)]
+            out.append(Candidate(lot, tool, peers, oldest, urgent))
+    return out
+
+
 def _ranking(
     tool: ToolSnapshot,
     eligible: list[LotSnapshot],
@@ -269,24 +288,30 @@ def _ranking(
     rule_set: RuleSet,
     explain_all: bool,
 ) -> list[_Entry]:
-    groups = _batch_groups(eligible, tool, situation)
-    score = _scorer(rule_set)
+    candidates = _candidates(tool, eligible, situation)
     entries: list[_Entry] = []
-    for n, lot in enumerate(eligible):
-        if lot.step.batch_max is None:
-            candidate = Candidate(lot, tool)
-        else:
-            peers, oldest, urgent = groups[_batch_key(lot, tool)]
-            candidate = Candidate(lot, tool, peers, oldest, urgent)
-        if explain_all:
+    if explain_all:
+        for n, candidate in enumerate(candidates):
             full = explain(candidate, situation, rule_set)
+            lot = candidate.lot
             entries.append((-full.score, lot.queued_at, lot.code, n, candidate, full))
-        else:
-            entries.append(
-                (-score(candidate, situation), lot.queued_at, lot.code, n, candidate, None)
-            )
+    else:
+        score = column_rules.scores(eligible, tool, situation, rule_set, lambda: candidates)
+        for n, candidate in enumerate(candidates):
+            lot = candidate.lot
+            entries.append((-score[n], lot.queued_at, lot.code, n, candidate, None))
     entries.sort()
     return entries
+
+
+def _top(eligible: list[LotSnapshot], score: list[float]) -> int:
+    """Where in ``eligible`` the lot ``_ranking`` would put first: the highest score, then the
+    earliest ``queued_at``, the lowest code, the first given (a sort's first, without sorting)."""
+    best = max(score)
+    tied = [n for n, x in enumerate(score) if x == best]
+    if len(tied) == 1:
+        return tied[0]
+    return min(tied, key=lambda n: (eligible[n].queued_at, eligible[n].code, n))
 
 
 def rank_lots(
@@ -449,9 +474,31 @@ def decide(
                 return Starts((Ranked(lot, 1, score, ()),))
         else:
             return Starts(())
-    entries = _ranking(
-        tool, _eligible(tool, lots, situation, None, None), situation, rule_set, False
-    )
+    eligible = _eligible(tool, lots, situation, None, None)
+    if not eligible:
+        return Starts(())
+    if all(lot.step.batch_max is None for lot in eligible):
+        # No batch step: the top lot starts, alone; no need to rank the others.
+        lot = eligible[
+            _top(
+                eligible,
+                column_rules.scores(
+                    eligible,
+                    tool,
+                    situation,
+                    rule_set,
+                    lambda: _candidates(tool, eligible, situation),
+                ),
+            )
+        ]
+        top = Candidate(lot, tool)
+        if explain:
+            full = _explain(top, situation, rule_set)
+            return Starts((Ranked(lot, 1, full.score, full.contributions),))
+        return Starts(
+            (Ranked(lot, 1, _explained_score(rule_set, _values(top, situation, rule_set)), ()),)
+        )
+    entries = _ranking(tool, eligible, situation, rule_set, False)
     # As choose_starts walks the list rank_lots makes (whose top lot and first lot of each
     # batch are explained there, and here).
     waiting: str | None = None

@@ -13,6 +13,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from mes.dispatch import column_rules
 from mes.dispatch import policy as p
 from mes.simulation import runner
 from mes.simulation.rulesets import BATCH_GATE, resolve
@@ -110,6 +111,12 @@ RULE_SETS = [
     p.RuleSet.build(
         [{"rule": r, "weight": w} for r, w in (("edd", 2), ("wip_balance", 1), ("spt", 0.7))]
     ),
+    p.RuleSet.build(
+        [
+            {"rule": r, "weight": w}
+            for r, w in (("least_slack", 3), ("lot_type", 1), ("qtime", 0.5), ("priority", -1))
+        ]
+    ),
 ]
 
 
@@ -159,6 +166,20 @@ def test_rank_lots_and_decide_equal_the_reference(
         expected = p.choose_starts(listing)
         assert p.decide(tool, lots, s, rs, explain=True) == expected
         assert p.decide(tool, iter(lots), s, rs) == without_contributions(expected)
+
+
+@settings(max_examples=200, deadline=None)
+@given(with_ties())
+def test_every_rule_column_wise_gives_the_values_of_the_rule_lot_by_lot(
+    state: tuple[p.ToolSnapshot, list[p.LotSnapshot], p.Situation],
+) -> None:
+    tool, lots, s = state
+    s = replace(s, loads={**s.loads, (1, 8): p.GroupLoad(2, 0.0, 0)})  # no tool up: infinite
+    for name, rule in p.RULES.items():
+        rs = p.RuleSet.build([{"rule": name, "weight": 1.5}])
+        candidates = [p.Candidate(lot, tool) for lot in lots]
+        want = [1.5 * rule.fn(c, s, rs.rules[0].params)[0] for c in candidates]
+        assert column_rules.scores(lots, tool, s, rs, lambda c=candidates: c) == want, name
 
 
 def test_decide_in_queue_order_skips_lots_the_tool_may_not_run() -> None:
