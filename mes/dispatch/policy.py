@@ -63,7 +63,6 @@ from mes.dispatch.ranking_rules import (
     Valued,
     WeightedRule,
     in_queue_order,
-    queue_order_only,
 )
 from mes.dispatch.where_next import ToolOption, ToolRefused, WhereNext, rank_tools
 from mes.lots.qtime_gate_rules import Chain, Downstream
@@ -454,7 +453,7 @@ def decide(
     blocked = tool_exclusion(tool)
     if blocked is not None:
         return Starts(())
-    if queue_order_only(rule_set):
+    if rule_set.queue_order_only:
         # The ranking is the queue order, whatever the time: the first lot the tool may run
         # is the top lot. A batch step needs every compatible lot: the general way below.
         lots = list(lots)

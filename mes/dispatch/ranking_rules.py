@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
+from functools import cached_property
 from operator import attrgetter
 from typing import Any, NamedTuple
 
@@ -245,6 +246,11 @@ class RuleSet:
     rules: tuple[WeightedRule, ...]
     name: str = "default"
     version: int = 0
+
+    @cached_property
+    def queue_order_only(self) -> bool:
+        """``queue_order_only(self)``, once (the simulator asks at every decision)."""
+        return queue_order_only(self)
 
     @staticmethod
     def build(

@@ -36,6 +36,7 @@ from mes.simulation.state import (
     RELEASE,
     SAMPLE,
     WARMUP,
+    GroupLoads,
     InitialState,
     Job,
     SimLot,
@@ -120,9 +121,7 @@ class Simulation:
         self.queue_area: dict[int, float] = dict.fromkeys(self.queues, 0.0)
         self._queue_since: dict[int, float] = dict.fromkeys(self.queues, m.t0)
         self.up: dict[int, int] = {fid: len(ts) for fid, ts in self.tools_of.items()}
-        self.loads: dict[tuple[int, int], policy.GroupLoad] = {
-            (FAB_ID, fid): policy.GroupLoad(0, 0.0, n) for fid, n in self.up.items()
-        }
+        self.loads = GroupLoads(self.queues, self.queue_work, self.up, set(self.up))
         self._entered_at: float | None = None  # a what-if lot's own arrival at its step
         self.base: dict[int, tuple[list[float], float]] = {}  # tool -> buckets at the warm-up
         self.base_queue: dict[int, float] = {}
@@ -478,11 +477,7 @@ class Simulation:
         self.queue_area[fid] += len(queue) * (self.now - self._queue_since[fid])
         self._queue_since[fid] = self.now
         self.queue_work[fid] += work
-        self.loads[(FAB_ID, fid)] = policy.GroupLoad(
-            len(queue) + lots,
-            max(0.0, self.queue_work[fid]),
-            self.up.get(fid, 0),
-        )
+        self.loads.changed(fid)  # ``lots`` join or leave right after
 
     def _queue_accounts(self) -> None:
         for fid, queue in self.queues.items():

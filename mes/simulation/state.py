@@ -4,6 +4,7 @@ decides on made from them (cached until the state they show changes)."""
 from __future__ import annotations
 
 import random
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 
 import mes.dispatch.policy as policy
@@ -147,3 +148,49 @@ class InitialState:
     entered_at: dict[str, float] = field(default_factory=dict)
     windows: dict[str, dict[int, float]] = field(default_factory=dict)  # step sequence -> latest
     tools: dict[tuple[str, int], ToolStart] = field(default_factory=dict)
+
+
+class GroupLoads(Mapping[tuple[int, int], policy.GroupLoad]):
+    """``Situation.loads`` of the simulator: a family's ``GroupLoad`` built when read, from its
+    live queue, queued work and tools up, and kept until one of them changes (``changed``). A
+    queue changes at every arrival and start; the policy reads a load far less often."""
+
+    __slots__ = ("_built", "_queues", "_up", "_work", "known")
+
+    def __init__(
+        self,
+        queues: Mapping[int, Mapping[int, object]],
+        work: Mapping[int, float],
+        up: Mapping[int, int],
+        known: set[int],
+    ) -> None:
+        self._queues, self._work, self._up = queues, work, up
+        self.known = known  # the families with a load (tools, or lots queued once)
+        self._built: dict[tuple[int, int], policy.GroupLoad] = {}
+
+    def changed(self, fid: int) -> None:
+        self.known.add(fid)
+        self._built.pop((FAB_ID, fid), None)
+
+    def get(self, key: tuple[int, int], default: object = None) -> policy.GroupLoad | None:  # type: ignore[override]
+        found = self._built.get(key)
+        if found is None:
+            fab, fid = key
+            if fab != FAB_ID or fid not in self.known:
+                return default  # type: ignore[return-value]
+            found = self._built[key] = policy.GroupLoad(
+                len(self._queues[fid]), max(0.0, self._work[fid]), self._up.get(fid, 0)
+            )
+        return found
+
+    def __getitem__(self, key: tuple[int, int]) -> policy.GroupLoad:
+        found = self.get(key)
+        if found is None:
+            raise KeyError(key)
+        return found
+
+    def __iter__(self) -> Iterator[tuple[int, int]]:
+        return iter([(FAB_ID, fid) for fid in sorted(self.known)])
+
+    def __len__(self) -> int:
+        return len(self.known)

@@ -219,7 +219,7 @@ def fingerprint(rules: str) -> tuple[str, int]:
     return hashlib.sha256(blob.encode()).hexdigest(), r.counters["decisions"]
 
 
-@pytest.mark.parametrize("rules", ["fifo", "cr", "testbed"])
+@pytest.mark.parametrize("rules", ["fifo", "cr", "testbed", "default"])
 def test_a_seeded_run_is_the_same_with_the_reference_policy(
     rules: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
