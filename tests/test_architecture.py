@@ -55,6 +55,7 @@ PURE_EXTRA = (
     "opcua/model.py",
     "smt2020/tables.py",
     "dispatch/policy_inputs.py",
+    "dispatch/what_next.py",
     "dispatch/where_next.py",
     "jobs/results.py",
     "quality/limits.py",

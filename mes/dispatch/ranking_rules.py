@@ -9,7 +9,7 @@ dominates them (lexicographic order by weights): the default rule set gives the 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from functools import cached_property
 from operator import attrgetter
@@ -320,7 +320,7 @@ def queue_order_only(rule_set: RuleSet) -> bool:
     )
 
 
-def in_queue_order(lots: list[LotSnapshot]) -> Iterator[LotSnapshot]:
+def in_queue_order(lots: Collection[LotSnapshot]) -> Iterator[LotSnapshot]:
     """By (queued_at, code), full ties in the given order (a stable sort); the first without
     sorting, as it is mostly the only one needed."""
     if not lots:
