@@ -80,6 +80,7 @@ from mes.dispatch.what_next import (
     explain,
     explained_score,
     first_of_batch,
+    may_run,
     ranking,
     top_of,
     values_of,
@@ -229,11 +230,7 @@ def decide(
         if not isinstance(lots, Collection):
             lots = list(lots)  # read twice (a dict's values are not copied)
         for lot in in_queue_order(lots):
-            if (
-                lot_exclusion(lot) is None
-                and gate_exclusion(lot, situation) is None
-                and pair_exclusion(lot, tool, situation) is None
-            ):
+            if may_run(lot, tool, situation):
                 if lot.step.batch_max is not None:
                     break
                 return _alone(lot, tool, situation, rule_set, explain)

@@ -9,7 +9,7 @@ dominates them (lexicographic order by weights): the default rule set gives the 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Collection, Iterable, Iterator, Mapping
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from functools import cached_property
 from operator import attrgetter
@@ -305,6 +305,7 @@ DEFAULT_RULE_SET = RuleSet.build(DEFAULT_RULE_SET_SPEC)
 # --- first come, first served ----------------------------------------------------------
 
 _QUEUE_ORDER = attrgetter("queued_at", "code")
+_QUEUED_AT = attrgetter("queued_at")
 
 
 def queue_order_only(rule_set: RuleSet) -> bool:
@@ -322,9 +323,17 @@ def queue_order_only(rule_set: RuleSet) -> bool:
 
 def in_queue_order(lots: Collection[LotSnapshot]) -> Iterator[LotSnapshot]:
     """By (queued_at, code), full ties in the given order (a stable sort); the first without
-    sorting, as it is mostly the only one needed."""
+    sorting, as it is mostly the only one needed: the earliest arrival found with built-ins (no
+    key tuple per lot), the code deciding among lots that arrived together."""
     if not lots:
         return
-    first = min(lots, key=_QUEUE_ORDER)  # the first of full ties
+    if not isinstance(lots, Sequence):
+        lots = list(lots)
+    times = list(map(_QUEUED_AT, lots))
+    earliest = min(times)
+    if times.count(earliest) == 1:
+        first = lots[times.index(earliest)]
+    else:  # the first of full ties
+        first = min((lot for lot in lots if lot.queued_at == earliest), key=_QUEUE_ORDER)
     yield first
     yield from (lot for lot in sorted(lots, key=_QUEUE_ORDER) if lot is not first)

@@ -106,6 +106,42 @@ def batch_groups(
     return groups
 
 
+def plain(lot: LotSnapshot, tool: ToolSnapshot, situation: Situation) -> bool:
+    """The common case, where no constraint keeps ``lot`` off ``tool`` (a waiting lot, no
+    reticle, dedication or Q-time gate, its window if any still open once set up, an empty tool
+    qualified for its recipe): checked in one go, as the constraint functions' calls cost. A
+    lot that is not plain may still be eligible: the constraints say."""
+    step = lot.step
+    deadline = lot.qtime_deadline
+    return (
+        not tool.running
+        and lot.state == WAITING
+        and lot.holds <= 0
+        and lot.qtime_earliest is None
+        and lot.dedicated_tool_id is None
+        and lot.recipe_by_tool is None
+        and not step.qtime_chain
+        and step.reticle is None
+        and lot.fab_id == tool.fab_id
+        and step.tool_group_id == tool.tool_group_id
+        and step.recipe is not None
+        and step.recipe in tool.qualified
+        and (
+            deadline is None
+            or situation.now + situation.setup_time(tool.current_setup, step.setup) <= deadline
+        )
+    )
+
+
+def may_run(lot: LotSnapshot, tool: ToolSnapshot, situation: Situation) -> bool:
+    """No constraint keeps ``lot`` off ``tool`` (the tool's own state aside)."""
+    return plain(lot, tool, situation) or (
+        lot_exclusion(lot) is None
+        and gate_exclusion(lot, situation) is None
+        and pair_exclusion(lot, tool, situation) is None
+    )
+
+
 def eligible_lots(
     tool: ToolSnapshot,
     lots: Iterable[LotSnapshot],
@@ -116,28 +152,8 @@ def eligible_lots(
     """The lots the tool may run now; the others go to ``excluded`` with every reason (when a
     list is given: a decision alone does not need them)."""
     eligible: list[LotSnapshot] = []
-    # The common case inline (a waiting lot, no window, reticle or dedication, an empty tool
-    # qualified for its recipe), where every constraint passes; any other lot is checked in
-    # full. Most of a decision's lots are the common case, and the calls cost.
-    fab, group, qualified, idle = tool.fab_id, tool.tool_group_id, tool.qualified, not tool.running
     for lot in lots:
-        step = lot.step
-        if (
-            blocked is None
-            and idle
-            and lot.state == WAITING
-            and lot.holds <= 0
-            and lot.qtime_deadline is None
-            and lot.qtime_earliest is None
-            and lot.dedicated_tool_id is None
-            and lot.recipe_by_tool is None
-            and not step.qtime_chain
-            and step.reticle is None
-            and lot.fab_id == fab
-            and step.tool_group_id == group
-            and step.recipe is not None
-            and step.recipe in qualified
-        ):
+        if blocked is None and plain(lot, tool, situation):
             eligible.append(lot)
             continue
         own = lot_exclusion(lot) or gate_exclusion(lot, situation)
