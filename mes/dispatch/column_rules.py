@@ -67,16 +67,17 @@ def _fifo_col(
 def _critical_ratio_col(
     lots: Sequence[LotSnapshot], _t: ToolSnapshot, s: Situation, p: Mapping[str, float]
 ) -> list[float]:
-    now, factor, scale = s.now, p["flow_factor"], p["scale"]
-    out = []
+    now, factor, scale, exp = s.now, p["flow_factor"], p["scale"], math.exp
+    out: list[float] = []
+    append = out.append
     for lot in lots:
         due = lot.due_at
         if due is None:
-            out.append(0.0)
+            append(0.0)
             continue
-        ratio = (due - now) / max(1.0, lot.remaining_process_s * factor)
-        z = (ratio - 1.0) / scale
-        out.append(0.0 if z > 50 else 1.0 if z < -50 else 1.0 / (1.0 + math.exp(z)))
+        flow = lot.remaining_process_s * factor
+        z = ((due - now) / (flow if flow > 1.0 else 1.0) - 1.0) / scale  # max(1.0, flow)
+        append(0.0 if z > 50 else 1.0 if z < -50 else 1.0 / (1.0 + exp(z)))
     return out
 
 

@@ -152,10 +152,34 @@ def eligible_lots(
     """The lots the tool may run now; the others go to ``excluded`` with every reason (when a
     list is given: a decision alone does not need them)."""
     eligible: list[LotSnapshot] = []
+    # ``plain`` inline (the calls cost: a decision looks at every lot waiting for the group).
+    fab, group, qualified = tool.fab_id, tool.tool_group_id, tool.qualified
+    free = blocked is None and not tool.running
+    now, setup_time, current = situation.now, situation.setup_time, tool.current_setup
     for lot in lots:
-        if blocked is None and plain(lot, tool, situation):
+        step = lot.step
+        if (
+            free
+            and lot.state == WAITING
+            and lot.holds <= 0
+            and lot.qtime_earliest is None
+            and lot.dedicated_tool_id is None
+            and lot.recipe_by_tool is None
+            and not step.qtime_chain
+            and step.reticle is None
+            and lot.fab_id == fab
+            and step.tool_group_id == group
+            and step.recipe is not None
+            and step.recipe in qualified
+            and (
+                lot.qtime_deadline is None
+                or now + setup_time(current, step.setup) <= lot.qtime_deadline
+            )
+        ):
             eligible.append(lot)
             continue
+        if excluded is None and lot.dedicated_tool_id not in (None, tool.id):
+            continue  # dedicated to another tool: excluded, whatever else
         own = lot_exclusion(lot) or gate_exclusion(lot, situation)
         if own is None and blocked is None:
             pair = pair_exclusion(lot, tool, situation)
