@@ -70,20 +70,21 @@ class Dispatching:
         rule_set = self.rule_sets[fid]
         situation: policy.Situation | None = None
         waiting = False
+        counters, decide, tool_exclusion = sim.counters, policy.decide, policy.tool_exclusion
         for tool in tools:
             if tool.blocker is not None or tool.status >= BROKEN or tool.pm_due:
                 continue
             snap = tool.snapshot()
-            if policy.tool_exclusion(snap) is not None:
+            if tool_exclusion(snap) is not None:
                 continue
             if situation is None:
                 situation = self.situation(fid)
             if situation.downstream:
-                sim.counters.qtime_gated += sum(
+                counters.qtime_gated += sum(
                     1 for lot in queue.values() if policy.gate_exclusion(lot, situation) is not None
                 )
-            starts = policy.decide(snap, queue.values(), situation, rule_set)
-            sim.counters.decisions += 1
+            starts = decide(snap, queue.values(), situation, rule_set)
+            counters.decisions += 1
             if starts.lots:
                 sim.start_job(tool, [sim.lots[r.lot.id] for r in starts.lots])
                 if situation.downstream:

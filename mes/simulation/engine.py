@@ -149,18 +149,19 @@ class Simulation:
     def run(self) -> Simulation:
         self._start()
         heap, handlers, dispatching = self._heap, self.handlers, self.dispatching
-        pop = heapq.heappop
-        next_report = self.now + DAY
-        while heap and heap[0][0] <= self.end:
+        pop, end, progress, counters = heapq.heappop, self.end, self.progress, self.counters
+        next_report = self.now + DAY if progress is not None else float("inf")
+        while heap and heap[0][0] <= end:
             t, _seq, kind, a, b = pop(heap)
             self.now = t
-            self.counters.events += 1
+            counters.events += 1
             handlers[kind](a, b)
             if dispatching.dirty and (not heap or heap[0][0] > t):
                 dispatching.cycle()
-            if self.progress is not None and t >= next_report:
+            if t >= next_report:
                 next_report += DAY
-                self.progress((t - self.model.t0) / DAY)
+                assert progress is not None
+                progress((t - self.model.t0) / DAY)
         self.now = self.end
         for tool in self.tools:
             self.account(tool, tool.status)
