@@ -108,9 +108,9 @@ def batch_groups(
 
 def plain(lot: LotSnapshot, tool: ToolSnapshot, situation: Situation) -> bool:
     """The common case, where no constraint keeps ``lot`` off ``tool`` (a waiting lot, no
-    reticle, dedication or Q-time gate, its window if any still open once set up, an empty tool
-    qualified for its recipe): checked in one go, as the constraint functions' calls cost. A
-    lot that is not plain may still be eligible: the constraints say."""
+    reticle, no dedication to another tool, no Q-time gate data, its window if any still open
+    once set up, an empty tool qualified for its recipe): checked in one go, as the constraint
+    functions' calls cost. A lot that is not plain may still be eligible: the constraints say."""
     step = lot.step
     deadline = lot.qtime_deadline
     return (
@@ -118,9 +118,9 @@ def plain(lot: LotSnapshot, tool: ToolSnapshot, situation: Situation) -> bool:
         and lot.state == WAITING
         and lot.holds <= 0
         and lot.qtime_earliest is None
-        and lot.dedicated_tool_id is None
+        and (lot.dedicated_tool_id is None or lot.dedicated_tool_id == tool.id)
         and lot.recipe_by_tool is None
-        and not step.qtime_chain
+        and not (step.qtime_chain and situation.downstream)  # else the gate has no say
         and step.reticle is None
         and lot.fab_id == tool.fab_id
         and step.tool_group_id == tool.tool_group_id
@@ -135,7 +135,11 @@ def plain(lot: LotSnapshot, tool: ToolSnapshot, situation: Situation) -> bool:
 
 def may_run(lot: LotSnapshot, tool: ToolSnapshot, situation: Situation) -> bool:
     """No constraint keeps ``lot`` off ``tool`` (the tool's own state aside)."""
-    return plain(lot, tool, situation) or (
+    if plain(lot, tool, situation):
+        return True
+    if lot.dedicated_tool_id not in (None, tool.id):
+        return False  # excluded, whatever else (and no need to say why)
+    return (
         lot_exclusion(lot) is None
         and gate_exclusion(lot, situation) is None
         and pair_exclusion(lot, tool, situation) is None
@@ -153,9 +157,10 @@ def eligible_lots(
     list is given: a decision alone does not need them)."""
     eligible: list[LotSnapshot] = []
     # ``plain`` inline (the calls cost: a decision looks at every lot waiting for the group).
-    fab, group, qualified = tool.fab_id, tool.tool_group_id, tool.qualified
+    fab, group, qualified, tool_id = tool.fab_id, tool.tool_group_id, tool.qualified, tool.id
     free = blocked is None and not tool.running
     now, setup_time, current = situation.now, situation.setup_time, tool.current_setup
+    gated = bool(situation.downstream)
     for lot in lots:
         step = lot.step
         if (
@@ -163,9 +168,9 @@ def eligible_lots(
             and lot.state == WAITING
             and lot.holds <= 0
             and lot.qtime_earliest is None
-            and lot.dedicated_tool_id is None
+            and (lot.dedicated_tool_id is None or lot.dedicated_tool_id == tool_id)
             and lot.recipe_by_tool is None
-            and not step.qtime_chain
+            and not (step.qtime_chain and gated)
             and step.reticle is None
             and lot.fab_id == fab
             and step.tool_group_id == group
@@ -178,7 +183,7 @@ def eligible_lots(
         ):
             eligible.append(lot)
             continue
-        if excluded is None and lot.dedicated_tool_id not in (None, tool.id):
+        if excluded is None and lot.dedicated_tool_id not in (None, tool_id):
             continue  # dedicated to another tool: excluded, whatever else
         own = lot_exclusion(lot) or gate_exclusion(lot, situation)
         if own is None and blocked is None:

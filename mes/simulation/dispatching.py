@@ -6,13 +6,18 @@ A batch worth waiting for is decided on again when its wait reaches the batch ru
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING
+from collections.abc import Mapping
+from types import MappingProxyType
+from typing import TYPE_CHECKING, Any
 
 import mes.dispatch.policy as policy
 from mes.simulation.state import BROKEN, WAKE
 
 if TYPE_CHECKING:
     from mes.simulation.engine import Simulation
+
+
+_NONE: Mapping[Any, Any] = MappingProxyType({})
 
 
 class Dispatching:
@@ -49,6 +54,8 @@ class Dispatching:
                 loads=sim.loads,
                 setup_times=sim.model.setup_times,
                 min_run=sim.model.min_run,
+                transfer_s=_NONE,  # not two new empty dicts per instant
+                downstream=_NONE,
             )
         return sit
 
