@@ -254,9 +254,9 @@ def top_of(eligible: list[LotSnapshot], score: list[float]) -> int:
     """Where in ``eligible`` the lot ``ranking`` would put first: the highest score, then the
     earliest ``queued_at``, the lowest code, the first given (a sort's first, without sorting)."""
     best = max(score)
+    if score.count(best) == 1:  # built-ins: mostly one lot has the best score
+        return score.index(best)
     tied = [n for n, x in enumerate(score) if x == best]
-    if len(tied) == 1:
-        return tied[0]
     return min(tied, key=lambda n: (eligible[n].queued_at, eligible[n].code, n))
 
 
