@@ -181,11 +181,11 @@ def scores(
     rule_set: RuleSet,
     candidates: Callable[[], Sequence[Candidate]],
 ) -> list[float]:
-    """The ranking score of each lot, as ``policy``'s per-lot scorer gives it: ``w * value`` for
-    one rule of non-zero weight, else the ``sum`` of the rules' ``w * value`` in the rule set's
-    order (rules of weight 0 left out: they add ±0.0). ``candidates`` builds the lots'
-    candidates, for rules without a column form."""
-    columns = []
+    """The ranking score of each lot: ``w * value`` for one rule of non-zero weight, else
+    ``sum([w * value, ...])`` over the rules in the rule set's order (rules of weight 0 left out:
+    they add ±0.0). ``candidates`` builds the lots' candidates, for rules without a column
+    form."""
+    weighted: list[tuple[float, list[float]]] = []
     built: Sequence[Candidate] | None = None
     for rule in rule_set.rules:
         w = rule.weight
@@ -199,9 +199,19 @@ def scores(
                 built = candidates()
             fn, params = rule.fn, rule.params
             values = [fn(c, situation, params)[0] for c in built]
-        columns.append([w * v for v in values])
-    if len(columns) == 1:
-        return columns[0]
-    if not columns:
+        weighted.append((w, values))
+    # ``sum`` of floats adds from 0 (0.0 + the first, then the others in order): the same
+    # floats, written out for up to three rules (one pass, no list per lot).
+    if not weighted:
         return [0] * len(lots)  # what ``sum([])`` gives per lot
+    if len(weighted) == 1:
+        w, values = weighted[0]
+        return [w * v for v in values]
+    if len(weighted) == 2:
+        (w1, v1), (w2, v2) = weighted
+        return [0.0 + w1 * a + w2 * b for a, b in zip(v1, v2, strict=True)]
+    if len(weighted) == 3:
+        (w1, v1), (w2, v2), (w3, v3) = weighted
+        return [0.0 + w1 * a + w2 * b + w3 * c for a, b, c in zip(v1, v2, v3, strict=True)]
+    columns = [[w * v for v in values] for w, values in weighted]
     return [sum(parts) for parts in zip(*columns, strict=True)]
