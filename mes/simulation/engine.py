@@ -334,7 +334,8 @@ class Simulation:
 
     def _complete(self, lot: SimLot) -> None:
         del self.lots[lot.id]
-        self.commitments.done(lot)
+        if self.qtime_gating:
+            self.commitments.done(lot)
         self.completed.append(
             Completed(
                 lot.part,
@@ -376,7 +377,8 @@ class Simulation:
             del queue[lot.id]
             lot.snap = None
             lot.tools_at[lot.index] = tool.id
-            self.commitments.started(lot, lot.index)
+            if self.qtime_gating:  # only the gate reads the commitments
+                self.commitments.started(lot, lot.index)
             deadline = lot.windows.pop(lot.index, None)
             if deadline is not None:
                 self.counters.qtime_checked += 1
