@@ -78,6 +78,9 @@ def _serve_parser() -> argparse.ArgumentParser:
         default=0.5,
         help="real seconds between publications of the process values (default 0.5)",
     )
+    p.add_argument(
+        "--journal", type=Path, help="append every job state change as a JSON line (for tests)"
+    )
     p.add_argument("--log-level", default="WARNING")
     return p
 
@@ -129,6 +132,7 @@ async def serve(args: argparse.Namespace) -> None:
         fault_rate=args.fault_rate,
         fault_kinds=kinds,
         process_value_period_s=args.pv_period,
+        journal=args.journal,
     ) as fab:
         for server in fab.servers.values():
             print(f"{server.spec.tool_id:12} {server.spec.kind.value:12} {server.endpoint}")

@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 from pathlib import Path
 from types import TracebackType
+from typing import Any
 
 from mes.opcua.model import ControlState
 
@@ -42,10 +44,14 @@ class SimFab:
         fault_rate: float = 0.0,
         fault_kinds: tuple[str, ...] = FAULT_KINDS,
         process_value_period_s: float = 0.5,
+        journal: Path | None = None,
     ) -> None:
         """``pki_dir`` None: no certificates, SecurityPolicy None only. ``state_dir``: each
-        tool persists its state to ``<state_dir>/<tool-id>.json`` and starts from it."""
+        tool persists its state to ``<state_dir>/<tool-id>.json`` and starts from it.
+        ``journal``: every job state change of every tool, appended as a JSON line (what the
+        tools did, for a test to hold the MES to)."""
         self.clock = clock or SimClock(speed)
+        self._journal = journal.open("a", encoding="utf-8") if journal is not None else None
         self.servers = {
             spec.tool_id: SimServer(
                 spec,
@@ -61,10 +67,17 @@ class SimFab:
                 fault_rate=fault_rate,
                 fault_kinds=fault_kinds,
                 process_value_period_s=process_value_period_s,
+                journal=self._write_journal if journal is not None else None,
             )
             for spec in specs
         }
         self._concurrency = concurrency
+
+    def _write_journal(self, record: dict[str, Any]) -> None:
+        assert self._journal is not None
+        # One line per write and flushed: a reader sees whole records, also if we are killed.
+        self._journal.write(json.dumps(record, separators=(",", ":")) + "\n")
+        self._journal.flush()
 
     def __getitem__(self, tool_id: str) -> SimServer:
         return self.servers[tool_id]
@@ -86,6 +99,9 @@ class SimFab:
         for server in self.servers.values():
             with contextlib.suppress(Exception):
                 await server.stop()
+        if self._journal is not None:
+            self._journal.close()
+            self._journal = None
 
     async def __aenter__(self) -> SimFab:
         await self.start()

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -39,9 +40,17 @@ class Publisher:
     replays) outlast a restart of the server, which ``attach``es the new address space.
     """
 
-    def __init__(self, spec: ToolSpec, clock: SimClock) -> None:
+    def __init__(
+        self,
+        spec: ToolSpec,
+        clock: SimClock,
+        journal: Callable[[dict[str, Any]], None] | None = None,
+    ) -> None:
         self.spec = spec
         self.clock = clock
+        # What the tool did, for a test to compare with the MES: every job state change, as the
+        # tool has it (before any fault loses it on the way).
+        self.journal = journal
         self.published: dict[str, Any] = {}  # last value written, by variable path
         self.seq = 0
         self.job_history: deque[dict[str, Any]] = deque(maxlen=50)
@@ -76,6 +85,8 @@ class Publisher:
         events = tool.drain_events()  # while silent they wait in the tool
         await self.publish_state(tool)
         for event in events:
+            if self.journal is not None and isinstance(event, JobEvent):
+                self.journal(self._journal_record(event))
             await self._publish_event(event)
         if process_values:
             step, step_name, values = tool.process_values()
@@ -179,6 +190,18 @@ class Publisher:
     def _next_seq(self) -> int:
         self.seq += 1
         return self.seq
+
+    def _journal_record(self, event: JobEvent) -> dict[str, Any]:
+        response = event.response
+        return {
+            "tool": self.spec.tool_id,
+            "job": event.job_order_id,
+            "state": event.state.value,
+            "substate": event.substate.value,
+            "started": response.get("StartTime"),
+            "lots": response.get("Lots", []),
+            "processed": response.get("WafersProcessed"),
+        }
 
     async def _publish_event(self, event: Event) -> None:
         at = self.clock.datetime(event.at)

@@ -69,11 +69,13 @@ class SimServer(FaultInjection):
         restore: bool = False,
         fault_rate: float = 0.0,
         fault_kinds: tuple[str, ...] = FAULT_KINDS,
+        journal: Callable[[dict[str, Any]], None] | None = None,
     ) -> None:
         """``pki_dir``: certificates and trust list (see ``pki``); ``security`` defaults to
         OPTIONAL with a ``pki_dir`` and NONE without. ``state_file``: where the tool persists
         its state (default: a scratch file removed at ``stop``); ``restore``: start from it.
-        ``fault_rate``: random faults per simulated hour of each of ``fault_kinds``."""
+        ``fault_rate``: random faults per simulated hour of each of ``fault_kinds``.
+        ``journal``: called with every job state change the tool makes (see ``Publisher``)."""
         self.spec = spec
         self.clock = clock
         self.port = port if port is not None else spec.port
@@ -107,7 +109,7 @@ class SimServer(FaultInjection):
         self._lock = asyncio.Lock()
         self._ticker: asyncio.Task[None] | None = None
         self._restarter: asyncio.Task[None] | None = None
-        self.publisher = Publisher(spec, clock)
+        self.publisher = Publisher(spec, clock, journal)
         self._methods = HostMethods(self)
         self._silent_until: float | None = None  # real monotonic time; inf = until told
         self._last_pv = -1.0

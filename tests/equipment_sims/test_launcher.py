@@ -46,6 +46,30 @@ async def test_sim_fab_serves_every_tool_on_consecutive_ports(
             assert (await tc.wait_job("J1", "Ended")).JobSubstate == "Completed"
 
 
+async def test_the_journal_holds_every_job_state_change_the_tools_made(
+    shelf_dir: Path, tmp_path: Path
+) -> None:
+    specs = load_fab(EXAMPLE, base_port=free_port(), only={"LITHO01"})
+    journal = tmp_path / "jobs.jsonl"
+    fab = SimFab(specs, speed=3000, shelf_dir=shelf_dir, pki_dir=None, journal=journal)
+    async with fab, Client(fab["LITHO01"].endpoint, timeout=TIMEOUT) as client:
+        tc = ToolClient(client, "LITHO01")
+        await tc.setup()
+        await tc.download("R1", LITHO_BODY)
+        for job in ("J1", "J2"):
+            await tc.job("StoreAndStart", job_order(job, "R1", ("L1", [1, 2])), "")
+            await tc.wait_job(job, "Ended")
+            await tc.job("Clear", job, "")
+    records = [json.loads(line) for line in journal.read_text().splitlines()]
+    for job in ("J1", "J2"):
+        mine = [r for r in records if r["job"] == job]
+        assert all(r["tool"] == "LITHO01" and r["lots"] == ["L1"] for r in mine)
+        assert [r["state"] for r in mine][-2:] == ["Running", "Ended"]
+        assert mine[-1]["processed"] == 2
+        # One start: every record after it carries the same start time.
+        assert len({r["started"] for r in mine if r["started"] is not None}) == 1
+
+
 async def test_cli_serves_the_fab_and_injects_faults(shelf_dir: Path, pki_dir: Path) -> None:
     port = free_port()
     proc = await asyncio.create_subprocess_exec(
