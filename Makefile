@@ -171,7 +171,7 @@ fuzz: $(VENV)/.installed-dev
 ## crash: SIGKILL the service KILLS (50) times under API load and restart it; prints kills survived
 ## and acknowledged requests lost (PostgreSQL: MES_BENCH_DATABASE_URL, as bench)
 crash: $(VENV)/.installed-dev
-	$(BIN)/python bench/crash.py --kills $${KILLS:-50} --database-url $${MES_BENCH_DATABASE_URL:-postgresql+asyncpg://postgres@127.0.0.1:5432/test}
+	$(BIN)/python bench/crash.py --tools --kills $${KILLS:-50} --database-url $${MES_BENCH_DATABASE_URL:-postgresql+asyncpg://postgres@127.0.0.1:5432/test}
 
 ## soak: the simulated fab, dispatcher and API load for SOAK_SECONDS (600); samples RSS, connections,
 ## p99 latency, tool-event lag, table growth and invariants; a slope-based bounded verdict

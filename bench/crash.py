@@ -58,6 +58,7 @@ from mes.lots.models import Lot, LotEvent
 from mes.seed import loader
 
 sys.path.insert(0, str(Path(__file__).parent))
+import crash_tools
 from service_process import free_port
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -91,6 +92,7 @@ class Service:
 
     url: str
     log_dir: Path
+    extra_env: dict[str, str] = field(default_factory=dict)
     port: int = field(default_factory=free_port)
     proc: subprocess.Popen[bytes] | None = None
     starts: int = 0
@@ -110,6 +112,7 @@ class Service:
             "MES_DISPATCH_FABS": "F1=advise,F2=advise",
             "MES_DISPATCH_INTERVAL_S": "1",
             "MES_DISPATCH_LEASE_TTL_S": "2",
+            **self.extra_env,
         }
         self.starts += 1
         log = (self.log_dir / f"mes-{self.starts}.log").open("wb")
@@ -335,13 +338,21 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     else:
         url = await throwaway.create_database(args.database_url, prefix="mes_crash")
     db = Database(create_engine(Settings(database_url=url)))
-    service = Service(url, tmp)
+    base_port = free_port() + 1000
+    service = Service(url, tmp, crash_tools.service_env(2.0) if args.tools else {})
     rng = random.Random(args.seed)
     checks: list[dict[str, Any]] = []
+    sims: subprocess.Popen[bytes] | None = None
+    journal = tmp / "tool-journal.jsonl"
     try:
         await migrate.upgrade(db.engine)
         async with unit_of_work(db) as session:
             await loader.load(session, loader.read_example(), clock=SystemClock())
+            if args.tools:
+                data = loader.ExampleData.model_validate(crash_tools.tool_fab(base_port))
+                await loader.load(session, data, clock=SystemClock())
+        if args.tools:
+            sims, journal = crash_tools.start_sims(tmp, base_port, args.speed)
         async with httpx.AsyncClient() as http:
             load = Load(service, http)
             service.spawn()
@@ -351,10 +362,13 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                 asyncio.create_task(client(load, n, random.Random(rng.random())))
                 for n in range(args.clients)
             ]
+            if args.tools:
+                feed = crash_tools.feeder(load, args.wip, random.Random(rng.random()))
+                clients.append(asyncio.create_task(feed))
             kills = 0
             try:
                 for _ in range(args.kills):
-                    await asyncio.sleep(rng.uniform(0.5, 2.5))
+                    await asyncio.sleep(rng.uniform(*args.gap))
                     for task in clients:
                         if task.done():
                             task.result()  # a client that failed: raise its error here
@@ -384,6 +398,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                 load.stop.set()
                 # Let every client finish its request (each ends answered: no kill now).
                 await asyncio.wait_for(asyncio.gather(*clients), timeout=120)
+            tool_check = await crash_tools.settled(db, journal, 60) if args.tools else {}
         service.stop()
         final = await check_database(db)
         result = await verify(db, load.ledger)
@@ -407,16 +422,22 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             "restart_s_median": round(sorted(service.restart_s)[len(service.restart_s) // 2], 2),
             "invariants_final": final.ok,
             "details": result["examples"],
+            **{k: v if isinstance(v, int) else len(v) for k, v in tool_check.items()},
+            "tool_details": {k: v[:5] for k, v in tool_check.items() if isinstance(v, list) and v},
             # A valid request refused by a database constraint is a missing business check.
             "ok": lost == 0
             and "db.constraint_violated" not in load.refused
             and result["events_doubled"] == 0
+            and not any(isinstance(v, list) and v for v in tool_check.values())
             and final.ok
             and all(c["ok"] for c in checks),
             "logs": str(tmp),
         }
     finally:
         service.stop()
+        if sims is not None:
+            sims.terminate()
+            sims.wait(timeout=30)
         await db.dispose()
         if not is_sqlite(url):
             await throwaway.drop_database(url, beside=args.database_url)
@@ -428,6 +449,14 @@ def main() -> None:
     parser.add_argument("--clients", type=int, default=6)
     parser.add_argument("--seed", type=int, default=None)
     parser.add_argument(
+        "--tools", action="store_true", help="simulated tools driven by the adapters+dispatcher"
+    )
+    parser.add_argument(
+        "--gap", type=float, nargs=2, default=None, help="seconds between kills (uniform)"
+    )
+    parser.add_argument("--wip", type=int, default=6, help="S1 lots kept in the line (--tools)")
+    parser.add_argument("--speed", type=float, default=300.0, help="the tools' clock (--tools)")
+    parser.add_argument(
         "--database-url",
         default=os.environ.get(
             "MES_BENCH_DATABASE_URL", "postgresql+asyncpg://postgres@127.0.0.1:5432/test"
@@ -436,6 +465,8 @@ def main() -> None:
     args = parser.parse_args()
     if args.seed is None:
         args.seed = random.randrange(2**32)
+    if args.gap is None:  # with tools: long enough for jobs to be sent, run and end between kills
+        args.gap = (3.0, 10.0) if args.tools else (0.5, 2.5)
     result = asyncio.run(run(args))
     print(
         f"kills survived {result['kills_survived']}/{result['kills']}, acknowledged requests "

@@ -1,6 +1,8 @@
-"""SIGKILL the MES under concurrent API load and restart it: after every restart the invariants
-hold, and no acknowledged request is lost or applied twice (``bench/crash.py``, run here short;
-``make crash`` runs 50 kills)."""
+"""SIGKILL the MES under concurrent API load, with its adapters driving simulated tools and its
+dispatcher sending them job orders, and restart it: after every restart the invariants hold, no
+acknowledged request is lost or applied twice, no job order starts twice on a tool, and every run
+a tool processed is tracked out exactly once (``bench/crash.py --tools``, run here short; ``make
+crash`` runs 50 kills)."""
 
 from __future__ import annotations
 
@@ -27,6 +29,7 @@ def test_killed_and_restarted_service_loses_and_doubles_nothing() -> None:
         [
             sys.executable,
             str(ROOT / "bench" / "crash.py"),
+            "--tools",
             "--kills", str(KILLS),
             "--clients", "4",
             "--database-url", DATABASE_URL,
@@ -45,4 +48,11 @@ def test_killed_and_restarted_service_loses_and_doubles_nothing() -> None:
     assert result["acknowledged_lost"] == 0, result
     assert result["applied_twice"] == 0, result
     assert result["invariants_final"], result
+    # What the tools journalled against what the MES recorded (at least one run, or it proves
+    # nothing): no job order started twice, no tool-made move lost or doubled.
+    assert result["tool_lot_runs"] > 0, result
+    assert result["tool_jobs_started_twice"] == 0, result
+    assert result["tool_moves_lost"] == 0, result
+    assert result["tool_moves_doubled"] == 0, result
+    assert result["tool_jobs_unknown_to_mes"] == 0, result
     assert run.returncode == 0, run.stderr[-3000:]
