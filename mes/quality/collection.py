@@ -10,9 +10,10 @@ with their context (lot, wafer, product, step, tool, chamber), then judged (``sp
 
 from __future__ import annotations
 
-from sqlalchemy import insert, select
+from sqlalchemy import bindparam, insert, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from mes.db import memo
 from mes.errors import InvalidInput, refuses
 from mes.lots import checks
 from mes.lots.checks import CheckHold, TrackOutFacts
@@ -21,9 +22,28 @@ from mes.lots.states import WaferState
 from mes.products.models import Product
 from mes.quality import edc_rules, ocap, plans, spc
 from mes.quality.models import EdcValue
-from mes.routes.models import RouteVersion
+from mes.routes.models import RouteVersion, RouteVersionStatus
 
 MISSING_HOLD = "EDC_MISSING"
+
+_ROUTE_OF_VERSION = select(RouteVersion.route_id, RouteVersion.status).where(
+    RouteVersion.id == bindparam("id")
+)
+
+
+async def _route_of_version(session: AsyncSession, route_version_id: int) -> int:
+    """The route a version belongs to. Set once when the version is made; a released version
+    is never deleted, so its route is read once per database (mes.db.memo), not per track-out."""
+    key = ("route_of_version", route_version_id)
+    known: int | None = memo.recall(session, key)
+    if known is not None:
+        return known
+    row = (await session.execute(_ROUTE_OF_VERSION, {"id": route_version_id})).one_or_none()
+    if row is None:
+        return 0
+    if row.status != RouteVersionStatus.DRAFT:
+        memo.remember(session, key, row.route_id)
+    return int(row.route_id)
 
 
 async def _processed_wafers(session: AsyncSession, facts: TrackOutFacts) -> dict[int, str]:
@@ -45,9 +65,7 @@ async def _processed_wafers(session: AsyncSession, facts: TrackOutFacts) -> dict
 async def check_track_out(session: AsyncSession, facts: TrackOutFacts) -> list[CheckHold]:
     lot, data = facts.lot, facts.data
     holds = await ocap.watched(session, facts.tool)
-    route_id = await session.scalar(
-        select(RouteVersion.route_id).where(RouteVersion.id == lot.route_version_id)
-    )
+    route_id = await _route_of_version(session, lot.route_version_id)
     found = await plans.resolve(
         session,
         operation=facts.step.operation,
