@@ -20,7 +20,7 @@ SYNC := $(UV) sync --frozen --compile-bytecode --python $(PYTHON_EXE)
 unexport PYTHONDONTWRITEBYTECODE
 
 .PHONY: run sims interop test test-sqlite test-postgres lint typecheck docs docs-build bench \
-	bench-dispatch bench-wakeup bench-opcua bench-scale-out bench-quality bench-sim bench-console fuzz crash soak clean venv
+	bench-dispatch bench-wakeup bench-opcua bench-scale-out bench-fleet-kill bench-quality bench-sim bench-console fuzz crash soak clean venv
 
 # uv itself, from the package index pip is configured with.
 $(TOOLS_VENV)/.uv-$(UV_VERSION):
@@ -161,6 +161,12 @@ bench-opcua: $(VENV)/.installed-dev
 ## leader; print the take-over times (PostgreSQL: MES_BENCH_DATABASE_URL)
 bench-scale-out: $(VENV)/.installed-dev
 	$(BIN)/python bench/scale_out.py --tools $${TOOLS:-100} $${MES_BENCH_DATABASE_URL:+--database-url $$MES_BENCH_DATABASE_URL}
+
+## bench-fleet-kill: every role as its own process (2 APIs under load, 2 adapter replicas with
+## simulated tools, 2 dispatchers); SIGKILL an API, the busiest adapter and the dispatcher leader
+## at once; print take-over times, failed requests, lost/doubled (PostgreSQL: MES_BENCH_DATABASE_URL)
+bench-fleet-kill: $(VENV)/.installed-dev
+	$(BIN)/python bench/fleet_kill.py $${MES_BENCH_DATABASE_URL:+--database-url $$MES_BENCH_DATABASE_URL}
 
 ## fuzz: schemathesis against `mes serve` on a throw-away database (PostgreSQL beside
 ## MES_TEST_DATABASE_URL if set, else SQLite), every phase, FUZZ_SECONDS (600) long; prints the

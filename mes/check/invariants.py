@@ -124,7 +124,9 @@ async def check_leases(
     session: AsyncSession, report: Report, *, leader_window: timedelta
 ) -> list[Violation]:
     """A lease row has one owner and sane times; no two dispatchers led one fab at once (their
-    decisions interleave: A, B, A within ``leader_window``)."""
+    decisions interleave: A, B, A, B within ``leader_window``). A, B, A alone is a hand-over and
+    back — A's lease lapsed while it was starved of CPU, B took it, B died — which the lease
+    allows: every decision re-checks the lease in its own transaction."""
     found: list[Violation] = []
     for table, model, key in LEASE_TABLES:
         rows = (
@@ -170,18 +172,19 @@ async def check_leases(
         if seen and seen[-1].owner == d.owner:
             seen[-1] = d
             continue
-        # Owner A, then B, then A again within the window: both acted as the fab's leader.
+        # Owner A, B, A, then B again within the window: both kept acting as the fab's leader.
         if (
-            len(seen) >= 2
+            len(seen) >= 3
             and seen[-2].owner == d.owner
-            and d.cycle_at - seen[-2].cycle_at < leader_window
+            and seen[-3].owner == seen[-1].owner
+            and d.cycle_at - seen[-3].cycle_at < leader_window
         ):
             found.append(
                 Violation(
                     "leases",
-                    f"fab {d.fab_id} was dispatched by {seen[-2].owner} and {seen[-1].owner} "
+                    f"fab {d.fab_id} was dispatched by {seen[-1].owner} and {d.owner} "
                     "at once (their decisions interleave)",
-                    [row_dict(seen[-2]), row_dict(seen[-1]), row_dict(d)],
+                    [row_dict(seen[-3]), row_dict(seen[-2]), row_dict(seen[-1]), row_dict(d)],
                 )
             )
         seen.append(d)
