@@ -349,7 +349,7 @@ class DirectMover(Mover):
                     AuditContext(self.actor.username, "tool-adapter", f"bench.{kind}", utc_now()),
                 )
                 if kind == "track_in":
-                    lot, _tool, _recipe = await lots_service.track_in(
+                    lot, _tool, _recipe, _chambers = await lots_service.track_in(
                         session,
                         code,
                         TrackIn(tool=self.tools[group]),

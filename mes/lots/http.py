@@ -120,11 +120,18 @@ class LotWrite:
             status_code=status_code or 200,
         )
 
-    async def run_lot(self, verb: Callable[[], Awaitable[Lot]]) -> Answer:
-        """``run`` a verb that changes one lot; the answer is that lot."""
+    async def run_lot(
+        self, verb: Callable[[], Awaitable[Lot]], *, from_session: bool = False
+    ) -> Answer:
+        """``run`` a verb that changes one lot; the answer is that lot. ``from_session``: the
+        verb changed the lot through the ORM only (no bulk UPDATE), so the locked row in the
+        session is current and the answer is built from it (``moved_lot_answer``)."""
 
         async def operation() -> LotRead:
-            return await self.read((await verb()).code)
+            lot = await verb()
+            if from_session:
+                return await service.moved_lot_answer(self.session, lot)
+            return await self.read(lot.code)
 
         return await self.run(operation)
 

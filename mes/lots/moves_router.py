@@ -107,7 +107,8 @@ async def track_in(lot: CodePath, body: s.TrackIn, tx: Mover) -> Answer:
             tx.session, lot, command, actor=tx.by, clock=tx.clock
         )
         return s.TrackInResult(
-            lot=await tx.read(moved.code),
+            # Changed through the ORM only: the answer comes from the session's row.
+            lot=await service.moved_lot_answer(tx.session, moved),
             tool=tool.code,
             recipe=s.RecipeToRun(
                 name=recipe.recipe.name,
@@ -161,7 +162,7 @@ async def track_out(lot: CodePath, body: s.TrackOut, tx: Mover) -> Answer:
             )
         return moved
 
-    return await tx.run_lot(by_hand)
+    return await tx.run_lot(by_hand, from_session=True)
 
 
 @router.post("/{lot}/cancel-track-in", response_model=s.LotRead)

@@ -45,6 +45,7 @@ from mes.lots.queries import (
     lot_history,
     lot_query,
     lots_by_codes,
+    moved_lot_answer,
     reload_lot,
 )
 from mes.lots.start import route_version_for_start, start_lots
@@ -91,6 +92,7 @@ __all__ = [
     "lots_running_on",
     "mass_hold",
     "merge",
+    "moved_lot_answer",
     "recall",
     "receive",
     "release",
