@@ -73,10 +73,15 @@ class RoundTrips:
         self.cache: Counter[str] = Counter()
         self.uncached: Counter[str] = Counter()
         self.on = False
+        # Which move the trips belong to (set by the mover): statements per track-in and
+        # per track-out, not only their average.
+        self.move = "move"
+        self.by_move: dict[str, Counter[str]] = {}
 
     def add(self, kind: str) -> None:
         if self.on:
             self.counts[kind] += 1
+            self.by_move.setdefault(self.move, Counter())[kind] += 1
 
     @contextmanager
     def installed(self, url: str) -> Iterator[None]:
@@ -195,6 +200,7 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
                 mover: Mover | DirectMover = Mover(http, operator, fixture.tools[0], lots)
                 if args.direct:
                     mover = await DirectMover.make(app.state.db, fixture.tools[0], lots)
+                mover.trips = trips
                 await mover.moves(args.warmup)  # compiled caches, prepared statements
                 mover.kinds.clear()
                 trips.on = True
@@ -223,6 +229,14 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
         "wall_ms_per_move": round(wall * 1000 / done, 2),
         "round_trips_per_move": round(sum(trips.counts.values()) / done, 2),
         "round_trips": {k: round(v / done, 2) for k, v in trips.counts.most_common()},
+        "round_trips_by_move": {
+            move: {
+                "per_move": round(sum(c.values()) / mover.kinds[move], 2),
+                **{k: round(v / mover.kinds[move], 2) for k, v in c.most_common()},
+            }
+            for move, c in trips.by_move.items()
+            if mover.kinds[move]
+        },
         "compiled_cache": dict(trips.cache),
         "not_from_compiled_cache": dict(trips.uncached),
         "profiled": bool(args.profile),
@@ -236,6 +250,10 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
     )
     for kind, n in figures["round_trips"].items():
         print(f"    {n:6.2f}  {kind}")
+    for move, per in figures["round_trips_by_move"].items():
+        print(f"  {move}: {per['per_move']} round trips each")
+        for kind, n in list(per.items())[1:]:
+            print(f"    {n:6.2f}  {kind}")
     print(f"    SQLAlchemy compiled cache: {dict(trips.cache)}; not cached: {dict(trips.uncached)}")
     if args.py_spy and args.py_spy.exists():
         profile = analyse_profile(args.py_spy)
@@ -293,10 +311,13 @@ class Mover:
         self.lots = [(lot["code"], lot["step"]["tool_group"]) for lot in lots]
         self.state = "Waiting"
         self.kinds: Counter[str] = Counter()
+        self.trips: RoundTrips | None = None
 
     async def moves(self, count: int) -> int:
         for _ in range(count):
             code, group = self.lots[0]
+            if self.trips is not None:
+                self.trips.move = "track_in" if self.state == "Waiting" else "track_out"
             if self.state == "Waiting":
                 url, body = f"/api/v1/lots/{code}/track-in", {"tool": self.tools[group]}
             else:
@@ -343,6 +364,8 @@ class DirectMover(Mover):
         for _ in range(count):
             code, group = self.lots[0]
             kind = "track_in" if self.state == "Waiting" else "track_out"
+            if self.trips is not None:
+                self.trips.move = kind
             async with unit_of_work(self.db) as session:
                 bind(
                     session,

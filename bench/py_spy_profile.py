@@ -111,6 +111,8 @@ IDLE_LEAVES = (
     "Condition.wait (",
     "Event.wait (",
     "Thread.join (",
+    # an idle thread-pool worker blocks in SimpleQueue.get (C), so py-spy shows this line
+    "_worker (concurrent/futures/thread.py:81)",
 )
 
 

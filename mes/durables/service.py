@@ -282,12 +282,16 @@ async def reserve_reticle(
     design = reticle_of(recipe_body)
     if design is None:
         return None
+    # No autoflush: the tool's counters just changed (admit_lot) and would be flushed here, a
+    # second UPDATE of the tool and a second audit record in the same move; they do not bear
+    # on which reticle is chosen, and the move's own flush writes them.
     copies = list(
         await session.scalars(
             select(Durable)
             .where(Durable.design == design)
             .order_by(Durable.id)
             .with_for_update(key_share=True)
+            .execution_options(autoflush=False)
         )
     )
     chosen = rules.choose(design, [view(d) for d in copies], tool.id, tool.code, wafers)

@@ -144,7 +144,12 @@ async def track_in(
         earlier = by_sequence(steps, step.same_tool_as_sequence)
         rules.check_dedication(step, _tool_view(tool), await _tool_that_ran(session, lot, earlier))
     # Q-time: a window this step closes that has already run out holds the lot instead.
-    windows = list(await session.scalars(_WINDOWS_TO_STEP, {"lot_id": lot.id, "step_id": step.id}))
+    # Only a step some window can end at has windows to read (most steps: a round trip saved).
+    windows = (
+        list(await session.scalars(_WINDOWS_TO_STEP, {"lot_id": lot.id, "step_id": step.id}))
+        if rules.closes_qtime_window(steps, step)
+        else []
+    )
     expired = [w for w in windows if rules.qtime_expired(w.deadline_at, now)]
     too_early = [w for w in windows if rules.qtime_too_early(w.earliest_at, now)]
     if too_early and not expired:
@@ -333,7 +338,9 @@ async def track_out(
             lot.current_step_id, lot.step_entered_at = target.id, now
             fire(session, lot, actions, kind=ARRIVAL, step_id=target.id, at=now)
     else:
-        if step.qtime_to_sequence is not None and step.qtime_max_s is not None:
+        if rules.opens_qtime_window(step):
+            assert step.qtime_to_sequence is not None
+            assert step.qtime_max_s is not None
             closing = by_sequence(steps, step.qtime_to_sequence)
             session.add(
                 QTimeWindow(

@@ -221,6 +221,16 @@ def qtime_expired(deadline: datetime, now: datetime) -> bool:
     return now > deadline
 
 
+def opens_qtime_window(step: StepView) -> bool:
+    return step.qtime_to_sequence is not None and step.qtime_max_s is not None
+
+
+def closes_qtime_window(steps: Sequence[StepView], step: StepView) -> bool:
+    """Whether a Q-time window can end at ``step``: only a step of the lot's own route version
+    that names it opens one (a split or merge copies windows between lots of one version)."""
+    return any(opens_qtime_window(s) and s.qtime_to_sequence == step.sequence for s in steps)
+
+
 def qtime_warning_due(deadline: datetime, now: datetime, warn_s: float) -> bool:
     """A window not yet expired with at most ``warn_s`` seconds left (0: never warn)."""
     return (

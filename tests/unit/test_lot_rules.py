@@ -235,3 +235,25 @@ def test_a_runs_wafer_outcomes_add_up_to_the_lots_wafers() -> None:
     assert tool == {"Processed": 2, "Aborted": 1, "Skipped": 2}
     assert rules.wafer_outcomes(3, 5, ()) == {"Processed": 3, "not reported": 2}  # by hand
     assert sum(rules.wafer_outcomes(1, 4, (("W2", "Aborted"),)).values()) == 4
+
+
+def test_a_window_can_end_only_at_a_step_its_route_names():
+    def step(id_: int, seq: int, to: int | None = None, max_s: float | None = None):
+        return rules.StepView(
+            id=id_,
+            sequence=seq,
+            tool_group_id=7,
+            operation="X",
+            recipe_name="R",
+            qtime_to_sequence=to,
+            qtime_max_s=max_s,
+        )
+
+    opens, plain, closes, after = step(1, 10, 30, 3600.0), step(2, 20), step(3, 30), step(4, 40)
+    steps = (opens, plain, closes, after)
+    assert rules.opens_qtime_window(opens)
+    assert not rules.opens_qtime_window(plain)
+    assert rules.closes_qtime_window(steps, closes)
+    assert not any(rules.closes_qtime_window(steps, s) for s in (opens, plain, after))
+    # A step naming a closing step but without a maximum opens no window.
+    assert not rules.closes_qtime_window((step(1, 10, 30), closes), closes)
