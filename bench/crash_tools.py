@@ -11,7 +11,8 @@ The tools' journal is the ground truth:
 
 * no job order started twice on a tool (one start time per tool and job order id);
 * every job a tool ended with wafers processed is tracked out in the MES exactly once for each of
-  its lots (a TRACK_OUT event of that lot at that tool and step): none lost, none twice.
+  its lots (a TRACK_OUT event of that lot at that tool and step): none lost, none twice;
+* no lot is on two tools at once (started on one while a job holding it runs on another).
 """
 
 from __future__ import annotations
@@ -93,6 +94,25 @@ def read_journal(journal: Path) -> list[dict[str, Any]]:
     return [json.loads(line) for line in lines if line.endswith("}")]
 
 
+def lots_on_two_tools(records: list[dict[str, Any]]) -> list[str]:
+    """Lots a job started on one tool while a job of another tool still held them. The journal is
+    appended by one process in the order the tools made the changes, so its order is time."""
+    holder: dict[str, tuple[str, str]] = {}  # lot -> (tool, job) of the job running it
+    clashes: list[str] = []
+    for r in records:
+        key = (r["tool"], r["job"])
+        final = r["state"] in ("Ended", "Aborted")
+        for lot in r["lots"]:
+            if final:
+                if holder.get(lot) == key:
+                    del holder[lot]
+            elif r["started"] is not None:
+                other = holder.setdefault(lot, key)
+                if other != key:
+                    clashes.append(f"{lot} on {other[0]}/{other[1]} and {key[0]}/{key[1]}")
+    return clashes
+
+
 async def compare(db: Database, journal: Path) -> dict[str, Any]:
     """The tools' journal against the MES's lot history (see the module's docstring)."""
     records = read_journal(journal)
@@ -142,6 +162,7 @@ async def compare(db: Database, journal: Path) -> dict[str, Any]:
         "tool_moves_lost": lost,
         "tool_moves_doubled": doubled,
         "tool_jobs_unknown_to_mes": unknown,
+        "tool_lots_on_two_tools": lots_on_two_tools(records),
     }
 
 

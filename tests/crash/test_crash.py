@@ -1,8 +1,8 @@
 """SIGKILL the MES under concurrent API load, with its adapters driving simulated tools and its
 dispatcher sending them job orders, and restart it: after every restart the invariants hold, no
-acknowledged request is lost or applied twice, no job order starts twice on a tool, and every run
-a tool processed is tracked out exactly once (``bench/crash.py --tools``, run here short; ``make
-crash`` runs 50 kills)."""
+acknowledged request is lost or applied twice, no job order starts twice on a tool, no lot is on
+two tools at once, and every run a tool processed is tracked out exactly once (``bench/crash.py
+--tools``, run here short; ``make crash`` runs 50 kills)."""
 
 from __future__ import annotations
 
@@ -55,4 +55,5 @@ def test_killed_and_restarted_service_loses_and_doubles_nothing() -> None:
     assert result["tool_moves_lost"] == 0, result
     assert result["tool_moves_doubled"] == 0, result
     assert result["tool_jobs_unknown_to_mes"] == 0, result
+    assert result["tool_lots_on_two_tools"] == 0, result
     assert run.returncode == 0, run.stderr[-3000:]
