@@ -339,7 +339,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         url = await throwaway.create_database(args.database_url, prefix="mes_crash")
     db = Database(create_engine(Settings(database_url=url)))
     base_port = free_port() + 1000
-    service = Service(url, tmp, crash_tools.service_env(2.0) if args.tools else {})
+    service = Service(url, tmp, crash_tools.service_env(6.0) if args.tools else {})
     rng = random.Random(args.seed)
     checks: list[dict[str, Any]] = []
     sims: subprocess.Popen[bytes] | None = None
