@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 
-from playwright.async_api import BrowserContext, expect
+from playwright.async_api import BrowserContext, Route, expect
 
 from tests.browser.conftest import Console, sign_in
 
@@ -78,3 +78,35 @@ async def test_a_release_signs_the_holds_shown_while_a_second_hold_arrives_live(
     await expect(page.locator("#release-holds")).to_contain_text("second look by the supervisor")
     await expect(page.locator("#release-holds")).not_to_contain_text("first look at the edge")
     await expect(holds.locator("#holds-table")).not_to_contain_text("first look at the edge")
+
+
+async def test_a_refresh_sent_before_the_dialog_opened_does_not_replace_it(
+    context: BrowserContext, console: Console
+) -> None:
+    # Seen in CI: a refresh of the lot's actions was on its way when the operator opened the
+    # release dialog; its answer replaced the open dialog. Here that answer is held back until
+    # the dialog is open and being filled in, then let through.
+    lot = await console.start_lot()
+    await hold_by_api(console, lot, "edge to be inspected")
+    page = await sign_in(context, "operator", f"/console/lots/{lot}")
+    await expect(page.locator("#release-open")).to_be_visible()
+    answer_held, requested = asyncio.Event(), asyncio.Event()
+
+    async def hold_back(route: Route) -> None:
+        requested.set()
+        await answer_held.wait()
+        await route.continue_()
+
+    await page.route("**/console/lots/*?part=actions", hold_back)
+    await page.evaluate("htmx.trigger(document.body, 'mes-changed')")
+    await asyncio.wait_for(requested.wait(), 15)
+    await page.click("#release-open")
+    await page.fill("#release-reason", "edge inspected, fine")
+    answer_held.set()
+    await expect(page.locator("#lot-actions")).to_have_attribute("data-keep-edits-pending", "")
+    await expect(page.locator("#release-reason")).to_be_visible()
+    await expect(page.locator("#release-reason")).to_have_value("edge inspected, fine")
+    await page.unroute("**/console/lots/*?part=actions")
+    # Closing the dialog lets the held-back refresh through.
+    await page.keyboard.press("Escape")
+    await expect(page.locator("#lot-actions")).not_to_have_attribute("data-keep-edits-pending", "")

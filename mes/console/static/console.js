@@ -57,6 +57,23 @@
     region.setAttribute("data-keep-edits-pending", "");
   });
 
+  // A refresh already on its way when the operator starts working in the region (a dialog
+  // opened after it was sent) is held back at swap time too, and sent again once idle.
+  document.addEventListener("htmx:beforeSwap", function (evt) {
+    var detail = evt.detail;
+    var config = detail.requestConfig;
+    if (!config || config.verb !== "get") return; // an action's own answer always shows
+    var region = regionOf({ elt: config.elt, target: detail.target });
+    if (!region || !busy(region)) return;
+    detail.shouldSwap = false;
+    var path = detail.pathInfo.requestPath;
+    var source = config.elt;
+    pending.set(region, function () {
+      htmx.ajax("GET", path, { source: source });
+    });
+    region.setAttribute("data-keep-edits-pending", "");
+  });
+
   function flush() {
     pending.forEach(function (issue, region) {
       if (!region.isConnected) {
@@ -76,7 +93,22 @@
   }
 
   document.addEventListener("focusout", soon);
-  document.addEventListener("close", soon, true); // dialog close does not bubble
+  // A dialog closed (Cancel, Escape, or after its form was sent) drops what was typed in it:
+  // its fields would otherwise hold the region's refreshes back forever. Dialog close does not
+  // bubble, hence the capture.
+  document.addEventListener(
+    "close",
+    function (evt) {
+      var dialog = evt.target;
+      if (dialog && dialog.tagName === "DIALOG") {
+        dialog.querySelectorAll("form").forEach(function (form) {
+          form.reset();
+        });
+      }
+      soon();
+    },
+    true
+  );
   document.addEventListener("reset", soon, true);
   document.addEventListener("input", soon);
   // A form in a region sent successfully: its edits are done (the server answers mes-changed).
