@@ -59,7 +59,7 @@ from mes.seed import loader
 
 sys.path.insert(0, str(Path(__file__).parent))
 import crash_tools
-from service_process import free_port
+from service_process import DEFAULT_DATABASE_URL, free_port
 
 ROOT = Path(__file__).resolve().parents[1]
 SECRET = "crash-signing-key-" + uuid.uuid4().hex
@@ -458,9 +458,7 @@ def main() -> None:
     parser.add_argument("--speed", type=float, default=300.0, help="the tools' clock (--tools)")
     parser.add_argument(
         "--database-url",
-        default=os.environ.get(
-            "MES_BENCH_DATABASE_URL", "postgresql+asyncpg://postgres@127.0.0.1:5432/test"
-        ),
+        default=DEFAULT_DATABASE_URL,
     )
     args = parser.parse_args()
     if args.seed is None:

@@ -46,7 +46,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 import crash_tools
 from crash import SECRET, Load, client, verify
 from scale_out import LEADING, _leader, _leases, _spawn, _until
-from service_process import free_port
+from service_process import DEFAULT_DATABASE_URL, free_port, stop_processes
 
 from mes.check.invariants import check_database
 from mes.clock import SystemClock
@@ -215,14 +215,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             "logs": str(tmp),
         }
     finally:
-        for proc in procs.values():
-            if proc.poll() is None:
-                proc.terminate()
-        for proc in procs.values():
-            try:
-                proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+        stop_processes(procs.values(), timeout=20)
         await db.dispose()
         await throwaway.drop_database(url, beside=args.database_url)
 
@@ -239,9 +232,7 @@ def _arguments() -> argparse.Namespace:
     parser.add_argument("--seed", type=int, default=None)
     parser.add_argument(
         "--database-url",
-        default=os.environ.get(
-            "MES_BENCH_DATABASE_URL", "postgresql+asyncpg://postgres@127.0.0.1:5432/test"
-        ),
+        default=DEFAULT_DATABASE_URL,
     )
     args = parser.parse_args()
     if args.seed is None:

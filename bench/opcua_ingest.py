@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from asyncua import Client
+from service_process import stop_processes
 from sqlalchemy.engine import make_url
 
 from mes.audit import recorder
@@ -234,10 +235,7 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
         with contextlib.suppress(asyncio.CancelledError, Exception):
             await task
         await db.dispose()
-        for proc in sims:
-            proc.terminate()
-        for proc in sims:
-            proc.wait(timeout=30)
+        stop_processes(sims, timeout=30)
         if args.database_url:
             await throwaway.drop_database(url, beside=args.database_url)
 

@@ -49,6 +49,7 @@ from mes.seed import loader
 
 sys.path.insert(0, str(Path(__file__).parent))
 from opcua_ingest import _cpu_seconds, _fab  # the same bench fab of etch tools
+from service_process import DEFAULT_DATABASE_URL, stop_processes
 
 LEADING = "leading B1"
 
@@ -202,14 +203,7 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
             "logs": str(tmp),
         }
     finally:
-        for proc in procs.values():
-            if proc.poll() is None:
-                proc.terminate()
-        for proc in procs.values():
-            try:
-                proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+        stop_processes(procs.values(), timeout=15)
         await engine.dispose()
         await throwaway.drop_database(url, beside=args.database_url)
 
@@ -223,9 +217,7 @@ def _arguments() -> argparse.Namespace:
     parser.add_argument("--timeout", type=float, default=300.0)
     parser.add_argument(
         "--database-url",
-        default=os.environ.get(
-            "MES_BENCH_DATABASE_URL", "postgresql+asyncpg://postgres@127.0.0.1:5432/test"
-        ),
+        default=DEFAULT_DATABASE_URL,
     )
     return parser.parse_args()
 

@@ -58,7 +58,7 @@ from mes.opcua.models import AdapterLease
 from mes.seed import loader
 
 sys.path.insert(0, str(Path(__file__).parent))
-from service_process import free_port
+from service_process import DEFAULT_DATABASE_URL, free_port
 
 ROOT = Path(__file__).resolve().parents[1]
 SECRET = "soak-signing-key-" + uuid.uuid4().hex
@@ -425,9 +425,7 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument(
         "--database-url",
-        default=os.environ.get(
-            "MES_BENCH_DATABASE_URL", "postgresql+asyncpg://postgres@127.0.0.1:5432/test"
-        ),
+        default=DEFAULT_DATABASE_URL,
     )
     result = asyncio.run(run(parser.parse_args()))
     print(
