@@ -20,7 +20,7 @@ SYNC := $(UV) sync --frozen --compile-bytecode --python $(PYTHON_EXE)
 unexport PYTHONDONTWRITEBYTECODE
 
 .PHONY: run sims interop test test-sqlite test-postgres lint typecheck docs docs-build bench \
-	bench-dispatch bench-wakeup bench-opcua bench-scale-out bench-fleet-kill bench-quality bench-sim bench-console fuzz crash soak clean venv
+	bench-dispatch bench-wakeup bench-opcua bench-tool-path bench-scale-out bench-fleet-kill bench-quality bench-sim bench-console fuzz crash soak clean venv
 
 # uv itself, from the package index pip is configured with.
 $(TOOLS_VENV)/.uv-$(UV_VERSION):
@@ -156,6 +156,11 @@ bench-sim: $(VENV)/.installed-dev
 ## at 1 Hz, on SQLite (MES_BENCH_DATABASE_URL=postgresql+asyncpg://... for PostgreSQL)
 bench-opcua: $(VENV)/.installed-dev
 	$(BIN)/python bench/opcua_ingest.py --tools $${TOOLS:-200} --seconds 30 $${MES_BENCH_DATABASE_URL:+--database-url $$MES_BENCH_DATABASE_URL}
+
+## bench-tool-path: CPU per job of the adapter and the dispatcher processes (simulated tools
+## driving the job path as deployed; PostgreSQL: MES_BENCH_DATABASE_URL)
+bench-tool-path: $(VENV)/.installed-dev
+	$(BIN)/python bench/tool_path.py $${MES_BENCH_DATABASE_URL:+--database-url $$MES_BENCH_DATABASE_URL}
 
 ## bench-scale-out: SIGKILL an adapter process holding TOOLS (100) tools and the dispatcher
 ## leader; print the take-over times (PostgreSQL: MES_BENCH_DATABASE_URL)

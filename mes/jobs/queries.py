@@ -39,11 +39,13 @@ async def get_job(
 
 
 async def find_job(
-    session: AsyncSession, job_order_id: str, *, for_update: bool = True
+    session: AsyncSession, job_order_id: str, *, for_update: bool = True, related: bool = True
 ) -> EquipmentJob | None:
-    stmt = (
-        select(EquipmentJob).options(*JOB_OPTIONS).where(EquipmentJob.job_order_id == job_order_id)
-    )
+    """``related=False``: the job row alone, without its tool, lots and recipe (five reads
+    fewer); for a caller that needs only the job's own columns, such as a wafer event."""
+    stmt = select(EquipmentJob).where(EquipmentJob.job_order_id == job_order_id)
+    if related:
+        stmt = stmt.options(*JOB_OPTIONS)
     if for_update:
         stmt = stmt.with_for_update(key_share=True)
     return (await session.scalars(stmt)).one_or_none()

@@ -152,7 +152,9 @@ async def apply_substrate_event(
     )
     if not await _claim(session, tool, key, now):
         return "duplicate"
-    job = await jobs_service.find_job(session, event.job_order_id, for_update=False)
+    # A wafer event reads and writes only the job's own row and its wafer results: per wafer
+    # and state, so the job's related rows are not loaded.
+    job = await jobs_service.find_job(session, event.job_order_id, for_update=False, related=False)
     if job is None or job.equipment_id != tool.id:
         return _unknown(tool, event.job_order_id, event.state)
     if job.status in FINAL:
