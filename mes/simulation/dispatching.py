@@ -41,6 +41,12 @@ class Dispatching:
             for step in route.steps
             if step.setup is not None and self._min_run.get(step.setup, 0) > 1
         }
+        self._setup_families = {
+            step.family
+            for route in sim.model.routes.values()
+            for step in route.steps
+            if step.setup is not None
+        }
 
     def situation(self, fid: int | None = None) -> policy.Situation:
         """One per instant: ``loads`` is the live mapping, the rest does not change. With Q-time
@@ -86,6 +92,8 @@ class Dispatching:
         situation: policy.Situation | None = None
         waiting = False
         counters, decide, tool_exclusion = sim.counters, policy.decide, policy.tool_exclusion
+        if fid in self._setup_families and len(tools) > 1:
+            tools = self._set_up_first(tools, queue)
         for tool in tools:
             if tool.blocker is not None or tool.status >= BROKEN or tool.pm_due:
                 continue
@@ -113,6 +121,15 @@ class Dispatching:
                 waiting = True
         if waiting:
             self._wake_for_batches(fid)
+
+    @staticmethod
+    def _set_up_first(tools: list[Tool], queue: Mapping[int, policy.LotSnapshot]) -> list[Tool]:
+        """The free tools whose setup a waiting lot wants decide first (the testbed's
+        ``wake_LeastSetupTime``: a lot wakes the idle tool with the least setup for it), so a
+        lot is not taken with a change by the first tool of the list while another free tool
+        is already set up for it. Otherwise the list order."""
+        wanted = {lot.step.setup for lot in queue.values()}
+        return sorted(tools, key=lambda tool: tool.setup is None or tool.setup not in wanted)
 
     def _within_min_run(
         self, tool: Tool, queue: Mapping[int, policy.LotSnapshot]

@@ -61,3 +61,21 @@ def test_a_minimum_run_gives_way_when_no_lot_of_its_setup_waits(tmp_path):
     assert sim.counters.setups == 2
     # 30 + 10 (lot 1, SU_A), 30 + 10 + 10 + 10 (lots 2, 3, then lot 1 at step 2): 100 min.
     assert max(c.done - sim.model.t0 for c in sim.completed) == 100 * 60
+
+
+def test_a_lot_goes_to_the_free_tool_already_set_up_for_it(tmp_path):
+    # Two implanters, SU_A 60 min then SU_B 60 min, 30 min per change. Lot 1 (at step 1, SU_A)
+    # and lot 2 (at step 2, SU_B) start at once, one per tool, and end at 90. Lot 1 then needs
+    # SU_B: both tools are free, and the one set up for SU_B takes it (the testbed's
+    # wake_LeastSetupTime), done at 150 with no third change; not the first tool of the list.
+    folder = w.make_testbed(
+        tmp_path,
+        families=[w.family("Implant", count=2)],
+        steps=[w.step(1, "Implant", 60, SETUP="SU_A"), w.step(2, "Implant", 60, SETUP="SU_B")],
+        wip_lots=[w.wip("Init_Lot_1_1", 1), w.wip("Init_Lot_1_2", 2)],
+        extra_files={"setup.txt": SETUPS},
+    )
+    for rules in ("fifo", "testbed"):
+        sim = run(folder, rules=rules)
+        assert sim.counters.setups == 2, rules
+        assert max(c.done - sim.model.t0 for c in sim.completed) == 150 * 60
