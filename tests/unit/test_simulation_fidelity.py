@@ -79,3 +79,25 @@ def test_a_lot_goes_to_the_free_tool_already_set_up_for_it(tmp_path):
         sim = run(folder, rules=rules)
         assert sim.counters.setups == 2, rules
         assert max(c.done - sim.model.t0 for c in sim.completed) == 150 * 60
+
+
+def test_a_cascading_tool_changes_setup_only_once_it_is_empty(tmp_path):
+    # A cascading implanter: 40 min per lot, the next lot may start 10 min after one started
+    # (PartInterval 0.4 min x 25 wafers). Lot 1 (SU_A, 30 min change from none) runs 30-70.
+    # Lot 2 needs SU_B: the gas cannot change under lot 1, so its change starts when lot 1 is
+    # out (70), then 30 min of setup, 40 of work: done at 140 (not at 40 + 30 + 40 = 110).
+    # Lot 3 (SU_B again) cascades 10 min behind lot 2: 150.
+    folder = w.make_testbed(
+        tmp_path,
+        families=[w.family("Implant", STNCAP=2)],
+        steps=[
+            w.step(1, "Implant", 40, SETUP="SU_A", PartInterval=0.4, PartIntUnits="min"),
+            w.step(2, "Implant", 40, SETUP="SU_B", PartInterval=0.4, PartIntUnits="min"),
+        ],
+        wip_lots=[w.wip("Init_Lot_1_1", 1), w.wip("Init_Lot_1_2", 2), w.wip("Init_Lot_1_3", 2)],
+        extra_files={"setup.txt": SETUPS},
+    )
+    sim = run(folder, days=3 / 24)
+    assert sim.counters.setups == 2
+    ends = sorted(round((c.done - sim.model.t0) / 60) for c in sim.completed)
+    assert ends[:2] == [140, 150]
