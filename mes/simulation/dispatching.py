@@ -93,7 +93,9 @@ class Dispatching:
         waiting = False
         counters, decide, tool_exclusion = sim.counters, policy.decide, policy.tool_exclusion
         if fid in self._setup_families and len(tools) > 1:
-            tools = self._set_up_first(tools, queue)
+            free = [t for t in tools if t.blocker is None and t.status < BROKEN and not t.pm_due]
+            if len(free) > 1:
+                tools = self._set_up_first(free, queue)
         for tool in tools:
             if tool.blocker is not None or tool.status >= BROKEN or tool.pm_due:
                 continue
