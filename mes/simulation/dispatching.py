@@ -6,12 +6,12 @@ A batch worth waiting for is decided on again when its wait reaches the batch ru
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
 import mes.dispatch.policy as policy
-from mes.simulation.state import BROKEN, WAKE
+from mes.simulation.state import BROKEN, WAKE, Tool
 
 if TYPE_CHECKING:
     from mes.simulation.engine import Simulation
@@ -33,6 +33,20 @@ class Dispatching:
             for fid, rs in self.rule_sets.items()
         }
         sim.handlers[WAKE] = self._on_wake
+        # Minimum runs (setupgrp.txt) are the tools': families with a step whose setup has one.
+        self._min_run = sim.model.min_run
+        self._min_run_families = {
+            step.family
+            for route in sim.model.routes.values()
+            for step in route.steps
+            if step.setup is not None and self._min_run.get(step.setup, 0) > 1
+        }
+        self._setup_families = {
+            step.family
+            for route in sim.model.routes.values()
+            for step in route.steps
+            if step.setup is not None
+        }
 
     def situation(self, fid: int | None = None) -> policy.Situation:
         """One per instant: ``loads`` is the live mapping, the rest does not change. With Q-time
@@ -78,6 +92,10 @@ class Dispatching:
         situation: policy.Situation | None = None
         waiting = False
         counters, decide, tool_exclusion = sim.counters, policy.decide, policy.tool_exclusion
+        if fid in self._setup_families and len(tools) > 1:
+            free = [t for t in tools if t.blocker is None and t.status < BROKEN and not t.pm_due]
+            if len(free) > 1:
+                tools = self._set_up_first(free, queue)
         for tool in tools:
             if tool.blocker is not None or tool.status >= BROKEN or tool.pm_due:
                 continue
@@ -90,7 +108,10 @@ class Dispatching:
                 counters.qtime_gated += sum(
                     1 for lot in queue.values() if policy.gate_exclusion(lot, situation) is not None
                 )
-            starts = decide(snap, queue.values(), situation, rule_set)
+            offered: Iterable[policy.LotSnapshot] = queue.values()
+            if fid in self._min_run_families:
+                offered = self._within_min_run(tool, queue)
+            starts = decide(snap, offered, situation, rule_set)
             counters.decisions += 1
             if starts.lots:
                 sim.start_job(tool, [sim.lots[r.lot.id] for r in starts.lots])
@@ -102,6 +123,30 @@ class Dispatching:
                 waiting = True
         if waiting:
             self._wake_for_batches(fid)
+
+    @staticmethod
+    def _set_up_first(tools: list[Tool], queue: Mapping[int, policy.LotSnapshot]) -> list[Tool]:
+        """The free tools whose setup a waiting lot wants decide first (the testbed's
+        ``wake_LeastSetupTime``: a lot wakes the idle tool with the least setup for it), so a
+        lot is not taken with a change by the first tool of the list while another free tool
+        is already set up for it. Otherwise the list order."""
+        wanted = {lot.step.setup for lot in queue.values()}
+        return sorted(tools, key=lambda tool: tool.setup is None or tool.setup not in wanted)
+
+    def _within_min_run(
+        self, tool: Tool, queue: Mapping[int, policy.LotSnapshot]
+    ) -> Iterable[policy.LotSnapshot]:
+        """The testbed's minimum run (``setupgrp.txt`` ``MINRUN``) is a property of the tool, not
+        of a rule set: after a change to setup S the tool runs at least MINRUN lots of S while
+        such lots wait. So below the minimum only the lots of S (and lots that need no setup)
+        are offered to the policy, whatever it ranks; with no lot of S waiting, every lot is."""
+        current = tool.setup
+        if current is None or tool.since_setup >= self._min_run.get(current, 0):
+            return queue.values()
+        same = [lot for lot in queue.values() if lot.step.setup in (None, current)]
+        if any(lot.step.setup == current for lot in same):
+            return same
+        return queue.values()
 
     def _wake_for_batches(self, fid: int) -> None:
         """A batch below its minimum waits at most the batch rule's ``max_wait_s``: decide again

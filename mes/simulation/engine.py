@@ -393,7 +393,12 @@ class Simulation:
         tool.since_setup += len(lots)
         self._wake_gated(fam.id)  # the lots it starts leave their windows
         process = self._process_time(step, lots)
-        begin = self.now + fam.load_s + setup_s
+        start = self.now
+        if setup_s > 0 and tool.jobs:
+            # A cascading tool changes its setup only once the lots in it are out (the gas
+            # cannot change under a lot being implanted): the change waits for the last end.
+            start = max(start, max(job.end for job in tool.jobs))
+        begin = start + fam.load_s + setup_s
         end = begin + process + fam.unload_s
         free_at = end
         if step.cascade_s is not None:

@@ -1,0 +1,103 @@
+"""What the simulator models of the SMT2020 testbed beyond the dispatch rules, found missing or
+wrong when the simulator did not hold the testbed's throughput (docs/simulation.md,
+Measurements): each on a fab small enough to work the expected figures out by hand."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from mes.simulation import engine, model, rulesets
+from tests.unit import smt2020_writer as w
+
+SETUPS = "CURSETUP\tNEWSETUP\tSTIME\tSTUNITS\n\tSU_A\t30\tmin\n\tSU_B\t30\tmin\n"
+MIN_RUN_3 = "SETUPGRP\tSETUP\tMINRUN\nGas\tSU_A\t3\n\tSU_B\t3\n"
+
+
+def run(folder: Path, days: float = 1, rules: str = "fifo", seed: int = 1) -> engine.Simulation:
+    fab = model.load(folder)
+    return engine.Simulation(fab, rulesets.resolve(rules), seed=seed, days=days).run()
+
+
+def alternating_setups(tmp_path: Path, **files: str) -> Path:
+    # One implanter; step 1 needs SU_A, step 2 SU_B, 10 min each. Six lots wait at time zero,
+    # alternating A, B, A, B, A, B in FIFO order.
+    return w.make_testbed(
+        tmp_path,
+        families=[w.family("Implant")],
+        steps=[w.step(1, "Implant", 10, SETUP="SU_A"), w.step(2, "Implant", 10, SETUP="SU_B")],
+        wip_lots=[w.wip(f"Init_Lot_1_{n}", 1 if n % 2 else 2) for n in range(1, 7)],
+        extra_files={"setup.txt": SETUPS, **files},
+    )
+
+
+def test_pure_fifo_changes_setup_for_every_lot_without_a_minimum_run(tmp_path):
+    # A, B, A, B, A, B: six changes; then lots 1, 3, 5 come back at step 2 (SU_B): no change.
+    sim = run(alternating_setups(tmp_path / "free"))
+    assert sim.counters.setups == 6
+    assert len(sim.completed) == 6
+
+
+def test_a_minimum_run_holds_the_setup_while_its_lots_wait_whatever_the_rule_set(tmp_path):
+    # MINRUN 3 (setupgrp.txt) is the tool's, not the rule set's: after the change to SU_A the
+    # tool runs the three SU_A lots (1, 3, 5) before FIFO may change it to SU_B for lot 2, and
+    # then every lot left needs SU_B: two changes. 2 x 30 min setup + 9 x 10 min of work.
+    sim = run(alternating_setups(tmp_path / "minrun", **{"setupgrp.txt": MIN_RUN_3}))
+    assert sim.counters.setups == 2
+    assert len(sim.completed) == 6
+    assert max(c.done - sim.model.t0 for c in sim.completed) == 150 * 60
+
+
+def test_a_minimum_run_gives_way_when_no_lot_of_its_setup_waits(tmp_path):
+    # Only lot 1 needs SU_A: after it, the tool changes to SU_B at once although its run of
+    # SU_A is 1 of 3 (no lot of that setup waits, so the tool would idle for nothing).
+    folder = w.make_testbed(
+        tmp_path,
+        families=[w.family("Implant")],
+        steps=[w.step(1, "Implant", 10, SETUP="SU_A"), w.step(2, "Implant", 10, SETUP="SU_B")],
+        wip_lots=[w.wip("Init_Lot_1_1", 1), w.wip("Init_Lot_1_2", 2), w.wip("Init_Lot_1_3", 2)],
+        extra_files={"setup.txt": SETUPS, "setupgrp.txt": MIN_RUN_3},
+    )
+    sim = run(folder)
+    assert sim.counters.setups == 2
+    # 30 + 10 (lot 1, SU_A), 30 + 10 + 10 + 10 (lots 2, 3, then lot 1 at step 2): 100 min.
+    assert max(c.done - sim.model.t0 for c in sim.completed) == 100 * 60
+
+
+def test_a_lot_goes_to_the_free_tool_already_set_up_for_it(tmp_path):
+    # Two implanters, SU_A 60 min then SU_B 60 min, 30 min per change. Lot 1 (at step 1, SU_A)
+    # and lot 2 (at step 2, SU_B) start at once, one per tool, and end at 90. Lot 1 then needs
+    # SU_B: both tools are free, and the one set up for SU_B takes it (the testbed's
+    # wake_LeastSetupTime), done at 150 with no third change; not the first tool of the list.
+    folder = w.make_testbed(
+        tmp_path,
+        families=[w.family("Implant", count=2)],
+        steps=[w.step(1, "Implant", 60, SETUP="SU_A"), w.step(2, "Implant", 60, SETUP="SU_B")],
+        wip_lots=[w.wip("Init_Lot_1_1", 1), w.wip("Init_Lot_1_2", 2)],
+        extra_files={"setup.txt": SETUPS},
+    )
+    for rules in ("fifo", "testbed"):
+        sim = run(folder, rules=rules)
+        assert sim.counters.setups == 2, rules
+        assert max(c.done - sim.model.t0 for c in sim.completed) == 150 * 60
+
+
+def test_a_cascading_tool_changes_setup_only_once_it_is_empty(tmp_path):
+    # A cascading implanter: 40 min per lot, the next lot may start 10 min after one started
+    # (PartInterval 0.4 min x 25 wafers). Lot 1 (SU_A, 30 min change from none) runs 30-70.
+    # Lot 2 needs SU_B: the gas cannot change under lot 1, so its change starts when lot 1 is
+    # out (70), then 30 min of setup, 40 of work: done at 140 (not at 40 + 30 + 40 = 110).
+    # Lot 3 (SU_B again) cascades 10 min behind lot 2: 150.
+    folder = w.make_testbed(
+        tmp_path,
+        families=[w.family("Implant", STNCAP=2)],
+        steps=[
+            w.step(1, "Implant", 40, SETUP="SU_A", PartInterval=0.4, PartIntUnits="min"),
+            w.step(2, "Implant", 40, SETUP="SU_B", PartInterval=0.4, PartIntUnits="min"),
+        ],
+        wip_lots=[w.wip("Init_Lot_1_1", 1), w.wip("Init_Lot_1_2", 2), w.wip("Init_Lot_1_3", 2)],
+        extra_files={"setup.txt": SETUPS},
+    )
+    sim = run(folder, days=3 / 24)
+    assert sim.counters.setups == 2
+    ends = sorted(round((c.done - sim.model.t0) / 60) for c in sim.completed)
+    assert ends[:2] == [140, 150]
