@@ -13,7 +13,8 @@ from typing import Any
 
 import httpx
 from lot_moves_fixture import FAB, OPERATOR, PRODUCT, STARTER, Fixture
-from measuring import Stats, Window, cpu_per_move, measure_cpu, summarise
+from lot_moves_raw import asyncpg_dsn
+from measuring import Stats, Window, cpu_per_move, measure_cpu, sessions_opened, summarise
 from py_spy_profile import Profiler
 from service_process import service, wait_ready
 
@@ -167,8 +168,10 @@ async def http_phase(
                 await profiler.start(server.pid, args.seconds, label)
 
         measure = asyncio.create_task(measure_cpu(window, server.pid))
+        sessions = asyncio.create_task(sessions_opened(window, asyncpg_dsn(url)))
         await asyncio.gather(profile_window(), *(r.run() for r in runners))
         cpu = await measure
+        opened = await sessions
         crashed = server.poll() is not None
     figures = {
         "workers": workers,
@@ -177,6 +180,7 @@ async def http_phase(
         "bulk_start_s": round(start_s, 2),
         **summarise(stats, args.seconds),
         **cpu,
+        "database_sessions_opened": opened,
     }
     figures.update(cpu_per_move(figures, args.seconds))
     if crashed:

@@ -27,6 +27,18 @@ def describe(label: str, figures: dict[str, Any]) -> list[str]:
         f"    CPU cores busy on average: {cpu}; other processes {figures['other_processes_cores']}"
         f"; machine {figures['machine_cores']} of {os.cpu_count()}"
     )
+    if "niced_cores" in figures:
+        # What "other" is made of: niced jobs fill the cores the parties leave idle, and
+        # interrupts (loopback TCP's softirq) belong to no process.
+        lines.append(
+            f"    of the machine: niced processes {figures['niced_cores']}, interrupts "
+            f"{figures['interrupts_cores']}"
+        )
+    if "database_sessions_opened" in figures:
+        lines.append(
+            f"    database connections opened during the window: "
+            f"{figures['database_sessions_opened']}"
+        )
     per_move = ", ".join(
         f"{party} {figures[party + '_cpu_ms_per_move']}"
         for party in ("server", "postgres", "client")

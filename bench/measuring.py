@@ -92,13 +92,24 @@ Cpu = tuple[float, float]
 
 
 def _stat(pid: int) -> tuple[str, int, Cpu] | None:
+    """Name, parent and CPU of a process: its own plus that of the children it has reaped.
+
+    The children's part counts the processes that end inside a window: a PostgreSQL backend
+    that closes (a pooled connection discarded) is gone from /proc by the after-snapshot, but
+    the postmaster has reaped it and carries its CPU in ``cutime``/``cstime`` from then on;
+    likewise a service worker reaped by ``mes serve``. Without it, whatever a process that
+    ended had used showed up as "other processes" (the 2-worker phase lost 0.1-0.2 cores of
+    PostgreSQL that way: its pools opened and closed connections all the time).
+    """
     try:
         raw = Path(f"/proc/{pid}/stat").read_text()
     except OSError:
         return None
     comm = raw[raw.index("(") + 1 : raw.rindex(")")]
     fields = raw[raw.rindex(")") + 2 :].split()
-    return comm, int(fields[1]), (int(fields[11]) / _TICK, int(fields[12]) / _TICK)
+    user = (int(fields[11]) + int(fields[13])) / _TICK
+    kernel = (int(fields[12]) + int(fields[14])) / _TICK
+    return comm, int(fields[1]), (user, kernel)
 
 
 def _all_stats() -> dict[int, tuple[str, int, Cpu]]:
@@ -131,6 +142,7 @@ def cpu_snapshot(server_pid: int | None) -> dict[str, dict[int, Cpu]]:
         "profiler": profiler,
         "client": {0: (own.user, own.system)},
         "machine": {0: _machine_busy()},
+        "machine_parts": {0: _machine_parts()},
     }
     if server_pid is not None:
         snapshot["server"] = server
@@ -139,9 +151,22 @@ def cpu_snapshot(server_pid: int | None) -> dict[str, dict[int, Cpu]]:
 
 def _machine_busy() -> Cpu:
     """Busy seconds of all CPUs (user + nice, and system + irq + softirq), from /proc/stat."""
+    user, nice, system, irq, softirq = _machine_fields()
+    return user + nice, system + irq + softirq
+
+
+def _machine_fields() -> tuple[float, float, float, float, float]:
     fields = [int(v) / _TICK for v in Path("/proc/stat").read_text().split("\n")[0].split()[1:]]
     user, nice, system, _idle, _iowait, irq, softirq = fields[:7]
-    return user + nice, system + irq + softirq
+    return user, nice, system, irq, softirq
+
+
+def _machine_parts() -> Cpu:
+    """Seconds of all CPUs spent by niced processes (nice > 0, e.g. another job under
+    ``nice -n 19``, which soaks up whatever the measured parties leave idle) and in interrupts
+    (irq + softirq: part of loopback TCP is done there and charged to no process)."""
+    _user, nice, _system, irq, softirq = _machine_fields()
+    return nice, irq + softirq
 
 
 def cpu_used(
@@ -149,7 +174,15 @@ def cpu_used(
 ) -> dict[str, Any]:
     """Cores busy on average during the window, per party: in all, and in the kernel."""
     used: dict[str, Any] = {}
+    (nice0, interrupts0), (nice1, interrupts1) = (
+        before["machine_parts"][0],
+        after["machine_parts"][0],
+    )
+    used["niced_cores"] = round((nice1 - nice0) / seconds, 2)
+    used["interrupts_cores"] = round((interrupts1 - interrupts0) / seconds, 2)
     for party, pids in after.items():
+        if party == "machine_parts":
+            continue
         user = kernel = 0.0
         for pid, (u, k) in pids.items():
             u0, k0 = before[party].get(pid, (0.0, 0.0))
@@ -165,7 +198,11 @@ def cpu_used(
         ]
         used["server_process_cores"] = sorted((round(c, 2) for c in per_process), reverse=True)
     # Whatever else ran on the machine meanwhile (another load would distort the figures).
-    ours = sum(float(used[f"{party}_cores"]) for party in after if party != "machine")
+    ours = sum(
+        float(used[f"{party}_cores"])
+        for party in after
+        if party not in ("machine", "machine_parts")
+    )
     used["other_processes_cores"] = round(max(0.0, used["machine_cores"] - ours), 2)
     return used
 
@@ -175,3 +212,26 @@ async def measure_cpu(window: Window, server_pid: int | None) -> dict[str, Any]:
     before = cpu_snapshot(server_pid)
     await asyncio.sleep(max(0.0, window.end - time.perf_counter()))
     return cpu_used(before, cpu_snapshot(server_pid), window.end - window.start)
+
+
+async def sessions_opened(window: Window, dsn: str) -> int:
+    """Connections opened to the database of ``dsn`` during the window (PostgreSQL ≥ 14,
+    ``pg_stat_database.sessions``; -1 before that): a pool that closes and reopens connections
+    under steady load pays a backend start and every statement's preparation again each time.
+    """
+    import asyncpg
+
+    conn = await asyncpg.connect(dsn)
+    try:
+        query = "SELECT sessions FROM pg_stat_database WHERE datname = current_database()"
+        try:
+            await asyncio.sleep(max(0.0, window.start - time.perf_counter()))
+            before = int(await conn.fetchval(query))
+            await asyncio.sleep(max(0.0, window.end - time.perf_counter()))
+            # Backends report their start to the statistics within about a second.
+            await asyncio.sleep(1.0)
+            return int(await conn.fetchval(query)) - before
+        except asyncpg.UndefinedColumnError:
+            return -1
+    finally:
+        await conn.close()

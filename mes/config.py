@@ -22,7 +22,13 @@ class Settings(BaseSettings):
         description="SQLAlchemy async URL: sqlite+aiosqlite:///path or postgresql+asyncpg://…",
     )
     database_echo: bool = False
-    database_pool_size: int = Field(default=10, ge=1, le=200)
+    # PostgreSQL: connections a process keeps, opened as needed (its peak: pool size + overflow).
+    database_pool_size: int = Field(default=20, ge=1, le=200)
+    # Connections opened beyond the pool for a burst and closed as soon as they are returned.
+    # 0 by default: under a steady load just above the pool size they were opened and closed
+    # several times a second (a PostgreSQL backend started each time, every statement prepared
+    # again), which cost two service workers more CPU per move than one (docs/performance.md).
+    database_max_overflow: int = Field(default=0, ge=0, le=200)
     # PostgreSQL: a pooled connection idle this long is pinged before use (0: every checkout).
     database_ping_idle_s: float = Field(default=1.0, ge=0, le=3600)
     # SQLite waits this long for the single writer lock before failing with "database is locked".

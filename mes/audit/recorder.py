@@ -60,8 +60,12 @@ def _changes(obj: object, mapper: Mapper[Any]) -> tuple[dict[str, Any], dict[str
     redact: frozenset[str] = getattr(type(obj), "__audit_redact__", frozenset())
     before: dict[str, Any] = {}
     after: dict[str, Any] = {}
+    # Only an attribute set since the row was loaded can have history: the session keeps its
+    # loaded value in ``committed_state``. Asking every column for its history (a lot has ~30)
+    # built a History object per column per flush for the two or three a move sets.
+    touched = state.committed_state
     for attr in mapper.column_attrs:
-        if attr.key in _IGNORED:
+        if attr.key in _IGNORED or attr.key not in touched:
             continue
         history = state.attrs[attr.key].history
         if not history.has_changes():

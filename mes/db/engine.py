@@ -68,6 +68,7 @@ def create_engine(settings: Settings) -> AsyncEngine:
     else:
         kwargs.update(
             pool_size=settings.database_pool_size,
+            max_overflow=settings.database_max_overflow,
             pool_pre_ping=settings.database_ping_idle_s <= 0,
             pool_timeout=settings.database_pool_timeout_s,
         )
