@@ -48,6 +48,14 @@ def describe(label: str, figures: dict[str, Any]) -> list[str]:
         lines.append(f"    CPU ms per move: {per_move}")
     if len(figures.get("server_process_cores", [])) > 1:
         lines.append(f"    service processes (cores each): {figures['server_process_cores']}")
+    if figures.get("niced_cores", 0) > 0.1 and _autogroups():
+        # Seen on the 2-core machine: two simulations under ``nice -n 19`` took 0.6-1.05 cores
+        # during the HTTP phases, the service 0.7.
+        lines.append(
+            "    WARNING: niced processes took CPU meanwhile, and with "
+            "sched_autogroup_enabled=1, nice only ranks a process within its own session; "
+            "lower the whole session instead (echo 19 > /proc/<pid>/autogroup)"
+        )
     if figures["other_processes_cores"] > 0.2:
         lines.append(
             "    WARNING: other processes were busy meanwhile; these figures are disturbed"
@@ -57,3 +65,12 @@ def describe(label: str, figures: dict[str, Any]) -> list[str]:
     if figures.get("service_crashed"):
         lines.append("    WARNING: the service exited during the run")
     return lines
+
+
+def _autogroups() -> bool:
+    """Whether the kernel shares the CPU between sessions first (Linux autogroup)."""
+    try:
+        with open("/proc/sys/kernel/sched_autogroup_enabled") as flag:
+            return flag.read().strip() == "1"
+    except OSError:
+        return False
