@@ -439,8 +439,10 @@ class Simulation:
         if not tool.jobs and tool.status == BUSY:
             self.account(tool, IDLE)
         self.job_done(tool, job)
-        step = job.step
         for lot in job.lots:
+            # Each lot goes on along its own route: a batch may hold lots of several routes
+            # whose step has the same name (the batch key) at different route indexes.
+            step = lot.route.steps[lot.index]
             if step.qtime_to is not None and step.qtime_s is not None:
                 lot.windows[step.qtime_to] = self.now + step.qtime_s
             if step.rework_p > 0 and lot.rng.random() < step.rework_p:

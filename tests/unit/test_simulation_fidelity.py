@@ -101,3 +101,40 @@ def test_a_cascading_tool_changes_setup_only_once_it_is_empty(tmp_path):
     assert sim.counters.setups == 2
     ends = sorted(round((c.done - sim.model.t0) / 60) for c in sim.completed)
     assert ends[:2] == [140, 150]
+
+
+def two_routes_sharing_a_batch_step(tmp_path: Path) -> Path:
+    # Part 1 (route r_1): Furnace "F" then Etch. Part 2 (route r_2): Litho, Furnace "F", Litho.
+    # The furnace step has the same name (the batch key) at index 0 of r_1 and index 1 of r_2:
+    # a part-1 lot and a part-2 lot waiting there at time zero run in one batch (60 min).
+    furnace = {"DESC": "F_Diffusion", "BATCHMN": 25, "BATCHMX": 50}
+    route_2 = [
+        {**w.step(1, "Litho", 10), "ROUTE": "r_2"},
+        {**w.step(2, "Furnace", 60, "per_batch", **furnace), "ROUTE": "r_2"},
+        {**w.step(3, "Litho", 10), "ROUTE": "r_2"},
+    ]
+    folder = w.make_testbed(
+        tmp_path,
+        families=[w.family("Furnace"), w.family("Etch"), w.family("Litho")],
+        steps=[w.step(1, "Furnace", 60, "per_batch", **furnace), w.step(2, "Etch", 10)],
+        wip_lots=[w.wip("Init_Lot_1_1", 1), {**w.wip("Init_Lot_2_1", 2), "PART": "part_2"}],
+        extra_files={
+            "part.txt": "PARTGRP\tPARTFAM\tPART\tROUTEFILE\tROUTE\n"
+            "Saleable\tproduct_1\tpart_1\troute_1.txt\tr_1\n"
+            "Saleable\tproduct_2\tpart_2\troute_2.txt\tr_2\n"
+        },
+    )
+    w._write(folder / "route_2.txt", w.ROUTE_HEADER, route_2)
+    return folder
+
+
+def test_after_a_batch_each_lot_goes_on_along_its_own_route(tmp_path):
+    # After the batch (0-60) the part-1 lot goes to its Etch step and the part-2 lot to its
+    # last Litho step, both done at 70. Before the fix every lot of a batch went on from the
+    # first lot's route index: one lot ran the furnace again or skipped its last step.
+    sim = run(two_routes_sharing_a_batch_step(tmp_path))
+    assert sim.counters.starts == 3  # the batch, Etch, Litho: no lot repeats or skips a step
+    assert sorted((c.part, (c.done - sim.model.t0) / 60) for c in sim.completed) == [
+        ("part_1", 70.0),
+        ("part_2", 70.0),
+    ]
