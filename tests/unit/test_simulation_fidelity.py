@@ -6,7 +6,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from mes.simulation import engine, model, rulesets
+from mes.simulation.state import BROKEN
 from tests.unit import smt2020_writer as w
 
 SETUPS = "CURSETUP\tNEWSETUP\tSTIME\tSTUNITS\n\tSU_A\t30\tmin\n\tSU_B\t30\tmin\n"
@@ -138,3 +141,26 @@ def test_after_a_batch_each_lot_goes_on_along_its_own_route(tmp_path):
         ("part_1", 70.0),
         ("part_2", 70.0),
     ]
+
+
+def test_the_time_to_failure_counts_from_the_end_of_the_repair(tmp_path):
+    # Up 100 min, down 50 (constants), first failure at 100: failures at 100, 250, 400, ...
+    # (the testbed reference's broken share is MTTR / (MTTF + MTTR): 2.30 % for Dry_Etch, 231.84
+    # / (10,080 + 231.84) = 2.25 %; 6.55 % for Litho, 705.59 / 10,785.59 = 6.54 %). In 10 h:
+    # down 100-150, 250-300, 400-450, 550-600: 200 min, a third of the time after the first
+    # failure. Before: a failure every 100 min of calendar time, down 100-150, 200-250, ...
+    # (MTTR / MTTF, half of the time).
+    folder = w.make_testbed(
+        tmp_path,
+        families=[w.family("Etch", area="Dry_Etch")],
+        steps=[w.step(1, "Etch", 10)],
+        extra_files={
+            "downcal.txt": "DOWNCALNAME\tDOWNCALTYPE\tMTTFDIST\tMTTF\tMTTFUNITS\tMTTRDIST\tMTTR"
+            "\tMTTRUNITS\nBRK\tmttf_by_cal\tconstant\t100\tmin\tconstant\t50\tmin\n",
+            "attach.txt": "CALNAME\tCALTYPE\tRESTYPE\tRESNAME\tFOADIST\tFOA\tFOAUNITS\n"
+            "BRK\tdown\tstngrp\tDry_Etch\tconstant\t100\tmin\n",
+        },
+    )
+    sim = run(folder, days=10 / 24)
+    assert sim.counters.breakdowns == 4
+    assert sim.tools[0].buckets[BROKEN] == pytest.approx(200 * 60)
