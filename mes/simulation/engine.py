@@ -405,7 +405,9 @@ class Simulation:
             gap = step.cascade_s
             if step.cascade_per == "per_piece":
                 gap *= sum(lot.wafers for lot in lots)
-            free_at = min(end, begin + gap)
+            # The interval spaces the starts of consecutive lots: the next lot is loaded while
+            # this one runs, so its load ends ``gap`` after this one's began.
+            free_at = min(end, max(self.now, begin + gap - fam.load_s))
         job = Job(tool, lots, step, end, free_at)
         tool.jobs.append(job)
         tool.blocker = job

@@ -164,3 +164,19 @@ def test_the_time_to_failure_counts_from_the_end_of_the_repair(tmp_path):
     sim = run(folder, days=10 / 24)
     assert sim.counters.breakdowns == 4
     assert sim.tools[0].buckets[BROKEN] == pytest.approx(200 * 60)
+
+
+def test_a_cascading_tool_loads_the_next_lot_while_the_last_one_runs(tmp_path):
+    # Cascading coater, 1 min load and unload, 40 min per lot, the next lot may start 10 min
+    # after one started (PartInterval 0.4 min x 25). Lot 1: load 0-1, runs 1-41, out at 42.
+    # Lot 2 is loaded while lot 1 runs and starts at 11, 10 min after lot 1: out at 52; lot 3
+    # at 62. Before, each lot's load came on top of the interval (lots every 11 min: 53, 64),
+    # 10 % less capacity than the testbed's cascading tools have.
+    folder = w.make_testbed(
+        tmp_path,
+        families=[w.family("Coat", load_min=1, STNCAP=2)],
+        steps=[w.step(1, "Coat", 40, PartInterval=0.4, PartIntUnits="min")],
+        wip_lots=[w.wip(f"Init_Lot_1_{n}", 1) for n in range(1, 4)],
+    )
+    sim = run(folder)
+    assert sorted((c.done - sim.model.t0) / 60 for c in sim.completed) == [42.0, 52.0, 62.0]
