@@ -4,6 +4,7 @@ Measurements): each on a fab small enough to work the expected figures out by ha
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -180,3 +181,27 @@ def test_a_cascading_tool_loads_the_next_lot_while_the_last_one_runs(tmp_path):
     )
     sim = run(folder)
     assert sorted((c.done - sim.model.t0) / 60 for c in sim.completed) == [42.0, 52.0, 62.0]
+
+
+def test_a_minimum_run_does_not_idle_a_tool_whose_run_lots_cannot_start_there(tmp_path):
+    # Tool 1 is 1 lot into a run of SU_A (MINRUN 3); the only SU_A lot waiting must run on
+    # tool 2 (lens-style dedication), which is busy; a SU_B lot waits too. The run does not
+    # keep tool 1 idle: it changes to SU_B for that lot.
+    folder = w.make_testbed(
+        tmp_path,
+        families=[w.family("Implant", count=2)],
+        steps=[w.step(1, "Implant", 10, SETUP="SU_A"), w.step(2, "Implant", 10, SETUP="SU_B")],
+        wip_lots=[w.wip("Init_Lot_1_1", 1), w.wip("Init_Lot_1_2", 2)],
+        extra_files={"setup.txt": SETUPS, "setupgrp.txt": MIN_RUN_3},
+    )
+    sim = engine.Simulation(model.load(folder), rulesets.resolve("fifo"), seed=1, days=1)
+    sim._start()  # the lots wait in the queue; nothing decided yet
+    tool_1, tool_2 = sim.tools
+    tool_1.setup, tool_1.since_setup = "SU_A", 1
+    tool_2.pm_due = True  # takes no work now
+    queue = sim.queues[tool_1.family.id]
+    run_lot, other = sorted(queue.values(), key=lambda snap: snap.code)
+    queue[run_lot.id] = replace(run_lot, dedicated_tool_id=tool_2.id)
+    sim.dispatching.cycle()
+    assert [lot.name for job in tool_1.jobs for lot in job.lots] == [other.code]
+    assert tool_1.setup == "SU_B"
