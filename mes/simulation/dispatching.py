@@ -6,7 +6,7 @@ A batch worth waiting for is decided on again when its wait reaches the batch ru
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
@@ -108,10 +108,12 @@ class Dispatching:
                 counters.qtime_gated += sum(
                     1 for lot in queue.values() if policy.gate_exclusion(lot, situation) is not None
                 )
-            offered: Iterable[policy.LotSnapshot] = queue.values()
-            if fid in self._min_run_families:
-                offered = self._within_min_run(tool, queue)
-            starts = decide(snap, offered, situation, rule_set)
+            run = self._within_min_run(tool, queue) if fid in self._min_run_families else None
+            starts = decide(snap, queue.values() if run is None else run, situation, rule_set)
+            if run is not None and not starts.lots and starts.waiting is None:
+                # No lot of the run may start here (dedicated elsewhere, held back): the
+                # minimum run does not keep the tool idle, every lot is offered.
+                starts = decide(snap, queue.values(), situation, rule_set)
             counters.decisions += 1
             if starts.lots:
                 sim.start_job(tool, [sim.lots[r.lot.id] for r in starts.lots])
@@ -135,18 +137,18 @@ class Dispatching:
 
     def _within_min_run(
         self, tool: Tool, queue: Mapping[int, policy.LotSnapshot]
-    ) -> Iterable[policy.LotSnapshot]:
+    ) -> list[policy.LotSnapshot] | None:
         """The testbed's minimum run (``setupgrp.txt`` ``MINRUN``) is a property of the tool, not
         of a rule set: after a change to setup S the tool runs at least MINRUN lots of S while
         such lots wait. So below the minimum only the lots of S (and lots that need no setup)
-        are offered to the policy, whatever it ranks; with no lot of S waiting, every lot is."""
+        are offered to the policy, whatever it ranks (None: no restriction, every lot is)."""
         current = tool.setup
         if current is None or tool.since_setup >= self._min_run.get(current, 0):
-            return queue.values()
+            return None
         same = [lot for lot in queue.values() if lot.step.setup in (None, current)]
         if any(lot.step.setup == current for lot in same):
             return same
-        return queue.values()
+        return None
 
     def _wake_for_batches(self, fid: int) -> None:
         """A batch below its minimum waits at most the batch rule's ``max_wait_s``: decide again

@@ -405,7 +405,9 @@ class Simulation:
             gap = step.cascade_s
             if step.cascade_per == "per_piece":
                 gap *= sum(lot.wafers for lot in lots)
-            free_at = min(end, begin + gap)
+            # The interval spaces the starts of consecutive lots: the next lot is loaded while
+            # this one runs, so its load ends ``gap`` after this one's began.
+            free_at = min(end, max(self.now, begin + gap - fam.load_s))
         job = Job(tool, lots, step, end, free_at)
         tool.jobs.append(job)
         tool.blocker = job
@@ -439,8 +441,10 @@ class Simulation:
         if not tool.jobs and tool.status == BUSY:
             self.account(tool, IDLE)
         self.job_done(tool, job)
-        step = job.step
         for lot in job.lots:
+            # Each lot goes on along its own route: a batch may hold lots of several routes
+            # whose step has the same name (the batch key) at different route indexes.
+            step = lot.route.steps[lot.index]
             if step.qtime_to is not None and step.qtime_s is not None:
                 lot.windows[step.qtime_to] = self.now + step.qtime_s
             if step.rework_p > 0 and lot.rng.random() < step.rework_p:

@@ -1,10 +1,11 @@
 """Breakdowns and preventive maintenance of the simulated tools, from the testbed's calendars.
 
 * Breakdowns (``downcal.txt`` attached per area or family): every tool fails on its own, the
-  time between failures counted in calendar time (``mttf_by_cal``), first failure after the
-  attachment's first occurrence; a failure suspends what the tool runs (its jobs resume where
-  they stopped after the repair). A failure that comes while the tool is already down or in
-  a PM starts when that ends.
+  time to failure counted in calendar time (``mttf_by_cal``) from the end of the last repair
+  (so the broken share is MTTR / (MTTF + MTTR), as in the testbed's reference), first failure
+  after the attachment's first occurrence; a failure suspends what the tool runs (its jobs
+  resume where they stopped after the repair). A failure that comes while the tool is already
+  down or in a PM starts when that ends.
 * PMs (``pmcal.txt``): calendar PMs fall due every ``MTBPM`` from their first occurrence;
   wafer-count PMs after ``MTBPM`` wafers processed since the last one. A due PM makes the tool
   ``pm_due`` (the policy's ``tool.pm_due`` exclusion: no new work) and starts as soon as what
@@ -86,9 +87,10 @@ class Maintenance:
         sim = self.sim
         cal = self.downs[tool.family.id][k][0]
         repair = streams.draw(tool.rng_down, cal.mttr_dist, cal.mttr_s)
-        sim.schedule(
-            sim.now + streams.draw(tool.rng_down, cal.mttf_dist, cal.mttf_s), DOWN, tool, k
-        )
+        # The time to the next failure counts from the end of this repair (up time between
+        # failures): the testbed reference's broken shares are MTTR / (MTTF + MTTR).
+        up = streams.draw(tool.rng_down, cal.mttf_dist, cal.mttf_s)
+        sim.schedule(sim.now + repair + up, DOWN, tool, k)
         sim.counters.breakdowns += 1
         if tool.status in (BROKEN, MAINT):
             tool.downs_pending.append(repair)

@@ -4,9 +4,13 @@ Measurements): each on a fab small enough to work the expected figures out by ha
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
+import pytest
+
 from mes.simulation import engine, model, rulesets
+from mes.simulation.state import BROKEN
 from tests.unit import smt2020_writer as w
 
 SETUPS = "CURSETUP\tNEWSETUP\tSTIME\tSTUNITS\n\tSU_A\t30\tmin\n\tSU_B\t30\tmin\n"
@@ -101,3 +105,103 @@ def test_a_cascading_tool_changes_setup_only_once_it_is_empty(tmp_path):
     assert sim.counters.setups == 2
     ends = sorted(round((c.done - sim.model.t0) / 60) for c in sim.completed)
     assert ends[:2] == [140, 150]
+
+
+def two_routes_sharing_a_batch_step(tmp_path: Path) -> Path:
+    # Part 1 (route r_1): Furnace "F" then Etch. Part 2 (route r_2): Litho, Furnace "F", Litho.
+    # The furnace step has the same name (the batch key) at index 0 of r_1 and index 1 of r_2:
+    # a part-1 lot and a part-2 lot waiting there at time zero run in one batch (60 min).
+    furnace = {"DESC": "F_Diffusion", "BATCHMN": 25, "BATCHMX": 50}
+    route_2 = [
+        {**w.step(1, "Litho", 10), "ROUTE": "r_2"},
+        {**w.step(2, "Furnace", 60, "per_batch", **furnace), "ROUTE": "r_2"},
+        {**w.step(3, "Litho", 10), "ROUTE": "r_2"},
+    ]
+    folder = w.make_testbed(
+        tmp_path,
+        families=[w.family("Furnace"), w.family("Etch"), w.family("Litho")],
+        steps=[w.step(1, "Furnace", 60, "per_batch", **furnace), w.step(2, "Etch", 10)],
+        wip_lots=[w.wip("Init_Lot_1_1", 1), {**w.wip("Init_Lot_2_1", 2), "PART": "part_2"}],
+        extra_files={
+            "part.txt": "PARTGRP\tPARTFAM\tPART\tROUTEFILE\tROUTE\n"
+            "Saleable\tproduct_1\tpart_1\troute_1.txt\tr_1\n"
+            "Saleable\tproduct_2\tpart_2\troute_2.txt\tr_2\n"
+        },
+    )
+    w._write(folder / "route_2.txt", w.ROUTE_HEADER, route_2)
+    return folder
+
+
+def test_after_a_batch_each_lot_goes_on_along_its_own_route(tmp_path):
+    # After the batch (0-60) the part-1 lot goes to its Etch step and the part-2 lot to its
+    # last Litho step, both done at 70. Before the fix every lot of a batch went on from the
+    # first lot's route index: one lot ran the furnace again or skipped its last step.
+    sim = run(two_routes_sharing_a_batch_step(tmp_path))
+    assert sim.counters.starts == 3  # the batch, Etch, Litho: no lot repeats or skips a step
+    assert sorted((c.part, (c.done - sim.model.t0) / 60) for c in sim.completed) == [
+        ("part_1", 70.0),
+        ("part_2", 70.0),
+    ]
+
+
+def test_the_time_to_failure_counts_from_the_end_of_the_repair(tmp_path):
+    # Up 100 min, down 50 (constants), first failure at 100: failures at 100, 250, 400, ...
+    # (the testbed reference's broken share is MTTR / (MTTF + MTTR): 2.30 % for Dry_Etch, 231.84
+    # / (10,080 + 231.84) = 2.25 %; 6.55 % for Litho, 705.59 / 10,785.59 = 6.54 %). In 10 h:
+    # down 100-150, 250-300, 400-450, 550-600: 200 min, a third of the time after the first
+    # failure. Before: a failure every 100 min of calendar time, down 100-150, 200-250, ...
+    # (MTTR / MTTF, half of the time).
+    folder = w.make_testbed(
+        tmp_path,
+        families=[w.family("Etch", area="Dry_Etch")],
+        steps=[w.step(1, "Etch", 10)],
+        extra_files={
+            "downcal.txt": "DOWNCALNAME\tDOWNCALTYPE\tMTTFDIST\tMTTF\tMTTFUNITS\tMTTRDIST\tMTTR"
+            "\tMTTRUNITS\nBRK\tmttf_by_cal\tconstant\t100\tmin\tconstant\t50\tmin\n",
+            "attach.txt": "CALNAME\tCALTYPE\tRESTYPE\tRESNAME\tFOADIST\tFOA\tFOAUNITS\n"
+            "BRK\tdown\tstngrp\tDry_Etch\tconstant\t100\tmin\n",
+        },
+    )
+    sim = run(folder, days=10 / 24)
+    assert sim.counters.breakdowns == 4
+    assert sim.tools[0].buckets[BROKEN] == pytest.approx(200 * 60)
+
+
+def test_a_cascading_tool_loads_the_next_lot_while_the_last_one_runs(tmp_path):
+    # Cascading coater, 1 min load and unload, 40 min per lot, the next lot may start 10 min
+    # after one started (PartInterval 0.4 min x 25). Lot 1: load 0-1, runs 1-41, out at 42.
+    # Lot 2 is loaded while lot 1 runs and starts at 11, 10 min after lot 1: out at 52; lot 3
+    # at 62. Before, each lot's load came on top of the interval (lots every 11 min: 53, 64),
+    # 10 % less capacity than the testbed's cascading tools have.
+    folder = w.make_testbed(
+        tmp_path,
+        families=[w.family("Coat", load_min=1, STNCAP=2)],
+        steps=[w.step(1, "Coat", 40, PartInterval=0.4, PartIntUnits="min")],
+        wip_lots=[w.wip(f"Init_Lot_1_{n}", 1) for n in range(1, 4)],
+    )
+    sim = run(folder)
+    assert sorted((c.done - sim.model.t0) / 60 for c in sim.completed) == [42.0, 52.0, 62.0]
+
+
+def test_a_minimum_run_does_not_idle_a_tool_whose_run_lots_cannot_start_there(tmp_path):
+    # Tool 1 is 1 lot into a run of SU_A (MINRUN 3); the only SU_A lot waiting must run on
+    # tool 2 (lens-style dedication), which is busy; a SU_B lot waits too. The run does not
+    # keep tool 1 idle: it changes to SU_B for that lot.
+    folder = w.make_testbed(
+        tmp_path,
+        families=[w.family("Implant", count=2)],
+        steps=[w.step(1, "Implant", 10, SETUP="SU_A"), w.step(2, "Implant", 10, SETUP="SU_B")],
+        wip_lots=[w.wip("Init_Lot_1_1", 1), w.wip("Init_Lot_1_2", 2)],
+        extra_files={"setup.txt": SETUPS, "setupgrp.txt": MIN_RUN_3},
+    )
+    sim = engine.Simulation(model.load(folder), rulesets.resolve("fifo"), seed=1, days=1)
+    sim._start()  # the lots wait in the queue; nothing decided yet
+    tool_1, tool_2 = sim.tools
+    tool_1.setup, tool_1.since_setup = "SU_A", 1
+    tool_2.pm_due = True  # takes no work now
+    queue = sim.queues[tool_1.family.id]
+    run_lot, other = sorted(queue.values(), key=lambda snap: snap.code)
+    queue[run_lot.id] = replace(run_lot, dedicated_tool_id=tool_2.id)
+    sim.dispatching.cycle()
+    assert [lot.name for job in tool_1.jobs for lot in job.lots] == [other.code]
+    assert tool_1.setup == "SU_B"
