@@ -40,10 +40,17 @@ class ToolFamily:
     ranking: tuple[str, ...]  # FWLRANK split on ";"
     wake_rank: str
     setup_group: str
+    # BATCHCRITF: which lots may share a batch; ``crit_sameroutestep`` = only lots of the same
+    # route and step (empty: lots of the same step name, whatever their route).
+    batch_criterion: str = ""
 
     @property
     def is_delay(self) -> bool:
         return self.location.lower() == "delay"
+
+    @property
+    def batches_per_route_step(self) -> bool:
+        return self.batch_criterion.lower() == "crit_sameroutestep"
 
 
 @dataclass(frozen=True)
@@ -257,6 +264,7 @@ def read_families(path: Path) -> dict[str, ToolFamily]:
             ranking=tuple(x for x in r.get("FWLRANK", "").split(";") if x),
             wake_rank=r.get("WAKERESRANK", ""),
             setup_group=r.get("SETUPGRP", ""),
+            batch_criterion=r.get("BATCHCRITF", ""),
         )
     return out
 

@@ -107,7 +107,7 @@ def test_a_cascading_tool_changes_setup_only_once_it_is_empty(tmp_path):
     assert ends[:2] == [140, 150]
 
 
-def two_routes_sharing_a_batch_step(tmp_path: Path) -> Path:
+def two_routes_sharing_a_batch_step(tmp_path: Path, **furnace_family: object) -> Path:
     # Part 1 (route r_1): Furnace "F" then Etch. Part 2 (route r_2): Litho, Furnace "F", Litho.
     # The furnace step has the same name (the batch key) at index 0 of r_1 and index 1 of r_2:
     # a part-1 lot and a part-2 lot waiting there at time zero run in one batch (60 min).
@@ -119,7 +119,7 @@ def two_routes_sharing_a_batch_step(tmp_path: Path) -> Path:
     ]
     folder = w.make_testbed(
         tmp_path,
-        families=[w.family("Furnace"), w.family("Etch"), w.family("Litho")],
+        families=[w.family("Furnace", **furnace_family), w.family("Etch"), w.family("Litho")],
         steps=[w.step(1, "Furnace", 60, "per_batch", **furnace), w.step(2, "Etch", 10)],
         wip_lots=[w.wip("Init_Lot_1_1", 1), {**w.wip("Init_Lot_2_1", 2), "PART": "part_2"}],
         extra_files={
@@ -141,6 +141,19 @@ def test_after_a_batch_each_lot_goes_on_along_its_own_route(tmp_path):
     assert sorted((c.part, (c.done - sim.model.t0) / 60) for c in sim.completed) == [
         ("part_1", 70.0),
         ("part_2", 70.0),
+    ]
+
+
+def test_a_furnace_batching_by_route_and_step_keeps_the_two_routes_apart(tmp_path):
+    # The same two lots, the furnace family with the testbed's BATCHCRITF crit_sameroutestep:
+    # only lots of the same route and step share a batch, so each runs alone (1 lot is the
+    # batch minimum): the part-1 lot first (FIFO tie on the code) 0-60, Etch 60-70; the part-2
+    # lot 60-120, Litho 120-130. Batched by step name they ran together (both done at 70).
+    sim = run(two_routes_sharing_a_batch_step(tmp_path, BATCHCRITF="crit_sameroutestep"))
+    assert sim.counters.starts == 4  # two furnace jobs, Etch, Litho
+    assert sorted((c.part, (c.done - sim.model.t0) / 60) for c in sim.completed) == [
+        ("part_1", 70.0),
+        ("part_2", 130.0),
     ]
 
 
