@@ -20,16 +20,6 @@ import mes.smt2020.tables as tables
 FAB_ID = 1
 
 
-def recipe_name(step: tables.RouteStep, per_route_step: bool = False) -> str:
-    """As the MES importer names them: DESC is the testbed's batch key, one recipe per family.
-    ``per_route_step`` (the family's ``crit_sameroutestep``): one recipe per route and step, so
-    only lots of the same route and step batch together (the policy batches by recipe)."""
-    name = f"{step.family}.{step.desc}"
-    if per_route_step:
-        name += f"@{step.route}.{step.step}"
-    return name[:64]
-
-
 @dataclass(frozen=True, slots=True)
 class Family:
     id: int
@@ -104,12 +94,9 @@ def _expected(step: tables.RouteStep, wafers: int = tables.WAFERS_PER_LOT) -> fl
 def build(testbed: tables.Testbed) -> FabModel:
     batch_max: dict[str, int] = {}
     recipes: dict[str, set[str]] = {}
-    per_route_step = {
-        name for name, family in testbed.families.items() if family.batches_per_route_step
-    }
     for raw_steps in testbed.routes.values():
         for s in raw_steps:
-            recipes.setdefault(s.family, set()).add(recipe_name(s, s.family in per_route_step))
+            recipes.setdefault(s.family, set()).add(testbed.recipe_name(s))
             if s.batch_lots is not None:
                 batch_max[s.family] = max(batch_max.get(s.family, 1), s.batch_lots[1])
     families = tuple(
@@ -157,7 +144,7 @@ def build(testbed: tables.Testbed) -> FabModel:
                 sequence=s.step,
                 tool_group_id=fam.id,
                 operation=s.desc,
-                recipe=recipe_name(s, s.family in per_route_step),
+                recipe=testbed.recipe_name(s),
                 process_time_s=s.lot_process_s(),
                 batch_min=batch[0] if batch else None,
                 batch_max=batch[1] if batch else None,

@@ -1,7 +1,8 @@
 """Import an SMT2020-format testbed (``tables.read_testbed``) into the MES as one fab's master
 data and WIP: tool families become tool groups with their tools, routes become active route
 versions with their steps (batch sizes, setups, Q-time windows, tool dedication, sampling,
-rework), every (family, step description) becomes an approved recipe qualified on the family's
+rework), every (family, step description) — (route, step) where the family batches only lots
+of one route and step — becomes an approved recipe qualified on the family's
 tools, the setup tables become setup changes and minimum runs, the testbed's dispatching rules
 become the fab's rule sets, and the initial WIP becomes waiting lots at their steps.
 
@@ -51,11 +52,6 @@ def tool_code(fab: str, family: str, n: int) -> str:
     return f"{fab}-{family}-{n:02d}"
 
 
-def recipe_name(step: tables.RouteStep) -> str:
-    # DESC is the testbed's batch key: the same description on one family is one recipe.
-    return f"{step.family}.{step.desc}"[:64]
-
-
 def lot_code(fab: str, name: str) -> str:
     return f"{fab}-{name}"
 
@@ -68,7 +64,7 @@ def priority(prior: int) -> PriorityClass:
     return PriorityClass.NORMAL
 
 
-def step_rows(steps: Sequence[tables.RouteStep]) -> list[dict[str, Any]]:
+def step_rows(testbed: tables.Testbed, steps: Sequence[tables.RouteStep]) -> list[dict[str, Any]]:
     """Route steps as MES step fields, checked by the route rules (pure, for the tests too)."""
     dedicated: dict[int, int] = {}
     for s in steps:
@@ -83,7 +79,7 @@ def step_rows(steps: Sequence[tables.RouteStep]) -> list[dict[str, Any]]:
                 "sequence": s.step,
                 "operation": s.desc[:64] or f"STEP_{s.step}",
                 "family": s.family,
-                "recipe_name": recipe_name(s),
+                "recipe_name": testbed.recipe_name(s),
                 "process_time_s": round(s.lot_process_s()),
                 "batch_min": batch[0] if batch else None,
                 "batch_max": batch[1] if batch else None,
@@ -218,11 +214,12 @@ async def import_testbed(
     )
     counts["tools"] += len(tools)
 
-    # Recipes: one per (family, description), approved, qualified on the family's new tools.
+    # Recipes: one per (family, description) — per (route, step) where the family batches so —
+    # approved, qualified on the family's new tools.
     wanted: dict[str, tables.RouteStep] = {}
     for steps in testbed.routes.values():
         for s in steps:
-            wanted.setdefault(recipe_name(s), s)
+            wanted.setdefault(testbed.recipe_name(s), s)
     existing = {
         r.name: r
         for r in await session.scalars(select(Recipe).where(Recipe.name.in_(list(wanted))))
@@ -297,7 +294,7 @@ async def import_testbed(
             counts["products"] += 1
         route = await session.scalar(select(Route).where(Route.code == part.route[:32]))
         if route is None:
-            fields = step_rows(testbed.routes[part.route])
+            fields = step_rows(testbed, testbed.routes[part.route])
             route = Route(code=part.route[:32], name=part.route, product_id=product.id)
             route_version = RouteVersion(
                 version=1,

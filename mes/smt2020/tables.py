@@ -193,6 +193,17 @@ class Testbed:
         times = [lot.start for lot in (*self.wip, *self.orders)]
         return min(times) if times else datetime(2018, 1, 1, tzinfo=UTC)
 
+    def recipe_name(self, step: RouteStep) -> str:
+        """The recipe a step runs, as the MES importer and the simulator both name it: one per
+        family and step description (DESC is the testbed's batch key: lots of one recipe may
+        share a batch), and for a family batching by route and step (``crit_sameroutestep``)
+        one per route and step, so that lots of two routes never batch together there."""
+        name = f"{step.family}.{step.desc}"
+        family = self.families.get(step.family)
+        if family is not None and family.batches_per_route_step:
+            name += f"@{step.route}.{step.step}"
+        return name[:64]
+
 
 # --- reading -------------------------------------------------------------------------------
 

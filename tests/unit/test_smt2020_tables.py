@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -72,7 +73,7 @@ def test_setups_and_minimum_runs(testbed):
 
 
 def test_steps_become_mes_steps_that_pass_the_route_rules(testbed):
-    rows = {r["sequence"]: r for r in importer.step_rows(testbed.routes["r_1"])}
+    rows = {r["sequence"]: r for r in importer.step_rows(testbed, testbed.routes["r_1"])}
     assert (rows[1]["batch_min"], rows[1]["batch_max"]) == (2, 4)
     assert (rows[1]["qtime_to_sequence"], rows[1]["qtime_max_s"]) == (2, 14400)
     # SVESTN on step 2 with FORSTEP 5: step 5 runs on step 2's tool.
@@ -80,6 +81,23 @@ def test_steps_become_mes_steps_that_pass_the_route_rules(testbed):
     assert rows[2]["same_tool_as_sequence"] is None
     assert (rows[6]["rework_to_sequence"], rows[6]["sampling_rate"]) == (5, 0.25)
     assert rows[2]["recipe_name"] == "Litho_1.002_Litho_A"
+
+
+def test_a_family_batching_by_route_and_step_gets_a_recipe_per_route_and_step(testbed):
+    # r_2 shares the furnace step 001_Oxide with r_1 (one recipe: lots of both routes batch
+    # together); with the testbed's crit_sameroutestep each route's step is its own recipe, in
+    # the importer and the simulator alike.
+    shared = [s for r in ("r_1", "r_2") for s in testbed.routes[r] if s.family == "Furnace_1"]
+    assert {testbed.recipe_name(s) for s in shared} == {"Furnace_1.001_Oxide"}
+    furnace = replace(testbed.families["Furnace_1"], batch_criterion="crit_sameroutestep")
+    strict = replace(testbed, families={**testbed.families, "Furnace_1": furnace})
+    assert {strict.recipe_name(s) for s in shared} == {
+        "Furnace_1.001_Oxide@r_1.1",
+        "Furnace_1.001_Oxide@r_2.1",
+    }
+    rows = importer.step_rows(strict, strict.routes["r_2"])
+    assert rows[0]["recipe_name"] == "Furnace_1.001_Oxide@r_2.1"
+    assert tables.read_testbed(SAMPLE).families["Litho_1"].batch_criterion == ""
 
 
 def test_prescribed_rules_become_rule_sets(testbed):
