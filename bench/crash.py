@@ -50,12 +50,11 @@ from mes.auth.tokens import issue_access_token
 from mes.check.invariants import check_database
 from mes.clock import SystemClock
 from mes.config import Settings
-from mes.db import migrate, throwaway
+from mes.db import throwaway
 from mes.db.engine import Database, create_engine, is_sqlite
 from mes.db.transaction import unit_of_work
 from mes.kit.idempotency import IdempotencyRecord
 from mes.lots.models import Lot, LotEvent
-from mes.seed import loader
 
 sys.path.insert(0, str(Path(__file__).parent))
 import crash_tools
@@ -345,12 +344,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     sims: subprocess.Popen[bytes] | None = None
     journal = tmp / "tool-journal.jsonl"
     try:
-        await migrate.upgrade(db.engine)
-        async with unit_of_work(db) as session:
-            await loader.load(session, loader.read_example(), clock=SystemClock())
-            if args.tools:
-                data = loader.ExampleData.model_validate(crash_tools.tool_fab(base_port))
-                await loader.load(session, data, clock=SystemClock())
+        await crash_tools.prepare_database(db, base_port if args.tools else None)
         if args.tools:
             sims, journal = crash_tools.start_sims(tmp, base_port, args.speed)
         async with httpx.AsyncClient() as http:

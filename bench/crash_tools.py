@@ -30,11 +30,14 @@ from typing import Any
 from soak import fab as soak_fab
 from sqlalchemy import select
 
+from mes.clock import SystemClock
+from mes.db import migrate
 from mes.db.engine import Database
 from mes.db.transaction import unit_of_work
 from mes.equipment.models import Equipment
 from mes.jobs.models import EquipmentJob
 from mes.lots.models import Lot, LotEvent
+from mes.seed import loader
 
 FAB = "S1"
 PRODUCT = "SPROD"
@@ -44,6 +47,16 @@ TOOLS = 4
 def tool_fab(base_port: int) -> dict[str, Any]:
     """The S1 fab as loader data, without the soak's own user (the crash run has its users)."""
     return {**soak_fab(base_port), "users": []}
+
+
+async def prepare_database(db: Database, base_port: int | None) -> None:
+    """Migrate, load the example network and, with a base port, the S1 fab of simulated tools."""
+    await migrate.upgrade(db.engine)
+    async with unit_of_work(db) as session:
+        await loader.load(session, loader.read_example(), clock=SystemClock())
+        if base_port is not None:
+            data = loader.ExampleData.model_validate(tool_fab(base_port))
+            await loader.load(session, data, clock=SystemClock())
 
 
 def service_env(lease_ttl_s: float) -> dict[str, str]:

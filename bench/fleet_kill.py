@@ -49,12 +49,9 @@ from scale_out import LEADING, _leader, _leases, _spawn, _until
 from service_process import DEFAULT_DATABASE_URL, free_port, stop_processes
 
 from mes.check.invariants import check_database
-from mes.clock import SystemClock
 from mes.config import Settings
-from mes.db import migrate, throwaway
+from mes.db import throwaway
 from mes.db.engine import Database, create_engine
-from mes.db.transaction import unit_of_work
-from mes.seed import loader
 
 
 class Apis:
@@ -91,11 +88,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     base_port = free_port() + 1000
     procs: dict[str, subprocess.Popen[bytes]] = {}
     try:
-        await migrate.upgrade(db.engine)
-        async with unit_of_work(db) as session:
-            await loader.load(session, loader.read_example(), clock=SystemClock())
-            data = loader.ExampleData.model_validate(crash_tools.tool_fab(base_port))
-            await loader.load(session, data, clock=SystemClock())
+        await crash_tools.prepare_database(db, base_port)
         procs["sims"], journal = crash_tools.start_sims(tmp, base_port, args.speed)
         env = {
             **os.environ,

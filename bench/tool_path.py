@@ -47,14 +47,12 @@ from py_spy_profile import Profiler, describe_profile
 from scale_out import _leader, _leases, _spawn, _until
 from service_process import DEFAULT_DATABASE_URL, free_port, stop_processes
 
-from mes.clock import SystemClock
 from mes.config import Settings
-from mes.db import migrate, throwaway
+from mes.db import throwaway
 from mes.db.engine import Database, create_engine
 from mes.db.transaction import unit_of_work
 from mes.jobs.models import EquipmentJob
 from mes.jobs.states import JobStatus
-from mes.seed import loader
 
 ROLES = ("adapter", "dispatcher", "api")
 
@@ -149,11 +147,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     base_port = free_port() + 1000
     procs: dict[str, Any] = {}
     try:
-        await migrate.upgrade(db.engine)
-        async with unit_of_work(db) as session:
-            await loader.load(session, loader.read_example(), clock=SystemClock())
-            data = loader.ExampleData.model_validate(crash_tools.tool_fab(base_port))
-            await loader.load(session, data, clock=SystemClock())
+        await crash_tools.prepare_database(db, base_port)
         procs["sims"], journal = crash_tools.start_sims(tmp, base_port, args.speed)
         env = {
             **os.environ,
