@@ -18,6 +18,7 @@ from collections.abc import Callable, Mapping, Sequence
 from mes.dispatch.policy_inputs import GroupLoad, LotSnapshot, Situation, ToolSnapshot
 from mes.dispatch.ranking_rules import (
     Candidate,
+    RuleFn,
     RuleSet,
     _critical_ratio,
     _decay,
@@ -29,6 +30,7 @@ from mes.dispatch.ranking_rules import (
     _priority,
     _qtime,
     _setup,
+    _setup_demand,
     _spt,
     _srpt,
     _wip_balance,
@@ -114,19 +116,24 @@ def _least_slack_col(
     ]
 
 
-def _setup_col(
-    lots: Sequence[LotSnapshot], tool: ToolSnapshot, s: Situation, p: Mapping[str, float]
-) -> list[float]:
-    # The value depends on the lot's setup alone (and the tool's): once per setup wanted.
-    by_setup: dict[str | None, float] = {}
-    out = []
-    for lot in lots:
-        wanted = lot.step.setup
-        value = by_setup.get(wanted)
-        if value is None:
-            value = by_setup[wanted] = _setup(Candidate(lot, tool), s, p)[0]
-        out.append(value)
-    return out
+def _once_per_setup(rule: RuleFn) -> Column:
+    """The column of a rule whose value depends on the lot's setup alone (and the tool's):
+    computed once per setup wanted."""
+
+    def column(
+        lots: Sequence[LotSnapshot], tool: ToolSnapshot, s: Situation, p: Mapping[str, float]
+    ) -> list[float]:
+        by_setup: dict[str | None, float] = {}
+        out = []
+        for lot in lots:
+            wanted = lot.step.setup
+            value = by_setup.get(wanted)
+            if value is None:
+                value = by_setup[wanted] = rule(Candidate(lot, tool), s, p)[0]
+            out.append(value)
+        return out
+
+    return column
 
 
 def _qtime_col(
@@ -168,7 +175,8 @@ COLUMNS: Mapping[object, Column] = {
     _spt: _spt_col,
     _srpt: _srpt_col,
     _least_slack: _least_slack_col,
-    _setup: _setup_col,
+    _setup: _once_per_setup(_setup),
+    _setup_demand: _once_per_setup(_setup_demand),
     _qtime: _qtime_col,
     _wip_balance: _wip_balance_col,
 }

@@ -117,6 +117,10 @@ class GroupLoad:
     tools_up: int = 0
     # Of the queued lots, those still on their way from another fab (not received yet).
     arriving_lots: int = 0
+    # Queued lots per setup their step needs, and tools up per setup they are in: which
+    # setup a change should open a run of (``setup_demand``). Empty where nothing needs one.
+    queued_by_setup: Mapping[str, int] = field(default_factory=dict)
+    tools_by_setup: Mapping[str, int] = field(default_factory=dict)
 
     @property
     def workload_s(self) -> float:

@@ -45,6 +45,9 @@ class RuleDef:
     formula: str
 
 
+_NO_LOAD = GroupLoad()
+
+
 def _decay(x: float, scale: float) -> float:
     """1 at x ≤ 0, falling towards 0 as x grows: scale / (scale + x)."""
     return 1.0 if x <= 0 else scale / (scale + x)
@@ -131,6 +134,24 @@ def _setup(c: Candidate, s: Situation, p: Mapping[str, float]) -> Valued:
     )
 
 
+def _setup_demand(c: Candidate, s: Situation, p: Mapping[str, float]) -> Valued:
+    # Every change costs the tool about the same time, but one that opens a long run is
+    # worth more than one for a setup few lots need or other tools already serve: a change
+    # is valued by the lots waiting for the new setup per tool that would then run it.
+    wanted, current = c.lot.step.setup, c.tool.current_setup
+    if wanted is None or wanted == current:
+        return 0.0, "no setup change", ()
+    load = s.loads.get((c.tool.fab_id, c.tool.tool_group_id), _NO_LOAD)
+    waiting = load.queued_by_setup.get(wanted, 0)
+    tools = load.tools_by_setup.get(wanted, 0) + 1  # this tool, once changed over
+    per_tool = waiting / tools
+    return (
+        per_tool / (per_tool + p["scale_lots"]) - 1.0,
+        "change to {}: {} lots wait for it, {} tool(s) would run it",
+        (wanted, waiting, tools),
+    )
+
+
 def _batch(c: Candidate, _s: Situation, p: Mapping[str, float]) -> Valued:
     step = c.lot.step
     if step.batch_max is None:
@@ -210,6 +231,13 @@ RULES: Mapping[str, RuleDef] = {
             "same setup 1; change: scale / (scale + setup time) - 1; before min run -1",
         ),
         RuleDef(
+            "setup_demand",
+            _setup_demand,
+            {"scale_lots": 10.0},
+            "no change 0; a change to setup S: d / (d + scale) - 1, d = lots waiting for S per "
+            "tool in S (this one included)",
+        ),
+        RuleDef(
             "batch",
             _batch,
             {"max_wait_s": 2 * HOUR},
@@ -282,7 +310,7 @@ class RuleSet:
             for key, value in given.items():
                 if not isinstance(value, int | float) or isinstance(value, bool):
                     raise RuleSetError(f"{rule.name}.{key} must be a number")
-                positive = key.endswith("scale_s") or key in ("scale", "flow_factor")
+                positive = key.endswith("scale_s") or key in ("scale", "scale_lots", "flow_factor")
                 if positive and not value > 0:
                     raise RuleSetError(f"{rule.name}.{key} must be positive")
                 params[key] = float(value)

@@ -15,7 +15,7 @@ from typing import Any
 from sqlalchemy import ColumnElement, func, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from mes.dispatch import policy
+from mes.dispatch import policy, setups
 from mes.dispatch.models import SetupChange, SetupMinRun
 from mes.dispatch.route_cache import RouteInfo, route_info
 from mes.durables.models import Durable
@@ -446,6 +446,11 @@ async def situation(
         )
     for key, n in up.items():
         loads.setdefault(key, policy.GroupLoad(0, 0.0, n))
+    for key, (queued_by_setup, tools_by_setup) in (
+        await setups.setups_per_group(session, groups)
+    ).items():
+        had = loads.get(key, policy.GroupLoad())
+        loads[key] = replace(had, queued_by_setup=queued_by_setup, tools_by_setup=tools_by_setup)
     setup_times = {
         (None if a == "*" else a, b): float(t)
         for a, b, t in (

@@ -121,7 +121,16 @@ class Simulation:
         self.queue_area: dict[int, float] = dict.fromkeys(self.queues, 0.0)
         self._queue_since: dict[int, float] = dict.fromkeys(self.queues, m.t0)
         self.up: dict[int, int] = {fid: len(ts) for fid, ts in self.tools_of.items()}
-        self.loads = GroupLoads(self.queues, self.queue_work, self.up, set(self.up))
+        # Lots queued per setup, for the families whose steps need one (the setup rules).
+        self.queued_setups: dict[int, dict[str, int]] = {
+            step.family: {}
+            for route in m.routes.values()
+            for step in route.steps
+            if step.snapshot.setup is not None
+        }
+        self.loads = GroupLoads(
+            self.queues, self.queue_work, self.up, set(self.up), self.queued_setups, self.tools_of
+        )
         self._entered_at: float | None = None  # a what-if lot's own arrival at its step
         self.base: dict[int, tuple[list[float], float]] = {}  # tool -> buckets at the warm-up
         self.base_queue: dict[int, float] = {}
@@ -289,6 +298,10 @@ class Simulation:
         lot.snap = self._lot_snapshot(lot, step, deadline)
         self._queue_change(step.family, +1, step.snapshot.process_time_s)
         self.queues[step.family][lot.id] = lot.snap
+        setup = step.snapshot.setup
+        if setup is not None:
+            counts = self.queued_setups[step.family]
+            counts[setup] = counts.get(setup, 0) + 1
         if deadline is not None and deadline > self.now:
             self.schedule(deadline, QTIME, lot, lot.arrivals)
         self.dispatch(step.family)
@@ -373,8 +386,11 @@ class Simulation:
         fam = tool.family
         queue = self.queues[fam.id]
         self._queue_change(fam.id, -len(lots), -step.snapshot.process_time_s * len(lots))
+        counts = self.queued_setups.get(fam.id)
         for lot in lots:
             del queue[lot.id]
+            if counts is not None and (setup := lot.route.steps[lot.index].snapshot.setup):
+                counts[setup] -= 1
             lot.snap = None
             lot.tools_at[lot.index] = tool.id
             if self.qtime_gating:  # only the gate reads the commitments

@@ -152,10 +152,11 @@ class InitialState:
 
 class GroupLoads(Mapping[tuple[int, int], policy.GroupLoad]):
     """``Situation.loads`` of the simulator: a family's ``GroupLoad`` built when read, from its
-    live queue, queued work and tools up, and kept until one of them changes (``changed``). A
-    queue changes at every arrival and start; the policy reads a load far less often."""
+    live queue, queued work, tools up and, where steps need setups, queued lots per setup and
+    tools up per setup; kept until one of them changes (``changed``). A queue changes at every
+    arrival and start; the policy reads a load far less often."""
 
-    __slots__ = ("_built", "_queues", "_up", "_work", "known")
+    __slots__ = ("_built", "_queued_setups", "_queues", "_tools", "_up", "_work", "known")
 
     def __init__(
         self,
@@ -163,9 +164,14 @@ class GroupLoads(Mapping[tuple[int, int], policy.GroupLoad]):
         work: Mapping[int, float],
         up: Mapping[int, int],
         known: set[int],
+        queued_setups: Mapping[int, Mapping[str, int]] | None = None,
+        tools: Mapping[int, list[Tool]] | None = None,
     ) -> None:
         self._queues, self._work, self._up = queues, work, up
         self.known = known  # the families with a load (tools, or lots queued once)
+        # Only families whose steps need setups: lots queued per setup (kept by the engine).
+        self._queued_setups = queued_setups or {}
+        self._tools = tools or {}
         self._built: dict[tuple[int, int], policy.GroupLoad] = {}
 
     def changed(self, fid: int) -> None:
@@ -178,9 +184,18 @@ class GroupLoads(Mapping[tuple[int, int], policy.GroupLoad]):
             fab, fid = key
             if fab != FAB_ID or fid not in self.known:
                 return default  # type: ignore[return-value]
-            found = self._built[key] = policy.GroupLoad(
-                len(self._queues[fid]), max(0.0, self._work[fid]), self._up.get(fid, 0)
-            )
+            queued = len(self._queues[fid])
+            work, up = max(0.0, self._work[fid]), self._up.get(fid, 0)
+            setups = self._queued_setups.get(fid)
+            if setups is None:
+                found = policy.GroupLoad(queued, work, up)
+            else:
+                in_setup: dict[str, int] = {}
+                for tool in self._tools.get(fid, ()):
+                    if tool.setup is not None and tool.status not in (BROKEN, MAINT):
+                        in_setup[tool.setup] = in_setup.get(tool.setup, 0) + 1
+                found = policy.GroupLoad(queued, work, up, 0, dict(setups), in_setup)
+            self._built[key] = found
         return found
 
     def __getitem__(self, key: tuple[int, int]) -> policy.GroupLoad:

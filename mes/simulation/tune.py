@@ -28,6 +28,7 @@ RULES = (
     "fifo",
     "wip_balance",
     "qtime",
+    "setup_demand",
 )
 
 

@@ -12,6 +12,7 @@ from typer.testing import CliRunner
 from mes.dispatch.models import SetupChange, SetupMinRun
 from mes.equipment.models import Equipment
 from mes.errors import Conflict
+from mes.fabs.models import ToolGroup
 from mes.lots.models import Lot
 from mes.routes.models import Step
 from mes.smt2020 import importer, tables
@@ -181,3 +182,32 @@ async def test_qtime_window_from_the_furnace_shows_in_the_scanner_list(client, c
     # The window is 4 h; the clock has not moved: 240 min left, value 1 h / (1 h + 4 h).
     assert qtime["why"] == "Q-time window closes in 240 min"
     assert qtime["value"] == pytest.approx(0.2)
+
+
+async def test_the_situation_counts_lots_and_tools_per_setup(session, imported, clock):
+    """What ``setup_demand`` reads: per tool group, the waiting lots per setup their step needs
+    and the tools up per setup they are in (a tool down is not counted)."""
+    from mes.dispatch import snapshots
+    from mes.equipment.states import E10State
+
+    tools = {
+        t.code: t
+        for t in (await session.scalars(select(Equipment).where(Equipment.code.like("T1-%")))).all()
+    }
+    tools["T1-Litho_1-01"].current_setup = "SU_B"
+    tools["T1-Litho_1-02"].current_setup = "SU_B"
+    tools["T1-Implant_1-01"].current_setup = "SU_X"
+    tools["T1-Implant_1-01"].e10_state = E10State.UDT
+    await session.flush()
+    loads = (await snapshots.situation(session, clock.now())).loads
+    codes = dict((await session.execute(select(ToolGroup.id, ToolGroup.code))).all())
+    by_group = {
+        codes[group]: (load.queued_by_setup, load.tools_by_setup)
+        for (_fab, group), load in loads.items()
+        if load.queued_by_setup or load.tools_by_setup
+    }
+    # Init_Lot_1_4 waits at 005_Litho_B (SU_B); the hot lots at the implant steps (GAS_1, GAS_2).
+    assert by_group == {
+        "Litho_1": ({"SU_B": 1}, {"SU_B": 2}),
+        "Implant_1": ({"GAS_1": 1, "GAS_2": 1}, {}),
+    }

@@ -233,6 +233,41 @@ def test_minimum_run_after_a_changeover() -> None:
     assert "3/7" in c.why
 
 
+def test_setup_demand_opens_the_run_most_lots_wait_for_per_tool() -> None:
+    # The tool (in A) must change: B and C cost the same time, so ``setup`` ranks them alike
+    # and FIFO would take the oldest lot's C. 12 lots wait for B and no other tool runs it; 9
+    # wait for C, already run by 2 other tools: B opens the longer run.
+    load = p.GroupLoad(21, 0.0, 3, queued_by_setup={"B": 12, "C": 9}, tools_by_setup={"C": 2})
+    s = p.Situation(now=NOW, setup_times={(None, "B"): H, (None, "C"): H}, loads={(1, 7): load})
+    tool = replace(TOOL, current_setup="A", lots_since_setup=9)
+    lb = lot("L2", step=replace(STEP, setup="B"), queued_at=NOW - H)
+    lc = lot("L3", step=replace(STEP, setup="C"), queued_at=NOW - 9 * H)
+    plain = lot("L4", queued_at=NOW)  # needs no setup: no change
+    testbed_like = p.RuleSet.build(
+        [{"rule": "setup", "weight": 200}, {"rule": "fifo", "weight": 1}]
+    )
+    assert codes(p.rank_lots(tool, [lb, lc], s, testbed_like))[0] == "L3"
+    rs = p.RuleSet.build(
+        [
+            {"rule": "setup", "weight": 200},
+            {"rule": "setup_demand", "weight": 50},
+            {"rule": "fifo", "weight": 1},
+        ]
+    )
+    dl = p.rank_lots(tool, [lc, lb, plain], s, rs)
+    assert codes(dl) == ["L4", "L2", "L3"]
+    demand = {r.lot.code: r.contributions[1] for r in dl.ranked}
+    # d = 12 / (0 + 1) = 12 → 12/22 - 1; d = 9 / (2 + 1) = 3 → 3/13 - 1; no change → 0.
+    assert demand["L2"].value == pytest.approx(12 / 22 - 1)
+    assert demand["L3"].value == pytest.approx(3 / 13 - 1)
+    assert demand["L4"].value == 0.0
+    assert demand["L2"].why == "change to B: 12 lots wait for it, 1 tool(s) would run it"
+    # Without the group's load (no lot counted): every change is worth -1, the same.
+    bare = replace(s, loads={})
+    values = [r.contributions[1].value for r in p.rank_lots(tool, [lb, lc], bare, rs).ranked]
+    assert values == [-1.0, -1.0]
+
+
 def test_batch_formation_waits_for_a_fuller_batch_unless_waited_long_or_urgent() -> None:
     step = replace(STEP, batch_min=3, batch_max=4)
     furnace = replace(TOOL, max_lots=4)
@@ -407,7 +442,15 @@ def fab_state(draw: st.DrawFn) -> tuple[p.ToolSnapshot, list[p.LotSnapshot], p.S
         now=NOW,
         setup_times={("A", "B"): 600.0, (None, "A"): 1200.0},
         min_run={"A": 3},
-        loads={(1, 7): p.GroupLoad(5, 5 * H, draw(st.integers(0, 3)))},
+        loads={
+            (1, 7): p.GroupLoad(
+                5,
+                5 * H,
+                draw(st.integers(0, 3)),
+                queued_by_setup={"A": draw(st.integers(0, 40)), "B": draw(st.integers(0, 40))},
+                tools_by_setup={"A": draw(st.integers(0, 3))},
+            )
+        },
     )
     return tool, lots, situation
 

@@ -4,13 +4,16 @@ Measurements): each on a fab small enough to work the expected figures out by ha
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
-from mes.simulation import engine, model, rulesets
-from mes.simulation.state import BROKEN
+from mes.dispatch import policy
+from mes.simulation import engine, model, rulesets, runner
+from mes.simulation.rulesets import BATCH_GATE
+from mes.simulation.state import BROKEN, MAINT
 from tests.unit import smt2020_writer as w
 
 SETUPS = "CURSETUP\tNEWSETUP\tSTIME\tSTUNITS\n\tSU_A\t30\tmin\n\tSU_B\t30\tmin\n"
@@ -218,3 +221,35 @@ def test_a_minimum_run_does_not_idle_a_tool_whose_run_lots_cannot_start_there(tm
     sim.dispatching.cycle()
     assert [lot.name for job in tool_1.jobs for lot in job.lots] == [other.code]
     assert tool_1.setup == "SU_B"
+
+
+def test_the_load_the_policy_reads_counts_lots_and_tools_per_setup(monkeypatch):
+    # ``setup_demand`` reads, per family, the lots waiting per setup and the tools up per
+    # setup: kept by the engine as lots come and go and tools change setup or break. At every
+    # decision of 20 days of the example fab (three gas setups on the implanters), the load
+    # handed to the policy is held to a count made from the queue and the tools themselves.
+    rules = rulesets.from_spec(
+        "demand",
+        [{"rule": "setup", "weight": 200}, {"rule": "setup_demand", "weight": 50}, BATCH_GATE],
+    )
+    sim = engine.Simulation(model.load(runner.EXAMPLE), rules, seed=2, days=20)
+    decide, checked = policy.decide, Counter[str]()
+
+    def checking_decide(tool, lots, situation, rule_set, **kw):  # type: ignore[no-untyped-def]
+        fid = tool.tool_group_id
+        waiting = Counter(snap.step.setup for snap in sim.queues[fid].values() if snap.step.setup)
+        in_setup = Counter(
+            t.setup for t in sim.tools_of[fid] if t.setup and t.status not in (BROKEN, MAINT)
+        )
+        load = situation.loads[(tool.fab_id, fid)]
+        queued = {setup: n for setup, n in load.queued_by_setup.items() if n}  # 0s kept
+        assert (queued, dict(load.tools_by_setup)) == (dict(waiting), dict(in_setup))
+        checked["changes" if tool.current_setup else "first"] += bool(waiting)
+        checked["down"] += any(t.status in (BROKEN, MAINT) for t in sim.tools_of[fid])
+        return decide(tool, lots, situation, rule_set, **kw)
+
+    monkeypatch.setattr(policy, "decide", checking_decide)
+    sim.run()
+    assert sim.counters.setups > 50
+    assert checked["changes"] > 100, checked
+    assert checked["down"] > 0, checked
