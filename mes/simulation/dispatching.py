@@ -11,7 +11,7 @@ from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
 import mes.dispatch.policy as policy
-from mes.simulation.state import BROKEN, WAKE, Tool
+from mes.simulation.state import BROKEN, IDLE, WAKE, Tool
 
 if TYPE_CHECKING:
     from mes.simulation.engine import Simulation
@@ -41,6 +41,10 @@ class Dispatching:
             for step in route.steps
             if step.setup is not None and self._min_run.get(step.setup, 0) > 1
         }
+        # The longest change into each setup: how long a tool in a minimum run waits for it.
+        self._return_s: dict[str, float] = {}
+        for (_from, to), seconds in sim.model.setup_times.items():
+            self._return_s[to] = max(self._return_s.get(to, 0.0), seconds)
         self._setup_families = {
             step.family
             for route in sim.model.routes.values()
@@ -109,10 +113,17 @@ class Dispatching:
                     1 for lot in queue.values() if policy.gate_exclusion(lot, situation) is not None
                 )
             run = self._within_min_run(tool, queue) if fid in self._min_run_families else None
+            if run is not None and not run:
+                continue  # waits for a lot of its minimum run: nothing to decide on
             starts = decide(snap, queue.values() if run is None else run, situation, rule_set)
-            if run is not None and not starts.lots and starts.waiting is None:
-                # No lot of the run may start here (dedicated elsewhere, held back): the
-                # minimum run does not keep the tool idle, every lot is offered.
+            if (
+                run is not None
+                and not starts.lots
+                and starts.waiting is None
+                and any(lot.step.setup == tool.setup for lot in run)
+            ):
+                # Lots of the run wait but none may start here (dedicated elsewhere, held
+                # back): the minimum run does not keep the tool idle, every lot is offered.
                 starts = decide(snap, queue.values(), situation, rule_set)
             counters.decisions += 1
             if starts.lots:
@@ -139,16 +150,28 @@ class Dispatching:
         self, tool: Tool, queue: Mapping[int, policy.LotSnapshot]
     ) -> list[policy.LotSnapshot] | None:
         """The testbed's minimum run (``setupgrp.txt`` ``MINRUN``) is a property of the tool, not
-        of a rule set: after a change to setup S the tool runs at least MINRUN lots of S while
-        such lots wait. So below the minimum only the lots of S (and lots that need no setup)
-        are offered to the policy, whatever it ranks (None: no restriction, every lot is)."""
+        of a rule set: after a change to setup S the tool runs at least MINRUN lots of S before
+        it changes again. So below the minimum only the lots of S (and lots that need no setup)
+        are offered to the policy, whatever it ranks, and with no lot of S waiting the tool
+        waits for one for a while (None: no restriction, every lot is offered)."""
         current = tool.setup
         if current is None or tool.since_setup >= self._min_run.get(current, 0):
             return None
         same = [lot for lot in queue.values() if lot.step.setup in (None, current)]
         if any(lot.step.setup == current for lot in same):
             return same
-        return None
+        # No lot of S waits: the tool waits for the next one, but no longer than changing back
+        # to S would take (idling longer would cost more than the change it saves), so a run
+        # whose lots do not come back does not hold the tool for ever. Read strictly ("run at
+        # least MINRUN lots before changing again") the gas implanters' setup shares come out
+        # near the reference's (docs/simulation.md, the minimum run).
+        now = self.sim.now
+        idle_since = tool.since if tool.status == IDLE and not tool.jobs else now
+        until = idle_since + self._return_s.get(current, 0.0)
+        if now >= until:
+            return None
+        self._wake(tool.family.id, until)
+        return same
 
     def _wake_for_batches(self, fid: int) -> None:
         """A batch below its minimum waits at most the batch rule's ``max_wait_s``: decide again
@@ -166,6 +189,10 @@ class Dispatching:
         if not later:
             return
         at = min(later)
+        self._wake(fid, at)
+
+    def _wake(self, fid: int, at: float) -> None:
+        """Decide for the family again at ``at`` (one wake per family: the earliest)."""
         if self._wake_at.get(fid, math.inf) > at:
             self._wake_at[fid] = at
             self.sim.schedule(at, WAKE, fid)

@@ -240,29 +240,34 @@ def test_a_chain_is_gated_on_its_every_window() -> None:
     assert gate_chain((first, second), {}) is None  # nothing read: not gated
 
 
-def test_the_simulator_gates_with_the_switch_on_and_keeps_its_commitments() -> None:
-    # The example fab with its windows 50 times tighter (as bench/qtime_gating.py
-    # --qtime-scale 0.02), under FIFO: with the switch off the gate never acts; on, it leaves
-    # lots out, and every commitment it counts belongs to a lot still in the fab. (Under
-    # `default`, 20 times tighter, seed 2, the gate acted only by chance: 30 refusals, and none
-    # after the model fixes of branch simfid; FIFO at 0.02 refuses 77 starts.)
-    from mes.simulation import model, runner
+def test_the_simulator_gates_with_the_switch_on_and_keeps_its_commitments(tmp_path) -> None:
+    # A clean (10 min) opens a 30-min window to a deposition (one tool, 60 min a lot); six lots
+    # wait at the clean. Without the gate the clean runs all six in an hour and the later lots
+    # wait hours for the deposition: windows violated. With the gate the clean holds lots back
+    # until the deposition can take them in time: starts refused, fewer violations, and every
+    # commitment it counts belongs to a lot still in the fab. (The example fab with tightened
+    # windows, used before, gated only by chance: 0 refusals after the minimum-run change.)
+    from mes.simulation import model
     from mes.simulation.engine import Simulation
     from mes.simulation.rulesets import resolve
-    from mes.smt2020 import tables
+    from tests.unit import smt2020_writer as w
 
-    testbed = tables.read_testbed(runner.folder_of("example"))
-    tight = replace(
-        testbed,
-        routes={
-            name: tuple(replace(s, cqt_s=s.cqt_s * 0.02) if s.cqt_s else s for s in steps)
-            for name, steps in testbed.routes.items()
-        },
+    folder = w.make_testbed(
+        tmp_path,
+        families=[w.family("Clean"), w.family("Dep")],
+        steps=[
+            w.step(1, "Clean", 10, STEP_CQT=2, CQT=30, CQTUNITS="min"),
+            w.step(2, "Dep", 60),
+        ],
+        wip_lots=[w.wip(f"Init_Lot_1_{n}", 1) for n in range(1, 7)],
     )
-    fab = model.build(tight)
-    off = Simulation(fab, resolve("fifo"), seed=1, days=30).run()
-    on = Simulation(fab, resolve("fifo"), seed=1, days=30, qtime_gating=True).run()
+    fab = model.load(folder)
+    off = Simulation(fab, resolve("fifo"), seed=1, days=1).run()
+    on = Simulation(fab, resolve("fifo"), seed=1, days=1, qtime_gating=True).run()
     assert off.counters.qtime_gated == 0
+    assert off.counters.qtime_violated >= 4
     assert on.counters.qtime_gated > 0
+    assert on.counters.qtime_violated < off.counters.qtime_violated
+    assert len(on.completed) == len(off.completed) == 6
     assert all(n >= 0 for n in on.commitments.committed.values())
     assert sum(on.commitments.committed.values()) <= len(on.lots)

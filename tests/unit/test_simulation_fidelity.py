@@ -54,9 +54,10 @@ def test_a_minimum_run_holds_the_setup_while_its_lots_wait_whatever_the_rule_set
     assert max(c.done - sim.model.t0 for c in sim.completed) == 150 * 60
 
 
-def test_a_minimum_run_gives_way_when_no_lot_of_its_setup_waits(tmp_path):
-    # Only lot 1 needs SU_A: after it, the tool changes to SU_B at once although its run of
-    # SU_A is 1 of 3 (no lot of that setup waits, so the tool would idle for nothing).
+def test_a_minimum_run_waits_for_its_setup_as_long_as_a_change_takes(tmp_path):
+    # Only lot 1 needs SU_A. After it the tool's run of SU_A is 1 of 3 and no lot of SU_A
+    # waits: the tool waits for one (the minimum run is "run 3 before changing again"), but
+    # no longer than the 30 min a change back to SU_A takes, then changes to SU_B.
     folder = w.make_testbed(
         tmp_path,
         families=[w.family("Implant")],
@@ -66,8 +67,36 @@ def test_a_minimum_run_gives_way_when_no_lot_of_its_setup_waits(tmp_path):
     )
     sim = run(folder)
     assert sim.counters.setups == 2
-    # 30 + 10 (lot 1, SU_A), 30 + 10 + 10 + 10 (lots 2, 3, then lot 1 at step 2): 100 min.
-    assert max(c.done - sim.model.t0 for c in sim.completed) == 100 * 60
+    # 30 + 10 (lot 1, SU_A), 30 waiting, 30 + 10 + 10 + 10 (lots 2, 3, then lot 1 at step 2).
+    assert sorted((c.done - sim.model.t0) / 60 for c in sim.completed) == [110, 120, 130]
+
+
+def test_a_lot_of_the_run_that_comes_while_the_tool_waits_continues_the_run(tmp_path):
+    # Lot 1 (SU_A) runs 0-40 after the change. Lot 4 leaves a 45-min prep step at 45 and needs
+    # SU_A: the implanter, 1 of 3 into its run and waiting for SU_A since 40, takes it without
+    # a change (45-55), waits again (55-85) and only then changes to SU_B for lots 2 and 3 and
+    # for 1 and 4 at their SU_B step. Giving way at once (the former reading of MINRUN) changed
+    # to SU_B at 40 and back to SU_A for lot 4 (three changes).
+    folder = w.make_testbed(
+        tmp_path,
+        families=[w.family("Implant"), w.family("Prep")],
+        steps=[
+            w.step(1, "Prep", 45),
+            w.step(2, "Implant", 10, SETUP="SU_A"),
+            w.step(3, "Implant", 10, SETUP="SU_B"),
+        ],
+        wip_lots=[
+            w.wip("Init_Lot_1_1", 2),
+            w.wip("Init_Lot_1_2", 3),
+            w.wip("Init_Lot_1_3", 3),
+            w.wip("Init_Lot_1_4", 1),
+        ],
+        extra_files={"setup.txt": SETUPS, "setupgrp.txt": MIN_RUN_3},
+    )
+    sim = run(folder)
+    assert sim.counters.setups == 2
+    # SU_B from 85 to 115, then lots 2, 3 (waiting since 0), 1 (since 40), 4 (since 55).
+    assert sorted((c.done - sim.model.t0) / 60 for c in sim.completed) == [125, 135, 145, 155]
 
 
 def test_a_lot_goes_to_the_free_tool_already_set_up_for_it(tmp_path):
