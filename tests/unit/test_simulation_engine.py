@@ -72,18 +72,19 @@ def test_a_batch_waits_for_its_minimum_then_starts_with_the_next_lot(tmp_path):
 
 def test_a_full_batch_starts_at_once_and_a_lone_lot_after_the_maximum_wait(tmp_path):
     # Four lots at time 0, batch max 3: three start at 0 (end 120); the fourth is below the
-    # minimum alone, waits the batch rule's 2 h and starts when the tool frees at 120 min.
+    # minimum alone and waits the built-in sets' 24 h (the testbed's minimum is a minimum)
+    # before it starts alone (24 h + 120 min).
     folder = w.make_testbed(
         tmp_path,
         families=[w.family("Furnace")],
         steps=[w.step(1, "Furnace", 120, "per_batch", BATCHMN=50, BATCHMX=75)],
         wip_lots=[w.wip(f"Init_Lot_1_{n}", 1) for n in range(1, 5)],
     )
-    sim = run(folder, days=1)
-    assert done_minutes(sim) == [120.0, 120.0, 120.0, 240.0]
+    sim = run(folder, days=2)
+    assert done_minutes(sim) == [120.0, 120.0, 120.0, 24 * 60 + 120.0]
     # FIFO among equals: lots tie on arrival and go by code; the last one waited.
     last = max(sim.completed, key=lambda c: c.done)
-    assert last.done - sim.model.t0 == 240 * 60
+    assert last.done - sim.model.t0 == (24 * 60 + 120) * 60
 
 
 def test_a_lone_lot_below_the_batch_minimum_starts_after_the_maximum_wait(tmp_path):
@@ -93,7 +94,9 @@ def test_a_lone_lot_below_the_batch_minimum_starts_after_the_maximum_wait(tmp_pa
         steps=[w.step(1, "Furnace", 120, "per_batch", BATCHMN=50, BATCHMX=75)],
         wip_lots=[w.wip("Init_Lot_1_1", 1)],
     )
-    assert done_minutes(run(folder, days=1)) == [240.0]  # waits 120, runs 120
+    assert done_minutes(run(folder, days=2)) == [24 * 60 + 120.0]  # waits 24 h, runs 120
+    # Under the MES default set (its batch rule waits 2 h) it starts after 2 h.
+    assert done_minutes(run(folder, days=1, rules="default")) == [240.0]
 
 
 def test_two_tools_share_a_queue(tmp_path):
