@@ -204,8 +204,7 @@ def _alone(
     if explain:
         full = what_next.explain(top, situation, rule_set)
         return Starts((Ranked(lot, 1, full.score, full.contributions),))
-    score = explained_score(rule_set, values_of(top, situation, rule_set))
-    return Starts((Ranked(lot, 1, score, ()),))
+    return Starts((Ranked(lot, 1, what_next.score_of(top, situation, rule_set), ()),))
 
 
 def decide(

@@ -276,6 +276,11 @@ class RuleSet:
     version: int = 0
 
     @cached_property
+    def weighted(self) -> tuple[WeightedRule, ...]:
+        """The rules of non-zero weight, in order (those that move a score)."""
+        return tuple(rule for rule in self.rules if rule.weight != 0)
+
+    @cached_property
     def queue_order_only(self) -> bool:
         """``queue_order_only(self)``, once (the simulator asks at every decision)."""
         return queue_order_only(self)

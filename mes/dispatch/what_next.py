@@ -67,6 +67,15 @@ def explained_score(rule_set: RuleSet, values: list[Valued]) -> float:
     return total
 
 
+def score_of(candidate: Candidate, situation: Situation, rule_set: RuleSet) -> float:
+    """``explained_score`` of the candidate's values, evaluating only the rules that weigh: a
+    rule of weight 0 adds 0.0 or -0.0, which leaves a sum started at 0.0 as it was."""
+    total = 0.0
+    for rule in rule_set.weighted:
+        total += rule.weight * rule.fn(candidate, situation, rule.params)[0]
+    return total
+
+
 def explain(candidate: Candidate, situation: Situation, rule_set: RuleSet) -> Ranked:
     parts = []
     total = 0.0
