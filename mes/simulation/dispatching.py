@@ -45,6 +45,12 @@ class Dispatching:
         self._return_s: dict[str, float] = {}
         for (_from, to), seconds in sim.model.setup_times.items():
             self._return_s[to] = max(self._return_s.get(to, 0.0), seconds)
+        self._families_with_setup_free_steps = {
+            step.family
+            for route in sim.model.routes.values()
+            for step in route.steps
+            if step.setup is None
+        }
         self._setup_families = {
             step.family
             for route in sim.model.routes.values()
@@ -157,9 +163,9 @@ class Dispatching:
         current = tool.setup
         if current is None or tool.since_setup >= self._min_run.get(current, 0):
             return None
-        same = [lot for lot in queue.values() if lot.step.setup in (None, current)]
-        if any(lot.step.setup == current for lot in same):
-            return same
+        fid = tool.family.id
+        if self.sim.queued_setups[fid].get(current, 0) > 0:  # kept by the engine: no scan
+            return [lot for lot in queue.values() if lot.step.setup in (None, current)]
         # No lot of S waits: the tool waits for the next one, but no longer than changing back
         # to S would take (idling longer would cost more than the change it saves), so a run
         # whose lots do not come back does not hold the tool for ever. Read strictly ("run at
@@ -170,8 +176,10 @@ class Dispatching:
         until = idle_since + self._return_s.get(current, 0.0)
         if now >= until:
             return None
-        self._wake(tool.family.id, until)
-        return same
+        self._wake(fid, until)
+        if fid not in self._families_with_setup_free_steps:
+            return []
+        return [lot for lot in queue.values() if lot.step.setup is None]
 
     def _wake_for_batches(self, fid: int) -> None:
         """A batch below its minimum waits at most the batch rule's ``max_wait_s``: decide again
