@@ -164,8 +164,12 @@ class Dispatching:
         if current is None or tool.since_setup >= self._min_run.get(current, 0):
             return None
         fid = tool.family.id
-        if self.sim.queued_setups[fid].get(current, 0) > 0:  # kept by the engine: no scan
-            return [lot for lot in queue.values() if lot.step.setup in (None, current)]
+        of_setup = self.sim.setup_queues[fid].get(current)
+        if of_setup:
+            if fid in self._families_with_setup_free_steps:
+                return [lot for lot in queue.values() if lot.step.setup in (None, current)]
+            # The same lots in the same order as the queue (both in order of arrival), no scan.
+            return list(of_setup.values())
         # No lot of S waits: the tool waits for the next one, but no longer than changing back
         # to S would take (idling longer would cost more than the change it saves), so a run
         # whose lots do not come back does not hold the tool for ever. Read strictly ("run at

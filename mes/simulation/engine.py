@@ -121,15 +121,16 @@ class Simulation:
         self.queue_area: dict[int, float] = dict.fromkeys(self.queues, 0.0)
         self._queue_since: dict[int, float] = dict.fromkeys(self.queues, m.t0)
         self.up: dict[int, int] = {fid: len(ts) for fid, ts in self.tools_of.items()}
-        # Lots queued per setup, for the families whose steps need one (the setup rules).
-        self.queued_setups: dict[int, dict[str, int]] = {
+        # The queue per setup, for the families whose steps need one (the setup rules count
+        # them; a tool in its minimum run reads its setup's lots without scanning the queue).
+        self.setup_queues: dict[int, dict[str, dict[int, policy.LotSnapshot]]] = {
             step.family: {}
             for route in m.routes.values()
             for step in route.steps
             if step.snapshot.setup is not None
         }
         self.loads = GroupLoads(
-            self.queues, self.queue_work, self.up, set(self.up), self.queued_setups, self.tools_of
+            self.queues, self.queue_work, self.up, set(self.up), self.setup_queues, self.tools_of
         )
         self._entered_at: float | None = None  # a what-if lot's own arrival at its step
         self.base: dict[int, tuple[list[float], float]] = {}  # tool -> buckets at the warm-up
@@ -300,8 +301,7 @@ class Simulation:
         self.queues[step.family][lot.id] = lot.snap
         setup = step.snapshot.setup
         if setup is not None:
-            counts = self.queued_setups[step.family]
-            counts[setup] = counts.get(setup, 0) + 1
+            self.setup_queues[step.family].setdefault(setup, {})[lot.id] = lot.snap
         if deadline is not None and deadline > self.now:
             self.schedule(deadline, QTIME, lot, lot.arrivals)
         self.dispatch(step.family)
@@ -338,6 +338,8 @@ class Simulation:
         queue = self.queues[fid]
         if lot.id in queue:
             lot.snap = queue[lot.id] = replace(snap, qtime_deadline=None)
+            if snap.step.setup is not None:
+                self.setup_queues[fid][snap.step.setup][lot.id] = lot.snap
             self.dispatch(fid)
 
     def _on_delay_end(self, lot: object, i: object) -> None:
@@ -386,11 +388,11 @@ class Simulation:
         fam = tool.family
         queue = self.queues[fam.id]
         self._queue_change(fam.id, -len(lots), -step.snapshot.process_time_s * len(lots))
-        counts = self.queued_setups.get(fam.id)
+        by_setup = self.setup_queues.get(fam.id)
         for lot in lots:
             del queue[lot.id]
-            if counts is not None and (setup := lot.route.steps[lot.index].snapshot.setup):
-                counts[setup] -= 1
+            if by_setup is not None and (setup := lot.route.steps[lot.index].snapshot.setup):
+                del by_setup[setup][lot.id]
             lot.snap = None
             lot.tools_at[lot.index] = tool.id
             if self.qtime_gating:  # only the gate reads the commitments

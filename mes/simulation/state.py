@@ -156,7 +156,7 @@ class GroupLoads(Mapping[tuple[int, int], policy.GroupLoad]):
     tools up per setup; kept until one of them changes (``changed``). A queue changes at every
     arrival and start; the policy reads a load far less often."""
 
-    __slots__ = ("_built", "_queued_setups", "_queues", "_tools", "_up", "_work", "known")
+    __slots__ = ("_built", "_queues", "_setup_queues", "_tools", "_up", "_work", "known")
 
     def __init__(
         self,
@@ -164,13 +164,13 @@ class GroupLoads(Mapping[tuple[int, int], policy.GroupLoad]):
         work: Mapping[int, float],
         up: Mapping[int, int],
         known: set[int],
-        queued_setups: Mapping[int, Mapping[str, int]] | None = None,
+        setup_queues: Mapping[int, Mapping[str, Mapping[int, object]]] | None = None,
         tools: Mapping[int, list[Tool]] | None = None,
     ) -> None:
         self._queues, self._work, self._up = queues, work, up
         self.known = known  # the families with a load (tools, or lots queued once)
-        # Only families whose steps need setups: lots queued per setup (kept by the engine).
-        self._queued_setups = queued_setups or {}
+        # Only families whose steps need setups: the queue per setup (kept by the engine).
+        self._setup_queues = setup_queues or {}
         self._tools = tools or {}
         self._built: dict[tuple[int, int], policy.GroupLoad] = {}
 
@@ -186,7 +186,7 @@ class GroupLoads(Mapping[tuple[int, int], policy.GroupLoad]):
                 return default  # type: ignore[return-value]
             queued = len(self._queues[fid])
             work, up = max(0.0, self._work[fid]), self._up.get(fid, 0)
-            setups = self._queued_setups.get(fid)
+            setups = self._setup_queues.get(fid)
             if setups is None:
                 found = policy.GroupLoad(queued, work, up)
             else:
@@ -194,7 +194,8 @@ class GroupLoads(Mapping[tuple[int, int], policy.GroupLoad]):
                 for tool in self._tools.get(fid, ()):
                     if tool.setup is not None and tool.status not in (BROKEN, MAINT):
                         in_setup[tool.setup] = in_setup.get(tool.setup, 0) + 1
-                found = policy.GroupLoad(queued, work, up, 0, dict(setups), in_setup)
+                waiting = {setup: len(lots) for setup, lots in setups.items() if lots}
+                found = policy.GroupLoad(queued, work, up, 0, waiting, in_setup)
             self._built[key] = found
         return found
 

@@ -247,6 +247,7 @@ def test_a_minimum_run_does_not_idle_a_tool_whose_run_lots_cannot_start_there(tm
     queue = sim.queues[tool_1.family.id]
     run_lot, other = sorted(queue.values(), key=lambda snap: snap.code)
     queue[run_lot.id] = replace(run_lot, dedicated_tool_id=tool_2.id)
+    sim.setup_queues[tool_1.family.id]["SU_A"][run_lot.id] = queue[run_lot.id]  # the engine's copy
     sim.dispatching.cycle()
     assert [lot.name for job in tool_1.jobs for lot in job.lots] == [other.code]
     assert tool_1.setup == "SU_B"
