@@ -15,7 +15,7 @@ from typing import Any
 from sqlalchemy import ColumnElement, func, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from mes.dispatch import policy, setups
+from mes.dispatch import policy
 from mes.dispatch.models import SetupChange, SetupMinRun
 from mes.dispatch.route_cache import RouteInfo, route_info
 from mes.durables.models import Durable
@@ -404,16 +404,24 @@ async def situation(
     """Loads per fab and tool group (only of ``groups`` if given), setup changes, minimum runs
     and transfer times."""
     loads: dict[tuple[int, int], policy.GroupLoad] = {}
+    # Grouped by setup too (the step's, the tool's): ``setup_demand`` reads the counts per
+    # setup, the other rules their sums.
     queued_stmt = (
-        select(Lot.fab_id, Step.tool_group_id, func.count(), func.sum(Step.process_time_s))
+        select(
+            Lot.fab_id,
+            Step.tool_group_id,
+            Step.setup,
+            func.count(),
+            func.sum(Step.process_time_s),
+        )
         .join(Step, Step.id == Lot.current_step_id)
         .where(Lot.state == LotState.WAITING)
-        .group_by(Lot.fab_id, Step.tool_group_id)
+        .group_by(Lot.fab_id, Step.tool_group_id, Step.setup)
     )
     up_stmt = (
-        select(Equipment.fab_id, Equipment.tool_group_id, func.count())
+        select(Equipment.fab_id, Equipment.tool_group_id, Equipment.current_setup, func.count())
         .where(Equipment.e10_state.in_(PRODUCTION_STATES))
-        .group_by(Equipment.fab_id, Equipment.tool_group_id)
+        .group_by(Equipment.fab_id, Equipment.tool_group_id, Equipment.current_setup)
     )
     if groups is not None:
         wanted = sorted(groups)
@@ -430,10 +438,22 @@ async def situation(
     )
     if groups is not None:
         arriving_stmt = arriving_stmt.where(Step.tool_group_id.in_(sorted(groups)))
-    queued = (await session.execute(queued_stmt)).all()
-    up = dict(((fab, group), n) for fab, group, n in (await session.execute(up_stmt)).all())
-    for fab, group, n, work in queued:
-        loads[(fab, group)] = policy.GroupLoad(n, float(work or 0), up.get((fab, group), 0))
+    up: dict[tuple[int, int], int] = defaultdict(int)
+    tools_by_setup: dict[tuple[int, int], dict[str, int]] = defaultdict(dict)
+    for fab, group, setup, n in (await session.execute(up_stmt)).all():
+        up[(fab, group)] += n
+        if setup is not None:
+            tools_by_setup[(fab, group)][setup] = n
+    queued: dict[tuple[int, int], int] = defaultdict(int)
+    queued_work: dict[tuple[int, int], float] = defaultdict(float)
+    queued_by_setup: dict[tuple[int, int], dict[str, int]] = defaultdict(dict)
+    for fab, group, setup, n, work in (await session.execute(queued_stmt)).all():
+        queued[(fab, group)] += n
+        queued_work[(fab, group)] += float(work or 0)
+        if setup is not None:
+            queued_by_setup[(fab, group)][setup] = n
+    for key, n in queued.items():
+        loads[key] = policy.GroupLoad(n, queued_work[key], up.get(key, 0))
     for to_fab, group, n, work in (await session.execute(arriving_stmt)).all():
         if to_fab is None:
             continue  # the lot table's check constraint rules it out
@@ -446,11 +466,12 @@ async def situation(
         )
     for key, n in up.items():
         loads.setdefault(key, policy.GroupLoad(0, 0.0, n))
-    for key, (queued_by_setup, tools_by_setup) in (
-        await setups.setups_per_group(session, groups)
-    ).items():
-        had = loads.get(key, policy.GroupLoad())
-        loads[key] = replace(had, queued_by_setup=queued_by_setup, tools_by_setup=tools_by_setup)
+    for key in queued_by_setup.keys() | tools_by_setup.keys():
+        loads[key] = replace(
+            loads.get(key, policy.GroupLoad()),
+            queued_by_setup=queued_by_setup.get(key, {}),
+            tools_by_setup=tools_by_setup.get(key, {}),
+        )
     setup_times = {
         (None if a == "*" else a, b): float(t)
         for a, b, t in (

@@ -51,12 +51,7 @@ class Dispatching:
             for step in route.steps
             if step.setup is None
         }
-        self._setup_families = {
-            step.family
-            for route in sim.model.routes.values()
-            for step in route.steps
-            if step.setup is not None
-        }
+        self._setup_families = sim.setup_queues.keys()  # a step of theirs needs a setup
 
     def situation(self, fid: int | None = None) -> policy.Situation:
         """One per instant: ``loads`` is the live mapping, the rest does not change. With Q-time

@@ -326,6 +326,9 @@ def test_rule_set_validation() -> None:
         p.RuleSet.build([{"rule": "fifo", "params": {"speed": 1}}])
     with pytest.raises(p.RuleSetError, match="positive"):
         p.RuleSet.build([{"rule": "fifo", "params": {"scale_s": 0}}])
+    # 0 lots of scale would divide 0 by 0 when no lot waits for the setup.
+    with pytest.raises(p.RuleSetError, match=r"setup_demand\.scale_lots must be positive"):
+        p.RuleSet.build([{"rule": "setup_demand", "params": {"scale_lots": 0}}])
     with pytest.raises(p.RuleSetError, match="twice"):
         p.RuleSet.build([{"rule": "fifo"}, {"rule": "fifo"}])
     with pytest.raises(p.RuleSetError, match="number"):
