@@ -116,7 +116,8 @@ class Dispatching:
             run = self._within_min_run(tool, queue) if fid in self._min_run_families else None
             if run is not None and not run:
                 continue  # waits for a lot of its minimum run: nothing to decide on
-            starts = decide(snap, queue.values() if run is None else run, situation, rule_set)
+            offered = policy.InQueueOrder(queue.values() if run is None else run)
+            starts = decide(snap, offered, situation, rule_set)
             if (
                 run is not None
                 and not starts.lots
@@ -125,7 +126,7 @@ class Dispatching:
             ):
                 # Lots of the run wait but none may start here (dedicated elsewhere, held
                 # back): the minimum run does not keep the tool idle, every lot is offered.
-                starts = decide(snap, queue.values(), situation, rule_set)
+                starts = decide(snap, policy.InQueueOrder(queue.values()), situation, rule_set)
             counters.decisions += 1
             if starts.lots:
                 sim.start_job(tool, [sim.lots[r.lot.id] for r in starts.lots])
@@ -163,7 +164,7 @@ class Dispatching:
         if of_setup:
             if fid in self._families_with_setup_free_steps:
                 return [lot for lot in queue.values() if lot.step.setup in (None, current)]
-            # The same lots in the same order as the queue (both in order of arrival), no scan.
+            # The same lots in the same order as the queue (both kept in queue order), no scan.
             return list(of_setup.values())
         # No lot of S waits: the tool waits for the next one, but no longer than changing back
         # to S would take (idling longer would cost more than the change it saves), so a run

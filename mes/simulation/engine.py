@@ -41,6 +41,7 @@ from mes.simulation.state import (
     Job,
     SimLot,
     Tool,
+    join_queue,
 )
 
 DAY = 86400.0
@@ -121,8 +122,9 @@ class Simulation:
         self.queue_area: dict[int, float] = dict.fromkeys(self.queues, 0.0)
         self._queue_since: dict[int, float] = dict.fromkeys(self.queues, m.t0)
         self.up: dict[int, int] = {fid: len(ts) for fid, ts in self.tools_of.items()}
-        # The queue per setup, for the families whose steps need one (the setup rules count
-        # them; a tool in its minimum run reads its setup's lots without scanning the queue).
+        # Each queue is kept in (queued_at, code) order (``join_queue``): a FIFO decision reads
+        # it from the head. The queue per setup, for the families whose steps need one (the
+        # setup rules count them; a tool in its minimum run reads its setup's lots alone).
         self.setup_queues: dict[int, dict[str, dict[int, policy.LotSnapshot]]] = {
             step.family: {}
             for route in m.routes.values()
@@ -298,10 +300,10 @@ class Simulation:
         deadline = lot.windows.get(i)
         lot.snap = self._lot_snapshot(lot, step, deadline)
         self._queue_change(step.family, +1, step.snapshot.process_time_s)
-        self.queues[step.family][lot.id] = lot.snap
+        join_queue(self.queues[step.family], lot.snap)
         setup = step.snapshot.setup
         if setup is not None:
-            self.setup_queues[step.family].setdefault(setup, {})[lot.id] = lot.snap
+            join_queue(self.setup_queues[step.family].setdefault(setup, {}), lot.snap)
         if deadline is not None and deadline > self.now:
             self.schedule(deadline, QTIME, lot, lot.arrivals)
         self.dispatch(step.family)

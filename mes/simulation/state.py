@@ -128,6 +128,24 @@ class Tool:
         return self.snap
 
 
+def join_queue(queue: dict[int, policy.LotSnapshot], snap: policy.LotSnapshot) -> None:
+    """Add ``snap`` to a queue kept in (queued_at, code) order, as ``policy.InQueueOrder``
+    promises. Lots mostly join at the tail (they arrive as time goes on); one that sorts before
+    the tail (it came at the same instant with a lower code, or is a what-if lot with its own
+    arrival time) takes its place and the lots after it are added again behind it."""
+    behind: list[policy.LotSnapshot] = []
+    while queue:
+        last = next(reversed(queue.values()))
+        if last.queued_at < snap.queued_at or (
+            last.queued_at == snap.queued_at and last.code <= snap.code
+        ):
+            break
+        behind.append(queue.popitem()[1])
+    queue[snap.id] = snap
+    for lot in reversed(behind):
+        queue[lot.id] = lot
+
+
 @dataclass(frozen=True)
 class ToolStart:
     """A tool as it is when a what-if run starts."""

@@ -166,6 +166,9 @@ def test_rank_lots_and_decide_equal_the_reference(
         expected = p.choose_starts(listing)
         assert p.decide(tool, lots, s, rs, explain=True) == expected
         assert p.decide(tool, iter(lots), s, rs) == without_contributions(expected)
+        # Handed over in queue order as the simulator keeps its queues: the same decision.
+        in_order = p.InQueueOrder(sorted(lots, key=lambda lot: (lot.queued_at, lot.code)))
+        assert p.decide(tool, in_order, s, rs) == without_contributions(expected)
 
 
 @settings(max_examples=200, deadline=None)
