@@ -2,8 +2,9 @@
 ``POST /dispatch/rule-sets`` accepts), each resolved per tool family to a ``policy.RuleSet``.
 
 Built-ins: ``fifo`` (first come, first served), ``cr`` (critical ratio, FIFO among ties),
-``default`` (the MES default rule set) and ``testbed`` (each family's prescribed
-``RULE``/``FWLRANK`` as the MES importer maps it). Every built-in carries the ``batch`` rule at
+``default`` (the MES default rule set), ``testbed`` (each family's prescribed
+``RULE``/``FWLRANK`` as the MES importer maps it) and ``setup_aware`` (the best set found on
+HV/LM; ``SimRules.document()`` gives it as ``POST /dispatch/rule-sets`` takes it). Every built-in carries the ``batch`` rule at
 weight 0: it does not move the ranking, but its value tells ``choose_starts`` that a batch below
 the step's minimum is worth waiting for (up to the rule's ``max_wait_s``, 24 h here), as the
 testbed's minimum batch sizes require (``default`` keeps the MES default set's own batch rule).
@@ -31,6 +32,17 @@ BUILTIN: Mapping[str, tuple[Mapping[str, Any], ...]] = {
     "fifo": ({"rule": "fifo", "weight": 1}, BATCH_GATE),
     "cr": ({"rule": "critical_ratio", "weight": 1}, BATCH_GATE),
     "default": policy.DEFAULT_RULE_SET_SPEC,
+    # The best set found by hand on HV/LM (docs/simulation.md, two years): hot lots first,
+    # then no setup change while lots of the tool's setup wait, a change to the setup most
+    # lots wait for per tool in it, then critical ratio, FIFO among ties.
+    "setup_aware": (
+        {"rule": "priority", "weight": 1000},
+        {"rule": "setup", "weight": 200},
+        {"rule": "setup_demand", "weight": 50},
+        {"rule": "critical_ratio", "weight": 5},
+        {"rule": "fifo", "weight": 1},
+        BATCH_GATE,
+    ),
 }
 
 

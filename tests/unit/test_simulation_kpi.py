@@ -8,7 +8,7 @@ import pytest
 from typer.testing import CliRunner
 
 from mes.cli import app
-from mes.simulation import engine, kpi, model, runner
+from mes.simulation import engine, kpi, model, rulesets, runner
 from mes.simulation.rulesets import RuleChoiceError, resolve, resolve_all
 from tests.unit import smt2020_writer as w
 
@@ -134,3 +134,14 @@ def test_tune_writes_a_rule_set_the_api_accepts(tmp_path):
     assert published.fab == "F1"
     assert any(r["rule"] == "batch" for r in doc["rules"])
     assert "held-out seeds [2]" in doc["note"]
+
+
+def test_every_built_in_rule_set_goes_to_production_as_a_document_the_api_accepts():
+    from mes.dispatch.schemas import RuleSetPublish
+
+    for name in rulesets.BUILTIN:
+        rules = rulesets.resolve(name)
+        published = RuleSetPublish.model_validate({**rules.document(), "fab": "F1"})
+        assert [r.rule for r in published.rules] == [e["rule"] for e in rules.spec], name
+    aware = rulesets.resolve("setup_aware").for_family(runner._model("example").families[0])
+    assert [r.name for r in aware.rules][:3] == ["priority", "setup", "setup_demand"]
