@@ -118,11 +118,12 @@ class AdapterRegistry:
             alive = [i for i, a in self.adapters.items() if a.state is ConnectionState.CONNECTED]
             await opcua_service.stamp_signals(session, [i for i in alive if i in held], now)
             tools = await opcua_service.tools_to_serve(session, fab=self.fab, shard=self.shard)
-        for lost in set(self.adapters) - held:
+        lost = sorted(set(self.adapters) - held)
+        for equipment_id in lost:
             log.warning(
-                "lease of tool %s lost: stopping its adapter", self.adapters[lost].tool.code
+                "lease of tool %s lost: stopping its adapter", self.adapters[equipment_id].tool.code
             )
-            await self._stop_adapter(lost)
+        await self._stop_adapters(lost)
         for tool in tools:
             if tool.id in self.adapters:
                 continue
@@ -149,22 +150,28 @@ class AdapterRegistry:
         self.tasks[tool.id] = asyncio.create_task(adapter.run(), name=f"adapter-{tool.code}")
         log.info("%s: serving tool %s at %s", self.owner, tool.code, tool.endpoint)
 
-    async def _stop_adapter(self, equipment_id: int) -> None:
-        task = self.tasks.pop(equipment_id, None)
-        adapter = self.adapters.pop(equipment_id, None)
-        if task is None:
+    async def _stop_adapters(self, equipment_ids: list[int]) -> None:
+        """Cancel the adapters and wait for them together, once bounded: one adapter stuck in
+        a library call (or on a locked database as it says DISCONNECTED) must not keep the
+        others, or the service's shutdown, waiting — nor may a hundred slow ones add up to a
+        hundred timeouts. A stuck adapter's lease then simply runs out."""
+        stopping: dict[asyncio.Task[None], str] = {}
+        for equipment_id in equipment_ids:
+            task = self.tasks.pop(equipment_id, None)
+            adapter = self.adapters.pop(equipment_id, None)
+            if task is not None:
+                task.cancel()
+                stopping[task] = adapter.tool.code if adapter else str(equipment_id)
+        if not stopping:
             return
-        task.cancel()
-        # Bounded: one adapter stuck in a library call must not keep the others (or the
-        # service's shutdown) waiting. Its lease then simply runs out.
-        done, _ = await asyncio.wait({task}, timeout=self.settings.timeout_s)
-        if task in done:
+        done, left = await asyncio.wait(stopping, timeout=self.settings.timeout_s)
+        for task in done:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 task.result()
-        else:
+        for task in left:
             log.error(
                 "adapter of %s did not stop within %.0f s; left behind: %s",
-                adapter.tool.code if adapter else equipment_id,
+                stopping[task],
                 self.settings.timeout_s,
                 task,
             )
@@ -201,8 +208,7 @@ class AdapterRegistry:
 
     async def stop(self) -> None:
         ids = list(self.adapters)
-        for equipment_id in ids:
-            await self._stop_adapter(equipment_id)
+        await self._stop_adapters(ids)
         if ids:
             with contextlib.suppress(Exception):
                 async with unit_of_work(self.db) as session:
