@@ -372,7 +372,7 @@ class InQueueOrder(Collection[LotSnapshot]):
         return len(self._lots)
 
     def __contains__(self, lot: object) -> bool:
-        return any(lot is held for held in self._lots)
+        return lot in self._lots
 
 
 def in_queue_order(lots: Collection[LotSnapshot]) -> Iterator[LotSnapshot]:

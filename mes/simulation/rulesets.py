@@ -4,10 +4,11 @@
 Built-ins: ``fifo`` (first come, first served), ``cr`` (critical ratio, FIFO among ties),
 ``default`` (the MES default rule set), ``testbed`` (each family's prescribed
 ``RULE``/``FWLRANK`` as the MES importer maps it) and ``setup_aware`` (the best set found on
-HV/LM; ``SimRules.document()`` gives it as ``POST /dispatch/rule-sets`` takes it). Every built-in carries the ``batch`` rule at
-weight 0: it does not move the ranking, but its value tells ``choose_starts`` that a batch below
-the step's minimum is worth waiting for (up to the rule's ``max_wait_s``, 24 h here), as the
-testbed's minimum batch sizes require (``default`` keeps the MES default set's own batch rule).
+HV/LM; ``SimRules.document()`` gives it as ``POST /dispatch/rule-sets`` takes it). Every
+built-in carries the ``batch`` rule at weight 0: it does not move the ranking, but its value
+tells ``choose_starts`` that a batch below the step's minimum is worth waiting for (up to the
+rule's ``max_wait_s``, 24 h here), as the testbed's minimum batch sizes require (``default``
+keeps the MES default set's own batch rule).
 """
 
 from __future__ import annotations
