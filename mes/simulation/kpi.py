@@ -91,6 +91,10 @@ def percentile(values: Sequence[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, max(0, math.ceil(q * len(ordered)) - 1))]
 
 
+def _round(x: float | None, digits: int) -> float | None:
+    return None if x is None else round(x, digits)
+
+
 def _nan_none(x: float) -> float | None:
     return None if math.isnan(x) else round(x, 4)
 
@@ -165,6 +169,17 @@ def weighted_cost(types: Iterable[dict[str, Any]]) -> float | None:
     return round(sum(parts), 4) if parts else None
 
 
+def wip_trend(run: RunResult) -> float | None:
+    """The WIP's least-squares slope over the evaluated days (lots per day): how the protocol
+    judges a stable WIP. A fab that completes less than it releases grows by the difference;
+    a stable one stays near 0 (the sampled WIP wanders by batches and breakdowns)."""
+    points = [(day, n) for day, n in run.wip if day >= run.warmup_days]
+    if len(points) < 2 or len({day for day, _ in points}) < 2:
+        return None
+    days, counts = zip(*points, strict=True)
+    return statistics.linear_regression(days, counts).slope
+
+
 def summarize(runs: Sequence[RunResult]) -> dict[str, Any]:
     """Figures of one rule set over its seeds."""
     types = lot_types(runs)
@@ -188,6 +203,7 @@ def summarize(runs: Sequence[RunResult]) -> dict[str, Any]:
         "wip_mean": round(statistics.fmean(wip), 1) if wip else None,
         "wip_mean_second_half": round(statistics.fmean(half), 1) if half else None,
         "wip_end": [r.wip_end for r in runs],
+        "wip_trend_lots_per_day": [_round(wip_trend(r), 3) for r in runs],
         "wip": [r.wip for r in runs],
         "counters": {k: sum(r.counters.get(k, 0) for r in runs) for k in runs[0].counters},
         "speed": {

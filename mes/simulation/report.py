@@ -20,7 +20,8 @@ def table(summaries: Mapping[str, Mapping[str, Any]]) -> str:
     for name, s in summaries.items():
         lines.append(
             f"{name:<14}cost {s['weighted_cost']}, throughput {s['throughput_lots_per_day']}/day, "
-            f"WIP mean {s['wip_mean']}, decisions {s['speed']['decisions']}, "
+            f"WIP mean {s['wip_mean']}, trend {_trend(s['wip_trend_lots_per_day'])} lots/day, "
+            f"decisions {s['speed']['decisions']}, "
             f"{s['speed']['sim_days_per_cpu_s']} sim days/CPU s"
         )
         for t in s["lot_types"]:
@@ -30,6 +31,10 @@ def table(summaries: Mapping[str, Mapping[str, Any]]) -> str:
                 f"{_f(t['tardiness_mean_days']):>9}"
             )
     return "\n".join(lines)
+
+
+def _trend(slopes: list[float | None]) -> str:
+    return "/".join("-" if x is None else f"{x:+.1f}" for x in slopes)
 
 
 def _f(x: float | None) -> str:
@@ -48,6 +53,8 @@ def write_csv(path: Path, summaries: Mapping[str, Mapping[str, Any]]) -> None:
         for name, s in summaries.items():
             for figure in ("weighted_cost", "throughput_lots_per_day", "wip_mean"):
                 out.writerow([name, "fab", "", figure, s[figure]])
+            for seed, slope in zip(s["seeds"], s["wip_trend_lots_per_day"], strict=True):
+                out.writerow([name, "fab", f"seed {seed}", "wip_trend_lots_per_day", slope])
             for k, v in s["speed"].items():
                 out.writerow([name, "speed", "", k, v])
             for t in s["lot_types"]:

@@ -145,3 +145,17 @@ def test_every_built_in_rule_set_goes_to_production_as_a_document_the_api_accept
         assert [r.rule for r in published.rules] == [e["rule"] for e in rules.spec], name
     aware = rulesets.resolve("setup_aware").for_family(runner._model("example").families[0])
     assert [r.name for r in aware.rules][:3] == ["priority", "setup", "setup_demand"]
+
+
+def test_the_wip_trend_is_the_slope_over_the_evaluated_days_only():
+    def run_with(wip: list[tuple[float, int]]) -> kpi.RunResult:
+        return kpi.RunResult("fifo", 1, 20, 10, [], {}, 0, {}, wip, wip[-1][1], {})
+
+    warm = [(float(d), 5000 - 100 * d) for d in range(10)]  # falls in the warm-up: not counted
+    growing = [(10 + d / 4, 2000 + int(d)) for d in range(40)]  # +4 lots a day
+    assert kpi.wip_trend(run_with(warm + growing)) == pytest.approx(4.0, abs=0.05)
+    wobbling = [(10 + d / 2, 3000 + (25 if d % 2 else -25)) for d in range(20)]
+    assert abs(kpi.wip_trend(run_with(warm + wobbling)) or 0) < 3.0  # wanders, does not grow
+    assert kpi.wip_trend(run_with([*warm, (12.0, 3000)])) is None  # one point: no slope
+    figures = runner.summaries(runner.run_plan(runner.plan_for("example", ["fifo"], 1, 6, 2)))
+    assert len(figures["fifo"]["wip_trend_lots_per_day"]) == 1
