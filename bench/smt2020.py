@@ -39,7 +39,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 import mes.dispatch.policy as policy  # noqa: E402
-from mes.simulation import report, runner  # noqa: E402
+from mes.simulation import goals, report, runner  # noqa: E402
 
 GOAL_DAYS_PER_CPU_S = 2.0
 GOAL_MEMORY_MB = 500.0
@@ -181,6 +181,13 @@ def main() -> None:
                     f"{f['setup_pct']:>7}{f['breakdown_pct']:>7}{f['pm_pct']:>7}"
                     f"{f['queue_mean_lots']:>8}"
                 )
+    judged: dict[str, list[goals.Goal]] = {}
+    if "fifo" in summaries and "cr" in summaries:
+        for name in summaries:
+            if name not in ("fifo", "cr"):
+                judged[name] = goals.judge(summaries, name)
+                print(f"\n{name} against the quality goals (FIFO and CR of the same seeds):")
+                print(goals.table(judged[name]))
     ref = reference(Path(folder))
     if ref:
         print(
@@ -224,11 +231,16 @@ def main() -> None:
         "warmup_days": args.warmup,
         "seeds": args.seeds,
         **speed,
+        "goals": {
+            name: {g.name: {"met": g.met, "measured": g.measured} for g in found}
+            for name, found in judged.items()
+        },
         "rules": {
             name: {
                 "weighted_cost": s["weighted_cost"],
                 "throughput_lots_per_day": s["throughput_lots_per_day"],
                 "wip_mean": s["wip_mean"],
+                "wip_trend_lots_per_day": s["wip_trend_lots_per_day"],
                 "lot_types": {
                     t["lot_type"]: {
                         k: t[k]
