@@ -11,6 +11,7 @@ a candidate rule set against FIFO and critical ratio run on the same seeds. Pure
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -36,7 +37,7 @@ def judge(summaries: Mapping[str, Mapping[str, Any]], candidate: str) -> list[Go
     """The goals for ``candidate``; ``summaries`` must hold ``fifo`` and ``cr`` too."""
     s, fifo, cr = summaries[candidate], summaries.get("fifo"), summaries.get("cr")
     types = {t["lot_type"]: t for t in s["lot_types"] if t["completed"]}
-    fifo_types = {t["lot_type"]: t for t in fifo["lot_types"]} if fifo else {}
+    fifo_types = {t["lot_type"]: t for t in fifo["lot_types"] if t["completed"]} if fifo else {}
     return [
         _cost(s, fifo, cr),
         _ct_ratio(types, fifo_types, normal_only=True),
@@ -70,16 +71,20 @@ def _ct_ratio(
     limit = NORMAL_CT_RATIO if normal_only else 1.0
     name = "normal-lot cycle time" if normal_only else "no lot type slower than FIFO"
     goal = f"≤ {limit:g} x FIFO's, every {'normal ' if normal_only else ''}lot type"
-    ratios = {
-        kind: t["ct_mean_days"] / fifo_types[kind]["ct_mean_days"]
-        for kind, t in types.items()
-        if (not normal_only or priority_class(t["priority"]) == "normal")
-        and t["ct_mean_days"] is not None
-        and (fifo_types.get(kind) or {}).get("ct_mean_days")
-    }
+    # Over the types FIFO completed: one the candidate completed none of is a miss (a set that
+    # starves a lot type must not pass for having no cycle time to compare).
+    ratios: dict[str, float] = {}
+    for kind, base in fifo_types.items():
+        if normal_only and priority_class(base["priority"]) != "normal":
+            continue
+        ct = (types.get(kind) or {}).get("ct_mean_days")
+        if base["ct_mean_days"]:
+            ratios[kind] = math.inf if ct is None else ct / base["ct_mean_days"]
     if not ratios:
         return Goal(name, goal, "-", None)
-    measured = ", ".join(f"{k} {v:.2f}" for k, v in sorted(ratios.items()))
+    measured = ", ".join(
+        f"{k} {'none done' if math.isinf(v) else f'{v:.2f}'}" for k, v in sorted(ratios.items())
+    )
     return Goal(name, goal, measured, max(ratios.values()) <= limit)
 
 

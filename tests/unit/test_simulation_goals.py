@@ -71,9 +71,20 @@ def test_a_set_just_outside_each_limit_misses_that_goal_alone() -> None:
         assert [name for name, met in found.items() if not met] == [missed], (missed, found)
 
 
+def test_a_lot_type_the_set_completes_none_of_is_slower_than_fifo() -> None:
+    starving = summary(
+        71.9, lot_type("Lot_3", 10, 89.9, 50.0), lot_type("HotLot_3", 20, None, None)
+    )
+    found = goals.judge({**BASELINES, "set": starving}, "set")
+    slower = next(g for g in found if g.name == "no lot type slower than FIFO")
+    assert slower.met is False
+    assert "HotLot_3 none done" in slower.measured
+
+
 def test_a_goal_without_the_figures_to_judge_it_is_not_called_met() -> None:
+    # A run too short for any lot released after the warm-up to complete, FIFO's alike.
     bare = summary(None, lot_type("Lot_3", 10, None, None))
     bare["wip_trend_lots_per_day"] = [None]
-    found = verdicts(goals.judge({"fifo": BASELINES["fifo"], "bare": bare}, "bare"))
-    assert set(found.values()) == {None}
-    assert "n/a" in goals.table(goals.judge({"fifo": BASELINES["fifo"], "bare": bare}, "bare"))
+    runs = {"fifo": bare, "cr": bare, "bare": bare}
+    assert set(verdicts(goals.judge(runs, "bare")).values()) == {None}
+    assert "n/a" in goals.table(goals.judge(runs, "bare"))
