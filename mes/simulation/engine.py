@@ -29,10 +29,14 @@ from mes.simulation.state import (
     ARRIVE,
     BUSY,
     DELAY_END,
+    DELAYED,
     END,
     FREE,
     IDLE,
+    IN_TOOL,
+    MOVING,
     QTIME,
+    QUEUED,
     RELEASE,
     SAMPLE,
     WARMUP,
@@ -40,6 +44,7 @@ from mes.simulation.state import (
     InitialState,
     Job,
     SimLot,
+    TimeSplit,
     Tool,
     join_queue,
 )
@@ -138,6 +143,7 @@ class Simulation:
         self.base: dict[int, tuple[list[float], float]] = {}  # tool -> buckets at the warm-up
         self.base_queue: dict[int, float] = {}
         self._transport = (m.testbed.transport_s or 0.0, m.testbed.transport_spread_s)
+        self.time_split = TimeSplit()
         self.handlers: dict[int, Callable[[object, object], None]] = {
             RELEASE: self._on_release,
             ARRIVE: self._on_arrive,
@@ -242,6 +248,7 @@ class Simulation:
         lot = SimLot(self._next_lot, name, part, prior, wafers)
         lot.route = self.model.routes[part]
         lot.rng = streams.stream(self.seed, "lot", name)
+        lot.started = self.now
         self.lots[lot.id] = lot
         return lot
 
@@ -259,6 +266,7 @@ class Simulation:
         if self.now >= self.warmup_at:
             key = (lot.part, lot.prior)
             self.released_after_warmup[key] = self.released_after_warmup.get(key, 0) + 1
+            lot.waits = {}
         if order.repeat_s and (order.repetitions is None or k + 1 < order.repetitions):
             self.schedule(self.now + order.repeat_s, RELEASE, n, k + 1)
         self._advance(lot, -1, travel=False)
@@ -280,6 +288,7 @@ class Simulation:
         if travel and not step.is_delay and self._transport[0] > 0:
             lot.index = i
             t = streams.draw(lot.rng, "uniform", *self._transport)
+            lot.spent[MOVING] += t
             self.schedule(self.now + t, ARRIVE, lot, i)
         else:
             self._enter(lot, i)
@@ -294,6 +303,7 @@ class Simulation:
         step = lot.route.steps[i]
         if step.is_delay:
             t = self._process_time(step, [lot])
+            lot.spent[DELAYED] += t
             self.schedule(self.now + t, DELAY_END, lot, i)
             return
         lot.arrivals += 1
@@ -351,6 +361,8 @@ class Simulation:
 
     def _complete(self, lot: SimLot) -> None:
         del self.lots[lot.id]
+        if lot.waits is not None:  # released after the warm-up: the figures count it
+            self.time_split.add(lot)
         if self.qtime_gating:
             self.commitments.done(lot)
         self.completed.append(
@@ -391,8 +403,15 @@ class Simulation:
         queue = self.queues[fam.id]
         self._queue_change(fam.id, -len(lots), -step.snapshot.process_time_s * len(lots))
         by_setup = self.setup_queues.get(fam.id)
+        now = self.now
         for lot in lots:
             del queue[lot.id]
+            assert lot.snap is not None  # it waited in the queue
+            wait = now - lot.snap.queued_at
+            lot.spent[QUEUED] += wait
+            if lot.waits is not None:
+                lot.waits[fam.id] = lot.waits.get(fam.id, 0.0) + wait
+            lot.started = now
             if by_setup is not None and (setup := lot.route.steps[lot.index].snapshot.setup):
                 del by_setup[setup][lot.id]
             lot.snap = None
@@ -462,6 +481,7 @@ class Simulation:
             self.account(tool, IDLE)
         self.job_done(tool, job)
         for lot in job.lots:
+            lot.spent[IN_TOOL] += self.now - lot.started
             # Each lot goes on along its own route: a batch may hold lots of several routes
             # whose step has the same name (the batch key) at different route indexes.
             step = lot.route.steps[lot.index]

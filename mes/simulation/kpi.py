@@ -21,7 +21,9 @@ from typing import Any
 
 from mes.simulation.engine import DAY, Simulation
 from mes.simulation.model import lot_type_name
+from mes.simulation.state import TIME_SPLIT
 
+LONGEST_WAITS = 5  # families listed per lot type where its lots queue longest
 TARDY_LOT_COST = 10.0
 PRIORITY_WEIGHT = {10: 1.0, 20: 2.0, 30: 4.0}
 
@@ -46,6 +48,10 @@ class RunResult:
     wall_s: float = 0.0
     cpu_s: float = 0.0
     extra: dict[str, Any] = field(default_factory=dict)
+    # Per lot type: [queue, in tool, transport, delay seconds, lots] summed over the lots
+    # counted (``TIME_SPLIT``), and their queue seconds per family name.
+    time_split: dict[tuple[str, int], list[float]] = field(default_factory=dict)
+    waits: dict[tuple[str, int], dict[str, float]] = field(default_factory=dict)
 
 
 def collect(sim: Simulation, *, wall_s: float = 0.0, cpu_s: float = 0.0) -> RunResult:
@@ -81,6 +87,11 @@ def collect(sim: Simulation, *, wall_s: float = 0.0, cpu_s: float = 0.0) -> RunR
         counters=dict(vars(sim.counters)),
         wall_s=wall_s,
         cpu_s=cpu_s,
+        time_split={k: list(v) for k, v in sim.time_split.totals.items()},
+        waits={
+            key: {sim.family[fid].name: s for fid, s in waits.items()}
+            for key, waits in sim.time_split.waits.items()
+        },
     )
 
 
@@ -133,8 +144,32 @@ def lot_types(runs: Sequence[RunResult]) -> list[dict[str, Any]]:
                 "tardiness_mean_days": _nan_none(sum(tardy) / n if n else math.nan),
                 "cost": _nan_none(cost),
                 "weight": PRIORITY_WEIGHT.get(key[1], 1.0),
+                **_time_split(runs, key),
             }
         )
+    return out
+
+
+def _time_split(runs: Sequence[RunResult], key: tuple[str, int]) -> dict[str, Any]:
+    """Where the lot type's cycle time went, in days per completed lot: queue, in tool (load,
+    setup, process, unload, stops while loaded), transport, delay — they add up to the mean
+    cycle time — and the families its lots queued longest at."""
+    totals = [0.0] * (len(TIME_SPLIT) + 1)
+    waits: dict[str, float] = defaultdict(float)
+    for run in runs:
+        for i, v in enumerate(run.time_split.get(key, ())):
+            totals[i] += v
+        for name, s in run.waits.get(key, {}).items():
+            waits[name] += s
+    n = totals[-1]
+    out: dict[str, Any] = {
+        f"{name}_days": round(totals[i] / n / DAY, 4) if n else None
+        for i, name in enumerate(TIME_SPLIT)
+    }
+    longest = sorted(waits.items(), key=lambda kv: (-kv[1], kv[0]))[:LONGEST_WAITS]
+    out["longest_waits"] = [
+        {"family": name, "queue_days": round(s / n / DAY, 4)} for name, s in longest if n
+    ]
     return out
 
 

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from mes.simulation import kpi
+from mes.simulation.state import TIME_SPLIT
 
 
 def table(summaries: Mapping[str, Mapping[str, Any]]) -> str:
@@ -30,6 +31,18 @@ def table(summaries: Mapping[str, Mapping[str, Any]]) -> str:
                 f"{_f(t['ct_p90_days']):>8}{_f(t['flow_factor']):>6}{_f(t['on_time_pct']):>9}"
                 f"{_f(t['tardiness_mean_days']):>9}"
             )
+    lines.append("")
+    lines.append(
+        "where the cycle time goes (days per lot): queue / in tool / transport / delay; "
+        "longest queues"
+    )
+    for name, s in summaries.items():
+        for t in s["lot_types"]:
+            if not t["completed"]:
+                continue
+            split = " / ".join(_f(t[f"{k}_days"]) for k in TIME_SPLIT)
+            waits = ", ".join(f"{w['family']} {w['queue_days']:.2f}" for w in t["longest_waits"])
+            lines.append(f"{name:<14}{t['lot_type']:<16}{split}; {waits}")
     return "\n".join(lines)
 
 
@@ -59,8 +72,11 @@ def write_csv(path: Path, summaries: Mapping[str, Mapping[str, Any]]) -> None:
                 out.writerow([name, "speed", "", k, v])
             for t in s["lot_types"]:
                 for k, v in t.items():
-                    if k != "lot_type":
+                    if k not in ("lot_type", "longest_waits"):
                         out.writerow([name, "lot_type", t["lot_type"], k, v])
+                for w in t["longest_waits"]:
+                    key = f"{t['lot_type']} at {w['family']}"
+                    out.writerow([name, "lot_type_wait", key, "queue_days", w["queue_days"]])
             for fam in s["families"]:
                 for k, v in fam.items():
                     if k != "family":

@@ -12,6 +12,8 @@ import mes.simulation.streams as streams
 from mes.simulation.model import FAB_ID, Family, Route, Step, priority_class
 
 IDLE, BUSY, BROKEN, MAINT = range(4)  # tool status, also the index of its time bucket
+QUEUED, IN_TOOL, MOVING, DELAYED = range(4)  # where a lot's time goes: index into SimLot.spent
+TIME_SPLIT = ("queue", "in_tool", "transport", "delay")  # their names in the figures
 # Event kinds (the heap holds (time, seq, kind, a, b)).
 RELEASE, ARRIVE, END, FREE, DELAY_END, WAKE, QTIME, SAMPLE, WARMUP = range(9)
 DOWN, UP, PM_DUE, PM_END = range(9, 13)
@@ -31,8 +33,11 @@ class SimLot:
         "rng",
         "route",
         "snap",
+        "spent",
+        "started",
         "tools_at",
         "wafers",
+        "waits",
         "windows",
     )
 
@@ -52,6 +57,31 @@ class SimLot:
         self.tools_at: dict[int, int] = {}  # route index -> tool id (dedication)
         self.windows: dict[int, float] = {}  # route index -> latest start (Q-time)
         self.arrivals = 0  # to tell a stale Q-time event from a current one
+        # Where its cycle time went, in seconds: [queue, in tool, transport, delay] (the four
+        # add up to done - released), and its queue time per family (only for lots the
+        # figures count: released after the warm-up).
+        self.spent = [0.0, 0.0, 0.0, 0.0]
+        self.started = 0.0  # when its running job started
+        self.waits: dict[int, float] | None = None
+
+
+class TimeSplit:
+    """Where the cycle time of the lots the figures count went, per lot type (part, priority):
+    the sum of their ``SimLot.spent`` with the number of lots, and their queue time per family."""
+
+    def __init__(self) -> None:
+        self.totals: dict[tuple[str, int], list[float]] = {}  # [queue, tool, move, delay, lots]
+        self.waits: dict[tuple[str, int], dict[int, float]] = {}  # family id -> queue seconds
+
+    def add(self, lot: SimLot) -> None:
+        key = (lot.part, lot.prior)
+        totals = self.totals.setdefault(key, [0.0] * (len(lot.spent) + 1))
+        for i, spent in enumerate(lot.spent):
+            totals[i] += spent
+        totals[-1] += 1
+        waits = self.waits.setdefault(key, {})
+        for fid, wait in (lot.waits or {}).items():
+            waits[fid] = waits.get(fid, 0.0) + wait
 
 
 class Job:

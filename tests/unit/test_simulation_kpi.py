@@ -159,3 +159,51 @@ def test_the_wip_trend_is_the_slope_over_the_evaluated_days_only():
     assert kpi.wip_trend(run_with([*warm, (12.0, 3000)])) is None  # one point: no slope
     figures = runner.summaries(runner.run_plan(runner.plan_for("example", ["fifo"], 1, 6, 2)))
     assert len(figures["fifo"]["wip_trend_lots_per_day"]) == 1
+
+
+def test_where_the_cycle_time_goes_on_a_hand_checked_line(tmp_path):
+    # Etch (60 min) -> 10 min transport -> Clean (30 min) -> a 20-min delay step (no transport
+    # into a delay). Lots released at 0, 1, 2 min: Etch runs them back to back, so they queue
+    # there 0, 59 and 118 min; Clean is free each time one arrives.
+    folder = w.make_testbed(
+        tmp_path,
+        families=[w.family("Etch"), w.family("Clean"), w.family("Delay_32", STNFAMLOC="Delay")],
+        steps=[w.step(1, "Etch", 60), w.step(2, "Clean", 30), w.step(3, "Delay_32", 20)],
+        orders=[w.order("Lot_1", 1, 3)],
+        transport_min=10,
+    )
+    (t,) = summary(folder, days=1)["lot_types"]
+    assert t["completed"] == 3
+    day_min = 1440
+    assert t["ct_mean_days"] == pytest.approx((120 + 179 + 238) / 3 / day_min, abs=1e-4)
+    assert t["queue_days"] == pytest.approx(59 / day_min, abs=1e-4)
+    assert t["in_tool_days"] == pytest.approx(90 / day_min, abs=1e-4)
+    assert t["transport_days"] == pytest.approx(10 / day_min, abs=1e-4)
+    assert t["delay_days"] == pytest.approx(20 / day_min, abs=1e-4)
+    assert t["longest_waits"] == [
+        {"family": "Etch", "queue_days": pytest.approx(59 / day_min, abs=1e-4)},
+        {"family": "Clean", "queue_days": 0.0},
+    ]
+
+
+def test_the_time_split_adds_up_to_the_cycle_time_in_a_busy_fab():
+    # The shipped example fab, with batches, setups, rework, breakdowns and PMs: for every lot
+    # type the four parts are the whole cycle time, and the queue is the sum over families.
+    sim = engine.Simulation(
+        runner._model(runner.folder_of("example")), resolve("cr"), seed=3, days=30, warmup_days=5
+    ).run()
+    result = kpi.collect(sim)
+    s = kpi.summarize([result])
+    checked = 0
+    for t in s["lot_types"]:
+        if not t["completed"]:
+            continue
+        parts = t["queue_days"] + t["in_tool_days"] + t["transport_days"] + t["delay_days"]
+        assert parts == pytest.approx(t["ct_mean_days"], abs=1e-3)
+        assert t["queue_days"] > 0
+        assert t["in_tool_days"] > 0
+        waits = result.waits[(t["part"], t["priority"])]
+        queued = sum(waits.values()) / t["completed"] / engine.DAY
+        assert queued == pytest.approx(t["queue_days"], abs=1e-3)
+        checked += 1
+    assert checked >= 2
