@@ -29,14 +29,10 @@ from mes.simulation.state import (
     ARRIVE,
     BUSY,
     DELAY_END,
-    DELAYED,
     END,
     FREE,
     IDLE,
-    IN_TOOL,
-    MOVING,
     QTIME,
-    QUEUED,
     RELEASE,
     SAMPLE,
     WARMUP,
@@ -144,6 +140,7 @@ class Simulation:
         self.base_queue: dict[int, float] = {}
         self._transport = (m.testbed.transport_s or 0.0, m.testbed.transport_spread_s)
         self.time_split = TimeSplit()
+        self._family_slots = max(self.family) + 1  # SimLot.waits is indexed by family id
         self.handlers: dict[int, Callable[[object, object], None]] = {
             RELEASE: self._on_release,
             ARRIVE: self._on_arrive,
@@ -266,7 +263,7 @@ class Simulation:
         if self.now >= self.warmup_at:
             key = (lot.part, lot.prior)
             self.released_after_warmup[key] = self.released_after_warmup.get(key, 0) + 1
-            lot.waits = {}
+            lot.waits = [0.0] * self._family_slots
         if order.repeat_s and (order.repetitions is None or k + 1 < order.repetitions):
             self.schedule(self.now + order.repeat_s, RELEASE, n, k + 1)
         self._advance(lot, -1, travel=False)
@@ -288,7 +285,7 @@ class Simulation:
         if travel and not step.is_delay and self._transport[0] > 0:
             lot.index = i
             t = streams.draw(lot.rng, "uniform", *self._transport)
-            lot.spent[MOVING] += t
+            lot.move_s += t
             self.schedule(self.now + t, ARRIVE, lot, i)
         else:
             self._enter(lot, i)
@@ -303,7 +300,7 @@ class Simulation:
         step = lot.route.steps[i]
         if step.is_delay:
             t = self._process_time(step, [lot])
-            lot.spent[DELAYED] += t
+            lot.delay_s += t
             self.schedule(self.now + t, DELAY_END, lot, i)
             return
         lot.arrivals += 1
@@ -405,12 +402,10 @@ class Simulation:
         by_setup = self.setup_queues.get(fam.id)
         now = self.now
         for lot in lots:
-            del queue[lot.id]
-            assert lot.snap is not None  # it waited in the queue
-            wait = now - lot.snap.queued_at
-            lot.spent[QUEUED] += wait
+            wait = now - queue.pop(lot.id).queued_at
+            lot.queue_s += wait
             if lot.waits is not None:
-                lot.waits[fam.id] = lot.waits.get(fam.id, 0.0) + wait
+                lot.waits[fam.id] += wait
             lot.started = now
             if by_setup is not None and (setup := lot.route.steps[lot.index].snapshot.setup):
                 del by_setup[setup][lot.id]
@@ -481,7 +476,7 @@ class Simulation:
             self.account(tool, IDLE)
         self.job_done(tool, job)
         for lot in job.lots:
-            lot.spent[IN_TOOL] += self.now - lot.started
+            lot.tool_s += self.now - lot.started
             # Each lot goes on along its own route: a batch may hold lots of several routes
             # whose step has the same name (the batch key) at different route indexes.
             step = lot.route.steps[lot.index]

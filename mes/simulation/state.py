@@ -12,8 +12,7 @@ import mes.simulation.streams as streams
 from mes.simulation.model import FAB_ID, Family, Route, Step, priority_class
 
 IDLE, BUSY, BROKEN, MAINT = range(4)  # tool status, also the index of its time bucket
-QUEUED, IN_TOOL, MOVING, DELAYED = range(4)  # where a lot's time goes: index into SimLot.spent
-TIME_SPLIT = ("queue", "in_tool", "transport", "delay")  # their names in the figures
+TIME_SPLIT = ("queue", "in_tool", "transport", "delay")  # where a lot's time goes (figures)
 # Event kinds (the heap holds (time, seq, kind, a, b)).
 RELEASE, ARRIVE, END, FREE, DELAY_END, WAKE, QTIME, SAMPLE, WARMUP = range(9)
 DOWN, UP, PM_DUE, PM_END = range(9, 13)
@@ -22,19 +21,22 @@ DOWN, UP, PM_DUE, PM_END = range(9, 13)
 class SimLot:
     __slots__ = (
         "arrivals",
+        "delay_s",
         "due",
         "id",
         "index",
+        "move_s",
         "name",
         "part",
         "prior",
         "priority",
+        "queue_s",
         "released",
         "rng",
         "route",
         "snap",
-        "spent",
         "started",
+        "tool_s",
         "tools_at",
         "wafers",
         "waits",
@@ -57,17 +59,18 @@ class SimLot:
         self.tools_at: dict[int, int] = {}  # route index -> tool id (dedication)
         self.windows: dict[int, float] = {}  # route index -> latest start (Q-time)
         self.arrivals = 0  # to tell a stale Q-time event from a current one
-        # Where its cycle time went, in seconds: [queue, in tool, transport, delay] (the four
-        # add up to done - released), and its queue time per family (only for lots the
-        # figures count: released after the warm-up).
-        self.spent = [0.0, 0.0, 0.0, 0.0]
+        # Where its cycle time went, in seconds (the four add up to done - released; plain
+        # slots, not a list: they are added to at every start and end), and its queue time per
+        # family (only for the lots the figures count: released after the warm-up).
+        self.queue_s = self.tool_s = self.move_s = self.delay_s = 0.0
         self.started = 0.0  # when its running job started
-        self.waits: dict[int, float] | None = None
+        self.waits: list[float] | None = None
 
 
 class TimeSplit:
     """Where the cycle time of the lots the figures count went, per lot type (part, priority):
-    the sum of their ``SimLot.spent`` with the number of lots, and their queue time per family."""
+    the sum of their queue, in-tool, transport and delay seconds (``TIME_SPLIT``) with the
+    number of lots, and their queue time per family."""
 
     def __init__(self) -> None:
         self.totals: dict[tuple[str, int], list[float]] = {}  # [queue, tool, move, delay, lots]
@@ -75,13 +78,13 @@ class TimeSplit:
 
     def add(self, lot: SimLot) -> None:
         key = (lot.part, lot.prior)
-        totals = self.totals.setdefault(key, [0.0] * (len(lot.spent) + 1))
-        for i, spent in enumerate(lot.spent):
+        totals = self.totals.setdefault(key, [0.0] * (len(TIME_SPLIT) + 1))
+        for i, spent in enumerate((lot.queue_s, lot.tool_s, lot.move_s, lot.delay_s, 1)):
             totals[i] += spent
-        totals[-1] += 1
         waits = self.waits.setdefault(key, {})
-        for fid, wait in (lot.waits or {}).items():
-            waits[fid] = waits.get(fid, 0.0) + wait
+        for fid, wait in enumerate(lot.waits or ()):
+            if wait:
+                waits[fid] = waits.get(fid, 0.0) + wait
 
 
 class Job:
