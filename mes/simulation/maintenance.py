@@ -6,8 +6,12 @@
   after the attachment's first occurrence; a failure suspends what the tool runs (its jobs
   resume where they stopped after the repair). A failure that comes while the tool is already
   down or in a PM starts when that ends.
-* PMs (``pmcal.txt``): calendar PMs fall due every ``MTBPM`` from their first occurrence;
-  wafer-count PMs after ``MTBPM`` wafers processed since the last one. A due PM makes the tool
+* PMs (``pmcal.txt``): calendar PMs fall due every ``MTBPM`` from their first occurrence,
+  the tools of a family spread evenly over one period (tool j of n at the first occurrence +
+  j/n MTBPM): the tables give one first occurrence per family, and read literally every tool of
+  the family stops at once — 33 litho steppers down together for 6.7 h every week — which a fab
+  never plans and the testbed's reference figures do not show (docs/simulation.md); wafer-count
+  PMs after ``MTBPM`` wafers processed since the last one. A due PM makes the tool
   ``pm_due`` (the policy's ``tool.pm_due`` exclusion: no new work) and starts as soon as what
   runs on it has finished; PMs due together are done in one stop.
 
@@ -58,6 +62,8 @@ class Maintenance:
         sim, t0 = self.sim, self.sim.model.t0
         for tool in sim.tools:
             fid = tool.family.id
+            group = sim.tools_of[fid]
+            spread = group.index(tool) / len(group)
             for k, (_cal, attach) in enumerate(self.downs.get(fid, ())):
                 first = streams.draw(tool.rng_down, attach.first_dist, attach.first)
                 sim.schedule(t0 + first, DOWN, tool, k)
@@ -66,7 +72,7 @@ class Maintenance:
                     tool.wafers_left[k] = attach.first if attach.first_in_wafers else pm.every
                 else:
                     first = pm.every if attach.first_in_wafers else attach.first
-                    sim.schedule(t0 + first, PM_DUE, tool, k)
+                    sim.schedule(t0 + first + spread * pm.every, PM_DUE, tool, k)
 
     def stop(self, tool: Tool, down_for_s: float, pm_for_s: float) -> None:
         """A tool down (or in a PM) when the run starts, for this long (what-if)."""

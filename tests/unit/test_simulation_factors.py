@@ -83,6 +83,25 @@ def test_a_calendar_pm_waits_for_the_running_lot_and_blocks_the_next(tmp_path):
     assert sim.tools[0].buckets[MAINT] == pytest.approx(120 * 60)
 
 
+def test_a_familys_calendar_pms_are_spread_over_one_period(tmp_path):
+    # Four tools, a 2-h PM every 4 days from day 1: tool j of 4 stops at day 1 + j, so one tool
+    # of the family is in PM at a time (read literally, all four would stop at day 1).
+    folder = w.make_testbed(
+        tmp_path,
+        families=[w.family("Etch", 4, area="Dry_Etch")],
+        steps=[w.step(1, "Etch", 60)],
+        extra_files={
+            "pmcal.txt": PMCAL + "PM4\tmtbpm_by_cal\t4\tday\tconstant\t2\t0\thr\n",
+            "attach.txt": ATTACH + "PM4\tpm\tstnfam\tEtch\tconstant\t1\tday\n",
+        },
+    )
+    in_pm_h = [t.buckets[MAINT] / 3600 for t in run(folder, days=1.5).tools]
+    assert in_pm_h == pytest.approx([2, 0, 0, 0])
+    later = run(folder, days=4.5)
+    assert [t.buckets[MAINT] / 3600 for t in later.tools] == pytest.approx([2, 2, 2, 2])
+    assert later.counters.pms == 4
+
+
 def test_a_wafer_count_pm_falls_due_after_its_wafers(tmp_path):
     # Every 50 wafers (two lots), 1 h: lots at 0-60 and 60-120, PM 120-180, lot 3 180-240.
     folder = one_tool(
