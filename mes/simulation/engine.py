@@ -112,7 +112,14 @@ class Simulation:
             if fam.is_delay:
                 continue
             group = [
-                Tool(len(self.tools) + n + 1, f"{fam.name}-{n + 1:02d}", fam, m.t0, self.seed)
+                Tool(
+                    len(self.tools) + n + 1,
+                    f"{fam.name}-{n + 1:02d}",
+                    fam,
+                    m.t0,
+                    self.seed,
+                    m.min_run,
+                )
                 for n in range(fam.count)
             ]
             self.tools.extend(group)

@@ -110,6 +110,7 @@ class Tool:
         "family",
         "id",
         "jobs",
+        "min_run",
         "pm_due",
         "pm_pending",
         "rng_down",
@@ -119,11 +120,20 @@ class Tool:
         "since",
         "since_setup",
         "snap",
+        "snaps",
         "status",
         "wafers_left",
     )
 
-    def __init__(self, tool_id: int, code: str, family: Family, t: float, seed: int) -> None:
+    def __init__(
+        self,
+        tool_id: int,
+        code: str,
+        family: Family,
+        t: float,
+        seed: int,
+        min_run: Mapping[str, int] | None = None,
+    ) -> None:
         self.id = tool_id
         self.code = code
         self.family = family
@@ -140,24 +150,36 @@ class Tool:
         self.downs_pending: list[float] = []  # repair times of failures that hit a down tool
         self.wafers_left: dict[int, float] = {}  # wafer-count PM calendar -> wafers to go
         self.snap: policy.ToolSnapshot | None = None
+        # A tool goes through few distinct states (E10 state, PM due, setup, lots of the setup
+        # counted up to its minimum run), each snapshot is built once and taken again.
+        self.snaps: dict[tuple[str, bool, str | None, int], policy.ToolSnapshot] = {}
+        self.min_run = min_run or {}
         self.rng_down = streams.stream(seed, "down", code)
         self.rng_pm = streams.stream(seed, "pm", code)
 
     def snapshot(self) -> policy.ToolSnapshot:
         if self.snap is None:
-            down = self.status in (BROKEN, MAINT)
-            self.snap = policy.ToolSnapshot(
-                id=self.id,
-                code=self.code,
-                fab_id=FAB_ID,
-                tool_group_id=self.family.id,
-                e10_state="UDT" if down else ("PRD" if self.jobs else "SBY"),
-                max_lots=self.family.max_lots,
-                pm_due=self.pm_due,
-                qualified=self.family.recipes,
-                current_setup=self.setup,
-                lots_since_setup=self.since_setup,
-            )
+            e10 = "UDT" if self.status in (BROKEN, MAINT) else ("PRD" if self.jobs else "SBY")
+            # The lots since the setup change matter only below the setup's minimum run (the
+            # setup rule's test), so the count stops there (and means nothing with no setup).
+            setup = self.setup
+            since = 0 if setup is None else min(self.since_setup, self.min_run.get(setup, 0))
+            key = (e10, self.pm_due, self.setup, since)
+            snap = self.snaps.get(key)
+            if snap is None:
+                snap = self.snaps[key] = policy.ToolSnapshot(
+                    id=self.id,
+                    code=self.code,
+                    fab_id=FAB_ID,
+                    tool_group_id=self.family.id,
+                    e10_state=e10,
+                    max_lots=self.family.max_lots,
+                    pm_due=self.pm_due,
+                    qualified=self.family.recipes,
+                    current_setup=self.setup,
+                    lots_since_setup=since,
+                )
+            self.snap = snap
         return self.snap
 
 

@@ -5,12 +5,14 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Iterable
+from dataclasses import replace
 
 import pytest
 
-from mes.dispatch import policy
+from mes.dispatch import policy, what_next
+from mes.dispatch.ranking_rules import Candidate
 from mes.simulation import engine, model, rulesets, runner
-from mes.simulation.state import join_queue
+from mes.simulation.state import BROKEN, MAINT, join_queue
 
 STEP = policy.StepSnapshot(1, 10, 7, "OP", "R")
 
@@ -80,3 +82,62 @@ def test_every_decision_is_offered_its_lots_in_queue_order(
     sim.run()
     assert seen["decisions"] > 1000, seen
     assert seen["out of order"] > 0, seen  # the case the order is kept for did come up
+
+
+def test_a_tools_snapshot_is_taken_again_only_while_the_policy_would_see_the_same() -> None:
+    # The simulator keeps one snapshot per tool state and counts the lots since a setup change
+    # up to the setup's minimum run only: at every decision of 20 days of the example fab (gas
+    # implanters with minimum runs of 3, setup_aware ranking by setup) the snapshot the policy
+    # gets must equal one built afresh from the tool, and every rule must value every offered
+    # lot as with the full count.
+    sim = engine.Simulation(
+        model.load(runner.EXAMPLE), rulesets.resolve("setup_aware"), seed=2, days=20
+    )
+    tools = {tool.id: tool for tool in sim.tools}
+    decide, seen = policy.decide, Counter[str]()
+
+    def checking_decide(
+        snap: policy.ToolSnapshot,
+        lots: Iterable[policy.LotSnapshot],
+        situation: policy.Situation,
+        rule_set: policy.RuleSet,
+        **kw: bool,
+    ) -> policy.Starts:
+        tool = tools[snap.id]
+        down = tool.status in (BROKEN, MAINT)
+        fresh = policy.ToolSnapshot(
+            id=tool.id,
+            code=tool.code,
+            fab_id=snap.fab_id,
+            tool_group_id=tool.family.id,
+            e10_state="UDT" if down else ("PRD" if tool.jobs else "SBY"),
+            max_lots=tool.family.max_lots,
+            pm_due=tool.pm_due,
+            qualified=tool.family.recipes,
+            current_setup=tool.setup,
+            lots_since_setup=tool.since_setup,
+        )
+        assert replace(fresh, lots_since_setup=snap.lots_since_setup) == snap
+        if snap.lots_since_setup != tool.since_setup:
+            seen["count stopped at the minimum run"] += 1
+            for lot in lots:
+                assert what_next.values_of(
+                    Candidate(lot, snap), situation, rule_set
+                ) == what_next.values_of(Candidate(lot, fresh), situation, rule_set)
+                seen["lots valued"] += 1
+        seen["decisions"] += 1
+        if snap is not previous.get(snap.id) and any(snap is s for s in earlier.get(snap.id, ())):
+            seen["taken again after a change"] += 1  # built for a state the tool was in before
+        previous[snap.id] = snap
+        if not any(snap is s for s in earlier.setdefault(snap.id, [])):
+            earlier[snap.id].append(snap)
+        return decide(snap, lots, situation, rule_set, **kw)
+
+    previous: dict[int, policy.ToolSnapshot] = {}
+    earlier: dict[int, list[policy.ToolSnapshot]] = {}
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(policy, "decide", checking_decide)
+        sim.run()
+    assert seen["decisions"] > 1000, seen
+    assert seen["lots valued"] > 100, seen  # counts past a minimum run did come up
+    assert seen["taken again after a change"] > 100, seen
