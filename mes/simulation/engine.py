@@ -171,12 +171,13 @@ class Simulation:
     def run(self) -> Simulation:
         self._start()
         heap, handlers, dispatching = self._heap, self.handlers, self.dispatching
-        pop, end, progress, counters = heapq.heappop, self.end, self.progress, self.counters
+        pop, end, progress = heapq.heappop, self.end, self.progress
         next_report = self.now + DAY if progress is not None else float("inf")
+        events = 0
         while heap and heap[0][0] <= end:
             t, _seq, kind, a, b = pop(heap)
             self.now = t
-            counters.events += 1
+            events += 1
             handlers[kind](a, b)
             if dispatching.dirty and (not heap or heap[0][0] > t):
                 dispatching.cycle()
@@ -184,6 +185,7 @@ class Simulation:
                 next_report += DAY
                 assert progress is not None
                 progress((t - self.model.t0) / DAY)
+        self.counters.events += events
         self.now = self.end
         for tool in self.tools:
             self.account(tool, tool.status)
