@@ -36,6 +36,8 @@ from mes.simulation.state import (
     RELEASE,
     SAMPLE,
     WARMUP,
+    Completed,
+    Counters,
     GroupLoads,
     InitialState,
     Job,
@@ -46,33 +48,6 @@ from mes.simulation.state import (
 )
 
 DAY = 86400.0
-
-
-@dataclass
-class Completed:
-    part: str
-    prior: int
-    released: float
-    done: float
-    due: float | None
-    raw_s: float
-    wip_lot: bool  # of the initial WIP (released before time zero, back-computed)
-
-
-@dataclass
-class Counters:
-    events: int = 0
-    decisions: int = 0
-    starts: int = 0
-    setups: int = 0
-    reworks: int = 0
-    skipped: int = 0
-    qtime_checked: int = 0
-    qtime_violated: int = 0
-    qtime_gated: int = 0  # decisions that left a lot out at the gate (gating on)
-    breakdowns: int = 0
-    pms: int = 0
-    released: int = 0
 
 
 @dataclass

@@ -283,3 +283,34 @@ class GroupLoads(Mapping[tuple[int, int], policy.GroupLoad]):
 
     def __len__(self) -> int:
         return len(self.known)
+
+
+@dataclass
+class Completed:
+    """A lot that finished its route (``kpi`` reads the figures from these)."""
+
+    part: str
+    prior: int
+    released: float
+    done: float
+    due: float | None
+    raw_s: float
+    wip_lot: bool  # of the initial WIP (released before time zero, back-computed)
+
+
+@dataclass
+class Counters:
+    """What a run counts (the report and the benchmarks print them)."""
+
+    events: int = 0
+    decisions: int = 0
+    starts: int = 0
+    setups: int = 0
+    reworks: int = 0
+    skipped: int = 0
+    qtime_checked: int = 0
+    qtime_violated: int = 0
+    qtime_gated: int = 0  # decisions that left a lot out at the gate (gating on)
+    breakdowns: int = 0
+    pms: int = 0
+    released: int = 0
