@@ -164,7 +164,7 @@ class Tool:
             # setup rule's test), so the count stops there (and means nothing with no setup).
             setup = self.setup
             since = 0 if setup is None else min(self.since_setup, self.min_run.get(setup, 0))
-            key = (e10, self.pm_due, self.setup, since)
+            key = (e10, self.pm_due, setup, since)
             snap = self.snaps.get(key)
             if snap is None:
                 snap = self.snaps[key] = policy.ToolSnapshot(
@@ -176,7 +176,7 @@ class Tool:
                     max_lots=self.family.max_lots,
                     pm_due=self.pm_due,
                     qualified=self.family.recipes,
-                    current_setup=self.setup,
+                    current_setup=setup,
                     lots_since_setup=since,
                 )
             self.snap = snap
