@@ -36,8 +36,12 @@ async def test_the_adapters_stop_together_within_one_timeout_while_the_database_
     timeout_s = registry.settings.timeout_s
 
     # Another process holds the write lock: each adapter's next CONNECTING waits for it.
-    holder = sqlite3.connect(make_url(fab.url).database or "", isolation_level=None)
-    holder.execute("BEGIN IMMEDIATE")
+    # Taken off the event loop: an adapter may be inside its write transaction, and it needs the
+    # loop to commit; waiting for the lock on the loop itself would wait for nobody (seen in CI).
+    holder = sqlite3.connect(
+        make_url(fab.url).database or "", isolation_level=None, timeout=30, check_same_thread=False
+    )
+    await asyncio.to_thread(holder.execute, "BEGIN IMMEDIATE")
     try:
         await asyncio.sleep(2.0)  # every adapter has retried (backoff at most 1 s) and waits
         caplog.set_level(logging.ERROR, logger="mes.opcua.registry")
