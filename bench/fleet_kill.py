@@ -141,36 +141,43 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                 processed = (await crash_tools.compare(db, journal))["tool_jobs_processed"]
                 return processed > 0 and await all_connected() and await _leader(db) is not None
 
-            if await _until(line_runs, args.timeout, poll=0.5) is None:
-                raise SystemExit(f"the line did not run within {args.timeout} s; see {tmp}")
-            split = Counter(owner for owner, _ in await _leases(db))
-            victim = max(("A0", "A1"), key=lambda n: split[n])
-            survivor = "A1" if victim == "A0" else "A0"
-            leader = await _leader(db)
-            standby = "D1" if leader == "D0" else "D0"
-            standby_log = tmp / f"{standby}.log"
-            leading_before = standby_log.read_text().count(LEADING.replace("B1", fab))
-            acknowledged_before, failed_before = len(load.ledger), load.retried
-            for name in ("api0", victim, str(leader)):
-                procs[name].send_signal(signal.SIGKILL)
-            killed_at = time.monotonic()
-            # Clients find the dead API by failing on it (and sending again, to either API),
-            # until a load balancer's health check would have taken it out: 2 s.
-            asyncio.get_running_loop().call_later(2.0, apis.dead.add, apis.ports[0])
+            try:
+                if await _until(line_runs, args.timeout, poll=0.5) is None:
+                    raise SystemExit(f"the line did not run within {args.timeout} s; see {tmp}")
+                split = Counter(owner for owner, _ in await _leases(db))
+                victim = max(("A0", "A1"), key=lambda n: split[n])
+                survivor = "A1" if victim == "A0" else "A0"
+                leader = await _leader(db)
+                standby = "D1" if leader == "D0" else "D0"
+                standby_log = tmp / f"{standby}.log"
+                leading_before = standby_log.read_text().count(LEADING.replace("B1", fab))
+                acknowledged_before, failed_before = len(load.ledger), load.retried
+                for name in ("api0", victim, str(leader)):
+                    procs[name].send_signal(signal.SIGKILL)
+                killed_at = time.monotonic()
+                # Clients find the dead API by failing on it (and sending again, to either API),
+                # until a load balancer's health check would have taken it out: 2 s.
+                asyncio.get_running_loop().call_later(2.0, apis.dead.add, apis.ports[0])
 
-            async def standby_leads() -> bool:
-                text = standby_log.read_text()
-                return text.count(LEADING.replace("B1", fab)) > leading_before
+                async def standby_leads() -> bool:
+                    text = standby_log.read_text()
+                    return text.count(LEADING.replace("B1", fab)) > leading_before
 
-            adapter_task = asyncio.create_task(
-                _until(lambda: all_connected(survivor), args.timeout, poll=0.1)
-            )
-            dispatcher_s = await _until(standby_leads, args.timeout, poll=0.1)
-            adapter_s = await adapter_task
-            await asyncio.sleep(max(0.0, args.after - (time.monotonic() - killed_at)))
-            load.stop.set()
-            await asyncio.wait_for(asyncio.gather(*tasks), timeout=120)
-            tools = await crash_tools.settled(db, journal, 60)
+                adapter_task = asyncio.create_task(
+                    _until(lambda: all_connected(survivor), args.timeout, poll=0.1)
+                )
+                dispatcher_s = await _until(standby_leads, args.timeout, poll=0.1)
+                adapter_s = await adapter_task
+                await asyncio.sleep(max(0.0, args.after - (time.monotonic() - killed_at)))
+                load.stop.set()
+                await asyncio.wait_for(asyncio.gather(*tasks), timeout=120)
+                tools = await crash_tools.settled(db, journal, 60)
+            finally:
+                # Whatever failed, the clients stop before their HTTP client closes, so the
+                # failure is the last thing on stderr (not one "client has been closed" per client).
+                for task in tasks:
+                    task.cancel()
+                await asyncio.gather(*tasks, return_exceptions=True)
         final = await check_database(db)
         ledger = await verify(db, load.ledger)
         lost = ledger["acknowledged_without_record"] + ledger["events_missing"]
@@ -207,10 +214,25 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             and final.ok,
             "logs": str(tmp),
         }
+    except BaseException:
+        _print_process_errors(tmp)  # the processes' own account, before the bench's traceback
+        raise
     finally:
         stop_processes(procs.values(), timeout=20)
         await db.dispose()
         await throwaway.drop_database(url, beside=args.database_url)
+
+
+def _print_process_errors(logs: Path, last: int = 40) -> None:
+    """Each process log's error lines to stderr: a CI run keeps no temporary directory."""
+    for log in sorted(logs.glob("*.log")):
+        errors = [
+            line
+            for line in log.read_text(errors="replace").splitlines()
+            if "ERROR" in line or "Traceback" in line or "Error:" in line
+        ]
+        for line in errors[-last:]:
+            print(f"{log.stem}: {line}", file=sys.stderr)
 
 
 def _arguments() -> argparse.Namespace:
