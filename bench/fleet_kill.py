@@ -224,12 +224,13 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _print_process_errors(logs: Path, last: int = 40) -> None:
-    """Each process log's error lines to stderr: a CI run keeps no temporary directory."""
+    """Each process log's errors to stderr: a CI run keeps no temporary directory. Log records
+    begin with their date; the lines that do not are the tracebacks under them."""
     for log in sorted(logs.glob("*.log")):
         errors = [
             line
             for line in log.read_text(errors="replace").splitlines()
-            if "ERROR" in line or "Traceback" in line or "Error:" in line
+            if " ERROR " in line or " CRITICAL " in line or (line and not line[0].isdigit())
         ]
         for line in errors[-last:]:
             print(f"{log.stem}: {line}", file=sys.stderr)
